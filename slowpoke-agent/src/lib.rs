@@ -1,0 +1,4 @@
+//! Slowpoke node agent (library): everything but argument parsing lives here.
+
+/// The kernel object built by build.rs.
+pub static KERNEL_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/slowpoke"));

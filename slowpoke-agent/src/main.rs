@@ -1,0 +1,3 @@
+fn main() {
+    println!("{}", slowpoke_agent::KERNEL_OBJECT.len());
+}
