@@ -1,1 +1,160 @@
-fn main() {}
+//! `cargo xtask`: the project's entry points. `setup` installs what the build and the tests need
+//! (idempotent); `test` and `demo` run it first, so a fresh machine needs nothing else.
+
+mod setup;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "Slowpoke project tasks", version)]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what is missing: rust-src for nightly, bpf-linker, Debian packages, bpffs/tracefs mounts.
+    Setup,
+    /// Set up, check formatting and lints, then run every test (as root: the tests load eBPF).
+    Test {
+        /// Skip `cargo fmt --check` and `cargo clippy`.
+        #[arg(long)]
+        no_lint: bool,
+        /// Extra arguments passed to the test binaries (e.g. a test name filter).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Set up, build, start the 9-service shop app and ask: what if cart did half its CPU work?
+    Demo {
+        /// Also pass these arguments to `slowpoke what-if`.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Benchmarks that print JSON: `agent` (hook overhead, throughput loss, pause precision) or
+    /// `emu` (emulator overhead, load generator cost, shop app saturation).
+    Bench {
+        #[arg(value_parser = ["agent", "emu"])]
+        which: String,
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Accuracy evaluation suite against ground truth (see docs/evaluation.md).
+    Eval {
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let root = workspace_root();
+    match cli.task {
+        Task::Setup => setup::ensure(),
+        Task::Test { no_lint, args } => test(&root, no_lint, &args),
+        Task::Demo { args } => demo(&root, &args),
+        Task::Bench { which, args } => bench(&root, &which, &args),
+        Task::Eval { args } => eval(&root, &args),
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+/// Runs a command in the workspace, failing with the command line when it fails.
+pub(crate) fn run(cmd: &mut Command) -> Result<()> {
+    let shown = format!("{cmd:?}");
+    eprintln!("xtask: {shown}");
+    let status = cmd.status().with_context(|| format!("starting {shown}"))?;
+    if !status.success() {
+        bail!("{shown} failed: {status}");
+    }
+    Ok(())
+}
+
+fn cargo(root: &Path) -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(root);
+    cmd
+}
+
+fn test(root: &Path, no_lint: bool, args: &[String]) -> Result<()> {
+    setup::ensure()?;
+    if !no_lint {
+        run(cargo(root).args(["fmt", "--all", "--", "--check"]))?;
+        run(cargo(root).args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
+    }
+    // Build everything first so test binaries can find each other's executables.
+    run(cargo(root).args(["build", "--all-targets"]))?;
+    // Timing-sensitive integration tests (pause precision) share 2 cores: two test threads at most.
+    let mut cmd = cargo(root);
+    cmd.args(["test", "--no-fail-fast", "--", "--test-threads=2"]);
+    cmd.args(args);
+    run(&mut cmd)
+}
+
+fn demo(root: &Path, args: &[String]) -> Result<()> {
+    setup::ensure()?;
+    run(cargo(root).args(["build", "--release", "--bins"]))?;
+    let topology = root.join("tests/topologies/shop.json");
+    let delta_us = half_of_configured_work(&topology, "cart")?;
+    let mut cmd = Command::new(root.join("target/release/slowpoke"));
+    cmd.current_dir(root)
+        .arg("what-if")
+        .arg("--topology")
+        .arg(&topology)
+        .args(["--target", "cart", "--delta-us"])
+        .arg(format!("{delta_us}"))
+        .args(["--truth", "--summary-json"])
+        .args(args);
+    run(&mut cmd)
+}
+
+/// Δ for the demo: half of the CPU work the topology configures for `service` per visit (the
+/// mean over its endpoints, weighted equally), so prediction and ground truth use the same Δ.
+fn half_of_configured_work(topology: &Path, service: &str) -> Result<f64> {
+    let text = std::fs::read_to_string(topology)
+        .with_context(|| format!("reading {}", topology.display()))?;
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("parsing {}", topology.display()))?;
+    let endpoints = json["services"][service]["endpoints"]
+        .as_object()
+        .with_context(|| format!("{}: no endpoints for service {service}", topology.display()))?;
+    let works: Vec<f64> = endpoints
+        .values()
+        .filter_map(|e| e["cpu_us"].as_f64())
+        .collect();
+    if works.is_empty() {
+        bail!("{}: service {service} has no cpu_us", topology.display());
+    }
+    Ok(works.iter().sum::<f64>() / works.len() as f64 / 2.0)
+}
+
+fn bench(root: &Path, which: &str, args: &[String]) -> Result<()> {
+    setup::ensure()?;
+    let (package, example) = match which {
+        "agent" => ("slowpoke-agent", "bench_agent"),
+        _ => ("slowpoke-emu", "bench_emu"),
+    };
+    run(cargo(root)
+        .args(["run", "--release", "--quiet", "-p", package, "--example", example, "--"])
+        .args(args))
+}
+
+fn eval(root: &Path, args: &[String]) -> Result<()> {
+    setup::ensure()?;
+    run(cargo(root).args(["build", "--release", "--bins"]))?;
+    run(cargo(root)
+        .args(["run", "--release", "--quiet", "-p", "slowpoke-coordinator", "--bin", "slowpoke", "--", "eval"])
+        .args(args))
+}
