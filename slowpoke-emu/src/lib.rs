@@ -1,1 +1,22 @@
-//! placeholder
+//! Synthetic microservice emulator: runs an application described by a topology JSON file, one OS process per
+//! service, each with its own loopback port, CPU parallelism, per-visit CPU work, locks, waits and downstream
+//! calls; plus generators for the evaluation's topology families. It is the test bed, the ground truth
+//! (settings change at start with `--set` or live through each service's control port) and the demo app.
+//!
+//! See `docs/emu.md` for the file format and the command line.
+
+pub mod busy;
+pub mod client;
+pub mod generate;
+pub mod runner;
+pub mod service;
+pub mod topology;
+
+pub use client::{RunningApp, StartOptions, find_binary, set_live, set_live_at, stats_at};
+pub use generate::{Family, GenSpec, generate};
+pub use runner::{AppInfo, RunOptions, ServiceInfo};
+pub use service::ServiceStats;
+pub use topology::{
+    Call, Endpoint, EndpointRef, Mode, Sampling, Service, Set, Topology, TopologyError, TopologySource, expected_bottleneck,
+    expected_visit_ratios, load,
+};

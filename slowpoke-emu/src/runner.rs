@@ -1,0 +1,262 @@
+//! `slowpoke-emu run`: binds every service's sockets, starts one child process per service, prints the
+//! [`AppInfo`] line once all serve, and tears everything down on SIGINT/SIGTERM (or stdin EOF when asked).
+//!
+//! No orphans: children sit in their own process group (killed as a whole) and have `PR_SET_PDEATHSIG`
+//! = SIGKILL, so they die with the runner even when the runner is SIGKILLed.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, TcpListener};
+use std::os::fd::AsRawFd as _;
+use std::os::unix::process::CommandExt as _;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use nix::sys::signal::{SigSet, Signal};
+use serde::{Deserialize, Serialize};
+
+use crate::service::{CONTROL_FD, SERVICE_FD, ServeSpec};
+use crate::topology::{self, Set, Topology};
+
+/// The line `slowpoke-emu run` prints once every service listens (fixed keys: `services`, `entry`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppInfo {
+    pub services: BTreeMap<String, ServiceInfo>,
+    /// URL of the entry endpoint, e.g. `http://127.0.0.1:41234/home`.
+    pub entry: String,
+    /// Pid of the runner process (killing it kills every service).
+    #[serde(default)]
+    pub runner_pid: u32,
+    /// Host used in URLs (the bind address, or loopback for a wildcard bind).
+    #[serde(default)]
+    pub host: String,
+}
+
+/// Where one service runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceInfo {
+    pub pids: Vec<u32>,
+    /// Service port (traffic here counts as visits).
+    pub port: u16,
+    /// Control port (`GET /stats`, `PUT /set`; not a visit).
+    pub control_port: u16,
+    #[serde(default)]
+    pub threads: u32,
+}
+
+/// Options of [`run`].
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub bind: IpAddr,
+    /// Service `i` (in name order) gets `base_port + i`, its control port `base_port + n + i`; None = ephemeral.
+    pub base_port: Option<u16>,
+    /// Exit (stopping all services) when stdin reaches EOF: lets a parent that dies take the app with it.
+    pub exit_on_stdin_eof: bool,
+    /// Also write the [`AppInfo`] JSON to this file (for `slowpoke-emu set --app FILE`).
+    pub info_file: Option<std::path::PathBuf>,
+}
+
+/// Host part of URLs for a bind address.
+pub fn url_host(bind: IpAddr) -> String {
+    match bind {
+        IpAddr::V4(a) if a.is_unspecified() => Ipv4Addr::LOCALHOST.to_string(),
+        IpAddr::V6(a) if a.is_unspecified() => format!("[{}]", Ipv6Addr::LOCALHOST),
+        IpAddr::V4(a) => a.to_string(),
+        IpAddr::V6(a) => format!("[{a}]"),
+    }
+}
+
+fn listen(bind: IpAddr, port: u16, what: &str) -> Result<TcpListener> {
+    let l = TcpListener::bind((bind, port)).with_context(|| {
+        format!("cannot listen on {}:{port} for {what}; free that port or choose another --base-port / \"port\"", url_host(bind))
+    })?;
+    // std listens with a small backlog; a load generator opening hundreds of connections at once needs more.
+    // SAFETY: re-calling listen(2) on a listening socket only changes its backlog.
+    unsafe { libc::listen(l.as_raw_fd(), 4096) };
+    Ok(l)
+}
+
+enum Event {
+    Signal,
+    StdinEof,
+    ChildExit(String, std::process::ExitStatus),
+}
+
+/// Runs the topology (with `sets` applied) until SIGINT/SIGTERM. `label` names the topology in errors.
+pub fn run(mut topo: Topology, label: &str, sets: &[Set], opts: &RunOptions) -> Result<()> {
+    for s in sets {
+        topo.apply(s).map_err(|e| anyhow::anyhow!("{label}: {e}"))?;
+    }
+    topo.validate_named(label)?;
+
+    // Block the signals we wait for before any thread exists, so only the waiting thread sees them.
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGINT);
+    mask.add(Signal::SIGTERM);
+    mask.add(Signal::SIGHUP);
+    mask.thread_block().context("blocking signals")?;
+
+    let n = topo.services.len();
+    let host = url_host(opts.bind);
+    let mut listeners = BTreeMap::new();
+    for (i, (name, svc)) in topo.services.iter().enumerate() {
+        let port = svc.port.or(opts.base_port.map(|b| b.saturating_add(i as u16))).unwrap_or(0);
+        let cport = opts.base_port.map_or(0, |b| b.saturating_add((n + i) as u16));
+        let s = listen(opts.bind, port, &format!("service {name} ({label}: services.{name})"))?;
+        let c = listen(opts.bind, cport, &format!("the control port of service {name}"))?;
+        listeners.insert(name.clone(), (s, c));
+    }
+    let ports: BTreeMap<String, (u16, u16)> = listeners
+        .iter()
+        .map(|(k, (s, c))| Ok((k.clone(), (s.local_addr()?.port(), c.local_addr()?.port()))))
+        .collect::<Result<_>>()?;
+
+    let exe = std::env::current_exe().context("locating the slowpoke-emu binary")?;
+    let (tx, rx) = mpsc::channel::<Event>();
+    let me = std::process::id() as i32;
+    let mut pgid: i32 = 0;
+    let mut infos = BTreeMap::new();
+    let mut ready_rx = Vec::new();
+    for (name, svc) in &topo.services {
+        let peers = svc
+            .endpoints
+            .values()
+            .flat_map(|e| e.calls.iter())
+            .map(|c| (c.service.clone(), format!("{host}:{}", ports[&c.service].0)))
+            .collect();
+        let spec = ServeSpec {
+            name: name.clone(),
+            threads: svc.threads,
+            sampling: topo.sampling,
+            endpoints: svc.endpoints.clone(),
+            peers,
+        };
+        let (sl, cl) = &listeners[name];
+        let (sfd, cfd) = (sl.as_raw_fd(), cl.as_raw_fd());
+        let mut cmd = Command::new(&exe);
+        cmd.arg("serve").arg("--name").arg(name).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit());
+        cmd.process_group(pgid);
+        // SAFETY: only async-signal-safe calls (fcntl, dup2, close, prctl, getppid, sigprocmask, _exit) between
+        // fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                let a = libc::fcntl(sfd, libc::F_DUPFD, 10);
+                let b = libc::fcntl(cfd, libc::F_DUPFD, 10);
+                if a < 0 || b < 0 || libc::dup2(a, SERVICE_FD) < 0 || libc::dup2(b, CONTROL_FD) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::close(a);
+                libc::close(b);
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The runner may have died before prctl took effect.
+                if libc::getppid() != me {
+                    libc::_exit(1);
+                }
+                let mut empty: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&raw mut empty);
+                libc::sigprocmask(libc::SIG_SETMASK, &raw const empty, std::ptr::null_mut());
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().with_context(|| format!("starting service {name} ({})", exe.display()))?;
+        let pid = child.id();
+        if pgid == 0 {
+            pgid = pid as i32;
+        }
+        let mut stdin = child.stdin.take().expect("piped");
+        stdin.write_all(&serde_json::to_vec(&spec)?).with_context(|| format!("sending the spec to service {name}"))?;
+        drop(stdin);
+        let stdout = child.stdout.take().expect("piped");
+        let (rtx, rrx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            let first = lines.next();
+            let _ = rtx.send(matches!(first, Some(Ok(ref l)) if l == "ready"));
+            for _ in lines {}
+        });
+        ready_rx.push((name.clone(), rrx));
+        let txc = tx.clone();
+        let cname = name.clone();
+        std::thread::spawn(move || {
+            if let Ok(status) = child.wait() {
+                let _ = txc.send(Event::ChildExit(cname, status));
+            }
+        });
+        let (port, control_port) = ports[name];
+        infos.insert(name.clone(), ServiceInfo { pids: vec![pid], port, control_port, threads: svc.threads });
+    }
+    drop(listeners);
+
+    let kill_all = |sig: i32| {
+        if pgid > 0 {
+            // SAFETY: plain kill(2) on the process group made of our own children.
+            unsafe { libc::kill(-pgid, sig) };
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for (name, rrx) in ready_rx {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if !matches!(rrx.recv_timeout(left), Ok(true)) {
+            kill_all(libc::SIGKILL);
+            bail!("service {name} did not start (see its messages above)");
+        }
+    }
+
+    let entry_port = ports[&topo.entry.service].0;
+    let info = AppInfo { services: infos, entry: format!("http://{host}:{entry_port}/{}", topo.entry.endpoint), runner_pid: me as u32, host };
+    let line = serde_json::to_string(&info)?;
+    if let Some(f) = &opts.info_file {
+        std::fs::write(f, format!("{line}\n")).with_context(|| format!("writing {}", f.display()))?;
+    }
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{line}")?;
+        out.flush()?;
+    }
+
+    let txs = tx.clone();
+    std::thread::spawn(move || {
+        if let Ok(sig) = mask.wait() {
+            let _ = (sig, txs.send(Event::Signal));
+        }
+    });
+    if opts.exit_on_stdin_eof {
+        let txe = tx.clone();
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+            let _ = txe.send(Event::StdinEof);
+        });
+    }
+    drop(tx);
+
+    let result = match rx.recv() {
+        Ok(Event::Signal | Event::StdinEof) | Err(_) => Ok(()),
+        Ok(Event::ChildExit(name, status)) => Err(anyhow::anyhow!("service {name} exited unexpectedly ({status}); stopping the app")),
+    };
+    kill_all(libc::SIGTERM);
+    let mut alive = info.services.len() - usize::from(result.is_err());
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while alive > 0 {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(Event::ChildExit(..)) => alive -= 1,
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    kill_all(libc::SIGKILL);
+    if let Some(f) = &opts.info_file {
+        let _ = std::fs::remove_file(f);
+    }
+    result
+}
+
+/// Loads `path` and runs it (see [`run`]).
+pub fn run_file(path: &Path, sets: &[Set], opts: &RunOptions) -> Result<()> {
+    let topo = topology::load(path)?;
+    run(topo, &path.display().to_string(), sets, opts)
+}

@@ -1,0 +1,374 @@
+//! One emulated service: the process behind the hidden `slowpoke-emu serve` subcommand.
+//!
+//! The runner binds the service and control sockets itself (so a port in use is reported before anything
+//! starts, and ephemeral ports are known before any peer needs them) and hands them over as file descriptors
+//! 3 and 4; the rest of the description arrives as one JSON [`ServeSpec`] on stdin. The process answers
+//! `ready` on stdout once both listeners are being served.
+
+use std::collections::{BTreeMap, HashMap};
+use std::convert::Infallible;
+use std::io::Write as _;
+use std::net::TcpListener as StdListener;
+use std::os::fd::FromRawFd as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode, Uri};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rand::Rng as _;
+use serde::{Deserialize, Serialize};
+
+use crate::busy;
+use crate::topology::{Endpoint, Mode, Sampling};
+
+/// File descriptor of the service listener in a `serve` process.
+pub const SERVICE_FD: i32 = 3;
+/// File descriptor of the control listener in a `serve` process.
+pub const CONTROL_FD: i32 = 4;
+
+/// Everything a `serve` process needs besides its two listening sockets.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServeSpec {
+    pub name: String,
+    pub threads: u32,
+    pub sampling: Sampling,
+    pub endpoints: BTreeMap<String, Endpoint>,
+    /// `host:port` of every service this one calls.
+    pub peers: BTreeMap<String, String>,
+}
+
+/// Answer of `GET /stats` on a control port (monotonic counters since the process started).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServiceStats {
+    pub service: String,
+    pub pid: u32,
+    pub threads: u32,
+    /// CPU time of the whole process (ns, `CLOCK_PROCESS_CPUTIME_ID`).
+    pub cpu_ns: u64,
+    /// Visits per endpoint (counted when a request arrives).
+    pub visits: BTreeMap<String, u64>,
+    /// Visits that answered an error because a downstream call failed.
+    pub errors: BTreeMap<String, u64>,
+    /// Current settings per endpoint (live changes included).
+    pub endpoints: BTreeMap<String, Endpoint>,
+}
+
+impl ServiceStats {
+    /// Visits summed over all endpoints.
+    pub fn total_visits(&self) -> u64 {
+        self.visits.values().sum()
+    }
+}
+
+/// Body of `PUT /set` on a control port: `{"endpoint":"get","cpu_us":750}` (any of the endpoint keys,
+/// several at once allowed) or `{"endpoint":"get","key":"cpu_us","value":750}`.
+pub type SetRequest = serde_json::Map<String, serde_json::Value>;
+
+type Body = Full<Bytes>;
+
+struct EndpointState {
+    config: RwLock<Arc<Endpoint>>,
+    visits: AtomicU64,
+    errors: AtomicU64,
+    /// Per call: target URI and the error-diffusion accumulator (32.32 fixed point).
+    calls: Vec<(Uri, AtomicU64)>,
+}
+
+struct State {
+    name: String,
+    threads: u32,
+    sampling: Sampling,
+    by_name: HashMap<String, usize>,
+    names: Vec<String>,
+    endpoints: Vec<EndpointState>,
+    lock: Mutex<()>,
+    client: Client<HttpConnector, Body>,
+    filler: Bytes,
+}
+
+impl State {
+    fn body(&self, n: u64) -> Bytes {
+        let n = n as usize;
+        if n <= self.filler.len() { self.filler.slice(..n) } else { Bytes::from(vec![b'x'; n]) }
+    }
+
+    /// Whether this visit makes call `call` of endpoint `ep` (probability `p`).
+    fn decide(&self, ep: usize, call: usize, p: f64) -> bool {
+        if p >= 1.0 {
+            return true;
+        }
+        if p <= 0.0 {
+            return false;
+        }
+        match self.sampling {
+            Sampling::Random => rand::thread_rng().r#gen::<f64>() < p,
+            Sampling::Dither => {
+                let step = (p * 4_294_967_296.0) as u64;
+                let prev = self.endpoints[ep].calls[call].1.fetch_add(step, Relaxed);
+                (prev.wrapping_add(step) >> 32) != (prev >> 32)
+            }
+        }
+    }
+}
+
+fn us_to_ns(us: f64) -> u64 {
+    (us * 1000.0).round() as u64
+}
+
+/// Runs a service process until it is killed. Reads the [`ServeSpec`] from stdin.
+pub fn serve_main() -> Result<()> {
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).context("reading the serve spec from stdin")?;
+    let spec: ServeSpec = serde_json::from_str(&text).context("parsing the serve spec")?;
+    // SAFETY: the runner passes two listening TCP sockets as fds 3 and 4 and nothing else uses them.
+    let (svc, ctl) = unsafe { (StdListener::from_raw_fd(SERVICE_FD), StdListener::from_raw_fd(CONTROL_FD)) };
+    serve(spec, svc, ctl)
+}
+
+/// Serves `spec` on the two listeners with a runtime of exactly `spec.threads` worker threads. Never returns Ok.
+pub fn serve(spec: ServeSpec, service: StdListener, control: StdListener) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(spec.threads as usize)
+        .thread_name(format!("{}-worker", spec.name))
+        .enable_all()
+        .build()
+        .context("building the tokio runtime")?;
+    let state = Arc::new(build_state(&spec)?);
+    service.set_nonblocking(true)?;
+    control.set_nonblocking(true)?;
+    rt.block_on(async move {
+        let svc = tokio::net::TcpListener::from_std(service)?;
+        let ctl = tokio::net::TcpListener::from_std(control)?;
+        let st = state.clone();
+        tokio::spawn(accept_loop(svc, move |req| handle_visit(st.clone(), req)));
+        let st = state.clone();
+        tokio::spawn(accept_loop(ctl, move |req| handle_control(st.clone(), req)));
+        {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "ready")?;
+            out.flush()?;
+        }
+        std::future::pending::<Result<()>>().await
+    })
+}
+
+fn build_state(spec: &ServeSpec) -> Result<State> {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    let client = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(usize::MAX).build(connector);
+    let mut by_name = HashMap::new();
+    let mut names = Vec::new();
+    let mut endpoints = Vec::new();
+    let mut max_body = 0u64;
+    for (i, (name, ep)) in spec.endpoints.iter().enumerate() {
+        by_name.insert(name.clone(), i);
+        names.push(name.clone());
+        max_body = max_body.max(ep.response_bytes);
+        let mut calls = Vec::new();
+        for c in &ep.calls {
+            max_body = max_body.max(c.request_bytes);
+            let addr = spec.peers.get(&c.service).with_context(|| format!("no address for peer {}", c.service))?;
+            let uri: Uri = format!("http://{addr}/{}", c.endpoint).parse()?;
+            calls.push((uri, AtomicU64::new(1 << 31)));
+        }
+        endpoints.push(EndpointState {
+            config: RwLock::new(Arc::new(ep.clone())),
+            visits: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            calls,
+        });
+    }
+    Ok(State {
+        name: spec.name.clone(),
+        threads: spec.threads,
+        sampling: spec.sampling,
+        by_name,
+        names,
+        endpoints,
+        lock: Mutex::new(()),
+        client,
+        filler: Bytes::from(vec![b'x'; max_body.max(65_536) as usize]),
+    })
+}
+
+async fn accept_loop<F, Fut>(listener: tokio::net::TcpListener, handler: F)
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
+{
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                eprintln!("slowpoke-emu serve: accept: {e}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let h = handler.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(h);
+            let _ = hyper::server::conn::http1::Builder::new().keep_alive(true).serve_connection(TokioIo::new(stream), svc).await;
+        });
+    }
+}
+
+fn reply(status: StatusCode, body: Bytes) -> Result<Response<Body>, Infallible> {
+    let mut resp = Response::new(Full::new(body));
+    *resp.status_mut() = status;
+    Ok(resp)
+}
+
+fn json_reply<T: Serialize>(status: StatusCode, v: &T) -> Result<Response<Body>, Infallible> {
+    let mut resp = Response::new(Full::new(Bytes::from(serde_json::to_vec(v).unwrap_or_default())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
+    Ok(resp)
+}
+
+async fn handle_visit(st: Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let name = req.uri().path().trim_start_matches('/');
+    let Some(&idx) = st.by_name.get(name) else {
+        return reply(StatusCode::NOT_FOUND, Bytes::from(format!("{}: no endpoint /{name}\n", st.name)));
+    };
+    // Read the whole request before working, like a real handler.
+    if req.into_body().collect().await.is_err() {
+        return reply(StatusCode::BAD_REQUEST, Bytes::new());
+    }
+    let ep = &st.endpoints[idx];
+    ep.visits.fetch_add(1, Relaxed);
+    let cfg = ep.config.read().expect("config lock").clone();
+    busy::burn(us_to_ns(cfg.cpu_us));
+    if cfg.lock_us > 0.0 {
+        let _guard = st.lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        busy::burn(us_to_ns(cfg.lock_us));
+    }
+    if cfg.sleep_us > 0.0 {
+        std::thread::sleep(Duration::from_nanos(us_to_ns(cfg.sleep_us)));
+    }
+    if cfg.wait_us > 0.0 {
+        tokio::time::sleep(Duration::from_nanos(us_to_ns(cfg.wait_us))).await;
+    }
+    let mut ok = true;
+    match cfg.mode {
+        Mode::Sync => {
+            for (i, call) in cfg.calls.iter().enumerate() {
+                if st.decide(idx, i, call.probability) {
+                    ok &= call_downstream(&st, &ep.calls[i].0, call.request_bytes).await;
+                }
+            }
+        }
+        Mode::Async => {
+            let mut set = tokio::task::JoinSet::new();
+            for (i, call) in cfg.calls.iter().enumerate() {
+                if st.decide(idx, i, call.probability) {
+                    let st2 = st.clone();
+                    let uri = ep.calls[i].0.clone();
+                    let n = call.request_bytes;
+                    set.spawn(async move { call_downstream(&st2, &uri, n).await });
+                }
+            }
+            while let Some(r) = set.join_next().await {
+                ok &= r.unwrap_or(false);
+            }
+        }
+    }
+    if ok {
+        reply(StatusCode::OK, st.body(cfg.response_bytes))
+    } else {
+        ep.errors.fetch_add(1, Relaxed);
+        reply(StatusCode::BAD_GATEWAY, Bytes::from_static(b"downstream call failed\n"))
+    }
+}
+
+async fn call_downstream(st: &State, uri: &Uri, request_bytes: u64) -> bool {
+    let req = Request::builder().method(Method::POST).uri(uri.clone()).body(Full::new(st.body(request_bytes)));
+    let Ok(req) = req else { return false };
+    match st.client.request(req).await {
+        Ok(resp) => {
+            let good = resp.status().is_success();
+            resp.into_body().collect().await.is_ok() && good
+        }
+        Err(e) => {
+            eprintln!("slowpoke-emu {}: call {uri}: {e}", st.name);
+            false
+        }
+    }
+}
+
+fn stats(st: &State) -> ServiceStats {
+    let mut visits = BTreeMap::new();
+    let mut errors = BTreeMap::new();
+    let mut endpoints = BTreeMap::new();
+    for (name, ep) in st.names.iter().zip(&st.endpoints) {
+        visits.insert(name.clone(), ep.visits.load(Relaxed));
+        errors.insert(name.clone(), ep.errors.load(Relaxed));
+        endpoints.insert(name.clone(), (**ep.config.read().expect("config lock")).clone());
+    }
+    ServiceStats {
+        service: st.name.clone(),
+        pid: std::process::id(),
+        threads: st.threads,
+        cpu_ns: busy::process_cpu_ns() as u64,
+        visits,
+        errors,
+        endpoints,
+    }
+}
+
+fn apply_set(st: &State, body: &[u8]) -> Result<Endpoint, String> {
+    let req: SetRequest = serde_json::from_slice(body).map_err(|e| format!("body is not a JSON object: {e}"))?;
+    let endpoint = req.get("endpoint").and_then(|v| v.as_str()).ok_or("missing \"endpoint\" (string)")?;
+    let &idx = st.by_name.get(endpoint).ok_or_else(|| format!("service {} has no endpoint {endpoint:?}", st.name))?;
+    let mut changes = Vec::new();
+    if let Some(key) = req.get("key") {
+        let key = key.as_str().ok_or("\"key\" must be a string")?;
+        let value = req.get("value").and_then(serde_json::Value::as_f64).ok_or("\"value\" must be a number")?;
+        changes.push((key.to_owned(), value));
+    }
+    for (k, v) in &req {
+        if matches!(k.as_str(), "endpoint" | "key" | "value") {
+            continue;
+        }
+        let value = v.as_f64().ok_or_else(|| format!("{k} must be a number, not {v}"))?;
+        changes.push((k.clone(), value));
+    }
+    if changes.is_empty() {
+        return Err("nothing to change: give e.g. {\"endpoint\":\"get\",\"cpu_us\":750}".into());
+    }
+    let ep = &st.endpoints[idx];
+    let mut guard = ep.config.write().expect("config lock");
+    let mut next = (**guard).clone();
+    for (k, v) in changes {
+        next.set(&k, v)?;
+    }
+    *guard = Arc::new(next.clone());
+    Ok(next)
+}
+
+async fn handle_control(st: Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let body = match req.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return reply(StatusCode::BAD_REQUEST, Bytes::new()),
+    };
+    match (method, path.as_str()) {
+        (Method::GET, "/stats") => json_reply(StatusCode::OK, &stats(&st)),
+        (Method::GET, "/health") => reply(StatusCode::OK, Bytes::from_static(b"ok\n")),
+        (Method::PUT | Method::POST, "/set") => match apply_set(&st, &body) {
+            Ok(ep) => json_reply(StatusCode::OK, &ep),
+            Err(e) => json_reply(StatusCode::BAD_REQUEST, &serde_json::json!({ "error": e })),
+        },
+        (_, p) => reply(StatusCode::NOT_FOUND, Bytes::from(format!("no control route {p}; try GET /stats, PUT /set\n"))),
+    }
+}
