@@ -105,13 +105,17 @@ pub(crate) struct Plan {
 
 pub(crate) fn validate(spec: &LoadSpec) -> Result<Plan, LoadError> {
     if spec.requests.is_empty() {
-        return Err(LoadError::Invalid("no request templates: give at least one URL".into()));
+        return Err(LoadError::Invalid(
+            "no request templates: give at least one URL".into(),
+        ));
     }
     if spec.connections == 0 {
         return Err(LoadError::Invalid("connections must be at least 1".into()));
     }
     if spec.timeout.is_zero() {
-        return Err(LoadError::Invalid("timeout must be greater than zero".into()));
+        return Err(LoadError::Invalid(
+            "timeout must be greater than zero".into(),
+        ));
     }
     if spec.requests.iter().all(|t| t.weight == 0) {
         return Err(LoadError::Invalid(
@@ -137,10 +141,11 @@ pub(crate) fn validate(spec: &LoadSpec) -> Result<Plan, LoadError> {
             })?,
         );
         for (k, v) in &t.headers {
-            let name = HeaderName::from_bytes(k.trim().as_bytes()).map_err(|e| LoadError::BadHeader {
-                header: format!("{k}: {v}"),
-                reason: format!("invalid header name: {e}"),
-            })?;
+            let name =
+                HeaderName::from_bytes(k.trim().as_bytes()).map_err(|e| LoadError::BadHeader {
+                    header: format!("{k}: {v}"),
+                    reason: format!("invalid header name: {e}"),
+                })?;
             let value = HeaderValue::from_str(v.trim()).map_err(|e| LoadError::BadHeader {
                 header: format!("{k}: {v}"),
                 reason: format!("invalid header value: {e}"),
@@ -175,8 +180,16 @@ fn parse_url(url: &str) -> Result<(SocketAddr, String, Uri), LoadError> {
         .map_err(|e| bad(format!("{e} (expected e.g. http://127.0.0.1:8080/path)")))?;
     match uri.scheme_str() {
         Some("http") => {}
-        Some(other) => return Err(bad(format!("scheme {other:?} is not supported, only http://"))),
-        None => return Err(bad("missing scheme: write it as http://HOST:PORT/PATH".into())),
+        Some(other) => {
+            return Err(bad(format!(
+                "scheme {other:?} is not supported, only http://"
+            )));
+        }
+        None => {
+            return Err(bad(
+                "missing scheme: write it as http://HOST:PORT/PATH".into()
+            ));
+        }
     }
     let authority = uri
         .authority()
@@ -258,7 +271,9 @@ pub fn parse_header(s: &str) -> Result<(String, String), LoadError> {
         header: s.to_string(),
         reason: reason.to_string(),
     };
-    let (k, v) = s.split_once(':').ok_or_else(|| bad("expected 'Name: value'"))?;
+    let (k, v) = s
+        .split_once(':')
+        .ok_or_else(|| bad("expected 'Name: value'"))?;
     let k = k.trim();
     if k.is_empty() {
         return Err(bad("empty header name, expected 'Name: value'"));
@@ -303,7 +318,7 @@ mod tests {
     fn durations() {
         assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
-        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_mins(2));
         assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
         assert!(parse_duration("ten").is_err());
         assert!(parse_duration("5 parsecs").is_err());
@@ -328,9 +343,18 @@ mod tests {
         let (addr, _, path) = parse_url("http://127.0.0.1").unwrap();
         assert_eq!(addr.port(), 80);
         assert_eq!(path.to_string(), "/");
-        assert!(matches!(parse_url("https://127.0.0.1/"), Err(LoadError::BadUrl { .. })));
-        assert!(matches!(parse_url("127.0.0.1:80/x"), Err(LoadError::BadUrl { .. })));
-        assert!(matches!(parse_url("not a url"), Err(LoadError::BadUrl { .. })));
+        assert!(matches!(
+            parse_url("https://127.0.0.1/"),
+            Err(LoadError::BadUrl { .. })
+        ));
+        assert!(matches!(
+            parse_url("127.0.0.1:80/x"),
+            Err(LoadError::BadUrl { .. })
+        ));
+        assert!(matches!(
+            parse_url("not a url"),
+            Err(LoadError::BadUrl { .. })
+        ));
     }
 
     #[test]

@@ -1,0 +1,575 @@
+//! The running closed-loop load: N keep-alive HTTP/1.1 connections on a small runtime of the generator's own.
+//!
+//! Each connection is one task that sends the next request as soon as the previous response has been read in
+//! full. Outcomes go into a few mutex-protected shards (a connection always writes the same shard, so locks are
+//! almost never contended); a snapshot locks each shard for the time of a histogram add and never stalls the load
+//! for longer than that.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, mpsc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper::header::CONNECTION;
+use hyper_util::rt::TokioIo;
+use rand::SeedableRng;
+use rand::distributions::{Distribution, WeightedIndex};
+use rand_chacha::ChaCha8Rng;
+use tokio::net::TcpStream;
+
+use crate::cpu::ThreadCpu;
+use crate::spec::{Plan, Target, validate};
+use crate::stats::{Snapshot, new_histogram};
+use crate::{LoadError, LoadSpec};
+
+/// Requests claimed before [`LoadGenerator::begin_measurement`] (warm-up, or all of them for a plain load).
+pub(crate) const WARMUP: usize = 0;
+/// Requests claimed after it.
+pub(crate) const MEASURE: usize = 1;
+
+/// How the generator runs (beyond the [`LoadSpec`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GeneratorOptions {
+    /// Worker threads of the generator's runtime (plus one mostly idle driver thread). One is enough for tens
+    /// of thousands of requests/s on loopback; raise it when windows come back `generator_bound`.
+    pub worker_threads: usize,
+    /// Seed of the weighted choice among request templates (connection `i` uses a stream derived from it), so a
+    /// run's request sequence per connection is reproducible.
+    pub seed: u64,
+}
+
+impl Default for GeneratorOptions {
+    fn default() -> Self {
+        GeneratorOptions {
+            worker_threads: 1,
+            seed: 0x5EED_5EED,
+        }
+    }
+}
+
+/// A running closed-loop load: N keep-alive connections, each sends the next request as soon as the previous
+/// response arrived. Stops (and joins its threads) on [`LoadGenerator::stop`] or when dropped.
+#[derive(Debug)]
+pub struct LoadGenerator {
+    shared: Arc<Shared>,
+    stop_tx: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+    probe_requests: u64,
+    /// When the connections were started (after the probe) and the generator's CPU time then.
+    started: (Instant, u64),
+}
+
+/// What the driver thread reports once the connections run.
+struct Started {
+    probe_requests: u64,
+    at: Instant,
+    cpu_ns: u64,
+}
+
+#[derive(Debug)]
+enum Outcome {
+    Ok,
+    Non2xx,
+    Timeout,
+    ConnError,
+}
+
+#[derive(Debug)]
+struct Stats {
+    completed_ok: u64,
+    non_2xx: u64,
+    timeouts: u64,
+    conn_errors: u64,
+    latency_us: Histogram<u64>,
+}
+
+impl Stats {
+    fn new() -> Self {
+        Stats {
+            completed_ok: 0,
+            non_2xx: 0,
+            timeouts: 0,
+            conn_errors: 0,
+            latency_us: new_histogram(),
+        }
+    }
+}
+
+/// Which epoch new requests belong to and, in a counted measurement, how many are left to send.
+#[derive(Debug)]
+struct Budget {
+    epoch: usize,
+    remaining: Option<u64>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    shards: Vec<Mutex<[Stats; 2]>>,
+    budget: Mutex<Budget>,
+    /// Connections that found the budget exhausted (and went idle).
+    finished: Mutex<usize>,
+    finished_cv: Condvar,
+    origin: Instant,
+    /// Per connection: 1 + ns since `origin` of its last completed measured request (0: none yet).
+    last_done_ns: Vec<AtomicU64>,
+    /// All outcomes so far, any epoch (cheap progress counter).
+    outcomes: AtomicU64,
+    cpu: Arc<ThreadCpu>,
+    threads: usize,
+    connections: usize,
+}
+
+impl Shared {
+    fn claim(&self) -> Option<usize> {
+        let mut b = self.budget.lock().expect("budget lock");
+        match &mut b.remaining {
+            None => Some(b.epoch),
+            Some(0) => None,
+            Some(n) => {
+                *n -= 1;
+                Some(b.epoch)
+            }
+        }
+    }
+
+    fn record(
+        &self,
+        conn: usize,
+        epoch: usize,
+        outcome: &Outcome,
+        latency: Duration,
+        now: Instant,
+    ) {
+        {
+            let mut shard = self.shards[conn % self.shards.len()]
+                .lock()
+                .expect("stats lock");
+            let s = &mut shard[epoch];
+            match outcome {
+                Outcome::Ok => {
+                    s.completed_ok += 1;
+                    s.latency_us
+                        .saturating_record((latency.as_micros() as u64).max(1));
+                }
+                Outcome::Non2xx => s.non_2xx += 1,
+                Outcome::Timeout => s.timeouts += 1,
+                Outcome::ConnError => s.conn_errors += 1,
+            }
+        }
+        if epoch == MEASURE {
+            let ns = now.saturating_duration_since(self.origin).as_nanos() as u64;
+            self.last_done_ns[conn].store(ns + 1, Ordering::Relaxed);
+        }
+        self.outcomes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn mark_finished(&self) {
+        *self.finished.lock().expect("finished lock") += 1;
+        self.finished_cv.notify_all();
+    }
+
+    fn snapshot(&self, epochs: &[usize]) -> Snapshot {
+        let at = Instant::now();
+        let mut snap = Snapshot::empty(at, self.cpu.total_ns(), self.threads);
+        for shard in &self.shards {
+            let shard = shard.lock().expect("stats lock");
+            for &e in epochs {
+                let s = &shard[e];
+                snap.completed_ok += s.completed_ok;
+                snap.non_2xx += s.non_2xx;
+                snap.timeouts += s.timeouts;
+                snap.conn_errors += s.conn_errors;
+                snap.latency_us
+                    .add(&s.latency_us)
+                    .expect("histograms share their bounds");
+            }
+        }
+        snap
+    }
+}
+
+impl LoadGenerator {
+    /// Starts the connections on a dedicated runtime/threads of its own (works from inside a tokio runtime
+    /// too, but blocks the calling thread for the probe). First sends one probe request to each distinct
+    /// address (with the first template that uses it) and fails, naming the URL, if it gets no HTTP response
+    /// at all; any status counts as an answer. Does not wait for `spec.warmup`.
+    pub fn start(spec: LoadSpec) -> Result<LoadGenerator, LoadError> {
+        Self::start_with(spec, &GeneratorOptions::default())
+    }
+
+    /// [`LoadGenerator::start`] with explicit [`GeneratorOptions`].
+    pub fn start_with(
+        spec: LoadSpec,
+        options: &GeneratorOptions,
+    ) -> Result<LoadGenerator, LoadError> {
+        Self::start_in(spec, options, WARMUP, None)
+    }
+
+    /// Starts with requests counted in `epoch`, at most `limit` of them.
+    pub(crate) fn start_in(
+        spec: LoadSpec,
+        options: &GeneratorOptions,
+        epoch: usize,
+        limit: Option<u64>,
+    ) -> Result<LoadGenerator, LoadError> {
+        let plan = validate(&spec)?;
+        let threads = options.worker_threads.max(1);
+        let n_shards = spec.connections.clamp(1, 16);
+        let shared = Arc::new(Shared {
+            shards: (0..n_shards)
+                .map(|_| Mutex::new([Stats::new(), Stats::new()]))
+                .collect(),
+            budget: Mutex::new(Budget {
+                epoch,
+                remaining: limit,
+            }),
+            finished: Mutex::new(0),
+            finished_cv: Condvar::new(),
+            origin: Instant::now(),
+            last_done_ns: (0..spec.connections).map(|_| AtomicU64::new(0)).collect(),
+            outcomes: AtomicU64::new(0),
+            cpu: Arc::new(ThreadCpu::default()),
+            threads,
+            connections: spec.connections,
+        });
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<Started, LoadError>>();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread_shared = Arc::clone(&shared);
+        let seed = options.seed;
+        let thread = std::thread::Builder::new()
+            .name("slowpoke-load".into())
+            .spawn(move || drive(&thread_shared, plan, &spec, seed, &ready_tx, stop_rx))
+            .map_err(LoadError::Runtime)?;
+        let ready = ready_rx.recv().unwrap_or_else(|_| {
+            Err(LoadError::Runtime(std::io::Error::other(
+                "the load generator thread died while starting",
+            )))
+        });
+        match ready {
+            Ok(started) => Ok(LoadGenerator {
+                shared,
+                stop_tx: Some(stop_tx),
+                thread: Some(thread),
+                probe_requests: started.probe_requests,
+                started: (started.at, started.cpu_ns),
+            }),
+            Err(e) => {
+                let _ = thread.join();
+                Err(e)
+            }
+        }
+    }
+
+    /// Cumulative counters since start (all epochs; cheap; callable at any time, from any thread).
+    pub fn snapshot(&self) -> Snapshot {
+        self.shared.snapshot(&[WARMUP, MEASURE])
+    }
+
+    /// Stops all connections (in-flight requests are abandoned and not counted) and returns the final snapshot.
+    pub fn stop(mut self) -> Snapshot {
+        self.shutdown();
+        self.snapshot()
+    }
+
+    /// Probe requests sent by `start` (one per distinct address); the server saw these too.
+    pub fn probe_requests(&self) -> u64 {
+        self.probe_requests
+    }
+
+    /// When the connections were started (after the probe), with the generator's CPU time (ns) then.
+    pub(crate) fn started(&self) -> (Instant, u64) {
+        self.started
+    }
+
+    /// Connections of this load.
+    pub fn connections(&self) -> usize {
+        self.shared.connections
+    }
+
+    /// Outcomes (of any kind) so far: a cheaper progress counter than a snapshot.
+    pub fn outcomes(&self) -> u64 {
+        self.shared.outcomes.load(Ordering::Relaxed)
+    }
+
+    /// From now on requests are counted in the measurement epoch; with `limit`, exactly that many more
+    /// requests are sent in total, after which each connection goes idle. Returns the instant the
+    /// measurement started: every measured request starts after it.
+    pub(crate) fn begin_measurement(&self, limit: Option<u64>) -> Instant {
+        let mut b = self.shared.budget.lock().expect("budget lock");
+        b.epoch = MEASURE;
+        b.remaining = limit;
+        Instant::now()
+    }
+
+    /// No new requests from now on (each connection goes idle after its in-flight request).
+    pub(crate) fn close_budget(&self) {
+        self.shared.budget.lock().expect("budget lock").remaining = Some(0);
+    }
+
+    /// Waits up to `timeout` for every connection to have found the budget exhausted.
+    pub(crate) fn wait_all_finished(&self, timeout: Duration) -> bool {
+        let finished = self.shared.finished.lock().expect("finished lock");
+        let (finished, _) = self
+            .shared
+            .finished_cv
+            .wait_timeout_while(finished, timeout, |f| *f < self.shared.connections)
+            .expect("finished lock");
+        *finished >= self.shared.connections
+    }
+
+    pub(crate) fn epoch_snapshot(&self, epoch: usize) -> Snapshot {
+        self.shared.snapshot(&[epoch])
+    }
+
+    /// Per connection: when it completed its last measured request (None if it completed none).
+    pub(crate) fn last_measured_done(&self) -> Vec<Option<Instant>> {
+        self.shared
+            .last_done_ns
+            .iter()
+            .map(|a| match a.load(Ordering::Relaxed) {
+                0 => None,
+                ns => Some(self.shared.origin + Duration::from_nanos(ns - 1)),
+            })
+            .collect()
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(tx) = self.stop_tx.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for LoadGenerator {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Body of the generator's driver thread: builds the runtime, probes, runs the connections until stopped.
+fn drive(
+    shared: &Arc<Shared>,
+    plan: Plan,
+    spec: &LoadSpec,
+    seed: u64,
+    ready_tx: &mpsc::Sender<Result<Started, LoadError>>,
+    stop_rx: tokio::sync::oneshot::Receiver<()>,
+) {
+    shared.cpu.register_current();
+    let (on_start, on_stop) = (Arc::clone(&shared.cpu), Arc::clone(&shared.cpu));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(shared.threads)
+        .enable_io()
+        .enable_time()
+        .thread_name("slowpoke-load-worker")
+        .on_thread_start(move || on_start.register_current())
+        .on_thread_stop(move || on_stop.retire_current())
+        .build();
+    let rt = match rt {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = ready_tx.send(Err(LoadError::Runtime(e)));
+            shared.cpu.retire_current();
+            return;
+        }
+    };
+    let plan = Arc::new(plan);
+    let timeout = spec.timeout;
+    let connections = spec.connections;
+    rt.block_on(async {
+        let probes = match probe_all(&plan, timeout).await {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = ready_tx.send(Err(e));
+                return;
+            }
+        };
+        let started = Started {
+            probe_requests: probes,
+            at: Instant::now(),
+            cpu_ns: shared.cpu.total_ns(),
+        };
+        let handles: Vec<_> = (0..connections)
+            .map(|i| {
+                let shared = Arc::clone(shared);
+                let plan = Arc::clone(&plan);
+                tokio::spawn(async move { connection_loop(i, &shared, &plan, timeout, seed).await })
+            })
+            .collect();
+        let _ = ready_tx.send(Ok(started));
+        // A dropped sender (generator dropped without stop) also ends the load.
+        let _ = stop_rx.await;
+        for h in &handles {
+            h.abort();
+        }
+        for h in handles {
+            let _ = h.await;
+        }
+    });
+    // Not inside an async context here, so dropping the runtime may block: it joins its worker threads (whose
+    // CPU time is retired by on_thread_stop) and drops the connection driver tasks.
+    drop(rt);
+    shared.cpu.retire_current();
+}
+
+/// One probe per distinct address, with the first template that uses it. Returns the number sent.
+async fn probe_all(plan: &Plan, timeout: Duration) -> Result<u64, LoadError> {
+    let mut sent = 0;
+    for (i, addr) in plan.addrs.iter().enumerate() {
+        let target = plan
+            .targets
+            .iter()
+            .find(|t| t.addr == i)
+            .expect("every address comes from a target");
+        let mut slot = None;
+        sent += 1;
+        if let Err(f) = one_request(&mut slot, *addr, target, timeout).await {
+            return Err(LoadError::Unreachable {
+                url: target.url.clone(),
+                reason: f.to_string(),
+            });
+        }
+    }
+    Ok(sent)
+}
+
+async fn connection_loop(idx: usize, shared: &Shared, plan: &Plan, timeout: Duration, seed: u64) {
+    let mut rng =
+        ChaCha8Rng::seed_from_u64(seed ^ (idx as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let chooser = if plan.targets.len() > 1 {
+        Some(
+            WeightedIndex::new(plan.targets.iter().map(|t| t.weight))
+                .expect("validated: some weight is positive"),
+        )
+    } else {
+        None
+    };
+    let mut slots: Vec<Option<SendRequest<Full<Bytes>>>> = std::iter::repeat_with(|| None)
+        .take(plan.addrs.len())
+        .collect();
+    let mut consecutive_failures: u32 = 0;
+    loop {
+        let Some(epoch) = shared.claim() else {
+            shared.mark_finished();
+            // Idle until the generator stops (which aborts this task).
+            std::future::pending::<()>().await;
+            return;
+        };
+        let target = &plan.targets[chooser.as_ref().map_or(0, |c| c.sample(&mut rng))];
+        let start = Instant::now();
+        let result = one_request(
+            &mut slots[target.addr],
+            plan.addrs[target.addr],
+            target,
+            timeout,
+        )
+        .await;
+        let now = Instant::now();
+        let outcome = match result {
+            Ok(status) if status.is_success() => Outcome::Ok,
+            Ok(_) => Outcome::Non2xx,
+            Err(Failure::Timeout) => Outcome::Timeout,
+            Err(Failure::Conn(_)) => Outcome::ConnError,
+        };
+        shared.record(idx, epoch, &outcome, now - start, now);
+        if matches!(outcome, Outcome::ConnError) {
+            consecutive_failures += 1;
+            // Back off a little when the entry keeps refusing, so a dead upstream is not a busy loop.
+            if consecutive_failures >= 3 {
+                let shift = (consecutive_failures - 3).min(7);
+                tokio::time::sleep(Duration::from_millis(1 << shift)).await;
+            }
+        } else {
+            consecutive_failures = 0;
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Failure {
+    Timeout,
+    Conn(String),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Timeout => write!(f, "no response within the timeout"),
+            Failure::Conn(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+async fn connect(addr: SocketAddr) -> Result<SendRequest<Full<Bytes>>, Failure> {
+    let stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| Failure::Conn(format!("connect to {addr}: {e}")))?;
+    stream
+        .set_nodelay(true)
+        .map_err(|e| Failure::Conn(format!("TCP_NODELAY on {addr}: {e}")))?;
+    let (sender, conn) = http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| Failure::Conn(format!("HTTP handshake with {addr}: {e}")))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
+
+/// Sends one request on the connection in `slot` (connecting first if there is none or it closed) and reads
+/// the whole response. On a timeout or error the connection is dropped, so the next request reconnects.
+async fn one_request(
+    slot: &mut Option<SendRequest<Full<Bytes>>>,
+    addr: SocketAddr,
+    target: &Target,
+    timeout: Duration,
+) -> Result<hyper::StatusCode, Failure> {
+    let exchange = async {
+        if slot.as_ref().is_none_or(SendRequest::is_closed) {
+            *slot = Some(connect(addr).await?);
+        }
+        let sender = slot.as_mut().expect("connected above");
+        sender
+            .ready()
+            .await
+            .map_err(|e| Failure::Conn(format!("connection to {addr}: {e}")))?;
+        let resp = sender
+            .send_request(target.request())
+            .await
+            .map_err(|e| Failure::Conn(format!("request to {addr}: {e}")))?;
+        let status = resp.status();
+        let close = resp
+            .headers()
+            .get(CONNECTION)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+        let mut body = resp.into_body();
+        while let Some(frame) = body.frame().await {
+            frame.map_err(|e| Failure::Conn(format!("response body from {addr}: {e}")))?;
+        }
+        Ok((status, close))
+    };
+    match tokio::time::timeout(timeout, exchange).await {
+        Ok(Ok((status, close))) => {
+            if close {
+                *slot = None;
+            }
+            Ok(status)
+        }
+        Ok(Err(f)) => {
+            *slot = None;
+            Err(f)
+        }
+        Err(_) => {
+            *slot = None;
+            Err(Failure::Timeout)
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! Test servers on 127.0.0.1 with ephemeral ports. Each owns its runtime; dropping it stops the server.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// A hyper server counting requests per path: `/fail` answers 500, `/hang` never answers, anything else 200.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    counts: Arc<Mutex<HashMap<String, u64>>>,
+    _rt: tokio::runtime::Runtime,
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("test server runtime")
+}
+
+impl TestServer {
+    pub fn start() -> TestServer {
+        let rt = runtime();
+        let listener = rt
+            .block_on(TcpListener::bind("127.0.0.1:0"))
+            .expect("bind test server");
+        let addr = listener.local_addr().unwrap();
+        let counts: Arc<Mutex<HashMap<String, u64>>> = Arc::default();
+        let c = Arc::clone(&counts);
+        rt.spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let c = Arc::clone(&c);
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
+                        let c = Arc::clone(&c);
+                        async move {
+                            let path = req.uri().path().to_string();
+                            *c.lock().unwrap().entry(path.clone()).or_default() += 1;
+                            match path.as_str() {
+                                "/hang" => std::future::pending::<()>().await,
+                                "/fail" => {
+                                    let mut r =
+                                        Response::new(Full::new(Bytes::from_static(b"fail")));
+                                    *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                                    return Ok::<_, Infallible>(r);
+                                }
+                                _ => {}
+                            }
+                            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        TestServer {
+            addr,
+            counts,
+            _rt: rt,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn count(&self, path: &str) -> u64 {
+        self.counts.lock().unwrap().get(path).copied().unwrap_or(0)
+    }
+}
+
+/// A raw server that answers the very first request (the probe) and then closes every connection as soon as
+/// it has read a request head. Counts request heads read.
+pub struct ClosingServer {
+    pub addr: SocketAddr,
+    pub seen: Arc<Mutex<u64>>,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl ClosingServer {
+    pub fn start() -> ClosingServer {
+        let rt = runtime();
+        let listener = rt
+            .block_on(TcpListener::bind("127.0.0.1:0"))
+            .expect("bind closing server");
+        let addr = listener.local_addr().unwrap();
+        let seen: Arc<Mutex<u64>> = Arc::default();
+        let s = Arc::clone(&seen);
+        rt.spawn(async move {
+            loop {
+                let Ok((mut stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let s = Arc::clone(&s);
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 1024];
+                    loop {
+                        let Ok(n) = stream.read(&mut chunk).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            buf.drain(..end + 4);
+                            let first = {
+                                let mut seen = s.lock().unwrap();
+                                *seen += 1;
+                                *seen == 1
+                            };
+                            if !first {
+                                return; // drop: close without answering
+                            }
+                            let _ = stream
+                                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                                .await;
+                        }
+                    }
+                });
+            }
+        });
+        ClosingServer {
+            addr,
+            seen,
+            _rt: rt,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/", self.addr)
+    }
+}
+
+/// A loopback URL where nothing listens (bound, then released).
+pub fn dead_url() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    drop(l);
+    format!("http://{addr}/")
+}
