@@ -2,19 +2,38 @@
 //! `slowpoke-ebpf`, keeps their maps current and reads their counters back.
 //!
 //! CONTRACT (the registry, actuators and API are written against exactly this API; extend, don't
-//! rename). Bodies are filled in with the kernel programs.
-#![allow(clippy::unused_self, clippy::needless_pass_by_value)]
+//! rename). `docs/kernel.md` describes what the kernel programs count and when they trigger.
 
-use std::{collections::BTreeMap, net::IpAddr};
+mod btf;
+mod events;
+
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    os::fd::AsRawFd,
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap, MapData, RingBuf},
+    programs::BtfTracePoint,
+};
+use slowpoke_common::{
+    CONFIG_IN_KERNEL_STOP, EndpointKey, EndpointValue, GLOBAL_DETECT_HTTP2, GlobalConfig,
+    ListenKey, MODE_PAUSE, MODE_SPIN, PauseGate, ServiceConfig, ServiceCounters, ThreadActivity,
+};
+use tokio::sync::mpsc;
 
 use crate::api::Mode;
 
 /// Index of a service in the kernel maps (`0..MAX_SERVICES`).
 pub type ServiceId = u32;
 /// How many services one agent can track.
-pub const MAX_SERVICES: u32 = 64;
+pub const MAX_SERVICES: u32 = slowpoke_common::MAX_SERVICES;
 /// Default pause quantum: debt is batched into pauses of at least this long.
 pub const DEFAULT_QUANTUM_NS: u64 = 1_000_000;
+/// Longest busy delay the spin actuator inserts at one visit (longer delays are capped).
+pub const MAX_SPIN_NS: u64 = slowpoke_common::MAX_SPIN_NS;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
@@ -39,6 +58,11 @@ pub struct KernelCounters {
     pub kernel_stops: u64,
     /// HTTP/2 (or other multiplexed/pipelined) traffic seen on a server socket of the service.
     pub visits_approximate: bool,
+    /// Pause requests the kernel emitted.
+    pub pause_requests: u64,
+    /// Triggers lost because the ring buffer was full (the kernel reopened the gate, so the
+    /// next visit triggers again).
+    pub dropped_requests: u64,
 }
 
 /// The kernel asks for a pause: the service's debt reached the quantum.
@@ -49,6 +73,8 @@ pub struct PauseRequest {
     pub stopped_tgid: Option<u32>,
     /// CLOCK_MONOTONIC (bpf_ktime_get_ns) at the trigger.
     pub at_ns: u64,
+    /// The service's total debt (`owed_ns`) at the trigger.
+    pub owed_ns: u64,
 }
 
 /// An outgoing (client-side) connection endpoint of a tracked process.
@@ -61,50 +87,348 @@ pub struct OutgoingEndpoint {
     pub calls: u64,
 }
 
-/// Loaded and attached kernel programs. Dropping it detaches them.
+/// Loaded and attached kernel programs. Dropping it detaches them (links are owned by the
+/// programs, which are owned by `_ebpf`; nothing is pinned).
 pub struct Kernel {
-    _private: (),
+    /// Stopped first on drop (see `Drop`): it owns the ring buffer and the log reader.
+    events: Option<events::EventReader>,
+    pause_requests: Option<mpsc::UnboundedReceiver<PauseRequest>>,
+    members: HashMap<MapData, u32, u32>,
+    cgroup_members: HashMap<MapData, u64, u32>,
+    listen_ports: HashMap<MapData, ListenKey, u8>,
+    config: Array<MapData, ServiceConfig>,
+    global: Array<MapData, GlobalConfig>,
+    counters: Array<MapData, ServiceCounters>,
+    gates: Array<MapData, PauseGate>,
+    endpoints: HashMap<MapData, EndpointKey, EndpointValue>,
+    threads: HashMap<MapData, u32, ThreadActivity>,
+    _ebpf: Ebpf,
+    /// What the agent wrote, so that replacing a set touches only the differences.
+    tgids: BTreeMap<ServiceId, Vec<u32>>,
+    cgroups: BTreeMap<ServiceId, Vec<u64>>,
+    ports: BTreeMap<ServiceId, Vec<u16>>,
+    global_value: GlobalConfig,
+    features: BTreeMap<String, String>,
+}
+
+/// Field offsets of the running kernel, read from its BTF and handed to the programs as
+/// read-only globals.
+struct Offsets {
+    skc_daddr: u32,
+    skc_v6_daddr: u32,
+    skc_dport: u32,
+    skc_family: u32,
+    sk_protocol: u32,
+    /// x86_64 `pt_regs`: `si` (first buffer argument of read/recvfrom) and `orig_ax` (syscall
+    /// number); `None` elsewhere (the HTTP/2 check is off).
+    regs: Option<(u32, u32)>,
+}
+
+impl Offsets {
+    fn from_btf(
+        btf: &btf::Btf,
+        features: &mut BTreeMap<String, String>,
+    ) -> Result<Offsets, KernelError> {
+        let field = |outer: &str, name: &str, size: u32| -> Result<u32, String> {
+            let member = btf.member(outer, name)?;
+            if member.size == size {
+                Ok(member.offset)
+            } else {
+                Err(format!(
+                    "{outer}.{name} is {} bytes, expected {size}",
+                    member.size
+                ))
+            }
+        };
+        let sock = |name: &str, size: u32| {
+            field("sock_common", name, size).map_err(|e| {
+                KernelError::Unsupported(format!(
+                    "reading sockets needs struct sock_common from BTF: {e}"
+                ))
+            })
+        };
+        let common = btf
+            .member("sock", "__sk_common")
+            .map_err(|e| KernelError::Unsupported(format!("struct sock from BTF: {e}")))?
+            .offset;
+        let skc_dport = sock("skc_dport", 2)?;
+        if sock("skc_num", 2)? != skc_dport + 2 {
+            return Err(KernelError::Unsupported(
+                "struct sock_common: skc_num does not follow skc_dport".into(),
+            ));
+        }
+        let sk_protocol = field("sock", "sk_protocol", 2)
+            .map_err(|e| KernelError::Unsupported(format!("struct sock from BTF: {e}")))?;
+        let regs = if cfg!(target_arch = "x86_64") {
+            match (field("pt_regs", "si", 8), field("pt_regs", "orig_ax", 8)) {
+                (Ok(si), Ok(nr)) => {
+                    features.insert("http2_detection".into(), "on".into());
+                    Some((si, nr))
+                }
+                (Err(e), _) | (_, Err(e)) => {
+                    features.insert("http2_detection".into(), format!("off: {e}"));
+                    None
+                }
+            }
+        } else {
+            features.insert(
+                "http2_detection".into(),
+                "off: the syscall-buffer check knows x86_64 only".into(),
+            );
+            None
+        };
+        Ok(Offsets {
+            skc_daddr: common + sock("skc_daddr", 4)?,
+            skc_v6_daddr: common + sock("skc_v6_daddr", 16)?,
+            skc_dport: common + skc_dport,
+            skc_family: common + sock("skc_family", 2)?,
+            sk_protocol,
+            regs,
+        })
+    }
+}
+
+fn ebpf_error(what: &str) -> impl FnOnce(aya::maps::MapError) -> KernelError + '_ {
+    move |e| KernelError::Ebpf(format!("{what}: {e}"))
+}
+
+fn take_map<T>(ebpf: &mut Ebpf, name: &str) -> Result<T, KernelError>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf
+        .take_map(name)
+        .ok_or_else(|| KernelError::Ebpf(format!("map {name} missing from the kernel object")))?;
+    T::try_from(map).map_err(|e| KernelError::Ebpf(format!("map {name}: {e}")))
+}
+
+fn check_id(id: ServiceId) -> Result<(), KernelError> {
+    if id < MAX_SERVICES {
+        Ok(())
+    } else {
+        Err(KernelError::Ebpf(format!(
+            "service id {id} out of range (at most {MAX_SERVICES} services)"
+        )))
+    }
 }
 
 impl Kernel {
     /// Loads the embedded object, probes the tracepoints and attaches. A missing feature is an
     /// error that says which one and why.
     pub fn load(quantum_ns: u64) -> Result<Kernel, KernelError> {
-        let _ = quantum_ns;
-        Err(KernelError::Unsupported("kernel programs not implemented yet".into()))
+        let mut features = BTreeMap::new();
+        let kernel_btf = btf::Btf::from_sys_fs().map_err(|e| {
+            KernelError::Unsupported(format!("kernel BTF: {e}; the kernel programs need it"))
+        })?;
+        let offsets = Offsets::from_btf(&kernel_btf, &mut features)?;
+        drop(kernel_btf);
+        let aya_btf = aya::Btf::from_sys_fs()
+            .map_err(|e| KernelError::Unsupported(format!("kernel BTF (aya): {e}")))?;
+        let (regs_arg1, regs_nr) = offsets.regs.unwrap_or((0, 0));
+        let mut ebpf = EbpfLoader::new()
+            .btf(Some(&aya_btf))
+            .override_global("OFF_SKC_DADDR", &offsets.skc_daddr, true)
+            .override_global("OFF_SKC_V6_DADDR", &offsets.skc_v6_daddr, true)
+            .override_global("OFF_SKC_DPORT", &offsets.skc_dport, true)
+            .override_global("OFF_SKC_FAMILY", &offsets.skc_family, true)
+            .override_global("OFF_SK_PROTOCOL", &offsets.sk_protocol, true)
+            .override_global("OFF_REGS_ARG1", &regs_arg1, true)
+            .override_global("OFF_REGS_SYSCALL_NR", &regs_nr, true)
+            .load(crate::KERNEL_OBJECT)
+            .map_err(|e| KernelError::Ebpf(format!("loading the kernel object: {e}")))?;
+
+        for tracepoint in ["sock_recv_length", "sock_send_length"] {
+            let feature = format!("tp_btf/{tracepoint}");
+            let program: &mut BtfTracePoint = ebpf
+                .program_mut(tracepoint)
+                .ok_or_else(|| KernelError::Ebpf(format!("program {tracepoint} missing")))?
+                .try_into()
+                .map_err(|e| KernelError::Ebpf(format!("program {tracepoint}: {e}")))?;
+            program.load(tracepoint, &aya_btf).map_err(|e| {
+                KernelError::Unsupported(format!(
+                    "{feature}: {e:#} (needs the sock:{tracepoint} tracepoint, Linux 6.4+, \
+                     and BTF-typed tracepoint programs)"
+                ))
+            })?;
+            program
+                .attach()
+                .map_err(|e| KernelError::Unsupported(format!("attaching {feature}: {e:#}")))?;
+            features.insert(feature, "on".into());
+        }
+
+        let mut global: Array<MapData, GlobalConfig> = take_map(&mut ebpf, "GLOBAL")?;
+        let global_value = GlobalConfig {
+            quantum_ns,
+            cgroup_members: 0,
+            flags: if offsets.regs.is_some() {
+                GLOBAL_DETECT_HTTP2
+            } else {
+                0
+            },
+        };
+        global
+            .set(0, global_value, 0)
+            .map_err(ebpf_error("GLOBAL"))?;
+        let ring: RingBuf<MapData> = take_map(&mut ebpf, "PAUSE_EVENTS")?;
+        let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
+            Ok(mut logger) => {
+                features.insert("kernel_log".into(), "on".into());
+                let raw = logger.as_raw_fd();
+                let flush: Box<dyn FnMut() + Send> = Box::new(move || logger.flush());
+                Some((raw, flush))
+            }
+            Err(e) => {
+                features.insert("kernel_log".into(), format!("off: {e}"));
+                None
+            }
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let events = events::EventReader::spawn(ring, logger, tx)
+            .map_err(|e| KernelError::Ebpf(format!("starting the pause-request reader: {e}")))?;
+        features.insert("pause_trigger".into(), "on".into());
+        features.insert("spin_actuator".into(), "on".into());
+
+        Ok(Kernel {
+            events: Some(events),
+            pause_requests: Some(rx),
+            members: take_map(&mut ebpf, "MEMBERS")?,
+            cgroup_members: take_map(&mut ebpf, "CGROUP_MEMBERS")?,
+            listen_ports: take_map(&mut ebpf, "LISTEN_PORTS")?,
+            config: take_map(&mut ebpf, "SERVICE_CONFIG")?,
+            global,
+            counters: take_map(&mut ebpf, "COUNTERS")?,
+            gates: take_map(&mut ebpf, "GATES")?,
+            endpoints: take_map(&mut ebpf, "ENDPOINTS")?,
+            threads: take_map(&mut ebpf, "THREADS")?,
+            _ebpf: ebpf,
+            tgids: BTreeMap::new(),
+            cgroups: BTreeMap::new(),
+            ports: BTreeMap::new(),
+            global_value,
+            features,
+        })
     }
 
     /// Kernel features probed at load (name -> "on" or the reason it is off).
     pub fn features(&self) -> BTreeMap<String, String> {
-        BTreeMap::new()
+        self.features.clone()
     }
 
     /// Replaces the listening ports of a service (a receive on one of them may start a visit).
     pub fn set_listen_ports(&mut self, id: ServiceId, ports: &[u16]) -> Result<(), KernelError> {
-        let _ = (id, ports);
-        todo!()
+        check_id(id)?;
+        let key = |port: u16| ListenKey {
+            service: id,
+            port: u32::from(port),
+        };
+        let old = self.ports.remove(&id).unwrap_or_default();
+        for port in old.iter().filter(|p| !ports.contains(p)) {
+            let _ = self.listen_ports.remove(&key(*port));
+        }
+        for port in ports {
+            self.listen_ports
+                .insert(key(*port), 1, 0)
+                .map_err(ebpf_error("LISTEN_PORTS"))?;
+        }
+        if !ports.is_empty() {
+            self.ports.insert(id, ports.to_vec());
+        }
+        Ok(())
     }
 
     /// Replaces the tgid membership of a service.
     pub fn set_members(&mut self, id: ServiceId, tgids: &[u32]) -> Result<(), KernelError> {
-        let _ = (id, tgids);
-        todo!()
+        check_id(id)?;
+        let old = self.tgids.remove(&id).unwrap_or_default();
+        for tgid in old.iter().filter(|t| !tgids.contains(t)) {
+            // Another service may have claimed it since.
+            if self.members.get(tgid, 0).is_ok_and(|owner| owner == id) {
+                let _ = self.members.remove(tgid);
+            }
+        }
+        for tgid in tgids {
+            self.members
+                .insert(tgid, id, 0)
+                .map_err(ebpf_error("MEMBERS"))?;
+        }
+        if !tgids.is_empty() {
+            self.tgids.insert(id, tgids.to_vec());
+        }
+        Ok(())
     }
 
     /// Replaces the cgroup (v2 id) membership of a service.
-    pub fn set_cgroup_members(&mut self, id: ServiceId, cgroup_ids: &[u64]) -> Result<(), KernelError> {
-        let _ = (id, cgroup_ids);
-        todo!()
+    pub fn set_cgroup_members(
+        &mut self,
+        id: ServiceId,
+        cgroup_ids: &[u64],
+    ) -> Result<(), KernelError> {
+        check_id(id)?;
+        let old = self.cgroups.remove(&id).unwrap_or_default();
+        for cgroup in old.iter().filter(|c| !cgroup_ids.contains(c)) {
+            if self
+                .cgroup_members
+                .get(cgroup, 0)
+                .is_ok_and(|owner| owner == id)
+            {
+                let _ = self.cgroup_members.remove(cgroup);
+            }
+        }
+        for cgroup in cgroup_ids {
+            self.cgroup_members
+                .insert(cgroup, id, 0)
+                .map_err(ebpf_error("CGROUP_MEMBERS"))?;
+        }
+        if !cgroup_ids.is_empty() {
+            self.cgroups.insert(id, cgroup_ids.to_vec());
+        }
+        self.global_value.cgroup_members = self.cgroups.len() as u32;
+        self.global
+            .set(0, self.global_value, 0)
+            .map_err(ebpf_error("GLOBAL"))
     }
 
     /// Forgets a service: membership, ports, delay and counters.
     pub fn remove_service(&mut self, id: ServiceId) -> Result<(), KernelError> {
-        let _ = id;
-        todo!()
+        check_id(id)?;
+        self.set_members(id, &[])?;
+        self.set_cgroup_members(id, &[])?;
+        self.set_listen_ports(id, &[])?;
+        self.config
+            .set(id, ServiceConfig::default(), 0)
+            .map_err(ebpf_error("SERVICE_CONFIG"))?;
+        self.gates
+            .set(id, PauseGate::default(), 0)
+            .map_err(ebpf_error("GATES"))?;
+        self.counters
+            .set(id, ServiceCounters::default(), 0)
+            .map_err(ebpf_error("COUNTERS"))?;
+        let stale_threads: Vec<u32> = self
+            .threads
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, activity)| activity.service == id)
+            .map(|(tid, _)| tid)
+            .collect();
+        for tid in stale_threads {
+            let _ = self.threads.remove(&tid);
+        }
+        let stale_endpoints: Vec<EndpointKey> = self
+            .endpoints
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, value)| value.service == id)
+            .map(|(key, _)| key)
+            .collect();
+        for key in stale_endpoints {
+            let _ = self.endpoints.remove(&key);
+        }
+        Ok(())
     }
 
     /// Sets the per-visit delay (0 removes it). `in_kernel_stop`: the kernel may SIGSTOP the
     /// visiting process itself when the debt reaches the quantum (the agent stops the others).
+    /// In spin mode a visit spins at most [`MAX_SPIN_NS`].
     pub fn set_delay(
         &mut self,
         id: ServiceId,
@@ -112,42 +436,121 @@ impl Kernel {
         mode: Mode,
         in_kernel_stop: bool,
     ) -> Result<(), KernelError> {
-        let _ = (id, delay_per_visit_ns, mode, in_kernel_stop);
-        todo!()
+        check_id(id)?;
+        let config = ServiceConfig {
+            delay_ns: delay_per_visit_ns,
+            mode: match mode {
+                Mode::Pause => MODE_PAUSE,
+                Mode::Spin => MODE_SPIN,
+            },
+            flags: if in_kernel_stop {
+                CONFIG_IN_KERNEL_STOP
+            } else {
+                0
+            },
+        };
+        self.config
+            .set(id, config, 0)
+            .map_err(ebpf_error("SERVICE_CONFIG"))
     }
 
     pub fn set_quantum(&mut self, quantum_ns: u64) -> Result<(), KernelError> {
-        let _ = quantum_ns;
-        todo!()
+        self.global_value.quantum_ns = quantum_ns;
+        self.global
+            .set(0, self.global_value, 0)
+            .map_err(ebpf_error("GLOBAL"))
     }
 
     pub fn counters(&self, id: ServiceId) -> Result<KernelCounters, KernelError> {
-        let _ = id;
-        todo!()
+        check_id(id)?;
+        let c = self.counters.get(&id, 0).map_err(ebpf_error("COUNTERS"))?;
+        Ok(KernelCounters {
+            visits: c.visits,
+            bytes_in: c.bytes_in,
+            bytes_out: c.bytes_out,
+            calls_out: c.calls_out,
+            owed_ns: c.owed_ns,
+            spin_ns: c.spin_ns,
+            kernel_stops: c.kernel_stops,
+            visits_approximate: c.visits_approximate != 0,
+            pause_requests: c.pause_requests,
+            dropped_requests: c.dropped_requests,
+        })
     }
 
     /// After a pause: the total paid so far for this service; re-arms the trigger.
+    ///
+    /// `paid_ns` is written before the gate reopens (two updates), so a visit that takes the gate
+    /// right after always compares against the new total.
     pub fn rearm(&mut self, id: ServiceId, paid_total_ns: u64) -> Result<(), KernelError> {
-        let _ = (id, paid_total_ns);
-        todo!()
+        check_id(id)?;
+        for busy in [1, 0] {
+            let gate = PauseGate {
+                paid_ns: paid_total_ns,
+                busy,
+            };
+            self.gates.set(id, gate, 0).map_err(ebpf_error("GATES"))?;
+        }
+        Ok(())
     }
 
     /// Distinct threads of the service that did socket work on its server sockets since
     /// `since_ns` (CLOCK_MONOTONIC).
     pub fn serving_threads(&self, id: ServiceId, since_ns: u64) -> usize {
-        let _ = (id, since_ns);
-        todo!()
+        self.threads
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, activity)| activity.service == id && activity.last_ns >= since_ns)
+            .count()
     }
 
     /// Outgoing endpoints of tracked processes (client side).
     pub fn outgoing_endpoints(&self) -> Vec<OutgoingEndpoint> {
-        todo!()
+        self.endpoints
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(key, value)| {
+                let addr = if key.family == libc::AF_INET as u16 {
+                    IpAddr::V4(Ipv4Addr::new(
+                        key.addr[0],
+                        key.addr[1],
+                        key.addr[2],
+                        key.addr[3],
+                    ))
+                } else {
+                    Ipv6Addr::from(key.addr).to_canonical()
+                };
+                OutgoingEndpoint {
+                    service: value.service,
+                    tgid: key.tgid,
+                    addr,
+                    port: key.port,
+                    calls: value.calls,
+                }
+            })
+            .collect()
     }
 
     /// Takes the stream of pause requests (once).
     pub fn take_pause_requests(
         &mut self,
-    ) -> Result<tokio::sync::mpsc::UnboundedReceiver<PauseRequest>, KernelError> {
-        todo!()
+    ) -> Result<mpsc::UnboundedReceiver<PauseRequest>, KernelError> {
+        self.pause_requests
+            .take()
+            .ok_or_else(|| KernelError::Ebpf("the pause-request stream was already taken".into()))
+    }
+
+    /// The pause quantum in force.
+    pub fn quantum_ns(&self) -> u64 {
+        self.global_value.quantum_ns
+    }
+}
+
+impl Drop for Kernel {
+    fn drop(&mut self) {
+        // Stop the reader thread before the maps and programs go.
+        if let Some(events) = self.events.take() {
+            events.stop();
+        }
     }
 }

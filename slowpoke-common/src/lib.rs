@@ -1,16 +1,174 @@
 //! Types shared by the kernel programs (`slowpoke-ebpf`) and the agent (`slowpoke-agent`).
 //!
-//! Everything here is `#[repr(C)]` plain data: the kernel writes it into BPF maps and the agent
-//! reads it back byte for byte. The `user` feature adds `aya::Pod` impls for the agent side.
+//! Everything here is `#[repr(C)]` plain data without implicit padding: the kernel writes it
+//! into BPF maps and the agent reads it back byte for byte. The `user` feature adds `aya::Pod`
+//! impls for the agent side.
+//!
+//! Who writes what (so that no map value is written by both sides, which would lose updates):
+//! - agent only: [`ServiceConfig`], [`GlobalConfig`], membership maps, listening ports;
+//! - kernel only (agent reads, and zeroes on service removal): [`ServiceCounters`];
+//! - both, word by word: [`PauseGate`] (kernel: compare-and-swap `busy` 0 -> 1; agent: writes
+//!   `paid_ns`, then `busy = 0`).
 #![no_std]
 
-/// Placeholder so the pipeline builds; the real map layout lands with the kernel programs.
+/// How many services one agent can track (size of the per-service arrays).
+pub const MAX_SERVICES: u32 = 64;
+
+/// Longest busy delay the spin actuator inserts at one visit.
+pub const MAX_SPIN_NS: u64 = 1_000_000;
+
+/// [`ServiceConfig::mode`]: debt is paid by pausing the whole service (agent-side actuator).
+pub const MODE_PAUSE: u32 = 0;
+/// [`ServiceConfig::mode`]: the visiting thread busy-waits in the kernel at the visit.
+pub const MODE_SPIN: u32 = 1;
+
+/// [`ServiceConfig::flags`]: the kernel stops the visiting process itself (SIGSTOP) on a trigger.
+pub const CONFIG_IN_KERNEL_STOP: u32 = 1;
+
+/// [`GlobalConfig::flags`]: look for the HTTP/2 preface in the first data of server sockets.
+pub const GLOBAL_DETECT_HTTP2: u32 = 1;
+
+/// Per-socket direction of the last data transfer ([`SockState::last`]).
+pub const DIR_NONE: u8 = 0;
+pub const DIR_RECV: u8 = 1;
+pub const DIR_SEND: u8 = 2;
+
+/// Agent-written settings of one service (array indexed by service id).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServiceConfig {
+    /// Delay owed per visit (pause mode) or spun per visit (spin mode, capped at
+    /// [`MAX_SPIN_NS`]); 0: no delay.
+    pub delay_ns: u64,
+    /// [`MODE_PAUSE`] or [`MODE_SPIN`].
+    pub mode: u32,
+    /// [`CONFIG_IN_KERNEL_STOP`].
+    pub flags: u32,
+}
+
+/// Agent-written settings of the whole agent (array of one element).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GlobalConfig {
+    /// Debt is batched into pauses of at least this long.
+    pub quantum_ns: u64,
+    /// Services with cgroup members: 0 lets the hot path skip the cgroup lookup.
+    pub cgroup_members: u32,
+    /// [`GLOBAL_DETECT_HTTP2`].
+    pub flags: u32,
+}
+
+/// Kernel-written counters of one service (array indexed by service id). Monotonic.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ServiceCounters {
     pub visits: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub calls_out: u64,
+    /// Sum of `delay_ns` over visits made in pause mode with a delay set.
+    pub owed_ns: u64,
+    /// Busy delay spent at visits (spin mode).
+    pub spin_ns: u64,
+    /// Pause requests emitted on the ring buffer.
+    pub pause_requests: u64,
+    /// In-kernel SIGSTOPs of the visiting process.
+    pub kernel_stops: u64,
+    /// Triggers lost because the ring buffer was full (the gate was reopened).
+    pub dropped_requests: u64,
+    /// Non-zero once HTTP/2 (multiplexed) traffic was seen on a server socket.
+    pub visits_approximate: u64,
+}
+
+/// The pause trigger of one service (array indexed by service id).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PauseGate {
+    /// Debt paid so far (written by the agent through `rearm`).
+    pub paid_ns: u64,
+    /// 1 while a pause is requested or in progress: the kernel swaps 0 -> 1 to trigger, the
+    /// agent writes 0 after the pause.
+    pub busy: u64,
+}
+
+/// Key of the listening-ports map: a receive on a socket whose local port is listed for the
+/// process's service is server-side.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ListenKey {
+    pub service: u32,
+    /// Host byte order.
+    pub port: u32,
+}
+
+/// Per-socket state (LRU hash keyed by the `struct sock` address).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockState {
+    /// `skc_portpair` when the state was created: a different value means the address was
+    /// reused by another socket, whose state starts afresh.
+    pub portpair: u32,
+    pub service: u32,
+    /// [`DIR_NONE`], [`DIR_RECV`] or [`DIR_SEND`].
+    pub last: u8,
+    pub _pad: [u8; 7],
+}
+
+/// Key of the outgoing-endpoints map: one remote endpoint called by one process.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct EndpointKey {
+    /// IPv4 in the first 4 bytes (network order), or IPv6.
+    pub addr: [u8; 16],
+    pub tgid: u32,
+    /// Host byte order.
+    pub port: u16,
+    /// `AF_INET` or `AF_INET6`.
+    pub family: u16,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EndpointValue {
+    pub calls: u64,
+    pub service: u32,
+    pub _pad: u32,
+}
+
+/// Last socket work of one thread on a server socket (LRU hash keyed by tid).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ThreadActivity {
+    /// `bpf_ktime_get_ns` (`CLOCK_MONOTONIC`).
+    pub last_ns: u64,
+    pub service: u32,
+    pub _pad: u32,
+}
+
+/// Ring-buffer record: a service's debt reached the quantum.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PauseEvent {
+    /// `bpf_ktime_get_ns` at the trigger.
+    pub at_ns: u64,
+    /// Debt owed in total at the trigger.
+    pub owed_ns: u64,
+    pub service: u32,
+    /// The process the kernel stopped itself, or 0.
+    pub stopped_tgid: u32,
 }
 
 #[cfg(feature = "user")]
-// SAFETY: plain `#[repr(C)]` data without padding.
-unsafe impl aya::Pod for ServiceCounters {}
+mod pod {
+    // SAFETY (all): plain `#[repr(C)]` data whose fields leave no padding.
+    unsafe impl aya::Pod for super::ServiceConfig {}
+    unsafe impl aya::Pod for super::GlobalConfig {}
+    unsafe impl aya::Pod for super::ServiceCounters {}
+    unsafe impl aya::Pod for super::PauseGate {}
+    unsafe impl aya::Pod for super::ListenKey {}
+    unsafe impl aya::Pod for super::SockState {}
+    unsafe impl aya::Pod for super::EndpointKey {}
+    unsafe impl aya::Pod for super::EndpointValue {}
+    unsafe impl aya::Pod for super::ThreadActivity {}
+    unsafe impl aya::Pod for super::PauseEvent {}
+}

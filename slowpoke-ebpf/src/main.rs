@@ -1,11 +1,416 @@
+//! Slowpoke's kernel programs: visit detection, per-service counters, pause debt and the
+//! in-kernel busy-delay actuator, all on the two socket tracepoints `sock_recv_length` and
+//! `sock_send_length` (process context, `struct sock *sk, int ret, int flags`).
+//!
+//! Hot path for a process no service tracks: one hash lookup by tgid, then (only when some
+//! service has cgroup members) one hash lookup by cgroup id. Everything else is for tracked
+//! processes only. `docs/kernel.md` describes the rules.
 #![no_std]
 #![no_main]
+// The BPF target has no compare-and-swap in its target spec, so `AtomicU64::fetch_add` and
+// `compare_exchange` are not offered; the intrinsics lower to the BPF v3 atomic instructions.
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
-use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
+use core::{
+    ffi::c_void,
+    intrinsics::{AtomicOrdering, atomic_cxchg, atomic_xadd},
+    ptr::read_volatile,
+};
+
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
+        bpf_probe_read_kernel, bpf_probe_read_user,
+        generated::{bpf_get_current_task_btf, bpf_loop, bpf_send_signal, bpf_task_pt_regs},
+    },
+    macros::{btf_tracepoint, map},
+    maps::{Array, HashMap, LruHashMap, RingBuf},
+    programs::BtfTracePointContext,
+};
+use aya_log_ebpf::warn;
+use slowpoke_common::{
+    CONFIG_IN_KERNEL_STOP, DIR_NONE, DIR_RECV, DIR_SEND, EndpointKey, EndpointValue,
+    GLOBAL_DETECT_HTTP2, GlobalConfig, ListenKey, MAX_SERVICES, MAX_SPIN_NS, MODE_SPIN, PauseEvent,
+    PauseGate, ServiceConfig, ServiceCounters, SockState, ThreadActivity,
+};
+
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+const IPPROTO_TCP: u16 = 6;
+const MSG_PEEK: i32 = 2;
+const SIGSTOP: u32 = 19;
+
+// x86_64 syscall numbers whose first buffer argument the HTTP/2 check knows how to find.
+const SYS_READ: u64 = 0;
+const SYS_READV: u64 = 19;
+const SYS_RECVFROM: u64 = 45;
+const SYS_RECVMSG: u64 = 47;
+/// `offsetof(struct user_msghdr, msg_iov)`.
+const MSGHDR_IOV: u64 = 16;
+
+/// First 16 bytes of the HTTP/2 connection preface, "PRI * HTTP/2.0\r\n", as two words.
+const H2_PREFACE_0: u64 = u64::from_le_bytes(*b"PRI * HT");
+const H2_PREFACE_1: u64 = u64::from_le_bytes(*b"TP/2.0\r\n");
+
+/// Upper bound of `bpf_loop` iterations of one spin (the deadline ends it much earlier).
+const SPIN_MAX_STEPS: u32 = 1 << 20;
+
+// Field offsets, set by the agent at load from the running kernel's BTF (never guessed).
+#[unsafe(no_mangle)]
+static OFF_SKC_DADDR: u32 = 0;
+#[unsafe(no_mangle)]
+static OFF_SKC_V6_DADDR: u32 = 0;
+/// `skc_dport`; `skc_num` follows it (checked by the agent), so one 4-byte read gets both.
+#[unsafe(no_mangle)]
+static OFF_SKC_DPORT: u32 = 0;
+#[unsafe(no_mangle)]
+static OFF_SKC_FAMILY: u32 = 0;
+#[unsafe(no_mangle)]
+static OFF_SK_PROTOCOL: u32 = 0;
+#[unsafe(no_mangle)]
+static OFF_REGS_ARG1: u32 = 0;
+#[unsafe(no_mangle)]
+static OFF_REGS_SYSCALL_NR: u32 = 0;
+
+/// tgid -> service id.
+#[map]
+static MEMBERS: HashMap<u32, u32> = HashMap::with_max_entries(16_384, 0);
+/// cgroup v2 id -> service id.
+#[map]
+static CGROUP_MEMBERS: HashMap<u64, u32> = HashMap::with_max_entries(4_096, 0);
+/// (service, local port) of the services' listening sockets.
+#[map]
+static LISTEN_PORTS: HashMap<ListenKey, u8> = HashMap::with_max_entries(4_096, 0);
+#[map]
+static SERVICE_CONFIG: Array<ServiceConfig> = Array::with_max_entries(MAX_SERVICES, 0);
+#[map]
+static GLOBAL: Array<GlobalConfig> = Array::with_max_entries(1, 0);
+#[map]
+static COUNTERS: Array<ServiceCounters> = Array::with_max_entries(MAX_SERVICES, 0);
+#[map]
+static GATES: Array<PauseGate> = Array::with_max_entries(MAX_SERVICES, 0);
+/// `struct sock *` -> direction of its last data transfer.
+#[map]
+static SOCKS: LruHashMap<u64, SockState> = LruHashMap::with_max_entries(32_768, 0);
+#[map]
+static ENDPOINTS: LruHashMap<EndpointKey, EndpointValue> = LruHashMap::with_max_entries(4_096, 0);
+/// tid -> last socket work on a server socket.
+#[map]
+static THREADS: LruHashMap<u32, ThreadActivity> = LruHashMap::with_max_entries(16_384, 0);
+#[map]
+static PAUSE_EVENTS: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
 
 #[btf_tracepoint(function = "sock_recv_length")]
-pub fn sock_recv_length(_ctx: BtfTracePointContext) -> i32 {
-    0
+pub fn sock_recv_length(ctx: BtfTracePointContext) -> u32 {
+    match try_sock_data(&ctx, true) {
+        Ok(v) | Err(v) => v,
+    }
+}
+
+#[btf_tracepoint(function = "sock_send_length")]
+pub fn sock_send_length(ctx: BtfTracePointContext) -> u32 {
+    match try_sock_data(&ctx, false) {
+        Ok(v) | Err(v) => v,
+    }
+}
+
+fn try_sock_data(ctx: &BtfTracePointContext, recv: bool) -> Result<u32, u32> {
+    let ret: i32 = ctx.arg(1);
+    // EOF, errors (-EAGAIN) and peeks move no data.
+    if ret <= 0 || (recv && ctx.arg::<i32>(2) & MSG_PEEK != 0) {
+        return Ok(0);
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    let Some(service) = service_of(tgid) else {
+        return Ok(0);
+    };
+
+    let sk: *const u8 = ctx.arg(0);
+    let family: u16 = read_field(sk, &OFF_SKC_FAMILY)?;
+    if family != AF_INET && family != AF_INET6 {
+        return Ok(0);
+    }
+    if read_field::<u16>(sk, &OFF_SK_PROTOCOL)? != IPPROTO_TCP {
+        return Ok(0);
+    }
+    // Little-endian: low half `skc_dport` (network order), high half `skc_num` (host order).
+    let portpair: u32 = read_field(sk, &OFF_SKC_DPORT)?;
+    let local_port = portpair >> 16;
+    let server = unsafe {
+        LISTEN_PORTS.get(&ListenKey {
+            service,
+            port: local_port,
+        })
+    }
+    .is_some();
+
+    let last = swap_direction(sk as u64, portpair, service, recv)?;
+    let counters = COUNTERS.get_ptr_mut(service).ok_or(0u32)?;
+    let bytes = ret as u64;
+    if server {
+        note_thread(pid_tgid as u32, service);
+        if !recv {
+            add(unsafe { &raw mut (*counters).bytes_out }, bytes);
+        } else {
+            add(unsafe { &raw mut (*counters).bytes_in }, bytes);
+            if last != DIR_RECV {
+                add(unsafe { &raw mut (*counters).visits }, 1);
+                if last == DIR_NONE && ret >= 16 {
+                    check_http2(ctx, counters);
+                }
+                on_visit(service, tgid, counters)?;
+            }
+        }
+    } else if !recv && last != DIR_SEND {
+        add(unsafe { &raw mut (*counters).calls_out }, 1);
+        let remote_port = u16::from_be(portpair as u16);
+        note_endpoint(sk, family, remote_port, tgid, service)?;
+    }
+    Ok(0)
+}
+
+/// The service of the current process: by tgid, else by cgroup v2 id.
+#[inline(always)]
+fn service_of(tgid: u32) -> Option<u32> {
+    if let Some(service) = unsafe { MEMBERS.get(&tgid) } {
+        return Some(*service);
+    }
+    if GLOBAL.get(0)?.cgroup_members == 0 {
+        return None;
+    }
+    let cgroup = unsafe { bpf_get_current_cgroup_id() };
+    unsafe { CGROUP_MEMBERS.get(&cgroup) }.copied()
+}
+
+/// Records the direction of this transfer on the socket and returns the previous one
+/// (`DIR_NONE` for a socket seen for the first time).
+#[inline(always)]
+fn swap_direction(sk: u64, portpair: u32, service: u32, recv: bool) -> Result<u8, u32> {
+    let now = if recv { DIR_RECV } else { DIR_SEND };
+    if let Some(state) = SOCKS.get_ptr_mut(&sk) {
+        let state = unsafe { &mut *state };
+        if state.portpair == portpair && state.service == service {
+            let last = state.last;
+            state.last = now;
+            return Ok(last);
+        }
+    }
+    let fresh = SockState {
+        portpair,
+        service,
+        last: now,
+        _pad: [0; 7],
+    };
+    SOCKS.insert(&sk, &fresh, 0).map_err(|_| 0u32)?;
+    Ok(DIR_NONE)
+}
+
+fn note_thread(tid: u32, service: u32) {
+    let last_ns = unsafe { bpf_ktime_get_ns() };
+    if let Some(activity) = THREADS.get_ptr_mut(&tid) {
+        let activity = unsafe { &mut *activity };
+        activity.last_ns = last_ns;
+        activity.service = service;
+        return;
+    }
+    let activity = ThreadActivity {
+        last_ns,
+        service,
+        _pad: 0,
+    };
+    let _ = THREADS.insert(&tid, &activity, 0);
+}
+
+fn note_endpoint(
+    sk: *const u8,
+    family: u16,
+    port: u16,
+    tgid: u32,
+    service: u32,
+) -> Result<(), u32> {
+    let mut key = EndpointKey {
+        addr: [0; 16],
+        tgid,
+        port,
+        family,
+    };
+    if family == AF_INET {
+        let v4: [u8; 4] = read_field(sk, &OFF_SKC_DADDR)?;
+        key.addr[0] = v4[0];
+        key.addr[1] = v4[1];
+        key.addr[2] = v4[2];
+        key.addr[3] = v4[3];
+    } else {
+        key.addr = read_field(sk, &OFF_SKC_V6_DADDR)?;
+    }
+    if let Some(value) = ENDPOINTS.get_ptr_mut(&key) {
+        add(unsafe { &raw mut (*value).calls }, 1);
+        return Ok(());
+    }
+    let value = EndpointValue {
+        calls: 1,
+        service,
+        _pad: 0,
+    };
+    ENDPOINTS.insert(&key, &value, 0).map_err(|_| 0u32)
+}
+
+/// A visit started: add the service's delay to its debt (pause mode) and trigger a pause when
+/// the unpaid debt reaches the quantum, or spin the visiting thread (spin mode).
+fn on_visit(service: u32, tgid: u32, counters: *mut ServiceCounters) -> Result<(), u32> {
+    let config = SERVICE_CONFIG.get(service).ok_or(0u32)?;
+    let delay = config.delay_ns;
+    if delay == 0 {
+        return Ok(());
+    }
+    if config.mode == MODE_SPIN {
+        let spun = spin(if delay < MAX_SPIN_NS {
+            delay
+        } else {
+            MAX_SPIN_NS
+        });
+        add(unsafe { &raw mut (*counters).spin_ns }, spun);
+        return Ok(());
+    }
+    let owed = fetch_add(unsafe { &raw mut (*counters).owed_ns }, delay) + delay;
+    let quantum = GLOBAL.get(0).ok_or(0u32)?.quantum_ns;
+    let gate = GATES.get_ptr_mut(service).ok_or(0u32)?;
+    let paid = unsafe { &raw const (*gate).paid_ns };
+    if owed.saturating_sub(unsafe { read_volatile(paid) }) < quantum {
+        return Ok(());
+    }
+    let busy = unsafe { &raw mut (*gate).busy };
+    if !compare_and_swap(busy, 0, 1) {
+        return Ok(()); // a pause is already requested or in progress
+    }
+    // `rearm` writes `paid_ns` before it reopens the gate: re-read it now that we own the gate.
+    if owed.saturating_sub(unsafe { read_volatile(paid) }) < quantum {
+        release(busy);
+        return Ok(());
+    }
+    let Some(mut entry) = PAUSE_EVENTS.reserve::<PauseEvent>(0) else {
+        release(busy);
+        add(unsafe { &raw mut (*counters).dropped_requests }, 1);
+        return Ok(());
+    };
+    let mut stopped_tgid = 0;
+    if config.flags & CONFIG_IN_KERNEL_STOP != 0 && unsafe { bpf_send_signal(SIGSTOP) } == 0 {
+        stopped_tgid = tgid;
+        add(unsafe { &raw mut (*counters).kernel_stops }, 1);
+    }
+    entry.write(PauseEvent {
+        at_ns: unsafe { bpf_ktime_get_ns() },
+        owed_ns: owed,
+        service,
+        stopped_tgid,
+    });
+    entry.submit(0);
+    add(unsafe { &raw mut (*counters).pause_requests }, 1);
+    Ok(())
+}
+
+struct SpinDeadline {
+    until_ns: u64,
+}
+
+unsafe extern "C" fn spin_step(_index: u64, ctx: *mut c_void) -> i64 {
+    let deadline = unsafe { &*ctx.cast::<SpinDeadline>() };
+    i64::from(unsafe { bpf_ktime_get_ns() } >= deadline.until_ns)
+}
+
+/// Busy-waits the current thread for `ns` (bounded by `SPIN_MAX_STEPS`); returns the time spent.
+fn spin(ns: u64) -> u64 {
+    let start = unsafe { bpf_ktime_get_ns() };
+    let mut deadline = SpinDeadline {
+        until_ns: start + ns,
+    };
+    unsafe {
+        bpf_loop(
+            SPIN_MAX_STEPS,
+            spin_step as *mut c_void,
+            (&raw mut deadline).cast(),
+            0,
+        );
+    }
+    let end = unsafe { bpf_ktime_get_ns() };
+    end - start
+}
+
+/// Best effort: the syscall's user buffer (read, readv, recvfrom, recvmsg on x86_64) starts with
+/// the HTTP/2 preface. Runs on the first data of a server socket only, until the flag is set.
+fn check_http2(ctx: &BtfTracePointContext, counters: *mut ServiceCounters) {
+    let flag = unsafe { &raw mut (*counters).visits_approximate };
+    if unsafe { read_volatile(flag) } != 0 {
+        return;
+    }
+    let Some(global) = GLOBAL.get(0) else {
+        return;
+    };
+    if global.flags & GLOBAL_DETECT_HTTP2 == 0 {
+        return;
+    }
+    if let Ok(true) = first_data_is_http2() {
+        unsafe { flag.write_volatile(1) };
+        warn!(
+            ctx,
+            "HTTP/2 preface on a server socket: visits are approximate"
+        );
+    }
+}
+
+fn first_data_is_http2() -> Result<bool, u32> {
+    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const u8;
+    let nr: u64 = read_field(regs, &OFF_REGS_SYSCALL_NR)?;
+    let arg1: u64 = read_field(regs, &OFF_REGS_ARG1)?;
+    let buf: u64 = match nr {
+        SYS_READ | SYS_RECVFROM => arg1,
+        SYS_READV => read_user(arg1)?,
+        SYS_RECVMSG => read_user(read_user::<u64>(arg1 + MSGHDR_IOV)?)?,
+        _ => return Ok(false),
+    };
+    let head: [u64; 2] = read_user(buf)?;
+    Ok(head[0] == H2_PREFACE_0 && head[1] == H2_PREFACE_1)
+}
+
+#[inline(always)]
+fn read_field<T>(base: *const u8, offset: &'static u32) -> Result<T, u32> {
+    let offset = unsafe { read_volatile(offset) } as usize;
+    unsafe { bpf_probe_read_kernel(base.wrapping_add(offset).cast::<T>()) }.map_err(|_| 0u32)
+}
+
+#[inline(always)]
+fn read_user<T>(addr: u64) -> Result<T, u32> {
+    unsafe { bpf_probe_read_user(addr as *const T) }.map_err(|_| 0u32)
+}
+
+/// Atomic add whose result is unused (`lock xadd`).
+#[inline(always)]
+fn add(counter: *mut u64, value: u64) {
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(counter, value) };
+}
+
+/// Atomic add returning the previous value (BPF v3 `atomic_fetch_add`).
+#[inline(always)]
+fn fetch_add(counter: *mut u64, value: u64) -> u64 {
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(counter, value) }
+}
+
+/// BPF v3 `cmpxchg`: `*word` from `old` to `new`; true when this call made the change.
+#[inline(always)]
+fn compare_and_swap(word: *mut u64, old: u64, new: u64) -> bool {
+    unsafe {
+        atomic_cxchg::<u64, { AtomicOrdering::SeqCst }, { AtomicOrdering::SeqCst }>(word, old, new)
+    }
+    .1
+}
+
+/// Reopens a gate word taken with [`compare_and_swap`]: a plain store (BPF before v4 has no
+/// store-release; the swap that takes the gate is a full barrier).
+#[inline(always)]
+fn release(word: *mut u64) {
+    unsafe { word.write_volatile(0) };
 }
 
 #[cfg(not(test))]

@@ -1,0 +1,102 @@
+//! A thread that forwards the kernel's pause requests (ring buffer) to a channel and drains the
+//! kernel log. A plain thread, so the kernel wrapper needs no tokio runtime of its own and the
+//! requests arrive as soon as the kernel submits them.
+
+use std::{
+    io,
+    os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd},
+    thread::JoinHandle,
+};
+
+use aya::maps::{MapData, RingBuf};
+use slowpoke_common::PauseEvent;
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::PauseRequest;
+
+/// The kernel log's descriptor and what drains it (a closure owning the `aya_log::EbpfLogger`).
+pub type LogDrain = (RawFd, Box<dyn FnMut() + Send>);
+
+pub struct EventReader {
+    stop: OwnedFd,
+    thread: JoinHandle<()>,
+}
+
+impl EventReader {
+    pub fn spawn(
+        ring: RingBuf<MapData>,
+        logger: Option<LogDrain>,
+        requests: UnboundedSender<PauseRequest>,
+    ) -> io::Result<EventReader> {
+        // SAFETY: eventfd returns a new descriptor that we own (or -1).
+        let raw = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `raw` is a valid descriptor owned by nobody else.
+        let stop = unsafe { OwnedFd::from_raw_fd(raw) };
+        let stop_copy = stop.try_clone()?;
+        let thread = std::thread::Builder::new()
+            .name("slowpoke-kernel-events".into())
+            .spawn(move || run(ring, logger, &requests, &stop_copy))?;
+        Ok(EventReader { stop, thread })
+    }
+
+    /// Wakes the thread, waits for it to finish (it drops the ring buffer and the logger).
+    pub fn stop(self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a valid u64 to our eventfd.
+        unsafe { libc::write(self.stop.as_raw_fd(), (&raw const one).cast(), 8) };
+        let _ = self.thread.join();
+    }
+}
+
+fn run(
+    mut ring: RingBuf<MapData>,
+    mut logger: Option<LogDrain>,
+    requests: &UnboundedSender<PauseRequest>,
+    stop: &OwnedFd,
+) {
+    let fd = |raw: i32| libc::pollfd {
+        fd: raw,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    loop {
+        let mut fds = [
+            fd(stop.as_raw_fd()),
+            fd(ring.as_fd().as_raw_fd()),
+            fd(logger.as_ref().map_or(-1, |(raw, _)| *raw)),
+        ];
+        // SAFETY: `fds` is a valid array of pollfd for the duration of the call.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+        if n < 0 {
+            if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            tracing::error!("kernel event reader: poll: {}", io::Error::last_os_error());
+            return;
+        }
+        if fds[0].revents != 0 {
+            return;
+        }
+        while let Some(item) = ring.next() {
+            if item.len() < size_of::<PauseEvent>() {
+                continue;
+            }
+            // SAFETY: the kernel wrote a whole `PauseEvent` (plain data) into this record.
+            let event: PauseEvent = unsafe { item.as_ptr().cast::<PauseEvent>().read_unaligned() };
+            let _ = requests.send(PauseRequest {
+                service: event.service,
+                stopped_tgid: (event.stopped_tgid != 0).then_some(event.stopped_tgid),
+                at_ns: event.at_ns,
+                owed_ns: event.owed_ns,
+            });
+        }
+        if fds[2].revents != 0
+            && let Some((_, flush)) = logger.as_mut()
+        {
+            flush();
+        }
+    }
+}
