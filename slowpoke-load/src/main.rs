@@ -121,6 +121,7 @@ fn run_cli(cli: &Cli) -> anyhow::Result<ExitCode> {
         worker_threads: cli.threads,
         seed: cli.seed,
     };
+    spec.check()?;
     let progress = !cli.no_progress && !cli.json && std::io::stderr().is_terminal();
     if !cli.json {
         println!("{}", header_line(&spec, length, cli.threads));

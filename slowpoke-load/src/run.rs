@@ -11,13 +11,25 @@ use crate::stats::{Snapshot, Window};
 use crate::{LoadError, LoadSpec};
 
 /// How long the measurement of [`run`] lasts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunLength {
     /// Measure for this long (requests still in flight at the end are not counted).
     Duration(Duration),
     /// Send exactly this many requests after the warm-up, then stop.
     Requests(u64),
+}
+
+/// In JSON: `{"duration_secs": 10.0}` or `{"requests": 100000}`.
+impl Serialize for RunLength {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(1))?;
+        match self {
+            RunLength::Duration(d) => map.serialize_entry("duration_secs", &d.as_secs_f64())?,
+            RunLength::Requests(n) => map.serialize_entry("requests", n)?,
+        }
+        map.end()
+    }
 }
 
 /// Result of [`run`]. Dereferences to its measurement [`Window`] (`report.rps`, `report.p99_us`, …); in JSON

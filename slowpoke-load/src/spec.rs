@@ -72,6 +72,14 @@ impl LoadSpec {
     }
 }
 
+impl LoadSpec {
+    /// Checks the spec without sending anything (URL syntax, host resolution, headers, weights, counts): what
+    /// [`crate::LoadGenerator::start`] checks before its probe.
+    pub fn check(&self) -> Result<(), LoadError> {
+        validate(self).map(|_| ())
+    }
+}
+
 /// A validated template: everything parsed once so that sending a request only clones.
 #[derive(Debug, Clone)]
 pub(crate) struct Target {

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -18,6 +18,8 @@ use tokio::net::TcpListener;
 pub struct TestServer {
     pub addr: SocketAddr,
     counts: Arc<Mutex<HashMap<String, u64>>>,
+    /// Method, `x-test` header and body of the last request.
+    last: Arc<Mutex<Option<(String, Option<String>, Bytes)>>>,
     _rt: tokio::runtime::Runtime,
 }
 
@@ -37,18 +39,34 @@ impl TestServer {
             .expect("bind test server");
         let addr = listener.local_addr().unwrap();
         let counts: Arc<Mutex<HashMap<String, u64>>> = Arc::default();
+        let last: Arc<Mutex<Option<(String, Option<String>, Bytes)>>> = Arc::default();
         let c = Arc::clone(&counts);
+        let l = Arc::clone(&last);
         rt.spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
                 let c = Arc::clone(&c);
+                let l = Arc::clone(&l);
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
                         let c = Arc::clone(&c);
+                        let l = Arc::clone(&l);
                         async move {
                             let path = req.uri().path().to_string();
+                            let method = req.method().to_string();
+                            let x_test = req
+                                .headers()
+                                .get("x-test")
+                                .map(|v| v.to_str().unwrap_or_default().to_string());
+                            let body = req
+                                .into_body()
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
+                            *l.lock().unwrap() = Some((method, x_test, body));
                             *c.lock().unwrap().entry(path.clone()).or_default() += 1;
                             match path.as_str() {
                                 "/hang" => std::future::pending::<()>().await,
@@ -72,12 +90,17 @@ impl TestServer {
         TestServer {
             addr,
             counts,
+            last,
             _rt: rt,
         }
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    pub fn last_request(&self) -> Option<(String, Option<String>, Bytes)> {
+        self.last.lock().unwrap().clone()
     }
 
     pub fn count(&self, path: &str) -> u64 {
