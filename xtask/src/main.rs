@@ -125,8 +125,8 @@ fn demo(root: &Path, args: &[String]) -> Result<()> {
 fn half_of_configured_work(topology: &Path, service: &str) -> Result<f64> {
     let text = std::fs::read_to_string(topology)
         .with_context(|| format!("reading {}", topology.display()))?;
-    let json: serde_json::Value = serde_json::from_str(&text)
-        .with_context(|| format!("parsing {}", topology.display()))?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", topology.display()))?;
     let endpoints = json["services"][service]["endpoints"]
         .as_object()
         .with_context(|| format!("{}: no endpoints for service {service}", topology.display()))?;
@@ -147,7 +147,16 @@ fn bench(root: &Path, which: &str, args: &[String]) -> Result<()> {
         _ => ("slowpoke-emu", "bench_emu"),
     };
     run(cargo(root)
-        .args(["run", "--release", "--quiet", "-p", package, "--example", example, "--"])
+        .args([
+            "run",
+            "--release",
+            "--quiet",
+            "-p",
+            package,
+            "--example",
+            example,
+            "--",
+        ])
         .args(args))
 }
 
@@ -155,6 +164,16 @@ fn eval(root: &Path, args: &[String]) -> Result<()> {
     setup::ensure()?;
     run(cargo(root).args(["build", "--release", "--bins"]))?;
     run(cargo(root)
-        .args(["run", "--release", "--quiet", "-p", "slowpoke-coordinator", "--bin", "slowpoke", "--", "eval"])
+        .args([
+            "run",
+            "--release",
+            "--quiet",
+            "-p",
+            "slowpoke-coordinator",
+            "--bin",
+            "slowpoke",
+            "--",
+            "eval",
+        ])
         .args(args))
 }

@@ -82,7 +82,10 @@ fn bpf_linker() -> Result<()> {
     let _ = std::fs::remove_file(&link);
     std::os::unix::fs::symlink(&llvm, &link)
         .with_context(|| format!("linking {} -> {}", link.display(), llvm.display()))?;
-    eprintln!("xtask: building bpf-linker {BPF_LINKER_VERSION} against {} (a few minutes, once)", llvm.display());
+    eprintln!(
+        "xtask: building bpf-linker {BPF_LINKER_VERSION} against {} (a few minutes, once)",
+        llvm.display()
+    );
     run(Command::new("cargo")
         .args([
             "install",
@@ -96,7 +99,10 @@ fn bpf_linker() -> Result<()> {
         ])
         .env("LLVM_PREFIX", &prefix)
         // The rpath lets bpf-linker find the nightly's libLLVM outside `cargo +nightly`.
-        .env("RUSTFLAGS", format!("-C link-arg=-Wl,-rpath,{}", libdir.display())))
+        .env(
+            "RUSTFLAGS",
+            format!("-C link-arg=-Wl,-rpath,{}", libdir.display()),
+        ))
 }
 
 fn debian_packages() -> Result<()> {
@@ -129,7 +135,10 @@ fn debian_packages() -> Result<()> {
 fn mounts() -> Result<()> {
     let mounts = std::fs::read_to_string("/proc/mounts").context("reading /proc/mounts")?;
     for (fstype, dir) in [("bpf", "/sys/fs/bpf"), ("tracefs", "/sys/kernel/tracing")] {
-        if mounts.lines().any(|l| l.split_whitespace().nth(1) == Some(dir)) {
+        if mounts
+            .lines()
+            .any(|l| l.split_whitespace().nth(1) == Some(dir))
+        {
             continue;
         }
         run(Command::new("mount").args(["-t", fstype, fstype, dir]))?;
