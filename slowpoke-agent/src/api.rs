@@ -75,7 +75,7 @@ pub struct ServiceStats {
     /// Number of pauses taken.
     #[serde(default)]
     pub pauses: u64,
-    /// Pause debt owed in total (sum of delay_per_visit over visits under a plan).
+    /// Pause debt owed in total (sum of `delay_per_visit` over visits under a plan).
     #[serde(default)]
     pub owed_ns: u64,
     /// Debt dropped by the safety cap (share of wall time stopped), never paid.
@@ -112,7 +112,7 @@ pub struct UnregisteredDependency {
 /// `GET /v1/stats`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Stats {
-    /// CLOCK_MONOTONIC of the agent when the snapshot was taken.
+    /// `CLOCK_MONOTONIC` of the agent when the snapshot was taken.
     pub timestamp_ns: u64,
     pub services: BTreeMap<String, ServiceStats>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -1,0 +1,551 @@
+//! The pause actuator: stops every process of a service, sleeps the owed time precisely, resumes.
+//!
+//! One dedicated OS thread per service (not a tokio task: a busy runtime must not delay a resume),
+//! so services pause independently and several can be stopped at the same time. Each thread:
+//! - asks for `SCHED_FIFO` and a 1 ns timer slack, so a saturated machine does not delay it;
+//! - sleeps with `clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME)` to an absolute deadline;
+//! - accounts the ACHIEVED pause (stop sent -> resume sent), so oversleep is carried forward as
+//!   negative debt: the next pause is shorter by what this one overran;
+//! - enforces the safety cap: at most `max_stopped_share` of any sliding window of wall time
+//!   stopped; debt beyond it is dropped and counted (`dropped_ns`);
+//! - pays debt below the quantum when the service goes idle (owed unchanged for `idle_ns`) or
+//!   when the plan is removed (`flush`), so total paid == total owed − dropped.
+//!
+//! Where the debt comes from is behind [`DebtSource`]: the kernel's per-service `owed_ns` in the
+//! agent, a plain counter in tests.
+
+use std::{
+    collections::VecDeque,
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        mpsc,
+    },
+    thread::JoinHandle,
+    time::Duration,
+};
+
+use crate::{kernel::PauseRequest, procfs, state::StateFile};
+
+/// `CLOCK_MONOTONIC` in ns (the clock of `bpf_ktime_get_ns`).
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into `ts`.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Sleeps until `CLOCK_MONOTONIC` reaches `deadline_ns` (absolute; restarts after signals).
+pub fn sleep_until(deadline_ns: u64) {
+    let ts = libc::timespec {
+        tv_sec: (deadline_ns / 1_000_000_000) as libc::time_t,
+        tv_nsec: (deadline_ns % 1_000_000_000) as libc::c_long,
+    };
+    loop {
+        // SAFETY: reads `ts`; no remaining-time output with TIMER_ABSTIME.
+        let r = unsafe {
+            libc::clock_nanosleep(
+                libc::CLOCK_MONOTONIC,
+                libc::TIMER_ABSTIME,
+                &raw const ts,
+                std::ptr::null_mut(),
+            )
+        };
+        if r != libc::EINTR {
+            return;
+        }
+    }
+}
+
+/// SIGSTOP one process (the whole thread group). False when it is gone.
+pub fn stop_pid(pid: u32) -> bool {
+    // SAFETY: kill with a positive pid signals exactly that process.
+    pid > 1 && unsafe { libc::kill(pid as libc::pid_t, libc::SIGSTOP) } == 0
+}
+
+/// SIGCONT one process. False when it is gone.
+pub fn resume_pid(pid: u32) -> bool {
+    // SAFETY: as in `stop_pid`.
+    pid > 1 && unsafe { libc::kill(pid as libc::pid_t, libc::SIGCONT) } == 0
+}
+
+/// Makes the calling thread a precise sleeper: 1 ns timer slack and `SCHED_FIFO`. Returns why
+/// real-time priority is off, if it is (the thread still works, with less precision under load).
+pub fn make_thread_precise() -> Result<(), String> {
+    // SAFETY: prctl/sched_setscheduler on the calling thread with valid arguments.
+    unsafe {
+        libc::prctl(libc::PR_SET_TIMERSLACK, 1, 0, 0, 0);
+        let param = libc::sched_param {
+            sched_priority: REALTIME_PRIORITY,
+        };
+        if libc::sched_setscheduler(0, libc::SCHED_FIFO, &raw const param) != 0 {
+            return Err(format!(
+                "SCHED_FIFO refused ({}); resumes may be late on a saturated machine (run as root or \
+                 grant CAP_SYS_NICE)",
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Real-time priority of the resumer threads (above normal work, below kernel-critical threads).
+pub const REALTIME_PRIORITY: i32 = 20;
+
+/// What one pause achieved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PauseOutcome {
+    pub requested_ns: u64,
+    /// Stop sent (or the kernel's own stop) -> last resume sent.
+    pub achieved_ns: u64,
+    /// `CLOCK_MONOTONIC` when the pause started and ended.
+    pub start_ns: u64,
+    pub end_ns: u64,
+    /// Processes stopped and resumed.
+    pub pids: Vec<u32>,
+}
+
+/// Stops `pids`, sleeps until `start + duration_ns`, resumes them. `kernel_stop`: a process the
+/// kernel already stopped itself and when. Processes that were already stopped by someone else
+/// (state `T`) are left alone: they are neither stopped nor resumed. `state` lists the pids
+/// (under `owner`) before any stop and forgets them after the resume.
+pub fn pause_processes(
+    pids: &[u32],
+    duration_ns: u64,
+    kernel_stop: Option<(u32, u64)>,
+    state: &StateFile,
+    owner: &str,
+) -> PauseOutcome {
+    let mut targets: Vec<u32> = pids
+        .iter()
+        .copied()
+        .filter(|&p| {
+            Some(p) == kernel_stop.map(|k| k.0)
+                || procfs::stat(p).is_some_and(|s| s.state != 'T' && s.state != 't')
+        })
+        .collect();
+    if let Some((tgid, _)) = kernel_stop
+        && !targets.contains(&tgid)
+    {
+        targets.push(tgid);
+    }
+    if let Err(e) = state.set(owner, &targets) {
+        // Without a record the guardian could not repair a crash mid-pause: do not stop.
+        tracing::error!(
+            "cannot write the state file {}: {e}; pause skipped",
+            state.path().display()
+        );
+        if let Some((tgid, _)) = kernel_stop {
+            resume_pid(tgid);
+        }
+        return PauseOutcome {
+            requested_ns: duration_ns,
+            achieved_ns: 0,
+            start_ns: monotonic_ns(),
+            end_ns: monotonic_ns(),
+            pids: Vec::new(),
+        };
+    }
+    let now = monotonic_ns();
+    let start_ns = match kernel_stop {
+        Some((_, at)) if at <= now && now - at < 1_000_000_000 => at,
+        _ => now,
+    };
+    for &p in &targets {
+        if Some(p) != kernel_stop.map(|k| k.0) {
+            stop_pid(p);
+        }
+    }
+    sleep_until(start_ns + duration_ns);
+    for &p in &targets {
+        resume_pid(p);
+    }
+    let end_ns = monotonic_ns();
+    if let Err(e) = state.set(owner, &[]) {
+        tracing::warn!(
+            "cannot update the state file {}: {e}",
+            state.path().display()
+        );
+    }
+    PauseOutcome {
+        requested_ns: duration_ns,
+        achieved_ns: end_ns - start_ns,
+        start_ns,
+        end_ns,
+        pids: targets,
+    }
+}
+
+/// Safety cap: the share of a sliding window of wall time a service may spend stopped.
+#[derive(Debug)]
+pub struct StopBudget {
+    window_ns: u64,
+    max_share: f64,
+    /// Stopped intervals (start, end) that overlap the window.
+    intervals: VecDeque<(u64, u64)>,
+}
+
+impl StopBudget {
+    pub fn new(window_ns: u64, max_share: f64) -> StopBudget {
+        StopBudget {
+            window_ns,
+            max_share,
+            intervals: VecDeque::new(),
+        }
+    }
+
+    pub fn set_share(&mut self, max_share: f64) {
+        self.max_share = max_share;
+    }
+
+    /// Stopped time within `[now − window, now]`.
+    pub fn used(&mut self, now: u64) -> u64 {
+        let from = now.saturating_sub(self.window_ns);
+        while self.intervals.front().is_some_and(|&(_, e)| e <= from) {
+            self.intervals.pop_front();
+        }
+        self.intervals
+            .iter()
+            .map(|&(s, e)| e.min(now).saturating_sub(s.max(from)))
+            .sum()
+    }
+
+    /// How long the service may be stopped starting `now`.
+    pub fn allowed(&mut self, now: u64) -> u64 {
+        let cap = (self.window_ns as f64 * self.max_share.clamp(0.0, 1.0)) as u64;
+        cap.saturating_sub(self.used(now))
+    }
+
+    pub fn record(&mut self, start: u64, end: u64) {
+        if end > start {
+            self.intervals.push_back((start, end));
+        }
+    }
+}
+
+/// Where a service's debt comes from.
+pub trait DebtSource: Send + 'static {
+    /// Total debt owed so far (monotonic).
+    fn owed_ns(&mut self) -> u64;
+    /// Everything owed up to `settled_ns` is paid or dropped: re-arm the trigger.
+    fn rearm(&mut self, settled_ns: u64);
+}
+
+/// A debt counter in memory: tests and manual experiments add to it.
+#[derive(Clone, Debug, Default)]
+pub struct CounterDebt(pub Arc<AtomicU64>);
+
+impl DebtSource for CounterDebt {
+    fn owed_ns(&mut self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+    fn rearm(&mut self, _settled_ns: u64) {}
+}
+
+/// Tunables of an actuator.
+#[derive(Clone, Copy, Debug)]
+pub struct ActuatorConfig {
+    /// Debt is paid in pauses of at least this long (smaller debt waits for idle or flush).
+    pub quantum_ns: u64,
+    pub max_stopped_share: f64,
+    /// Sliding window of the safety cap.
+    pub window_ns: u64,
+    /// Owed unchanged this long (while a delay is set) => the service is idle: pay what is left.
+    pub idle_ns: u64,
+}
+
+impl Default for ActuatorConfig {
+    fn default() -> Self {
+        ActuatorConfig {
+            quantum_ns: crate::kernel::DEFAULT_QUANTUM_NS,
+            max_stopped_share: 0.5,
+            window_ns: 1_000_000_000,
+            idle_ns: 50_000_000,
+        }
+    }
+}
+
+/// Counters of one actuator (all monotonic).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ActuatorStats {
+    /// Achieved pause time, all pauses.
+    pub pause_ns: u64,
+    pub pauses: u64,
+    /// Debt paid by pauses (achieved, so it includes oversleep).
+    pub paid_ns: u64,
+    /// Debt dropped by the safety cap.
+    pub dropped_ns: u64,
+    /// Last owed value seen.
+    pub owed_ns: u64,
+    /// Why real-time priority is off, if it is.
+    pub realtime_off: Option<String>,
+}
+
+enum Command {
+    Kernel(PauseRequest),
+    PauseNow(u64, mpsc::Sender<PauseOutcome>),
+    Flush(mpsc::Sender<()>),
+}
+
+struct Shared {
+    name: String,
+    pids: Mutex<Vec<u32>>,
+    stats: Mutex<ActuatorStats>,
+    cfg: Mutex<ActuatorConfig>,
+    /// A delay is set: poll the debt for idleness.
+    active: AtomicBool,
+}
+
+/// The pause actuator of one service: a handle on its dedicated thread.
+pub struct Actuator {
+    tx: Option<mpsc::Sender<Command>>,
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Actuator {
+    pub fn spawn(
+        name: &str,
+        state: Arc<StateFile>,
+        debt: Box<dyn DebtSource>,
+        cfg: ActuatorConfig,
+    ) -> Actuator {
+        let shared = Arc::new(Shared {
+            name: name.to_string(),
+            pids: Mutex::new(Vec::new()),
+            stats: Mutex::new(ActuatorStats::default()),
+            cfg: Mutex::new(cfg),
+            active: AtomicBool::new(false),
+        });
+        let (tx, rx) = mpsc::channel();
+        let worker = Worker {
+            shared: shared.clone(),
+            state,
+            debt,
+            budget: StopBudget::new(cfg.window_ns, cfg.max_stopped_share),
+            last_owed: 0,
+            last_change_ns: monotonic_ns(),
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("pause-{}", truncate(name, 9)))
+            .spawn(move || worker.run(&rx))
+            .expect("spawning the pause thread");
+        Actuator {
+            tx: Some(tx),
+            shared,
+            thread: Some(thread),
+        }
+    }
+
+    /// The processes a pause stops (the registry keeps this current).
+    pub fn set_pids(&self, pids: &[u32]) {
+        *lock(&self.shared.pids) = pids.to_vec();
+    }
+
+    pub fn pids(&self) -> Vec<u32> {
+        lock(&self.shared.pids).clone()
+    }
+
+    /// A delay is set (true) or removed (false): while true the thread watches for idleness.
+    pub fn set_active(&self, active: bool) {
+        self.shared.active.store(active, Ordering::SeqCst);
+    }
+
+    pub fn set_config(&self, quantum_ns: u64, max_stopped_share: f64) {
+        let mut c = lock(&self.shared.cfg);
+        c.quantum_ns = quantum_ns;
+        c.max_stopped_share = max_stopped_share;
+    }
+
+    /// The kernel asked for a pause (handled asynchronously, in order).
+    pub fn kernel_request(&self, req: PauseRequest) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(Command::Kernel(req));
+        }
+    }
+
+    /// Pauses the service for `ns` now, outside any debt accounting and the safety cap (manual or
+    /// test use), and waits for the outcome.
+    pub fn pause_now(&self, ns: u64) -> Option<PauseOutcome> {
+        let (tx, rx) = mpsc::channel();
+        self.tx.as_ref()?.send(Command::PauseNow(ns, tx)).ok()?;
+        rx.recv().ok()
+    }
+
+    /// Pays every debt owed now (below the quantum too) and waits, at most `timeout`.
+    pub fn flush(&self, timeout: Duration) {
+        let (tx, rx) = mpsc::channel();
+        if let Some(t) = &self.tx
+            && t.send(Command::Flush(tx)).is_ok()
+        {
+            let _ = rx.recv_timeout(timeout);
+        }
+    }
+
+    pub fn stats(&self) -> ActuatorStats {
+        lock(&self.shared.stats).clone()
+    }
+}
+
+impl Drop for Actuator {
+    fn drop(&mut self) {
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+struct Worker {
+    shared: Arc<Shared>,
+    state: Arc<StateFile>,
+    debt: Box<dyn DebtSource>,
+    budget: StopBudget,
+    last_owed: u64,
+    last_change_ns: u64,
+}
+
+/// How often an active actuator looks at the debt for idleness.
+const IDLE_POLL: Duration = Duration::from_millis(10);
+
+impl Worker {
+    fn run(mut self, rx: &mpsc::Receiver<Command>) {
+        if let Err(why) = make_thread_precise() {
+            lock(&self.shared.stats).realtime_off = Some(why);
+        }
+        loop {
+            let timeout = if self.shared.active.load(Ordering::SeqCst) {
+                IDLE_POLL
+            } else {
+                Duration::from_millis(200)
+            };
+            match rx.recv_timeout(timeout) {
+                Ok(Command::Kernel(req)) => self.settle(Some(req), false),
+                Ok(Command::PauseNow(ns, reply)) => {
+                    let out = self.pause(ns, None);
+                    let _ = reply.send(out);
+                }
+                Ok(Command::Flush(reply)) => {
+                    self.settle(None, true);
+                    let _ = reply.send(());
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if self.shared.active.load(Ordering::SeqCst) {
+                        self.idle_check();
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        }
+    }
+
+    fn owner(&self) -> String {
+        format!("stopped:{}", self.shared.name)
+    }
+
+    fn pause(&mut self, ns: u64, kernel_stop: Option<(u32, u64)>) -> PauseOutcome {
+        let pids = lock(&self.shared.pids).clone();
+        let out = pause_processes(&pids, ns, kernel_stop, &self.state, &self.owner());
+        self.budget.record(out.start_ns, out.end_ns);
+        let mut s = lock(&self.shared.stats);
+        s.pause_ns += out.achieved_ns;
+        s.pauses += 1;
+        out
+    }
+
+    fn idle_check(&mut self) {
+        let owed = self.debt.owed_ns();
+        let now = monotonic_ns();
+        if owed != self.last_owed {
+            self.last_owed = owed;
+            self.last_change_ns = now;
+            return;
+        }
+        let idle_ns = lock(&self.shared.cfg).idle_ns;
+        let settled = self.settled();
+        if now - self.last_change_ns >= idle_ns && owed > settled {
+            self.settle(None, true);
+        }
+    }
+
+    fn settled(&self) -> u64 {
+        let s = lock(&self.shared.stats);
+        s.paid_ns + s.dropped_ns
+    }
+
+    /// Pays what is owed: on a kernel request when it reaches the quantum, on `flush` whatever
+    /// is left. The cap drops what does not fit.
+    fn settle(&mut self, req: Option<PauseRequest>, flush: bool) {
+        let owed = self.debt.owed_ns();
+        let cfg = *lock(&self.shared.cfg);
+        self.budget.set_share(cfg.max_stopped_share);
+        lock(&self.shared.stats).owed_ns = owed;
+        let kernel_stop = req.and_then(|r| r.stopped_tgid.map(|t| (t, r.at_ns)));
+        let debt = owed.saturating_sub(self.settled());
+        let pay_now = if flush {
+            debt > 0
+        } else {
+            debt >= cfg.quantum_ns
+        };
+        if !pay_now {
+            // Oversleep carried forward covers it: release the process the kernel stopped.
+            if let Some((tgid, at)) = kernel_stop {
+                resume_pid(tgid);
+                let achieved = monotonic_ns().saturating_sub(at);
+                let mut s = lock(&self.shared.stats);
+                s.pause_ns += achieved;
+                s.paid_ns += achieved;
+            }
+            let settled = self.settled();
+            self.debt.rearm(settled);
+            return;
+        }
+        let now = monotonic_ns();
+        let allowed = self.budget.allowed(now);
+        let pay = debt.min(allowed);
+        if pay < debt {
+            let mut s = lock(&self.shared.stats);
+            s.dropped_ns += debt - pay;
+            drop(s);
+            tracing::debug!(service = %self.shared.name, dropped_ns = debt - pay, "safety cap: debt dropped");
+        }
+        if pay > 0 {
+            let out = self.pause(pay, kernel_stop);
+            lock(&self.shared.stats).paid_ns += out.achieved_ns;
+        } else if let Some((tgid, _)) = kernel_stop {
+            resume_pid(tgid);
+        }
+        let settled = self.settled();
+        self.debt.rearm(settled);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn truncate(s: &str, n: usize) -> &str {
+    match s.char_indices().nth(n) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budget_caps_share_of_window() {
+        let mut b = StopBudget::new(1_000, 0.5);
+        assert_eq!(b.allowed(10_000), 500);
+        b.record(10_000, 10_300);
+        assert_eq!(b.allowed(10_300), 200);
+        // Half the interval has slid out of the window.
+        assert_eq!(b.used(11_150), 150);
+        assert_eq!(b.allowed(12_000), 500);
+    }
+}

@@ -1,0 +1,125 @@
+//! `GET /metrics`: the stats in the Prometheus text exposition format (version 0.0.4).
+
+use std::fmt::Write as _;
+
+use crate::api::Stats;
+
+/// One counter or gauge family: name, type, help, value of a service.
+type Family = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&crate::api::ServiceStats) -> f64,
+);
+
+const FAMILIES: &[Family] = &[
+    (
+        "slowpoke_visits_total",
+        "counter",
+        "Requests served (visits).",
+        |s| s.visits as f64,
+    ),
+    (
+        "slowpoke_bytes_in_total",
+        "counter",
+        "Bytes received on server sockets.",
+        |s| s.bytes_in as f64,
+    ),
+    (
+        "slowpoke_bytes_out_total",
+        "counter",
+        "Bytes sent on server sockets.",
+        |s| s.bytes_out as f64,
+    ),
+    (
+        "slowpoke_calls_out_total",
+        "counter",
+        "Outgoing calls made.",
+        |s| s.calls_out as f64,
+    ),
+    (
+        "slowpoke_pause_seconds_total",
+        "counter",
+        "Achieved pause time.",
+        |s| s.pause_ns as f64 / 1e9,
+    ),
+    ("slowpoke_pauses_total", "counter", "Pauses taken.", |s| {
+        s.pauses as f64
+    }),
+    (
+        "slowpoke_owed_seconds_total",
+        "counter",
+        "Pause debt owed.",
+        |s| s.owed_ns as f64 / 1e9,
+    ),
+    (
+        "slowpoke_dropped_seconds_total",
+        "counter",
+        "Pause debt dropped by the safety cap.",
+        |s| s.dropped_ns as f64 / 1e9,
+    ),
+    (
+        "slowpoke_spin_seconds_total",
+        "counter",
+        "Busy delay spent in the kernel (spin mode).",
+        |s| s.spin_ns as f64 / 1e9,
+    ),
+    (
+        "slowpoke_cpu_seconds_total",
+        "counter",
+        "CPU time of the service's processes.",
+        |s| s.cpu_ns as f64 / 1e9,
+    ),
+    (
+        "slowpoke_cores",
+        "gauge",
+        "Effective parallelism of the service.",
+        |s| s.cores,
+    ),
+    (
+        "slowpoke_processes",
+        "gauge",
+        "Processes currently in the service.",
+        |s| s.pids.len() as f64,
+    ),
+];
+
+/// Renders a stats snapshot.
+pub fn render(stats: &Stats) -> String {
+    let mut out = String::new();
+    for (name, kind, help, value) in FAMILIES {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (svc, s) in &stats.services {
+            let _ = writeln!(out, "{name}{{service=\"{}\"}} {}", escape(svc), value(s));
+        }
+    }
+    out
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters() {
+        let mut s = Stats::default();
+        s.services.insert(
+            "cart".into(),
+            crate::api::ServiceStats {
+                visits: 7,
+                pause_ns: 1_500_000_000,
+                ..Default::default()
+            },
+        );
+        let text = render(&s);
+        assert!(text.contains("slowpoke_visits_total{service=\"cart\"} 7\n"));
+        assert!(text.contains("slowpoke_pause_seconds_total{service=\"cart\"} 1.5\n"));
+        assert!(text.contains("# TYPE slowpoke_cores gauge"));
+    }
+}

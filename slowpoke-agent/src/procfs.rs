@@ -1,0 +1,396 @@
+//! Small, allocation-light readers of `/proc` and the cgroup filesystems: process lists, `comm`,
+//! CPU time, process state, listening TCP sockets and their owners, cgroup members, usable CPUs.
+//!
+//! Every reader tolerates processes that disappear while being read (they are simply skipped):
+//! the registry re-resolves periodically, so a racing exit is corrected on the next pass.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    fs,
+    io::{self, Read as _},
+    os::unix::fs::MetadataExt as _,
+    path::{Path, PathBuf},
+};
+
+/// `statfs` magic of cgroup2 (`CGROUP2_SUPER_MAGIC`).
+const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+
+/// Every thread-group id (process) currently in `/proc`.
+pub fn all_pids() -> Vec<u32> {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut pids: Vec<u32> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    pids.sort_unstable();
+    pids
+}
+
+/// True when `/proc/PID` exists (the process or a zombie of it).
+pub fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// `/proc/PID/comm` without the newline.
+pub fn comm(pid: u32) -> Option<String> {
+    let mut s = fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    if s.ends_with('\n') {
+        s.pop();
+    }
+    Some(s)
+}
+
+/// The fields of `/proc/PID/stat` the agent uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProcStat {
+    /// One-letter state: `R`, `S`, `D`, `T` (stopped), `t` (traced), `Z`, ...
+    pub state: char,
+    /// utime + stime in clock ticks.
+    pub cpu_ticks: u64,
+}
+
+/// Parses `/proc/PID/stat` (the `comm` field may contain spaces and parentheses: parse after the
+/// last `)`).
+pub fn stat(pid: u32) -> Option<ProcStat> {
+    parse_stat(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// See [`stat`].
+pub fn parse_stat(text: &str) -> Option<ProcStat> {
+    let rest = &text[text.rfind(')')? + 1..];
+    let mut fields = rest.split_ascii_whitespace();
+    // After ')': state(3) ppid(4) pgrp(5) session(6) tty_nr(7) tpgid(8) flags(9) minflt(10)
+    // cminflt(11) majflt(12) cmajflt(13) utime(14) stime(15).
+    let state = fields.next()?.chars().next()?;
+    let mut fields = fields.skip(10);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(ProcStat {
+        state,
+        cpu_ticks: utime + stime,
+    })
+}
+
+/// Nanoseconds per clock tick (`sysconf(_SC_CLK_TCK)`, 100 Hz almost everywhere).
+pub fn ns_per_tick() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if hz > 0 {
+        1_000_000_000 / hz as u64
+    } else {
+        10_000_000
+    }
+}
+
+/// Thread ids of a process.
+pub fn threads(pid: u32) -> Vec<u32> {
+    let Ok(dir) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+/// The inode of every socket a process holds (`/proc/PID/fd/* -> socket:[INODE]`).
+pub fn socket_inodes(pid: u32) -> Vec<u64> {
+    let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| {
+        let link = fs::read_link(e.ok()?.path()).ok()?;
+        let s = link.to_str()?;
+        s.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+    })
+    .collect()
+}
+
+/// Listening TCP sockets (v4 and v6) of one network namespace: socket inode -> local port.
+/// `proc_net` is `/proc/net` (the agent's namespace) or `/proc/PID/net` (that process's).
+pub fn listening_sockets(proc_net: &Path) -> HashMap<u64, u16> {
+    let mut out = HashMap::new();
+    for file in ["tcp", "tcp6"] {
+        if let Ok(text) = fs::read_to_string(proc_net.join(file)) {
+            parse_listening(&text, &mut out);
+        }
+    }
+    out
+}
+
+/// Parses one `/proc/net/tcp{,6}` table, keeping sockets in state `0A` (LISTEN).
+pub fn parse_listening<S: std::hash::BuildHasher>(text: &str, out: &mut HashMap<u64, u16, S>) {
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split_ascii_whitespace().collect();
+        if f.len() < 10 || f[3] != "0A" {
+            continue;
+        }
+        let Some((_, port_hex)) = f[1].rsplit_once(':') else {
+            continue;
+        };
+        let (Ok(port), Ok(inode)) = (u16::from_str_radix(port_hex, 16), f[9].parse::<u64>()) else {
+            continue;
+        };
+        if inode != 0 {
+            out.insert(inode, port);
+        }
+    }
+}
+
+/// Processes owning a listening TCP socket on one of `ports` (in the agent's network namespace),
+/// and the ports each one listens on.
+pub fn pids_listening_on(ports: &[u16]) -> BTreeSet<u32> {
+    let listening = listening_sockets(Path::new("/proc/net"));
+    let wanted: HashMap<u64, u16> = listening
+        .into_iter()
+        .filter(|(_, p)| ports.contains(p))
+        .collect();
+    if wanted.is_empty() {
+        return BTreeSet::new();
+    }
+    all_pids()
+        .into_iter()
+        .filter(|&pid| socket_inodes(pid).iter().any(|i| wanted.contains_key(i)))
+        .collect()
+}
+
+/// The TCP ports the given processes listen on, read from each process's own network namespace.
+pub fn listen_ports_of(pids: &[u32]) -> Vec<u16> {
+    // One table per network namespace, not per process.
+    let mut tables: HashMap<PathBuf, HashMap<u64, u16>> = HashMap::new();
+    let mut ports = BTreeSet::new();
+    for &pid in pids {
+        let Ok(ns) = fs::read_link(format!("/proc/{pid}/ns/net")) else {
+            continue;
+        };
+        let table = tables
+            .entry(ns)
+            .or_insert_with(|| listening_sockets(Path::new(&format!("/proc/{pid}/net"))));
+        for inode in socket_inodes(pid) {
+            if let Some(&port) = table.get(&inode) {
+                ports.insert(port);
+            }
+        }
+    }
+    ports.into_iter().collect()
+}
+
+/// True when `path` is on a cgroup2 filesystem.
+pub fn is_cgroup2(path: &Path) -> bool {
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: statfs writes into the zeroed struct; `c` is a valid C string.
+    unsafe {
+        let mut st: libc::statfs = std::mem::zeroed();
+        libc::statfs(c.as_ptr(), &raw mut st) == 0 && st.f_type == CGROUP2_SUPER_MAGIC
+    }
+}
+
+/// A cgroup directory and its descendants.
+pub fn cgroup_tree(dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![dir.to_path_buf()];
+    let mut i = 0;
+    while i < out.len() {
+        if let Ok(rd) = fs::read_dir(&out[i]) {
+            for e in rd.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    out.push(e.path());
+                }
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Every process of a cgroup (v1 or v2) and its descendants.
+pub fn cgroup_pids(dir: &Path) -> io::Result<BTreeSet<u32>> {
+    // The top directory must be a cgroup: its cgroup.procs must be readable.
+    fs::metadata(dir.join("cgroup.procs"))?;
+    let mut pids = BTreeSet::new();
+    for d in cgroup_tree(dir) {
+        if let Ok(text) = fs::read_to_string(d.join("cgroup.procs")) {
+            pids.extend(text.lines().filter_map(|l| l.trim().parse::<u32>().ok()));
+        }
+    }
+    Ok(pids)
+}
+
+/// cgroup v2 ids (directory inode numbers, what `bpf_get_current_cgroup_id` returns) of a v2
+/// cgroup and its descendants; empty for a v1 path.
+pub fn cgroup2_ids(dir: &Path) -> Vec<u64> {
+    if !is_cgroup2(dir) {
+        return Vec::new();
+    }
+    cgroup_tree(dir)
+        .iter()
+        .filter_map(|d| fs::metadata(d).ok().map(|m| m.ino()))
+        .collect()
+}
+
+/// CPUs a thread may run on (`sched_getaffinity`; already restricted by its cpuset).
+pub fn affinity(tid: u32) -> Option<Vec<usize>> {
+    // SAFETY: cpu_set_t is plain data; sched_getaffinity writes at most its size.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(
+            tid as libc::pid_t,
+            size_of::<libc::cpu_set_t>(),
+            &raw mut set,
+        ) != 0
+        {
+            return None;
+        }
+        Some(
+            (0..libc::CPU_SETSIZE as usize)
+                .filter(|&c| libc::CPU_ISSET(c, &set))
+                .collect(),
+        )
+    }
+}
+
+/// `/proc/PID/cgroup`: controller list ("" for v2) -> path inside the hierarchy.
+pub fn proc_cgroups(pid: u32) -> BTreeMap<String, String> {
+    let Ok(text) = fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
+        return BTreeMap::new();
+    };
+    text.lines()
+        .filter_map(|l| {
+            let mut it = l.splitn(3, ':');
+            let _id = it.next()?;
+            let ctrls = it.next()?;
+            let path = it.next()?;
+            Some((ctrls.to_string(), path.to_string()))
+        })
+        .collect()
+}
+
+/// Where the cgroup2 hierarchy is mounted (`/sys/fs/cgroup` on pure v2, `/sys/fs/cgroup/unified`
+/// on hybrid systems).
+pub fn cgroup2_root() -> Option<PathBuf> {
+    ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| is_cgroup2(p))
+}
+
+/// The CPU bandwidth limit (quota / period, in CPUs) that applies to a process: the smallest
+/// over its cgroup and every ancestor, v2 `cpu.max` and v1 `cpu.cfs_quota_us`. `None` when
+/// unlimited.
+pub fn cpu_quota(pid: u32) -> Option<f64> {
+    let cgroups = proc_cgroups(pid);
+    let mut best: Option<f64> = None;
+    let mut take = |q: Option<f64>| {
+        if let Some(q) = q {
+            best = Some(best.map_or(q, |b: f64| b.min(q)));
+        }
+    };
+    if let (Some(root), Some(rel)) = (cgroup2_root(), cgroups.get("")) {
+        for dir in ancestors(&root, rel) {
+            take(
+                fs::read_to_string(dir.join("cpu.max"))
+                    .ok()
+                    .and_then(|t| parse_cpu_max(&t)),
+            );
+        }
+    }
+    if let Some((_, rel)) = cgroups
+        .iter()
+        .find(|(c, _)| c.split(',').any(|c| c == "cpu"))
+    {
+        for base in ["/sys/fs/cgroup/cpu", "/sys/fs/cgroup/cpu,cpuacct"] {
+            let base = Path::new(base);
+            if !base.join("cpu.cfs_quota_us").exists() {
+                continue;
+            }
+            for dir in ancestors(base, rel) {
+                let quota = read_i64(&dir.join("cpu.cfs_quota_us"));
+                let period = read_i64(&dir.join("cpu.cfs_period_us"));
+                if let (Some(q), Some(p)) = (quota, period)
+                    && q > 0
+                    && p > 0
+                {
+                    take(Some(q as f64 / p as f64));
+                }
+            }
+            break;
+        }
+    }
+    best
+}
+
+/// Parses cgroup v2 `cpu.max` (`"max 100000"` or `"50000 100000"`) into CPUs.
+pub fn parse_cpu_max(text: &str) -> Option<f64> {
+    let mut it = text.split_ascii_whitespace();
+    let quota: f64 = it.next()?.parse().ok()?;
+    let period: f64 = it.next()?.parse().ok()?;
+    (quota > 0.0 && period > 0.0).then(|| quota / period)
+}
+
+fn read_i64(path: &Path) -> Option<i64> {
+    fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// `root/rel` and every ancestor up to `root`.
+fn ancestors(root: &Path, rel: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut p = root.join(rel.trim_start_matches('/'));
+    loop {
+        out.push(p.clone());
+        if p == root || !p.pop() || !p.starts_with(root) {
+            break;
+        }
+    }
+    out
+}
+
+/// Reads a small file fully (used for the state file).
+pub fn read_small(path: &Path) -> io::Result<String> {
+    let mut s = String::new();
+    fs::File::open(path)?.read_to_string(&mut s)?;
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_with_parens_in_comm() {
+        let text = "1234 (a (b) c) S 1 1234 1234 0 -1 4194560 100 0 0 0 17 5 0 0 20 0 1 0 1 1 1";
+        let s = parse_stat(text).expect("parses");
+        assert_eq!(s.state, 'S');
+        assert_eq!(s.cpu_ticks, 22);
+    }
+
+    #[test]
+    fn listening_table() {
+        let text = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
+   0: 00000000:07E8 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 635 1 0 100 0 0 10 0\n\
+   1: 020200C0:8632 507100CB:01BB 01 00000000:00000000 00:00000000 00000000     0        0 29872 1 0 20 4 3 38 -1\n";
+        let mut out = HashMap::new();
+        parse_listening(text, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[&635], 2024);
+    }
+
+    #[test]
+    fn cpu_max() {
+        assert_eq!(parse_cpu_max("max 100000\n"), None);
+        assert_eq!(parse_cpu_max("150000 100000\n"), Some(1.5));
+    }
+
+    #[test]
+    fn ancestor_chain() {
+        let a = ancestors(Path::new("/sys/fs/cgroup/cpu"), "/a/b");
+        assert_eq!(
+            a,
+            vec![
+                PathBuf::from("/sys/fs/cgroup/cpu/a/b"),
+                PathBuf::from("/sys/fs/cgroup/cpu/a"),
+                PathBuf::from("/sys/fs/cgroup/cpu"),
+            ]
+        );
+        assert_eq!(ancestors(Path::new("/r"), "/"), vec![PathBuf::from("/r")]);
+    }
+}

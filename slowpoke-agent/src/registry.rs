@@ -1,0 +1,318 @@
+//! Services and how they are found: a selector resolves to processes (re-resolved periodically,
+//! so new workers join and dead ones leave), their listening ports, their usable CPUs and their
+//! CPU time.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::PathBuf,
+};
+
+use crate::{api::ServiceSpec, error::AgentError, procfs};
+
+/// The longest service name accepted.
+pub const MAX_NAME_LEN: usize = 64;
+
+/// Service names are path segments and label values: `[A-Za-z0-9._-]{1,64}`.
+pub fn validate_name(name: &str) -> Result<(), AgentError> {
+    if name.is_empty()
+        || name.len() > MAX_NAME_LEN
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    {
+        return Err(AgentError::BadRequest(format!(
+            "invalid service name {name:?}: use 1 to {MAX_NAME_LEN} characters from A-Z a-z 0-9 . _ -"
+        )));
+    }
+    Ok(())
+}
+
+/// One way of finding a service's processes.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Selector {
+    Pids(Vec<u32>),
+    Ports(Vec<u16>),
+    Cgroup(PathBuf),
+    Comm(String),
+}
+
+/// What a selector resolves to right now.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Resolved {
+    /// Thread-group ids, sorted.
+    pub pids: Vec<u32>,
+    /// cgroup v2 ids (cgroup selector on a v2 path only).
+    pub cgroup_ids: Vec<u64>,
+    /// Listening TCP ports.
+    pub listen_ports: Vec<u16>,
+}
+
+const SELECTOR_HELP: &str = "give exactly one of {\"ports\":[8080]}, {\"pids\":[123]}, \
+                             {\"cgroup\":\"/sys/fs/cgroup/...\"}, {\"comm\":\"nginx\"}";
+
+impl Selector {
+    /// Checks a spec: exactly one non-empty selector, a sane `cores` override.
+    pub fn from_spec(spec: &ServiceSpec) -> Result<Selector, AgentError> {
+        let given = usize::from(spec.ports.is_some())
+            + usize::from(spec.pids.is_some())
+            + usize::from(spec.cgroup.is_some())
+            + usize::from(spec.comm.is_some());
+        if given != 1 {
+            return Err(AgentError::BadRequest(format!(
+                "{} selectors given: {SELECTOR_HELP}",
+                if given == 0 { "no" } else { "more than one" }
+            )));
+        }
+        if let Some(c) = spec.cores
+            && !(c.is_finite() && c > 0.0)
+        {
+            return Err(AgentError::BadRequest(format!(
+                "\"cores\" must be a positive number, got {c}"
+            )));
+        }
+        if let Some(p) = &spec.listen_ports
+            && p.contains(&0)
+        {
+            return Err(AgentError::BadRequest(
+                "\"listen_ports\" must not contain port 0".into(),
+            ));
+        }
+        let sel = if let Some(p) = &spec.ports {
+            if p.is_empty() || p.contains(&0) {
+                return Err(AgentError::BadRequest(
+                    "\"ports\" must list at least one port, none of them 0".into(),
+                ));
+            }
+            Selector::Ports(p.clone())
+        } else if let Some(p) = &spec.pids {
+            if p.is_empty() || p.iter().any(|&p| p <= 1) {
+                return Err(AgentError::BadRequest(
+                    "\"pids\" must list at least one process id, none of them 0 or 1".into(),
+                ));
+            }
+            Selector::Pids(p.clone())
+        } else if let Some(c) = &spec.cgroup {
+            if !c.starts_with('/') || c.split('/').any(|s| s == "..") {
+                return Err(AgentError::BadRequest(format!(
+                    "\"cgroup\" must be an absolute path without '..', e.g. /sys/fs/cgroup/unified/my.slice, got {c:?}"
+                )));
+            }
+            Selector::Cgroup(PathBuf::from(c))
+        } else {
+            let c = spec.comm.clone().unwrap_or_default();
+            if c.is_empty() || c.contains('/') || c.contains('\n') {
+                return Err(AgentError::BadRequest(
+                    "\"comm\" must be a non-empty process name as in /proc/PID/comm".into(),
+                ));
+            }
+            Selector::Comm(c)
+        };
+        Ok(sel)
+    }
+
+    /// Resolves to processes now, leaving out `exclude` (the agent and its guardian). Errors say
+    /// why nothing matched.
+    pub fn resolve(
+        &self,
+        listen_ports: Option<&[u16]>,
+        exclude: &[u32],
+    ) -> Result<Resolved, AgentError> {
+        let (pids, cgroup_ids): (BTreeSet<u32>, Vec<u64>) = match self {
+            Selector::Pids(p) => (
+                p.iter().copied().filter(|&p| procfs::alive(p)).collect(),
+                Vec::new(),
+            ),
+            Selector::Ports(ports) => (procfs::pids_listening_on(ports), Vec::new()),
+            Selector::Cgroup(dir) => {
+                let pids = procfs::cgroup_pids(dir).map_err(|e| {
+                    AgentError::BadRequest(format!(
+                        "cgroup {} is not readable ({e}): give the absolute path of a cgroup directory",
+                        dir.display()
+                    ))
+                })?;
+                (pids, procfs::cgroup2_ids(dir))
+            }
+            Selector::Comm(c) => {
+                // The kernel truncates comm to 15 bytes.
+                let want: &str = match c.char_indices().nth(15) {
+                    Some((i, _)) => &c[..i],
+                    None => c,
+                };
+                let pids = procfs::all_pids()
+                    .into_iter()
+                    .filter(|&p| procfs::comm(p).is_some_and(|n| n == want))
+                    .collect();
+                (pids, Vec::new())
+            }
+        };
+        let pids: Vec<u32> = pids.into_iter().filter(|p| !exclude.contains(p)).collect();
+        let listen_ports = match (listen_ports, self) {
+            (Some(p), _) => p.to_vec(),
+            (None, Selector::Ports(p)) => {
+                let mut p = p.clone();
+                p.sort_unstable();
+                p.dedup();
+                p
+            }
+            (None, _) => procfs::listen_ports_of(&pids),
+        };
+        Ok(Resolved {
+            pids,
+            cgroup_ids,
+            listen_ports,
+        })
+    }
+
+    /// Why an empty resolution is an error for a new registration.
+    pub fn nothing_matched(&self) -> AgentError {
+        let what = match self {
+            Selector::Pids(p) => format!("none of the processes {p:?} exists"),
+            Selector::Ports(p) => format!("no process listens on TCP port(s) {p:?}"),
+            Selector::Cgroup(c) => format!("cgroup {} has no processes", c.display()),
+            Selector::Comm(c) => format!("no process is named {c:?} (see /proc/PID/comm)"),
+        };
+        AgentError::BadRequest(format!(
+            "selector matches no process: {what}; start the service first"
+        ))
+    }
+}
+
+/// CPU time of a service, kept monotonic when its processes exit: the last value read of a
+/// process that left is kept.
+#[derive(Debug, Default)]
+pub struct CpuAccount {
+    live: BTreeMap<u32, u64>,
+    departed_ns: u64,
+    reported_ns: u64,
+}
+
+impl CpuAccount {
+    /// Reads the CPU time of `pids` and returns the service total (monotonic).
+    pub fn update(&mut self, pids: &[u32]) -> u64 {
+        let tick = procfs::ns_per_tick();
+        let mut now = BTreeMap::new();
+        for &p in pids {
+            let v = match procfs::stat(p) {
+                Some(s) => s.cpu_ticks * tick,
+                // Gone between resolution and now: keep what we had.
+                None => self.live.get(&p).copied().unwrap_or(0),
+            };
+            // A reused pid must not make time go backwards.
+            now.insert(p, v.max(self.live.get(&p).copied().unwrap_or(0)));
+        }
+        for (p, v) in &self.live {
+            if !now.contains_key(p) {
+                self.departed_ns += v;
+            }
+        }
+        self.live = now;
+        let total = self.departed_ns + self.live.values().sum::<u64>();
+        self.reported_ns = self.reported_ns.max(total);
+        self.reported_ns
+    }
+}
+
+/// CPUs the service may use: the union of its threads' affinities (cpuset included), capped by
+/// the tightest CPU quota of its processes' cgroups (v1 and v2).
+pub fn usable_cpus(pids: &[u32]) -> f64 {
+    let mut cpus = BTreeSet::new();
+    let mut quota: Option<f64> = None;
+    for &p in pids {
+        for t in procfs::threads(p) {
+            if let Some(set) = procfs::affinity(t) {
+                cpus.extend(set);
+            }
+        }
+        if let Some(q) = procfs::cpu_quota(p) {
+            quota = Some(quota.map_or(q, |b: f64| b.min(q)));
+        }
+    }
+    let n = if cpus.is_empty() {
+        std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+    } else {
+        cpus.len()
+    };
+    let n = n as f64;
+    quota.map_or(n, |q| n.min(q))
+}
+
+/// Threads of the service in total.
+pub fn thread_count(pids: &[u32]) -> usize {
+    pids.iter().map(|&p| procfs::threads(p).len()).sum()
+}
+
+/// Effective parallelism: min(usable CPUs, threads that can serve at once). `serving`: threads
+/// seen doing socket work recently (0 = unknown: all threads count).
+pub fn effective_cores(usable: f64, serving: usize, threads: usize) -> f64 {
+    let servers = if serving > 0 { serving } else { threads.max(1) };
+    usable.min(servers as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exactly_one_selector() {
+        let none = ServiceSpec::default();
+        assert!(matches!(
+            Selector::from_spec(&none),
+            Err(AgentError::BadRequest(_))
+        ));
+        let two = ServiceSpec {
+            ports: Some(vec![80]),
+            comm: Some("nginx".into()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            Selector::from_spec(&two),
+            Err(AgentError::BadRequest(_))
+        ));
+        let empty = ServiceSpec {
+            pids: Some(vec![]),
+            ..Default::default()
+        };
+        assert!(matches!(
+            Selector::from_spec(&empty),
+            Err(AgentError::BadRequest(_))
+        ));
+        let ok = ServiceSpec {
+            comm: Some("nginx".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            Selector::from_spec(&ok).expect("valid"),
+            Selector::Comm("nginx".into())
+        );
+    }
+
+    #[test]
+    fn names() {
+        assert!(validate_name("cart-1.v2_x").is_ok());
+        assert!(validate_name("").is_err());
+        assert!(validate_name("a/b").is_err());
+    }
+
+    #[test]
+    fn cores_rule() {
+        assert!((effective_cores(2.0, 1, 8) - 1.0).abs() < 1e-9);
+        assert!((effective_cores(2.0, 0, 8) - 2.0).abs() < 1e-9);
+        assert!((effective_cores(0.5, 4, 8) - 0.5).abs() < 1e-9);
+    }
+
+    #[test]
+    fn own_process_resolves_by_pid_and_comm() {
+        let me = std::process::id();
+        let r = Selector::Pids(vec![me])
+            .resolve(None, &[])
+            .expect("resolves");
+        assert_eq!(r.pids, vec![me]);
+        let comm = procfs::comm(me).expect("comm");
+        let r = Selector::Comm(comm).resolve(None, &[]).expect("resolves");
+        assert!(r.pids.contains(&me));
+        let mut cpu = CpuAccount::default();
+        let a = cpu.update(&[me]);
+        let b = cpu.update(&[]);
+        assert_eq!(a, b, "cpu time of a departed process is kept");
+    }
+}
