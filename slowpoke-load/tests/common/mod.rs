@@ -14,12 +14,15 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+/// Method, `x-test` header and body of a request.
+pub type LastRequest = (String, Option<String>, Bytes);
+
 /// A hyper server counting requests per path: `/fail` answers 500, `/hang` never answers, anything else 200.
 pub struct TestServer {
     pub addr: SocketAddr,
     counts: Arc<Mutex<HashMap<String, u64>>>,
     /// Method, `x-test` header and body of the last request.
-    last: Arc<Mutex<Option<(String, Option<String>, Bytes)>>>,
+    last: Arc<Mutex<Option<LastRequest>>>,
     _rt: tokio::runtime::Runtime,
 }
 
@@ -39,7 +42,7 @@ impl TestServer {
             .expect("bind test server");
         let addr = listener.local_addr().unwrap();
         let counts: Arc<Mutex<HashMap<String, u64>>> = Arc::default();
-        let last: Arc<Mutex<Option<(String, Option<String>, Bytes)>>> = Arc::default();
+        let last: Arc<Mutex<Option<LastRequest>>> = Arc::default();
         let c = Arc::clone(&counts);
         let l = Arc::clone(&last);
         rt.spawn(async move {
@@ -64,7 +67,7 @@ impl TestServer {
                                 .into_body()
                                 .collect()
                                 .await
-                                .map(|b| b.to_bytes())
+                                .map(http_body_util::Collected::to_bytes)
                                 .unwrap_or_default();
                             *l.lock().unwrap() = Some((method, x_test, body));
                             *c.lock().unwrap().entry(path.clone()).or_default() += 1;
@@ -99,7 +102,7 @@ impl TestServer {
         format!("http://{}{path}", self.addr)
     }
 
-    pub fn last_request(&self) -> Option<(String, Option<String>, Bytes)> {
+    pub fn last_request(&self) -> Option<LastRequest> {
         self.last.lock().unwrap().clone()
     }
 
