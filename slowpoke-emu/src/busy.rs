@@ -14,7 +14,10 @@ pub fn process_cpu_ns() -> i64 {
 }
 
 fn clock_ns(clock: libc::clockid_t) -> i64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: `ts` is a valid, writable timespec; the clock ids used here always exist on Linux.
     unsafe { libc::clock_gettime(clock, &raw mut ts) };
     ts.tv_sec * 1_000_000_000 + ts.tv_nsec

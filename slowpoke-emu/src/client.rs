@@ -63,7 +63,7 @@ impl StartOptions {
             bind: "127.0.0.1".into(),
             base_port: None,
             binary: None,
-            timeout: Duration::from_secs(60),
+            timeout: Duration::from_mins(1),
         }
     }
 }
@@ -88,7 +88,11 @@ static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
 impl RunningApp {
     /// Starts `topology` (a path or a [`crate::Topology`]) with `sets` applied, services bound to `bind`, on
     /// ephemeral ports. Returns once every service listens.
-    pub fn start(topology: impl Into<TopologySource>, sets: &[Set], bind: &str) -> Result<RunningApp> {
+    pub fn start(
+        topology: impl Into<TopologySource>,
+        sets: &[Set],
+        bind: &str,
+    ) -> Result<RunningApp> {
         let mut o = StartOptions::new(topology);
         o.sets = sets.to_vec();
         bind.clone_into(&mut o.bind);
@@ -111,16 +115,26 @@ impl RunningApp {
         };
         let bin = opts.binary.clone().unwrap_or_else(find_binary);
         let mut cmd = Command::new(&bin);
-        cmd.arg("run").arg(&path).arg("--bind").arg(&opts.bind).arg("--exit-on-stdin-eof");
+        cmd.arg("run")
+            .arg(&path)
+            .arg("--bind")
+            .arg(&opts.bind)
+            .arg("--exit-on-stdin-eof");
         if let Some(b) = opts.base_port {
             cmd.arg("--base-port").arg(b.to_string());
         }
         for s in &opts.sets {
             cmd.arg("--set").arg(s.to_string());
         }
-        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut runner = cmd.spawn().with_context(|| {
-            format!("starting {} (set {} to the slowpoke-emu binary if it is elsewhere)", bin.display(), super::client::BIN_ENV)
+            format!(
+                "starting {} (set {} to the slowpoke-emu binary if it is elsewhere)",
+                bin.display(),
+                super::client::BIN_ENV
+            )
         })?;
         let stdin = runner.stdin.take();
         let stdout = runner.stdout.take().expect("piped");
@@ -148,7 +162,12 @@ impl RunningApp {
         let mut app = RunningApp {
             services: BTreeMap::new(),
             entry: String::new(),
-            info: AppInfo { services: BTreeMap::new(), entry: String::new(), runner_pid: runner.id(), host: String::new() },
+            info: AppInfo {
+                services: BTreeMap::new(),
+                entry: String::new(),
+                runner_pid: runner.id(),
+                host: String::new(),
+            },
             runner,
             stdin,
             temp_file,
@@ -171,12 +190,17 @@ impl RunningApp {
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     if Instant::now() > deadline {
-                        bail!("slowpoke-emu run {}: services not listening after {:?}", path.display(), opts.timeout);
+                        bail!(
+                            "slowpoke-emu run {}: services not listening after {:?}",
+                            path.display(),
+                            opts.timeout
+                        );
                     }
                 }
             }
         };
-        let info: AppInfo = serde_json::from_str(line.trim()).with_context(|| format!("parsing the runner's line {line:?}"))?;
+        let info: AppInfo = serde_json::from_str(line.trim())
+            .with_context(|| format!("parsing the runner's line {line:?}"))?;
         app.services = info.services.clone();
         app.entry = info.entry.clone();
         app.info = info;
@@ -203,18 +227,27 @@ impl RunningApp {
 
     /// Every pid of every service.
     pub fn pids(&self) -> Vec<u32> {
-        self.services.values().flat_map(|s| s.pids.iter().copied()).collect()
+        self.services
+            .values()
+            .flat_map(|s| s.pids.iter().copied())
+            .collect()
     }
 
     /// `http://host:control_port` of a service.
     pub fn control_url(&self, service: &str) -> Result<String> {
-        let s = self.services.get(service).ok_or_else(|| anyhow!("no service {service:?} in this app"))?;
+        let s = self
+            .services
+            .get(service)
+            .ok_or_else(|| anyhow!("no service {service:?} in this app"))?;
         Ok(format!("http://{}:{}", self.info.host, s.control_port))
     }
 
     /// `http://host:port` of a service (its service port).
     pub fn service_url(&self, service: &str) -> Result<String> {
-        let s = self.services.get(service).ok_or_else(|| anyhow!("no service {service:?} in this app"))?;
+        let s = self
+            .services
+            .get(service)
+            .ok_or_else(|| anyhow!("no service {service:?} in this app"))?;
         Ok(format!("http://{}:{}", self.info.host, s.port))
     }
 
@@ -225,7 +258,10 @@ impl RunningApp {
 
     /// `GET /stats` of every service.
     pub fn all_stats(&self) -> Result<BTreeMap<String, ServiceStats>> {
-        self.services.keys().map(|s| Ok((s.clone(), self.stats(s)?))).collect()
+        self.services
+            .keys()
+            .map(|s| Ok((s.clone(), self.stats(s)?)))
+            .collect()
     }
 
     /// Changes an endpoint setting of a running service (see [`set_live`]).
@@ -262,18 +298,27 @@ impl Drop for RunningApp {
 }
 
 fn agent() -> ureq::Agent {
-    ureq::AgentBuilder::new().timeout(Duration::from_secs(10)).build()
+    ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(10))
+        .build()
 }
 
 fn base(control: &str) -> String {
     let c = control.trim_end_matches('/');
-    if c.starts_with("http://") { c.to_owned() } else { format!("http://{c}") }
+    if c.starts_with("http://") {
+        c.to_owned()
+    } else {
+        format!("http://{c}")
+    }
 }
 
 /// `GET /stats` from a control address (`http://127.0.0.1:PORT` or `127.0.0.1:PORT`).
 pub fn stats_at(control: &str) -> Result<ServiceStats> {
     let url = format!("{}/stats", base(control));
-    let resp = agent().get(&url).call().with_context(|| format!("GET {url}"))?;
+    let resp = agent()
+        .get(&url)
+        .call()
+        .with_context(|| format!("GET {url}"))?;
     let mut body = String::new();
     resp.into_reader().read_to_string(&mut body)?;
     serde_json::from_str(&body).with_context(|| format!("parsing {url}"))
@@ -295,27 +340,63 @@ pub fn set_live_at(control: &str, endpoint: &str, key: &str, value: f64) -> Resu
 
 /// Changes an endpoint setting (`cpu_us`, `lock_us`, `sleep_us`, `wait_us`, `response_bytes`) of a service of
 /// a running app, effective from the next visit. Service settings (`threads`) need a restart with `--set`.
-pub fn set_live(app: &RunningApp, service: &str, endpoint: &str, key: &str, value: f64) -> Result<()> {
+pub fn set_live(
+    app: &RunningApp,
+    service: &str,
+    endpoint: &str,
+    key: &str,
+    value: f64,
+) -> Result<()> {
     app.set_live(service, endpoint, key, value)
 }
 
 /// Reads the [`AppInfo`] line a runner printed (or wrote with `--info-file`).
 pub fn read_app_info(path: &Path) -> Result<AppInfo> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let line = text.lines().find(|l| !l.trim().is_empty()).ok_or_else(|| anyhow!("{}: empty", path.display()))?;
-    serde_json::from_str(line).with_context(|| format!("{}: not a slowpoke-emu run line", path.display()))
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let line = text
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .ok_or_else(|| anyhow!("{}: empty", path.display()))?;
+    serde_json::from_str(line)
+        .with_context(|| format!("{}: not a slowpoke-emu run line", path.display()))
 }
 
 /// [`set_live`] for an app known only by its [`AppInfo`] (e.g. read from a file).
-pub fn set_live_info(info: &AppInfo, service: &str, endpoint: &str, key: &str, value: f64) -> Result<()> {
-    let s = info.services.get(service).ok_or_else(|| anyhow!("no service {service:?} in this app"))?;
-    let host = if info.host.is_empty() { "127.0.0.1" } else { &info.host };
-    set_live_at(&format!("http://{host}:{}", s.control_port), endpoint, key, value)
+pub fn set_live_info(
+    info: &AppInfo,
+    service: &str,
+    endpoint: &str,
+    key: &str,
+    value: f64,
+) -> Result<()> {
+    let s = info
+        .services
+        .get(service)
+        .ok_or_else(|| anyhow!("no service {service:?} in this app"))?;
+    let host = if info.host.is_empty() {
+        "127.0.0.1"
+    } else {
+        &info.host
+    };
+    set_live_at(
+        &format!("http://{host}:{}", s.control_port),
+        endpoint,
+        key,
+        value,
+    )
 }
 
 /// [`stats_at`] for an app known by its [`AppInfo`].
 pub fn stats_info(info: &AppInfo, service: &str) -> Result<ServiceStats> {
-    let s = info.services.get(service).ok_or_else(|| anyhow!("no service {service:?} in this app"))?;
-    let host = if info.host.is_empty() { "127.0.0.1" } else { &info.host };
+    let s = info
+        .services
+        .get(service)
+        .ok_or_else(|| anyhow!("no service {service:?} in this app"))?;
+    let host = if info.host.is_empty() {
+        "127.0.0.1"
+    } else {
+        &info.host
+    };
     stats_at(&format!("http://{host}:{}", s.control_port))
 }

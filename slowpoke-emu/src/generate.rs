@@ -1,5 +1,5 @@
 //! Topology generators: the synthetic families of the Slowpoke evaluation, with random but reproducible
-//! per-service work (a ChaCha8 stream seeded by `--seed`).
+//! per-service work (a `ChaCha8` stream seeded by `--seed`).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -8,7 +8,9 @@ use std::str::FromStr;
 use rand::{Rng as _, SeedableRng as _};
 use rand_chacha::ChaCha8Rng;
 
-use crate::topology::{Call, Endpoint, EndpointRef, Mode, Sampling, Service, Topology, with_expectations};
+use crate::topology::{
+    Call, Endpoint, EndpointRef, Mode, Sampling, Service, Topology, with_expectations,
+};
 
 /// The generator families.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,7 +19,7 @@ pub enum Family {
     Chain,
     /// s0 calls every other service once.
     Fanout,
-    /// Binary tree (s_i calls s_2i+1 and s_2i+2), similar work everywhere.
+    /// Binary tree (`s<i>` calls `s<2i+1>` and `s<2i+2>`), similar work everywhere.
     DagBalanced,
     /// Random recursive tree biased towards deep branches; work varies 20×.
     DagUnbalanced,
@@ -69,14 +71,25 @@ impl Family {
     pub fn min_size(self) -> usize {
         match self {
             Family::Chain => 1,
-            Family::Fanout | Family::DagBalanced | Family::DagUnbalanced | Family::DynamicOnce | Family::DynamicTwice | Family::DynamicCycle => 2,
+            Family::Fanout
+            | Family::DagBalanced
+            | Family::DagUnbalanced
+            | Family::DynamicOnce
+            | Family::DynamicTwice
+            | Family::DynamicCycle => 2,
             Family::DagRelay | Family::DagCross | Family::DynamicCache => 3,
         }
     }
 
     /// Whether calls are probabilistic.
     pub fn is_dynamic(self) -> bool {
-        matches!(self, Family::DynamicOnce | Family::DynamicTwice | Family::DynamicCache | Family::DynamicCycle)
+        matches!(
+            self,
+            Family::DynamicOnce
+                | Family::DynamicTwice
+                | Family::DynamicCache
+                | Family::DynamicCycle
+        )
     }
 }
 
@@ -89,9 +102,20 @@ impl fmt::Display for Family {
 impl FromStr for Family {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        FAMILIES.iter().copied().find(|f| f.name() == s).ok_or_else(|| {
-            format!("unknown family {s:?}; one of {}", FAMILIES.iter().map(|f| f.name()).collect::<Vec<_>>().join(", "))
-        })
+        FAMILIES
+            .iter()
+            .copied()
+            .find(|f| f.name() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown family {s:?}; one of {}",
+                    FAMILIES
+                        .iter()
+                        .map(|f| f.name())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })
     }
 }
 
@@ -125,16 +149,40 @@ impl Gen {
         let cpu = (self.log_uniform(100.0 / spread, 400.0 * spread.sqrt())).round();
         let threads = self.rng.gen_range(1..=4);
         let response_bytes = self.log_uniform(100.0, 8192.0).round() as u64;
-        let ep = Endpoint { cpu_us: cpu, response_bytes, mode, ..Endpoint::default() };
-        self.services.insert(name.clone(), Service { threads, port: None, endpoints: BTreeMap::from([(EP.to_owned(), ep)]) });
+        let ep = Endpoint {
+            cpu_us: cpu,
+            response_bytes,
+            mode,
+            ..Endpoint::default()
+        };
+        self.services.insert(
+            name.clone(),
+            Service {
+                threads,
+                port: None,
+                endpoints: BTreeMap::from([(EP.to_owned(), ep)]),
+            },
+        );
         self.names.push(name);
     }
 
     fn call(&mut self, from: usize, to: usize, probability: f64) {
         let request_bytes = self.log_uniform(100.0, 2048.0).round() as u64;
         let p = (probability * 100.0).round() / 100.0;
-        let call = Call { service: self.names[to].clone(), endpoint: EP.to_owned(), probability: p, request_bytes };
-        self.services.get_mut(&self.names[from]).expect("service").endpoints.get_mut(EP).expect("endpoint").calls.push(call);
+        let call = Call {
+            service: self.names[to].clone(),
+            endpoint: EP.to_owned(),
+            probability: p,
+            request_bytes,
+        };
+        self.services
+            .get_mut(&self.names[from])
+            .expect("service")
+            .endpoints
+            .get_mut(EP)
+            .expect("endpoint")
+            .calls
+            .push(call);
     }
 }
 
@@ -144,17 +192,28 @@ pub fn generate(spec: &GenSpec) -> Result<Topology, String> {
     let n = spec.size;
     let fam = spec.family;
     if n < fam.min_size() {
-        return Err(format!("family {fam} needs --size >= {}, not {n}", fam.min_size()));
+        return Err(format!(
+            "family {fam} needs --size >= {}, not {n}",
+            fam.min_size()
+        ));
     }
     if n > 500 {
         return Err(format!("--size {n}: at most 500 services"));
     }
     let mut g = Gen {
-        rng: ChaCha8Rng::seed_from_u64(spec.seed ^ (fam as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+        rng: ChaCha8Rng::seed_from_u64(
+            spec.seed ^ (fam as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        ),
         services: BTreeMap::new(),
         names: Vec::new(),
     };
-    let spread = if fam == Family::DagUnbalanced { 4.0 } else if fam == Family::DagBalanced { 1.2 } else { 2.0 };
+    let spread = if fam == Family::DagUnbalanced {
+        4.0
+    } else if fam == Family::DagBalanced {
+        1.2
+    } else {
+        2.0
+    };
     for _ in 0..n {
         g.add(spec.mode, spread);
     }
@@ -166,7 +225,11 @@ pub fn generate(spec: &GenSpec) -> Result<Topology, String> {
             for i in 1..n {
                 // Mostly attach to one of the last two nodes: long, lopsided branches.
                 let lo = i.saturating_sub(2);
-                let parent = if g.rng.gen_bool(0.8) { g.rng.gen_range(lo..i) } else { g.rng.gen_range(0..i) };
+                let parent = if g.rng.gen_bool(0.8) {
+                    g.rng.gen_range(lo..i)
+                } else {
+                    g.rng.gen_range(0..i)
+                };
                 g.call(parent, i, 1.0);
             }
         }
@@ -184,7 +247,8 @@ pub fn generate(spec: &GenSpec) -> Result<Topology, String> {
             // Layer 0 = s0; then layers of `width`.
             let layer_of = |i: usize| if i == 0 { 0 } else { 1 + (i - 1) / width };
             let layers = layer_of(n - 1) + 1;
-            let members = |l: usize| -> Vec<usize> { (0..n).filter(|&i| layer_of(i) == l).collect() };
+            let members =
+                |l: usize| -> Vec<usize> { (0..n).filter(|&i| layer_of(i) == l).collect() };
             for l in 1..layers {
                 let prev = members(l - 1);
                 for &i in &members(l) {
@@ -194,9 +258,16 @@ pub fn generate(spec: &GenSpec) -> Result<Topology, String> {
                 // Extra edges: a second parent in the previous layer, or a cross edge from two layers up.
                 for &i in &members(l) {
                     if g.rng.gen_bool(0.5) {
-                        let src = if l >= 2 && g.rng.gen_bool(0.5) { members(l - 2) } else { prev.clone() };
+                        let src = if l >= 2 && g.rng.gen_bool(0.5) {
+                            members(l - 2)
+                        } else {
+                            prev.clone()
+                        };
                         let p = src[g.rng.gen_range(0..src.len())];
-                        let already = g.services[&g.names[p]].endpoints[EP].calls.iter().any(|c| c.service == g.names[i]);
+                        let already = g.services[&g.names[p]].endpoints[EP]
+                            .calls
+                            .iter()
+                            .any(|c| c.service == g.names[i]);
                         if !already {
                             g.call(p, i, 1.0);
                         }
@@ -239,7 +310,10 @@ pub fn generate(spec: &GenSpec) -> Result<Topology, String> {
         family: Some(fam.name().to_owned()),
         allow_cycles: fam == Family::DynamicCycle,
         sampling: Sampling::Dither,
-        entry: EndpointRef { service: "s0".into(), endpoint: EP.into() },
+        entry: EndpointRef {
+            service: "s0".into(),
+            endpoint: EP.into(),
+        },
         services: g.services,
         expected: None,
     };
@@ -256,26 +330,57 @@ mod tests {
     fn every_family_is_valid_and_reproducible() {
         for &family in FAMILIES {
             for size in [family.min_size(), 5, 12] {
-                let spec = GenSpec { family, size, seed: 7, mode: Mode::Async };
+                let spec = GenSpec {
+                    family,
+                    size,
+                    seed: 7,
+                    mode: Mode::Async,
+                };
                 let a = generate(&spec).unwrap();
                 let b = generate(&spec).unwrap();
                 assert_eq!(a, b, "{family} not reproducible");
                 assert_eq!(a.services.len(), size);
                 let r = expected_visit_ratios(&a);
                 assert!((r["s0"] - 1.0).abs() < 1e-12, "{family}: {r:?}");
-                assert!(r.values().all(|v| *v > 0.0), "{family} size {size}: unreachable service {r:?}");
+                assert!(
+                    r.values().all(|v| *v > 0.0),
+                    "{family} size {size}: unreachable service {r:?}"
+                );
             }
         }
-        assert!(generate(&GenSpec { family: Family::DagRelay, size: 2, seed: 1, mode: Mode::Sync }).is_err());
+        assert!(
+            generate(&GenSpec {
+                family: Family::DagRelay,
+                size: 2,
+                seed: 1,
+                mode: Mode::Sync
+            })
+            .is_err()
+        );
     }
 
     #[test]
     fn relay_and_cycle_ratios() {
-        let t = generate(&GenSpec { family: Family::DagRelay, size: 8, seed: 1, mode: Mode::Sync }).unwrap();
+        let t = generate(&GenSpec {
+            family: Family::DagRelay,
+            size: 8,
+            seed: 1,
+            mode: Mode::Sync,
+        })
+        .unwrap();
         let r = expected_visit_ratios(&t);
         // mids = 3 → relay s4 visited 3 times, leaves s5..s7 3 times each.
-        assert!((r["s4"] - 3.0).abs() < 1e-12 && (r["s7"] - 3.0).abs() < 1e-12, "{r:?}");
-        let t = generate(&GenSpec { family: Family::DynamicCycle, size: 4, seed: 1, mode: Mode::Sync }).unwrap();
+        assert!(
+            (r["s4"] - 3.0).abs() < 1e-12 && (r["s7"] - 3.0).abs() < 1e-12,
+            "{r:?}"
+        );
+        let t = generate(&GenSpec {
+            family: Family::DynamicCycle,
+            size: 4,
+            seed: 1,
+            mode: Mode::Sync,
+        })
+        .unwrap();
         let p = t.services["s3"].endpoints["work"].calls[0].probability;
         let r = expected_visit_ratios(&t);
         assert!((r["s2"] - 1.0 / (1.0 - p)).abs() < 1e-9, "{r:?}");

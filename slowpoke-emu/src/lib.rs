@@ -17,6 +17,6 @@ pub use generate::{Family, GenSpec, generate};
 pub use runner::{AppInfo, RunOptions, ServiceInfo};
 pub use service::ServiceStats;
 pub use topology::{
-    Call, Endpoint, EndpointRef, Mode, Sampling, Service, Set, Topology, TopologyError, TopologySource, expected_bottleneck,
-    expected_visit_ratios, load,
+    Call, Endpoint, EndpointRef, Mode, Sampling, Service, Set, Topology, TopologyError,
+    TopologySource, expected_bottleneck, expected_visit_ratios, load,
 };

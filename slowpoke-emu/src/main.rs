@@ -1,4 +1,6 @@
 //! `slowpoke-emu`: run, generate, inspect and change emulated microservice applications.
+// Doc comments here are clap help text, read without Markdown.
+#![allow(clippy::doc_markdown)]
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -11,7 +13,11 @@ use slowpoke_emu::topology::{self, Set};
 use slowpoke_emu::{Family, GenSpec, Mode, RunOptions};
 
 #[derive(Parser)]
-#[command(name = "slowpoke-emu", version, about = "Synthetic microservice emulator and topology generators")]
+#[command(
+    name = "slowpoke-emu",
+    version,
+    about = "Synthetic microservice emulator and topology generators"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -91,6 +97,15 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(
+        cli.cmd,
+        Cmd::Stats { .. } | Cmd::Generate { .. } | Cmd::Check { .. }
+    ) {
+        // `slowpoke-emu stats ... | head` must end quietly on a closed pipe (not for run/serve: a service must
+        // never die because whoever read its first line went away).
+        // SAFETY: restoring the default disposition of SIGPIPE before any thread exists.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     match real_main(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -102,13 +117,37 @@ fn main() -> ExitCode {
 
 fn real_main(cli: Cli) -> Result<()> {
     match cli.cmd {
-        Cmd::Run { file, bind, base_port, sets, info_file, exit_on_stdin_eof } => {
-            let opts = RunOptions { bind, base_port, exit_on_stdin_eof, info_file };
+        Cmd::Run {
+            file,
+            bind,
+            base_port,
+            sets,
+            info_file,
+            exit_on_stdin_eof,
+        } => {
+            let opts = RunOptions {
+                bind,
+                base_port,
+                exit_on_stdin_eof,
+                info_file,
+            };
             slowpoke_emu::runner::run_file(&file, &sets, &opts)
         }
         Cmd::Serve { .. } => slowpoke_emu::service::serve_main(),
-        Cmd::Generate { family, size, seed, mode, output } => {
-            let topo = slowpoke_emu::generate(&GenSpec { family, size, seed, mode }).map_err(anyhow::Error::msg)?;
+        Cmd::Generate {
+            family,
+            size,
+            seed,
+            mode,
+            output,
+        } => {
+            let topo = slowpoke_emu::generate(&GenSpec {
+                family,
+                size,
+                seed,
+                mode,
+            })
+            .map_err(anyhow::Error::msg)?;
             match output {
                 Some(p) => topology::save(&topo, &p)?,
                 None => println!("{}", serde_json::to_string_pretty(&topo)?),
@@ -128,10 +167,17 @@ fn real_main(cli: Cli) -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&v)?);
             Ok(())
         }
-        Cmd::Set { app, control, settings } => {
+        Cmd::Set {
+            app,
+            control,
+            settings,
+        } => {
             for s in &settings {
                 let Some(ep) = &s.endpoint else {
-                    bail!("{s}: only endpoint settings (svc.endpoint.key=value) change live; restart with `run --set` for {}", s.key);
+                    bail!(
+                        "{s}: only endpoint settings (svc.endpoint.key=value) change live; restart with `run --set` for {}",
+                        s.key
+                    );
                 };
                 if let Some(c) = &control {
                     slowpoke_emu::set_live_at(c, ep, &s.key, s.value)?;

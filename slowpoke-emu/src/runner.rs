@@ -2,7 +2,7 @@
 //! [`AppInfo`] line once all serve, and tears everything down on SIGINT/SIGTERM (or stdin EOF when asked).
 //!
 //! No orphans: children sit in their own process group (killed as a whole) and have `PR_SET_PDEATHSIG`
-//! = SIGKILL, so they die with the runner even when the runner is SIGKILLed.
+//! = SIGKILL, so they die with the runner even when the runner is killed with SIGKILL.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader, Write as _};
@@ -103,10 +103,23 @@ pub fn run(mut topo: Topology, label: &str, sets: &[Set], opts: &RunOptions) -> 
     let host = url_host(opts.bind);
     let mut listeners = BTreeMap::new();
     for (i, (name, svc)) in topo.services.iter().enumerate() {
-        let port = svc.port.or(opts.base_port.map(|b| b.saturating_add(i as u16))).unwrap_or(0);
-        let cport = opts.base_port.map_or(0, |b| b.saturating_add((n + i) as u16));
-        let s = listen(opts.bind, port, &format!("service {name} ({label}: services.{name})"))?;
-        let c = listen(opts.bind, cport, &format!("the control port of service {name}"))?;
+        let port = svc
+            .port
+            .or(opts.base_port.map(|b| b.saturating_add(i as u16)))
+            .unwrap_or(0);
+        let cport = opts
+            .base_port
+            .map_or(0, |b| b.saturating_add((n + i) as u16));
+        let s = listen(
+            opts.bind,
+            port,
+            &format!("service {name} ({label}: services.{name})"),
+        )?;
+        let c = listen(
+            opts.bind,
+            cport,
+            &format!("the control port of service {name}"),
+        )?;
         listeners.insert(name.clone(), (s, c));
     }
     let ports: BTreeMap<String, (u16, u16)> = listeners
@@ -137,7 +150,12 @@ pub fn run(mut topo: Topology, label: &str, sets: &[Set], opts: &RunOptions) -> 
         let (sl, cl) = &listeners[name];
         let (sfd, cfd) = (sl.as_raw_fd(), cl.as_raw_fd());
         let mut cmd = Command::new(&exe);
-        cmd.arg("serve").arg("--name").arg(name).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit());
+        cmd.arg("serve")
+            .arg("--name")
+            .arg(name)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
         cmd.process_group(pgid);
         // SAFETY: only async-signal-safe calls (fcntl, dup2, close, prctl, getppid, sigprocmask, _exit) between
         // fork and exec.
@@ -145,7 +163,8 @@ pub fn run(mut topo: Topology, label: &str, sets: &[Set], opts: &RunOptions) -> 
             cmd.pre_exec(move || {
                 let a = libc::fcntl(sfd, libc::F_DUPFD, 10);
                 let b = libc::fcntl(cfd, libc::F_DUPFD, 10);
-                if a < 0 || b < 0 || libc::dup2(a, SERVICE_FD) < 0 || libc::dup2(b, CONTROL_FD) < 0 {
+                if a < 0 || b < 0 || libc::dup2(a, SERVICE_FD) < 0 || libc::dup2(b, CONTROL_FD) < 0
+                {
                     return Err(std::io::Error::last_os_error());
                 }
                 libc::close(a);
@@ -163,13 +182,17 @@ pub fn run(mut topo: Topology, label: &str, sets: &[Set], opts: &RunOptions) -> 
                 Ok(())
             });
         }
-        let mut child = cmd.spawn().with_context(|| format!("starting service {name} ({})", exe.display()))?;
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("starting service {name} ({})", exe.display()))?;
         let pid = child.id();
         if pgid == 0 {
             pgid = pid as i32;
         }
         let mut stdin = child.stdin.take().expect("piped");
-        stdin.write_all(&serde_json::to_vec(&spec)?).with_context(|| format!("sending the spec to service {name}"))?;
+        stdin
+            .write_all(&serde_json::to_vec(&spec)?)
+            .with_context(|| format!("sending the spec to service {name}"))?;
         drop(stdin);
         let stdout = child.stdout.take().expect("piped");
         let (rtx, rrx) = mpsc::channel();
@@ -188,7 +211,15 @@ pub fn run(mut topo: Topology, label: &str, sets: &[Set], opts: &RunOptions) -> 
             }
         });
         let (port, control_port) = ports[name];
-        infos.insert(name.clone(), ServiceInfo { pids: vec![pid], port, control_port, threads: svc.threads });
+        infos.insert(
+            name.clone(),
+            ServiceInfo {
+                pids: vec![pid],
+                port,
+                control_port,
+                threads: svc.threads,
+            },
+        );
     }
     drop(listeners);
 
@@ -208,10 +239,16 @@ pub fn run(mut topo: Topology, label: &str, sets: &[Set], opts: &RunOptions) -> 
     }
 
     let entry_port = ports[&topo.entry.service].0;
-    let info = AppInfo { services: infos, entry: format!("http://{host}:{entry_port}/{}", topo.entry.endpoint), runner_pid: me as u32, host };
+    let info = AppInfo {
+        services: infos,
+        entry: format!("http://{host}:{entry_port}/{}", topo.entry.endpoint),
+        runner_pid: me as u32,
+        host,
+    };
     let line = serde_json::to_string(&info)?;
     if let Some(f) = &opts.info_file {
-        std::fs::write(f, format!("{line}\n")).with_context(|| format!("writing {}", f.display()))?;
+        std::fs::write(f, format!("{line}\n"))
+            .with_context(|| format!("writing {}", f.display()))?;
     }
     {
         let mut out = std::io::stdout().lock();
@@ -236,7 +273,9 @@ pub fn run(mut topo: Topology, label: &str, sets: &[Set], opts: &RunOptions) -> 
 
     let result = match rx.recv() {
         Ok(Event::Signal | Event::StdinEof) | Err(_) => Ok(()),
-        Ok(Event::ChildExit(name, status)) => Err(anyhow::anyhow!("service {name} exited unexpectedly ({status}); stopping the app")),
+        Ok(Event::ChildExit(name, status)) => Err(anyhow::anyhow!(
+            "service {name} exited unexpectedly ({status}); stopping the app"
+        )),
     };
     kill_all(libc::SIGTERM);
     let mut alive = info.services.len() - usize::from(result.is_err());

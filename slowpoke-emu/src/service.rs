@@ -96,7 +96,11 @@ struct State {
 impl State {
     fn body(&self, n: u64) -> Bytes {
         let n = n as usize;
-        if n <= self.filler.len() { self.filler.slice(..n) } else { Bytes::from(vec![b'x'; n]) }
+        if n <= self.filler.len() {
+            self.filler.slice(..n)
+        } else {
+            Bytes::from(vec![b'x'; n])
+        }
     }
 
     /// Whether this visit makes call `call` of endpoint `ep` (probability `p`).
@@ -125,22 +129,28 @@ fn us_to_ns(us: f64) -> u64 {
 /// Runs a service process until it is killed. Reads the [`ServeSpec`] from stdin.
 pub fn serve_main() -> Result<()> {
     let mut text = String::new();
-    std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).context("reading the serve spec from stdin")?;
+    std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+        .context("reading the serve spec from stdin")?;
     let spec: ServeSpec = serde_json::from_str(&text).context("parsing the serve spec")?;
     // SAFETY: the runner passes two listening TCP sockets as fds 3 and 4 and nothing else uses them.
-    let (svc, ctl) = unsafe { (StdListener::from_raw_fd(SERVICE_FD), StdListener::from_raw_fd(CONTROL_FD)) };
-    serve(spec, svc, ctl)
+    let (svc, ctl) = unsafe {
+        (
+            StdListener::from_raw_fd(SERVICE_FD),
+            StdListener::from_raw_fd(CONTROL_FD),
+        )
+    };
+    serve(&spec, svc, ctl)
 }
 
 /// Serves `spec` on the two listeners with a runtime of exactly `spec.threads` worker threads. Never returns Ok.
-pub fn serve(spec: ServeSpec, service: StdListener, control: StdListener) -> Result<()> {
+pub fn serve(spec: &ServeSpec, service: StdListener, control: StdListener) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(spec.threads as usize)
         .thread_name(format!("{}-worker", spec.name))
         .enable_all()
         .build()
         .context("building the tokio runtime")?;
-    let state = Arc::new(build_state(&spec)?);
+    let state = Arc::new(build_state(spec)?);
     service.set_nonblocking(true)?;
     control.set_nonblocking(true)?;
     rt.block_on(async move {
@@ -162,7 +172,9 @@ pub fn serve(spec: ServeSpec, service: StdListener, control: StdListener) -> Res
 fn build_state(spec: &ServeSpec) -> Result<State> {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
-    let client = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(usize::MAX).build(connector);
+    let client = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(usize::MAX)
+        .build(connector);
     let mut by_name = HashMap::new();
     let mut names = Vec::new();
     let mut endpoints = Vec::new();
@@ -174,7 +186,10 @@ fn build_state(spec: &ServeSpec) -> Result<State> {
         let mut calls = Vec::new();
         for c in &ep.calls {
             max_body = max_body.max(c.request_bytes);
-            let addr = spec.peers.get(&c.service).with_context(|| format!("no address for peer {}", c.service))?;
+            let addr = spec
+                .peers
+                .get(&c.service)
+                .with_context(|| format!("no address for peer {}", c.service))?;
             let uri: Uri = format!("http://{addr}/{}", c.endpoint).parse()?;
             calls.push((uri, AtomicU64::new(1 << 31)));
         }
@@ -217,28 +232,44 @@ where
         let h = handler.clone();
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(h);
-            let _ = hyper::server::conn::http1::Builder::new().keep_alive(true).serve_connection(TokioIo::new(stream), svc).await;
+            let _ = hyper::server::conn::http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
         });
     }
 }
 
+#[allow(clippy::unnecessary_wraps)] // the shape hyper's service_fn wants
 fn reply(status: StatusCode, body: Bytes) -> Result<Response<Body>, Infallible> {
     let mut resp = Response::new(Full::new(body));
     *resp.status_mut() = status;
     Ok(resp)
 }
 
+#[allow(clippy::unnecessary_wraps)] // the shape hyper's service_fn wants
 fn json_reply<T: Serialize>(status: StatusCode, v: &T) -> Result<Response<Body>, Infallible> {
-    let mut resp = Response::new(Full::new(Bytes::from(serde_json::to_vec(v).unwrap_or_default())));
+    let mut resp = Response::new(Full::new(Bytes::from(
+        serde_json::to_vec(v).unwrap_or_default(),
+    )));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
     Ok(resp)
 }
 
-async fn handle_visit(st: Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+async fn handle_visit(
+    st: Arc<State>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
     let name = req.uri().path().trim_start_matches('/');
     let Some(&idx) = st.by_name.get(name) else {
-        return reply(StatusCode::NOT_FOUND, Bytes::from(format!("{}: no endpoint /{name}\n", st.name)));
+        return reply(
+            StatusCode::NOT_FOUND,
+            Bytes::from(format!("{}: no endpoint /{name}\n", st.name)),
+        );
     };
     // Read the whole request before working, like a real handler.
     if req.into_body().collect().await.is_err() {
@@ -249,7 +280,10 @@ async fn handle_visit(st: Arc<State>, req: Request<Incoming>) -> Result<Response
     let cfg = ep.config.read().expect("config lock").clone();
     busy::burn(us_to_ns(cfg.cpu_us));
     if cfg.lock_us > 0.0 {
-        let _guard = st.lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _guard = st
+            .lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         busy::burn(us_to_ns(cfg.lock_us));
     }
     if cfg.sleep_us > 0.0 {
@@ -286,12 +320,18 @@ async fn handle_visit(st: Arc<State>, req: Request<Incoming>) -> Result<Response
         reply(StatusCode::OK, st.body(cfg.response_bytes))
     } else {
         ep.errors.fetch_add(1, Relaxed);
-        reply(StatusCode::BAD_GATEWAY, Bytes::from_static(b"downstream call failed\n"))
+        reply(
+            StatusCode::BAD_GATEWAY,
+            Bytes::from_static(b"downstream call failed\n"),
+        )
     }
 }
 
 async fn call_downstream(st: &State, uri: &Uri, request_bytes: u64) -> bool {
-    let req = Request::builder().method(Method::POST).uri(uri.clone()).body(Full::new(st.body(request_bytes)));
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri(uri.clone())
+        .body(Full::new(st.body(request_bytes)));
     let Ok(req) = req else { return false };
     match st.client.request(req).await {
         Ok(resp) => {
@@ -312,7 +352,10 @@ fn stats(st: &State) -> ServiceStats {
     for (name, ep) in st.names.iter().zip(&st.endpoints) {
         visits.insert(name.clone(), ep.visits.load(Relaxed));
         errors.insert(name.clone(), ep.errors.load(Relaxed));
-        endpoints.insert(name.clone(), (**ep.config.read().expect("config lock")).clone());
+        endpoints.insert(
+            name.clone(),
+            (**ep.config.read().expect("config lock")).clone(),
+        );
     }
     ServiceStats {
         service: st.name.clone(),
@@ -326,20 +369,32 @@ fn stats(st: &State) -> ServiceStats {
 }
 
 fn apply_set(st: &State, body: &[u8]) -> Result<Endpoint, String> {
-    let req: SetRequest = serde_json::from_slice(body).map_err(|e| format!("body is not a JSON object: {e}"))?;
-    let endpoint = req.get("endpoint").and_then(|v| v.as_str()).ok_or("missing \"endpoint\" (string)")?;
-    let &idx = st.by_name.get(endpoint).ok_or_else(|| format!("service {} has no endpoint {endpoint:?}", st.name))?;
+    let req: SetRequest =
+        serde_json::from_slice(body).map_err(|e| format!("body is not a JSON object: {e}"))?;
+    let endpoint = req
+        .get("endpoint")
+        .and_then(|v| v.as_str())
+        .ok_or("missing \"endpoint\" (string)")?;
+    let &idx = st
+        .by_name
+        .get(endpoint)
+        .ok_or_else(|| format!("service {} has no endpoint {endpoint:?}", st.name))?;
     let mut changes = Vec::new();
     if let Some(key) = req.get("key") {
         let key = key.as_str().ok_or("\"key\" must be a string")?;
-        let value = req.get("value").and_then(serde_json::Value::as_f64).ok_or("\"value\" must be a number")?;
+        let value = req
+            .get("value")
+            .and_then(serde_json::Value::as_f64)
+            .ok_or("\"value\" must be a number")?;
         changes.push((key.to_owned(), value));
     }
     for (k, v) in &req {
         if matches!(k.as_str(), "endpoint" | "key" | "value") {
             continue;
         }
-        let value = v.as_f64().ok_or_else(|| format!("{k} must be a number, not {v}"))?;
+        let value = v
+            .as_f64()
+            .ok_or_else(|| format!("{k} must be a number, not {v}"))?;
         changes.push((k.clone(), value));
     }
     if changes.is_empty() {
@@ -355,7 +410,10 @@ fn apply_set(st: &State, body: &[u8]) -> Result<Endpoint, String> {
     Ok(next)
 }
 
-async fn handle_control(st: Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+async fn handle_control(
+    st: Arc<State>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let body = match req.into_body().collect().await {
@@ -369,6 +427,9 @@ async fn handle_control(st: Arc<State>, req: Request<Incoming>) -> Result<Respon
             Ok(ep) => json_reply(StatusCode::OK, &ep),
             Err(e) => json_reply(StatusCode::BAD_REQUEST, &serde_json::json!({ "error": e })),
         },
-        (_, p) => reply(StatusCode::NOT_FOUND, Bytes::from(format!("no control route {p}; try GET /stats, PUT /set\n"))),
+        (_, p) => reply(
+            StatusCode::NOT_FOUND,
+            Bytes::from(format!("no control route {p}; try GET /stats, PUT /set\n")),
+        ),
     }
 }

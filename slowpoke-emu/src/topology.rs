@@ -36,6 +36,7 @@ pub struct Topology {
     pub expected: Option<Expected>,
 }
 
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde hands a reference
 fn is_false(b: &bool) -> bool {
     !*b
 }
@@ -175,16 +176,28 @@ pub enum TopologyError {
         source: std::io::Error,
     },
     #[error("{file}: field `{field}`: {message}")]
-    Parse { file: String, field: String, message: String },
+    Parse {
+        file: String,
+        field: String,
+        message: String,
+    },
     #[error("{file}: field `{field}` = {value}: {reason}")]
-    Invalid { file: String, field: String, value: String, reason: String },
+    Invalid {
+        file: String,
+        field: String,
+        value: String,
+        reason: String,
+    },
 }
 
 /// Reads, parses and validates a topology file.
 pub fn load(path: impl AsRef<Path>) -> Result<Topology, TopologyError> {
     let path = path.as_ref();
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| TopologyError::Read { file: file.clone(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| TopologyError::Read {
+        file: file.clone(),
+        source,
+    })?;
     let topo = parse(&text, &file)?;
     topo.validate_named(&file)?;
     Ok(topo)
@@ -195,12 +208,19 @@ pub fn parse(text: &str, file: &str) -> Result<Topology, TopologyError> {
     let de = &mut serde_json::Deserializer::from_str(text);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let field = e.path().to_string();
-        TopologyError::Parse { file: file.to_owned(), field, message: e.into_inner().to_string() }
+        TopologyError::Parse {
+            file: file.to_owned(),
+            field,
+            message: e.into_inner().to_string(),
+        }
     })
 }
 
 fn valid_name(name: &str) -> bool {
-    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 impl Topology {
@@ -218,45 +238,90 @@ impl Topology {
             reason: reason.to_owned(),
         };
         if self.services.is_empty() {
-            return Err(bad("services".into(), "{}".into(), "at least one service is required"));
+            return Err(bad(
+                "services".into(),
+                "{}".into(),
+                "at least one service is required",
+            ));
         }
         let mut ports = BTreeMap::new();
         for (sname, svc) in &self.services {
             let sfield = format!("services.{sname}");
             if !valid_name(sname) {
-                return Err(bad(sfield, format!("{sname:?}"), "service names may only use A-Z a-z 0-9 _ -"));
+                return Err(bad(
+                    sfield,
+                    format!("{sname:?}"),
+                    "service names may only use A-Z a-z 0-9 _ -",
+                ));
             }
             if svc.threads == 0 || svc.threads > 256 {
-                return Err(bad(format!("{sfield}.threads"), svc.threads.to_string(), "must be 1..=256"));
+                return Err(bad(
+                    format!("{sfield}.threads"),
+                    svc.threads.to_string(),
+                    "must be 1..=256",
+                ));
             }
             if let Some(p) = svc.port {
                 if p == 0 {
-                    return Err(bad(format!("{sfield}.port"), "0".into(), "must be 1..=65535 (omit it for an ephemeral port)"));
+                    return Err(bad(
+                        format!("{sfield}.port"),
+                        "0".into(),
+                        "must be 1..=65535 (omit it for an ephemeral port)",
+                    ));
                 }
                 if let Some(other) = ports.insert(p, sname.clone()) {
-                    return Err(bad(format!("{sfield}.port"), p.to_string(), &format!("already used by service {other}")));
+                    return Err(bad(
+                        format!("{sfield}.port"),
+                        p.to_string(),
+                        &format!("already used by service {other}"),
+                    ));
                 }
             }
             if svc.endpoints.is_empty() {
-                return Err(bad(format!("{sfield}.endpoints"), "{}".into(), "at least one endpoint is required"));
+                return Err(bad(
+                    format!("{sfield}.endpoints"),
+                    "{}".into(),
+                    "at least one endpoint is required",
+                ));
             }
             for (ename, ep) in &svc.endpoints {
                 let efield = format!("{sfield}.endpoints.{ename}");
                 if !valid_name(ename) {
-                    return Err(bad(efield, format!("{ename:?}"), "endpoint names may only use A-Z a-z 0-9 _ -"));
+                    return Err(bad(
+                        efield,
+                        format!("{ename:?}"),
+                        "endpoint names may only use A-Z a-z 0-9 _ -",
+                    ));
                 }
-                for (key, v) in [("cpu_us", ep.cpu_us), ("lock_us", ep.lock_us), ("sleep_us", ep.sleep_us), ("wait_us", ep.wait_us)] {
+                for (key, v) in [
+                    ("cpu_us", ep.cpu_us),
+                    ("lock_us", ep.lock_us),
+                    ("sleep_us", ep.sleep_us),
+                    ("wait_us", ep.wait_us),
+                ] {
                     if !v.is_finite() || v < 0.0 {
-                        return Err(bad(format!("{efield}.{key}"), v.to_string(), "must be a finite number >= 0 (µs)"));
+                        return Err(bad(
+                            format!("{efield}.{key}"),
+                            v.to_string(),
+                            "must be a finite number >= 0 (µs)",
+                        ));
                     }
                     if v > 60e6 {
-                        return Err(bad(format!("{efield}.{key}"), v.to_string(), "more than a minute per visit"));
+                        return Err(bad(
+                            format!("{efield}.{key}"),
+                            v.to_string(),
+                            "more than a minute per visit",
+                        ));
                     }
                 }
                 for (i, call) in ep.calls.iter().enumerate() {
                     let cfield = format!("{efield}.calls[{i}]");
                     let Some(target) = self.services.get(&call.service) else {
-                        return Err(bad(format!("{cfield}.service"), format!("{:?}", call.service), "unknown service"));
+                        return Err(bad(
+                            format!("{cfield}.service"),
+                            format!("{:?}", call.service),
+                            "unknown service",
+                        ));
                     };
                     if !target.endpoints.contains_key(&call.endpoint) {
                         return Err(bad(
@@ -266,20 +331,36 @@ impl Topology {
                         ));
                     }
                     if !(0.0..=1.0).contains(&call.probability) {
-                        return Err(bad(format!("{cfield}.probability"), call.probability.to_string(), "must be within 0..=1"));
+                        return Err(bad(
+                            format!("{cfield}.probability"),
+                            call.probability.to_string(),
+                            "must be within 0..=1",
+                        ));
                     }
                 }
             }
         }
         let Some(entry_svc) = self.services.get(&self.entry.service) else {
-            return Err(bad("entry.service".into(), format!("{:?}", self.entry.service), "unknown service"));
+            return Err(bad(
+                "entry.service".into(),
+                format!("{:?}", self.entry.service),
+                "unknown service",
+            ));
         };
         if !entry_svc.endpoints.contains_key(&self.entry.endpoint) {
-            return Err(bad("entry.endpoint".into(), format!("{:?}", self.entry.endpoint), "unknown endpoint of the entry service"));
+            return Err(bad(
+                "entry.endpoint".into(),
+                format!("{:?}", self.entry.endpoint),
+                "unknown endpoint of the entry service",
+            ));
         }
         let allow_cycles = self.allow_cycles || self.family.as_deref() == Some("dynamic-cycle");
         if let Some(cycle) = self.find_cycle() {
-            let path = cycle.iter().map(|r| format!("{}.{}", r.service, r.endpoint)).collect::<Vec<_>>().join(" -> ");
+            let path = cycle
+                .iter()
+                .map(|r| format!("{}.{}", r.service, r.endpoint))
+                .collect::<Vec<_>>()
+                .join(" -> ");
             if !allow_cycles {
                 return Err(bad(
                     "services.*.endpoints.*.calls".into(),
@@ -289,7 +370,11 @@ impl Topology {
             }
         }
         if let Err(reason) = endpoint_visit_ratios(self) {
-            return Err(bad("services.*.endpoints.*.calls".into(), "(call graph)".into(), &reason));
+            return Err(bad(
+                "services.*.endpoints.*.calls".into(),
+                "(call graph)".into(),
+                &reason,
+            ));
         }
         Ok(())
     }
@@ -298,7 +383,8 @@ impl Topology {
     pub fn find_cycle(&self) -> Option<Vec<EndpointRef>> {
         // Iterative DFS with colours over endpoints.
         let nodes: Vec<EndpointRef> = self.endpoint_refs();
-        let index: BTreeMap<&EndpointRef, usize> = nodes.iter().enumerate().map(|(i, r)| (r, i)).collect();
+        let index: BTreeMap<&EndpointRef, usize> =
+            nodes.iter().enumerate().map(|(i, r)| (r, i)).collect();
         let succ: Vec<Vec<usize>> = nodes
             .iter()
             .map(|r| {
@@ -306,7 +392,14 @@ impl Topology {
                     .calls
                     .iter()
                     .filter(|c| c.probability > 0.0)
-                    .filter_map(|c| index.get(&EndpointRef { service: c.service.clone(), endpoint: c.endpoint.clone() }).copied())
+                    .filter_map(|c| {
+                        index
+                            .get(&EndpointRef {
+                                service: c.service.clone(),
+                                endpoint: c.endpoint.clone(),
+                            })
+                            .copied()
+                    })
                     .collect()
             })
             .collect();
@@ -328,7 +421,13 @@ impl Topology {
                         }
                         1 => {
                             let pos = stack.iter().position(|&(k, _)| k == m).unwrap_or(0);
-                            return Some(stack[pos..].iter().map(|&(k, _)| nodes[k].clone()).chain([nodes[m].clone()]).collect());
+                            return Some(
+                                stack[pos..]
+                                    .iter()
+                                    .map(|&(k, _)| nodes[k].clone())
+                                    .chain([nodes[m].clone()])
+                                    .collect(),
+                            );
                         }
                         _ => {}
                     }
@@ -345,13 +444,21 @@ impl Topology {
     pub fn endpoint_refs(&self) -> Vec<EndpointRef> {
         self.services
             .iter()
-            .flat_map(|(s, svc)| svc.endpoints.keys().map(move |e| EndpointRef { service: s.clone(), endpoint: e.clone() }))
+            .flat_map(|(s, svc)| {
+                svc.endpoints.keys().map(move |e| EndpointRef {
+                    service: s.clone(),
+                    endpoint: e.clone(),
+                })
+            })
             .collect()
     }
 
     /// Applies one `--set` change (see [`Set`]); the topology is re-validated by the caller.
     pub fn apply(&mut self, set: &Set) -> Result<(), String> {
-        let svc = self.services.get_mut(&set.service).ok_or_else(|| format!("--set {set}: unknown service {:?}", set.service))?;
+        let svc = self
+            .services
+            .get_mut(&set.service)
+            .ok_or_else(|| format!("--set {set}: unknown service {:?}", set.service))?;
         match &set.endpoint {
             None => match set.key.as_str() {
                 "threads" => {
@@ -361,14 +468,19 @@ impl Topology {
                     svc.threads = set.value as u32;
                     Ok(())
                 }
-                other => Err(format!("--set {set}: unknown service setting {other:?} (service settings: threads)")),
+                other => Err(format!(
+                    "--set {set}: unknown service setting {other:?} (service settings: threads)"
+                )),
             },
             Some(ename) => {
-                let ep = svc
-                    .endpoints
-                    .get_mut(ename)
-                    .ok_or_else(|| format!("--set {set}: service {} has no endpoint {ename:?}", set.service))?;
-                ep.set(&set.key, set.value).map_err(|e| format!("--set {set}: {e}"))
+                let ep = svc.endpoints.get_mut(ename).ok_or_else(|| {
+                    format!(
+                        "--set {set}: service {} has no endpoint {ename:?}",
+                        set.service
+                    )
+                })?;
+                ep.set(&set.key, set.value)
+                    .map_err(|e| format!("--set {set}: {e}"))
             }
         }
     }
@@ -389,7 +501,12 @@ impl Endpoint {
             "sleep_us" => self.sleep_us = value,
             "wait_us" => self.wait_us = value,
             "response_bytes" => self.response_bytes = value as u64,
-            other => return Err(format!("unknown endpoint setting {other:?} (one of {})", ENDPOINT_KEYS.join(", "))),
+            other => {
+                return Err(format!(
+                    "unknown endpoint setting {other:?} (one of {})",
+                    ENDPOINT_KEYS.join(", ")
+                ));
+            }
         }
         Ok(())
     }
@@ -416,15 +533,29 @@ impl fmt::Display for Set {
 impl FromStr for Set {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let (lhs, rhs) = s.split_once('=').ok_or_else(|| format!("{s:?}: expected service[.endpoint].key=value"))?;
-        let value: f64 = rhs.trim().parse().map_err(|_| format!("{s:?}: value {rhs:?} is not a number"))?;
+        let (lhs, rhs) = s
+            .split_once('=')
+            .ok_or_else(|| format!("{s:?}: expected service[.endpoint].key=value"))?;
+        let value: f64 = rhs
+            .trim()
+            .parse()
+            .map_err(|_| format!("{s:?}: value {rhs:?} is not a number"))?;
         let parts: Vec<&str> = lhs.trim().split('.').collect();
         let (service, endpoint, key) = match parts.as_slice() {
             [svc, key] => ((*svc).to_owned(), None, (*key).to_owned()),
             [svc, ep, key] => ((*svc).to_owned(), Some((*ep).to_owned()), (*key).to_owned()),
-            _ => return Err(format!("{s:?}: expected service.endpoint.key=value or service.key=value")),
+            _ => {
+                return Err(format!(
+                    "{s:?}: expected service.endpoint.key=value or service.key=value"
+                ));
+            }
         };
-        Ok(Set { service, endpoint, key, value })
+        Ok(Set {
+            service,
+            endpoint,
+            key,
+            value,
+        })
     }
 }
 
@@ -432,12 +563,16 @@ impl FromStr for Set {
 /// Errors when the calls form a cycle whose expected visits diverge.
 pub fn endpoint_visit_ratios(topo: &Topology) -> Result<BTreeMap<EndpointRef, f64>, String> {
     let nodes = topo.endpoint_refs();
-    let index: BTreeMap<&EndpointRef, usize> = nodes.iter().enumerate().map(|(i, r)| (r, i)).collect();
+    let index: BTreeMap<&EndpointRef, usize> =
+        nodes.iter().enumerate().map(|(i, r)| (r, i)).collect();
     // Edges (from, to, expected calls per visit).
     let mut edges = Vec::new();
     for (i, r) in nodes.iter().enumerate() {
         for c in &topo.services[&r.service].endpoints[&r.endpoint].calls {
-            let to = EndpointRef { service: c.service.clone(), endpoint: c.endpoint.clone() };
+            let to = EndpointRef {
+                service: c.service.clone(),
+                endpoint: c.endpoint.clone(),
+            };
             if let Some(&j) = index.get(&to) {
                 edges.push((i, j, c.probability));
             }
@@ -455,17 +590,24 @@ pub fn endpoint_visit_ratios(topo: &Topology) -> Result<BTreeMap<EndpointRef, f6
         for &(i, j, p) in &edges {
             next[j] += p * v[i];
         }
-        let diff = next.iter().zip(&v).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        let diff = next
+            .iter()
+            .zip(&v)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
         let big = next.iter().copied().fold(0.0, f64::max);
         v = next;
-        if diff <= 1e-13 * big.max(1.0) {
+        if diff <= 4.0 * f64::EPSILON * big.max(1.0) {
             return Ok(nodes.into_iter().zip(v).collect());
         }
         if big > 1e9 {
             break;
         }
     }
-    Err("the expected number of visits per request diverges (a cycle whose calls are too likely)".into())
+    Err(
+        "the expected number of visits per request diverges (a cycle whose calls are too likely)"
+            .into(),
+    )
 }
 
 /// Expected visits per end-to-end request of every service (`r_s`; 0 for unreachable services).
@@ -503,7 +645,9 @@ pub fn service_demands_us(topo: &Topology) -> BTreeMap<String, f64> {
 
 /// The service expected to limit throughput (largest [`service_demands_us`]) and its demand in µs.
 pub fn expected_bottleneck(topo: &Topology) -> Option<(String, f64)> {
-    service_demands_us(topo).into_iter().max_by(|a, b| a.1.total_cmp(&b.1))
+    service_demands_us(topo)
+        .into_iter()
+        .max_by(|a, b| a.1.total_cmp(&b.1))
 }
 
 /// CPU time per end-to-end request summed over all services (µs; configured work only, no emulator overhead).
@@ -522,7 +666,11 @@ pub fn with_expectations(mut topo: Topology) -> Topology {
     let visit_ratios = expected_visit_ratios(&topo);
     let demand_us = service_demands_us(&topo);
     let bottleneck = expected_bottleneck(&topo).map(|b| b.0).unwrap_or_default();
-    topo.expected = Some(Expected { bottleneck, visit_ratios, demand_us });
+    topo.expected = Some(Expected {
+        bottleneck,
+        visit_ratios,
+        demand_us,
+    });
     topo
 }
 
@@ -569,7 +717,11 @@ impl From<&Topology> for TopologySource {
 
 /// The set of services reachable from the entry (others never see a request).
 pub fn reachable_services(topo: &Topology) -> BTreeSet<String> {
-    expected_visit_ratios(topo).into_iter().filter(|(_, v)| *v > 0.0).map(|(s, _)| s).collect()
+    expected_visit_ratios(topo)
+        .into_iter()
+        .filter(|(_, v)| *v > 0.0)
+        .map(|(s, _)| s)
+        .collect()
 }
 
 #[cfg(test)]
@@ -601,12 +753,19 @@ mod tests {
     #[test]
     fn cycle_rules() {
         let mut t = chain();
-        t.services.get_mut("b").unwrap().endpoints.get_mut("y").unwrap().calls.push(Call {
-            service: "a".into(),
-            endpoint: "x".into(),
-            probability: 0.5,
-            request_bytes: 0,
-        });
+        t.services
+            .get_mut("b")
+            .unwrap()
+            .endpoints
+            .get_mut("y")
+            .unwrap()
+            .calls
+            .push(Call {
+                service: "a".into(),
+                endpoint: "x".into(),
+                probability: 0.5,
+                request_bytes: 0,
+            });
         let e = t.validate().unwrap_err().to_string();
         assert!(e.contains("cycle"), "{e}");
         t.allow_cycles = true;
@@ -614,7 +773,14 @@ mod tests {
         t.validate().unwrap();
         let r = expected_visit_ratios(&t);
         assert!((r["a"] - 4.0).abs() < 1e-9, "{r:?}");
-        t.services.get_mut("b").unwrap().endpoints.get_mut("y").unwrap().calls[0].probability = 1.0;
+        t.services
+            .get_mut("b")
+            .unwrap()
+            .endpoints
+            .get_mut("y")
+            .unwrap()
+            .calls[0]
+            .probability = 1.0;
         let e = t.validate().unwrap_err().to_string();
         assert!(e.contains("diverges"), "{e}");
     }
@@ -624,10 +790,16 @@ mod tests {
         let e = parse(r#"{"entry":{"service":"a","endpoint":"x"},"services":{"a":{"endpoints":{"x":{"cpu_us":"lots"}}}}}"#, "f.json")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("f.json") && e.contains("services.a.endpoints.x.cpu_us"), "{e}");
+        assert!(
+            e.contains("f.json") && e.contains("services.a.endpoints.x.cpu_us"),
+            "{e}"
+        );
         let t = parse(r#"{"entry":{"service":"a","endpoint":"x"},"services":{"a":{"endpoints":{"x":{"cpu_us":-3}}}}}"#, "f.json").unwrap();
         let e = t.validate_named("f.json").unwrap_err().to_string();
-        assert!(e.contains("f.json") && e.contains("services.a.endpoints.x.cpu_us") && e.contains("-3"), "{e}");
+        assert!(
+            e.contains("f.json") && e.contains("services.a.endpoints.x.cpu_us") && e.contains("-3"),
+            "{e}"
+        );
         let t = parse(r#"{"entry":{"service":"a","endpoint":"x"},"services":{"a":{"endpoints":{"x":{"calls":[{"service":"zz","endpoint":"q"}]}}}}}"#, "f.json").unwrap();
         let e = t.validate_named("f.json").unwrap_err().to_string();
         assert!(e.contains("calls[0].service") && e.contains("zz"), "{e}");
@@ -636,7 +808,15 @@ mod tests {
     #[test]
     fn set_parsing() {
         let s: Set = "cart.get.cpu_us=750".parse().unwrap();
-        assert_eq!(s, Set { service: "cart".into(), endpoint: Some("get".into()), key: "cpu_us".into(), value: 750.0 });
+        assert_eq!(
+            s,
+            Set {
+                service: "cart".into(),
+                endpoint: Some("get".into()),
+                key: "cpu_us".into(),
+                value: 750.0
+            }
+        );
         let s: Set = "cart.threads=2".parse().unwrap();
         assert_eq!(s.endpoint, None);
         assert!("cart=1".parse::<Set>().is_err());
