@@ -62,6 +62,7 @@ pub struct LoadGenerator {
     probe_requests: u64,
     /// When the connections were started (after the probe) and the generator's CPU time then.
     started: (Instant, u64),
+    warmup: Duration,
 }
 
 /// What the driver thread reports once the connections run.
@@ -199,7 +200,8 @@ impl LoadGenerator {
     /// Starts the connections on a dedicated runtime/threads of its own (works from inside a tokio runtime
     /// too, but blocks the calling thread for the probe). First sends one probe request to each distinct
     /// address (with the first template that uses it) and fails, naming the URL, if it gets no HTTP response
-    /// at all; any status counts as an answer. Does not wait for `spec.warmup`.
+    /// at all; any status counts as an answer. Does not wait for `spec.warmup` (see
+    /// [`LoadGenerator::warmed_up`]).
     pub fn start(spec: LoadSpec) -> Result<LoadGenerator, LoadError> {
         Self::start_with(spec, &GeneratorOptions::default())
     }
@@ -220,6 +222,7 @@ impl LoadGenerator {
         limit: Option<u64>,
     ) -> Result<LoadGenerator, LoadError> {
         let plan = validate(&spec)?;
+        let spec_warmup = spec.warmup;
         let threads = options.worker_threads.max(1);
         // A few more shards than worker threads keeps record() uncontended; fewer keeps snapshots cheap.
         let n_shards = spec.connections.clamp(1, 8);
@@ -260,6 +263,7 @@ impl LoadGenerator {
                 thread: Some(thread),
                 probe_requests: started.probe_requests,
                 started: (started.at, started.cpu_ns),
+                warmup: spec_warmup,
             }),
             Err(e) => {
                 let _ = thread.join();
@@ -276,6 +280,17 @@ impl LoadGenerator {
     /// Stops all connections (in-flight requests are abandoned and not counted) and returns the final snapshot.
     pub fn stop(mut self) -> Snapshot {
         self.shutdown();
+        self.snapshot()
+    }
+
+    /// Waits until `spec.warmup` has passed since the connections started, then returns a snapshot: a
+    /// convenient first point for measurement windows.
+    pub fn warmed_up(&self) -> Snapshot {
+        let until = self.started.0 + self.warmup;
+        let now = Instant::now();
+        if until > now {
+            std::thread::sleep(until - now);
+        }
         self.snapshot()
     }
 

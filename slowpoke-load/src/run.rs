@@ -77,16 +77,24 @@ pub fn run_with(
     progress: bool,
     options: &GeneratorOptions,
 ) -> Result<Report, LoadError> {
-    if let RunLength::Requests(0) = length {
-        return Err(LoadError::Invalid(
-            "the request count must be at least 1".into(),
-        ));
+    match length {
+        RunLength::Requests(0) => {
+            return Err(LoadError::Invalid(
+                "the request count must be at least 1".into(),
+            ));
+        }
+        RunLength::Duration(d) if d.is_zero() => {
+            return Err(LoadError::Invalid(
+                "the duration must be greater than zero".into(),
+            ));
+        }
+        _ => {}
     }
     let limit = match length {
         RunLength::Requests(n) => Some(n),
         RunLength::Duration(_) => None,
     };
-    let bar = progress.then(|| new_bar(spec.warmup, length));
+    let bar = progress.then(|| new_bar(length));
     let (generator, start, cpu_at_start) = if spec.warmup.is_zero() {
         // No warm-up: the connections start measuring right away.
         let generator = LoadGenerator::start_in(spec.clone(), options, MEASURE, limit)?;
@@ -107,6 +115,7 @@ pub fn run_with(
     if let Some(bar) = &bar {
         bar.set_message("measuring");
         bar.set_position(0);
+        bar.reset_elapsed();
         if let RunLength::Requests(n) = length {
             bar.set_length(n);
         }
@@ -159,16 +168,7 @@ pub fn run_with(
 
     let window = end_snap.window_since(&start_snap);
     let total_requests = end_snap.attempts();
-    let mean_connection_secs = if finishes.is_empty() {
-        0.0
-    } else {
-        finishes.iter().sum::<f64>() / finishes.len() as f64
-    };
-    let rps_workers = if mean_connection_secs > 0.0 {
-        window.completed_ok as f64 / mean_connection_secs
-    } else {
-        0.0
-    };
+    let (rps_workers, mean_connection_secs) = published_rps(window.completed_ok, &finishes);
     Ok(Report {
         rps_window: window.rps,
         window,
@@ -183,7 +183,22 @@ pub fn run_with(
     })
 }
 
-fn new_bar(warmup: Duration, length: RunLength) -> ProgressBar {
+/// The published system's throughput: `completed / mean(finishes)`, where `finishes` are the per-connection
+/// completion times (s since the measurement start). Returns `(rps, mean)`; 0 when there is nothing to divide.
+fn published_rps(completed: u64, finishes: &[f64]) -> (f64, f64) {
+    if finishes.is_empty() {
+        return (0.0, 0.0);
+    }
+    let mean = finishes.iter().sum::<f64>() / finishes.len() as f64;
+    let rps = if mean > 0.0 {
+        completed as f64 / mean
+    } else {
+        0.0
+    };
+    (rps, mean)
+}
+
+fn new_bar(length: RunLength) -> ProgressBar {
     let (len, template) = match length {
         RunLength::Duration(d) => (
             d.as_millis() as u64,
@@ -194,13 +209,12 @@ fn new_bar(warmup: Duration, length: RunLength) -> ProgressBar {
             "{spinner} {msg:10} [{elapsed_precise}] {wide_bar} {pos}/{len}",
         ),
     };
-    let bar = ProgressBar::new(if warmup.is_zero() { len } else { 0 });
+    let bar = ProgressBar::new(len);
     bar.set_style(
         ProgressStyle::with_template(template)
             .expect("static progress template")
             .progress_chars("=> "),
     );
-    bar.set_length(len);
     bar.enable_steady_tick(Duration::from_millis(100));
     bar
 }
@@ -215,5 +229,20 @@ fn wait_until(deadline: Instant, bar: Option<&ProgressBar>, mut tick: impl FnMut
         if let Some(bar) = bar {
             tick(bar);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::published_rps;
+
+    #[test]
+    fn published_definition() {
+        // 3000 requests; connections finished at 1 s, 2 s and 3 s: mean 2 s -> 1500 req/s, while the window
+        // (3 s) gives 1000 req/s.
+        let (rps, mean) = published_rps(3000, &[1.0, 2.0, 3.0]);
+        assert!((mean - 2.0).abs() < 1e-12);
+        assert!((rps - 1500.0).abs() < 1e-9);
+        assert_eq!(published_rps(10, &[]), (0.0, 0.0));
     }
 }

@@ -194,7 +194,7 @@ fn continuous_load_windows_from_inside_a_runtime() {
         let generator =
             LoadGenerator::start(spec(vec![RequestTemplate::get(srv.url("/ok"))], 4, 0))
                 .expect("start");
-        let first = generator.snapshot();
+        let first = generator.warmed_up();
         // Poll (bounded) until the load has made progress.
         let deadline = Instant::now() + Duration::from_secs(10);
         while generator.outcomes() < first.attempts() + 200 {
