@@ -1,1 +1,20 @@
-//! placeholder
+//! Slowpoke coordinator (library): the virtual-speedup model, the profiling loop, agent clients
+//! and result storage. The `slowpoke` binary is a thin CLI over it; an HTTP server can drive the
+//! same [`experiment::spawn_what_if`] / [`experiment::spawn_profile`].
+//!
+//! - [`model`]: pure maths (r, p, c, Δ, δ, d_s, X_pred), docs/model.md derives it.
+//! - [`stats`]: robust statistics over repetitions.
+//! - [`agents`]: [`agents::AgentClient`] over HTTP or in-process.
+//! - [`experiment`]: the runner (windows, interleaving, precision, safety, cleanup).
+//! - [`results`]: JSON files under a results directory.
+//! - [`fake`]: a fake app + agent + load obeying the model exactly, for tests.
+
+// Doc comments are full of maths (r_s, X_pred, 1/X_slow) that are not code.
+#![allow(clippy::doc_markdown)]
+
+pub mod agents;
+pub mod experiment;
+pub mod fake;
+pub mod model;
+pub mod results;
+pub mod stats;

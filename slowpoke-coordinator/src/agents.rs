@@ -1,0 +1,513 @@
+//! Talking to node agents: one trait, [`AgentClient`], with an HTTP implementation (many nodes,
+//! `--agent http://host:7171`) and an in-process one (one node, the default). The runner only
+//! ever sees the trait, so both take the same code path.
+//!
+//! Services spanning agents: every service is registered on every agent; the agent(s) where its
+//! selector resolves to processes own it. Counters of a service are summed over its owners.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Serialize, de::DeserializeOwned};
+use slowpoke_agent::api;
+
+use crate::model::ServiceSample;
+
+/// An agent failed or could not be reached.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AgentError {
+    #[error(
+        "agent {agent} is unreachable ({detail}): is `slowpoke-agent` running there and is the URL right?"
+    )]
+    Unreachable { agent: String, detail: String },
+    #[error("agent {agent} refused {what}: {message} (HTTP {status})")]
+    Rejected {
+        agent: String,
+        what: String,
+        status: u16,
+        message: String,
+    },
+    #[error("agent {agent}: {message}")]
+    Failed { agent: String, message: String },
+}
+
+/// One node agent, as the coordinator uses it. Mirrors the agent's HTTP API (see
+/// `slowpoke_agent::api`); every call is blocking and bounded in time.
+pub trait AgentClient: Send + Sync {
+    /// How to name this agent to the user (its URL, or `in-process`).
+    fn name(&self) -> String;
+    fn health(&self) -> Result<api::Health, AgentError>;
+    fn put_service(
+        &self,
+        name: &str,
+        spec: &api::ServiceSpec,
+    ) -> Result<api::ServiceInfo, AgentError>;
+    fn delete_service(&self, name: &str) -> Result<(), AgentError>;
+    fn stats(&self) -> Result<api::Stats, AgentError>;
+    fn set_slowdown(&self, plan: &api::SlowdownPlan) -> Result<(), AgentError>;
+    fn clear_slowdown(&self) -> Result<(), AgentError>;
+}
+
+/// Shared handle to any agent.
+pub type SharedAgent = Arc<dyn AgentClient>;
+
+/// An agent reached over its HTTP API (`--agent http://host:7171`).
+pub struct HttpAgent {
+    base: String,
+    token: Option<String>,
+    http: ureq::Agent,
+}
+
+impl HttpAgent {
+    /// `base` is e.g. `http://10.0.0.2:7171`; `token` is sent as a bearer token (required by
+    /// agents for mutating calls off loopback).
+    pub fn new(base: &str, token: Option<String>) -> HttpAgent {
+        HttpAgent {
+            base: base.trim_end_matches('/').to_owned(),
+            token: token.filter(|t| !t.is_empty()),
+            http: ureq::AgentBuilder::new()
+                .timeout_connect(Duration::from_secs(3))
+                .timeout(Duration::from_secs(10))
+                .build(),
+        }
+    }
+
+    fn request(&self, method: &str, path: &str) -> ureq::Request {
+        let req = self.http.request(method, &format!("{}{path}", self.base));
+        match &self.token {
+            Some(t) => req.set("Authorization", &format!("Bearer {t}")),
+            None => req,
+        }
+    }
+
+    fn call<B: Serialize, R: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<Option<R>, AgentError> {
+        let req = self.request(method, path);
+        let what = format!("{method} {path}");
+        let res = match body {
+            Some(b) => req.send_json(serde_json::to_value(b).map_err(|e| self.failed(&e))?),
+            None => req.call(),
+        };
+        match res {
+            Ok(resp) => {
+                if resp.status() == 204 {
+                    return Ok(None);
+                }
+                let text = resp.into_string().map_err(|e| self.failed(&e))?;
+                if text.trim().is_empty() {
+                    return Ok(None);
+                }
+                serde_json::from_str(&text)
+                    .map(Some)
+                    .map_err(|e| AgentError::Failed {
+                        agent: self.base.clone(),
+                        message: format!("unexpected answer to {what}: {e}"),
+                    })
+            }
+            Err(ureq::Error::Status(status, resp)) => {
+                let text = resp.into_string().unwrap_or_default();
+                let message = serde_json::from_str::<api::ErrorBody>(&text)
+                    .map(|b| b.error)
+                    .unwrap_or(text);
+                Err(AgentError::Rejected {
+                    agent: self.base.clone(),
+                    what,
+                    status,
+                    message,
+                })
+            }
+            Err(ureq::Error::Transport(t)) => Err(AgentError::Unreachable {
+                agent: self.base.clone(),
+                detail: t.to_string(),
+            }),
+        }
+    }
+
+    fn failed(&self, e: &dyn std::fmt::Display) -> AgentError {
+        AgentError::Failed {
+            agent: self.base.clone(),
+            message: e.to_string(),
+        }
+    }
+
+    fn expect<R>(&self, r: Option<R>, what: &str) -> Result<R, AgentError> {
+        r.ok_or_else(|| AgentError::Failed {
+            agent: self.base.clone(),
+            message: format!("empty answer to {what}"),
+        })
+    }
+}
+
+impl AgentClient for HttpAgent {
+    fn name(&self) -> String {
+        self.base.clone()
+    }
+
+    fn health(&self) -> Result<api::Health, AgentError> {
+        let r = self.call::<(), _>("GET", "/v1/health", None)?;
+        self.expect(r, "GET /v1/health")
+    }
+
+    fn put_service(
+        &self,
+        name: &str,
+        spec: &api::ServiceSpec,
+    ) -> Result<api::ServiceInfo, AgentError> {
+        let path = format!("/v1/services/{name}");
+        let r = self.call("PUT", &path, Some(spec))?;
+        self.expect(r, &path)
+    }
+
+    fn delete_service(&self, name: &str) -> Result<(), AgentError> {
+        self.call::<(), serde_json::Value>("DELETE", &format!("/v1/services/{name}"), None)
+            .map(drop)
+    }
+
+    fn stats(&self) -> Result<api::Stats, AgentError> {
+        let r = self.call::<(), _>("GET", "/v1/stats", None)?;
+        self.expect(r, "GET /v1/stats")
+    }
+
+    fn set_slowdown(&self, plan: &api::SlowdownPlan) -> Result<(), AgentError> {
+        self.call::<_, serde_json::Value>("PUT", "/v1/slowdown", Some(plan))
+            .map(drop)
+    }
+
+    fn clear_slowdown(&self) -> Result<(), AgentError> {
+        self.call::<(), serde_json::Value>("DELETE", "/v1/slowdown", None)
+            .map(drop)
+    }
+}
+
+/// Reads a bearer token: the file when given, else `$SLOWPOKE_AGENT_TOKEN`.
+pub fn read_token(file: Option<&std::path::Path>) -> anyhow::Result<Option<String>> {
+    use anyhow::Context as _;
+    if let Some(f) = file {
+        let t = std::fs::read_to_string(f)
+            .with_context(|| format!("cannot read the agent token file {}", f.display()))?;
+        return Ok(Some(t.trim().to_owned()));
+    }
+    Ok(std::env::var("SLOWPOKE_AGENT_TOKEN")
+        .ok()
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty()))
+}
+
+/// Parses a CLI selector: `port:8080[,8081]`, `pid:123[,124]`, `comm:nginx`, `cgroup:/path`.
+pub fn parse_selector(s: &str) -> Result<api::ServiceSpec, String> {
+    let (kind, value) = s.split_once(':').ok_or_else(|| {
+        format!("selector `{s}` has no kind: write port:8080, pid:123, comm:nginx or cgroup:/path")
+    })?;
+    let value = value.trim();
+    if value.is_empty() {
+        return Err(format!("selector `{s}` has an empty value"));
+    }
+    let mut spec = api::ServiceSpec::default();
+    match kind.trim() {
+        "port" | "ports" => {
+            let ports: Vec<u16> = parse_list(s, value, "TCP port")?;
+            if ports.contains(&0) {
+                return Err(format!("selector `{s}`: port 0 is not a listening port"));
+            }
+            spec.ports = Some(ports);
+        }
+        "pid" | "pids" => {
+            let pids: Vec<u32> = parse_list(s, value, "process id")?;
+            if pids.contains(&0) {
+                return Err(format!("selector `{s}`: pid 0 is not a process"));
+            }
+            spec.pids = Some(pids);
+        }
+        "comm" => spec.comm = Some(value.to_owned()),
+        "cgroup" => spec.cgroup = Some(value.to_owned()),
+        other => {
+            return Err(format!(
+                "selector `{s}`: unknown kind `{other}` (use port, pid, comm or cgroup)"
+            ));
+        }
+    }
+    Ok(spec)
+}
+
+/// Parses a comma-separated list of `what`s from selector `s`'s value `v`.
+fn parse_list<T: std::str::FromStr>(s: &str, v: &str, what: &str) -> Result<Vec<T>, String> {
+    v.split(',')
+        .map(|x| {
+            x.trim()
+                .parse::<T>()
+                .map_err(|_| format!("selector `{s}`: `{x}` is not a valid {what}"))
+        })
+        .collect()
+}
+
+/// Parses `NAME=SELECTOR`.
+pub fn parse_service_arg(s: &str) -> Result<(String, api::ServiceSpec), String> {
+    let (name, sel) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}`: write NAME=SELECTOR, e.g. cart=port:8080"))?;
+    let name = name.trim();
+    if name.is_empty() || name.contains('/') {
+        return Err(format!(
+            "`{s}`: the service name must be non-empty and have no `/`"
+        ));
+    }
+    Ok((name.to_owned(), parse_selector(sel)?))
+}
+
+/// Where each service resolved after registration on every agent.
+#[derive(Debug, Clone, Default)]
+pub struct Registration {
+    /// Service → indexes (into the agent list) of the agents where it resolved to processes.
+    pub owners: BTreeMap<String, Vec<usize>>,
+    /// Service → its listening ports, over all owners.
+    pub listen_ports: BTreeMap<String, Vec<u16>>,
+}
+
+impl Registration {
+    /// The service that listens on `port`, if exactly one does.
+    pub fn owner_of_port(&self, port: u16) -> Option<&str> {
+        let mut it = self
+            .listen_ports
+            .iter()
+            .filter(|(_, ports)| ports.contains(&port))
+            .map(|(n, _)| n.as_str());
+        let first = it.next()?;
+        it.next().is_none().then_some(first)
+    }
+}
+
+/// Registers every service on every agent. A service that resolves to processes on no agent is
+/// an error naming it (after unregistering what was registered).
+pub fn register_services(
+    agents: &[SharedAgent],
+    services: &BTreeMap<String, api::ServiceSpec>,
+) -> Result<Registration, RegisterError> {
+    let mut reg = Registration::default();
+    for (name, spec) in services {
+        let mut owners = Vec::new();
+        let mut ports = Vec::new();
+        for (i, agent) in agents.iter().enumerate() {
+            let info = agent.put_service(name, spec).map_err(|e| {
+                unregister_services(agents, &services.keys().cloned().collect::<Vec<_>>());
+                RegisterError::Agent(e)
+            })?;
+            if !info.pids.is_empty() {
+                owners.push(i);
+                ports.extend(info.listen_ports.iter().copied());
+            }
+        }
+        ports.sort_unstable();
+        ports.dedup();
+        reg.owners.insert(name.clone(), owners);
+        reg.listen_ports.insert(name.clone(), ports);
+    }
+    let unresolved: Vec<String> = reg
+        .owners
+        .iter()
+        .filter(|(_, o)| o.is_empty())
+        .map(|(n, _)| n.clone())
+        .collect();
+    if !unresolved.is_empty() {
+        unregister_services(agents, &services.keys().cloned().collect::<Vec<_>>());
+        let agent_names: Vec<String> = agents.iter().map(|a| a.name()).collect();
+        return Err(RegisterError::Unresolved {
+            services: unresolved,
+            agents: agent_names.join(", "),
+        });
+    }
+    Ok(reg)
+}
+
+/// Best-effort removal of the services from every agent.
+pub fn unregister_services(agents: &[SharedAgent], names: &[String]) {
+    for agent in agents {
+        for name in names {
+            if let Err(e) = agent.delete_service(name) {
+                tracing::debug!("unregistering {name}: {e}");
+            }
+        }
+    }
+}
+
+/// Registration failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RegisterError {
+    #[error(transparent)]
+    Agent(#[from] AgentError),
+    #[error(
+        "no agent can resolve {} to processes (agents asked: {agents}): check the selector (is the process running, on that port, on a node with an agent?)",
+        services.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")
+    )]
+    Unresolved {
+        services: Vec<String>,
+        agents: String,
+    },
+}
+
+/// One snapshot of every agent's stats, in agent order.
+#[derive(Debug, Clone, Default)]
+pub struct StatsSnapshot {
+    pub agents: Vec<api::Stats>,
+}
+
+/// Takes a snapshot of every agent.
+pub fn snapshot(agents: &[SharedAgent]) -> Result<StatsSnapshot, AgentError> {
+    agents
+        .iter()
+        .map(|a| a.stats())
+        .collect::<Result<Vec<_>, _>>()
+        .map(|agents| StatsSnapshot { agents })
+}
+
+/// What happened between two snapshots, per service summed over agents.
+#[derive(Debug, Clone, Default)]
+pub struct StatsWindow {
+    /// Visits and CPU per second of the window; cores as now.
+    pub samples: BTreeMap<String, ServiceSample>,
+    /// Pause debt owed (ns) during the window, per service.
+    pub owed_ns: BTreeMap<String, u64>,
+    /// Debt the agents' safety cap dropped (ns) during the window, per service.
+    pub dropped_ns: BTreeMap<String, u64>,
+    /// Achieved pause time (ns) during the window, per service.
+    pub pause_ns: BTreeMap<String, u64>,
+    /// Services whose visits are approximate (HTTP/2, pipelining).
+    pub approximate: Vec<String>,
+    /// Agents' warnings, prefixed with the service.
+    pub warnings: Vec<String>,
+    /// Unregistered dependencies the agents saw (`from -> addr:port (comm)`).
+    pub unregistered: Vec<String>,
+}
+
+/// Differences of two snapshots. Each agent's counters are divided by its own clock's window
+/// (`timestamp_ns`), so agents sampled a few ms apart still give consistent rates.
+pub fn window(before: &StatsSnapshot, after: &StatsSnapshot) -> StatsWindow {
+    let mut w = StatsWindow::default();
+    for (b, a) in before.agents.iter().zip(&after.agents) {
+        let secs = a.timestamp_ns.saturating_sub(b.timestamp_ns) as f64 / 1e9;
+        for (name, sa) in &a.services {
+            let sb = b.services.get(name).cloned().unwrap_or_default();
+            let dv = sa.visits.saturating_sub(sb.visits) as f64;
+            let dc = sa.cpu_ns.saturating_sub(sb.cpu_ns) as f64;
+            let (visits, cpu_ns) = if secs > 0.0 {
+                (dv / secs, dc / secs)
+            } else {
+                (0.0, 0.0)
+            };
+            let cores = if sa.pids.is_empty() { 0.0 } else { sa.cores };
+            let sample = ServiceSample {
+                visits,
+                cpu_ns,
+                cores,
+            };
+            let e = w.samples.entry(name.clone()).or_default();
+            *e = e.merged(sample);
+            *w.owed_ns.entry(name.clone()).or_default() += sa.owed_ns.saturating_sub(sb.owed_ns);
+            *w.dropped_ns.entry(name.clone()).or_default() +=
+                sa.dropped_ns.saturating_sub(sb.dropped_ns);
+            *w.pause_ns.entry(name.clone()).or_default() += sa.pause_ns.saturating_sub(sb.pause_ns);
+            if sa.visits_approximate && !w.approximate.contains(name) {
+                w.approximate.push(name.clone());
+            }
+            for warn in &sa.warnings {
+                let line = format!("{name}: {warn}");
+                if !w.warnings.contains(&line) {
+                    w.warnings.push(line);
+                }
+            }
+        }
+        for d in &a.unregistered_dependencies {
+            let line = match &d.comm {
+                Some(c) => format!("{} -> {}:{} ({c})", d.from, d.addr, d.port),
+                None => format!("{} -> {}:{}", d.from, d.addr, d.port),
+            };
+            if !w.unregistered.contains(&line) {
+                w.unregistered.push(line);
+            }
+        }
+    }
+    w
+}
+
+/// Removes the slowdown plan from every agent; returns the failures (never stops early).
+pub fn clear_everywhere(agents: &[SharedAgent]) -> Vec<AgentError> {
+    agents
+        .iter()
+        .filter_map(|a| a.clear_slowdown().err())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selectors() {
+        assert_eq!(parse_selector("port:8080").unwrap().ports, Some(vec![8080]));
+        assert_eq!(parse_selector("pid:1,2").unwrap().pids, Some(vec![1, 2]));
+        assert_eq!(
+            parse_selector("comm:nginx").unwrap().comm.as_deref(),
+            Some("nginx")
+        );
+        assert_eq!(
+            parse_selector("cgroup:/sys/fs/cgroup/x")
+                .unwrap()
+                .cgroup
+                .as_deref(),
+            Some("/sys/fs/cgroup/x")
+        );
+        assert!(
+            parse_selector("port:http")
+                .unwrap_err()
+                .contains("not a valid TCP port")
+        );
+        assert!(parse_selector("port:0").is_err());
+        assert!(parse_selector("nginx").unwrap_err().contains("no kind"));
+        assert!(
+            parse_selector("foo:bar")
+                .unwrap_err()
+                .contains("unknown kind")
+        );
+        let (n, s) = parse_service_arg("cart=port:8080").unwrap();
+        assert_eq!((n.as_str(), s.ports), ("cart", Some(vec![8080])));
+        assert!(parse_service_arg("cart").is_err());
+    }
+
+    #[test]
+    fn window_sums_replicas_and_uses_each_agents_clock() {
+        let stats = |ts: u64, visits: u64, cpu: u64, pids: Vec<u32>| api::Stats {
+            timestamp_ns: ts,
+            services: [(
+                "cart".to_owned(),
+                api::ServiceStats {
+                    visits,
+                    cpu_ns: cpu,
+                    cores: 2.0,
+                    pids,
+                    ..Default::default()
+                },
+            )]
+            .into(),
+            unregistered_dependencies: vec![],
+        };
+        let before = StatsSnapshot {
+            agents: vec![stats(0, 0, 0, vec![1]), stats(10, 0, 0, vec![])],
+        };
+        let after = StatsSnapshot {
+            agents: vec![
+                stats(2_000_000_000, 2000, 400_000_000, vec![1]),
+                stats(1_000_000_010, 500, 0, vec![]),
+            ],
+        };
+        let w = window(&before, &after);
+        let s = w.samples["cart"];
+        // 1000/s on agent 0 plus 500/s on agent 1; cores only where the service has processes.
+        assert!((s.visits - 1500.0).abs() < 1e-9);
+        assert!((s.cpu_ns - 200_000_000.0).abs() < 1e-6);
+        assert!((s.cores - 2.0).abs() < 1e-12);
+    }
+}
