@@ -113,10 +113,11 @@ fn timeouts_are_counted_and_connections_replaced() {
             RequestTemplate::get(srv.url("/ok")),
             RequestTemplate::get(srv.url("/hang")),
         ],
-        4,
+        8,
         0,
     );
-    s.timeout = Duration::from_millis(200);
+    // Long enough that a 200 on a loaded machine never times out, short enough for a quick test.
+    s.timeout = Duration::from_millis(400);
     let r = run(&s, RunLength::Requests(40), false).expect("run");
     assert!(r.timeouts > 0);
     assert_eq!(r.completed_ok + r.timeouts, 40);
@@ -218,4 +219,23 @@ fn continuous_load_windows_from_inside_a_runtime() {
             last.completed_ok
         );
     });
+}
+
+#[test]
+fn counted_run_on_a_multi_thread_generator() {
+    let srv = TestServer::start();
+    let options = slowpoke_load::GeneratorOptions {
+        worker_threads: 2,
+        ..slowpoke_load::GeneratorOptions::default()
+    };
+    let r = slowpoke_load::run_with(
+        &spec(vec![RequestTemplate::get(srv.url("/ok"))], 8, 50),
+        RunLength::Requests(300),
+        false,
+        &options,
+    )
+    .expect("run");
+    assert_eq!(r.completed_ok, 300);
+    assert_eq!(r.generator_threads, 2);
+    assert_eq!(srv.count("/ok"), 300 + r.warmup_requests + r.probe_requests);
 }
