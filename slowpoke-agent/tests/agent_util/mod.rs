@@ -1,0 +1,323 @@
+//! Shared helpers of the agent tests: real servers, agents (library and binary), HTTP calls,
+//! polling with deadlines (never sleeps as synchronisation).
+#![allow(dead_code)]
+
+use std::{
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use slowpoke_agent::{Agent, AgentConfig};
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("binding a free port")
+        .port()
+}
+
+/// Polls `f` every millisecond until it returns `Some`, panicking with `what` after `timeout`.
+pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// One-letter process state from /proc/PID/stat.
+pub fn proc_state(pid: u32) -> Option<char> {
+    slowpoke_agent::procfs::stat(pid).map(|s| s.state)
+}
+
+pub fn is_stopped(pid: u32) -> bool {
+    matches!(proc_state(pid), Some('T' | 't'))
+}
+
+/// A private temporary directory, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("slowpoke-agent-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("creating a temp dir");
+        TempDir(dir)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A child process killed on drop (continued first, should a test have left it stopped).
+pub struct Proc {
+    pub child: Child,
+    pub port: u16,
+    pub dir: Option<TempDir>,
+}
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        // SAFETY: signals to our own child.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGCONT);
+            if self.dir.is_some() {
+                // nginx: the master takes its workers down with it on SIGTERM... unless stopped.
+                libc::kill(self.child.id() as i32, libc::SIGTERM);
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn wait_listening(port: u16) {
+    wait_for(
+        Duration::from_secs(10),
+        &format!("a listener on port {port}"),
+        || TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ()),
+    );
+}
+
+/// A long sleeper (a process to stop and resume).
+pub fn sleeper() -> Proc {
+    let child = Command::new("sleep")
+        .arg("1000")
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("spawning sleep");
+    Proc {
+        child,
+        port: 0,
+        dir: None,
+    }
+}
+
+/// `python3 -m http.server` on a free port (threaded).
+pub fn python_http_server() -> Proc {
+    let port = free_port();
+    let child = Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawning python3 -m http.server");
+    wait_listening(port);
+    Proc {
+        child,
+        port,
+        dir: None,
+    }
+}
+
+/// A single-threaded HTTP/1.0 server (one request at a time, a fresh connection each).
+pub fn single_threaded_server() -> Proc {
+    let port = free_port();
+    let script = format!(
+        "import http.server\n\
+         class H(http.server.BaseHTTPRequestHandler):\n\
+         \x20   def do_GET(self):\n\
+         \x20       self.send_response(200); self.send_header('Content-Length', '2'); self.end_headers(); self.wfile.write(b'ok')\n\
+         \x20   def log_message(self, *a): pass\n\
+         http.server.HTTPServer(('127.0.0.1', {port}), H).serve_forever()\n"
+    );
+    let child = Command::new("python3")
+        .args(["-c", &script])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawning a python server");
+    wait_listening(port);
+    Proc {
+        child,
+        port,
+        dir: None,
+    }
+}
+
+/// Debian's nginx, pre-forked with `workers` worker processes, private config in a temp dir.
+pub fn nginx(workers: u32) -> Proc {
+    let dir = TempDir::new("nginx");
+    let port = free_port();
+    let d = dir.path().display();
+    let conf = format!(
+        "daemon off; master_process on; worker_processes {workers}; pid {d}/nginx.pid;\n\
+         error_log {d}/error.log;\n\
+         events {{ worker_connections 64; }}\n\
+         http {{ access_log off; client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;\n\
+         fastcgi_temp_path {d}/fcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n\
+         server {{ listen 127.0.0.1:{port}; root {d}; }} }}\n"
+    );
+    std::fs::write(dir.path().join("nginx.conf"), conf).expect("writing nginx.conf");
+    std::fs::write(dir.path().join("index.html"), "hello\n").expect("writing index.html");
+    let child = Command::new("/usr/sbin/nginx")
+        .args(["-p", &dir.path().display().to_string(), "-c"])
+        .arg(dir.path().join("nginx.conf"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawning /usr/sbin/nginx");
+    wait_listening(port);
+    let master = child.id();
+    wait_for(Duration::from_secs(10), "nginx workers", || {
+        (children(master).len() == workers as usize).then_some(())
+    });
+    Proc {
+        child,
+        port,
+        dir: Some(dir),
+    }
+}
+
+/// Direct children of a process.
+pub fn children(pid: u32) -> Vec<u32> {
+    let mut out: Vec<u32> = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_ascii_whitespace()
+        .filter_map(|s| s.parse().ok())
+        .collect();
+    out.sort_unstable();
+    out
+}
+
+/// A library agent for one test: own state dir, test hooks on (runs with or without kernel).
+pub async fn start_agent(state: &TempDir) -> Agent {
+    Agent::start(test_config(state))
+        .await
+        .unwrap_or_else(|e| panic!("starting the agent: {e}"))
+}
+
+pub fn test_config(state: &TempDir) -> AgentConfig {
+    AgentConfig {
+        state_dir: state.path().to_path_buf(),
+        resolve_interval: Duration::from_millis(50),
+        test_hooks: true,
+        ..AgentConfig::default()
+    }
+}
+
+/// Serves an agent's router on a free loopback port; returns its base URL.
+pub async fn serve(agent: &Agent, auth: slowpoke_agent::Auth) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr: SocketAddr = listener.local_addr().expect("addr");
+    let app = agent.router(auth);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    format!("http://{addr}")
+}
+
+/// An HTTP call: (status, body). Never panics on 4xx/5xx.
+pub fn call(method: &str, url: &str, body: Option<&str>, token: Option<&str>) -> (u16, String) {
+    let mut req = ureq::request(method, url).timeout(Duration::from_secs(30));
+    if let Some(t) = token {
+        req = req.set("Authorization", &format!("Bearer {t}"));
+    }
+    let res = match body {
+        Some(b) => req.set("Content-Type", "application/json").send_string(b),
+        None => req.call(),
+    };
+    match res {
+        Ok(r) => {
+            let s = r.status();
+            (s, r.into_string().unwrap_or_default())
+        }
+        Err(ureq::Error::Status(s, r)) => (s, r.into_string().unwrap_or_default()),
+        Err(e) => (0, e.to_string()),
+    }
+}
+
+pub fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// The `slowpoke-agent` binary as a child process.
+pub struct AgentProc {
+    pub child: Child,
+    pub url: String,
+}
+
+impl AgentProc {
+    /// Starts the binary with test hooks on a free port and waits for /v1/health.
+    pub fn start(state: &TempDir, extra: &[&str]) -> AgentProc {
+        let port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_slowpoke-agent"))
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--state-dir"])
+            .arg(state.path())
+            .args(["--test-hooks", "--log-level", "warn"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawning slowpoke-agent");
+        let url = format!("http://127.0.0.1:{port}");
+        let mut a = AgentProc { child, url };
+        wait_for(Duration::from_secs(30), "the agent's /v1/health", || {
+            if let Ok(Some(st)) = a.child.try_wait() {
+                panic!("the agent exited early: {st}");
+            }
+            (call("GET", &format!("{}/v1/health", a.url), None, None).0 == 200).then_some(())
+        });
+        a
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn guardian_pid(&self) -> u32 {
+        let (_, body) = call("GET", &format!("{}/v1/health", self.url), None, None);
+        let h = json(&body);
+        let g = h["features"]["guardian"]
+            .as_str()
+            .expect("guardian feature")
+            .to_string();
+        g.trim_start_matches("on (pid ")
+            .trim_end_matches(')')
+            .parse()
+            .unwrap_or_else(|_| panic!("guardian pid in {g:?}"))
+    }
+}
+
+impl Drop for AgentProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
