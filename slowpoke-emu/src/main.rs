@@ -80,7 +80,7 @@ enum Cmd {
         /// The JSON line `run` printed (or its --info-file).
         #[arg(long, conflicts_with = "control", required_unless_present = "control")]
         app: Option<PathBuf>,
-        /// Control URL of one service (http://127.0.0.1:PORT); the service part of SETTING is then not checked.
+        /// Control URL of one service (http://127.0.0.1:PORT); SETTING's service must be that service.
         #[arg(long)]
         control: Option<String>,
         #[arg(required = true, value_name = "SETTING")]
@@ -148,6 +148,14 @@ fn real_main(cli: Cli) -> Result<()> {
                 mode,
             })
             .map_err(anyhow::Error::msg)?;
+            if let Some(exp) = &topo.expected {
+                eprintln!(
+                    "{}: expected bottleneck {} ({:.0} µs of demand per request)",
+                    topo.name,
+                    exp.bottleneck,
+                    exp.demand_us.get(&exp.bottleneck).copied().unwrap_or(0.0)
+                );
+            }
             match output {
                 Some(p) => topology::save(&topo, &p)?,
                 None => println!("{}", serde_json::to_string_pretty(&topo)?),
@@ -180,6 +188,13 @@ fn real_main(cli: Cli) -> Result<()> {
                     );
                 };
                 if let Some(c) = &control {
+                    let who = stats_at(c)?.service;
+                    if who != s.service {
+                        bail!(
+                            "{s}: {c} is the control port of service {who}, not {}",
+                            s.service
+                        );
+                    }
                     slowpoke_emu::set_live_at(c, ep, &s.key, s.value)?;
                 } else if let Some(a) = &app {
                     let info = read_app_info(a)?;

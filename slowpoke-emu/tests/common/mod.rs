@@ -8,8 +8,13 @@ use std::time::{Duration, Instant};
 
 use slowpoke_emu::{RunningApp, Set, StartOptions, Topology};
 
+/// The binary under test: `$SLOWPOKE_EMU_BIN` if set (e.g. a release build for the throughput test), else the
+/// one cargo built for these tests.
 pub fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_slowpoke-emu"))
+    std::env::var_os(slowpoke_emu::client::BIN_ENV).map_or_else(
+        || PathBuf::from(env!("CARGO_BIN_EXE_slowpoke-emu")),
+        PathBuf::from,
+    )
 }
 
 pub fn topologies_dir() -> PathBuf {
@@ -112,6 +117,36 @@ pub fn drive(url: &str, n: usize, conns: usize) {
             });
         }
     });
+}
+
+/// Closed-loop throughput (requests/s) of `url` with `conns` keep-alive connections over `dur`.
+pub fn throughput(url: &str, conns: usize, dur: Duration) -> f64 {
+    let path = format!(
+        "/{}",
+        url.trim_start_matches("http://")
+            .split_once('/')
+            .map_or("", |x| x.1)
+    );
+    let start = Instant::now();
+    let deadline = start + dur;
+    let done: usize = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..conns)
+            .map(|_| {
+                let path = path.clone();
+                s.spawn(move || {
+                    let mut cl = Client::connect(url);
+                    let mut n = 0;
+                    while Instant::now() < deadline {
+                        assert_eq!(cl.get(&path), 200);
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("client")).sum()
+    });
+    done as f64 / start.elapsed().as_secs_f64()
 }
 
 /// CPU time (user + system) of a process from /proc/<pid>/stat, in ns (clock-tick resolution).
