@@ -7,6 +7,8 @@
 //! - [`agents`]: [`agents::AgentClient`] over HTTP or in-process.
 //! - [`experiment`]: the runner (windows, interleaving, precision, safety, cleanup).
 //! - [`results`]: JSON files under a results directory.
+//! - [`real`]: the real agent (in-process), load generator and emulated app.
+//! - [`plot`]: the causal-profile SVG.
 //! - [`fake`]: a fake app + agent + load obeying the model exactly, for tests.
 
 // Doc comments are full of maths (r_s, X_pred, 1/X_slow) that are not code.
@@ -16,5 +18,7 @@ pub mod agents;
 pub mod experiment;
 pub mod fake;
 pub mod model;
+pub mod plot;
+pub mod real;
 pub mod results;
 pub mod stats;

@@ -11,9 +11,10 @@ use crate::experiment::{ProfileResult, WhatIfResult};
 /// Anything stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+#[allow(clippy::large_enum_variant)] // one per experiment: boxing buys nothing
 pub enum StoredResult {
-    WhatIf(Box<WhatIfResult>),
-    Profile(Box<ProfileResult>),
+    WhatIf(WhatIfResult),
+    Profile(ProfileResult),
 }
 
 impl StoredResult {
