@@ -50,7 +50,7 @@ pub struct KernelCounters {
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub calls_out: u64,
-    /// Sum of delay_per_visit over visits made while a delay was set (pause mode).
+    /// Sum of `delay_per_visit` over visits made while a delay was set (pause mode).
     pub owed_ns: u64,
     /// Busy delay spent in the kernel (spin mode).
     pub spin_ns: u64,
@@ -71,7 +71,7 @@ pub struct PauseRequest {
     pub service: ServiceId,
     /// The process the kernel already stopped itself (`bpf_send_signal(SIGSTOP)`), if any.
     pub stopped_tgid: Option<u32>,
-    /// CLOCK_MONOTONIC (bpf_ktime_get_ns) at the trigger.
+    /// `CLOCK_MONOTONIC` (`bpf_ktime_get_ns`) at the trigger.
     pub at_ns: u64,
     /// The service's total debt (`owed_ns`) at the trigger.
     pub owed_ns: u64,
@@ -119,7 +119,7 @@ struct Offsets {
     skc_dport: u32,
     skc_family: u32,
     sk_protocol: u32,
-    /// x86_64 `pt_regs`: `si` (first buffer argument of read/recvfrom) and `orig_ax` (syscall
+    /// `x86_64` `pt_regs`: `si` (first buffer argument of read/recvfrom) and `orig_ax` (syscall
     /// number); `None` elsewhere (the HTTP/2 check is off).
     regs: Option<(u32, u32)>,
 }
@@ -495,7 +495,7 @@ impl Kernel {
     }
 
     /// Distinct threads of the service that did socket work on its server sockets since
-    /// `since_ns` (CLOCK_MONOTONIC).
+    /// `since_ns` (`CLOCK_MONOTONIC`).
     pub fn serving_threads(&self, id: ServiceId, since_ns: u64) -> usize {
         self.threads
             .iter()

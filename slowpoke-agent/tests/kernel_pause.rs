@@ -36,7 +36,10 @@ fn kernel_pause_debt_and_triggers_are_exact() {
     let server = nginx_server();
     let mut kernel = load_kernel();
     let mut rx = kernel.take_pause_requests().unwrap();
-    assert!(kernel.take_pause_requests().is_err(), "the stream is taken once");
+    assert!(
+        kernel.take_pause_requests().is_err(),
+        "the stream is taken once"
+    );
     let (delay, quantum) = (300_000u64, 1_000_000u64);
     kernel.set_quantum(quantum).unwrap();
     kernel.set_members(SERVER, &[server.pid()]).unwrap();
@@ -60,7 +63,10 @@ fn kernel_pause_debt_and_triggers_are_exact() {
             paid = owed;
             kernel.rearm(SERVER, paid).unwrap();
         } else {
-            assert!(rx.try_recv().is_err(), "unexpected pause request after visit {visit}");
+            assert!(
+                rx.try_recv().is_err(),
+                "unexpected pause request after visit {visit}"
+            );
         }
     }
     assert_eq!(triggers, 3); // at visits 4, 8 and 12
@@ -107,7 +113,10 @@ fn kernel_pause_in_kernel_stop_stops_the_visiting_process() {
     let request = next_request(&rt, &mut rx, Duration::from_secs(5)).expect("a pause request");
     assert_eq!(request.stopped_tgid, Some(server.pid()));
     let state = proc_state(server.pid());
-    assert_eq!(state, 'T', "the server must be stopped when the request arrives");
+    assert_eq!(
+        state, 'T',
+        "the server must be stopped when the request arrives"
+    );
 
     // Stopped at the receive: no response while stopped.
     client
@@ -115,7 +124,7 @@ fn kernel_pause_in_kernel_stop_stops_the_visiting_process() {
         .set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
     let mut byte = [0u8; 1];
-    let pending = (&mut &*client.stream()).read(&mut byte);
+    let pending = client.stream().read(&mut byte);
     assert!(pending.is_err(), "a stopped server answered: {pending:?}");
     assert_eq!(proc_state(server.pid()), 'T');
     let c = kernel.counters(SERVER).unwrap();
@@ -158,7 +167,12 @@ fn kernel_spin_delays_each_visit() {
     let elapsed = start.elapsed();
     let c = kernel.counters(SERVER).unwrap();
     assert_eq!(c.visits, 2 * n);
-    assert!(c.spin_ns >= n * delay, "spin_ns {} < {}", c.spin_ns, n * delay);
+    assert!(
+        c.spin_ns >= n * delay,
+        "spin_ns {} < {}",
+        c.spin_ns,
+        n * delay
+    );
     assert!(
         c.spin_ns < n * (delay + 100_000),
         "spin_ns {} overshoots {} by more than 100 µs per visit",
@@ -173,7 +187,9 @@ fn kernel_spin_delays_each_visit() {
     assert_eq!(c.owed_ns, 0, "spin mode owes no pause");
 
     // A delay above the cap spins at most MAX_SPIN_NS per visit.
-    kernel.set_delay(SERVER, 50_000_000, Mode::Spin, false).unwrap();
+    kernel
+        .set_delay(SERVER, 50_000_000, Mode::Spin, false)
+        .unwrap();
     assert_eq!(client.get("/hello.txt"), 200);
     let spun = kernel.counters(SERVER).unwrap().spin_ns - c.spin_ns;
     assert!(

@@ -111,7 +111,7 @@ pub struct SockState {
     pub service: u32,
     /// [`DIR_NONE`], [`DIR_RECV`] or [`DIR_SEND`].
     pub last: u8,
-    pub _pad: [u8; 7],
+    pub pad: [u8; 7],
 }
 
 /// Key of the outgoing-endpoints map: one remote endpoint called by one process.
@@ -132,7 +132,7 @@ pub struct EndpointKey {
 pub struct EndpointValue {
     pub calls: u64,
     pub service: u32,
-    pub _pad: u32,
+    pub pad: u32,
 }
 
 /// Last socket work of one thread on a server socket (LRU hash keyed by tid).
@@ -142,7 +142,7 @@ pub struct ThreadActivity {
     /// `bpf_ktime_get_ns` (`CLOCK_MONOTONIC`).
     pub last_ns: u64,
     pub service: u32,
-    pub _pad: u32,
+    pub pad: u32,
 }
 
 /// Ring-buffer record: a service's debt reached the quantum.

@@ -201,7 +201,7 @@ fn swap_direction(sk: u64, portpair: u32, service: u32, recv: bool) -> Result<u8
         portpair,
         service,
         last: now,
-        _pad: [0; 7],
+        pad: [0; 7],
     };
     SOCKS.insert(&sk, &fresh, 0).map_err(|_| 0u32)?;
     Ok(DIR_NONE)
@@ -218,7 +218,7 @@ fn note_thread(tid: u32, service: u32) {
     let activity = ThreadActivity {
         last_ns,
         service,
-        _pad: 0,
+        pad: 0,
     };
     let _ = THREADS.insert(&tid, &activity, 0);
 }
@@ -252,7 +252,7 @@ fn note_endpoint(
     let value = EndpointValue {
         calls: 1,
         service,
-        _pad: 0,
+        pad: 0,
     };
     ENDPOINTS.insert(&key, &value, 0).map_err(|_| 0u32)
 }

@@ -34,7 +34,7 @@ struct Type {
     kind: u32,
     kind_flag: bool,
     vlen: u32,
-    size_or_type: u32,
+    size_or_ref: u32,
     /// Offset of the kind-specific data (members) in the type section.
     extra: usize,
 }
@@ -80,7 +80,7 @@ impl Btf {
             kind: 0,
             kind_flag: false,
             vlen: 0,
-            size_or_type: 0,
+            size_or_ref: 0,
             extra: 0,
         }];
         let mut at = 0;
@@ -91,7 +91,7 @@ impl Btf {
                 kind: (info >> 24) & 0x1f,
                 kind_flag: info >> 31 == 1,
                 vlen: info & 0xffff,
-                size_or_type: u32_at(&type_section, at + 8)?,
+                size_or_ref: u32_at(&type_section, at + 8)?,
                 extra: at + 12,
             };
             let vlen = ty.vlen as usize;
@@ -124,7 +124,7 @@ impl Btf {
             let ty = self.types.get(id as usize)?;
             match ty.kind {
                 KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG => {
-                    id = ty.size_or_type;
+                    id = ty.size_or_ref;
                 }
                 _ => return Some(ty),
             }
@@ -141,7 +141,7 @@ impl Btf {
                 Some(self.size_of(elem)? * count)
             }
             2 => Some(8), // pointer
-            _ => Some(ty.size_or_type),
+            _ => Some(ty.size_or_ref),
         }
     }
 
@@ -186,7 +186,7 @@ impl Btf {
             if self.name(name_off) != member {
                 continue;
             }
-            if bitfield != 0 || offset_bits % 8 != 0 {
+            if bitfield != 0 || !offset_bits.is_multiple_of(8) {
                 return Some(Err(format!("{member} is a bitfield in this kernel")));
             }
             return Some(
