@@ -133,3 +133,67 @@ fn kernel_http2_preface_flags_visits_approximate() {
     let c = kernel.counters(SERVER).unwrap();
     assert!(c.visits_approximate, "{c:?}");
 }
+
+/// A cgroup v2 directory holding one process; the process goes back to the root on drop.
+struct Cgroup {
+    root: std::path::PathBuf,
+    dir: std::path::PathBuf,
+}
+
+impl Cgroup {
+    fn with_process(pid: u32) -> Cgroup {
+        let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+        let root = mounts
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .find(|f| f.get(2) == Some(&"cgroup2"))
+            .map(|f| std::path::PathBuf::from(f[1]))
+            .expect("a cgroup2 mount");
+        let dir = root.join(format!("slowpoke-kernel-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("creating a cgroup");
+        std::fs::write(dir.join("cgroup.procs"), pid.to_string()).expect("moving the server");
+        Cgroup { root, dir }
+    }
+
+    /// The cgroup v2 id (`bpf_get_current_cgroup_id`): the directory's inode number.
+    fn id(&self) -> u64 {
+        std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&self.dir).unwrap())
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        if let Ok(procs) = std::fs::read_to_string(self.dir.join("cgroup.procs")) {
+            for pid in procs.lines() {
+                let _ = std::fs::write(self.root.join("cgroup.procs"), pid);
+            }
+        }
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+#[test]
+fn kernel_visits_by_cgroup_membership() {
+    let _serial = serial();
+    let server = nginx_server();
+    let cgroup = Cgroup::with_process(server.pid());
+    let mut kernel = load_kernel();
+    kernel.set_cgroup_members(SERVER, &[cgroup.id()]).unwrap();
+    kernel.set_listen_ports(SERVER, &[server.port]).unwrap();
+
+    let n = 10;
+    let mut client = KeepAlive::connect(server.port);
+    for _ in 0..n {
+        assert_eq!(client.get("/hello.txt"), 200);
+    }
+    let c = kernel.counters(SERVER).unwrap();
+    assert_eq!(c.visits, n, "{c:?}");
+    assert_eq!((c.bytes_in, c.bytes_out), (client.sent, client.received));
+
+    kernel.set_cgroup_members(SERVER, &[]).unwrap();
+    assert_eq!(client.get("/hello.txt"), 200);
+    assert_eq!(kernel.counters(SERVER).unwrap().visits, n);
+    drop(client);
+    drop(server);
+    drop(cgroup);
+}
