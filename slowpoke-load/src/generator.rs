@@ -35,8 +35,9 @@ pub(crate) const MEASURE: usize = 1;
 /// How the generator runs (beyond the [`LoadSpec`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GeneratorOptions {
-    /// Worker threads of the generator's runtime (plus one mostly idle driver thread). One is enough for tens
-    /// of thousands of requests/s on loopback; raise it when windows come back `generator_bound`.
+    /// Threads running the connections: 1 = a current-thread runtime on the generator's driver thread; more =
+    /// a multi-thread runtime with that many workers (the driver thread then idles). One is enough for tens of
+    /// thousands of requests/s on loopback; raise it when windows come back `generator_bound`.
     pub worker_threads: usize,
     /// Seed of the weighted choice among request templates (connection `i` uses a stream derived from it), so a
     /// run's request sequence per connection is reproducible.
@@ -482,8 +483,14 @@ async fn connection_loop(idx: usize, shared: &Shared, plan: &Plan, timeout: Dura
         .take(plan.addrs.len())
         .collect();
     let mut consecutive_failures: u32 = 0;
+    // Counts this connection as finished however the task ends (a panic included), so `run` never waits forever.
+    let mut finish = FinishGuard {
+        shared,
+        done: false,
+    };
     loop {
         let Some(epoch) = shared.claim() else {
+            finish.done = true;
             shared.mark_finished();
             // Idle until the generator stops (which aborts this task).
             std::future::pending::<()>().await;
@@ -515,6 +522,19 @@ async fn connection_loop(idx: usize, shared: &Shared, plan: &Plan, timeout: Dura
             }
         } else {
             consecutive_failures = 0;
+        }
+    }
+}
+
+struct FinishGuard<'a> {
+    shared: &'a Shared,
+    done: bool,
+}
+
+impl Drop for FinishGuard<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.shared.mark_finished();
         }
     }
 }
