@@ -122,6 +122,7 @@ fn run_cli(cli: &Cli) -> anyhow::Result<ExitCode> {
         seed: cli.seed,
     };
     spec.check()?;
+    length.check()?;
     let progress = !cli.no_progress && !cli.json && std::io::stderr().is_terminal();
     if !cli.json {
         println!("{}", header_line(&spec, length, cli.threads));

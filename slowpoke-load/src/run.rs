@@ -19,6 +19,21 @@ pub enum RunLength {
     Requests(u64),
 }
 
+impl RunLength {
+    /// A zero duration or request count is an error.
+    pub fn check(&self) -> Result<(), LoadError> {
+        match self {
+            RunLength::Requests(0) => Err(LoadError::Invalid(
+                "the request count must be at least 1".into(),
+            )),
+            RunLength::Duration(d) if d.is_zero() => Err(LoadError::Invalid(
+                "the duration must be greater than zero".into(),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// In JSON: `{"duration_secs": 10.0}` or `{"requests": 100000}`.
 impl Serialize for RunLength {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -77,19 +92,7 @@ pub fn run_with(
     progress: bool,
     options: &GeneratorOptions,
 ) -> Result<Report, LoadError> {
-    match length {
-        RunLength::Requests(0) => {
-            return Err(LoadError::Invalid(
-                "the request count must be at least 1".into(),
-            ));
-        }
-        RunLength::Duration(d) if d.is_zero() => {
-            return Err(LoadError::Invalid(
-                "the duration must be greater than zero".into(),
-            ));
-        }
-        _ => {}
-    }
+    length.check()?;
     let limit = match length {
         RunLength::Requests(n) => Some(n),
         RunLength::Duration(_) => None,
