@@ -3,6 +3,10 @@
 //! Each thread the generator owns registers its CPU-time clock (`pthread_getcpuclockid`) when it starts; any
 //! thread can then read all of them with `clock_gettime` (ns resolution, no /proc parsing). A thread that exits
 //! adds its final CPU time to a retired total under the same lock, so the sum never goes backwards.
+//!
+//! The same registry sums the time the threads spent runnable but waiting for a CPU (second field of
+//! `/proc/self/task/TID/schedstat`): on a machine shared with the system under test, a generator that waits a lot
+//! for a CPU delays its requests, which CPU time alone does not show.
 
 use std::sync::Mutex;
 use std::thread::{self, ThreadId};
@@ -14,8 +18,29 @@ pub(crate) struct ThreadCpu {
 
 #[derive(Debug, Default)]
 struct Inner {
-    live: Vec<(ThreadId, libc::clockid_t)>,
+    live: Vec<Registered>,
     retired_ns: u64,
+    retired_wait_ns: u64,
+}
+
+#[derive(Debug)]
+struct Registered {
+    id: ThreadId,
+    clock: libc::clockid_t,
+    tid: libc::pid_t,
+}
+
+/// CPU time and run-queue wait of the generator's threads, ns.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Totals {
+    pub cpu_ns: u64,
+    pub wait_ns: u64,
+}
+
+/// Run-queue wait of a thread (schedstat's second field), ns; `None` where schedstats are unavailable.
+fn read_wait(path: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn read_clock(clock: libc::clockid_t) -> Option<u64> {
@@ -35,11 +60,17 @@ impl ThreadCpu {
         // SAFETY: pthread_self() is the calling, live thread; `clock` is writable.
         let rc = unsafe { libc::pthread_getcpuclockid(libc::pthread_self(), &raw mut clock) };
         if rc == 0 {
+            // SAFETY: gettid has no preconditions.
+            let tid = unsafe { libc::gettid() };
             self.inner
                 .lock()
                 .expect("cpu registry lock")
                 .live
-                .push((thread::current().id(), clock));
+                .push(Registered {
+                    id: thread::current().id(),
+                    clock,
+                    tid,
+                });
         }
     }
 
@@ -47,23 +78,27 @@ impl ThreadCpu {
     pub fn retire_current(&self) {
         let id = thread::current().id();
         let mut inner = self.inner.lock().expect("cpu registry lock");
-        if let Some(pos) = inner.live.iter().position(|(t, _)| *t == id) {
-            let (_, clock) = inner.live.swap_remove(pos);
-            inner.retired_ns += read_clock(clock)
+        if let Some(pos) = inner.live.iter().position(|r| r.id == id) {
+            let r = inner.live.swap_remove(pos);
+            inner.retired_ns += read_clock(r.clock)
                 .or_else(|| read_clock(libc::CLOCK_THREAD_CPUTIME_ID))
                 .unwrap_or(0);
+            inner.retired_wait_ns += read_wait("/proc/thread-self/schedstat").unwrap_or(0);
         }
     }
 
-    /// CPU time of all registered threads, live and retired, in ns.
-    pub fn total_ns(&self) -> u64 {
+    /// CPU time and run-queue wait of all registered threads, live and retired.
+    pub fn totals(&self) -> Totals {
         let inner = self.inner.lock().expect("cpu registry lock");
-        inner.retired_ns
-            + inner
-                .live
-                .iter()
-                .filter_map(|(_, c)| read_clock(*c))
-                .sum::<u64>()
+        let mut t = Totals {
+            cpu_ns: inner.retired_ns,
+            wait_ns: inner.retired_wait_ns,
+        };
+        for r in &inner.live {
+            t.cpu_ns += read_clock(r.clock).unwrap_or(0);
+            t.wait_ns += read_wait(&format!("/proc/self/task/{}/schedstat", r.tid)).unwrap_or(0);
+        }
+        t
     }
 }
 
@@ -88,7 +123,7 @@ mod tests {
         })
         .join()
         .unwrap();
-        let ns = cpu.total_ns();
+        let ns = cpu.totals().cpu_ns;
         // Busy for 30 ms of wall time; on a shared machine it may have run less, but surely > 1 ms.
         assert!(ns > 1_000_000, "{ns}");
         assert!(ns < 10_000_000_000, "{ns}");

@@ -22,7 +22,7 @@ use rand::distributions::{Distribution, WeightedIndex};
 use rand_chacha::ChaCha8Rng;
 use tokio::net::TcpStream;
 
-use crate::cpu::ThreadCpu;
+use crate::cpu::{ThreadCpu, Totals};
 use crate::spec::{Plan, Target, validate};
 use crate::stats::{Snapshot, new_histogram};
 use crate::{LoadError, LoadSpec};
@@ -62,7 +62,7 @@ pub struct LoadGenerator {
     thread: Option<JoinHandle<()>>,
     probe_requests: u64,
     /// When the connections were started (after the probe) and the generator's CPU time then.
-    started: (Instant, u64),
+    started: (Instant, Totals),
     warmup: Duration,
 }
 
@@ -70,7 +70,7 @@ pub struct LoadGenerator {
 struct Started {
     probe_requests: u64,
     at: Instant,
-    cpu_ns: u64,
+    totals: Totals,
 }
 
 #[derive(Debug)]
@@ -177,7 +177,9 @@ impl Shared {
 
     fn snapshot(&self, epochs: &[usize]) -> Snapshot {
         let at = Instant::now();
-        let mut snap = Snapshot::empty(at, self.cpu.total_ns(), self.threads);
+        let totals = self.cpu.totals();
+        let mut snap = Snapshot::empty(at, totals.cpu_ns, self.threads);
+        snap.sched_wait_ns = totals.wait_ns;
         for shard in &self.shards {
             let shard = shard.lock().expect("stats lock");
             for &e in epochs {
@@ -263,7 +265,7 @@ impl LoadGenerator {
                 stop_tx: Some(stop_tx),
                 thread: Some(thread),
                 probe_requests: started.probe_requests,
-                started: (started.at, started.cpu_ns),
+                started: (started.at, started.totals),
                 warmup: spec_warmup,
             }),
             Err(e) => {
@@ -301,8 +303,12 @@ impl LoadGenerator {
     }
 
     /// When the connections were started (after the probe), with the generator's CPU time (ns) then.
-    pub(crate) fn started(&self) -> (Instant, u64) {
+    pub(crate) fn started(&self) -> (Instant, Totals) {
         self.started
+    }
+
+    pub(crate) fn cpu_totals(&self) -> Totals {
+        self.shared.cpu.totals()
     }
 
     /// Connections of this load.
@@ -422,7 +428,7 @@ fn drive(
         let started = Started {
             probe_requests: probes,
             at: Instant::now(),
-            cpu_ns: shared.cpu.total_ns(),
+            totals: shared.cpu.totals(),
         };
         let handles: Vec<_> = (0..connections)
             .map(|i| {

@@ -225,17 +225,27 @@ fn summary(r: &Report) -> String {
     );
     let _ = writeln!(
         s,
-        "  Generator:  {:.2} cores busy ({:.1}% of {} CPUs), {:.1} µs CPU per request",
+        "  Generator:  {:.2} cores busy ({:.1}% of {} CPUs), {:.1} µs CPU per request, waited for a CPU {:.1}% of \
+         the time",
         r.generator_cores,
         pct(r.cpu_share),
         r.online_cpus,
-        r.cpu_ns_per_request / 1e3
+        r.cpu_ns_per_request / 1e3,
+        pct(r.generator_wait_share)
     );
     let _ = writeln!(
         s,
         "  Also sent:  {} warm-up and {} probe request(s)",
         r.warmup_requests, r.probe_requests
     );
+    if r.generator_wait_share > 0.2 * r.generator_threads as f64 {
+        let _ = writeln!(
+            s,
+            "  NOTE: the generator's threads waited for a CPU {:.0}% of the time: the machine is oversubscribed, so \
+             requests were delayed by the generator too",
+            pct(r.generator_wait_share / r.generator_threads as f64)
+        );
+    }
     if r.generator_bound {
         let _ = writeln!(
             s,

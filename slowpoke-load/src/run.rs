@@ -98,11 +98,11 @@ pub fn run_with(
         RunLength::Duration(_) => None,
     };
     let bar = progress.then(|| new_bar(length));
-    let (generator, start, cpu_at_start) = if spec.warmup.is_zero() {
+    let (generator, start, base) = if spec.warmup.is_zero() {
         // No warm-up: the connections start measuring right away.
         let generator = LoadGenerator::start_in(spec.clone(), options, MEASURE, limit)?;
-        let (start, cpu) = generator.started();
-        (generator, start, cpu)
+        let (start, totals) = generator.started();
+        (generator, start, totals)
     } else {
         // Warm-up: same connections, requests counted in their own epoch.
         let generator = LoadGenerator::start_in(spec.clone(), options, WARMUP, None)?;
@@ -110,11 +110,12 @@ pub fn run_with(
             bar.set_message("warm-up");
         }
         wait_until(Instant::now() + spec.warmup, bar.as_ref(), |_| {});
-        let cpu = generator.snapshot().cpu_ns;
+        let totals = generator.cpu_totals();
         let start = generator.begin_measurement(limit);
-        (generator, start, cpu)
+        (generator, start, totals)
     };
-    let start_snap = Snapshot::empty(start, cpu_at_start, options.worker_threads.max(1));
+    let mut start_snap = Snapshot::empty(start, base.cpu_ns, options.worker_threads.max(1));
+    start_snap.sched_wait_ns = base.wait_ns;
     if let Some(bar) = &bar {
         bar.set_message("measuring");
         bar.set_position(0);
@@ -165,6 +166,7 @@ pub fn run_with(
     // CPU of the measurement: up to the final read (the generator's threads are retired by now, so this
     // includes the short shutdown; negligible against a measurement).
     end_snap.cpu_ns = final_snap.cpu_ns;
+    end_snap.sched_wait_ns = final_snap.sched_wait_ns;
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }

@@ -33,6 +33,9 @@ pub struct Snapshot {
     pub latency_us: Histogram<u64>,
     /// CPU time used by the generator's own threads (workers and driver), in ns.
     pub cpu_ns: u64,
+    /// Time the generator's threads were runnable but waited for a CPU, in ns (0 where the kernel keeps no
+    /// schedstats).
+    pub sched_wait_ns: u64,
     /// Worker threads of the generator's runtime.
     pub threads: usize,
     /// Online CPUs of the machine.
@@ -49,6 +52,7 @@ impl Snapshot {
             conn_errors: 0,
             latency_us: new_histogram(),
             cpu_ns,
+            sched_wait_ns: 0,
             threads,
             online_cpus: online_cpus(),
         }
@@ -67,7 +71,7 @@ impl Snapshot {
             // Not from the same generator (or not earlier): fall back to the later cumulative histogram.
             latency = self.latency_us.clone();
         }
-        Window::compute(
+        let mut w = Window::compute(
             secs,
             Counts {
                 completed_ok: self.completed_ok.saturating_sub(earlier.completed_ok),
@@ -79,7 +83,9 @@ impl Snapshot {
             self.cpu_ns.saturating_sub(earlier.cpu_ns),
             self.threads,
             self.online_cpus,
-        )
+        );
+        w.set_sched_wait(self.sched_wait_ns.saturating_sub(earlier.sched_wait_ns));
+        w
     }
 }
 
@@ -122,6 +128,11 @@ pub struct Window {
     /// Worker threads of the generator.
     pub generator_threads: usize,
     pub online_cpus: usize,
+    /// Run-queue wait of the generator's threads in the window, ns.
+    pub sched_wait_ns: u64,
+    /// `sched_wait_ns / secs`: thread-seconds per second the generator was runnable but waited for a CPU
+    /// (informational: a busy shared machine delays the generator's requests without raising its CPU time).
+    pub generator_wait_share: f64,
     /// `generator_cores >= GENERATOR_BOUND_BUSY × generator_threads`: the generator's own threads were
     /// (nearly) saturated, so the window may measure the generator rather than the system.
     pub generator_bound: bool,
@@ -189,8 +200,20 @@ impl Window {
             online_cpus,
             generator_bound: threads > 0
                 && generator_cores >= GENERATOR_BOUND_BUSY * threads as f64,
+            sched_wait_ns: 0,
+            generator_wait_share: 0.0,
             latency_us,
         }
+    }
+
+    /// Adds the generator's run-queue wait over the window.
+    pub fn set_sched_wait(&mut self, wait_ns: u64) {
+        self.sched_wait_ns = wait_ns;
+        self.generator_wait_share = if self.secs > 0.0 {
+            wait_ns as f64 / 1e9 / self.secs
+        } else {
+            0.0
+        };
     }
 }
 
@@ -267,6 +290,12 @@ mod tests {
         assert!((w.cpu_ns_per_request - 1.5e9 / 1010.0).abs() < 1e-6);
         // 0.75 cores < 0.8 × 1 thread.
         assert!(!w.generator_bound);
+        assert_eq!(w.sched_wait_ns, 0);
+        let mut later = later;
+        later.sched_wait_ns = 500_000_000;
+        let w = later.window_since(&earlier);
+        // 0.5 s of run-queue wait over 2 s.
+        assert!((w.generator_wait_share - 0.25).abs() < 1e-12);
     }
 
     #[test]
