@@ -1,0 +1,37 @@
+//! The test kit's real servers answer as the other tests expect.
+
+use slowpoke_tests::{KeepAlive, Nginx, NginxMemcached, get_once, haproxy, is_stopped};
+
+#[test]
+fn nginx_memcached_app_serves_the_cached_item_over_keep_alive() {
+    let app = NginxMemcached::start(1);
+    let mut client = KeepAlive::connect(app.nginx.port);
+    for _ in 0..10 {
+        assert_eq!(client.get("/item"), 200);
+    }
+    assert!(
+        client.received > 10 * 1024,
+        "the 1 KiB item came back each time"
+    );
+}
+
+#[test]
+fn haproxy_forwards_to_nginx() {
+    let nginx = Nginx::default().start();
+    let proxy = haproxy(nginx.port);
+    let (status, _, received) = get_once(proxy.port, "/hello.txt");
+    assert_eq!(status, 200);
+    assert!(received > slowpoke_tests::BODY.len() as u64);
+}
+
+#[test]
+fn prefork_nginx_has_its_workers_and_none_is_stopped() {
+    let nginx = Nginx {
+        workers: 2,
+        ..Nginx::default()
+    }
+    .start();
+    let pids = nginx.pids();
+    assert_eq!(pids.len(), 3, "master + 2 workers: {pids:?}");
+    assert!(pids.iter().all(|&p| !is_stopped(p)));
+}
