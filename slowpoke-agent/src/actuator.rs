@@ -108,16 +108,38 @@ pub struct PauseOutcome {
     pub pids: Vec<u32>,
 }
 
+/// Sleeps until `deadline_ns`, waking every [`CANCEL_CHECK`] to look at `cancel` (the last
+/// wake is at the absolute deadline, so precision is unaffected). Returns early when cancelled.
+fn sleep_cancellable(deadline_ns: u64, cancel: Option<&AtomicBool>) {
+    let Some(cancel) = cancel else {
+        sleep_until(deadline_ns);
+        return;
+    };
+    let step = CANCEL_CHECK.as_nanos() as u64;
+    loop {
+        let now = monotonic_ns();
+        if now >= deadline_ns || cancel.load(Ordering::SeqCst) {
+            return;
+        }
+        sleep_until(deadline_ns.min(now + step));
+    }
+}
+
+/// How often a long pause checks whether it was cancelled (agent shutdown).
+pub const CANCEL_CHECK: Duration = Duration::from_millis(5);
+
 /// Stops `pids`, sleeps until `start + duration_ns`, resumes them. `kernel_stop`: a process the
 /// kernel already stopped itself and when. Processes that were already stopped by someone else
 /// (state `T`) are left alone: they are neither stopped nor resumed. `state` lists the pids
-/// (under `owner`) before any stop and forgets them after the resume.
+/// (under `owner`) before any stop and forgets them after the resume. Setting `cancel` ends the
+/// pause early (the processes are resumed at once).
 pub fn pause_processes(
     pids: &[u32],
     duration_ns: u64,
     kernel_stop: Option<(u32, u64)>,
     state: &StateFile,
     owner: &str,
+    cancel: Option<&AtomicBool>,
 ) -> PauseOutcome {
     let mut targets: Vec<u32> = pids
         .iter()
@@ -159,7 +181,7 @@ pub fn pause_processes(
             stop_pid(p);
         }
     }
-    sleep_until(start_ns + duration_ns);
+    sleep_cancellable(start_ns + duration_ns, cancel);
     for &p in &targets {
         resume_pid(p);
     }
@@ -297,6 +319,8 @@ struct Shared {
     cfg: Mutex<ActuatorConfig>,
     /// A delay is set: poll the debt for idleness.
     active: AtomicBool,
+    /// Ends the pause in progress (cleared when the next one starts).
+    cancel: AtomicBool,
 }
 
 /// The pause actuator of one service: a handle on its dedicated thread.
@@ -319,6 +343,7 @@ impl Actuator {
             stats: Mutex::new(ActuatorStats::default()),
             cfg: Mutex::new(cfg),
             active: AtomicBool::new(false),
+            cancel: AtomicBool::new(false),
         });
         let (tx, rx) = mpsc::channel();
         let worker = Worker {
@@ -385,6 +410,11 @@ impl Actuator {
         }
     }
 
+    /// Ends the pause in progress now (its processes are resumed; the achieved part counts).
+    pub fn cancel_pause(&self) {
+        self.shared.cancel.store(true, Ordering::SeqCst);
+    }
+
     pub fn stats(&self) -> ActuatorStats {
         lock(&self.shared.stats).clone()
     }
@@ -447,9 +477,26 @@ impl Worker {
     }
 
     fn pause(&mut self, ns: u64, kernel_stop: Option<(u32, u64)>) -> PauseOutcome {
+        let received_ns = monotonic_ns();
         let pids = lock(&self.shared.pids).clone();
-        let out = pause_processes(&pids, ns, kernel_stop, &self.state, &self.owner());
+        self.shared.cancel.store(false, Ordering::SeqCst);
+        let out = pause_processes(
+            &pids,
+            ns,
+            kernel_stop,
+            &self.state,
+            &self.owner(),
+            Some(&self.shared.cancel),
+        );
         self.budget.record(out.start_ns, out.end_ns);
+        tracing::trace!(
+            service = %self.shared.name,
+            start_ns = out.start_ns,
+            end_ns = out.end_ns,
+            requested_ns = ns,
+            received_ns = received_ns,
+            "pause"
+        );
         let mut s = lock(&self.shared.stats);
         s.pause_ns += out.achieved_ns;
         s.pauses += 1;
@@ -515,8 +562,16 @@ impl Worker {
         if pay > 0 {
             let out = self.pause(pay, kernel_stop);
             lock(&self.shared.stats).paid_ns += out.achieved_ns;
-        } else if let Some((tgid, _)) = kernel_stop {
+        } else if let Some((tgid, at)) = kernel_stop {
+            // Nothing may be paid: release the process the kernel stopped; the time it was
+            // stopped is still a pause (and counts against the cap).
             resume_pid(tgid);
+            let end = monotonic_ns();
+            let achieved = end.saturating_sub(at);
+            self.budget.record(at.min(end), end);
+            let mut s = lock(&self.shared.stats);
+            s.pause_ns += achieved;
+            s.paid_ns += achieved;
         }
         let settled = self.settled();
         self.debt.rearm(settled);

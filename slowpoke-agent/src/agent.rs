@@ -537,10 +537,19 @@ impl Agent {
     }
 
     fn shutdown_blocking(&self) {
+        self.inner.stopping.store(true, Ordering::SeqCst);
+        for a in self
+            .inner
+            .by_id
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+        {
+            a.cancel_pause();
+        }
         if let Err(e) = self.clear_slowdown() {
             tracing::warn!("removing the plan at shutdown: {e}");
         }
-        self.inner.stopping.store(true, Ordering::SeqCst);
         for t in lock(&self.inner.threads).drain(..) {
             let _ = t.join();
         }

@@ -1,6 +1,6 @@
 //! `slowpoke-agent`: the node agent daemon (a thin wrapper over the library).
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{future::IntoFuture as _, net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
@@ -93,12 +93,31 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let agent = Agent::start(cfg).await?;
     tracing::info!(listen = %args.listen, "HTTP API ready");
     let app = agent.router(auth);
-    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal());
-    let result = served.await.context("HTTP server");
+    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut server = tokio::spawn(
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = http_stopped.await;
+            })
+            .into_future(),
+    );
+    let early = tokio::select! {
+        () = shutdown_signal() => None,
+        r = &mut server => Some(r),
+    };
+    // Resume everything first (in-flight requests may be waiting on a pause), then drain HTTP.
     tokio::time::timeout(Duration::from_secs(10), agent.shutdown())
         .await
         .context("shutdown took longer than 10 s")?;
-    result
+    if let Some(r) = early {
+        return r.context("HTTP server task")?.context("HTTP server");
+    }
+    let _ = stop_http.send(());
+    // Connections still open after 5 s are dropped with the process.
+    if let Ok(r) = tokio::time::timeout(Duration::from_secs(5), server).await {
+        r.context("HTTP server task")?.context("HTTP server")?;
+    }
+    Ok(())
 }
 
 async fn shutdown_signal() {

@@ -1,0 +1,208 @@
+//! The HTTP API: bad input gets a 4xx with a useful message and leaves the plan untouched; the
+//! token rule; the binary's start-up refusals.
+
+mod agent_util;
+
+use agent_util::{TempDir, call, json, python_http_server, serve, start_agent};
+use slowpoke_agent::Auth;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_a_4xx_and_leaves_the_plan_untouched() {
+    let server = python_http_server();
+    let state = TempDir::new("api-bad");
+    let agent = start_agent(&state).await;
+    let url = serve(&agent, Auth::none()).await;
+    let port = server.port;
+    let checks = tokio::task::spawn_blocking(move || {
+        let put = |name: &str, body: &str| {
+            call(
+                "PUT",
+                &format!("{url}/v1/services/{name}"),
+                Some(body),
+                None,
+            )
+        };
+        let (c, b) = put("web", &format!("{{\"ports\":[{port}]}}"));
+        assert_eq!(c, 200, "{b}");
+        assert_eq!(json(&b)["listen_ports"], serde_json::json!([port]));
+        let plan_before = call("GET", &format!("{url}/v1/slowdown"), None, None).1;
+        let cases: Vec<(&str, String, String, u16, &str)> = vec![
+            ("PUT", "/v1/services/x".into(), "{not json".into(), 400, "invalid JSON"),
+            ("PUT", "/v1/services/x".into(), "{}".into(), 400, "no selectors"),
+            ("PUT", "/v1/services/x".into(), "{\"pids\":[]}".into(), 400, "at least one"),
+            ("PUT", "/v1/services/x".into(), "{\"pids\":[1234],\"comm\":\"a\"}".into(), 400, "more than one"),
+            ("PUT", "/v1/services/x".into(), "{\"comm\":\"no-such-proc-zz\"}".into(), 400, "matches no process"),
+            ("PUT", "/v1/services/x".into(), "{\"ports\":[1]}".into(), 400, "matches no process"),
+            ("PUT", "/v1/services/x".into(), "{\"cgroup\":\"/sys/fs/cgroup/nope-zz\"}".into(), 400, "not readable"),
+            ("PUT", "/v1/services/x".into(), "{\"port\":[80]}".into(), 400, "unknown field"),
+            ("PUT", "/v1/services/bad%20name".into(), "{\"comm\":\"a\"}".into(), 400, "invalid service name"),
+            ("GET", "/v1/services/nope".into(), String::new(), 404, "no service named"),
+            ("DELETE", "/v1/services/nope".into(), String::new(), 404, "no service named"),
+            ("PUT", "/v1/slowdown".into(), "{\"mode\":\"pause\",\"services\":{\"nope\":{\"delay_per_visit_ns\":1000}}}".into(), 400, "unknown service"),
+            ("PUT", "/v1/slowdown".into(), "{\"mode\":\"pause\",\"services\":{\"web\":{\"delay_per_visit_ns\":100000001}}}".into(), 400, "above the limit"),
+            ("PUT", "/v1/slowdown".into(), "{\"mode\":\"warp\",\"services\":{\"web\":{\"delay_per_visit_ns\":1000}}}".into(), 400, "unknown variant"),
+            ("PUT", "/v1/slowdown".into(), "{\"mode\":\"pause\",\"quantum_ns\":5,\"services\":{}}".into(), 400, "quantum_ns"),
+            // One good entry and one bad: nothing of the plan is applied.
+            ("PUT", "/v1/slowdown".into(), "{\"services\":{\"web\":{\"delay_per_visit_ns\":1000},\"nope\":{\"delay_per_visit_ns\":1000}}}".into(), 400, "unknown service"),
+            ("PUT", "/v1/slowdown".into(), "[]".into(), 400, "invalid JSON"),
+            ("GET", "/v1/nothing".into(), String::new(), 404, "no such endpoint"),
+        ];
+        for (method, path, body, want, msg) in cases {
+            let (c, b) = call(
+                method,
+                &format!("{url}{path}"),
+                (!body.is_empty()).then_some(body.as_str()),
+                None,
+            );
+            assert_eq!(c, want, "{method} {path} {body}: {b}");
+            let e = json(&b);
+            let text = e["error"]
+                .as_str()
+                .unwrap_or_else(|| panic!("error field in {b}"));
+            assert!(
+                text.contains(msg),
+                "{method} {path} {body}: {text:?} should mention {msg:?}"
+            );
+            assert_eq!(
+                call("GET", &format!("{url}/v1/slowdown"), None, None).1,
+                plan_before,
+                "plan untouched"
+            );
+        }
+        // The service is still there and the rest of the API answers.
+        let list = json(&call("GET", &format!("{url}/v1/services"), None, None).1);
+        assert!(
+            list["services"]["web"]["pids"]
+                .as_array()
+                .is_some_and(|p| !p.is_empty()),
+            "{list}"
+        );
+        let stats = json(&call("GET", &format!("{url}/v1/stats"), None, None).1);
+        assert!(
+            stats["services"]["web"]["cores"]
+                .as_f64()
+                .is_some_and(|c| c >= 1.0),
+            "{stats}"
+        );
+        assert!(stats["timestamp_ns"].as_u64().is_some());
+        let (c, m) = call("GET", &format!("{url}/metrics"), None, None);
+        assert_eq!(c, 200);
+        assert!(m.contains("slowpoke_visits_total{service=\"web\"}"), "{m}");
+        let (c, _) = call("DELETE", &format!("{url}/v1/slowdown"), None, None);
+        assert_eq!(c, 204);
+        let (c, _) = call("DELETE", &format!("{url}/v1/services/web"), None, None);
+        assert_eq!(c, 204);
+        assert_eq!(
+            call("GET", &format!("{url}/v1/services/web"), None, None).0,
+            404
+        );
+    });
+    checks.await.expect("checks");
+    agent.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutating_calls_need_the_token_when_one_is_required() {
+    let server = python_http_server();
+    let state = TempDir::new("api-token");
+    let agent = start_agent(&state).await;
+    let auth = Auth::for_listen(
+        "0.0.0.0:7171".parse().expect("addr"),
+        Some("s3cret\n".into()),
+    )
+    .expect("auth");
+    let url = serve(&agent, auth).await;
+    let port = server.port;
+    tokio::task::spawn_blocking(move || {
+        let body = format!("{{\"ports\":[{port}]}}");
+        assert_eq!(
+            call("GET", &format!("{url}/v1/health"), None, None).0,
+            200,
+            "reads are open"
+        );
+        let (c, b) = call("PUT", &format!("{url}/v1/services/web"), Some(&body), None);
+        assert_eq!(c, 401, "{b}");
+        assert!(
+            json(&b)["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("Bearer"))
+        );
+        assert_eq!(
+            call(
+                "PUT",
+                &format!("{url}/v1/services/web"),
+                Some(&body),
+                Some("wrong")
+            )
+            .0,
+            401
+        );
+        assert_eq!(
+            call(
+                "PUT",
+                &format!("{url}/v1/services/web"),
+                Some(&body),
+                Some("s3cret")
+            )
+            .0,
+            200
+        );
+        assert_eq!(
+            call("DELETE", &format!("{url}/v1/slowdown"), None, None).0,
+            401
+        );
+    })
+    .await
+    .expect("checks");
+    agent.shutdown().await;
+}
+
+#[test]
+fn binary_refuses_off_loopback_without_token_and_a_port_in_use() {
+    let state = TempDir::new("api-refuse");
+    let bin = env!("CARGO_BIN_EXE_slowpoke-agent");
+    let out = std::process::Command::new(bin)
+        .args(["--listen", "0.0.0.0:0", "--state-dir"])
+        .arg(state.path())
+        .env_remove("SLOWPOKE_AGENT_TOKEN")
+        .output()
+        .expect("running the agent");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("without a token") && err.contains("--token-file"),
+        "{err}"
+    );
+
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr");
+    let out = std::process::Command::new(bin)
+        .args(["--listen", &addr.to_string(), "--test-hooks", "--state-dir"])
+        .arg(state.path())
+        .output()
+        .expect("running the agent");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot listen on"), "{err}");
+
+    let out = std::process::Command::new(bin)
+        .arg("--help")
+        .output()
+        .expect("--help");
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--listen",
+        "--token-file",
+        "--state-dir",
+        "--quantum-us",
+        "--max-delay-ms",
+        "--max-stopped-share",
+        "--log-level",
+    ] {
+        assert!(help.contains(flag), "--help explains {flag}: {help}");
+    }
+    assert!(
+        !help.contains("--test-hooks"),
+        "the test-only flag is hidden"
+    );
+}

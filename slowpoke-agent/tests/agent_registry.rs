@@ -1,0 +1,193 @@
+//! Selectors resolve to the right processes, re-resolution follows worker changes, cores and CPU
+//! time are measured.
+
+mod agent_util;
+
+use std::{path::PathBuf, time::Duration};
+
+use agent_util::{TempDir, children, nginx, python_http_server, sleeper, start_agent, wait_for};
+use slowpoke_agent::api::ServiceSpec;
+
+fn spec(f: impl FnOnce(&mut ServiceSpec)) -> ServiceSpec {
+    let mut s = ServiceSpec::default();
+    f(&mut s);
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pids_ports_and_comm_selectors() {
+    let py = python_http_server();
+    let state = TempDir::new("reg-sel");
+    let agent = start_agent(&state).await;
+    let by_pid = agent
+        .put_service("py", spec(|s| s.pids = Some(vec![py.pid()])))
+        .expect("pids");
+    assert_eq!(by_pid.pids, vec![py.pid()]);
+    assert_eq!(
+        by_pid.listen_ports,
+        vec![py.port],
+        "listening ports discovered from /proc"
+    );
+    let by_port = agent
+        .put_service("py2", spec(|s| s.ports = Some(vec![py.port])))
+        .expect("ports");
+    assert_eq!(by_port.pids, vec![py.pid()]);
+
+    let web = nginx(2);
+    let mut all = vec![web.pid()];
+    all.extend(children(web.pid()));
+    all.sort_unstable();
+    let by_port = agent
+        .put_service("web", spec(|s| s.ports = Some(vec![web.port])))
+        .expect("ports");
+    assert_eq!(
+        by_port.pids, all,
+        "master and both workers hold the listening socket"
+    );
+    let by_comm = agent
+        .put_service("nginx", spec(|s| s.comm = Some("nginx".into())))
+        .expect("comm");
+    for p in &all {
+        assert!(
+            by_comm.pids.contains(p),
+            "comm selector finds {p}: {:?}",
+            by_comm.pids
+        );
+    }
+    assert!(by_comm.listen_ports.contains(&web.port));
+
+    // New workers join and old ones leave after re-resolution (nginx replaces its workers on HUP).
+    let old = children(web.pid());
+    // SAFETY: a signal to our own child.
+    unsafe { libc::kill(web.pid() as i32, libc::SIGHUP) };
+    let new = wait_for(Duration::from_secs(10), "new nginx workers", || {
+        let c = children(web.pid());
+        (c.len() == 2 && c.iter().all(|p| !old.contains(p))).then_some(c)
+    });
+    let mut want = vec![web.pid()];
+    want.extend(&new);
+    want.sort_unstable();
+    wait_for(
+        Duration::from_secs(5),
+        "the registry to follow the new workers",
+        || (agent.services().services["web"].pids == want).then_some(()),
+    );
+    let stats = agent.stats();
+    let w = &stats.services["web"];
+    assert_eq!(w.pids, want);
+    assert!(w.cores >= 1.0 && w.cores <= 2.0, "cores {}", w.cores);
+    agent.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cpu_time_is_monotonic_and_cores_override() {
+    let state = TempDir::new("reg-cpu");
+    let agent = start_agent(&state).await;
+    let busy = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import time\nwhile time.process_time()<0.3: pass\ntime.sleep(1000)",
+        ])
+        .spawn()
+        .expect("spawning a busy process");
+    let mut busy = agent_util::Proc {
+        child: busy,
+        port: 0,
+        dir: None,
+    };
+    let info = agent
+        .put_service(
+            "busy",
+            spec(|s| {
+                s.pids = Some(vec![busy.pid()]);
+                s.cores = Some(3.5);
+            }),
+        )
+        .expect("register");
+    assert_eq!(info.pids, vec![busy.pid()]);
+    let used = wait_for(Duration::from_secs(5), "0.25 s of CPU time", || {
+        let c = agent.stats().services["busy"].cpu_ns;
+        (c >= 250_000_000).then_some(c)
+    });
+    assert!(
+        (agent.stats().services["busy"].cores - 3.5).abs() < 1e-9,
+        "override wins"
+    );
+    let _ = busy.child.kill();
+    let _ = busy.child.wait();
+    wait_for(Duration::from_secs(5), "the dead process to leave", || {
+        agent.stats().services["busy"].pids.is_empty().then_some(())
+    });
+    assert!(
+        agent.stats().services["busy"].cpu_ns >= used,
+        "cpu_ns stays monotonic after exit"
+    );
+    agent.shutdown().await;
+}
+
+/// A fresh cgroup directory under `root` (removed on drop after its processes are gone).
+struct Cgroup(PathBuf);
+
+impl Cgroup {
+    fn new(root: &str, tag: &str) -> Option<Cgroup> {
+        let p = PathBuf::from(root).join(format!("slowpoke-test-{tag}-{}", std::process::id()));
+        std::fs::create_dir(&p).ok()?;
+        Some(Cgroup(p))
+    }
+    fn add(&self, pid: u32) {
+        std::fs::write(self.0.join("cgroup.procs"), pid.to_string())
+            .expect("moving a process into the cgroup");
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        for _ in 0..200 {
+            if std::fs::remove_dir(&self.0).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cgroup_selector_v2_and_v1_quota() {
+    let state = TempDir::new("reg-cg");
+    let agent = start_agent(&state).await;
+    let v2_root = slowpoke_agent::procfs::cgroup2_root().expect("a cgroup2 hierarchy");
+    let cg = Cgroup::new(v2_root.to_str().expect("utf-8"), "v2").expect("creating a v2 cgroup");
+    let a = sleeper();
+    let b = sleeper();
+    cg.add(a.pid());
+    let info = agent
+        .put_service("cg", spec(|s| s.cgroup = Some(cg.0.display().to_string())))
+        .expect("cgroup selector");
+    assert_eq!(info.pids, vec![a.pid()]);
+    cg.add(b.pid());
+    let mut want = vec![a.pid(), b.pid()];
+    want.sort_unstable();
+    wait_for(Duration::from_secs(5), "a process moved in to join", || {
+        (agent.services().services["cg"].pids == want).then_some(())
+    });
+    // cgroup v1 CPU quota (hybrid hosts): 0.5 CPU.
+    if std::path::Path::new("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").exists() {
+        let v1 = Cgroup::new("/sys/fs/cgroup/cpu", "v1").expect("creating a v1 cpu cgroup");
+        std::fs::write(v1.0.join("cpu.cfs_period_us"), "100000").expect("period");
+        std::fs::write(v1.0.join("cpu.cfs_quota_us"), "50000").expect("quota");
+        let c = sleeper();
+        v1.add(c.pid());
+        agent
+            .put_service("v1", spec(|s| s.cgroup = Some(v1.0.display().to_string())))
+            .expect("v1 cgroup selector");
+        let cores = wait_for(Duration::from_secs(5), "cores from the v1 quota", || {
+            let c = agent.stats().services["v1"].cores;
+            ((c - 0.5).abs() < 1e-9).then_some(c)
+        });
+        assert!((cores - 0.5).abs() < 1e-9);
+        agent.delete_service("v1").expect("delete");
+        drop(c);
+    }
+    agent.shutdown().await;
+    drop((a, b));
+}
