@@ -526,10 +526,18 @@ impl Worker {
     /// Pays what is owed: on a kernel request when it reaches the quantum, on `flush` whatever
     /// is left. The cap drops what does not fit.
     fn settle(&mut self, req: Option<PauseRequest>, flush: bool) {
-        let owed = self.debt.owed_ns();
+        // A kernel request carries the debt at its trigger: no map read (and no lock) before the
+        // pause; debt accrued since then triggers again after the re-arm.
+        let owed = match req {
+            Some(r) if r.owed_ns > 0 => r.owed_ns,
+            _ => self.debt.owed_ns(),
+        };
         let cfg = *lock(&self.shared.cfg);
         self.budget.set_share(cfg.max_stopped_share);
-        lock(&self.shared.stats).owed_ns = owed;
+        {
+            let mut s = lock(&self.shared.stats);
+            s.owed_ns = s.owed_ns.max(owed);
+        }
         let kernel_stop = req.and_then(|r| r.stopped_tgid.map(|t| (t, r.at_ns)));
         let debt = owed.saturating_sub(self.settled());
         let pay_now = if flush {

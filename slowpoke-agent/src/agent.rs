@@ -24,7 +24,7 @@ use crate::{
     api::{self, Mode, ServiceInfo, ServiceList, ServiceSpec, SlowdownPlan},
     error::AgentError,
     guardian::{AgentLock, Guardian},
-    kernel::{Kernel, MAX_SERVICES, PauseRequest, ServiceId},
+    kernel::{Kernel, KernelCounters, MAX_SERVICES, PauseRequest, ServiceId},
     registry::{self, CpuAccount, Resolved, Selector},
     state::{self, StateFile},
 };
@@ -400,13 +400,23 @@ impl Agent {
         let mut st = lock(&self.inner.state);
         let share = st.max_stopped_share;
         let window = self.inner.cfg.stop_window;
-        let kernel = lock(&self.inner.kernel);
+        // Hold the kernel lock only for the map reads (pause threads re-arm through it).
+        let (counters, unregistered_dependencies) = {
+            let kernel = lock(&self.inner.kernel);
+            let counters: HashMap<ServiceId, KernelCounters> = st
+                .services
+                .values()
+                .filter_map(|s| Some((s.id, kernel.as_ref()?.counters(s.id).ok()?)))
+                .collect();
+            let deps = kernel
+                .as_ref()
+                .map(|k| unregistered_dependencies(k, &st.services))
+                .unwrap_or_default();
+            (counters, deps)
+        };
         let mut services = BTreeMap::new();
         for (name, svc) in &mut st.services {
-            let kc = kernel
-                .as_ref()
-                .and_then(|k| k.counters(svc.id).ok())
-                .unwrap_or_default();
+            let kc = counters.get(&svc.id).copied().unwrap_or_default();
             let a = svc.actuator.stats();
             let mut warnings = Vec::new();
             if a.dropped_ns > 0 {
@@ -449,10 +459,6 @@ impl Agent {
                 },
             );
         }
-        let unregistered_dependencies = kernel
-            .as_ref()
-            .map(|k| unregistered_dependencies(k, &st.services))
-            .unwrap_or_default();
         api::Stats {
             timestamp_ns: actuator::monotonic_ns(),
             services,
