@@ -665,6 +665,8 @@ struct Session<'a> {
     warnings: Vec<String>,
     truth_applied: bool,
     finished: bool,
+    /// Unregistered dependencies seen in any window.
+    unregistered: std::collections::BTreeSet<String>,
     _guard: PlanGuard,
 }
 
@@ -716,6 +718,7 @@ impl<'a> Session<'a> {
             warnings: Vec::new(),
             truth_applied: false,
             finished: false,
+            unregistered: std::collections::BTreeSet::new(),
             _guard: guard,
         };
         let r = session.find_entry(entry_service);
@@ -809,10 +812,12 @@ impl<'a> Session<'a> {
         let after = agents::snapshot(self.agents)?;
         let aw = agents::window(&before, &after);
         let entry_visits = aw.samples.get(&self.entry).map_or(0.0, |s| s.visits);
-        let owed: u64 = aw.owed_ns.values().sum();
-        let owed_per_request_us = (owed > 0 && entry_visits > 0.0).then(|| {
+        // Each paused service should owe δ per end-to-end request: record their mean.
+        let owing: Vec<u64> = aw.owed_ns.values().copied().filter(|&o| o > 0).collect();
+        let owed_per_request_us = (!owing.is_empty() && entry_visits > 0.0).then(|| {
             let secs = window_secs(&before, &after);
-            owed as f64 / (entry_visits * secs) / 1e3
+            let mean = owing.iter().sum::<u64>() as f64 / owing.len() as f64;
+            mean / (entry_visits * secs) / 1e3
         });
         self.windows.push(WindowRecord {
             phase: phase.to_owned(),
@@ -826,16 +831,12 @@ impl<'a> Session<'a> {
             p.windows_done += 1;
             p.last_rps = Some(lw.rps);
         });
-        for w in aw.warnings.iter().chain(&aw.unregistered) {
-            let line = if aw.unregistered.contains(w) {
-                format!("unregistered dependency (not paused, biases the prediction): {w}")
-            } else {
-                w.clone()
-            };
-            if !self.warnings.contains(&line) {
-                self.warnings.push(line);
+        for w in &aw.warnings {
+            if !self.warnings.contains(w) {
+                self.warnings.push(w.clone());
             }
         }
+        self.unregistered.extend(aw.unregistered.iter().cloned());
         for s in &aw.approximate {
             let line = format!(
                 "visits of `{s}` are approximate (HTTP/2 or pipelining): r and d for it are estimates"
@@ -944,6 +945,30 @@ impl<'a> Session<'a> {
                     .unwrap_or_default(),
             })
             .collect()
+    }
+
+    /// The warnings so far, with the unregistered dependencies summarized in one line.
+    fn take_warnings(&mut self) -> Vec<String> {
+        let mut w = std::mem::take(&mut self.warnings);
+        if !self.unregistered.is_empty() {
+            let n = self.unregistered.len();
+            let shown: Vec<&str> = self
+                .unregistered
+                .iter()
+                .take(5)
+                .map(String::as_str)
+                .collect();
+            let more = if n > 5 {
+                format!(" (+{} more)", n - 5)
+            } else {
+                String::new()
+            };
+            w.push(format!(
+                "{n} unregistered dependencies (calls to endpoints of no registered service: not paused, they bias the prediction; register them with --service): {}{more}",
+                shown.join(", ")
+            ));
+        }
+        w
     }
 
     /// Removes every delay, restores the truth change, stops the load, unregisters. Idempotent.
@@ -1222,7 +1247,7 @@ fn what_if_inner(
         stop_reason,
         precision_pct: spec.repeat.precision_pct,
         achieved_precision_pct: pred.half_width_pct(),
-        warnings: std::mem::take(&mut s.warnings),
+        warnings: s.take_warnings(),
         windows: std::mem::take(&mut s.windows),
         duration_s: started.elapsed().as_secs_f64(),
     })
@@ -1397,7 +1422,7 @@ fn profile_inner(
         services,
         curves,
         repetitions: spec.repetitions,
-        warnings: std::mem::take(&mut s.warnings),
+        warnings: s.take_warnings(),
         windows: std::mem::take(&mut s.windows),
         duration_s: started.elapsed().as_secs_f64(),
     })

@@ -20,5 +20,6 @@ pub mod fake;
 pub mod model;
 pub mod plot;
 pub mod real;
+pub mod report;
 pub mod results;
 pub mod stats;

@@ -147,7 +147,10 @@ pub struct RealLoad {
 
 impl Load for RealLoad {
     fn begin_window(&mut self) {
-        self.mark = self.generator.as_ref().map(slowpoke_load::LoadGenerator::snapshot);
+        self.mark = self
+            .generator
+            .as_ref()
+            .map(slowpoke_load::LoadGenerator::snapshot);
     }
 
     fn end_window(&mut self) -> LoadWindow {

@@ -1,0 +1,919 @@
+//! Argument parsing and the commands of `slowpoke`.
+
+// Doc comments here are the `--help` texts: prose for users, not code.
+#![allow(clippy::doc_markdown)]
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Parser, Subcommand};
+use serde::Deserialize;
+use slowpoke_coordinator::agents::{self, AgentClient as _, HttpAgent, SharedAgent};
+use slowpoke_coordinator::experiment::{
+    self, App, AttachedApp, Backends, LoadConfig, LoadStarter as _, Monitor, ProfileSpec, Repeat,
+    RunError, Safety, Timing, WhatIfSpec,
+};
+use slowpoke_coordinator::model::Optimization;
+use slowpoke_coordinator::real::{EmuApp, InProcessAgent, RealLoadStarter};
+use slowpoke_coordinator::results::{self, ResultStore, StoredResult};
+use slowpoke_coordinator::{plot, report};
+
+/// Default address of a node agent daemon.
+const LOCAL_AGENT: &str = "http://127.0.0.1:7171";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "slowpoke",
+    version,
+    about = "What throughput would the application sustain if service T were faster? (virtual speedup)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Predict the end-to-end throughput after a hypothetical optimization of one service.
+    WhatIf(WhatIfArgs),
+    /// Sweep optimizations of every service: a ranked table and an SVG plot.
+    Profile(ProfileArgs),
+    /// List the node agents and their health.
+    Agents(AgentArgs),
+    /// List or show stored results.
+    Results(ResultsArgs),
+    /// HTTP API and web page (default 127.0.0.1:7272).
+    Serve,
+}
+
+/// Where the app is, how to load it, which agents to use. Also the keys of `--experiment FILE`.
+#[derive(Args, Debug, Default, Deserialize)]
+#[serde(default, rename_all = "kebab-case")]
+struct CommonArgs {
+    /// Emulated app to start from a topology file (slowpoke-emu format).
+    #[arg(long, value_name = "FILE")]
+    topology: Option<PathBuf>,
+    /// Change the topology before starting it: svc.endpoint.key=value or svc.key=value.
+    #[arg(long = "set", value_name = "SET")]
+    set: Vec<String>,
+    /// A service of a running app: NAME=SELECTOR (port:8080, pid:123, comm:nginx, cgroup:/path).
+    #[arg(long = "service", value_name = "NAME=SELECTOR")]
+    service: Vec<String>,
+    /// The URL end-to-end requests enter through (with --service).
+    #[arg(long, value_name = "URL")]
+    entry: Option<String>,
+    /// The service owning the entry port, when the agents cannot tell.
+    #[arg(long, value_name = "NAME")]
+    entry_service: Option<String>,
+    /// Extra request header 'K: V' (repeatable).
+    #[arg(long = "header", value_name = "K: V")]
+    header: Vec<String>,
+    /// HTTP method of the load's requests.
+    #[arg(long)]
+    method: Option<String>,
+    /// Request body.
+    #[arg(long)]
+    body: Option<String>,
+    /// Closed-loop connections (default 64).
+    #[arg(long)]
+    connections: Option<usize>,
+    /// Length of one measurement window, seconds.
+    #[arg(long, value_name = "S", allow_negative_numbers = true)]
+    duration: Option<f64>,
+    /// Load before the first window, seconds (default 3).
+    #[arg(long, value_name = "S", allow_negative_numbers = true)]
+    warmup: Option<f64>,
+    /// Abort when the load sees more than this share of errors in a window, % (default 1).
+    #[arg(long, value_name = "PCT", allow_negative_numbers = true)]
+    max_errors: Option<f64>,
+    /// A node agent's URL (repeatable). Default: an agent in this process (or the daemon on
+    /// 127.0.0.1:7171 when one runs).
+    #[arg(long = "agent", value_name = "URL")]
+    agent: Vec<String>,
+    /// File holding the agents' bearer token (default $SLOWPOKE_AGENT_TOKEN).
+    #[arg(long, value_name = "FILE")]
+    agent_token_file: Option<PathBuf>,
+    /// Where results are stored (default $SLOWPOKE_RESULTS_DIR, $XDG_STATE_HOME/slowpoke/results
+    /// or ./results).
+    #[arg(long, value_name = "DIR")]
+    results_dir: Option<PathBuf>,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    #[serde(skip)]
+    json: bool,
+    /// Read the experiment from a YAML or JSON file (same keys as the long options);
+    /// options on the command line win.
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
+    experiment: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Default, Deserialize)]
+#[serde(default, rename_all = "kebab-case")]
+struct WhatIfArgs {
+    #[command(flatten)]
+    #[serde(flatten)]
+    common: CommonArgs,
+    /// The service to optimize.
+    #[arg(long, value_name = "NAME")]
+    target: Option<String>,
+    /// T becomes K times as fast: Δ = p_T·(1 − 1/K). E.g. 2x.
+    #[arg(long, value_name = "Kx")]
+    speedup: Option<String>,
+    /// Δ in µs per visit of T.
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    delta_us: Option<f64>,
+    /// Δ as a percentage of T's measured per-visit time.
+    #[arg(long, value_name = "P", allow_negative_numbers = true)]
+    percent: Option<f64>,
+    /// T's new absolute core count.
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    cores: Option<f64>,
+    /// T's capacity from OLD to NEW req/s (OLD:NEW, or NEW from the measured capacity).
+    #[arg(long, value_name = "OLD:NEW")]
+    capacity: Option<String>,
+    /// Repetitions always run (default 5; the middle 3 of 5 are kept).
+    #[arg(long)]
+    repetitions: Option<usize>,
+    /// Repeat until the prediction's 95 % CI half-width is at most P % (default 3; 0 = off).
+    #[arg(long, value_name = "P", allow_negative_numbers = true)]
+    precision: Option<f64>,
+    /// Time budget for --precision, seconds (default 120).
+    #[arg(long, value_name = "S", allow_negative_numbers = true)]
+    budget: Option<f64>,
+    /// Also measure the ground truth (emulated apps): T's work really lowered by Δ, live.
+    #[arg(long)]
+    truth: bool,
+}
+
+#[derive(Args, Debug, Default, Deserialize)]
+#[serde(default, rename_all = "kebab-case")]
+struct ProfileArgs {
+    #[command(flatten)]
+    #[serde(flatten)]
+    common: CommonArgs,
+    /// Optimizations to sweep, % of each service's per-visit time (default 10,30,50,70,90).
+    #[arg(long, value_delimiter = ',', value_name = "P,P,..")]
+    percents: Vec<f64>,
+    /// Services to sweep (default: every service with visits).
+    #[arg(long = "only", value_delimiter = ',', value_name = "NAME,..")]
+    only: Vec<String>,
+    /// Sweeps (default 3), each preceded by a baseline.
+    #[arg(long)]
+    repetitions: Option<usize>,
+    /// Where to write the SVG plot (default: next to the stored result).
+    #[arg(long, value_name = "FILE")]
+    svg: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct AgentArgs {
+    /// Agent URLs (default: the daemon on 127.0.0.1:7171).
+    #[arg(long = "agent", value_name = "URL")]
+    agent: Vec<String>,
+    #[arg(long, value_name = "FILE")]
+    agent_token_file: Option<PathBuf>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct ResultsArgs {
+    #[command(subcommand)]
+    action: ResultsAction,
+    #[arg(long, global = true, value_name = "DIR")]
+    results_dir: Option<PathBuf>,
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum ResultsAction {
+    /// Every stored result, oldest first.
+    List,
+    /// One result (an id or a unique prefix of one).
+    Show { id: String },
+}
+
+/// Runs the CLI; returns the exit code (0 ok, 1 error, 2 usage, 130 cancelled).
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let r = match cli.command {
+        Command::WhatIf(a) => what_if(a),
+        Command::Profile(a) => profile(a),
+        Command::Agents(a) => list_agents(&a),
+        Command::Results(a) => results_cmd(&a),
+        Command::Serve => {
+            eprintln!(
+                "error: `slowpoke serve` (HTTP API + web page) is not in this build yet; use what-if/profile"
+            );
+            return 2;
+        }
+    };
+    match r {
+        Ok(()) => 0,
+        Err(e) => {
+            if matches!(e.downcast_ref::<RunError>(), Some(RunError::Cancelled)) {
+                eprintln!("slowpoke: {e}");
+                return 130;
+            }
+            eprintln!("error: {e:#}");
+            1
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// --experiment FILE merging
+// ---------------------------------------------------------------------------------------------
+
+fn read_experiment_file<T: for<'de> Deserialize<'de>>(path: &Path) -> anyhow::Result<T> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the experiment file {}", path.display()))?;
+    let is_json =
+        path.extension().is_some_and(|e| e == "json") || text.trim_start().starts_with('{');
+    if is_json {
+        serde_json::from_str(&text).with_context(|| format!("{} is not valid", path.display()))
+    } else {
+        serde_yaml_ng::from_str(&text).with_context(|| format!("{} is not valid", path.display()))
+    }
+}
+
+fn merge_vec<T>(cli: &mut Vec<T>, file: Vec<T>) {
+    if cli.is_empty() {
+        *cli = file;
+    }
+}
+
+fn merge_opt<T>(cli: &mut Option<T>, file: Option<T>) {
+    if cli.is_none() {
+        *cli = file;
+    }
+}
+
+impl CommonArgs {
+    fn merge(&mut self, f: CommonArgs) {
+        merge_opt(&mut self.topology, f.topology);
+        merge_vec(&mut self.set, f.set);
+        merge_vec(&mut self.service, f.service);
+        merge_opt(&mut self.entry, f.entry);
+        merge_opt(&mut self.entry_service, f.entry_service);
+        merge_vec(&mut self.header, f.header);
+        merge_opt(&mut self.method, f.method);
+        merge_opt(&mut self.body, f.body);
+        merge_opt(&mut self.connections, f.connections);
+        merge_opt(&mut self.duration, f.duration);
+        merge_opt(&mut self.warmup, f.warmup);
+        merge_opt(&mut self.max_errors, f.max_errors);
+        merge_vec(&mut self.agent, f.agent);
+        merge_opt(&mut self.agent_token_file, f.agent_token_file);
+        merge_opt(&mut self.results_dir, f.results_dir);
+    }
+
+    fn load_config(&self) -> anyhow::Result<LoadConfig> {
+        let mut cfg = LoadConfig::default();
+        if let Some(m) = &self.method {
+            cfg.method = m.to_ascii_uppercase();
+        }
+        for h in &self.header {
+            let (k, v) = h
+                .split_once(':')
+                .with_context(|| format!("--header `{h}`: write 'Name: value'"))?;
+            if k.trim().is_empty() {
+                bail!("--header `{h}`: the header name is empty");
+            }
+            cfg.headers.push((k.trim().to_owned(), v.trim().to_owned()));
+        }
+        cfg.body.clone_from(&self.body);
+        if let Some(c) = self.connections {
+            if c == 0 {
+                bail!("--connections must be at least 1");
+            }
+            cfg.connections = c;
+        }
+        Ok(cfg)
+    }
+
+    fn timing(&self, default: Timing) -> anyhow::Result<Timing> {
+        let mut t = default;
+        if let Some(d) = self.duration {
+            if !(d.is_finite() && d > 0.0) {
+                bail!("--duration must be a positive number of seconds (got {d})");
+            }
+            t.window_s = d;
+        }
+        if let Some(w) = self.warmup {
+            if !(w.is_finite() && w >= 0.0) {
+                bail!("--warmup must be a non-negative number of seconds (got {w})");
+            }
+            t.warmup_s = w;
+        }
+        Ok(t)
+    }
+
+    fn safety(&self) -> anyhow::Result<Safety> {
+        let mut s = Safety::default();
+        if let Some(m) = self.max_errors {
+            if !(m.is_finite() && (0.0..=100.0).contains(&m)) {
+                bail!("--max-errors must be a percentage between 0 and 100 (got {m})");
+            }
+            s.max_error_ratio = m / 100.0;
+        }
+        Ok(s)
+    }
+
+    fn store(&self) -> ResultStore {
+        ResultStore::new(
+            self.results_dir
+                .clone()
+                .unwrap_or_else(ResultStore::default_dir),
+        )
+    }
+
+    /// The app described by --topology or --service/--entry (not started yet).
+    fn app_plan(&self) -> anyhow::Result<AppPlan> {
+        match (&self.topology, self.service.is_empty()) {
+            (Some(_), false) => bail!("give either --topology or --service, not both"),
+            (Some(t), true) => {
+                if self.entry.is_some() {
+                    bail!("--entry goes with --service; an emulated app (--topology) has its own");
+                }
+                let sets = self
+                    .set
+                    .iter()
+                    .map(|s| {
+                        s.parse::<slowpoke_emu::Set>()
+                            .map_err(|e| anyhow::anyhow!("--set {s}: {e}"))
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                let topo = slowpoke_emu::load(t)
+                    .with_context(|| format!("cannot load the topology {}", t.display()))?;
+                Ok(AppPlan::Emulated {
+                    path: t.clone(),
+                    sets,
+                    services: topo.services.keys().cloned().collect(),
+                })
+            }
+            (None, false) => {
+                if !self.set.is_empty() {
+                    bail!("--set changes an emulated app (--topology)");
+                }
+                let entry = self
+                    .entry
+                    .clone()
+                    .context("--service needs --entry URL (where end-to-end requests enter)")?;
+                if experiment::url_port(&entry).is_none() {
+                    bail!("--entry `{entry}` is not an http://host:port/path URL");
+                }
+                let mut services = BTreeMap::new();
+                for s in &self.service {
+                    let (name, spec) = agents::parse_service_arg(s)
+                        .map_err(|e| anyhow::anyhow!("--service {e}"))?;
+                    if services.insert(name.clone(), spec).is_some() {
+                        bail!("--service `{name}` is given twice");
+                    }
+                }
+                Ok(AppPlan::Attached(AttachedApp {
+                    services,
+                    entry,
+                    entry_service: self.entry_service.clone(),
+                }))
+            }
+            (None, true) => bail!(
+                "say which app: --topology FILE (an emulated app) or --service NAME=SELECTOR ... --entry URL (a running one)"
+            ),
+        }
+    }
+}
+
+enum AppPlan {
+    Emulated {
+        path: PathBuf,
+        sets: Vec<slowpoke_emu::Set>,
+        services: Vec<String>,
+    },
+    Attached(AttachedApp),
+}
+
+impl AppPlan {
+    fn service_names(&self) -> Vec<String> {
+        match self {
+            AppPlan::Emulated { services, .. } => services.clone(),
+            AppPlan::Attached(a) => a.services.keys().cloned().collect(),
+        }
+    }
+
+    fn start(self) -> anyhow::Result<Box<dyn App>> {
+        Ok(match self {
+            AppPlan::Emulated { path, sets, .. } => Box::new(EmuApp::start(&path, &sets)?),
+            AppPlan::Attached(a) => Box::new(a),
+        })
+    }
+}
+
+fn parse_speedup(s: &str) -> anyhow::Result<f64> {
+    let t = s.trim();
+    let num = t.strip_suffix(['x', 'X']).unwrap_or(t);
+    num.trim()
+        .parse::<f64>()
+        .map_err(|_| anyhow::anyhow!("--speedup `{s}`: write a factor like 2x or 1.5x"))
+}
+
+fn parse_capacity(s: &str) -> anyhow::Result<Optimization> {
+    let num = |x: &str| {
+        x.trim()
+            .parse::<f64>()
+            .map_err(|_| anyhow::anyhow!("--capacity `{s}`: `{x}` is not a number of req/s"))
+    };
+    Ok(match s.split_once(':') {
+        Some((old, new)) => Optimization::Capacity {
+            old_rps: Some(num(old)?),
+            new_rps: num(new)?,
+        },
+        None => Optimization::Capacity {
+            old_rps: None,
+            new_rps: num(s)?,
+        },
+    })
+}
+
+impl WhatIfArgs {
+    fn optimization(&self) -> anyhow::Result<Optimization> {
+        let mut given = Vec::new();
+        if let Some(s) = &self.speedup {
+            given.push(Optimization::Speedup(parse_speedup(s)?));
+        }
+        if let Some(d) = self.delta_us {
+            given.push(Optimization::DeltaUs(d));
+        }
+        if let Some(p) = self.percent {
+            given.push(Optimization::Percent(p));
+        }
+        if let Some(c) = self.cores {
+            given.push(Optimization::Cores(c));
+        }
+        if let Some(c) = &self.capacity {
+            given.push(parse_capacity(c)?);
+        }
+        match given.as_slice() {
+            [one] => {
+                one.validate()?;
+                Ok(*one)
+            }
+            [] => bail!(
+                "say what the optimization is: one of --speedup 2x, --delta-us N, --percent P, --cores N, --capacity OLD:NEW"
+            ),
+            _ => bail!("give only one of --speedup, --delta-us, --percent, --cores, --capacity"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Agents and the runtime
+// ---------------------------------------------------------------------------------------------
+
+/// The agents an experiment uses, and the in-process one to shut down at the end.
+struct AgentSet {
+    agents: Vec<SharedAgent>,
+    in_process: Option<slowpoke_agent::Agent>,
+}
+
+fn http_agents(urls: &[String], token_file: Option<&Path>) -> anyhow::Result<Vec<SharedAgent>> {
+    let token = agents::read_token(token_file)?;
+    urls.iter()
+        .map(|u| {
+            if !u.starts_with("http://") && !u.starts_with("https://") {
+                bail!("--agent `{u}` is not a URL: write http://host:7171");
+            }
+            Ok(Arc::new(HttpAgent::new(u, token.clone())) as SharedAgent)
+        })
+        .collect()
+}
+
+fn connect_agents(rt: &tokio::runtime::Runtime, c: &CommonArgs) -> anyhow::Result<AgentSet> {
+    if !c.agent.is_empty() {
+        let list = http_agents(&c.agent, c.agent_token_file.as_deref())?;
+        for a in &list {
+            a.health()?;
+        }
+        return Ok(AgentSet {
+            agents: list,
+            in_process: None,
+        });
+    }
+    // A daemon on this node wins (it holds the node's lock); else start one in this process.
+    let token = agents::read_token(c.agent_token_file.as_deref())?;
+    let local = HttpAgent::new(LOCAL_AGENT, token);
+    if local.health().is_ok() {
+        return Ok(AgentSet {
+            agents: vec![Arc::new(local)],
+            in_process: None,
+        });
+    }
+    let agent = rt
+        .block_on(InProcessAgent::start(slowpoke_agent::AgentConfig::default()))
+        .context("no --agent given and no agent daemon on 127.0.0.1:7171, so slowpoke starts one in this process (needs root)")?;
+    let inner = agent.agent().clone();
+    Ok(AgentSet {
+        agents: vec![Arc::new(agent)],
+        in_process: Some(inner),
+    })
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Ctrl-C (and SIGTERM) cancel the experiment; it removes every delay on its way out.
+fn cancel_on_signal(rt: &tokio::runtime::Runtime, monitor: &Monitor) {
+    let m = monitor.clone();
+    rt.spawn(async move {
+        let term = async {
+            #[cfg(unix)]
+            {
+                if let Ok(mut s) =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                {
+                    s.recv().await;
+                }
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {},
+            () = term => {},
+        }
+        eprintln!("\ncancelling: removing every delay ...");
+        m.cancel();
+    });
+}
+
+/// A progress bar on a terminal (stderr), nothing otherwise.
+fn progress_bar(monitor: &Monitor, quiet: bool) -> Option<indicatif::ProgressBar> {
+    if quiet || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(1000);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    let b = bar.clone();
+    monitor.on_progress(move |p| {
+        b.set_position((p.fraction * 1000.0) as u64);
+        let last = p
+            .last_rps
+            .map(|r| format!(" (last window {r:.0} req/s)"))
+            .unwrap_or_default();
+        b.set_message(format!("{}{last}", p.phase));
+    });
+    Some(bar)
+}
+
+struct Prepared {
+    rt: tokio::runtime::Runtime,
+    agents: AgentSet,
+    backends: Backends,
+}
+
+/// Checks what can be checked cheaply, then connects the agents and starts the app.
+fn prepare(c: &CommonArgs, target: Option<&str>, load: &LoadConfig) -> anyhow::Result<Prepared> {
+    let plan = c.app_plan()?;
+    let names = plan.service_names();
+    if let Some(t) = target
+        && !names.iter().any(|n| n == t)
+    {
+        bail!(
+            "unknown target `{t}`: the app's services are {}",
+            names.join(", ")
+        );
+    }
+    if let AppPlan::Attached(a) = &plan {
+        // Fail fast, before any agent is touched.
+        let mut probe = load.clone();
+        probe.url.clone_from(&a.entry);
+        if let Err(e) = RealLoadStarter.probe(&probe) {
+            bail!("the entry URL {} does not answer: {e}", a.entry);
+        }
+    }
+    let rt = runtime()?;
+    let agents = connect_agents(&rt, c)?;
+    let app = plan.start()?;
+    let backends = Backends {
+        agents: agents.agents.clone(),
+        app,
+        load: Arc::new(RealLoadStarter),
+    };
+    Ok(Prepared {
+        rt,
+        agents,
+        backends,
+    })
+}
+
+fn shutdown(p: Prepared) {
+    let Prepared {
+        rt,
+        agents,
+        backends,
+    } = p;
+    drop(backends);
+    if let Some(a) = agents.in_process {
+        rt.block_on(a.shutdown());
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Commands
+// ---------------------------------------------------------------------------------------------
+
+fn what_if(mut a: WhatIfArgs) -> anyhow::Result<()> {
+    if let Some(f) = a.common.experiment.clone() {
+        let file: WhatIfArgs = read_experiment_file(&f)?;
+        a.common.merge(file.common);
+        merge_opt(&mut a.target, file.target);
+        let none_given = a.speedup.is_none()
+            && a.delta_us.is_none()
+            && a.percent.is_none()
+            && a.cores.is_none()
+            && a.capacity.is_none();
+        if none_given {
+            a.speedup = file.speedup;
+            a.delta_us = file.delta_us;
+            a.percent = file.percent;
+            a.cores = file.cores;
+            a.capacity = file.capacity;
+        }
+        merge_opt(&mut a.repetitions, file.repetitions);
+        merge_opt(&mut a.precision, file.precision);
+        merge_opt(&mut a.budget, file.budget);
+        a.truth |= file.truth;
+    }
+    let target = a
+        .target
+        .clone()
+        .context("say which service to optimize: --target NAME")?;
+    let optimization = a.optimization()?;
+    let mut repeat = Repeat::default();
+    if let Some(r) = a.repetitions {
+        if r == 0 {
+            bail!("--repetitions must be at least 1");
+        }
+        repeat.repetitions = r;
+    }
+    match a.precision {
+        Some(0.0) => repeat.precision_pct = None,
+        Some(p) if !(p.is_finite() && p > 0.0) => {
+            bail!("--precision must be a positive percentage, or 0 to turn it off (got {p})")
+        }
+        Some(p) => repeat.precision_pct = Some(p),
+        None => {}
+    }
+    if let Some(b) = a.budget {
+        if !(b.is_finite() && b >= 0.0) {
+            bail!("--budget must be a non-negative number of seconds (got {b})");
+        }
+        repeat.budget_s = b;
+    }
+    let load = a.common.load_config()?;
+    let spec = WhatIfSpec {
+        target: target.clone(),
+        optimization,
+        load: load.clone(),
+        timing: a.common.timing(Timing::default())?,
+        repeat,
+        safety: a.common.safety()?,
+        truth: a.truth,
+        entry_service: a.common.entry_service.clone(),
+    };
+    if a.truth && a.common.topology.is_none() {
+        bail!("--truth needs an emulated app (--topology): a real app cannot be optimized live");
+    }
+    let store = a.common.store();
+    let mut p = prepare(&a.common, Some(&target), &load)?;
+    let monitor = Monitor::new();
+    cancel_on_signal(&p.rt, &monitor);
+    let bar = progress_bar(&monitor, a.common.json);
+    let r = experiment::run_what_if(&spec, &mut p.backends, &monitor);
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    shutdown(p);
+    let r = r?;
+    let stored = StoredResult::WhatIf(r);
+    let saved = store.save(&stored);
+    let StoredResult::WhatIf(r) = &stored else {
+        unreachable!()
+    };
+    if a.common.json {
+        println!("{}", serde_json::to_string(r)?);
+    } else {
+        print!("{}", report::what_if_table(r));
+    }
+    match saved {
+        Ok(path) => eprintln!("saved {}", path.display()),
+        Err(e) => eprintln!("warning: the result was not saved: {e:#}"),
+    }
+    Ok(())
+}
+
+fn profile(mut a: ProfileArgs) -> anyhow::Result<()> {
+    if let Some(f) = a.common.experiment.clone() {
+        let file: ProfileArgs = read_experiment_file(&f)?;
+        a.common.merge(file.common);
+        merge_vec(&mut a.percents, file.percents);
+        merge_vec(&mut a.only, file.only);
+        merge_opt(&mut a.repetitions, file.repetitions);
+        merge_opt(&mut a.svg, file.svg);
+    }
+    let defaults = ProfileSpec::default();
+    let load = a.common.load_config()?;
+    let spec = ProfileSpec {
+        percents: if a.percents.is_empty() {
+            defaults.percents.clone()
+        } else {
+            a.percents.clone()
+        },
+        services: (!a.only.is_empty()).then(|| a.only.clone()),
+        load: load.clone(),
+        timing: a.common.timing(defaults.timing)?,
+        repetitions: a.repetitions.unwrap_or(defaults.repetitions),
+        safety: a.common.safety()?,
+        entry_service: a.common.entry_service.clone(),
+    };
+    if spec.repetitions == 0 {
+        bail!("--repetitions must be at least 1");
+    }
+    for &pct in &spec.percents {
+        Optimization::Percent(pct)
+            .validate()
+            .with_context(|| format!("--percents {pct}"))?;
+    }
+    let plan_names = a.common.app_plan()?.service_names();
+    for s in &a.only {
+        if !plan_names.contains(s) {
+            bail!(
+                "unknown service `{s}` in --only: the app's services are {}",
+                plan_names.join(", ")
+            );
+        }
+    }
+    let store = a.common.store();
+    let mut p = prepare(&a.common, None, &load)?;
+    let monitor = Monitor::new();
+    cancel_on_signal(&p.rt, &monitor);
+    let bar = progress_bar(&monitor, a.common.json);
+    let r = experiment::run_profile(&spec, &mut p.backends, &monitor);
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    shutdown(p);
+    let r = r?;
+    let svg_path = a
+        .svg
+        .clone()
+        .unwrap_or_else(|| store.dir().join(format!("{}.svg", r.id)));
+    if let Some(parent) = svg_path.parent()
+        && !parent.as_os_str().is_empty()
+    {
+        let _ = std::fs::create_dir_all(parent);
+    }
+    let svg = plot::write_profile_svg(&r, &svg_path);
+    let stored = StoredResult::Profile(r);
+    let saved = store.save(&stored);
+    let StoredResult::Profile(r) = &stored else {
+        unreachable!()
+    };
+    if a.common.json {
+        println!("{}", serde_json::to_string(r)?);
+    } else {
+        print!("{}", report::profile_table(r));
+    }
+    match svg {
+        Ok(()) => eprintln!("plot {}", svg_path.display()),
+        Err(e) => eprintln!("warning: no plot: {e:#}"),
+    }
+    match saved {
+        Ok(path) => eprintln!("saved {}", path.display()),
+        Err(e) => eprintln!("warning: the result was not saved: {e:#}"),
+    }
+    Ok(())
+}
+
+#[derive(serde::Serialize)]
+struct AgentRow {
+    agent: String,
+    healthy: bool,
+    status: String,
+    version: Option<String>,
+    features: BTreeMap<String, String>,
+}
+
+fn list_agents(a: &AgentArgs) -> anyhow::Result<()> {
+    let urls = if a.agent.is_empty() {
+        vec![LOCAL_AGENT.to_owned()]
+    } else {
+        a.agent.clone()
+    };
+    let list = http_agents(&urls, a.agent_token_file.as_deref())?;
+    let rows: Vec<AgentRow> = list
+        .iter()
+        .map(|ag| match ag.health() {
+            Ok(h) => AgentRow {
+                agent: ag.name(),
+                healthy: h.status == "ok",
+                status: h.status,
+                version: Some(h.version),
+                features: h.features,
+            },
+            Err(e) => AgentRow {
+                agent: ag.name(),
+                healthy: false,
+                status: e.to_string(),
+                version: None,
+                features: BTreeMap::new(),
+            },
+        })
+        .collect();
+    if a.json {
+        println!("{}", serde_json::to_string(&rows)?);
+    } else {
+        for r in &rows {
+            println!(
+                "{:<28} {:<8} {}",
+                r.agent,
+                if r.healthy { "healthy" } else { "DOWN" },
+                r.version.as_deref().unwrap_or("")
+            );
+            if !r.healthy {
+                println!("    {}", r.status);
+            }
+            for (k, v) in &r.features {
+                println!("    {k}: {v}");
+            }
+        }
+        if a.agent.is_empty() && !rows[0].healthy {
+            println!(
+                "(no agent daemon on this node: `slowpoke what-if` then starts an agent in its own process)"
+            );
+        }
+    }
+    if rows.iter().all(|r| r.healthy) {
+        Ok(())
+    } else {
+        bail!(
+            "{} of {} agents are not healthy",
+            rows.iter().filter(|r| !r.healthy).count(),
+            rows.len()
+        )
+    }
+}
+
+fn results_cmd(a: &ResultsArgs) -> anyhow::Result<()> {
+    let store = ResultStore::new(
+        a.results_dir
+            .clone()
+            .unwrap_or_else(ResultStore::default_dir),
+    );
+    match &a.action {
+        ResultsAction::List => {
+            let list = store.list()?;
+            if a.json {
+                println!("{}", serde_json::to_string(&list)?);
+            } else if list.is_empty() {
+                println!("no results in {}", store.dir().display());
+            } else {
+                for r in list {
+                    println!("{:<44} {:<8} {}", r.id, r.kind, r.summary);
+                }
+            }
+        }
+        ResultsAction::Show { id } => {
+            let r = store.load(id)?;
+            if a.json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                match &r {
+                    StoredResult::WhatIf(w) => print!("{}", report::what_if_table(w)),
+                    StoredResult::Profile(p) => print!("{}", report::profile_table(p)),
+                }
+                println!("({})", results::summarize(&r).created);
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,181 @@
+//! Human-readable tables of results (the CLI's default output).
+
+use std::fmt::Write as _;
+
+use crate::experiment::{ProfileResult, StopReason, WhatIfResult};
+
+fn rps(x: f64) -> String {
+    if x.is_finite() {
+        format!("{x:.0}")
+    } else {
+        "∞".into()
+    }
+}
+
+fn ci(lo: f64, hi: f64) -> String {
+    format!("[{}, {}]", rps(lo), rps(hi))
+}
+
+/// The what-if answer as a table.
+pub fn what_if_table(r: &WhatIfResult) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "What if `{}` got a {} (Δ = {:.1} µs per visit, δ = {:.1} µs per request)?",
+        r.target,
+        r.optimization,
+        r.delta_us,
+        r.delta_ns_per_request / 1e3
+    );
+    let _ = writeln!(
+        s,
+        "  baseline     {:>9} req/s  95% CI {:<22} p50 {:.2} ms, p99 {:.2} ms",
+        rps(r.baseline_rps),
+        ci(r.baseline_ci_low, r.baseline_ci_high),
+        r.p50_latency_us / 1e3,
+        r.p99_latency_us / 1e3
+    );
+    let _ = writeln!(
+        s,
+        "  slowed down  {:>9} req/s  95% CI {}",
+        rps(r.slow_rps),
+        ci(r.slow_ci_low, r.slow_ci_high)
+    );
+    let _ = writeln!(
+        s,
+        "  predicted    {:>9} req/s  95% CI {:<22} {:+.1} % vs baseline",
+        rps(r.predicted_rps),
+        ci(r.predicted_ci_low, r.predicted_ci_high),
+        r.predicted_gain_pct
+    );
+    if let (Some(t), Some(e)) = (r.truth_rps, r.error_pct) {
+        let _ = writeln!(
+            s,
+            "  truth        {:>9} req/s  95% CI {:<22} prediction error {e:+.1} % (the baseline would miss by {:+.1} %)",
+            rps(t),
+            ci(
+                r.truth_ci_low.unwrap_or(f64::NAN),
+                r.truth_ci_high.unwrap_or(f64::NAN)
+            ),
+            r.baseline_error_pct.unwrap_or(f64::NAN)
+        );
+    }
+    let stop = match r.stop_reason {
+        StopReason::Repetitions => "the configured repetitions ran".to_owned(),
+        StopReason::PrecisionReached => format!(
+            "precision reached (±{:.1} % ≤ {:.1} %)",
+            r.achieved_precision_pct,
+            r.precision_pct.unwrap_or(0.0)
+        ),
+        StopReason::BudgetExhausted => format!(
+            "time budget exhausted before the precision target (±{:.1} %, wanted {:.1} %)",
+            r.achieved_precision_pct,
+            r.precision_pct.unwrap_or(0.0)
+        ),
+    };
+    let _ = writeln!(
+        s,
+        "  stop: {stop}; {} repetitions, {} kept; {:.0} s",
+        r.repetitions, r.kept, r.duration_s
+    );
+    let _ = writeln!(s);
+    let _ = writeln!(
+        s,
+        "  {:<20} {:>8} {:>10} {:>6} {:>10}",
+        "service", "r", "p (µs)", "c", "d (µs)"
+    );
+    for row in &r.services {
+        let mark = match (row.is_target, row.is_entry) {
+            (true, _) => " (target)",
+            (_, true) => " (entry)",
+            _ => "",
+        };
+        let _ = writeln!(
+            s,
+            "  {:<20} {:>8.3} {:>10.1} {:>6.2} {:>10}",
+            format!("{}{mark}", row.name),
+            row.r,
+            row.p_us,
+            row.c,
+            row.d_us.map_or_else(|| "-".into(), |d| format!("{d:.1}"))
+        );
+    }
+    warnings(&mut s, &r.warnings);
+    s
+}
+
+/// The causal profile as a ranked table.
+pub fn profile_table(r: &ProfileResult) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "Causal profile of {} (entry `{}`), baseline {} req/s 95% CI {}",
+        r.entry_url,
+        r.entry,
+        rps(r.baseline_rps),
+        ci(r.baseline_ci_low, r.baseline_ci_high)
+    );
+    let percents: Vec<f64> = r
+        .curves
+        .first()
+        .map(|c| c.points.iter().map(|p| p.percent).collect())
+        .unwrap_or_default();
+    let mut header = format!(
+        "  {:<4} {:<20} {:>9} {:>9}",
+        "rank", "service", "p (µs)", "best"
+    );
+    for p in &percents {
+        let _ = write!(header, " {:>9}", format!("-{p}%"));
+    }
+    let _ = writeln!(s, "{header}");
+    for (i, c) in r.curves.iter().enumerate() {
+        let mut line = format!(
+            "  {:<4} {:<20} {:>9.1} {:>9}",
+            i + 1,
+            c.service,
+            c.p_us,
+            c.max_gain_pct
+                .map_or_else(|| "-".into(), |g| format!("{g:+.1}%"))
+        );
+        for p in &c.points {
+            let cell = p
+                .gain_pct
+                .map_or_else(|| "n/a".into(), |g| format!("{g:+.1}%"));
+            let _ = write!(line, " {cell:>9}");
+        }
+        let _ = writeln!(s, "{line}");
+    }
+    let _ = writeln!(
+        s,
+        "  (cells: predicted end-to-end throughput gain when the service's per-visit time drops by that share)"
+    );
+    let errors: Vec<String> = r
+        .curves
+        .iter()
+        .flat_map(|c| {
+            c.points.iter().filter_map(move |p| {
+                p.error
+                    .as_ref()
+                    .map(|e| format!("{} -{}%: {e}", c.service, p.percent))
+            })
+        })
+        .collect();
+    warnings(&mut s, &r.warnings);
+    if !errors.is_empty() {
+        let _ = writeln!(s, "points without a number:");
+        for e in errors {
+            let _ = writeln!(s, "  - {e}");
+        }
+    }
+    s
+}
+
+fn warnings(s: &mut String, w: &[String]) {
+    if w.is_empty() {
+        return;
+    }
+    let _ = writeln!(s, "warnings:");
+    for line in w {
+        let _ = writeln!(s, "  - {line}");
+    }
+}

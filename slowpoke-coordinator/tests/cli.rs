@@ -1,0 +1,418 @@
+//! Bad input to `slowpoke`: every case exits non-zero with a message naming the problem, and
+//! nothing is left installed on the (fake) agent.
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::TcpListener;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+fn slowpoke(args: &[&str]) -> (i32, String, String) {
+    let dir = std::env::temp_dir().join(format!("slowpoke-cli-test-{}", std::process::id()));
+    let out = Command::new(env!("CARGO_BIN_EXE_slowpoke"))
+        .args(args)
+        .env("SLOWPOKE_RESULTS_DIR", &dir)
+        .env_remove("SLOWPOKE_AGENT_TOKEN")
+        .output()
+        .expect("run slowpoke");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn fails_with(args: &[&str], needle: &str) {
+    let (code, out, err) = slowpoke(args);
+    assert_ne!(code, 0, "`slowpoke {}` succeeded: {out}", args.join(" "));
+    assert!(
+        err.contains(needle),
+        "`slowpoke {}`: stderr does not mention {needle:?}:\n{err}",
+        args.join(" ")
+    );
+}
+
+/// A tiny HTTP server on loopback: answers `GET /` with 200 (an app's entry) and the agent API with
+/// services that resolve to no process. Records the requests it saw.
+struct FakeServer {
+    url: String,
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
+fn fake_server() -> FakeServer {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let seen2 = Arc::clone(&seen);
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(200) {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut line = String::new();
+            if reader.read_line(&mut line).is_err() {
+                continue;
+            }
+            let mut len = 0usize;
+            loop {
+                let mut h = String::new();
+                if reader.read_line(&mut h).is_err() || h.trim().is_empty() {
+                    break;
+                }
+                if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; len];
+            let _ = reader.read_exact(&mut body);
+            let req = line.trim().to_owned();
+            seen2.lock().expect("seen").push(req.clone());
+            let mut parts = req.split_whitespace();
+            let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+            let (status, json) = match (method, path) {
+                ("GET", "/v1/health") => {
+                    ("200 OK", r#"{"status":"ok","version":"fake"}"#.to_owned())
+                }
+                ("PUT", p) if p.starts_with("/v1/services/") => {
+                    let name = &p["/v1/services/".len()..];
+                    (
+                        "200 OK",
+                        format!(r#"{{"name":"{name}","spec":{{}},"pids":[],"listen_ports":[]}}"#),
+                    )
+                }
+                ("DELETE", _) => ("200 OK", "{}".to_owned()),
+                ("GET", "/v1/stats") => {
+                    ("200 OK", r#"{"timestamp_ns":1,"services":{}}"#.to_owned())
+                }
+                _ => ("200 OK", "hello".to_owned()),
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{json}",
+                json.len()
+            );
+        }
+    });
+    FakeServer { url, seen }
+}
+
+#[test]
+fn no_app_and_no_optimization_are_named() {
+    fails_with(
+        &["what-if", "--target", "a", "--speedup", "2x"],
+        "--topology FILE",
+    );
+    fails_with(
+        &[
+            "what-if",
+            "--service",
+            "a=port:1",
+            "--entry",
+            "http://127.0.0.1:1/",
+            "--target",
+            "a",
+        ],
+        "say what the optimization is",
+    );
+    fails_with(
+        &[
+            "what-if",
+            "--service",
+            "a=port:1",
+            "--entry",
+            "http://127.0.0.1:1/",
+            "--speedup",
+            "2x",
+        ],
+        "--target NAME",
+    );
+    fails_with(
+        &[
+            "what-if",
+            "--service",
+            "a=port:1",
+            "--entry",
+            "http://127.0.0.1:1/",
+            "--target",
+            "a",
+            "--speedup",
+            "2x",
+            "--delta-us",
+            "5",
+        ],
+        "only one of",
+    );
+}
+
+#[test]
+fn zero_and_negative_values_are_refused() {
+    let base = [
+        "what-if",
+        "--service",
+        "a=port:1",
+        "--entry",
+        "http://127.0.0.1:1/",
+        "--target",
+        "a",
+    ];
+    for (extra, needle) in [
+        (&["--delta-us", "0"][..], "--delta-us must be a positive"),
+        (&["--delta-us", "-5"][..], "--delta-us must be a positive"),
+        (&["--percent", "150"][..], "cannot lose all of its work"),
+        (&["--speedup", "1x"][..], "more than 1x"),
+        (&["--speedup", "fast"][..], "write a factor like 2x"),
+        (&["--cores", "0"][..], "--cores must be a positive"),
+        (&["--capacity", "10:5"][..], "must raise the capacity"),
+        (
+            &["--delta-us", "5", "--repetitions", "0"][..],
+            "--repetitions must be at least 1",
+        ),
+        (
+            &["--delta-us", "5", "--duration", "0"][..],
+            "--duration must be a positive",
+        ),
+        (
+            &["--delta-us", "5", "--precision", "-1"][..],
+            "--precision must be a positive",
+        ),
+        (
+            &["--delta-us", "5", "--connections", "0"][..],
+            "--connections must be at least 1",
+        ),
+    ] {
+        let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+        fails_with(&args, needle);
+    }
+}
+
+#[test]
+fn unknown_target_and_bad_selectors_are_named() {
+    fails_with(
+        &[
+            "what-if",
+            "--service",
+            "cart=port:8080",
+            "--service",
+            "db=port:5432",
+            "--entry",
+            "http://127.0.0.1:8080/",
+            "--target",
+            "checkout",
+            "--speedup",
+            "2x",
+        ],
+        "unknown target `checkout`: the app's services are cart, db",
+    );
+    fails_with(
+        &[
+            "what-if",
+            "--service",
+            "cart=nginx",
+            "--entry",
+            "http://127.0.0.1:1/",
+            "--target",
+            "cart",
+            "--speedup",
+            "2x",
+        ],
+        "no kind",
+    );
+    fails_with(
+        &[
+            "what-if",
+            "--service",
+            "cart=port:http",
+            "--entry",
+            "http://127.0.0.1:1/",
+            "--target",
+            "cart",
+            "--speedup",
+            "2x",
+        ],
+        "not a valid TCP port",
+    );
+    fails_with(
+        &[
+            "what-if",
+            "--service",
+            "cart=port:1",
+            "--target",
+            "cart",
+            "--speedup",
+            "2x",
+        ],
+        "--service needs --entry URL",
+    );
+    fails_with(
+        &[
+            "what-if",
+            "--service",
+            "cart=port:1",
+            "--entry",
+            "http://127.0.0.1:1/",
+            "--target",
+            "cart",
+            "--speedup",
+            "2x",
+            "--truth",
+        ],
+        "--truth needs an emulated app",
+    );
+    fails_with(
+        &[
+            "what-if",
+            "--topology",
+            "/nonexistent/topo.json",
+            "--target",
+            "a",
+            "--speedup",
+            "2x",
+        ],
+        "cannot load the topology /nonexistent/topo.json",
+    );
+}
+
+#[test]
+fn an_entry_that_does_not_answer_is_named() {
+    // Port 1 on loopback: nothing listens there.
+    fails_with(
+        &[
+            "what-if",
+            "--service",
+            "cart=port:1",
+            "--entry",
+            "http://127.0.0.1:1/",
+            "--target",
+            "cart",
+            "--speedup",
+            "2x",
+        ],
+        "the entry URL http://127.0.0.1:1/ does not answer",
+    );
+}
+
+#[test]
+fn an_unreachable_agent_is_named() {
+    let app = fake_server();
+    let entry = format!("{}/", app.url);
+    fails_with(
+        &[
+            "what-if",
+            "--service",
+            "cart=port:1",
+            "--entry",
+            &entry,
+            "--target",
+            "cart",
+            "--speedup",
+            "2x",
+            "--agent",
+            "http://127.0.0.1:1",
+        ],
+        "agent http://127.0.0.1:1 is unreachable",
+    );
+    fails_with(
+        &[
+            "what-if",
+            "--service",
+            "cart=port:1",
+            "--entry",
+            &entry,
+            "--target",
+            "cart",
+            "--speedup",
+            "2x",
+            "--agent",
+            "localhost:7171",
+        ],
+        "is not a URL",
+    );
+    let (code, out, _) = slowpoke(&["agents", "--agent", "http://127.0.0.1:1"]);
+    assert_eq!(code, 1);
+    assert!(out.contains("DOWN"), "{out}");
+}
+
+#[test]
+fn a_service_no_agent_resolves_is_named_and_nothing_is_left_installed() {
+    let srv = fake_server();
+    let entry = format!("{}/", srv.url);
+    fails_with(
+        &[
+            "what-if",
+            "--service",
+            "cart=port:1",
+            "--service",
+            "db=comm:nosuchdb",
+            "--entry",
+            &entry,
+            "--target",
+            "cart",
+            "--speedup",
+            "2x",
+            "--agent",
+            &srv.url,
+            "--warmup",
+            "0",
+        ],
+        "no agent can resolve `cart`, `db` to processes",
+    );
+    let seen = srv.seen.lock().expect("seen").clone();
+    assert!(
+        seen.iter().any(|r| r == "DELETE /v1/slowdown HTTP/1.1"),
+        "{seen:?}"
+    );
+    assert!(
+        !seen.iter().any(|r| r.starts_with("PUT /v1/slowdown")),
+        "{seen:?}"
+    );
+    // Registered services are removed again.
+    assert!(
+        seen.iter()
+            .any(|r| r.starts_with("DELETE /v1/services/cart")),
+        "{seen:?}"
+    );
+}
+
+#[test]
+fn results_of_an_empty_store() {
+    let (code, out, _) = slowpoke(&["results", "list", "--results-dir", "/nonexistent-slowpoke"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("no results"), "{out}");
+    fails_with(
+        &[
+            "results",
+            "show",
+            "nope",
+            "--results-dir",
+            "/nonexistent-slowpoke",
+        ],
+        "no result `nope`",
+    );
+}
+
+#[test]
+fn an_experiment_file_says_the_same_as_the_options() {
+    let dir = std::env::temp_dir().join(format!("slowpoke-cli-exp-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let f = dir.join("exp.yaml");
+    std::fs::write(
+        &f,
+        "service: [\"cart=port:8080\"]\nentry: http://127.0.0.1:8080/\ntarget: checkout\nspeedup: 2x\n",
+    )
+    .expect("write");
+    fails_with(
+        &["what-if", "--experiment", f.to_str().expect("utf8")],
+        "unknown target `checkout`: the app's services are cart",
+    );
+    // The command line wins over the file.
+    fails_with(
+        &[
+            "what-if",
+            "--experiment",
+            f.to_str().expect("utf8"),
+            "--target",
+            "cart",
+            "--delta-us",
+            "0",
+        ],
+        "--delta-us must be a positive",
+    );
+}

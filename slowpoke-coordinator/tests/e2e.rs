@@ -1,0 +1,86 @@
+//! End to end with the real agent (in-process, kernel programs), the real load generator and the
+//! emulator: a 3-service chain whose optimization truly gains ≥ 20 %. The prediction must be within
+//! 10 % of the ground truth, and the baseline taken as the prediction ("nothing changes") must miss
+//! by more than 10 % — otherwise the test would not show anything.
+//!
+//! Needs root, the kernel programs and the emulator binary next to the test binary:
+//! `cargo build --release -p slowpoke-emu && cargo test --release -p slowpoke-coordinator --test e2e -- --ignored`
+
+use std::sync::Arc;
+
+use slowpoke_coordinator::agents::SharedAgent;
+use slowpoke_coordinator::experiment::{
+    Backends, LoadConfig, Monitor, Repeat, Safety, Timing, WhatIfSpec, run_what_if,
+};
+use slowpoke_coordinator::model::Optimization;
+use slowpoke_coordinator::real::{EmuApp, InProcessAgent, RealLoadStarter};
+
+fn topology() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/topologies/chain3.json")
+}
+
+#[test]
+#[ignore = "needs root, the kernel programs and a release build of slowpoke-emu (see the file's doc)"]
+fn chain3_prediction_matches_the_ground_truth() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let state = std::env::temp_dir().join(format!("slowpoke-e2e-{}", std::process::id()));
+    let cfg = slowpoke_agent::AgentConfig {
+        state_dir: state,
+        ..slowpoke_agent::AgentConfig::default()
+    };
+    let agent = rt
+        .block_on(InProcessAgent::start(cfg))
+        .expect("start the in-process agent (root and the kernel programs are needed)");
+    let inner = agent.agent().clone();
+    let app = EmuApp::start(&topology(), &[]).expect("start chain3 (is slowpoke-emu built?)");
+    let mut backends = Backends {
+        agents: vec![Arc::new(agent) as SharedAgent],
+        app: Box::new(app),
+        load: Arc::new(RealLoadStarter),
+    };
+    // `middle` is the bottleneck (1000 µs on 1 thread); −400 µs gains far more than 20 %.
+    let spec = WhatIfSpec {
+        target: "middle".into(),
+        optimization: Optimization::DeltaUs(400.0),
+        load: LoadConfig {
+            connections: 32,
+            ..LoadConfig::default()
+        },
+        timing: Timing {
+            warmup_s: 2.0,
+            window_s: 2.0,
+            settle_s: 0.5,
+        },
+        repeat: Repeat {
+            repetitions: 5,
+            precision_pct: None,
+            budget_s: 120.0,
+            max_repetitions: 5,
+        },
+        safety: Safety::default(),
+        truth: true,
+        entry_service: None,
+    };
+    let r = run_what_if(&spec, &mut backends, &Monitor::new());
+    drop(backends);
+    rt.block_on(inner.shutdown());
+    let r = r.expect("the experiment runs");
+    eprintln!("{}", slowpoke_coordinator::report::what_if_table(&r));
+    let truth = r.truth_rps.expect("truth");
+    let gain = (truth - r.baseline_rps) / r.baseline_rps * 100.0;
+    assert!(
+        gain >= 20.0,
+        "the optimization only gains {gain:.1} %: {r:?}"
+    );
+    let err = r.error_pct.expect("error");
+    assert!(err.abs() <= 10.0, "prediction error {err:+.1} %");
+    let base_err = r.baseline_error_pct.expect("baseline error");
+    assert!(
+        base_err.abs() > 10.0,
+        "the baseline misses by only {base_err:+.1} %"
+    );
+}
