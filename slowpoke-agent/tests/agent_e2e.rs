@@ -191,3 +191,30 @@ fn guardian_resumes_a_service_the_kernel_stopped_when_the_agent_is_killed() {
     eprintln!("resumed {took:?} after SIGKILL");
     assert!(took < Duration::from_millis(100), "{took:?}");
 }
+
+#[test]
+fn a_prefork_server_is_paused_as_a_whole_under_a_plan() {
+    let web = agent_util::nginx(2);
+    let mut all = vec![web.pid()];
+    all.extend(agent_util::children(web.pid()));
+    let state = TempDir::new("e2e-nginx");
+    let agent = AgentProc::start(&state, &["--max-stopped-share", "1"]);
+    register(&agent, "web", web.port);
+    set_delay(&agent, "web", 100_000_000);
+    let port = web.port;
+    let client = std::thread::spawn(move || sequential_gets(port, 1));
+    wait_for(
+        Duration::from_secs(5),
+        "master and both workers stopped",
+        || all.iter().all(|&p| is_stopped(p)).then_some(()),
+    );
+    let took = client.join().expect("client");
+    assert!(all.iter().all(|&p| !is_stopped(p)), "all resumed");
+    assert!(
+        took >= Duration::from_millis(100),
+        "the request waited out the pause: {took:?}"
+    );
+    let s = stats_of(&agent, "web");
+    assert_eq!(u(&s, "visits"), 1);
+    assert!(u(&s, "pause_ns") >= 100_000_000, "{s}");
+}
