@@ -218,3 +218,18 @@ fn a_prefork_server_is_paused_as_a_whole_under_a_plan() {
     assert_eq!(u(&s, "visits"), 1);
     assert!(u(&s, "pause_ns") >= 100_000_000, "{s}");
 }
+
+#[test]
+fn cores_of_a_one_worker_nginx_is_one() {
+    let web = agent_util::nginx(1);
+    let state = TempDir::new("e2e-cores");
+    let agent = AgentProc::start(&state, &[]);
+    register(&agent, "web", web.port);
+    // Master + worker: two threads on two CPUs, but only the worker serves.
+    sequential_gets(web.port, 20);
+    let s = wait_for(Duration::from_secs(5), "cores from serving threads", || {
+        let s = stats_of(&agent, "web");
+        (s["cores"].as_f64() == Some(1.0)).then_some(s)
+    });
+    assert_eq!(s["pids"].as_array().map(Vec::len), Some(2), "{s}");
+}
