@@ -260,6 +260,8 @@ impl Kernel {
         let global_value = GlobalConfig {
             quantum_ns,
             cgroup_members: 0,
+            ports_generation: 0,
+            pad: 0,
             flags: if offsets.regs.is_some() {
                 GLOBAL_DETECT_HTTP2
             } else {
@@ -333,7 +335,11 @@ impl Kernel {
         if !ports.is_empty() {
             self.ports.insert(id, ports.to_vec());
         }
-        Ok(())
+        // Sockets re-check their role against the new ports.
+        self.global_value.ports_generation = self.global_value.ports_generation.wrapping_add(1);
+        self.global
+            .set(0, self.global_value, 0)
+            .map_err(ebpf_error("GLOBAL"))
     }
 
     /// Replaces the tgid membership of a service.

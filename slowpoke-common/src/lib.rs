@@ -33,6 +33,12 @@ pub const DIR_NONE: u8 = 0;
 pub const DIR_RECV: u8 = 1;
 pub const DIR_SEND: u8 = 2;
 
+/// Role of a socket for its service ([`SockState::role`]).
+pub const ROLE_CLIENT: u8 = 0;
+pub const ROLE_SERVER: u8 = 1;
+/// Not a TCP socket: ignored.
+pub const ROLE_IGNORED: u8 = 2;
+
 /// Agent-written settings of one service (array indexed by service id).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -56,6 +62,10 @@ pub struct GlobalConfig {
     pub cgroup_members: u32,
     /// [`GLOBAL_DETECT_HTTP2`].
     pub flags: u32,
+    /// Bumped by the agent whenever listening ports change: a socket's cached role
+    /// ([`SockState::role`]) is recomputed when its generation differs.
+    pub ports_generation: u32,
+    pub pad: u32,
 }
 
 /// Kernel-written counters of one service (array indexed by service id). Monotonic.
@@ -111,7 +121,11 @@ pub struct SockState {
     pub service: u32,
     /// [`DIR_NONE`], [`DIR_RECV`] or [`DIR_SEND`].
     pub last: u8,
-    pub pad: [u8; 7],
+    /// [`ROLE_CLIENT`], [`ROLE_SERVER`] or [`ROLE_IGNORED`], valid for `ports_generation`.
+    pub role: u8,
+    pub pad: [u8; 2],
+    /// [`GlobalConfig::ports_generation`] when `role` was computed.
+    pub ports_generation: u32,
 }
 
 /// Key of the outgoing-endpoints map: one remote endpoint called by one process.

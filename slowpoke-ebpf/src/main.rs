@@ -25,14 +25,15 @@ use aya_ebpf::{
         generated::{bpf_get_current_task_btf, bpf_loop, bpf_send_signal, bpf_task_pt_regs},
     },
     macros::{btf_tracepoint, map},
-    maps::{Array, HashMap, LruHashMap, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::BtfTracePointContext,
 };
 use aya_log_ebpf::warn;
 use slowpoke_common::{
     CONFIG_IN_KERNEL_STOP, DIR_NONE, DIR_RECV, DIR_SEND, EndpointKey, EndpointValue,
     GLOBAL_DETECT_HTTP2, GlobalConfig, ListenKey, MAX_SERVICES, MAX_SPIN_NS, MODE_SPIN, PauseEvent,
-    PauseGate, ServiceConfig, ServiceCounters, SockState, ThreadActivity,
+    PauseGate, ROLE_CLIENT, ROLE_IGNORED, ROLE_SERVER, ServiceConfig, ServiceCounters, SockState,
+    ThreadActivity,
 };
 
 const AF_INET: u16 = 2;
@@ -52,6 +53,15 @@ const MSGHDR_IOV: u64 = 16;
 /// First 16 bytes of the HTTP/2 connection preface, "PRI * HTTP/2.0\r\n", as two words.
 const H2_PREFACE_0: u64 = u64::from_le_bytes(*b"PRI * HT");
 const H2_PREFACE_1: u64 = u64::from_le_bytes(*b"TP/2.0\r\n");
+
+/// `THREADS` is updated at most this often per thread and CPU.
+const THREAD_RESOLUTION_NS: u64 = 1_000_000;
+
+struct ThreadSeen {
+    last_ns: u64,
+    tid: u32,
+    service: u32,
+}
 
 /// Upper bound of `bpf_loop` iterations of one spin (the deadline ends it much earlier).
 const SPIN_MAX_STEPS: u32 = 1 << 20;
@@ -98,6 +108,9 @@ static ENDPOINTS: LruHashMap<EndpointKey, EndpointValue> = LruHashMap::with_max_
 /// tid -> last socket work on a server socket.
 #[map]
 static THREADS: LruHashMap<u32, ThreadActivity> = LruHashMap::with_max_entries(16_384, 0);
+/// Last thread recorded in `THREADS`, per CPU.
+#[map]
+static THREAD_SEEN: PerCpuArray<ThreadSeen> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static PAUSE_EVENTS: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
 
@@ -128,29 +141,18 @@ fn try_sock_data(ctx: &BtfTracePointContext, recv: bool) -> Result<u32, u32> {
     };
 
     let sk: *const u8 = ctx.arg(0);
-    let family: u16 = read_field(sk, &OFF_SKC_FAMILY)?;
-    if family != AF_INET && family != AF_INET6 {
-        return Ok(0);
-    }
-    if read_field::<u16>(sk, &OFF_SK_PROTOCOL)? != IPPROTO_TCP {
-        return Ok(0);
-    }
     // Little-endian: low half `skc_dport` (network order), high half `skc_num` (host order).
     let portpair: u32 = read_field(sk, &OFF_SKC_DPORT)?;
-    let local_port = portpair >> 16;
-    let server = unsafe {
-        LISTEN_PORTS.get(&ListenKey {
-            service,
-            port: local_port,
-        })
+    let (role, last) = socket_role_and_last(sk, portpair, service, recv)?;
+    if role == ROLE_IGNORED {
+        return Ok(0);
     }
-    .is_some();
-
-    let last = swap_direction(sk as u64, portpair, service, recv)?;
     let counters = COUNTERS.get_ptr_mut(service).ok_or(0u32)?;
     let bytes = ret as u64;
-    if server {
-        note_thread(pid_tgid as u32, service);
+    if role == ROLE_SERVER {
+        if last != now_dir(recv) {
+            note_thread(pid_tgid as u32, service);
+        }
         if !recv {
             add(unsafe { &raw mut (*counters).bytes_out }, bytes);
         } else {
@@ -166,7 +168,7 @@ fn try_sock_data(ctx: &BtfTracePointContext, recv: bool) -> Result<u32, u32> {
     } else if !recv && last != DIR_SEND {
         add(unsafe { &raw mut (*counters).calls_out }, 1);
         let remote_port = u16::from_be(portpair as u16);
-        note_endpoint(sk, family, remote_port, tgid, service)?;
+        note_endpoint(sk, remote_port, tgid, service)?;
     }
     Ok(0)
 }
@@ -184,52 +186,97 @@ fn service_of(tgid: u32) -> Option<u32> {
     unsafe { CGROUP_MEMBERS.get(&cgroup) }.copied()
 }
 
-/// Records the direction of this transfer on the socket and returns the previous one
-/// (`DIR_NONE` for a socket seen for the first time).
 #[inline(always)]
-fn swap_direction(sk: u64, portpair: u32, service: u32, recv: bool) -> Result<u8, u32> {
-    let now = if recv { DIR_RECV } else { DIR_SEND };
-    if let Some(state) = SOCKS.get_ptr_mut(&sk) {
+fn now_dir(recv: bool) -> u8 {
+    if recv { DIR_RECV } else { DIR_SEND }
+}
+
+/// The socket's role for the service and the direction of its previous data transfer
+/// (`DIR_NONE` for a socket seen for the first time); records this transfer's direction.
+/// Family, protocol and listening port are checked once per socket (and again after the
+/// listening ports changed), not at every call.
+#[inline(always)]
+fn socket_role_and_last(
+    sk: *const u8,
+    portpair: u32,
+    service: u32,
+    recv: bool,
+) -> Result<(u8, u8), u32> {
+    let generation = GLOBAL.get(0).ok_or(0u32)?.ports_generation;
+    let key = sk as u64;
+    let mut last = DIR_NONE;
+    if let Some(state) = SOCKS.get_ptr_mut(&key) {
         let state = unsafe { &mut *state };
         if state.portpair == portpair && state.service == service {
-            let last = state.last;
-            state.last = now;
-            return Ok(last);
+            last = state.last;
+            state.last = now_dir(recv);
+            if state.ports_generation == generation {
+                return Ok((state.role, last));
+            }
         }
     }
+    let role = classify(sk, portpair, service)?;
     let fresh = SockState {
         portpair,
         service,
-        last: now,
-        pad: [0; 7],
+        last: now_dir(recv),
+        role,
+        pad: [0; 2],
+        ports_generation: generation,
     };
-    SOCKS.insert(&sk, &fresh, 0).map_err(|_| 0u32)?;
-    Ok(DIR_NONE)
+    SOCKS.insert(&key, &fresh, 0).map_err(|_| 0u32)?;
+    Ok((role, last))
 }
 
+fn classify(sk: *const u8, portpair: u32, service: u32) -> Result<u8, u32> {
+    let family: u16 = read_field(sk, &OFF_SKC_FAMILY)?;
+    if (family != AF_INET && family != AF_INET6)
+        || read_field::<u16>(sk, &OFF_SK_PROTOCOL)? != IPPROTO_TCP
+    {
+        return Ok(ROLE_IGNORED);
+    }
+    let listening = ListenKey {
+        service,
+        port: portpair >> 16,
+    };
+    Ok(if unsafe { LISTEN_PORTS.get(&listening) }.is_some() {
+        ROLE_SERVER
+    } else {
+        ROLE_CLIENT
+    })
+}
+
+/// Records that thread `tid` did socket work for `service` now. A per-CPU cache of the last
+/// thread recorded skips the LRU update when the same thread was recorded less than
+/// `THREAD_RESOLUTION_NS` ago (`serving_threads` windows are far longer).
 fn note_thread(tid: u32, service: u32) {
-    let last_ns = unsafe { bpf_ktime_get_ns() };
+    let now = unsafe { bpf_ktime_get_ns() };
+    let Some(seen) = THREAD_SEEN.get_ptr_mut(0) else {
+        return;
+    };
+    let seen = unsafe { &mut *seen };
+    if seen.tid == tid && seen.service == service && now - seen.last_ns < THREAD_RESOLUTION_NS {
+        return;
+    }
+    seen.tid = tid;
+    seen.service = service;
+    seen.last_ns = now;
     if let Some(activity) = THREADS.get_ptr_mut(&tid) {
         let activity = unsafe { &mut *activity };
-        activity.last_ns = last_ns;
+        activity.last_ns = now;
         activity.service = service;
         return;
     }
     let activity = ThreadActivity {
-        last_ns,
+        last_ns: now,
         service,
         pad: 0,
     };
     let _ = THREADS.insert(&tid, &activity, 0);
 }
 
-fn note_endpoint(
-    sk: *const u8,
-    family: u16,
-    port: u16,
-    tgid: u32,
-    service: u32,
-) -> Result<(), u32> {
+fn note_endpoint(sk: *const u8, port: u16, tgid: u32, service: u32) -> Result<(), u32> {
+    let family: u16 = read_field(sk, &OFF_SKC_FAMILY)?;
     let mut key = EndpointKey {
         addr: [0; 16],
         tgid,
