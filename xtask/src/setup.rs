@@ -12,7 +12,15 @@ use crate::run;
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const BPF_LINKER_LLVM_FEATURE: &str = "llvm-22";
 /// Debian packages the tests and the demo use: real servers and a load tool for comparisons.
-const DEBIAN_PACKAGES: &[&str] = &["nginx-light", "memcached", "haproxy", "wrk", "python3"];
+const DEBIAN_PACKAGES: &[&str] = &[
+    "nginx-light",
+    "memcached",
+    "haproxy",
+    "wrk",
+    "python3",
+    // The web page test renders the coordinator's page in headless Chromium.
+    "chromium",
+];
 
 pub fn ensure() -> Result<()> {
     rust_src()?;
