@@ -1,0 +1,970 @@
+//! The coordinator's HTTP API and web page (`slowpoke serve`); docs/coordinator-api.md describes
+//! every endpoint and docs/openapi.yaml is its OpenAPI document.
+//!
+//! - `POST /v1/experiments` starts a what-if or a profile ([`request::ExperimentRequest`]);
+//!   one experiment runs at a time on a node (the paused services are shared), so a second POST
+//!   while one runs is refused with 409 rather than queued: a queue would silently measure an app
+//!   that someone else is already slowing down.
+//! - `GET /v1/experiments[/{id}]`, `DELETE /v1/experiments/{id}` (cancel: answers once the
+//!   runner removed every delay), `GET /v1/experiments/{id}/plot.svg`, `GET /v1/agents`.
+//! - `/` is a small page (plain HTML + JS embedded in the binary) over the same API.
+//!
+//! Finished results go to the library's [`ResultStore`], so results of the CLI and of earlier
+//! servers are listed too. Failed and cancelled experiments live in memory only.
+//!
+//! How an experiment's app and load are built is the caller's: a [`Launcher`] (the CLI gives
+//! the same one its `what-if` uses; tests give the fake world).
+
+pub mod plot;
+pub mod request;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::{
+    Json, Router,
+    body::Bytes,
+    extract::{Path, Request, State},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::agents::{HttpAgent, SharedAgent};
+use crate::experiment::{
+    self, App, AttachedApp, Backends, Monitor, Progress, RunError, spawn_profile, spawn_what_if,
+};
+use crate::real::{EmuApp, RealLoadStarter};
+use crate::results::{self, ResultStore, StoredResult};
+use request::{AppRequest, Checked, ExperimentRequest, Kind, Spec};
+
+/// Default listen address of `slowpoke serve`.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7272";
+
+/// How long `DELETE` waits for the runner to remove its delays before answering anyway.
+const CANCEL_WAIT: Duration = Duration::from_secs(30);
+
+// ---------------------------------------------------------------------------------------------
+// Configuration
+// ---------------------------------------------------------------------------------------------
+
+/// Builds what one experiment runs against (the app and the load), from the request.
+/// Called on a blocking thread: it may start an emulated app and wait for it to listen.
+pub trait Launcher: Send + Sync {
+    fn backends(&self, app: &AppRequest, agents: Vec<SharedAgent>) -> Result<Backends, String>;
+}
+
+/// The real launcher: an emulated app started from `topology` on this node (it stops when the
+/// experiment ends) or a running app (`services` + `entry`), and the real closed-loop load.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RealLauncher;
+
+impl Launcher for RealLauncher {
+    fn backends(&self, app: &AppRequest, agents: Vec<SharedAgent>) -> Result<Backends, String> {
+        let the_app: Box<dyn App> = match &app.topology {
+            Some(path) => Box::new(EmuApp::start(path, &app.set).map_err(|e| format!("{e:#}"))?),
+            None => Box::new(AttachedApp {
+                services: app.services.clone(),
+                entry: app.entry.clone().unwrap_or_default(),
+                entry_service: None,
+            }),
+        };
+        Ok(Backends {
+            agents,
+            app: the_app,
+            load: Arc::new(RealLoadStarter),
+        })
+    }
+}
+
+/// Everything `slowpoke serve` needs.
+#[derive(Clone)]
+pub struct ServeConfig {
+    /// Default [`DEFAULT_LISTEN`]; off loopback a token is mandatory.
+    pub listen: SocketAddr,
+    /// Bearer token required on every `/v1` call when set (`--token-file`).
+    pub token: Option<String>,
+    /// Where results are stored and read from (`--results-dir`).
+    pub results_dir: PathBuf,
+    /// The node agents experiments use unless a request names its own (`--agent`).
+    pub agents: Vec<SharedAgent>,
+    /// Bearer token for agents a request names by URL.
+    pub agent_token: Option<String>,
+    /// Builds each experiment's app and load.
+    pub launcher: Arc<dyn Launcher>,
+}
+
+/// True when a token is mandatory for this listen address (it is not loopback).
+pub fn token_required(listen: SocketAddr) -> bool {
+    !listen.ip().is_loopback()
+}
+
+/// The token rule: off loopback the server refuses to start without a token. Returns the token
+/// to enforce (on loopback, a token is enforced when given).
+pub fn check_token_rule(
+    listen: SocketAddr,
+    token: Option<String>,
+) -> Result<Option<String>, String> {
+    let token = token.map(|t| t.trim().to_owned()).filter(|t| !t.is_empty());
+    if token_required(listen) && token.is_none() {
+        return Err(format!(
+            "refusing to listen on {listen} without a token: off loopback every call needs \
+             `Authorization: Bearer <token>`; give --token-file FILE, or listen on 127.0.0.1"
+        ));
+    }
+    Ok(token)
+}
+
+// ---------------------------------------------------------------------------------------------
+// State
+// ---------------------------------------------------------------------------------------------
+
+/// Where an experiment is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Accepted; its app and load are being prepared.
+    Queued,
+    Running,
+    Done,
+    Failed,
+    Cancelled,
+}
+
+impl Status {
+    fn is_active(self) -> bool {
+        matches!(self, Status::Queued | Status::Running)
+    }
+}
+
+struct Entry {
+    id: String,
+    kind: Kind,
+    /// What was asked, e.g. `cart 2x speedup`, until there is a result to summarize.
+    asked: String,
+    created: String,
+    status: watch::Sender<Status>,
+    monitor: Monitor,
+    agents: Vec<SharedAgent>,
+    error: Option<String>,
+    result: Option<StoredResult>,
+}
+
+struct Inner {
+    token: Option<String>,
+    store: ResultStore,
+    agents: Vec<SharedAgent>,
+    agent_token: Option<String>,
+    launcher: Arc<dyn Launcher>,
+    /// Experiments of this server, oldest first.
+    experiments: Mutex<Vec<Entry>>,
+}
+
+/// The server's shared state; build it with [`AppState::new`] and pass it to [`router`].
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+impl AppState {
+    /// The state of a server with this configuration (`listen` is not used here).
+    pub fn new(cfg: &ServeConfig) -> AppState {
+        AppState {
+            inner: Arc::new(Inner {
+                token: cfg.token.clone().filter(|t| !t.is_empty()),
+                store: ResultStore::new(cfg.results_dir.clone()),
+                agents: cfg.agents.clone(),
+                agent_token: cfg.agent_token.clone(),
+                launcher: Arc::clone(&cfg.launcher),
+                experiments: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    fn experiments(&self) -> MutexGuard<'_, Vec<Entry>> {
+        self.inner
+            .experiments
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn with_entry<R>(&self, id: &str, f: impl FnOnce(&mut Entry) -> R) -> Option<R> {
+        self.experiments().iter_mut().find(|e| e.id == id).map(f)
+    }
+
+    /// Cancels the running experiment, if any, and waits until it removed its delays.
+    pub async fn cancel_running(&self) {
+        let active: Vec<(Monitor, watch::Receiver<Status>)> = self
+            .experiments()
+            .iter()
+            .filter(|e| e.status.borrow().is_active())
+            .map(|e| (e.monitor.clone(), e.status.subscribe()))
+            .collect();
+        for (m, mut rx) in active {
+            m.cancel();
+            let _ = tokio::time::timeout(CANCEL_WAIT, rx.wait_for(|s| !s.is_active())).await;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------------------------
+
+/// Every error answer: `{"error": "...what to fix"}`.
+#[derive(Debug)]
+pub struct ApiError(pub StatusCode, pub String);
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(ErrorBody { error: &self.1 })).into_response()
+    }
+}
+
+fn bad_request(msg: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, msg.into())
+}
+
+fn not_found(id: &str) -> ApiError {
+    ApiError(
+        StatusCode::NOT_FOUND,
+        format!("no experiment `{id}` (GET /v1/experiments lists them)"),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Router
+// ---------------------------------------------------------------------------------------------
+
+/// The server's routes: the `/v1` API (behind the token when one is set) and the web page.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route(
+            "/v1/experiments",
+            get(list_experiments).post(post_experiment),
+        )
+        .route(
+            "/v1/experiments/{id}",
+            get(get_experiment).delete(delete_experiment),
+        )
+        .route("/v1/experiments/{id}/plot.svg", get(plot_svg))
+        .route("/v1/agents", get(list_agents))
+        .route("/v1/{*rest}", axum::routing::any(no_endpoint))
+        .route_layer(middleware::from_fn_with_state(state.clone(), check_auth));
+    Router::new()
+        .route("/", get(web_index))
+        .route("/app.js", get(web_js))
+        .route("/style.css", get(web_css))
+        .merge(api)
+        .fallback(no_endpoint)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Whether `headers` carry the bearer token `want` (always true when there is none).
+pub fn authorized(want: Option<&str>, headers: &HeaderMap) -> bool {
+    let Some(want) = want else { return true };
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|got| constant_time_eq(got.trim().as_bytes(), want.as_bytes()))
+}
+
+async fn check_auth(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if authorized(state.inner.token.as_deref(), req.headers()) {
+        return next.run(req).await;
+    }
+    let mut r = ApiError(
+        StatusCode::UNAUTHORIZED,
+        "missing or wrong token: send `Authorization: Bearer <token>` with the server's token (its --token-file)".into(),
+    )
+    .into_response();
+    r.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    r
+}
+
+async fn no_endpoint() -> ApiError {
+    ApiError(
+        StatusCode::NOT_FOUND,
+        "no such endpoint; see docs/coordinator-api.md (/v1/experiments, /v1/experiments/{id}, /v1/experiments/{id}/plot.svg, /v1/agents)".into(),
+    )
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed here; see docs/coordinator-api.md".into(),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Web page
+// ---------------------------------------------------------------------------------------------
+
+const INDEX_HTML: &str = include_str!("../web/index.html");
+const APP_JS: &str = include_str!("../web/app.js");
+const STYLE_CSS: &str = include_str!("../web/style.css");
+
+async fn web_index() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        INDEX_HTML,
+    )
+}
+
+async fn web_js() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        APP_JS,
+    )
+}
+
+async fn web_css() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        STYLE_CSS,
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Experiments
+// ---------------------------------------------------------------------------------------------
+
+/// Progress as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProgressView {
+    /// 0..=1.
+    pub fraction: f64,
+    pub phase: String,
+    pub windows_done: usize,
+    pub last_rps: Option<f64>,
+}
+
+impl ProgressView {
+    fn of(p: &Progress) -> ProgressView {
+        ProgressView {
+            fraction: p.fraction,
+            phase: p.phase.clone(),
+            windows_done: p.windows_done,
+            last_rps: p.last_rps,
+        }
+    }
+
+    fn done() -> ProgressView {
+        ProgressView {
+            fraction: 1.0,
+            phase: "done".into(),
+            windows_done: 0,
+            last_rps: None,
+        }
+    }
+}
+
+/// One line of `GET /v1/experiments`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExperimentSummary {
+    pub id: String,
+    /// `what-if` or `profile`.
+    pub kind: String,
+    pub status: Status,
+    pub progress: ProgressView,
+    pub created: String,
+    /// One line, e.g. `cart 2x speedup: 3333 -> 5000 req/s predicted (+50.0 %)`.
+    pub summary: Option<String>,
+    pub error: Option<String>,
+}
+
+/// `GET /v1/experiments/{id}`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExperimentView {
+    #[serde(flatten)]
+    pub summary: ExperimentSummary,
+    /// The result when done: the same JSON as `slowpoke what-if --json` (or `profile --json`).
+    pub result: Option<serde_json::Value>,
+}
+
+fn kind_of(r: &StoredResult) -> Kind {
+    match r {
+        StoredResult::WhatIf(_) => Kind::WhatIf,
+        StoredResult::Profile(_) => Kind::Profile,
+    }
+}
+
+/// The result's own JSON (untagged, as the CLI prints it).
+fn result_json(r: &StoredResult) -> serde_json::Value {
+    let v = match r {
+        StoredResult::WhatIf(w) => serde_json::to_value(w),
+        StoredResult::Profile(p) => serde_json::to_value(p),
+    };
+    v.unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }))
+}
+
+fn stored_summary(r: &StoredResult) -> ExperimentSummary {
+    let s = results::summarize(r);
+    ExperimentSummary {
+        id: s.id,
+        kind: kind_of(r).as_str().into(),
+        status: Status::Done,
+        progress: ProgressView::done(),
+        created: s.created,
+        summary: Some(s.summary),
+        error: None,
+    }
+}
+
+impl Entry {
+    fn summary(&self) -> ExperimentSummary {
+        let status = *self.status.borrow();
+        let progress = match status {
+            Status::Done => ProgressView::done(),
+            Status::Queued => ProgressView {
+                phase: "preparing the app and the load".into(),
+                ..ProgressView::of(&self.monitor.progress())
+            },
+            _ => ProgressView::of(&self.monitor.progress()),
+        };
+        ExperimentSummary {
+            id: self.id.clone(),
+            kind: self.kind.as_str().into(),
+            status,
+            progress,
+            created: self.created.clone(),
+            summary: Some(
+                self.result
+                    .as_ref()
+                    .map_or_else(|| self.asked.clone(), |r| results::summarize(r).summary),
+            ),
+            error: self.error.clone(),
+        }
+    }
+
+    fn view(&self) -> ExperimentView {
+        ExperimentView {
+            summary: self.summary(),
+            result: self.result.as_ref().map(result_json),
+        }
+    }
+}
+
+/// Runs blocking work (file system, agent calls) off the runtime.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("internal error: {e}"),
+        )
+    })?
+}
+
+/// Ids are file names in the results directory: refuse anything that could leave it.
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && !id.starts_with('.')
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+async fn list_experiments(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let store = state.inner.store.clone();
+    let stored = blocking(move || {
+        store.list().map_err(|e| {
+            ApiError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot list the results: {e:#}"),
+            )
+        })
+    })
+    .await?;
+    let mut by_id: BTreeMap<String, ExperimentSummary> = BTreeMap::new();
+    for s in stored {
+        let kind = if s.kind == "profile" {
+            Kind::Profile
+        } else {
+            Kind::WhatIf
+        };
+        by_id.insert(
+            s.id.clone(),
+            ExperimentSummary {
+                id: s.id,
+                kind: kind.as_str().into(),
+                status: Status::Done,
+                progress: ProgressView::done(),
+                created: s.created,
+                summary: Some(s.summary),
+                error: None,
+            },
+        );
+    }
+    for e in state.experiments().iter() {
+        by_id.insert(e.id.clone(), e.summary());
+    }
+    let mut list: Vec<ExperimentSummary> = by_id.into_values().collect();
+    // Newest first; ids start with their UTC start time, so they sort like `created`.
+    list.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| b.id.cmp(&a.id)));
+    Ok(Json(list).into_response())
+}
+
+async fn load_stored(state: &AppState, id: &str) -> Result<StoredResult, ApiError> {
+    if !valid_id(id) {
+        return Err(not_found(id));
+    }
+    let store = state.inner.store.clone();
+    let id2 = id.to_owned();
+    blocking(move || {
+        store.load(&id2).map_err(|e| {
+            let msg = format!("{e:#}");
+            if msg.starts_with("no result") {
+                not_found(&id2)
+            } else if msg.contains("matches") {
+                bad_request(msg)
+            } else {
+                ApiError(StatusCode::INTERNAL_SERVER_ERROR, msg)
+            }
+        })
+    })
+    .await
+}
+
+async fn get_experiment(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<ExperimentView>, ApiError> {
+    if let Some(v) = state.with_entry(&id, |e| e.view()) {
+        return Ok(Json(v));
+    }
+    let r = load_stored(&state, &id).await?;
+    Ok(Json(ExperimentView {
+        summary: stored_summary(&r),
+        result: Some(result_json(&r)),
+    }))
+}
+
+async fn plot_svg(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let r = match state.with_entry(&id, |e| (e.result.clone(), *e.status.borrow())) {
+        Some((Some(r), _)) => r,
+        Some((None, status)) => {
+            return Err(ApiError(
+                StatusCode::CONFLICT,
+                format!(
+                    "experiment `{id}` has no result to plot (it is {}); wait until it is done",
+                    serde_json::to_value(status)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_default()
+                ),
+            ));
+        }
+        None => load_stored(&state, &id).await?,
+    };
+    let svg = blocking(move || {
+        plot::svg(&r).map_err(|e| {
+            ApiError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot draw the plot: {e:#}"),
+            )
+        })
+    })
+    .await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "image/svg+xml"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        svg,
+    )
+        .into_response())
+}
+
+async fn post_experiment(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    let req: ExperimentRequest = serde_json::from_slice(&body).map_err(|e| {
+        bad_request(format!(
+            "invalid request body: {e}; see docs/coordinator-api.md, e.g. {{\"services\": {{\"cart\": \"port:8081\", \"front\": \"port:8080\"}}, \"entry\": \"http://127.0.0.1:8080/\", \"target\": \"cart\", \"speedup\": \"2x\"}}"
+        ))
+    })?;
+    let checked = req.check().map_err(bad_request)?;
+    let agents: Vec<SharedAgent> = if checked.agents.is_empty() {
+        state.inner.agents.clone()
+    } else {
+        checked
+            .agents
+            .iter()
+            .map(|u| Arc::new(HttpAgent::new(u, state.inner.agent_token.clone())) as SharedAgent)
+            .collect()
+    };
+    if agents.is_empty() {
+        return Err(bad_request(
+            "no agent to talk to: name one in `agents` (e.g. [\"http://127.0.0.1:7171\"]) or start the server with --agent",
+        ));
+    }
+    let kind = checked.kind();
+    let (what, asked) = match &checked.spec {
+        Spec::WhatIf(w) => (w.target.clone(), format!("{} {}", w.target, w.optimization)),
+        Spec::Profile(p) => (
+            "app".to_owned(),
+            format!(
+                "profile of {}: {} %",
+                p.services
+                    .as_ref()
+                    .map_or_else(|| "every service".to_owned(), |s| s.join(", ")),
+                p.percents
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ),
+    };
+    let id = experiment::new_id(
+        match kind {
+            Kind::WhatIf => "whatif",
+            Kind::Profile => "profile",
+        },
+        &what,
+    );
+    let view = {
+        let mut list = state.experiments();
+        if let Some(busy) = list.iter().find(|e| e.status.borrow().is_active()) {
+            return Err(ApiError(
+                StatusCode::CONFLICT,
+                format!(
+                    "experiment `{}` is still running ({}); one experiment runs at a time on a node: wait for it, or cancel it with DELETE /v1/experiments/{}",
+                    busy.id,
+                    busy.monitor.progress().phase,
+                    busy.id
+                ),
+            ));
+        }
+        let (tx, _) = watch::channel(Status::Queued);
+        let entry = Entry {
+            id: id.clone(),
+            kind,
+            asked,
+            created: experiment::now_rfc3339(),
+            status: tx,
+            monitor: Monitor::new(),
+            agents: agents.clone(),
+            error: None,
+            result: None,
+        };
+        let v = entry.view();
+        list.push(entry);
+        v
+    };
+    tokio::spawn(drive(state.clone(), id.clone(), checked, agents));
+    let mut r = (StatusCode::ACCEPTED, Json(view)).into_response();
+    if let Ok(loc) = HeaderValue::from_str(&format!("/v1/experiments/{id}")) {
+        r.headers_mut().insert(header::LOCATION, loc);
+    }
+    Ok(r)
+}
+
+/// Runs one experiment to its end and records how it ended.
+async fn drive(state: AppState, id: String, checked: Checked, agents: Vec<SharedAgent>) {
+    let launcher = Arc::clone(&state.inner.launcher);
+    let app = checked.app.clone();
+    let built = tokio::task::spawn_blocking(move || launcher.backends(&app, agents))
+        .await
+        .unwrap_or_else(|e| Err(format!("preparing the app failed: {e}")));
+    let backends = match built {
+        Ok(b) => b,
+        Err(e) => {
+            finish(
+                &state,
+                &id,
+                Err(format!("cannot prepare the experiment: {e}")),
+            );
+            return;
+        }
+    };
+    // A cancel while the app was being prepared: nothing was installed yet.
+    let cancelled = state
+        .with_entry(&id, |e| e.monitor.is_cancelled())
+        .unwrap_or(true);
+    if cancelled {
+        drop(backends);
+        finish(&state, &id, Err(RunError::Cancelled.to_string()));
+        return;
+    }
+    let outcome: Result<StoredResult, RunError> = match checked.spec {
+        Spec::WhatIf(spec) => {
+            let h = spawn_what_if(spec, backends);
+            adopt(&state, &id, &h.monitor);
+            h.wait().await.map(StoredResult::WhatIf)
+        }
+        Spec::Profile(spec) => {
+            let h = spawn_profile(spec, backends);
+            adopt(&state, &id, &h.monitor);
+            h.wait().await.map(StoredResult::Profile)
+        }
+    };
+    match outcome {
+        Ok(mut r) => {
+            let created = state.with_entry(&id, |e| e.created.clone());
+            match &mut r {
+                StoredResult::WhatIf(w) => {
+                    w.id.clone_from(&id);
+                    if let Some(c) = created {
+                        w.created = c;
+                    }
+                }
+                StoredResult::Profile(p) => {
+                    p.id.clone_from(&id);
+                    if let Some(c) = created {
+                        p.created = c;
+                    }
+                }
+            }
+            let store = state.inner.store.clone();
+            let to_save = r.clone();
+            let saved = tokio::task::spawn_blocking(move || store.save(&to_save))
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))
+                .and_then(|r| r);
+            if let Err(e) = &saved {
+                tracing::error!("experiment {id}: cannot store the result: {e:#}");
+            }
+            state.with_entry(&id, |e| {
+                e.result = Some(r);
+                if let Err(err) = saved {
+                    e.error = Some(format!("the result could not be stored: {err:#}"));
+                }
+                e.status.send_replace(Status::Done);
+            });
+        }
+        Err(RunError::Cancelled) => finish(&state, &id, Err(RunError::Cancelled.to_string())),
+        Err(e) => finish(&state, &id, Err(e.to_string())),
+    }
+}
+
+/// Swaps the entry's placeholder monitor for the runner's, carrying a pending cancel over.
+fn adopt(state: &AppState, id: &str, m: &Monitor) {
+    state.with_entry(id, |e| {
+        if e.monitor.is_cancelled() {
+            m.cancel();
+        }
+        e.monitor = m.clone();
+        e.status.send_replace(Status::Running);
+    });
+}
+
+fn finish(state: &AppState, id: &str, outcome: Result<(), String>) {
+    state.with_entry(id, |e| {
+        let status = match &outcome {
+            Ok(()) => Status::Done,
+            Err(msg) if msg == &RunError::Cancelled.to_string() => Status::Cancelled,
+            Err(_) => Status::Failed,
+        };
+        if let Err(msg) = outcome {
+            tracing::info!("experiment {}: {msg}", e.id);
+            e.error = Some(msg);
+        }
+        e.status.send_replace(status);
+    });
+}
+
+async fn delete_experiment(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let Some((status, monitor, mut rx, agents)) = state.with_entry(&id, |e| {
+        (
+            *e.status.borrow(),
+            e.monitor.clone(),
+            e.status.subscribe(),
+            e.agents.clone(),
+        )
+    }) else {
+        // A stored result exists (finished earlier, or by the CLI): nothing to cancel.
+        if valid_id(&id) && load_stored(&state, &id).await.is_ok() {
+            return Err(ApiError(
+                StatusCode::CONFLICT,
+                format!("experiment `{id}` is already done: nothing to cancel"),
+            ));
+        }
+        return Err(not_found(&id));
+    };
+    if !status.is_active() {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            format!(
+                "experiment `{id}` already ended ({}): nothing to cancel",
+                serde_json::to_value(status)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default()
+            ),
+        ));
+    }
+    monitor.cancel();
+    // The runner's PlanGuard / Session::finish remove every delay before the status changes.
+    if tokio::time::timeout(CANCEL_WAIT, rx.wait_for(|s| !s.is_active()))
+        .await
+        .is_err()
+    {
+        // The runner is stuck in a call: remove the plan ourselves, and say so.
+        let errors = blocking(move || Ok(crate::agents::clear_everywhere(&agents))).await?;
+        let detail = errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ");
+        return Err(ApiError(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!(
+                "experiment `{id}` did not stop within {} s; the plan was removed from the agents directly{}",
+                CANCEL_WAIT.as_secs(),
+                if detail.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (failures: {detail})")
+                }
+            ),
+        ));
+    }
+    let v = state
+        .with_entry(&id, |e| e.view())
+        .ok_or_else(|| not_found(&id))?;
+    Ok(Json(v).into_response())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Agents
+// ---------------------------------------------------------------------------------------------
+
+/// One line of `GET /v1/agents`.
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentView {
+    pub name: String,
+    /// `ok`, or `unreachable` when the health call failed.
+    pub status: String,
+    pub health: Option<slowpoke_agent::api::Health>,
+    pub error: Option<String>,
+}
+
+async fn list_agents(State(state): State<AppState>) -> Result<Json<Vec<AgentView>>, ApiError> {
+    let agents = state.inner.agents.clone();
+    let mut tasks = Vec::new();
+    for a in agents {
+        tasks.push(tokio::task::spawn_blocking(move || {
+            let name = a.name();
+            match a.health() {
+                Ok(h) => AgentView {
+                    name,
+                    status: if h.status == "ok" {
+                        "ok".into()
+                    } else {
+                        h.status.clone()
+                    },
+                    health: Some(h),
+                    error: None,
+                },
+                Err(e) => AgentView {
+                    name,
+                    status: "unreachable".into(),
+                    health: None,
+                    error: Some(e.to_string()),
+                },
+            }
+        }));
+    }
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.map_err(|e| {
+            ApiError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("internal error: {e}"),
+            )
+        })?);
+    }
+    Ok(Json(out))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Serving
+// ---------------------------------------------------------------------------------------------
+
+/// Binds `cfg.listen` (checking the token rule first); the listener and the state, for callers
+/// that want the bound address before serving (tests use port 0).
+pub async fn bind(cfg: &ServeConfig) -> anyhow::Result<(tokio::net::TcpListener, AppState)> {
+    let token = check_token_rule(cfg.listen, cfg.token.clone()).map_err(anyhow::Error::msg)?;
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", cfg.listen))?;
+    let mut cfg = cfg.clone();
+    cfg.token = token;
+    Ok((listener, AppState::new(&cfg)))
+}
+
+/// Serves until SIGINT/SIGTERM; on the signal the running experiment is cancelled (its delays
+/// removed) before the server returns.
+pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
+    let (listener, state) = bind(&cfg).await?;
+    tracing::info!(
+        "slowpoke serve: http://{} (results in {})",
+        listener.local_addr()?,
+        cfg.results_dir.display()
+    );
+    serve_on(listener, state, shutdown_signal()).await
+}
+
+/// Serves on `listener` until `shutdown` completes, then cancels the running experiment and
+/// waits for it to remove its delays.
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let s2 = state.clone();
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down: cancelling the running experiment");
+            s2.cancel_running().await;
+        })
+        .await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

@@ -1,0 +1,259 @@
+//! Shared by the server tests: a real server on an ephemeral port over the library's fake world,
+//! and a small blocking HTTP client.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use slowpoke_coordinator::agents::SharedAgent;
+use slowpoke_coordinator::experiment::Backends;
+use slowpoke_coordinator::fake::{FakeAgent, FakeApp, FakeLoadStarter, FakeWorld};
+use slowpoke_coordinator::server::{self, Launcher, ServeConfig, request::AppRequest};
+
+/// Builds every experiment on the fake world, whatever app the request names.
+pub struct FakeLauncher(pub FakeWorld);
+
+impl Launcher for FakeLauncher {
+    fn backends(&self, _app: &AppRequest, agents: Vec<SharedAgent>) -> Result<Backends, String> {
+        Ok(Backends {
+            agents,
+            app: Box::new(FakeApp(self.0.clone())),
+            load: Arc::new(FakeLoadStarter(self.0.clone())),
+        })
+    }
+}
+
+/// A fresh directory under the system's temp dir.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let d = std::env::temp_dir().join(format!(
+        "slowpoke-server-{name}-{}-{nanos}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// The configuration of a test server on the fake world.
+pub fn config(world: &FakeWorld, results_dir: PathBuf) -> ServeConfig {
+    ServeConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        token: None,
+        results_dir,
+        agents: vec![Arc::new(FakeAgent(world.clone())) as SharedAgent],
+        agent_token: None,
+        launcher: Arc::new(FakeLauncher(world.clone())),
+    }
+}
+
+/// A server running on its own runtime; stopped (gracefully) when dropped.
+pub struct Server {
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Server {
+    pub fn start(cfg: ServeConfig) -> Server {
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let (listener, state) = server::bind(&cfg).await?;
+                addr_tx.send(listener.local_addr()?).unwrap();
+                server::serve_on(listener, state, async {
+                    let _ = stop_rx.await;
+                })
+                .await
+            })
+        });
+        let addr = addr_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the server did not start");
+        Server {
+            addr,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Stops the server (as SIGTERM would) and waits for it.
+    pub fn shutdown(mut self) -> anyhow::Result<()> {
+        self.stop_and_join()
+    }
+
+    fn stop_and_join(&mut self) -> anyhow::Result<()> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        match self.thread.take() {
+            Some(t) => t.join().expect("the server thread panicked"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.stop_and_join();
+    }
+}
+
+/// An answer: status, headers we look at, body.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub content_type: String,
+    pub location: Option<String>,
+    pub www_authenticate: Option<String>,
+    pub text: String,
+}
+
+impl Answer {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.text).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text))
+    }
+
+    /// The `error` of a 4xx/5xx answer.
+    pub fn error(&self) -> String {
+        self.json()["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no `error` in {}", self.text))
+            .to_owned()
+    }
+}
+
+/// One call; `body` is sent as is (JSON or not).
+pub fn call(method: &str, url: &str, body: Option<&str>, token: Option<&str>) -> Answer {
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_mins(1))
+        .build();
+    let mut req = agent.request(method, url);
+    if let Some(t) = token {
+        req = req.set("Authorization", &format!("Bearer {t}"));
+    }
+    let res = match body {
+        Some(b) => req.set("Content-Type", "application/json").send_string(b),
+        None => req.call(),
+    };
+    let resp = match res {
+        Ok(r) | Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{method} {url}: {e}"),
+    };
+    Answer {
+        status: resp.status(),
+        content_type: resp.content_type().to_owned(),
+        location: resp.header("Location").map(str::to_owned),
+        www_authenticate: resp.header("WWW-Authenticate").map(str::to_owned),
+        text: resp.into_string().unwrap(),
+    }
+}
+
+pub fn get(url: &str) -> Answer {
+    call("GET", url, None, None)
+}
+
+/// Polls `GET /v1/experiments/{id}` until `done(view)`; panics after `secs`.
+pub fn wait_for(
+    server: &Server,
+    id: &str,
+    secs: f64,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let until = Instant::now() + Duration::from_secs_f64(secs);
+    loop {
+        let v = get(&server.url(&format!("/v1/experiments/{id}"))).json();
+        if done(&v) {
+            return v;
+        }
+        assert!(Instant::now() < until, "timed out waiting on {id}: {v}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn status_of(v: &serde_json::Value) -> &str {
+    v["status"].as_str().unwrap_or("")
+}
+
+/// The fake chain's services, as a request names them.
+pub const APP: &str = r#""services": {"front": "port:8080", "cart": "port:8081", "db": "port:8082"}, "entry": "http://127.0.0.1:8080/""#;
+
+/// Fast measurement settings for the fake world (its counters run 1000× faster than real time).
+pub const QUICK: &str = r#""warmup": 0, "settle": 0, "window": 0.02"#;
+
+pub fn quick() -> slowpoke_coordinator::experiment::Timing {
+    slowpoke_coordinator::experiment::Timing {
+        warmup_s: 0.0,
+        window_s: 0.02,
+        settle_s: 0.0,
+    }
+}
+
+/// A what-if (cart 2x, with ground truth) as the CLI would have stored it.
+pub fn cli_what_if(w: &FakeWorld) -> slowpoke_coordinator::experiment::WhatIfResult {
+    use slowpoke_coordinator::experiment::{LoadConfig, Monitor, Repeat, Safety, WhatIfSpec};
+    let spec = WhatIfSpec {
+        target: "cart".into(),
+        optimization: slowpoke_coordinator::model::Optimization::Speedup(2.0),
+        load: LoadConfig::default(),
+        timing: quick(),
+        repeat: Repeat {
+            repetitions: 3,
+            precision_pct: None,
+            budget_s: 60.0,
+            max_repetitions: 3,
+        },
+        safety: Safety::default(),
+        truth: true,
+        entry_service: None,
+    };
+    slowpoke_coordinator::experiment::run_what_if(&spec, &mut w.backends(), &Monitor::new())
+        .unwrap()
+}
+
+/// Equal JSON, numbers within a relative 1e-12 (a float written and read back may move by one
+/// unit in the last place).
+pub fn assert_json_close(a: &serde_json::Value, b: &serde_json::Value) {
+    fn walk(a: &serde_json::Value, b: &serde_json::Value, path: &str) {
+        use serde_json::Value as V;
+        match (a, b) {
+            (V::Number(x), V::Number(y)) => {
+                let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+                assert!(
+                    (x - y).abs() <= 1e-12 * x.abs().max(y.abs()),
+                    "{path}: {x} != {y}"
+                );
+            }
+            (V::Array(x), V::Array(y)) => {
+                assert_eq!(x.len(), y.len(), "{path}: lengths differ");
+                for (i, (x, y)) in x.iter().zip(y).enumerate() {
+                    walk(x, y, &format!("{path}[{i}]"));
+                }
+            }
+            (V::Object(x), V::Object(y)) => {
+                let kx: Vec<&String> = x.keys().collect();
+                let ky: Vec<&String> = y.keys().collect();
+                assert_eq!(kx, ky, "{path}: keys differ");
+                for (k, v) in x {
+                    walk(v, &y[k], &format!("{path}.{k}"));
+                }
+            }
+            _ => assert_eq!(a, b, "{path}"),
+        }
+    }
+    walk(a, b, "");
+}
