@@ -94,6 +94,7 @@ pub struct Kernel {
     events: Option<events::EventReader>,
     pause_requests: Option<mpsc::UnboundedReceiver<PauseRequest>>,
     members: HashMap<MapData, u32, u32>,
+    member_bits: Array<MapData, u64>,
     cgroup_members: HashMap<MapData, u64, u32>,
     listen_ports: HashMap<MapData, ListenKey, u8>,
     config: Array<MapData, ServiceConfig>,
@@ -294,6 +295,7 @@ impl Kernel {
             events: Some(events),
             pause_requests: Some(rx),
             members: take_map(&mut ebpf, "MEMBERS")?,
+            member_bits: take_map(&mut ebpf, "MEMBER_BITS")?,
             cgroup_members: take_map(&mut ebpf, "CGROUP_MEMBERS")?,
             listen_ports: take_map(&mut ebpf, "LISTEN_PORTS")?,
             config: take_map(&mut ebpf, "SERVICE_CONFIG")?,
@@ -349,6 +351,7 @@ impl Kernel {
         for tgid in old.iter().filter(|t| !tgids.contains(t)) {
             // Another service may have claimed it since.
             if self.members.get(tgid, 0).is_ok_and(|owner| owner == id) {
+                self.set_member_bit(*tgid, false)?;
                 let _ = self.members.remove(tgid);
             }
         }
@@ -356,11 +359,31 @@ impl Kernel {
             self.members
                 .insert(tgid, id, 0)
                 .map_err(ebpf_error("MEMBERS"))?;
+            self.set_member_bit(*tgid, true)?;
         }
         if !tgids.is_empty() {
             self.tgids.insert(id, tgids.to_vec());
         }
         Ok(())
+    }
+
+    /// The kernel's pre-filter: one bit per tgid present in `MEMBERS` (only the agent writes it).
+    fn set_member_bit(&mut self, tgid: u32, on: bool) -> Result<(), KernelError> {
+        let index = tgid >> 6;
+        if index >= slowpoke_common::MEMBER_WORDS {
+            return Err(KernelError::Ebpf(format!(
+                "tgid {tgid} above PID_MAX_LIMIT"
+            )));
+        }
+        let word = self
+            .member_bits
+            .get(&index, 0)
+            .map_err(ebpf_error("MEMBER_BITS"))?;
+        let bit = 1u64 << (tgid & 63);
+        let word = if on { word | bit } else { word & !bit };
+        self.member_bits
+            .set(index, word, 0)
+            .map_err(ebpf_error("MEMBER_BITS"))
     }
 
     /// Replaces the cgroup (v2 id) membership of a service.

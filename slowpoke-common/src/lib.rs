@@ -14,6 +14,9 @@
 /// How many services one agent can track (size of the per-service arrays).
 pub const MAX_SERVICES: u32 = 64;
 
+/// Words of the tgid membership bitmap: 64 Ki words of 64 bits cover `PID_MAX_LIMIT` (2^22).
+pub const MEMBER_WORDS: u32 = 1 << 16;
+
 /// Longest busy delay the spin actuator inserts at one visit.
 pub const MAX_SPIN_NS: u64 = 1_000_000;
 

@@ -31,9 +31,9 @@ use aya_ebpf::{
 use aya_log_ebpf::warn;
 use slowpoke_common::{
     CONFIG_IN_KERNEL_STOP, DIR_NONE, DIR_RECV, DIR_SEND, EndpointKey, EndpointValue,
-    GLOBAL_DETECT_HTTP2, GlobalConfig, ListenKey, MAX_SERVICES, MAX_SPIN_NS, MODE_SPIN, PauseEvent,
-    PauseGate, ROLE_CLIENT, ROLE_IGNORED, ROLE_SERVER, ServiceConfig, ServiceCounters, SockState,
-    ThreadActivity,
+    GLOBAL_DETECT_HTTP2, GlobalConfig, ListenKey, MAX_SERVICES, MAX_SPIN_NS, MEMBER_WORDS,
+    MODE_SPIN, PauseEvent, PauseGate, ROLE_CLIENT, ROLE_IGNORED, ROLE_SERVER, ServiceConfig,
+    ServiceCounters, SockState, ThreadActivity,
 };
 
 const AF_INET: u16 = 2;
@@ -83,6 +83,11 @@ static OFF_REGS_ARG1: u32 = 0;
 #[unsafe(no_mangle)]
 static OFF_REGS_SYSCALL_NR: u32 = 0;
 
+/// Bit `tgid % 64` of word `tgid / 64` is set when `MEMBERS` has the tgid: an array lookup is
+/// inlined by the verifier (no helper call), so untracked processes skip the hash lookup.
+/// 65 536 words cover `PID_MAX_LIMIT` (2^22).
+#[map]
+static MEMBER_BITS: Array<u64> = Array::with_max_entries(MEMBER_WORDS, 0);
 /// tgid -> service id.
 #[map]
 static MEMBERS: HashMap<u32, u32> = HashMap::with_max_entries(16_384, 0);
@@ -176,7 +181,10 @@ fn try_sock_data(ctx: &BtfTracePointContext, recv: bool) -> Result<u32, u32> {
 /// The service of the current process: by tgid, else by cgroup v2 id.
 #[inline(always)]
 fn service_of(tgid: u32) -> Option<u32> {
-    if let Some(service) = unsafe { MEMBERS.get(&tgid) } {
+    if let Some(word) = MEMBER_BITS.get(tgid >> 6)
+        && (*word >> (tgid & 63)) & 1 != 0
+        && let Some(service) = unsafe { MEMBERS.get(&tgid) }
+    {
         return Some(*service);
     }
     if GLOBAL.get(0)?.cgroup_members == 0 {
