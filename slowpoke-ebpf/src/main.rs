@@ -183,7 +183,7 @@ fn try_sock_data(ctx: &BtfTracePointContext, recv: bool) -> Result<u32, u32> {
 fn service_of(tgid: u32) -> Option<u32> {
     if let Some(word) = MEMBER_BITS.get(tgid >> 6)
         && (*word >> (tgid & 63)) & 1 != 0
-        && let Some(service) = unsafe { MEMBERS.get(&tgid) }
+        && let Some(service) = unsafe { MEMBERS.get(tgid) }
     {
         return Some(*service);
     }
@@ -191,7 +191,7 @@ fn service_of(tgid: u32) -> Option<u32> {
         return None;
     }
     let cgroup = unsafe { bpf_get_current_cgroup_id() };
-    unsafe { CGROUP_MEMBERS.get(&cgroup) }.copied()
+    unsafe { CGROUP_MEMBERS.get(cgroup) }.copied()
 }
 
 #[inline(always)]
@@ -213,7 +213,7 @@ fn socket_role_and_last(
     let generation = GLOBAL.get(0).ok_or(0u32)?.ports_generation;
     let key = sk as u64;
     let mut last = DIR_NONE;
-    if let Some(state) = SOCKS.get_ptr_mut(&key) {
+    if let Some(state) = SOCKS.get_ptr_mut(key) {
         let state = unsafe { &mut *state };
         if state.portpair == portpair && state.service == service {
             last = state.last;
@@ -232,7 +232,7 @@ fn socket_role_and_last(
         pad: [0; 2],
         ports_generation: generation,
     };
-    SOCKS.insert(&key, &fresh, 0).map_err(|_| 0u32)?;
+    SOCKS.insert(key, fresh, 0).map_err(|_| 0u32)?;
     Ok((role, last))
 }
 
@@ -247,7 +247,7 @@ fn classify(sk: *const u8, portpair: u32, service: u32) -> Result<u8, u32> {
         service,
         port: portpair >> 16,
     };
-    Ok(if unsafe { LISTEN_PORTS.get(&listening) }.is_some() {
+    Ok(if unsafe { LISTEN_PORTS.get(listening) }.is_some() {
         ROLE_SERVER
     } else {
         ROLE_CLIENT
@@ -269,7 +269,7 @@ fn note_thread(tid: u32, service: u32) {
     seen.tid = tid;
     seen.service = service;
     seen.last_ns = now;
-    if let Some(activity) = THREADS.get_ptr_mut(&tid) {
+    if let Some(activity) = THREADS.get_ptr_mut(tid) {
         let activity = unsafe { &mut *activity };
         activity.last_ns = now;
         activity.service = service;
@@ -280,7 +280,7 @@ fn note_thread(tid: u32, service: u32) {
         service,
         pad: 0,
     };
-    let _ = THREADS.insert(&tid, &activity, 0);
+    let _ = THREADS.insert(tid, activity, 0);
 }
 
 fn note_endpoint(sk: *const u8, port: u16, tgid: u32, service: u32) -> Result<(), u32> {
@@ -300,7 +300,7 @@ fn note_endpoint(sk: *const u8, port: u16, tgid: u32, service: u32) -> Result<()
     } else {
         key.addr = read_field(sk, &OFF_SKC_V6_DADDR)?;
     }
-    if let Some(value) = ENDPOINTS.get_ptr_mut(&key) {
+    if let Some(value) = ENDPOINTS.get_ptr_mut(key) {
         add(unsafe { &raw mut (*value).calls }, 1);
         return Ok(());
     }
@@ -309,7 +309,7 @@ fn note_endpoint(sk: *const u8, port: u16, tgid: u32, service: u32) -> Result<()
         service,
         pad: 0,
     };
-    ENDPOINTS.insert(&key, &value, 0).map_err(|_| 0u32)
+    ENDPOINTS.insert(key, value, 0).map_err(|_| 0u32)
 }
 
 /// A visit started: add the service's delay to its debt (pause mode) and trigger a pause when
