@@ -121,6 +121,20 @@ pub fn check_token_rule(
     Ok(token)
 }
 
+/// Reads the server's bearer token from `--token-file` (trimmed); an empty file is an error.
+pub fn read_token_file(path: &std::path::Path) -> anyhow::Result<String> {
+    let t = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read the token file {}: {e}", path.display()))?;
+    let t = t.trim();
+    anyhow::ensure!(
+        !t.is_empty(),
+        "the token file {} is empty: put a long random string in it (e.g. `openssl rand -hex 32 > {}`)",
+        path.display(),
+        path.display()
+    );
+    Ok(t.to_owned())
+}
+
 // ---------------------------------------------------------------------------------------------
 // State
 // ---------------------------------------------------------------------------------------------
@@ -438,7 +452,19 @@ impl Entry {
                 phase: "preparing the app and the load".into(),
                 ..ProgressView::of(&self.monitor.progress())
             },
-            _ => ProgressView::of(&self.monitor.progress()),
+            Status::Running => ProgressView::of(&self.monitor.progress()),
+            Status::Failed | Status::Cancelled => {
+                let mut p = ProgressView::of(&self.monitor.progress());
+                if p.phase.is_empty() {
+                    // Ended before the runner started (preparing the app failed, or a cancel).
+                    p.phase = if status == Status::Failed {
+                        "failed".into()
+                    } else {
+                        "cancelled".into()
+                    };
+                }
+                p
+            }
         };
         ExperimentSummary {
             id: self.id.clone(),

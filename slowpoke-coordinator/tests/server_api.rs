@@ -415,6 +415,21 @@ fn the_token_rule() {
 }
 
 #[test]
+fn token_files() {
+    let dir = temp_dir("token-file");
+    let f = dir.join("token");
+    std::fs::write(&f, "  s3cret\n").unwrap();
+    assert_eq!(server::read_token_file(&f).unwrap(), "s3cret");
+    std::fs::write(&f, "\n").unwrap();
+    let e = server::read_token_file(&f).unwrap_err().to_string();
+    assert!(e.contains("is empty"), "{e}");
+    let e = server::read_token_file(&dir.join("nope"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("cannot read the token file"), "{e}");
+}
+
+#[test]
 fn the_server_refuses_to_start_off_loopback_without_a_token() {
     let w = FakeWorld::chain();
     let mut cfg = config(&w, temp_dir("refuse"));

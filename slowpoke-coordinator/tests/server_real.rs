@@ -1,0 +1,88 @@
+//! The server over the real backends, as `slowpoke serve` wires them: the in-process agent
+//! (root + BPF), the emulated chain3 app started from its topology by [`RealLauncher`], the real
+//! closed-loop load. Ignored by default (it needs root and takes ~15 s):
+//! `cargo test -p slowpoke-coordinator --test server_real -- --ignored`.
+
+mod server_common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use server_common::{call, temp_dir};
+use slowpoke_coordinator::agents::SharedAgent;
+use slowpoke_coordinator::real::InProcessAgent;
+use slowpoke_coordinator::server::{self, RealLauncher, ServeConfig};
+
+#[test]
+#[ignore = "needs root and BPF; run with --ignored"]
+fn a_what_if_on_the_emulated_chain_through_the_api() {
+    // The emulator binary next to this test's (cargo build -p slowpoke-emu), unless given.
+    if std::env::var_os("SLOWPOKE_EMU_BIN").is_none() {
+        let exe = std::env::current_exe().unwrap();
+        let emu = exe.parent().unwrap().parent().unwrap().join("slowpoke-emu");
+        assert!(
+            emu.exists(),
+            "build the emulator first: cargo build -p slowpoke-emu (or set SLOWPOKE_EMU_BIN)"
+        );
+        // SAFETY: set before any other thread of this test starts.
+        unsafe { std::env::set_var("SLOWPOKE_EMU_BIN", emu) };
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let agent = rt
+        .block_on(InProcessAgent::start(slowpoke_agent::AgentConfig::default()))
+        .expect("the in-process agent starts (root?)");
+    let inner = agent.agent().clone();
+    let cfg = ServeConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        token: None,
+        results_dir: temp_dir("real"),
+        agents: vec![Arc::new(agent) as SharedAgent],
+        agent_token: None,
+        launcher: Arc::new(RealLauncher),
+    };
+    let (listener, state) = rt.block_on(server::bind(&cfg)).unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let served = rt.spawn(server::serve_on(listener, state, async {
+        let _ = stop_rx.await;
+    }));
+
+    let topology = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/topologies/chain3.json"
+    );
+    let body = format!(
+        r#"{{"topology": "{topology}", "target": "middle", "speedup": 2, "truth": true,
+            "connections": 32, "warmup": 1, "window": 1, "repetitions": 3, "precision": 0}}"#
+    );
+    let a = call("POST", &format!("{base}/v1/experiments"), Some(&body), None);
+    assert_eq!(a.status, 202, "{}", a.text);
+    let id = a.json()["id"].as_str().unwrap().to_owned();
+    let url = format!("{base}/v1/experiments/{id}");
+    let v = loop {
+        let v = call("GET", &url, None, None).json();
+        if !matches!(v["status"].as_str(), Some("queued" | "running")) {
+            break v;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(v["status"], "done", "{v}");
+    let r = &v["result"];
+    eprintln!(
+        "baseline {} predicted {} truth {} error {} %",
+        r["baseline_rps"], r["predicted_rps"], r["truth_rps"], r["error_pct"]
+    );
+    assert!(r["predicted_rps"].as_f64().unwrap() > r["baseline_rps"].as_f64().unwrap());
+    let agents = call("GET", &format!("{base}/v1/agents"), None, None).json();
+    assert_eq!(agents[0]["status"], "ok", "{agents}");
+    let plan = inner.slowdown();
+    assert!(plan.services.is_empty(), "a plan is left: {plan:?}");
+
+    let _ = stop_tx.send(());
+    rt.block_on(served).unwrap().unwrap();
+    rt.block_on(inner.shutdown());
+}
