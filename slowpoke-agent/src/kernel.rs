@@ -583,3 +583,29 @@ impl Drop for Kernel {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<Kernel>();
+        check::<PauseRequest>();
+    }
+
+    #[test]
+    fn btf_offsets_of_this_kernel() {
+        let Ok(btf) = btf::Btf::from_sys_fs() else {
+            return; // no BTF here: Kernel::load says so
+        };
+        let mut features = BTreeMap::new();
+        let offsets = Offsets::from_btf(&btf, &mut features).unwrap();
+        // Layout of struct sock_common since Linux 4.x (x86_64).
+        assert_eq!(offsets.skc_daddr, 0);
+        assert_eq!(offsets.skc_dport, 12);
+        assert_eq!(offsets.skc_family, 16);
+        assert!(offsets.sk_protocol > offsets.skc_v6_daddr);
+    }
+}
