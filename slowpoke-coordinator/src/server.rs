@@ -300,8 +300,34 @@ pub fn authorized(want: Option<&str>, headers: &HeaderMap) -> bool {
         .is_some_and(|got| constant_time_eq(got.trim().as_bytes(), want.as_bytes()))
 }
 
+/// Whether the `Host` header names this machine's loopback (`localhost`, `127.0.0.1`, `[::1]`,
+/// any port). Without a token the server only answers such requests: a web page on another site
+/// cannot reach it through DNS rebinding (a name it controls pointed at 127.0.0.1).
+pub fn loopback_host(headers: &HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+        return false;
+    };
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else {
+        host.rsplit_once(':').map_or(host, |(n, _)| n)
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 async fn check_auth(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    if authorized(state.inner.token.as_deref(), req.headers()) {
+    let token = state.inner.token.as_deref();
+    if token.is_none() && !loopback_host(req.headers()) {
+        return ApiError(
+            StatusCode::FORBIDDEN,
+            "without a token this server only answers requests addressed to localhost, 127.0.0.1 or [::1] (the Host header); to serve other names, start it with --token-file".into(),
+        )
+        .into_response();
+    }
+    if authorized(token, req.headers()) {
         return next.run(req).await;
     }
     let mut r = ApiError(
@@ -624,7 +650,26 @@ async fn plot_svg(
         .into_response())
 }
 
-async fn post_experiment(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+async fn post_experiment(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    // JSON only: a cross-site form post (no CORS preflight) cannot start an experiment.
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+        });
+    if !json {
+        return Err(ApiError(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send the experiment as JSON with `Content-Type: application/json` (curl: -H 'Content-Type: application/json')".into(),
+        ));
+    }
     let req: ExperimentRequest = serde_json::from_slice(&body).map_err(|e| {
         bad_request(format!(
             "invalid request body: {e}; see docs/coordinator-api.md, e.g. {{\"services\": {{\"cart\": \"port:8081\", \"front\": \"port:8080\"}}, \"entry\": \"http://127.0.0.1:8080/\", \"target\": \"cart\", \"speedup\": \"2x\"}}"

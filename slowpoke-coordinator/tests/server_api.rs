@@ -319,6 +319,25 @@ fn bad_input_gets_a_4xx_that_says_what_to_fix() {
     let a = get(&s.url("/v1/nothing"));
     assert_eq!(a.status, 404);
     assert!(a.error().contains("no such endpoint"));
+    // JSON only (a cross-site form cannot start an experiment).
+    let a = server_common::call_with(
+        "POST",
+        &s.url("/v1/experiments"),
+        Some(&format!(r#"{{{APP}, "target": "cart", "percent": 10}}"#)),
+        &[("Content-Type", "text/plain")],
+    );
+    assert_eq!(a.status, 415, "{}", a.text);
+    assert!(a.error().contains("Content-Type: application/json"));
+    // Without a token, only requests addressed to loopback names (no DNS rebinding).
+    for host in ["evil.example", "evil.example:7272", "10.0.0.1:7272"] {
+        let a = server_common::call_with("GET", &s.url("/v1/experiments"), None, &[("Host", host)]);
+        assert_eq!(a.status, 403, "{host}: {}", a.text);
+        assert!(a.error().contains("--token-file"));
+    }
+    for host in ["localhost:7272", "LOCALHOST", "127.0.0.1", "[::1]:80"] {
+        let a = server_common::call_with("GET", &s.url("/v1/agents"), None, &[("Host", host)]);
+        assert_eq!(a.status, 200, "{host}: {}", a.text);
+    }
     let a = call("PUT", &s.url("/v1/experiments"), Some("{}"), None);
     assert_eq!(a.status, 405, "{}", a.text);
     assert!(a.error().contains("method not allowed"));
@@ -523,4 +542,77 @@ fn the_openapi_document_matches_the_server() {
             .cloned()
             .collect();
     assert_eq!(documented, fields);
+}
+
+/// Takes its time to prepare the app (like starting an emulated one), or fails to.
+struct SlowLauncher {
+    inner: server_common::FakeLauncher,
+    delay: Duration,
+    fail: Option<&'static str>,
+}
+
+impl server::Launcher for SlowLauncher {
+    fn backends(
+        &self,
+        app: &server::request::AppRequest,
+        agents: Vec<slowpoke_coordinator::agents::SharedAgent>,
+    ) -> Result<slowpoke_coordinator::experiment::Backends, String> {
+        std::thread::sleep(self.delay);
+        if let Some(f) = self.fail {
+            return Err(f.to_owned());
+        }
+        self.inner.backends(app, agents)
+    }
+}
+
+#[test]
+fn a_queued_experiment_can_be_cancelled_and_a_launch_failure_is_reported() {
+    let w = FakeWorld::chain();
+    let mut cfg = config(&w, temp_dir("queued"));
+    cfg.launcher = std::sync::Arc::new(SlowLauncher {
+        inner: server_common::FakeLauncher(w.clone()),
+        delay: Duration::from_millis(500),
+        fail: None,
+    });
+    let s = Server::start(cfg);
+    let a = post(
+        &s,
+        &format!(r#"{{"topology": "chain3.json", "target": "cart", "percent": 20, {QUICK}}}"#),
+    );
+    assert_eq!(a.status, 202, "{}", a.text);
+    let v = a.json();
+    assert_eq!(status_of(&v), "queued");
+    assert_eq!(v["progress"]["phase"], "preparing the app and the load");
+    let id = v["id"].as_str().unwrap();
+    let d = call(
+        "DELETE",
+        &s.url(&format!("/v1/experiments/{id}")),
+        None,
+        None,
+    );
+    assert_eq!(d.status, 200, "{}", d.text);
+    assert_eq!(status_of(&d.json()), "cancelled");
+    assert!(w.log().is_empty(), "the runner started: {:?}", w.log());
+
+    let mut cfg = config(&w, temp_dir("launch-fails"));
+    cfg.launcher = std::sync::Arc::new(SlowLauncher {
+        inner: server_common::FakeLauncher(w.clone()),
+        delay: Duration::ZERO,
+        fail: Some("cannot load the topology chain3.json: No such file or directory"),
+    });
+    let s = Server::start(cfg);
+    let a = post(
+        &s,
+        &format!(r#"{{"topology": "chain3.json", "target": "cart", "percent": 20, {QUICK}}}"#),
+    );
+    let id = a.json()["id"].as_str().unwrap().to_owned();
+    let v = wait_for(&s, &id, 10.0, |v| status_of(v) == "failed");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot prepare the experiment: cannot load the topology"),
+        "{v}"
+    );
+    assert_eq!(v["progress"]["phase"], "failed");
 }

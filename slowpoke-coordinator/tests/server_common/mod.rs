@@ -137,17 +137,30 @@ impl Answer {
     }
 }
 
-/// One call; `body` is sent as is (JSON or not).
+/// One call; `body` is sent as JSON.
 pub fn call(method: &str, url: &str, body: Option<&str>, token: Option<&str>) -> Answer {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut headers: Vec<(&str, &str)> = Vec::new();
+    if let Some(a) = &auth {
+        headers.push(("Authorization", a));
+    }
+    if body.is_some() {
+        headers.push(("Content-Type", "application/json"));
+    }
+    call_with(method, url, body, &headers)
+}
+
+/// One call with these headers (the last value of a header wins).
+pub fn call_with(method: &str, url: &str, body: Option<&str>, headers: &[(&str, &str)]) -> Answer {
     let agent = ureq::AgentBuilder::new()
         .timeout(Duration::from_mins(1))
         .build();
     let mut req = agent.request(method, url);
-    if let Some(t) = token {
-        req = req.set("Authorization", &format!("Bearer {t}"));
+    for (k, v) in headers {
+        req = req.set(k, v);
     }
     let res = match body {
-        Some(b) => req.set("Content-Type", "application/json").send_string(b),
+        Some(b) => req.send_string(b),
         None => req.call(),
     };
     let resp = match res {
