@@ -63,6 +63,7 @@ fn kernel_visits_nginx_keep_alive() {
     assert_eq!(c.visits, n, "server visits: {c:?}");
     assert_eq!(c.bytes_in, client.sent, "server bytes_in: {c:?}");
     assert_eq!(c.bytes_out, client.received, "server bytes_out: {c:?}");
+    assert!(!c.visits_approximate, "no pipelining here: {c:?}");
     let cc = kernel.counters(CLIENT).unwrap();
     assert_eq!(cc.visits, 0, "client-side-only service: {cc:?}");
     assert_eq!(cc.calls_out, n);
@@ -196,4 +197,32 @@ fn kernel_visits_by_cgroup_membership() {
     drop(client);
     drop(server);
     drop(cgroup);
+}
+
+#[test]
+fn kernel_pipelined_requests_flag_visits_approximate() {
+    let _serial = serial();
+    let server = nginx_server();
+    let mut kernel = load_kernel();
+    kernel.set_members(SERVER, &[server.pid()]).unwrap();
+    kernel.set_listen_ports(SERVER, &[server.port]).unwrap();
+
+    let mut client = KeepAlive::connect(server.port);
+    for _ in 0..3 {
+        assert_eq!(client.get("/hello.txt"), 200);
+    }
+    assert!(!kernel.counters(SERVER).unwrap().visits_approximate);
+
+    // Three requests in one write: nginx reads them at once and answers three times.
+    let request = "GET /hello.txt HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    client
+        .stream()
+        .write_all(request.repeat(3).as_bytes())
+        .unwrap();
+    for _ in 0..3 {
+        assert_eq!(client.read_response(), 200);
+    }
+    let c = kernel.counters(SERVER).unwrap();
+    assert!(c.visits_approximate, "{c:?}");
+    assert!(c.visits < 6, "pipelined requests are under-counted: {c:?}");
 }

@@ -47,6 +47,10 @@ const SYS_READ: u64 = 0;
 const SYS_READV: u64 = 19;
 const SYS_RECVFROM: u64 = 45;
 const SYS_RECVMSG: u64 = 47;
+const SYS_WRITE: u64 = 1;
+const SYS_WRITEV: u64 = 20;
+const SYS_SENDTO: u64 = 44;
+const SYS_SENDMSG: u64 = 46;
 /// `offsetof(struct user_msghdr, msg_iov)`.
 const MSGHDR_IOV: u64 = 16;
 
@@ -62,6 +66,10 @@ struct ThreadSeen {
     tid: u32,
     service: u32,
 }
+
+/// "HTTP/1." followed by anything: the start of an HTTP/1.x response.
+const HTTP1_STATUS: u64 = u64::from_le_bytes(*b"HTTP/1.\0");
+const HTTP1_STATUS_MASK: u64 = 0x00ff_ffff_ffff_ffff;
 
 /// Upper bound of `bpf_loop` iterations of one spin (the deadline ends it much earlier).
 const SPIN_MAX_STEPS: u32 = 1 << 20;
@@ -160,12 +168,15 @@ fn try_sock_data(ctx: &BtfTracePointContext, recv: bool) -> Result<u32, u32> {
         }
         if !recv {
             add(unsafe { &raw mut (*counters).bytes_out }, bytes);
+            if last == DIR_SEND && ret >= 16 {
+                check_approximate(ctx, counters, Probe::SecondResponse);
+            }
         } else {
             add(unsafe { &raw mut (*counters).bytes_in }, bytes);
             if last != DIR_RECV {
                 add(unsafe { &raw mut (*counters).visits }, 1);
                 if last == DIR_NONE && ret >= 16 {
-                    check_http2(ctx, counters);
+                    check_approximate(ctx, counters, Probe::Http2Preface);
                 }
                 on_visit(service, tgid, counters)?;
             }
@@ -393,9 +404,20 @@ fn spin(ns: u64) -> u64 {
     end - start
 }
 
-/// Best effort: the syscall's user buffer (read, readv, recvfrom, recvmsg on x86_64) starts with
-/// the HTTP/2 preface. Runs on the first data of a server socket only, until the flag is set.
-fn check_http2(ctx: &BtfTracePointContext, counters: *mut ServiceCounters) {
+/// What the multiplexing/pipelining check looks for in a syscall's user buffer.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Probe {
+    /// First data received on a server socket: the HTTP/2 connection preface.
+    Http2Preface,
+    /// A second send of one visit on a server socket: another HTTP/1.x status line, i.e. a
+    /// second response to what the kernel counted as one visit (pipelined requests).
+    SecondResponse,
+}
+
+/// Best effort, x86_64 syscalls only: flags the service's visits as approximate when the
+/// current syscall's user buffer shows HTTP/2 or HTTP/1.x pipelining. Stops looking once the
+/// flag is set.
+fn check_approximate(ctx: &BtfTracePointContext, counters: *mut ServiceCounters, probe: Probe) {
     let flag = unsafe { &raw mut (*counters).visits_approximate };
     if unsafe { read_volatile(flag) } != 0 {
         return;
@@ -406,27 +428,40 @@ fn check_http2(ctx: &BtfTracePointContext, counters: *mut ServiceCounters) {
     if global.flags & GLOBAL_DETECT_HTTP2 == 0 {
         return;
     }
-    if let Ok(true) = first_data_is_http2() {
+    let Ok(head) = syscall_buffer_head(probe == Probe::Http2Preface) else {
+        return;
+    };
+    let found = match probe {
+        Probe::Http2Preface => head[0] == H2_PREFACE_0 && head[1] == H2_PREFACE_1,
+        Probe::SecondResponse => head[0] & HTTP1_STATUS_MASK == HTTP1_STATUS,
+    };
+    if found {
         unsafe { flag.write_volatile(1) };
-        warn!(
-            ctx,
-            "HTTP/2 preface on a server socket: visits are approximate"
-        );
+        if probe == Probe::Http2Preface {
+            warn!(
+                ctx,
+                "HTTP/2 preface on a server socket: visits are approximate"
+            );
+        } else {
+            warn!(ctx, "pipelined HTTP/1.x responses: visits are approximate");
+        }
     }
 }
 
-fn first_data_is_http2() -> Result<bool, u32> {
+/// The first 16 bytes of the buffer of the current read-like (`recv`) or write-like syscall.
+fn syscall_buffer_head(recv: bool) -> Result<[u64; 2], u32> {
     let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const u8;
     let nr: u64 = read_field(regs, &OFF_REGS_SYSCALL_NR)?;
     let arg1: u64 = read_field(regs, &OFF_REGS_ARG1)?;
-    let buf: u64 = match nr {
-        SYS_READ | SYS_RECVFROM => arg1,
-        SYS_READV => read_user(arg1)?,
-        SYS_RECVMSG => read_user(read_user::<u64>(arg1 + MSGHDR_IOV)?)?,
-        _ => return Ok(false),
+    let buf: u64 = match (recv, nr) {
+        (true, SYS_READ | SYS_RECVFROM) | (false, SYS_WRITE | SYS_SENDTO) => arg1,
+        (true, SYS_READV) | (false, SYS_WRITEV) => read_user(arg1)?,
+        (true, SYS_RECVMSG) | (false, SYS_SENDMSG) => {
+            read_user(read_user::<u64>(arg1 + MSGHDR_IOV)?)?
+        }
+        _ => return Err(0),
     };
-    let head: [u64; 2] = read_user(buf)?;
-    Ok(head[0] == H2_PREFACE_0 && head[1] == H2_PREFACE_1)
+    read_user(buf)
 }
 
 #[inline(always)]
