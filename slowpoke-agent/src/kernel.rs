@@ -247,7 +247,7 @@ impl Kernel {
                 .map_err(|e| KernelError::Ebpf(format!("program {tracepoint}: {e}")))?;
             program.load(tracepoint, &aya_btf).map_err(|e| {
                 KernelError::Unsupported(format!(
-                    "{feature}: {e:#} (needs the sock:{tracepoint} tracepoint, Linux 6.4+, \
+                    "{feature}: {e:#} (needs the sock:{tracepoint} tracepoint of recent 6.x kernels \
                      and BTF-typed tracepoint programs)"
                 ))
             })?;
