@@ -47,6 +47,9 @@ use request::{AppRequest, Checked, ExperimentRequest, Kind, Spec};
 /// Default listen address of `slowpoke serve`.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7272";
 
+/// How long the list of stored results is reused before the results directory is read again.
+const STORED_TTL: Duration = Duration::from_secs(3);
+
 /// How long `DELETE` waits for the runner to remove its delays before answering anyway.
 const CANCEL_WAIT: Duration = Duration::from_secs(30);
 
@@ -178,6 +181,9 @@ struct Inner {
     launcher: Arc<dyn Launcher>,
     /// Experiments of this server, oldest first.
     experiments: Mutex<Vec<Entry>>,
+    /// The stored results' summaries, and when they were read: the page polls the list every
+    /// second while an experiment runs, and reading every result file each time is wasteful.
+    stored: Mutex<Option<(std::time::Instant, Vec<results::ResultSummary>)>>,
 }
 
 /// The server's shared state; build it with [`AppState::new`] and pass it to [`router`].
@@ -197,6 +203,7 @@ impl AppState {
                 agent_token: cfg.agent_token.clone(),
                 launcher: Arc::clone(&cfg.launcher),
                 experiments: Mutex::new(Vec::new()),
+                stored: Mutex::new(None),
             }),
         }
     }
@@ -210,6 +217,40 @@ impl AppState {
 
     fn with_entry<R>(&self, id: &str, f: impl FnOnce(&mut Entry) -> R) -> Option<R> {
         self.experiments().iter_mut().find(|e| e.id == id).map(f)
+    }
+
+    /// Summaries of the stored results, re-read at most every [`STORED_TTL`] (results written by
+    /// the CLI show up within that time; this server's own are in memory at once).
+    async fn stored_summaries(&self) -> Result<Vec<results::ResultSummary>, ApiError> {
+        {
+            let g = self
+                .inner
+                .stored
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some((at, list)) = g.as_ref()
+                && at.elapsed() < STORED_TTL
+            {
+                return Ok(list.clone());
+            }
+        }
+        let store = self.inner.store.clone();
+        let list = blocking(move || {
+            store.list().map_err(|e| {
+                ApiError(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("cannot list the results: {e:#}"),
+                )
+            })
+        })
+        .await?;
+        *self
+            .inner
+            .stored
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some((std::time::Instant::now(), list.clone()));
+        Ok(list)
     }
 
     /// Cancels the running experiment, if any, and waits until it removed its delays.
@@ -537,16 +578,7 @@ fn valid_id(id: &str) -> bool {
 }
 
 async fn list_experiments(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let store = state.inner.store.clone();
-    let stored = blocking(move || {
-        store.list().map_err(|e| {
-            ApiError(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("cannot list the results: {e:#}"),
-            )
-        })
-    })
-    .await?;
+    let stored = state.stored_summaries().await?;
     let mut by_id: BTreeMap<String, ExperimentSummary> = BTreeMap::new();
     for s in stored {
         let kind = if s.kind == "profile" {
