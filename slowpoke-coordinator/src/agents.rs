@@ -421,6 +421,15 @@ pub fn window(before: &StatsSnapshot, after: &StatsSnapshot) -> StatsWindow {
             }
         }
         for d in &a.unregistered_dependencies {
+            // A loopback endpoint nobody listens on is a client's ephemeral port (the other end
+            // of an accepted connection), not a dependency.
+            let loopback = d
+                .addr
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+            if loopback && d.pid.is_none() {
+                continue;
+            }
             let line = match &d.comm {
                 Some(c) => format!("{} -> {}:{} ({c})", d.from, d.addr, d.port),
                 None => format!("{} -> {}:{}", d.from, d.addr, d.port),

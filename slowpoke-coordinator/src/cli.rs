@@ -96,6 +96,9 @@ struct CommonArgs {
     /// File holding the agents' bearer token (default $SLOWPOKE_AGENT_TOKEN).
     #[arg(long, value_name = "FILE")]
     agent_token_file: Option<PathBuf>,
+    /// State directory of the in-process agent (default /run/slowpoke; one agent per directory).
+    #[arg(long, value_name = "DIR")]
+    agent_state_dir: Option<PathBuf>,
     /// Where results are stored (default $SLOWPOKE_RESULTS_DIR, $XDG_STATE_HOME/slowpoke/results
     /// or ./results).
     #[arg(long, value_name = "DIR")]
@@ -277,6 +280,7 @@ impl CommonArgs {
         merge_opt(&mut self.max_errors, f.max_errors);
         merge_vec(&mut self.agent, f.agent);
         merge_opt(&mut self.agent_token_file, f.agent_token_file);
+        merge_opt(&mut self.agent_state_dir, f.agent_state_dir);
         merge_opt(&mut self.results_dir, f.results_dir);
     }
 
@@ -520,8 +524,12 @@ fn connect_agents(rt: &tokio::runtime::Runtime, c: &CommonArgs) -> anyhow::Resul
             in_process: None,
         });
     }
+    let mut cfg = slowpoke_agent::AgentConfig::default();
+    if let Some(d) = &c.agent_state_dir {
+        cfg.state_dir.clone_from(d);
+    }
     let agent = rt
-        .block_on(InProcessAgent::start(slowpoke_agent::AgentConfig::default()))
+        .block_on(InProcessAgent::start(cfg))
         .context("no --agent given and no agent daemon on 127.0.0.1:7171, so slowpoke starts one in this process (needs root)")?;
     let inner = agent.agent().clone();
     Ok(AgentSet {

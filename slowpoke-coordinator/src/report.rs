@@ -13,7 +13,11 @@ fn rps(x: f64) -> String {
 }
 
 fn ci(lo: f64, hi: f64) -> String {
-    format!("[{}, {}]", rps(lo), rps(hi))
+    match (lo.is_finite(), hi.is_finite()) {
+        (true, true) => format!("[{}, {}]", rps(lo), rps(hi)),
+        (true, false) => format!("[{}, unbounded]", rps(lo)),
+        _ => "n/a (too few repetitions)".into(),
+    }
 }
 
 /// The what-if answer as a table.
