@@ -22,4 +22,5 @@ pub mod plot;
 pub mod real;
 pub mod report;
 pub mod results;
+pub mod server;
 pub mod stats;
