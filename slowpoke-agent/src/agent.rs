@@ -463,6 +463,13 @@ impl Agent {
             timestamp_ns: actuator::monotonic_ns(),
             services,
             unregistered_dependencies,
+            node: crate::procfs::node_cpu().map(|(cpus, cpu_busy_ns, cpu_total_ns)| {
+                api::NodeStats {
+                    cpus,
+                    cpu_busy_ns,
+                    cpu_total_ns,
+                }
+            }),
         }
     }
 

@@ -117,6 +117,21 @@ pub struct Stats {
     pub services: BTreeMap<String, ServiceStats>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unregistered_dependencies: Vec<UnregisteredDependency>,
+    /// The node's CPUs as a whole: services on one node share them, which the model accounts
+    /// for (docs/model.md, "Co-located services").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<NodeStats>,
+}
+
+/// CPU of the whole node (`/proc/stat`), monotonic counters.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeStats {
+    /// Online CPUs.
+    pub cpus: u32,
+    /// CPU time spent busy (everything but idle and iowait), all CPUs summed.
+    pub cpu_busy_ns: u64,
+    /// All CPU time (busy + idle + iowait), all CPUs summed.
+    pub cpu_total_ns: u64,
 }
 
 /// How a delay is applied.

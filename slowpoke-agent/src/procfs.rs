@@ -83,6 +83,30 @@ pub fn ns_per_tick() -> u64 {
     }
 }
 
+/// The node's CPU counters from /proc/stat: (online CPUs, busy ns, total ns), all CPUs summed.
+pub fn node_cpu() -> Option<(u32, u64, u64)> {
+    parse_proc_stat(&fs::read_to_string("/proc/stat").ok()?, ns_per_tick())
+}
+
+/// Parses the aggregate `cpu` line and counts the `cpuN` lines of /proc/stat.
+pub fn parse_proc_stat(text: &str, ns_per_tick: u64) -> Option<(u32, u64, u64)> {
+    let mut lines = text.lines();
+    let total_line = lines.next()?.strip_prefix("cpu ")?;
+    let ticks: Vec<u64> = total_line
+        .split_ascii_whitespace()
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is already in user/nice).
+    let field = |i: usize| ticks.get(i).copied().unwrap_or(0);
+    let idle = field(3) + field(4);
+    let total: u64 = (0..8).map(field).sum();
+    let cpus = lines
+        .take_while(|l| l.starts_with("cpu"))
+        .filter(|l| l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+        .count() as u32;
+    Some((cpus, (total - idle) * ns_per_tick, total * ns_per_tick))
+}
+
 /// Thread ids of a process.
 pub fn threads(pid: u32) -> Vec<u32> {
     let Ok(dir) = fs::read_dir(format!("/proc/{pid}/task")) else {
@@ -353,6 +377,14 @@ pub fn read_small(path: &Path) -> io::Result<String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn node_cpu_sums_busy_and_counts_cpus() {
+        let text = "cpu  100 5 50 800 20 3 2 0 0 0\ncpu0 50 2 25 400 10 1 1 0 0 0\n\
+                    cpu1 50 3 25 400 10 2 1 0 0 0\nintr 1 2 3\n";
+        // busy = user+nice+system+irq+softirq+steal = 100+5+50+3+2+0; total adds idle+iowait.
+        assert_eq!(parse_proc_stat(text, 10), Some((2, 1600, 9800)));
+    }
+
     use super::*;
 
     #[test]
