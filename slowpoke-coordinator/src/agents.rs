@@ -501,7 +501,7 @@ mod tests {
                 },
             )]
             .into(),
-            unregistered_dependencies: vec![],
+            ..Default::default()
         };
         let before = StatsSnapshot {
             agents: vec![stats(0, 0, 0, vec![1]), stats(10, 0, 0, vec![])],

@@ -45,8 +45,8 @@ enum Command {
     Agents(AgentArgs),
     /// List or show stored results.
     Results(ResultsArgs),
-    /// HTTP API and web page (default 127.0.0.1:7272).
-    Serve,
+    /// HTTP API and web page (default 127.0.0.1:7272); docs/coordinator-api.md.
+    Serve(ServeArgs),
 }
 
 /// Where the app is, how to load it, which agents to use. Also the keys of `--experiment FILE`.
@@ -173,6 +173,28 @@ struct ProfileArgs {
 }
 
 #[derive(Args, Debug)]
+struct ServeArgs {
+    /// Listen address; off loopback --token-file is mandatory.
+    #[arg(long, default_value = slowpoke_coordinator::server::DEFAULT_LISTEN)]
+    listen: std::net::SocketAddr,
+    /// Bearer token every /v1 call must carry.
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// Where results are stored and read from.
+    #[arg(long, value_name = "DIR")]
+    results_dir: Option<PathBuf>,
+    /// Node agents (repeatable). Default: the daemon on 127.0.0.1:7171, else an agent in this
+    /// process.
+    #[arg(long = "agent", value_name = "URL")]
+    agent: Vec<String>,
+    #[arg(long, value_name = "FILE")]
+    agent_token_file: Option<PathBuf>,
+    /// State directory of the in-process agent (default /run/slowpoke).
+    #[arg(long, value_name = "DIR")]
+    agent_state_dir: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
 struct AgentArgs {
     /// Agent URLs (default: the daemon on 127.0.0.1:7171).
     #[arg(long = "agent", value_name = "URL")]
@@ -216,12 +238,7 @@ pub fn main() -> i32 {
         Command::Profile(a) => profile(a),
         Command::Agents(a) => list_agents(&a),
         Command::Results(a) => results_cmd(&a),
-        Command::Serve => {
-            eprintln!(
-                "error: `slowpoke serve` (HTTP API + web page) is not in this build yet; use what-if/profile"
-            );
-            return 2;
-        }
+        Command::Serve(a) => serve(&a),
     };
     match r {
         Ok(()) => 0,
@@ -505,8 +522,23 @@ fn http_agents(urls: &[String], token_file: Option<&Path>) -> anyhow::Result<Vec
 }
 
 fn connect_agents(rt: &tokio::runtime::Runtime, c: &CommonArgs) -> anyhow::Result<AgentSet> {
-    if !c.agent.is_empty() {
-        let list = http_agents(&c.agent, c.agent_token_file.as_deref())?;
+    connect(
+        rt,
+        &c.agent,
+        c.agent_token_file.as_deref(),
+        c.agent_state_dir.as_deref(),
+    )
+}
+
+/// `--agent` URLs when given; else the daemon on this node, else an agent in this process.
+fn connect(
+    rt: &tokio::runtime::Runtime,
+    urls: &[String],
+    token_file: Option<&Path>,
+    state_dir: Option<&Path>,
+) -> anyhow::Result<AgentSet> {
+    if !urls.is_empty() {
+        let list = http_agents(urls, token_file)?;
         for a in &list {
             a.health()?;
         }
@@ -516,7 +548,7 @@ fn connect_agents(rt: &tokio::runtime::Runtime, c: &CommonArgs) -> anyhow::Resul
         });
     }
     // A daemon on this node wins (it holds the node's lock); else start one in this process.
-    let token = agents::read_token(c.agent_token_file.as_deref())?;
+    let token = agents::read_token(token_file)?;
     let local = HttpAgent::new(LOCAL_AGENT, token);
     if local.health().is_ok() {
         return Ok(AgentSet {
@@ -525,8 +557,8 @@ fn connect_agents(rt: &tokio::runtime::Runtime, c: &CommonArgs) -> anyhow::Resul
         });
     }
     let mut cfg = slowpoke_agent::AgentConfig::default();
-    if let Some(d) = &c.agent_state_dir {
-        cfg.state_dir.clone_from(d);
+    if let Some(d) = state_dir {
+        d.clone_into(&mut cfg.state_dir);
     }
     let agent = rt
         .block_on(InProcessAgent::start(cfg))
@@ -820,6 +852,40 @@ fn profile(mut a: ProfileArgs) -> anyhow::Result<()> {
         Err(e) => eprintln!("warning: the result was not saved: {e:#}"),
     }
     Ok(())
+}
+
+fn serve(a: &ServeArgs) -> anyhow::Result<()> {
+    use slowpoke_coordinator::server;
+    let token = a
+        .token_file
+        .as_deref()
+        .map(server::read_token_file)
+        .transpose()?;
+    let token = server::check_token_rule(a.listen, token).map_err(anyhow::Error::msg)?;
+    let rt = runtime()?;
+    let set = connect(
+        &rt,
+        &a.agent,
+        a.agent_token_file.as_deref(),
+        a.agent_state_dir.as_deref(),
+    )?;
+    let cfg = server::ServeConfig {
+        listen: a.listen,
+        token,
+        results_dir: a
+            .results_dir
+            .clone()
+            .unwrap_or_else(ResultStore::default_dir),
+        agents: set.agents.clone(),
+        agent_token: agents::read_token(a.agent_token_file.as_deref())?,
+        launcher: Arc::new(server::RealLauncher),
+    };
+    eprintln!("slowpoke serve: http://{}/", a.listen);
+    let r = rt.block_on(server::serve(cfg));
+    if let Some(agent) = set.in_process {
+        rt.block_on(agent.shutdown());
+    }
+    r
 }
 
 #[derive(serde::Serialize)]

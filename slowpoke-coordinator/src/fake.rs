@@ -332,7 +332,7 @@ impl AgentClient for FakeAgent {
         Ok(api::Stats {
             timestamp_ns: ts,
             services,
-            unregistered_dependencies: vec![],
+            ..Default::default()
         })
     }
     fn set_slowdown(&self, plan: &api::SlowdownPlan) -> Result<(), AgentError> {
