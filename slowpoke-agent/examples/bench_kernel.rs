@@ -8,9 +8,11 @@
 //!    detached (a tight 1-byte send/recv loop on a loopback TCP pair and on a unix socketpair),
 //!    interleaved (the order alternates each round), repeated; mean and 95 % CI of the
 //!    per-round difference (ns per call) and ratio.
-//! 2. `throughput`: a loopback request/response server (a child process, 64-byte messages,
-//!    several keep-alive connections) untracked vs. tracked at zero delay (and with the programs
-//!    detached), interleaved; mean and 95 % CI of the per-round loss.
+//! 2. `throughput_echo`, `throughput_nginx`: a loopback request/response server (a child
+//!    process answering 64-byte messages; Debian's nginx serving a small file), several
+//!    keep-alive connections, untracked vs. tracked at zero delay (and with the programs
+//!    detached), interleaved; mean and 95 % CI of the per-round loss in requests/s and in CPU
+//!    time per request (server + client threads).
 
 use std::{
     io::{Read, Write},
@@ -24,8 +26,12 @@ use std::{
     time::{Duration, Instant},
 };
 
+use kernel_support::KeepAlive;
 use serde_json::json;
 use slowpoke_agent::kernel::{DEFAULT_QUANTUM_NS, Kernel};
+
+#[path = "../tests/kernel_support/mod.rs"]
+mod kernel_support;
 
 const MESSAGE: usize = 64;
 
@@ -106,6 +112,20 @@ fn ping_pong<S: Read + Write>(a: &mut S, b: &mut S, calls: usize) -> f64 {
     (thread_cpu_ns() - start) as f64 / (calls / 2 * 2) as f64
 }
 
+/// CPU ns per socket call of a 1-byte request/response loop run by one thread: the client
+/// sends, the server receives and answers, the client receives (4 calls per exchange).
+fn request_response(client: &mut TcpStream, server: &mut TcpStream, calls: usize) -> f64 {
+    let mut byte = [0u8; 1];
+    let start = thread_cpu_ns();
+    for _ in 0..calls / 4 {
+        client.write_all(&byte).unwrap();
+        server.read_exact(&mut byte).unwrap();
+        server.write_all(&byte).unwrap();
+        client.read_exact(&mut byte).unwrap();
+    }
+    (thread_cpu_ns() - start) as f64 / (calls / 4 * 4) as f64
+}
+
 /// CPU time (ns) of every thread of a process, from /proc/PID/task/*/schedstat.
 fn process_cpu_ns(pid: u32) -> u64 {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
@@ -171,6 +191,43 @@ fn hook_overhead(o: &Options) -> serde_json::Value {
     serde_json::Value::Object(result)
 }
 
+/// Cost of a tracked socket call: a 1-byte request/response loop on a TCP pair whose accepting
+/// side is a server socket of a service made of this very process (each exchange is one visit;
+/// the connecting side is client-side: one call out and an endpoint record per exchange), vs.
+/// the same with the process untracked (programs attached in both arms).
+fn tracked_call_cost(o: &Options) -> serde_json::Value {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let (mut server, _) = listener.accept().unwrap();
+    client.set_nodelay(true).unwrap();
+    server.set_nodelay(true).unwrap();
+    let mut kernel = load_kernel();
+    kernel.set_listen_ports(0, &[port]).unwrap();
+    request_response(&mut client, &mut server, o.calls / 4);
+    let (mut untracked, mut tracked) = (Vec::new(), Vec::new());
+    for round in 0..o.rounds {
+        for tracked_now in [round % 2 == 1, round % 2 == 0] {
+            if tracked_now {
+                kernel.set_members(0, &[std::process::id()]).unwrap();
+                tracked.push(request_response(&mut client, &mut server, o.calls));
+                kernel.set_members(0, &[]).unwrap();
+            } else {
+                untracked.push(request_response(&mut client, &mut server, o.calls));
+            }
+        }
+    }
+    let c = kernel.counters(0).unwrap();
+    let diff: Vec<f64> = tracked.iter().zip(&untracked).map(|(t, u)| t - u).collect();
+    json!({
+        "untracked_ns_per_call": summary(&untracked),
+        "tracked_ns_per_call": summary(&tracked),
+        "tracked_overhead_ns_per_call": summary(&diff),
+        "visits": c.visits,
+        "calls_out": c.calls_out,
+    })
+}
+
 /// The request/response server (child process mode): 64-byte request -> 64-byte response.
 fn serve(port: &str) {
     let listener = TcpListener::bind(("127.0.0.1", port.parse::<u16>().unwrap())).unwrap();
@@ -226,18 +283,39 @@ struct Run {
     cpu_ns_per_request: f64,
 }
 
+/// One client connection: 64-byte echo, or HTTP/1.1 keep-alive `GET /hello.txt`.
+enum Conn {
+    Echo(TcpStream),
+    Http(Box<KeepAlive>),
+}
+
+impl Conn {
+    fn open(port: u16, http: bool) -> Conn {
+        if http {
+            return Conn::Http(Box::new(KeepAlive::connect(port)));
+        }
+        let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_nodelay(true).unwrap();
+        Conn::Echo(s)
+    }
+
+    fn request(&mut self, buf: &mut [u8; MESSAGE]) {
+        match self {
+            Conn::Echo(s) => {
+                s.write_all(buf).unwrap();
+                s.read_exact(buf).unwrap();
+            }
+            Conn::Http(client) => assert_eq!(client.get("/hello.txt"), 200),
+        }
+    }
+}
+
 /// `connections` closed-loop clients for `seconds` against the server process `pid`.
-fn load(pid: u32, port: u16, connections: usize, seconds: f64) -> Run {
+fn load(pid: u32, port: u16, http: bool, connections: usize, seconds: f64) -> Run {
     let client_cpu = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
-    let mut streams: Vec<TcpStream> = (0..connections)
-        .map(|_| {
-            let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-            s.set_nodelay(true).unwrap();
-            s
-        })
-        .collect();
+    let mut streams: Vec<Conn> = (0..connections).map(|_| Conn::open(port, http)).collect();
     let server_cpu = process_cpu_ns(pid);
     let start = Instant::now();
     let threads: Vec<_> = streams
@@ -248,8 +326,7 @@ fn load(pid: u32, port: u16, connections: usize, seconds: f64) -> Run {
                 let cpu = thread_cpu_ns();
                 let mut buf = [7u8; MESSAGE];
                 while !stop.load(Ordering::Relaxed) {
-                    s.write_all(&buf).unwrap();
-                    s.read_exact(&mut buf).unwrap();
+                    s.request(&mut buf);
                     done.fetch_add(1, Ordering::Relaxed);
                 }
                 client_cpu.fetch_add(thread_cpu_ns() - cpu, Ordering::Relaxed);
@@ -259,7 +336,7 @@ fn load(pid: u32, port: u16, connections: usize, seconds: f64) -> Run {
         .collect();
     std::thread::sleep(Duration::from_secs_f64(seconds));
     stop.store(true, Ordering::Relaxed);
-    let open: Vec<TcpStream> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let open: Vec<Conn> = threads.into_iter().map(|t| t.join().unwrap()).collect();
     let elapsed = start.elapsed().as_secs_f64();
     // Before the connections close, while the server's connection threads still exist.
     let server_cpu = process_cpu_ns(pid) - server_cpu;
@@ -273,10 +350,16 @@ fn load(pid: u32, port: u16, connections: usize, seconds: f64) -> Run {
     }
 }
 
-fn throughput(o: &Options) -> serde_json::Value {
-    let server = start_server();
-    let (pid, port) = (server.0.id(), server.1);
-    load(pid, port, o.connections, 0.5); // warm-up
+fn throughput(o: &Options, http: bool) -> serde_json::Value {
+    let (echo, nginx);
+    let (pid, port) = if http {
+        nginx = kernel_support::nginx_server();
+        (nginx.pid(), nginx.port)
+    } else {
+        echo = start_server();
+        (echo.0.id(), echo.1)
+    };
+    load(pid, port, http, o.connections, 0.5); // warm-up
     let mut runs: [Vec<Run>; 3] = [Vec::new(), Vec::new(), Vec::new()];
     let mut visits_match = true;
     for round in 0..o.rounds {
@@ -284,16 +367,16 @@ fn throughput(o: &Options) -> serde_json::Value {
         for arm in 0..3 {
             let arm = (arm + round) % 3;
             let run = match arm {
-                0 => load(pid, port, o.connections, o.seconds),
+                0 => load(pid, port, http, o.connections, o.seconds),
                 1 => {
                     let _kernel = load_kernel();
-                    load(pid, port, o.connections, o.seconds)
+                    load(pid, port, http, o.connections, o.seconds)
                 }
                 _ => {
                     let mut kernel = load_kernel();
                     kernel.set_members(0, &[pid]).unwrap();
                     kernel.set_listen_ports(0, &[port]).unwrap();
-                    let run = load(pid, port, o.connections, o.seconds);
+                    let run = load(pid, port, http, o.connections, o.seconds);
                     visits_match &= kernel.counters(0).unwrap().visits == run.requests;
                     run
                 }
@@ -311,9 +394,9 @@ fn throughput(o: &Options) -> serde_json::Value {
     let rps = |r: &[Run]| summary(&r.iter().map(|x| x.rps).collect::<Vec<_>>());
     let cpu = |r: &[Run]| summary(&r.iter().map(|x| x.cpu_ns_per_request).collect::<Vec<_>>());
     json!({
+        "server": if http { "nginx (1 process), GET /hello.txt keep-alive" } else { "64-byte echo (child process, thread per connection)" },
         "connections": o.connections,
         "seconds_per_run": o.seconds,
-        "message_bytes": MESSAGE,
         "rps": {"detached": rps(detached), "untracked": rps(untracked), "tracked_zero_delay": rps(tracked)},
         "cpu_ns_per_request": {"detached": cpu(detached), "untracked": cpu(untracked), "tracked_zero_delay": cpu(tracked)},
         "loss_pct_tracked_vs_untracked": {
@@ -336,13 +419,17 @@ fn main() {
     }
     let o = options();
     let hook = hook_overhead(&o);
-    let throughput = throughput(&o);
+    let tracked_call = tracked_call_cost(&o);
+    let echo = throughput(&o, false);
+    let nginx = throughput(&o, true);
     let report = json!({
         "rounds": o.rounds,
         "calls_per_measurement": o.calls,
         "cpus": std::thread::available_parallelism().map_or(0, usize::from),
         "hook_untracked": hook,
-        "throughput": throughput,
+        "tracked_call_tcp_loopback": tracked_call,
+        "throughput_echo": echo,
+        "throughput_nginx": nginx,
     });
     println!("{}", serde_json::to_string_pretty(&report).unwrap());
 }
