@@ -1733,6 +1733,60 @@ mod tests {
     }
 
     #[test]
+    fn json_has_the_documented_fields() {
+        let w = FakeWorld::chain();
+        let r = run_what_if(
+            &spec(Optimization::Speedup(2.0)),
+            &mut w.backends(),
+            &Monitor::new(),
+        )
+        .unwrap();
+        let v = serde_json::to_value(&r).unwrap();
+        for key in [
+            "target",
+            "delta_us",
+            "delta_ns_per_request",
+            "baseline_rps",
+            "baseline_ci_low",
+            "baseline_ci_high",
+            "slow_rps",
+            "predicted_rps",
+            "predicted_ci_low",
+            "predicted_ci_high",
+            "truth_rps",
+            "error_pct",
+            "baseline_error_pct",
+            "p99_latency_us",
+            "services",
+            "stop_reason",
+            "warnings",
+        ] {
+            assert!(
+                v.get(key).is_some_and(|x| !x.is_null()),
+                "missing {key}: {v}"
+            );
+        }
+        let row = &v["services"][0];
+        for key in ["name", "r", "p_us", "c", "d_us"] {
+            assert!(row.get(key).is_some(), "service row lacks {key}: {row}");
+        }
+        assert_eq!(v["stop_reason"], "repetitions");
+        // Round trip through the stored form.
+        let stored = crate::results::StoredResult::WhatIf(r.clone());
+        let back: crate::results::StoredResult =
+            serde_json::from_str(&serde_json::to_string(&stored).unwrap()).unwrap();
+        // (serde_json's default float parsing may differ in the last digit: compare fields.)
+        let crate::results::StoredResult::WhatIf(b) = back else {
+            panic!("a what-if read back as something else")
+        };
+        assert_eq!(
+            (b.id, b.target, b.services.len()),
+            (r.id, r.target, r.services.len())
+        );
+        close(b.predicted_rps, r.predicted_rps, 1e-12);
+    }
+
+    #[test]
     fn precision_reached_stops_early() {
         let w = FakeWorld::chain();
         let mut s = spec(Optimization::Speedup(2.0));
