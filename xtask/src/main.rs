@@ -82,6 +82,11 @@ pub(crate) fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// Cargo's target directory (`$CARGO_TARGET_DIR` or `<root>/target`).
+fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from)
+}
+
 fn cargo(root: &Path) -> Command {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.current_dir(root);
@@ -96,10 +101,22 @@ fn test(root: &Path, no_lint: bool, args: &[String]) -> Result<()> {
     }
     // Build everything first so test binaries can find each other's executables.
     run(cargo(root).args(["build", "--all-targets"]))?;
+    // The end-to-end tests measure throughput of emulated apps: a debug emulator spends more on
+    // HTTP than the topologies' configured work, so they run the release one.
+    run(cargo(root).args([
+        "build",
+        "--release",
+        "-p",
+        "slowpoke-emu",
+        "--bin",
+        "slowpoke-emu",
+    ]))?;
+    let emu = target_dir(root).join("release/slowpoke-emu");
     // Timing-sensitive integration tests (pause precision) share 2 cores: two test threads at most.
     let mut cmd = cargo(root);
-    cmd.args(["test", "--no-fail-fast", "--", "--test-threads=2"]);
-    cmd.args(args);
+    cmd.env("SLOWPOKE_EMU_BIN", &emu)
+        .args(["test", "--no-fail-fast", "--", "--test-threads=2"])
+        .args(args);
     run(&mut cmd)
 }
 
@@ -108,7 +125,7 @@ fn demo(root: &Path, args: &[String]) -> Result<()> {
     run(cargo(root).args(["build", "--release", "--bins"]))?;
     let topology = root.join("tests/topologies/shop.json");
     let delta_us = half_of_configured_work(&topology, "cart")?;
-    let mut cmd = Command::new(root.join("target/release/slowpoke"));
+    let mut cmd = Command::new(target_dir(root).join("release/slowpoke"));
     cmd.current_dir(root)
         .arg("what-if")
         .arg("--topology")
