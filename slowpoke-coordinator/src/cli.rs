@@ -47,6 +47,8 @@ enum Command {
     Results(ResultsArgs),
     /// HTTP API and web page (default 127.0.0.1:7272); docs/coordinator-api.md.
     Serve(ServeArgs),
+    /// Accuracy against ground truth over emulated topologies (RMSE per family and overall).
+    Eval(EvalArgs),
 }
 
 /// Where the app is, how to load it, which agents to use. Also the keys of `--experiment FILE`.
@@ -150,6 +152,10 @@ struct WhatIfArgs {
     /// Also measure the ground truth (emulated apps): T's work really lowered by Δ, live.
     #[arg(long)]
     truth: bool,
+    /// Print the table, then the result as one JSON object on the last line.
+    #[arg(long)]
+    #[serde(skip)]
+    summary_json: bool,
 }
 
 #[derive(Args, Debug, Default, Deserialize)]
@@ -170,6 +176,33 @@ struct ProfileArgs {
     /// Where to write the SVG plot (default: next to the stored result).
     #[arg(long, value_name = "FILE")]
     svg: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct EvalArgs {
+    /// `quick`: chain3, chain-6, fanout-6; `full`: every *.json in --topologies.
+    #[arg(long, default_value = "quick")]
+    suite: String,
+    /// Directory of topologies.
+    #[arg(long, default_value = "tests/topologies", value_name = "DIR")]
+    topologies: PathBuf,
+    /// Repetitions per topology (default 3).
+    #[arg(long)]
+    repetitions: Option<usize>,
+    /// Length of one measurement window, seconds (default 2).
+    #[arg(long, value_name = "S", allow_negative_numbers = true)]
+    duration: Option<f64>,
+    #[arg(long = "agent", value_name = "URL")]
+    agent: Vec<String>,
+    #[arg(long, value_name = "FILE")]
+    agent_token_file: Option<PathBuf>,
+    #[arg(long, value_name = "DIR")]
+    agent_state_dir: Option<PathBuf>,
+    #[arg(long, value_name = "DIR")]
+    results_dir: Option<PathBuf>,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -239,6 +272,7 @@ pub fn main() -> i32 {
         Command::Agents(a) => list_agents(&a),
         Command::Results(a) => results_cmd(&a),
         Command::Serve(a) => serve(&a),
+        Command::Eval(a) => eval(&a),
     };
     match r {
         Ok(()) => 0,
@@ -763,6 +797,9 @@ fn what_if(mut a: WhatIfArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(r)?);
     } else {
         print!("{}", report::what_if_table(r));
+        if a.summary_json {
+            println!("{}", serde_json::to_string(r)?);
+        }
     }
     match saved {
         Ok(path) => eprintln!("saved {}", path.display()),
@@ -886,6 +923,220 @@ fn serve(a: &ServeArgs) -> anyhow::Result<()> {
         rt.block_on(agent.shutdown());
     }
     r
+}
+
+#[derive(serde::Serialize)]
+struct EvalRow {
+    topology: String,
+    family: String,
+    target: String,
+    delta_us: f64,
+    baseline_rps: Option<f64>,
+    predicted_rps: Option<f64>,
+    truth_rps: Option<f64>,
+    error_pct: Option<f64>,
+    baseline_error_pct: Option<f64>,
+    id: Option<String>,
+    error: Option<String>,
+}
+
+#[derive(serde::Serialize)]
+struct EvalGroup {
+    family: String,
+    points: usize,
+    rmse_pct: f64,
+    max_abs_error_pct: f64,
+}
+
+fn rmse_group(family: &str, rows: &[&EvalRow]) -> EvalGroup {
+    let errs: Vec<f64> = rows.iter().filter_map(|r| r.error_pct).collect();
+    let n = errs.len();
+    EvalGroup {
+        family: family.to_owned(),
+        points: n,
+        rmse_pct: if n == 0 {
+            f64::NAN
+        } else {
+            (errs.iter().map(|e| e * e).sum::<f64>() / n as f64).sqrt()
+        },
+        max_abs_error_pct: errs.iter().map(|e| e.abs()).fold(0.0, f64::max),
+    }
+}
+
+/// Δ for an evaluation point: half of the CPU work the topology configures for `service` per
+/// visit (mean over its endpoints), so the ground truth can remove exactly that much.
+fn half_configured_work(topo: &slowpoke_emu::Topology, service: &str) -> Option<f64> {
+    let eps = &topo.services.get(service)?.endpoints;
+    let works: Vec<f64> = eps.values().map(|e| e.cpu_us).collect();
+    let min = works.iter().copied().fold(f64::INFINITY, f64::min);
+    (!works.is_empty() && min > 0.0)
+        .then(|| (works.iter().sum::<f64>() / works.len() as f64 / 2.0).min(min))
+}
+
+fn eval(a: &EvalArgs) -> anyhow::Result<()> {
+    let mut files: Vec<PathBuf> = match a.suite.as_str() {
+        "quick" => ["chain3.json", "chain-6.json", "fanout-6.json"]
+            .iter()
+            .map(|f| a.topologies.join(f))
+            .collect(),
+        "full" => std::fs::read_dir(&a.topologies)
+            .with_context(|| format!("cannot list {}", a.topologies.display()))?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect(),
+        other => bail!("--suite `{other}`: use quick or full"),
+    };
+    files.sort();
+    let repetitions = a.repetitions.unwrap_or(3);
+    if repetitions == 0 {
+        bail!("--repetitions must be at least 1");
+    }
+    let window_s = a.duration.unwrap_or(2.0);
+    if !(window_s.is_finite() && window_s > 0.0) {
+        bail!("--duration must be a positive number of seconds (got {window_s})");
+    }
+    let store = ResultStore::new(
+        a.results_dir
+            .clone()
+            .unwrap_or_else(ResultStore::default_dir),
+    );
+    let rt = runtime()?;
+    let set = connect(
+        &rt,
+        &a.agent,
+        a.agent_token_file.as_deref(),
+        a.agent_state_dir.as_deref(),
+    )?;
+    let monitor = Monitor::new();
+    cancel_on_signal(&rt, &monitor);
+    let mut rows = Vec::new();
+    for f in &files {
+        let name = f
+            .file_stem()
+            .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+        let topo = slowpoke_emu::load(f)
+            .with_context(|| format!("cannot load the topology {}", f.display()))?;
+        let family = topo.family.clone().unwrap_or_else(|| name.clone());
+        let Some((target, _)) = slowpoke_emu::expected_bottleneck(&topo) else {
+            continue;
+        };
+        let mut row = EvalRow {
+            topology: name.clone(),
+            family,
+            target: target.clone(),
+            delta_us: 0.0,
+            baseline_rps: None,
+            predicted_rps: None,
+            truth_rps: None,
+            error_pct: None,
+            baseline_error_pct: None,
+            id: None,
+            error: None,
+        };
+        let Some(delta_us) = half_configured_work(&topo, &target) else {
+            row.error = Some(format!("`{target}` configures no CPU work to remove"));
+            rows.push(row);
+            continue;
+        };
+        row.delta_us = delta_us;
+        if !a.json {
+            eprintln!("{name}: target {target}, Δ = {delta_us:.1} µs ...");
+        }
+        let spec = WhatIfSpec {
+            target: target.clone(),
+            optimization: Optimization::DeltaUs(delta_us),
+            load: LoadConfig::default(),
+            timing: Timing {
+                window_s,
+                ..Timing::default()
+            },
+            repeat: Repeat {
+                repetitions,
+                precision_pct: None,
+                ..Repeat::default()
+            },
+            safety: Safety::default(),
+            truth: true,
+            entry_service: None,
+        };
+        let r = EmuApp::start(f, &[])
+            .map_err(|e| format!("{e:#}"))
+            .and_then(|app| {
+                let mut backends = Backends {
+                    agents: set.agents.clone(),
+                    app: Box::new(app),
+                    load: Arc::new(RealLoadStarter),
+                };
+                experiment::run_what_if(&spec, &mut backends, &monitor).map_err(|e| e.to_string())
+            });
+        match r {
+            Ok(r) => {
+                row.baseline_rps = Some(r.baseline_rps);
+                row.predicted_rps = Some(r.predicted_rps);
+                row.truth_rps = r.truth_rps;
+                row.error_pct = r.error_pct;
+                row.baseline_error_pct = r.baseline_error_pct;
+                row.id = Some(r.id.clone());
+                if let Err(e) = store.save(&StoredResult::WhatIf(r)) {
+                    eprintln!("warning: the result was not saved: {e:#}");
+                }
+            }
+            Err(e) => row.error = Some(e),
+        }
+        rows.push(row);
+        if monitor.is_cancelled() {
+            break;
+        }
+    }
+    if let Some(agent) = set.in_process {
+        rt.block_on(agent.shutdown());
+    }
+    let mut families: BTreeMap<String, Vec<&EvalRow>> = BTreeMap::new();
+    for r in &rows {
+        families.entry(r.family.clone()).or_default().push(r);
+    }
+    let groups: Vec<EvalGroup> = families.iter().map(|(f, rs)| rmse_group(f, rs)).collect();
+    let overall = rmse_group("overall", &rows.iter().collect::<Vec<_>>());
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({"suite": a.suite, "rows": rows, "families": groups, "overall": overall})
+        );
+    } else {
+        println!(
+            "{:<22} {:<12} {:>9} {:>9} {:>9} {:>9} {:>8} {:>10}",
+            "topology", "target", "Δ (µs)", "baseline", "predicted", "truth", "error", "base err"
+        );
+        let f = |x: Option<f64>| x.map_or_else(|| "-".into(), |v| format!("{v:.0}"));
+        let p = |x: Option<f64>| x.map_or_else(|| "-".into(), |v| format!("{v:+.1}%"));
+        for r in &rows {
+            println!(
+                "{:<22} {:<12} {:>9.1} {:>9} {:>9} {:>9} {:>8} {:>10}",
+                r.topology,
+                r.target,
+                r.delta_us,
+                f(r.baseline_rps),
+                f(r.predicted_rps),
+                f(r.truth_rps),
+                p(r.error_pct),
+                p(r.baseline_error_pct)
+            );
+            if let Some(e) = &r.error {
+                println!("    failed: {e}");
+            }
+        }
+        for g in groups.iter().chain(std::iter::once(&overall)) {
+            println!(
+                "{:<22} {} points, RMSE {:.1} %, max |error| {:.1} %",
+                g.family, g.points, g.rmse_pct, g.max_abs_error_pct
+            );
+        }
+    }
+    if monitor.is_cancelled() {
+        return Err(RunError::Cancelled.into());
+    }
+    Ok(())
 }
 
 #[derive(serde::Serialize)]
