@@ -15,12 +15,13 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, MapData, RingBuf},
+    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues, RingBuf},
     programs::BtfTracePoint,
 };
 use slowpoke_common::{
     CONFIG_IN_KERNEL_STOP, EndpointKey, EndpointValue, GLOBAL_DETECT_HTTP2, GlobalConfig,
-    ListenKey, MODE_PAUSE, MODE_SPIN, PauseGate, ServiceConfig, ServiceCounters, ThreadActivity,
+    ListenKey, MODE_PAUSE, MODE_SPIN, PauseGate, ServiceConfig, ServiceCounters, ServiceTraffic,
+    ThreadActivity,
 };
 use tokio::sync::mpsc;
 
@@ -100,6 +101,8 @@ pub struct Kernel {
     config: Array<MapData, ServiceConfig>,
     global: Array<MapData, GlobalConfig>,
     counters: Array<MapData, ServiceCounters>,
+    traffic: PerCpuArray<MapData, ServiceTraffic>,
+    nr_cpus: usize,
     gates: Array<MapData, PauseGate>,
     endpoints: HashMap<MapData, EndpointKey, EndpointValue>,
     threads: HashMap<MapData, u32, ThreadActivity>,
@@ -301,6 +304,9 @@ impl Kernel {
             config: take_map(&mut ebpf, "SERVICE_CONFIG")?,
             global,
             counters: take_map(&mut ebpf, "COUNTERS")?,
+            traffic: take_map(&mut ebpf, "TRAFFIC")?,
+            nr_cpus: aya::util::nr_cpus()
+                .map_err(|(what, e)| KernelError::Ebpf(format!("{what}: {e}")))?,
             gates: take_map(&mut ebpf, "GATES")?,
             endpoints: take_map(&mut ebpf, "ENDPOINTS")?,
             threads: take_map(&mut ebpf, "THREADS")?,
@@ -432,6 +438,11 @@ impl Kernel {
         self.counters
             .set(id, ServiceCounters::default(), 0)
             .map_err(ebpf_error("COUNTERS"))?;
+        let zeros = PerCpuValues::try_from(vec![ServiceTraffic::default(); self.nr_cpus])
+            .map_err(|e| KernelError::Ebpf(format!("TRAFFIC: {e}")))?;
+        self.traffic
+            .set(id, zeros, 0)
+            .map_err(ebpf_error("TRAFFIC"))?;
         let stale_threads: Vec<u32> = self
             .threads
             .iter()
@@ -493,13 +504,23 @@ impl Kernel {
     pub fn counters(&self, id: ServiceId) -> Result<KernelCounters, KernelError> {
         check_id(id)?;
         let c = self.counters.get(&id, 0).map_err(ebpf_error("COUNTERS"))?;
+        let per_cpu = self.traffic.get(&id, 0).map_err(ebpf_error("TRAFFIC"))?;
+        let t = per_cpu
+            .iter()
+            .fold(ServiceTraffic::default(), |sum, cpu| ServiceTraffic {
+                visits: sum.visits + cpu.visits,
+                bytes_in: sum.bytes_in + cpu.bytes_in,
+                bytes_out: sum.bytes_out + cpu.bytes_out,
+                calls_out: sum.calls_out + cpu.calls_out,
+                spin_ns: sum.spin_ns + cpu.spin_ns,
+            });
         Ok(KernelCounters {
-            visits: c.visits,
-            bytes_in: c.bytes_in,
-            bytes_out: c.bytes_out,
-            calls_out: c.calls_out,
+            visits: t.visits,
+            bytes_in: t.bytes_in,
+            bytes_out: t.bytes_out,
+            calls_out: t.calls_out,
             owed_ns: c.owed_ns,
-            spin_ns: c.spin_ns,
+            spin_ns: t.spin_ns,
             kernel_stops: c.kernel_stops,
             visits_approximate: c.visits_approximate != 0,
             pause_requests: c.pause_requests,

@@ -71,18 +71,27 @@ pub struct GlobalConfig {
     pub pad: u32,
 }
 
-/// Kernel-written counters of one service (array indexed by service id). Monotonic.
+/// Kernel-written traffic counters of one service, per CPU (per-CPU array indexed by service
+/// id; the agent sums the CPUs): no cache line shared between CPUs on the hot path. Monotonic.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ServiceCounters {
+pub struct ServiceTraffic {
     pub visits: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub calls_out: u64,
-    /// Sum of `delay_ns` over visits made in pause mode with a delay set.
-    pub owed_ns: u64,
     /// Busy delay spent at visits (spin mode).
     pub spin_ns: u64,
+}
+
+/// Kernel-written counters of one service that must be shared by all CPUs (array indexed by
+/// service id). Monotonic.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServiceCounters {
+    /// Sum of `delay_ns` over visits made in pause mode with a delay set (the trigger compares
+    /// it with the quantum, so it is one shared word).
+    pub owed_ns: u64,
     /// Pause requests emitted on the ring buffer.
     pub pause_requests: u64,
     /// In-kernel SIGSTOPs of the visiting process.
@@ -181,6 +190,7 @@ mod pod {
     unsafe impl aya::Pod for super::ServiceConfig {}
     unsafe impl aya::Pod for super::GlobalConfig {}
     unsafe impl aya::Pod for super::ServiceCounters {}
+    unsafe impl aya::Pod for super::ServiceTraffic {}
     unsafe impl aya::Pod for super::PauseGate {}
     unsafe impl aya::Pod for super::ListenKey {}
     unsafe impl aya::Pod for super::SockState {}

@@ -33,7 +33,7 @@ use slowpoke_common::{
     CONFIG_IN_KERNEL_STOP, DIR_NONE, DIR_RECV, DIR_SEND, EndpointKey, EndpointValue,
     GLOBAL_DETECT_HTTP2, GlobalConfig, ListenKey, MAX_SERVICES, MAX_SPIN_NS, MEMBER_WORDS,
     MODE_SPIN, PauseEvent, PauseGate, ROLE_CLIENT, ROLE_IGNORED, ROLE_SERVER, ServiceConfig,
-    ServiceCounters, SockState, ThreadActivity,
+    ServiceCounters, ServiceTraffic, SockState, ThreadActivity,
 };
 
 const AF_INET: u16 = 2;
@@ -112,6 +112,8 @@ static GLOBAL: Array<GlobalConfig> = Array::with_max_entries(1, 0);
 #[map]
 static COUNTERS: Array<ServiceCounters> = Array::with_max_entries(MAX_SERVICES, 0);
 #[map]
+static TRAFFIC: PerCpuArray<ServiceTraffic> = PerCpuArray::with_max_entries(MAX_SERVICES, 0);
+#[map]
 static GATES: Array<PauseGate> = Array::with_max_entries(MAX_SERVICES, 0);
 /// `struct sock *` -> direction of its last data transfer.
 #[map]
@@ -160,29 +162,31 @@ fn try_sock_data(ctx: &BtfTracePointContext, recv: bool) -> Result<u32, u32> {
     if role == ROLE_IGNORED {
         return Ok(0);
     }
-    let counters = COUNTERS.get_ptr_mut(service).ok_or(0u32)?;
+    let traffic = TRAFFIC.get_ptr_mut(service).ok_or(0u32)?;
     let bytes = ret as u64;
     if role == ROLE_SERVER {
         if last != now_dir(recv) {
             note_thread(pid_tgid as u32, service);
         }
         if !recv {
-            add(unsafe { &raw mut (*counters).bytes_out }, bytes);
+            add(unsafe { &raw mut (*traffic).bytes_out }, bytes);
             if last == DIR_SEND && ret >= 16 {
+                let counters = COUNTERS.get_ptr_mut(service).ok_or(0u32)?;
                 check_approximate(ctx, counters, Probe::SecondResponse);
             }
         } else {
-            add(unsafe { &raw mut (*counters).bytes_in }, bytes);
+            add(unsafe { &raw mut (*traffic).bytes_in }, bytes);
             if last != DIR_RECV {
-                add(unsafe { &raw mut (*counters).visits }, 1);
+                add(unsafe { &raw mut (*traffic).visits }, 1);
+                let counters = COUNTERS.get_ptr_mut(service).ok_or(0u32)?;
                 if last == DIR_NONE && ret >= 16 {
                     check_approximate(ctx, counters, Probe::Http2Preface);
                 }
-                on_visit(service, tgid, counters)?;
+                on_visit(service, tgid, counters, traffic)?;
             }
         }
     } else if !recv && last != DIR_SEND {
-        add(unsafe { &raw mut (*counters).calls_out }, 1);
+        add(unsafe { &raw mut (*traffic).calls_out }, 1);
         let remote_port = u16::from_be(portpair as u16);
         note_endpoint(sk, remote_port, tgid, service)?;
     }
@@ -325,7 +329,12 @@ fn note_endpoint(sk: *const u8, port: u16, tgid: u32, service: u32) -> Result<()
 
 /// A visit started: add the service's delay to its debt (pause mode) and trigger a pause when
 /// the unpaid debt reaches the quantum, or spin the visiting thread (spin mode).
-fn on_visit(service: u32, tgid: u32, counters: *mut ServiceCounters) -> Result<(), u32> {
+fn on_visit(
+    service: u32,
+    tgid: u32,
+    counters: *mut ServiceCounters,
+    traffic: *mut ServiceTraffic,
+) -> Result<(), u32> {
     let config = SERVICE_CONFIG.get(service).ok_or(0u32)?;
     let delay = config.delay_ns;
     if delay == 0 {
@@ -337,7 +346,7 @@ fn on_visit(service: u32, tgid: u32, counters: *mut ServiceCounters) -> Result<(
         } else {
             MAX_SPIN_NS
         });
-        add(unsafe { &raw mut (*counters).spin_ns }, spun);
+        add(unsafe { &raw mut (*traffic).spin_ns }, spun);
         return Ok(());
     }
     let owed = fetch_add(unsafe { &raw mut (*counters).owed_ns }, delay) + delay;
