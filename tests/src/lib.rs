@@ -288,25 +288,27 @@ pub fn memcached_set(port: u16, key: &str, value: &[u8]) {
     assert_eq!(line.trim(), "STORED", "memcached set {key}");
 }
 
-/// A real two-tier app from Debian's servers: nginx (`workers` workers) whose `/` is answered
-/// from memcached (`GET /k` -> memcached key `/k`, pre-filled with a 1 KiB value).
+/// A real two-tier app from Debian's servers: nginx (`workers` workers) answering `GET /item`
+/// from memcached (key `/item`: 32 KiB of text) and gzip-compressing it for clients that send
+/// `Accept-Encoding: gzip` — so that nginx's CPU work per request dominates and a 1-worker nginx
+/// is the app's bottleneck.
 pub struct NginxMemcached {
     pub nginx: Proc,
     pub memcached: Proc,
-    /// URL of a cached page.
+    /// URL of the cached page.
     pub url: String,
 }
 
 impl NginxMemcached {
     pub fn start(workers: u32) -> NginxMemcached {
         let memcached = memcached(2);
-        let value = vec![b'x'; 1024];
-        memcached_set(memcached.port, "/item", &value);
+        memcached_set(memcached.port, "/item", &compressible_text(32 * 1024));
         let nginx = Nginx {
             workers,
             server_extra: format!(
                 "location /item {{ set $memcached_key $uri; memcached_pass 127.0.0.1:{}; \
-                 default_type text/plain; }}",
+                 default_type text/plain; gzip on; gzip_comp_level 6; gzip_min_length 0; \
+                 gzip_types text/plain; }}",
                 memcached.port
             ),
             http_extra: String::new(),
@@ -319,6 +321,23 @@ impl NginxMemcached {
             url,
         }
     }
+}
+
+/// `len` bytes of text made of a few words in a fixed pseudo-random order (compresses ~4:1).
+pub fn compressible_text(len: usize) -> Vec<u8> {
+    const WORDS: [&str; 10] = [
+        "cart", "checkout", "shop", "item", "price", "slow", "poke", "service", "kernel", "visit",
+    ];
+    let mut out = Vec::with_capacity(len + 16);
+    let mut x: u32 = 12345;
+    while out.len() < len {
+        // A linear congruential generator: reproducible, no dependency.
+        x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+        out.extend_from_slice(WORDS[(x >> 16) as usize % WORDS.len()].as_bytes());
+        out.push(b' ');
+    }
+    out.truncate(len);
+    out
 }
 
 /// Debian's haproxy in front of `backend_port`, on a free port.
@@ -425,4 +444,23 @@ impl KeepAlive {
         self.received += length as u64;
         status
     }
+}
+
+/// A binary of this workspace (`slowpoke`, `slowpoke-agent`...) next to the running test binary
+/// (`target/<profile>/deps/..` -> `target/<profile>/NAME`). `cargo xtask test` builds them all
+/// before running the tests.
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let mut dir = exe.parent();
+    while let Some(d) = dir {
+        let candidate = d.join(name);
+        if candidate.is_file() {
+            return candidate;
+        }
+        dir = d.parent();
+    }
+    panic!(
+        "binary `{name}` not found near {}: run `cargo build --bins` first",
+        exe.display()
+    );
 }

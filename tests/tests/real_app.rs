@@ -1,0 +1,61 @@
+//! End to end on a real application built from Debian's servers: nginx (1 worker, gzip on, the
+//! bottleneck) answering from memcached. The coordinator (`slowpoke what-if`, with its in-process agent and kernel programs)
+//! must measure a baseline, predict a gain for an optimization of the bottleneck, and leave no
+//! process stopped. Runs as root.
+
+use std::process::Command;
+
+use slowpoke_tests::{NginxMemcached, TempDir, is_stopped, workspace_bin};
+
+#[test]
+fn what_if_on_nginx_memcached_predicts_a_gain_and_leaves_nothing_stopped() {
+    let app = NginxMemcached::start(1);
+    let state = TempDir::new("real-app-agent");
+    let results = TempDir::new("real-app-results");
+    let out = Command::new(workspace_bin("slowpoke"))
+        .args(["what-if", "--service"])
+        .arg(format!("web=port:{}", app.nginx.port))
+        .arg("--service")
+        .arg(format!("cache=port:{}", app.memcached.port))
+        .args(["--entry", &app.url, "--header", "Accept-Encoding: gzip"])
+        .args(["--target", "web", "--percent", "30"])
+        .args(["--connections", "16", "--warmup", "1", "--duration", "1"])
+        .args(["--repetitions", "5", "--precision", "0", "--json"])
+        .arg("--agent-state-dir")
+        .arg(state.path())
+        .arg("--results-dir")
+        .arg(results.path())
+        .output()
+        .expect("running slowpoke");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "slowpoke failed: {stderr}\n{stdout}");
+    let result: serde_json::Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("one JSON object expected ({e}): {stdout}"));
+
+    let baseline = result["baseline_rps"].as_f64().expect("baseline_rps");
+    let predicted = result["predicted_rps"].as_f64().expect("predicted_rps");
+    assert!(baseline > 0.0, "baseline {baseline}");
+    assert!(
+        predicted > baseline,
+        "a 30 % faster bottleneck must predict a gain: baseline {baseline}, predicted {predicted}"
+    );
+    // Every request reaches memcached exactly once: r_cache = 1 (window edges blur it slightly).
+    let services = result["services"].as_array().expect("services");
+    let cache = services
+        .iter()
+        .find(|s| s["name"] == "cache")
+        .expect("cache in the result");
+    let r = cache["r"].as_f64().expect("r");
+    assert!((0.95..=1.05).contains(&r), "r_cache = {r}");
+    assert!(
+        cache["d_us"].as_f64().expect("d_us") > 0.0,
+        "cache was paused"
+    );
+
+    let mut pids = app.nginx.pids();
+    pids.push(app.memcached.pid());
+    for pid in pids {
+        assert!(!is_stopped(pid), "process {pid} left stopped");
+    }
+}
