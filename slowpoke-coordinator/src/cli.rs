@@ -91,6 +91,10 @@ struct CommonArgs {
     /// Abort when the load sees more than this share of errors in a window, % (default 1).
     #[arg(long, value_name = "PCT", allow_negative_numbers = true)]
     max_errors: Option<f64>,
+    /// Pause quantum, µs: the agents pay each service's debt in pauses of at least this long
+    /// (default 10000: fewer, longer pauses bias the slowed-down throughput less).
+    #[arg(long, value_name = "US", allow_negative_numbers = true)]
+    quantum_us: Option<f64>,
     /// A node agent's URL (repeatable). Default: an agent in this process (or the daemon on
     /// 127.0.0.1:7171 when one runs).
     #[arg(long = "agent", value_name = "URL")]
@@ -329,6 +333,7 @@ impl CommonArgs {
         merge_opt(&mut self.duration, f.duration);
         merge_opt(&mut self.warmup, f.warmup);
         merge_opt(&mut self.max_errors, f.max_errors);
+        merge_opt(&mut self.quantum_us, f.quantum_us);
         merge_vec(&mut self.agent, f.agent);
         merge_opt(&mut self.agent_token_file, f.agent_token_file);
         merge_opt(&mut self.agent_state_dir, f.agent_state_dir);
@@ -372,6 +377,12 @@ impl CommonArgs {
                 bail!("--warmup must be a non-negative number of seconds (got {w})");
             }
             t.warmup_s = w;
+        }
+        if let Some(q) = self.quantum_us {
+            if !(q.is_finite() && (1.0..=1_000_000.0).contains(&q)) {
+                bail!("--quantum-us must be between 1 and 1000000 µs (got {q})");
+            }
+            t.quantum_us = Some(q);
         }
         Ok(t)
     }

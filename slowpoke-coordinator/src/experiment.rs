@@ -158,6 +158,10 @@ pub struct Timing {
     pub window_s: f64,
     /// Wait after a plan or a truth change before measuring, seconds.
     pub settle_s: f64,
+    /// Pause quantum asked of the agents, µs: debt is paid in pauses of at least this long
+    /// (None: the agents' own default). Fewer, longer pauses amortise each stop/resume's cost.
+    #[serde(default)]
+    pub quantum_us: Option<f64>,
 }
 
 impl Default for Timing {
@@ -166,9 +170,16 @@ impl Default for Timing {
             warmup_s: 3.0,
             window_s: 2.0,
             settle_s: 0.5,
+            quantum_us: Some(DEFAULT_QUANTUM_US),
         }
     }
 }
+
+/// The pause quantum the coordinator asks for, µs. Every stop/resume costs the paused service
+/// some wall time beyond the pause itself (waking its threads again), so fewer, longer pauses
+/// bias the slowed-down throughput less. Measured on chain3 (e2e test, −400 µs, 2 runs each):
+/// prediction error −12.3/−10.9 % at 1 ms, −3.6/+0.6 % at 5 ms, −1.7/−1.0 % at 10 ms.
+pub const DEFAULT_QUANTUM_US: f64 = 10_000.0;
 
 impl Timing {
     fn validate(&self) -> Result<(), RunError> {
@@ -176,6 +187,10 @@ impl Timing {
             ("warmup", self.warmup_s),
             ("window (--duration)", self.window_s),
             ("settle", self.settle_s),
+            (
+                "pause quantum (--quantum-us)",
+                self.quantum_us.unwrap_or(0.0),
+            ),
         ] {
             if !v.is_finite() || v < 0.0 {
                 return Err(RunError::BadSpec(format!(
@@ -319,6 +334,7 @@ impl Default for ProfileSpec {
                 warmup_s: 3.0,
                 window_s: 1.0,
                 settle_s: 0.5,
+                quantum_us: Some(DEFAULT_QUANTUM_US),
             },
             repetitions: default_profile_reps(),
             safety: Safety::default(),
@@ -549,6 +565,17 @@ pub struct WindowRecord {
     pub owed_per_request_us: Option<f64>,
 }
 
+/// Non-finite numbers (an interval of one repetition, an unbounded top) are written as JSON
+/// `null`; reading a stored result back maps `null` to NaN.
+fn nan_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+}
+
+/// Like [`nan_if_null`], for an interval's top: `null` means unbounded.
+fn infinite_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::INFINITY))
+}
+
 /// The answer to one what-if. Field names are a stable interface (`--json`, the HTTP API).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WhatIfResult {
@@ -563,14 +590,20 @@ pub struct WhatIfResult {
     /// δ = Δ·r_T/c_T, ns per end-to-end request.
     pub delta_ns_per_request: f64,
     pub baseline_rps: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub baseline_ci_low: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub baseline_ci_high: f64,
     pub slow_rps: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub slow_ci_low: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub slow_ci_high: f64,
     pub predicted_rps: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub predicted_ci_low: f64,
     /// `null` in JSON when the interval's top is beyond what the experiment resolves.
+    #[serde(deserialize_with = "infinite_if_null")]
     pub predicted_ci_high: f64,
     /// Predicted gain over the baseline, %.
     pub predicted_gain_pct: f64,
@@ -581,7 +614,9 @@ pub struct WhatIfResult {
     pub error_pct: Option<f64>,
     /// (baseline − truth)/truth·100: what "nothing changes" would have missed by.
     pub baseline_error_pct: Option<f64>,
+    #[serde(deserialize_with = "nan_if_null")]
     pub p50_latency_us: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub p99_latency_us: f64,
     pub services: Vec<ServiceRow>,
     pub repetitions: usize,
@@ -589,6 +624,7 @@ pub struct WhatIfResult {
     pub stop_reason: StopReason,
     pub precision_pct: Option<f64>,
     /// Achieved CI half-width of the prediction, %.
+    #[serde(deserialize_with = "nan_if_null")]
     pub achieved_precision_pct: f64,
     pub warnings: Vec<String>,
     pub windows: Vec<WindowRecord>,
@@ -889,7 +925,7 @@ impl<'a> Session<'a> {
     fn set_plan(&mut self, plan: &PausePlan) -> Result<(), RunError> {
         let wire = api::SlowdownPlan {
             mode: api::Mode::Pause,
-            quantum_ns: None,
+            quantum_ns: self.timing.quantum_us.map(|us| (us * 1e3) as u64),
             services: plan
                 .delays_ns
                 .iter()
@@ -1598,6 +1634,7 @@ mod tests {
             warmup_s: 0.0,
             window_s: 0.02,
             settle_s: 0.0,
+            quantum_us: None,
         }
     }
 
@@ -1784,6 +1821,29 @@ mod tests {
             (r.id, r.target, r.services.len())
         );
         close(b.predicted_rps, r.predicted_rps, 1e-12);
+    }
+
+    #[test]
+    fn a_result_with_unbounded_intervals_reads_back() {
+        let w = FakeWorld::chain();
+        let mut r = run_what_if(
+            &spec(Optimization::Speedup(2.0)),
+            &mut w.backends(),
+            &Monitor::new(),
+        )
+        .unwrap();
+        // One repetition has no interval; an unresolvable top is unbounded.
+        r.baseline_ci_low = f64::NAN;
+        r.slow_ci_high = f64::NAN;
+        r.predicted_ci_high = f64::INFINITY;
+        let text = serde_json::to_string(&crate::results::StoredResult::WhatIf(r)).unwrap();
+        assert!(text.contains("\"predicted_ci_high\":null"), "{text}");
+        let back: crate::results::StoredResult = serde_json::from_str(&text).unwrap();
+        let crate::results::StoredResult::WhatIf(b) = back else {
+            panic!("a what-if read back as something else")
+        };
+        assert!(b.baseline_ci_low.is_nan() && b.slow_ci_high.is_nan());
+        assert!(b.predicted_ci_high.is_infinite());
     }
 
     #[test]

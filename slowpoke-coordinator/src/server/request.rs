@@ -131,6 +131,9 @@ pub struct ExperimentRequest {
     pub warmup: Option<f64>,
     #[serde(default)]
     pub settle: Option<f64>,
+    /// Pause quantum, µs (the CLI's `--quantum-us`).
+    #[serde(default)]
+    pub quantum_us: Option<f64>,
     #[serde(default)]
     pub repetitions: Option<i64>,
     /// Target 95 % CI half-width of the prediction, %; 0 turns repeating for precision off.
@@ -409,6 +412,9 @@ impl ExperimentRequest {
         }
         if let Some(s) = non_negative("settle", self.settle)? {
             t.settle_s = s;
+        }
+        if let Some(q) = positive("quantum_us", self.quantum_us)? {
+            t.quantum_us = Some(q);
         }
         Ok(t)
     }

@@ -213,6 +213,7 @@ pub fn quick() -> slowpoke_coordinator::experiment::Timing {
         warmup_s: 0.0,
         window_s: 0.02,
         settle_s: 0.0,
+        quantum_us: None,
     }
 }
 
