@@ -804,17 +804,16 @@ fn what_if(mut a: WhatIfArgs) -> anyhow::Result<()> {
     let StoredResult::WhatIf(r) = &stored else {
         unreachable!()
     };
-    if a.common.json {
-        println!("{}", serde_json::to_string(r)?);
-    } else {
+    if !a.common.json {
         print!("{}", report::what_if_table(r));
-        if a.summary_json {
-            println!("{}", serde_json::to_string(r)?);
-        }
     }
+    // Said before the JSON, so that the JSON object stays the last line of the output.
     match saved {
         Ok(path) => eprintln!("saved {}", path.display()),
         Err(e) => eprintln!("warning: the result was not saved: {e:#}"),
+    }
+    if a.common.json || a.summary_json {
+        println!("{}", serde_json::to_string(r)?);
     }
     Ok(())
 }
