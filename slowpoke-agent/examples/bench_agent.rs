@@ -1,7 +1,9 @@
-//! Cost of the kernel programs, printed as one JSON object (run as root, release build):
+//! Cost of the kernel programs and precision of the pauses, printed as one JSON object (run as
+//! root, release build; `cargo xtask bench agent [-- ARGS]` runs the same):
 //!
 //! ```text
-//! cargo run --release -p slowpoke-agent --example bench_kernel [-- --rounds 7 --seconds 2]
+//! cargo run --release -p slowpoke-agent --example bench_agent [-- --rounds 7 --seconds 2]
+//!     [--pauses 200] [--only hook,tracked,echo,nginx,pause]
 //! ```
 //!
 //! 1. `hook`: time per socket call of a process no service tracks, programs attached vs.
@@ -13,6 +15,13 @@
 //!    keep-alive connections, untracked vs. tracked at zero delay (and with the programs
 //!    detached), interleaved; mean and 95 % CI of the per-round loss in requests/s and in CPU
 //!    time per request (server + client threads).
+//! 3. `pause_precision`: pauses as the paused process experiences them. A probe child (this
+//!    binary, `--probe`) spins on `CLOCK_MONOTONIC` and records every gap longer than 20 µs
+//!    (the moments it did not run); a library `Agent` registers it as a service and pauses it
+//!    with `pause_now` (`--pauses` pauses of 1 ms and of 10 ms per round, in random order, 1–5 ms
+//!    apart). Each pause is matched with the probe's gap that overlaps it; per requested size:
+//!    mean, median, p99 and max of |gap − requested| and of gap − achieved (the agent's
+//!    `pause_ns` delta), pooled and as per-round statistics with 95 % CIs over the rounds.
 
 use std::{
     io::{Read, Write},
@@ -25,6 +34,8 @@ use std::{
     },
     time::{Duration, Instant},
 };
+
+use slowpoke_agent::{Agent, AgentConfig, api::ServiceSpec};
 
 use kernel_support::KeepAlive;
 use serde_json::json;
@@ -40,6 +51,18 @@ struct Options {
     calls: usize,
     seconds: f64,
     connections: usize,
+    /// Pauses of each size per round (pause precision).
+    pauses: usize,
+    /// Parts to run (all by default).
+    only: Option<Vec<String>>,
+}
+
+impl Options {
+    fn runs(&self, part: &str) -> bool {
+        self.only
+            .as_ref()
+            .is_none_or(|o| o.iter().any(|p| p == part))
+    }
 }
 
 fn options() -> Options {
@@ -48,6 +71,8 @@ fn options() -> Options {
         calls: 100_000,
         seconds: 2.0,
         connections: 4,
+        pauses: 200,
+        only: None,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     for pair in args.chunks(2) {
@@ -57,6 +82,8 @@ fn options() -> Options {
             "--calls" => o.calls = value.parse().expect("--calls N"),
             "--seconds" => o.seconds = value.parse().expect("--seconds S"),
             "--connections" => o.connections = value.parse().expect("--connections N"),
+            "--pauses" => o.pauses = value.parse().expect("--pauses N"),
+            "--only" => o.only = Some(value.split(',').map(String::from).collect()),
             other => panic!("unknown option {other}"),
         }
     }
@@ -411,25 +438,378 @@ fn throughput(o: &Options, http: bool) -> serde_json::Value {
     })
 }
 
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Most gaps the probe keeps (pauses plus scheduling noise).
+const PROBE_CAPACITY: usize = 1 << 18;
+
+/// The probe (child process mode): spins on `CLOCK_MONOTONIC` and records every gap longer than
+/// `min_gap_ns` (the moments it was not running) until its stdin reaches EOF, then prints one
+/// `start_ns gap_ns` line per gap (and `overflow N` if it ran out of room).
+fn probe(min_gap_ns: u64) {
+    // Touched up front: no page fault while spinning.
+    let mut gaps = vec![(u64::MAX, u64::MAX); PROBE_CAPACITY];
+    let mut len = 0;
+    let mut overflow = 0u64;
+    {
+        let mut out = std::io::stdout().lock();
+        out.write_all(b"ready\n").unwrap();
+        out.flush().unwrap();
+    }
+    let mut stdin = libc::pollfd {
+        fd: 0,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let mut last = monotonic_ns();
+    let mut next_check = last;
+    loop {
+        let now = monotonic_ns();
+        if now - last > min_gap_ns {
+            if len < PROBE_CAPACITY {
+                gaps[len] = (last, now - last);
+                len += 1;
+            } else {
+                overflow += 1;
+            }
+        }
+        last = now;
+        if now >= next_check {
+            next_check = now + 5_000_000;
+            // SAFETY: one valid pollfd, no wait (about 1 µs, well below the gap threshold).
+            if unsafe { libc::poll(&raw mut stdin, 1, 0) } != 0 {
+                break;
+            }
+        }
+    }
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for (start, gap) in &gaps[..len] {
+        writeln!(out, "{start} {gap}").unwrap();
+    }
+    writeln!(out, "overflow {overflow}").unwrap();
+}
+
+struct ProbeProcess(Child);
+
+impl Drop for ProbeProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_probe(min_gap_ns: u64) -> ProbeProcess {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--probe", &min_gap_ns.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("starting the probe process");
+    let mut ready = [0u8; 6];
+    child
+        .stdout
+        .as_mut()
+        .unwrap()
+        .read_exact(&mut ready)
+        .expect("probe ready line");
+    ProbeProcess(child)
+}
+
+/// Ends the probe (EOF on its stdin) and reads its gaps, sorted by start: `(start_ns, gap_ns)`
+/// and the number it could not keep.
+fn finish_probe(mut probe: ProbeProcess) -> (Vec<(u64, u64)>, u64) {
+    drop(probe.0.stdin.take());
+    let mut text = String::new();
+    probe
+        .0
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut text)
+        .expect("probe output");
+    let mut gaps = Vec::new();
+    let mut overflow = 0;
+    for line in text.lines() {
+        let mut f = line.split_whitespace();
+        match (f.next(), f.next()) {
+            (Some("overflow"), Some(n)) => overflow = n.parse().unwrap(),
+            (Some(a), Some(b)) => gaps.push((a.parse().unwrap(), b.parse().unwrap())),
+            _ => {}
+        }
+    }
+    gaps.sort_unstable();
+    (gaps, overflow)
+}
+
+/// xorshift64*: the order of the pauses and the gaps between them.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Mean, median, p99 (nearest rank) and max.
+fn stats4(xs: &[f64]) -> [f64; 4] {
+    if xs.is_empty() {
+        return [f64::NAN; 4];
+    }
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    let median = if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        f64::midpoint(v[n / 2 - 1], v[n / 2])
+    };
+    let p99 = v[((0.99 * n as f64).ceil() as usize).clamp(1, n) - 1];
+    [v.iter().sum::<f64>() / n as f64, median, p99, v[n - 1]]
+}
+
+/// Pooled statistics over every pause, and the per-round statistics with their 95 % CIs.
+fn distribution(per_round: &[Vec<f64>]) -> serde_json::Value {
+    let pooled: Vec<f64> = per_round.iter().flatten().copied().collect();
+    let [mean, median, p99, max] = stats4(&pooled);
+    let rounds: Vec<[f64; 4]> = per_round.iter().map(|r| stats4(r)).collect();
+    let column = |i: usize| summary(&rounds.iter().map(|r| r[i]).collect::<Vec<_>>());
+    json!({
+        "mean": mean, "median": median, "p99": p99, "max": max,
+        "per_round": {"mean": column(0), "median": column(1), "p99": column(2), "max": column(3)},
+    })
+}
+
+/// One pause as the agent and the probe saw it.
+struct PauseSample {
+    requested_ns: u64,
+    start_ns: u64,
+    end_ns: u64,
+    /// Delta of the service's `pause_ns` in the agent's stats.
+    achieved_ns: u64,
+    outcome_achieved_ns: u64,
+    round: usize,
+}
+
+fn pause_ns(agent: &Agent, name: &str) -> u64 {
+    agent.stats().services.get(name).map_or(0, |s| s.pause_ns)
+}
+
+fn pause_precision(o: &Options) -> serde_json::Value {
+    const MIN_GAP_NS: u64 = 20_000;
+    const SIZES_NS: [u64; 2] = [1_000_000, 10_000_000];
+    const NAME: &str = "probe";
+    let loadavg_start = loadavg();
+    let state_dir =
+        std::env::temp_dir().join(format!("slowpoke-bench-agent-{}", std::process::id()));
+    std::fs::create_dir_all(&state_dir).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let agent = rt
+        .block_on(Agent::start(AgentConfig {
+            state_dir: state_dir.clone(),
+            ..AgentConfig::default()
+        }))
+        .unwrap_or_else(|e| panic!("starting the agent (run as root): {e}"));
+    let probe = start_probe(MIN_GAP_NS);
+    let pid = probe.0.id();
+    let info = agent
+        .put_service(
+            NAME,
+            ServiceSpec {
+                pids: Some(vec![pid]),
+                ..ServiceSpec::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        info.pids,
+        vec![pid],
+        "the probe service resolves to the probe"
+    );
+    let mut rng = Rng((monotonic_ns() ^ (u64::from(pid) << 32)) | 1);
+    let mut samples = Vec::new();
+    std::thread::sleep(Duration::from_millis(20));
+    for round in 0..o.rounds {
+        let mut order: Vec<u64> = SIZES_NS
+            .iter()
+            .flat_map(|&s| std::iter::repeat_n(s, o.pauses))
+            .collect();
+        for i in (1..order.len()).rev() {
+            order.swap(i, rng.below(i as u64 + 1) as usize);
+        }
+        for requested_ns in order {
+            let before = pause_ns(&agent, NAME);
+            let out = agent.pause_now(NAME, requested_ns).unwrap();
+            let achieved_ns = pause_ns(&agent, NAME) - before;
+            samples.push(PauseSample {
+                requested_ns,
+                start_ns: out.start_ns,
+                end_ns: out.end_ns,
+                achieved_ns,
+                outcome_achieved_ns: out.achieved_ns,
+                round,
+            });
+            std::thread::sleep(Duration::from_micros(1_000 + rng.below(4_000)));
+        }
+    }
+    let (gaps, overflow) = finish_probe(probe);
+    agent.delete_service(NAME).unwrap();
+    rt.block_on(agent.shutdown());
+    let _ = std::fs::remove_dir_all(&state_dir);
+
+    // Match: the gap with the largest overlap with [start, end] of the pause (the probe's gaps
+    // are disjoint and sorted, so their ends are sorted too).
+    let mut matched = vec![false; gaps.len()];
+    let mut unmatched_pauses = 0;
+    let mut by_size = serde_json::Map::new();
+    let mut rows: Vec<(u64, usize, [f64; 5])> = Vec::new();
+    for s in &samples {
+        let first_after = gaps.partition_point(|g| g.0 <= s.end_ns);
+        let best = gaps[..first_after]
+            .iter()
+            .enumerate()
+            .rev()
+            .take_while(|(_, g)| g.0 + g.1 > s.start_ns)
+            .map(|(i, g)| {
+                let overlap = (g.0 + g.1).min(s.end_ns) as i64 - g.0.max(s.start_ns) as i64;
+                (overlap, i)
+            })
+            .filter(|&(overlap, _)| overlap > 0)
+            .max();
+        let Some((_, i)) = best else {
+            unmatched_pauses += 1;
+            continue;
+        };
+        matched[i] = true;
+        let (g_start, gap) = gaps[i];
+        let us = |ns: i64| ns as f64 / 1e3;
+        rows.push((
+            s.requested_ns,
+            s.round,
+            [
+                us((gap as i64 - s.requested_ns as i64).abs()),
+                us(gap as i64 - s.achieved_ns as i64),
+                us(s.achieved_ns as i64 - s.requested_ns as i64),
+                us(g_start as i64 - s.start_ns as i64),
+                us((g_start + gap) as i64 - s.end_ns as i64),
+            ],
+        ));
+    }
+    for size in SIZES_NS {
+        let metric = |m: usize| {
+            let per_round: Vec<Vec<f64>> = (0..o.rounds)
+                .map(|r| {
+                    rows.iter()
+                        .filter(|x| x.0 == size && x.1 == r)
+                        .map(|x| x.2[m])
+                        .collect()
+                })
+                .collect();
+            distribution(&per_round)
+        };
+        let of_size: Vec<&PauseSample> =
+            samples.iter().filter(|s| s.requested_ns == size).collect();
+        by_size.insert(
+            format!("{}ms", size / 1_000_000),
+            json!({
+                "pauses": of_size.len(),
+                "matched": rows.iter().filter(|x| x.0 == size).count(),
+                "abs_gap_minus_requested_us": metric(0),
+                "gap_minus_achieved_us": metric(1),
+                "achieved_minus_requested_us": metric(2),
+                "stop_latency_us": metric(3),
+                "resume_latency_us": metric(4),
+                "stats_delta_equals_outcome": of_size.iter().all(|s| s.achieved_ns == s.outcome_achieved_ns),
+            }),
+        );
+    }
+    let noise: Vec<f64> = gaps
+        .iter()
+        .zip(&matched)
+        .filter(|(_, m)| !**m)
+        .map(|(g, _)| g.1 as f64 / 1e3)
+        .collect();
+    let [_, noise_median, noise_p99, noise_max] = stats4(&noise);
+    json!({
+        "probe": "child process (this binary, --probe) spinning on CLOCK_MONOTONIC, one thread, no affinity",
+        "min_gap_us": MIN_GAP_NS / 1000,
+        "pauses_per_size_per_round": o.pauses,
+        "interval_between_pauses_ms": [1, 5],
+        "goal": "p99 |gap - requested| < 50 us (a plain Python supervisor here: median 58 us, p99 933 us)",
+        "loadavg_start": loadavg_start,
+        "loadavg_end": loadavg(),
+        "by_size": by_size,
+        "unmatched_pauses": unmatched_pauses,
+        "other_gaps": {
+            "count": noise.len(),
+            "median_us": noise_median,
+            "p99_us": noise_p99,
+            "max_us": noise_max,
+            "overflow": overflow,
+        },
+    })
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some("--server") {
-        serve(&args[2]);
-        return;
+    match args.get(1).map(String::as_str) {
+        Some("--server") => return serve(&args[2]),
+        Some("--probe") => return probe(args[2].parse().expect("--probe MIN_GAP_NS")),
+        _ => {}
     }
     let o = options();
-    let hook = hook_overhead(&o);
-    let tracked_call = tracked_call_cost(&o);
-    let echo = throughput(&o, false);
-    let nginx = throughput(&o, true);
-    let report = json!({
-        "rounds": o.rounds,
-        "calls_per_measurement": o.calls,
-        "cpus": std::thread::available_parallelism().map_or(0, usize::from),
-        "hook_untracked": hook,
-        "tracked_call_tcp_loopback": tracked_call,
-        "throughput_echo": echo,
-        "throughput_nginx": nginx,
-    });
-    println!("{}", serde_json::to_string_pretty(&report).unwrap());
+    let loadavg_start = loadavg();
+    let mut report = serde_json::Map::new();
+    report.insert("rounds".into(), json!(o.rounds));
+    report.insert("calls_per_measurement".into(), json!(o.calls));
+    report.insert(
+        "cpus".into(),
+        json!(std::thread::available_parallelism().map_or(0, usize::from)),
+    );
+    report.insert("loadavg_start".into(), json!(loadavg_start));
+    if o.runs("hook") {
+        report.insert("hook_untracked".into(), hook_overhead(&o));
+    }
+    if o.runs("tracked") {
+        report.insert("tracked_call_tcp_loopback".into(), tracked_call_cost(&o));
+    }
+    if o.runs("echo") {
+        report.insert("throughput_echo".into(), throughput(&o, false));
+    }
+    if o.runs("nginx") {
+        report.insert("throughput_nginx".into(), throughput(&o, true));
+    }
+    if o.runs("pause") {
+        report.insert("pause_precision".into(), pause_precision(&o));
+    }
+    report.insert("loadavg_end".into(), json!(loadavg()));
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&serde_json::Value::Object(report)).unwrap()
+    );
 }
