@@ -856,7 +856,7 @@ fn apply_resolution(
     if let Some(k) = lock(kernel).as_mut() {
         k.set_members(svc.id, &resolved.pids)?;
         k.set_cgroup_members(svc.id, &resolved.cgroup_ids)?;
-        k.set_listen_ports(svc.id, &resolved.listen_ports)?;
+        k.set_server_ports(svc.id, &resolved.listen_ports, &resolved.other_ports)?;
     }
     svc.actuator.set_pids(&resolved.pids);
     svc.resolved = resolved;

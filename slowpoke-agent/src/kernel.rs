@@ -20,8 +20,8 @@ use aya::{
 };
 use slowpoke_common::{
     CONFIG_IN_KERNEL_STOP, EndpointKey, EndpointValue, GLOBAL_DETECT_HTTP2, GlobalConfig,
-    ListenKey, MODE_PAUSE, MODE_SPIN, PauseGate, ServiceConfig, ServiceCounters, ServiceTraffic,
-    ThreadActivity,
+    ListenKey, MODE_PAUSE, MODE_SPIN, PORT_OTHER, PORT_VISITS, PauseGate, ServiceConfig,
+    ServiceCounters, ServiceTraffic, ThreadActivity,
 };
 use tokio::sync::mpsc;
 
@@ -326,22 +326,40 @@ impl Kernel {
 
     /// Replaces the listening ports of a service (a receive on one of them may start a visit).
     pub fn set_listen_ports(&mut self, id: ServiceId, ports: &[u16]) -> Result<(), KernelError> {
+        self.set_server_ports(id, ports, &[])
+    }
+
+    /// Replaces the server-side ports of a service: receives on `visit_ports` are visits;
+    /// `other_ports` are the members' other listening ports (admin or control ports), whose
+    /// sockets count as neither visits nor outgoing calls.
+    pub fn set_server_ports(
+        &mut self,
+        id: ServiceId,
+        visit_ports: &[u16],
+        other_ports: &[u16],
+    ) -> Result<(), KernelError> {
         check_id(id)?;
         let key = |port: u16| ListenKey {
             service: id,
             port: u32::from(port),
         };
+        let all: Vec<u16> = visit_ports.iter().chain(other_ports).copied().collect();
         let old = self.ports.remove(&id).unwrap_or_default();
-        for port in old.iter().filter(|p| !ports.contains(p)) {
+        for port in old.iter().filter(|p| !all.contains(p)) {
             let _ = self.listen_ports.remove(&key(*port));
         }
-        for port in ports {
+        for port in other_ports.iter().filter(|p| !visit_ports.contains(p)) {
             self.listen_ports
-                .insert(key(*port), 1, 0)
+                .insert(key(*port), PORT_OTHER, 0)
                 .map_err(ebpf_error("LISTEN_PORTS"))?;
         }
-        if !ports.is_empty() {
-            self.ports.insert(id, ports.to_vec());
+        for port in visit_ports {
+            self.listen_ports
+                .insert(key(*port), PORT_VISITS, 0)
+                .map_err(ebpf_error("LISTEN_PORTS"))?;
+        }
+        if !all.is_empty() {
+            self.ports.insert(id, all);
         }
         // Sockets re-check their role against the new ports.
         self.global_value.ports_generation = self.global_value.ports_generation.wrapping_add(1);

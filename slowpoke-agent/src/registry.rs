@@ -43,8 +43,10 @@ pub struct Resolved {
     pub pids: Vec<u32>,
     /// cgroup v2 ids (cgroup selector on a v2 path only).
     pub cgroup_ids: Vec<u64>,
-    /// Listening TCP ports.
+    /// Listening TCP ports whose receives are the service's visits.
     pub listen_ports: Vec<u16>,
+    /// The processes' other listening ports (admin, control): server side, not visits.
+    pub other_ports: Vec<u16>,
 }
 
 const SELECTOR_HELP: &str = "give exactly one of {\"ports\":[8080]}, {\"pids\":[123]}, \
@@ -146,6 +148,7 @@ impl Selector {
             }
         };
         let pids: Vec<u32> = pids.into_iter().filter(|p| !exclude.contains(p)).collect();
+        let listen_ports_given = listen_ports.is_some();
         let listen_ports = match (listen_ports, self) {
             (Some(p), _) => p.to_vec(),
             (None, Selector::Ports(p)) => {
@@ -156,10 +159,22 @@ impl Selector {
             }
             (None, _) => procfs::listen_ports_of(&pids),
         };
+        // Given ports name the visit ports; whatever else the processes listen on is theirs too
+        // (its traffic must not look like outgoing calls to an unregistered dependency).
+        // (Discovered visit ports are already all of them.)
+        let other_ports = if listen_ports_given || matches!(self, Selector::Ports(_)) {
+            procfs::listen_ports_of(&pids)
+                .into_iter()
+                .filter(|p| !listen_ports.contains(p))
+                .collect()
+        } else {
+            Vec::new()
+        };
         Ok(Resolved {
             pids,
             cgroup_ids,
             listen_ports,
+            other_ports,
         })
     }
 

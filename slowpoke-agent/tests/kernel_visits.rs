@@ -226,3 +226,51 @@ fn kernel_pipelined_requests_flag_visits_approximate() {
     assert!(c.visits_approximate, "{c:?}");
     assert!(c.visits < 6, "pipelined requests are under-counted: {c:?}");
 }
+
+/// A service's other listening port (an admin/control port, not its visit port) is server side:
+/// its traffic is neither visits nor calls to an unregistered dependency — unless the agent
+/// leaves it out, which is what made such ports show up as dependencies before.
+#[test]
+fn kernel_other_listening_ports_are_neither_visits_nor_calls() {
+    let _serial = serial();
+    let admin = slowpoke_tests::free_port();
+    let server = slowpoke_tests::Nginx {
+        workers: 0,
+        http_extra: format!(
+            "server {{ listen 127.0.0.1:{admin}; location / {{ return 200 \"admin\"; }} }}"
+        ),
+        ..slowpoke_tests::Nginx::default()
+    }
+    .start();
+    let mut kernel = load_kernel();
+    kernel.set_members(SERVER, &[server.pid()]).unwrap();
+
+    // Only the visit port known: the admin port's answers look like outgoing calls.
+    kernel.set_listen_ports(SERVER, &[server.port]).unwrap();
+    slowpoke_tests::get_once(admin, "/");
+    let c = kernel.counters(SERVER).unwrap();
+    assert_eq!((c.visits, c.calls_out), (0, 1), "{c:?}");
+
+    // Both known: visits on the service port, nothing on the admin port.
+    kernel.remove_service(SERVER).unwrap();
+    kernel.set_members(SERVER, &[server.pid()]).unwrap();
+    kernel
+        .set_server_ports(SERVER, &[server.port], &[admin])
+        .unwrap();
+    for _ in 0..5 {
+        assert_eq!(slowpoke_tests::get_once(admin, "/").0, 200);
+    }
+    for _ in 0..3 {
+        assert_eq!(slowpoke_tests::get_once(server.port, "/hello.txt").0, 200);
+    }
+    let c = kernel.counters(SERVER).unwrap();
+    assert_eq!((c.visits, c.calls_out), (3, 0), "{c:?}");
+    assert!(
+        kernel
+            .outgoing_endpoints()
+            .iter()
+            .all(|e| e.service != SERVER),
+        "{:?}",
+        kernel.outgoing_endpoints()
+    );
+}

@@ -39,8 +39,14 @@ pub const DIR_SEND: u8 = 2;
 /// Role of a socket for its service ([`SockState::role`]).
 pub const ROLE_CLIENT: u8 = 0;
 pub const ROLE_SERVER: u8 = 1;
-/// Not a TCP socket: ignored.
+/// Not a TCP socket, or a server socket on a port whose traffic is not the service's visits
+/// (another listening port of a member, e.g. an admin or control port): ignored.
 pub const ROLE_IGNORED: u8 = 2;
+
+/// `LISTEN_PORTS` values: a port whose receives are visits, and another listening port of the
+/// service's processes (its sockets are server side, yet neither visits nor outgoing calls).
+pub const PORT_VISITS: u8 = 1;
+pub const PORT_OTHER: u8 = 2;
 
 /// Agent-written settings of one service (array indexed by service id).
 #[repr(C)]

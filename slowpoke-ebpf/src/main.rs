@@ -32,8 +32,8 @@ use aya_log_ebpf::warn;
 use slowpoke_common::{
     CONFIG_IN_KERNEL_STOP, DIR_NONE, DIR_RECV, DIR_SEND, EndpointKey, EndpointValue,
     GLOBAL_DETECT_HTTP2, GlobalConfig, ListenKey, MAX_SERVICES, MAX_SPIN_NS, MEMBER_WORDS,
-    MODE_SPIN, PauseEvent, PauseGate, ROLE_CLIENT, ROLE_IGNORED, ROLE_SERVER, ServiceConfig,
-    ServiceCounters, ServiceTraffic, SockState, ThreadActivity,
+    MODE_SPIN, PORT_VISITS, PauseEvent, PauseGate, ROLE_CLIENT, ROLE_IGNORED, ROLE_SERVER,
+    ServiceConfig, ServiceCounters, ServiceTraffic, SockState, ThreadActivity,
 };
 
 const AF_INET: u16 = 2;
@@ -262,10 +262,10 @@ fn classify(sk: *const u8, portpair: u32, service: u32) -> Result<u8, u32> {
         service,
         port: portpair >> 16,
     };
-    Ok(if unsafe { LISTEN_PORTS.get(listening) }.is_some() {
-        ROLE_SERVER
-    } else {
-        ROLE_CLIENT
+    Ok(match unsafe { LISTEN_PORTS.get(listening) } {
+        Some(&PORT_VISITS) => ROLE_SERVER,
+        Some(_) => ROLE_IGNORED,
+        None => ROLE_CLIENT,
     })
 }
 
