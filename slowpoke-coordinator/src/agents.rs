@@ -381,6 +381,8 @@ pub struct StatsWindow {
     pub warnings: Vec<String>,
     /// Unregistered dependencies the agents saw (`from -> addr:port (comm)`).
     pub unregistered: Vec<String>,
+    /// Share of each agent's node CPUs that was busy (agents that report `node`), in order.
+    pub node_busy: Vec<f64>,
 }
 
 /// Differences of two snapshots. Each agent's counters are divided by its own clock's window
@@ -418,6 +420,13 @@ pub fn window(before: &StatsSnapshot, after: &StatsSnapshot) -> StatsWindow {
                 if !w.warnings.contains(&line) {
                     w.warnings.push(line);
                 }
+            }
+        }
+        if let (Some(nb), Some(na)) = (&b.node, &a.node) {
+            let total = na.cpu_total_ns.saturating_sub(nb.cpu_total_ns);
+            if total > 0 {
+                let busy = na.cpu_busy_ns.saturating_sub(nb.cpu_busy_ns);
+                w.node_busy.push(busy as f64 / total as f64);
             }
         }
         for d in &a.unregistered_dependencies {
@@ -484,6 +493,28 @@ mod tests {
         let (n, s) = parse_service_arg("cart=port:8080").unwrap();
         assert_eq!((n.as_str(), s.ports), ("cart", Some(vec![8080])));
         assert!(parse_service_arg("cart").is_err());
+    }
+
+    #[test]
+    fn window_reports_the_busy_share_of_each_node() {
+        let stats = |busy: u64, total: u64| api::Stats {
+            timestamp_ns: total,
+            node: Some(api::NodeStats {
+                cpus: 2,
+                cpu_busy_ns: busy,
+                cpu_total_ns: total,
+            }),
+            ..Default::default()
+        };
+        let before = StatsSnapshot {
+            agents: vec![stats(1_000, 2_000), api::Stats::default()],
+        };
+        let after = StatsSnapshot {
+            agents: vec![stats(1_900, 3_000), api::Stats::default()],
+        };
+        // 900 of 1000 ns busy on the first node; the second reports no node counters.
+        let w = window(&before, &after);
+        assert_eq!(w.node_busy, vec![0.9]);
     }
 
     #[test]

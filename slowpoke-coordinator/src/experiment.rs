@@ -181,6 +181,10 @@ impl Default for Timing {
 /// prediction error −12.3/−10.9 % at 1 ms, −3.6/+0.6 % at 5 ms, −1.7/−1.0 % at 10 ms.
 pub const DEFAULT_QUANTUM_US: f64 = 10_000.0;
 
+/// Share of a node's CPUs busy in the baseline above which the result warns that the node may
+/// be the real limit after the optimization.
+pub const NODE_SATURATED: f64 = 0.9;
+
 impl Timing {
     fn validate(&self) -> Result<(), RunError> {
         for (what, v) in [
@@ -876,6 +880,17 @@ impl<'a> Session<'a> {
         for s in &aw.approximate {
             let line = format!(
                 "visits of `{s}` are approximate (HTTP/2 or pipelining): r and d for it are estimates"
+            );
+            if !self.warnings.contains(&line) {
+                self.warnings.push(line);
+            }
+        }
+        if phase == "base" && aw.node_busy.iter().any(|&b| b > NODE_SATURATED) {
+            let line = format!(
+                "a node's CPUs were over {:.0} % busy during the baseline: the node, not one \
+                 service, may limit the optimized app, and pausing cannot reproduce that limit, \
+                 so the prediction may be high (docs/model.md, \"Co-located services\")",
+                NODE_SATURATED * 100.0
             );
             if !self.warnings.contains(&line) {
                 self.warnings.push(line);

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use std::{
-    net::{SocketAddr, TcpListener, TcpStream},
+    net::{SocketAddr, TcpListener},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -101,12 +101,35 @@ impl Drop for Proc {
     }
 }
 
-pub fn wait_listening(port: u16) {
-    wait_for(
-        Duration::from_secs(10),
-        &format!("a listener on port {port}"),
-        || TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ()),
-    );
+/// Starts the command `make(port)` builds on a free port and waits until that very process
+/// listens there (seen in /proc, not just "something accepts": two tests drawing the same free
+/// port would otherwise each believe the other's server is theirs). A process that exits first
+/// (its port was taken meanwhile) is retried on another port.
+pub fn spawn_listening(what: &str, mut make: impl FnMut(u16) -> Command) -> (Child, u16) {
+    for _ in 0..5 {
+        let port = free_port();
+        let mut child = make(port)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {what}: {e}"));
+        let pid = child.id();
+        let listening = wait_for(
+            Duration::from_secs(15),
+            &format!("{what} listening on {port}"),
+            || {
+                if matches!(child.try_wait(), Ok(Some(_))) {
+                    return Some(false);
+                }
+                slowpoke_agent::procfs::pids_listening_on(&[port])
+                    .contains(&pid)
+                    .then_some(true)
+            },
+        );
+        if listening {
+            return (child, port);
+        }
+    }
+    panic!("{what} could not listen on any of 5 free ports");
 }
 
 /// A long sleeper (a process to stop and resume).
@@ -125,9 +148,9 @@ pub fn sleeper() -> Proc {
 
 /// `python3 -m http.server` on a free port (threaded).
 pub fn python_http_server() -> Proc {
-    let port = free_port();
-    let child = Command::new("python3")
-        .args([
+    let (child, port) = spawn_listening("python3 -m http.server", |port| {
+        let mut c = Command::new("python3");
+        c.args([
             "-m",
             "http.server",
             &port.to_string(),
@@ -135,10 +158,9 @@ pub fn python_http_server() -> Proc {
             "127.0.0.1",
         ])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawning python3 -m http.server");
-    wait_listening(port);
+        .stderr(Stdio::null());
+        c
+    });
     Proc {
         child,
         port,
@@ -148,30 +170,27 @@ pub fn python_http_server() -> Proc {
 
 /// A single-threaded HTTP/1.0 server (one request at a time, a fresh connection each).
 pub fn single_threaded_server() -> Proc {
-    let port = free_port();
-    let script = format!(
-        "import http.server\n\
-         class H(http.server.BaseHTTPRequestHandler):\n\
-         \x20   def do_GET(self):\n\
-         \x20       self.send_response(200); self.send_header('Content-Length', '2'); self.end_headers(); self.wfile.write(b'ok')\n\
-         \x20   def log_message(self, *a): pass\n\
-         http.server.HTTPServer(('127.0.0.1', {port}), H).serve_forever()\n"
-    );
-    // Real-time priority (when allowed): the measurement is about pauses, not about the time
-    // slices of unrelated CPU hogs on a shared machine.
-    let mut cmd = if Path::new("/usr/bin/chrt").exists() {
-        let mut c = Command::new("/usr/bin/chrt");
-        c.args(["-f", "5", "python3"]);
-        c
-    } else {
-        Command::new("python3")
-    };
-    let child = cmd
-        .args(["-c", &script])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawning a python server");
-    wait_listening(port);
+    let (child, port) = spawn_listening("a single-threaded python server", |port| {
+        let script = format!(
+            "import http.server\n\
+             class H(http.server.BaseHTTPRequestHandler):\n\
+             \x20   def do_GET(self):\n\
+             \x20       self.send_response(200); self.send_header('Content-Length', '2'); self.end_headers(); self.wfile.write(b'ok')\n\
+             \x20   def log_message(self, *a): pass\n\
+             http.server.HTTPServer(('127.0.0.1', {port}), H).serve_forever()\n"
+        );
+        // Real-time priority (when allowed): the measurement is about pauses, not about the time
+        // slices of unrelated CPU hogs on a shared machine.
+        let mut cmd = if Path::new("/usr/bin/chrt").exists() {
+            let mut c = Command::new("/usr/bin/chrt");
+            c.args(["-f", "5", "python3"]);
+            c
+        } else {
+            Command::new("python3")
+        };
+        cmd.args(["-c", &script]).stdout(Stdio::null());
+        cmd
+    });
     Proc {
         child,
         port,
@@ -182,26 +201,25 @@ pub fn single_threaded_server() -> Proc {
 /// Debian's nginx, pre-forked with `workers` worker processes, private config in a temp dir.
 pub fn nginx(workers: u32) -> Proc {
     let dir = TempDir::new("nginx");
-    let port = free_port();
-    let d = dir.path().display();
-    let conf = format!(
-        "daemon off; master_process on; worker_processes {workers}; pid {d}/nginx.pid;\n\
-         error_log {d}/error.log;\n\
-         events {{ worker_connections 64; }}\n\
-         http {{ access_log off; client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;\n\
-         fastcgi_temp_path {d}/fcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n\
-         server {{ listen 127.0.0.1:{port}; root {d}; }} }}\n"
-    );
-    std::fs::write(dir.path().join("nginx.conf"), conf).expect("writing nginx.conf");
     std::fs::write(dir.path().join("index.html"), "hello\n").expect("writing index.html");
-    let child = Command::new("/usr/sbin/nginx")
-        .args(["-p", &dir.path().display().to_string(), "-c"])
-        .arg(dir.path().join("nginx.conf"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawning /usr/sbin/nginx");
-    wait_listening(port);
+    let (child, port) = spawn_listening("/usr/sbin/nginx", |port| {
+        let d = dir.path().display();
+        let conf = format!(
+            "daemon off; master_process on; worker_processes {workers}; pid {d}/nginx.pid;\n\
+             error_log {d}/error.log;\n\
+             events {{ worker_connections 64; }}\n\
+             http {{ access_log off; client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;\n\
+             fastcgi_temp_path {d}/fcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n\
+             server {{ listen 127.0.0.1:{port}; root {d}; }} }}\n"
+        );
+        std::fs::write(dir.path().join("nginx.conf"), conf).expect("writing nginx.conf");
+        let mut c = Command::new("/usr/sbin/nginx");
+        c.args(["-p", &dir.path().display().to_string(), "-c"])
+            .arg(dir.path().join("nginx.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        c
+    });
     let master = child.id();
     wait_for(Duration::from_secs(10), "nginx workers", || {
         (children(master).len() == workers as usize).then_some(())
