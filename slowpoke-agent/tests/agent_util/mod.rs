@@ -3,68 +3,17 @@
 #![allow(dead_code)]
 
 use std::{
-    net::{SocketAddr, TcpListener},
-    path::{Path, PathBuf},
+    net::SocketAddr,
+    path::Path,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
 use slowpoke_agent::{Agent, AgentConfig};
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("binding a free port")
-        .port()
-}
-
-/// Polls `f` every millisecond until it returns `Some`, panicking with `what` after `timeout`.
-pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
-/// One-letter process state from /proc/PID/stat.
-pub fn proc_state(pid: u32) -> Option<char> {
-    slowpoke_agent::procfs::stat(pid).map(|s| s.state)
-}
-
-pub fn is_stopped(pid: u32) -> bool {
-    matches!(proc_state(pid), Some('T' | 't'))
-}
-
-/// A private temporary directory, removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> TempDir {
-        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir =
-            std::env::temp_dir().join(format!("slowpoke-agent-{tag}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("creating a temp dir");
-        TempDir(dir)
-    }
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+// The generic pieces come from the shared test kit (crate slowpoke-tests); not every test binary
+// uses every one.
+#[allow(unused_imports)]
+pub use slowpoke_tests::{TempDir, children, free_port, is_stopped, proc_state, wait_for};
 
 /// A child process killed on drop (continued first, should a test have left it stopped).
 pub struct Proc {
@@ -229,17 +178,6 @@ pub fn nginx(workers: u32) -> Proc {
         port,
         dir: Some(dir),
     }
-}
-
-/// Direct children of a process.
-pub fn children(pid: u32) -> Vec<u32> {
-    let mut out: Vec<u32> = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .unwrap_or_default()
-        .split_ascii_whitespace()
-        .filter_map(|s| s.parse().ok())
-        .collect();
-    out.sort_unstable();
-    out
 }
 
 /// A library agent for one test: own state dir, test hooks on (runs with or without kernel).

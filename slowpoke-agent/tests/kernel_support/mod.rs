@@ -3,14 +3,16 @@
 
 use std::{
     io::{BufRead, BufReader, Read, Write},
-    net::{TcpListener, TcpStream},
-    path::{Path, PathBuf},
+    net::TcpStream,
+    path::Path,
     process::{Child, Command, Stdio},
     sync::{Mutex, MutexGuard},
     time::{Duration, Instant},
 };
 
 use slowpoke_agent::kernel::Kernel;
+// The generic pieces come from the shared test kit (crate slowpoke-tests).
+use slowpoke_tests::{TempDir, free_port};
 
 /// The tests of one binary track the test process itself: run them one at a time.
 pub fn serial() -> MutexGuard<'static, ()> {
@@ -22,32 +24,6 @@ pub fn serial() -> MutexGuard<'static, ()> {
 pub fn load_kernel() -> Kernel {
     Kernel::load(slowpoke_agent::kernel::DEFAULT_QUANTUM_NS)
         .unwrap_or_else(|e| panic!("loading the kernel programs (run the tests as root): {e}"))
-}
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("binding a free port")
-        .port()
-}
-
-/// A private temporary directory, removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> TempDir {
-        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("slowpoke-{tag}-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("creating a temp dir");
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// A server process, killed (and continued first, should a test have left it stopped) on drop.
@@ -99,7 +75,7 @@ fn write_site(dir: &Path) {
 /// `python3 -m http.server` (HTTP/1.0: one request per connection).
 pub fn python_server() -> Server {
     let dir = TempDir::new("python");
-    write_site(&dir.0);
+    write_site(dir.path());
     let port = free_port();
     let mut child = Command::new("python3")
         .args([
@@ -110,7 +86,7 @@ pub fn python_server() -> Server {
             "127.0.0.1",
             "--directory",
         ])
-        .arg(&dir.0)
+        .arg(dir.path())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -126,9 +102,9 @@ pub fn python_server() -> Server {
 /// Debian's nginx, one process (`master_process off`), keep-alive on, private paths.
 pub fn nginx_server() -> Server {
     let dir = TempDir::new("nginx");
-    write_site(&dir.0);
+    write_site(dir.path());
     let port = free_port();
-    let d = dir.0.display();
+    let d = dir.path().display();
     let conf = format!(
         "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\n\
          error_log {d}/error.log;\nevents {{ worker_connections 64; }}\n\
@@ -136,12 +112,12 @@ pub fn nginx_server() -> Server {
          fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
          keepalive_requests 100000;\n  server {{\n    listen 127.0.0.1:{port};\n    root {d};\n  }}\n}}\n"
     );
-    std::fs::write(dir.0.join("nginx.conf"), conf).expect("writing nginx.conf");
+    std::fs::write(dir.path().join("nginx.conf"), conf).expect("writing nginx.conf");
     let mut child = Command::new("/usr/sbin/nginx")
         .arg("-p")
-        .arg(&dir.0)
+        .arg(dir.path())
         .arg("-c")
-        .arg(dir.0.join("nginx.conf"))
+        .arg(dir.path().join("nginx.conf"))
         .args(["-e", "stderr"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
