@@ -1115,16 +1115,31 @@ pub fn run_what_if(
                 .into(),
         ));
     }
-    let starter = Arc::clone(&backends.load);
-    let mut s = Session::open(
+    in_session(
         backends,
         &spec.load,
         spec.timing,
         spec.safety,
         spec.entry_service.as_deref(),
         monitor,
-    )?;
-    let r = what_if_inner(spec, &mut s, starter.as_ref(), monitor, started);
+        |s, starter| what_if_inner(spec, s, starter, monitor, started),
+    )
+}
+
+/// Opens a session (services registered, load running), runs `body` in it, and whatever
+/// happens closes it (plan removed, truth restored, load stopped) and marks the progress done.
+fn in_session<T>(
+    backends: &mut Backends,
+    load: &LoadConfig,
+    timing: Timing,
+    safety: Safety,
+    entry_service: Option<&str>,
+    monitor: &Monitor,
+    body: impl FnOnce(&mut Session<'_>, &dyn LoadStarter) -> Result<T, RunError>,
+) -> Result<T, RunError> {
+    let starter = Arc::clone(&backends.load);
+    let mut s = Session::open(backends, load, timing, safety, entry_service, monitor)?;
+    let r = body(&mut s, starter.as_ref());
     s.finish();
     monitor.update(|p| {
         p.finished = true;
@@ -1339,26 +1354,15 @@ pub fn run_profile(
             }
         }
     }
-    let starter = Arc::clone(&backends.load);
-    let mut s = Session::open(
+    in_session(
         backends,
         &spec.load,
         spec.timing,
         spec.safety,
         spec.entry_service.as_deref(),
         monitor,
-    )?;
-    let r = profile_inner(spec, &mut s, starter.as_ref(), monitor, started);
-    s.finish();
-    monitor.update(|p| {
-        p.finished = true;
-        p.fraction = 1.0;
-        p.phase = match &r {
-            Ok(_) => "done".into(),
-            Err(e) => format!("failed: {e}"),
-        };
-    });
-    r
+        |s, starter| profile_inner(spec, s, starter, monitor, started),
+    )
 }
 
 fn profile_inner(
