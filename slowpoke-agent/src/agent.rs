@@ -230,6 +230,7 @@ impl Agent {
                 plan: SlowdownPlan {
                     mode: Mode::Pause,
                     quantum_ns: Some(cfg.quantum_ns),
+                    synchronized: false,
                     services: BTreeMap::new(),
                 },
                 ..State::default()
@@ -492,6 +493,7 @@ impl Agent {
         let plan = SlowdownPlan {
             mode: st.plan.mode,
             quantum_ns: Some(st.quantum_ns),
+            synchronized: st.plan.synchronized,
             services: BTreeMap::new(),
         };
         self.apply_plan(&mut st, plan)

@@ -161,6 +161,11 @@ pub struct SlowdownPlan {
     /// Debt is batched into pauses of at least this long (default 1 ms).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quantum_ns: Option<u64>,
+    /// Synchronized pauses (pause mode only): when one service's debt triggers a pause, every
+    /// other service of the plan on this node that owes anything pays it at the same moment,
+    /// as the original's phases do. Default false: each service pays its own debt independently.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub synchronized: bool,
     pub services: BTreeMap<String, ServiceDelay>,
 }
 

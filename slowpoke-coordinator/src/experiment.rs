@@ -162,6 +162,13 @@ pub struct Timing {
     /// (None: the agents' own default). Fewer, longer pauses amortise each stop/resume's cost.
     #[serde(default)]
     pub quantum_us: Option<f64>,
+    /// How the agents apply delays: whole-service pauses (default) or in-kernel spin.
+    #[serde(default)]
+    pub mode: api::Mode,
+    /// Pause every delayed service of a node at the same moment (the original's phases)
+    /// instead of each on its own debt.
+    #[serde(default)]
+    pub synchronized: bool,
 }
 
 impl Default for Timing {
@@ -171,6 +178,8 @@ impl Default for Timing {
             window_s: 2.0,
             settle_s: 0.5,
             quantum_us: Some(DEFAULT_QUANTUM_US),
+            mode: api::Mode::Pause,
+            synchronized: false,
         }
     }
 }
@@ -338,7 +347,7 @@ impl Default for ProfileSpec {
                 warmup_s: 3.0,
                 window_s: 1.0,
                 settle_s: 0.5,
-                quantum_us: Some(DEFAULT_QUANTUM_US),
+                ..Timing::default()
             },
             repetitions: default_profile_reps(),
             safety: Safety::default(),
@@ -939,8 +948,9 @@ impl<'a> Session<'a> {
 
     fn set_plan(&mut self, plan: &PausePlan) -> Result<(), RunError> {
         let wire = api::SlowdownPlan {
-            mode: api::Mode::Pause,
+            mode: self.timing.mode,
             quantum_ns: self.timing.quantum_us.map(|us| (us * 1e3) as u64),
+            synchronized: self.timing.synchronized,
             services: plan
                 .delays_ns
                 .iter()
@@ -1654,6 +1664,7 @@ mod tests {
             window_s: 0.02,
             settle_s: 0.0,
             quantum_us: None,
+            ..Timing::default()
         }
     }
 
