@@ -214,6 +214,7 @@ pub fn quick() -> slowpoke_coordinator::experiment::Timing {
         window_s: 0.02,
         settle_s: 0.0,
         quantum_us: None,
+        ..Default::default()
     }
 }
 
