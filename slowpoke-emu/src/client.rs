@@ -264,9 +264,16 @@ impl RunningApp {
             .collect()
     }
 
-    /// Changes an endpoint setting of a running service (see [`set_live`]).
+    /// Changes an endpoint setting of a running service (see [`set_live`]); endpoint `"*"` changes a service
+    /// setting (`threads`), like [`RunningApp::set_service_live`].
     pub fn set_live(&self, service: &str, endpoint: &str, key: &str, value: f64) -> Result<()> {
         set_live_at(&self.control_url(service)?, endpoint, key, value)
+    }
+
+    /// Changes a service setting of a running service live: `threads` (its CPU parallelism, an integer in
+    /// 1..=`max_threads`), effective for the next visits. See [`set_service_live`].
+    pub fn set_service_live(&self, service: &str, key: &str, value: f64) -> Result<()> {
+        set_service_live_at(&self.control_url(service)?, key, value)
     }
 
     /// Stops every service and waits for the runner (also done by `Drop`).
@@ -324,22 +331,49 @@ pub fn stats_at(control: &str) -> Result<ServiceStats> {
     serde_json::from_str(&body).with_context(|| format!("parsing {url}"))
 }
 
-/// `PUT /set` on a control address: endpoint `endpoint`, setting `key` (e.g. `cpu_us`) to `value`.
+/// `PUT /set` on a control address: endpoint `endpoint`, setting `key` (e.g. `cpu_us`) to `value`. Endpoint
+/// `"*"` (or `""`) means a service setting (see [`set_service_live_at`]).
 pub fn set_live_at(control: &str, endpoint: &str, key: &str, value: f64) -> Result<()> {
-    let url = format!("{}/set", base(control));
+    if endpoint.is_empty() || endpoint == "*" {
+        return set_service_live_at(control, key, value);
+    }
     let body = serde_json::json!({ "endpoint": endpoint, "key": key, "value": value });
+    put_set(control, &format!("{endpoint}.{key}={value}"), &body)
+}
+
+/// `PUT /set` of a service setting on a control address: `threads` (1..=`max_threads`).
+pub fn set_service_live_at(control: &str, key: &str, value: f64) -> Result<()> {
+    let body = serde_json::json!({ "key": key, "value": value });
+    put_set(control, &format!("{key}={value}"), &body)
+}
+
+fn put_set(control: &str, what: &str, body: &serde_json::Value) -> Result<()> {
+    let url = format!("{}/set", base(control));
     match agent().put(&url).send_json(body) {
         Ok(_) => Ok(()),
         Err(ureq::Error::Status(code, resp)) => {
             let text = resp.into_string().unwrap_or_default();
-            bail!("PUT {url} {endpoint}.{key}={value}: HTTP {code}: {text}")
+            let text = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| v["error"].as_str().map(str::to_owned))
+                .unwrap_or(text);
+            bail!("PUT {url} {what}: HTTP {code}: {text}")
         }
         Err(e) => Err(anyhow!(e)).with_context(|| format!("PUT {url}")),
     }
 }
 
+/// Changes a service setting of a running app live: `threads`, the service's CPU parallelism (how many of its
+/// visits do their `cpu_us` / `lock_us` / `sleep_us` work at once), an integer in 1..=`max_threads` (the
+/// topology's `max_threads`, default `threads`: the runtime's worker count, fixed at start). Out-of-range values
+/// are refused naming service, value and range, and leave the service as it was.
+pub fn set_service_live(app: &RunningApp, service: &str, key: &str, value: f64) -> Result<()> {
+    app.set_service_live(service, key, value)
+}
+
 /// Changes an endpoint setting (`cpu_us`, `lock_us`, `sleep_us`, `wait_us`, `response_bytes`) of a service of
-/// a running app, effective from the next visit. Service settings (`threads`) need a restart with `--set`.
+/// a running app, effective from the next visit. Endpoint `"*"` changes a service setting instead
+/// (`threads`, see [`set_service_live`]); `max_threads` needs a restart with `--set`.
 pub fn set_live(
     app: &RunningApp,
     service: &str,
@@ -385,6 +419,11 @@ pub fn set_live_info(
         key,
         value,
     )
+}
+
+/// [`set_service_live`] for an app known only by its [`AppInfo`].
+pub fn set_service_live_info(info: &AppInfo, service: &str, key: &str, value: f64) -> Result<()> {
+    set_live_info(info, service, "*", key, value)
 }
 
 /// [`stats_at`] for an app known by its [`AppInfo`].

@@ -159,6 +159,7 @@ impl Gen {
             name.clone(),
             Service {
                 threads,
+                max_threads: None,
                 port: None,
                 endpoints: BTreeMap::from([(EP.to_owned(), ep)]),
             },

@@ -12,10 +12,13 @@ pub mod runner;
 pub mod service;
 pub mod topology;
 
-pub use client::{RunningApp, StartOptions, find_binary, set_live, set_live_at, stats_at};
+pub use client::{
+    RunningApp, StartOptions, find_binary, set_live, set_live_at, set_service_live,
+    set_service_live_at, stats_at,
+};
 pub use generate::{Family, GenSpec, generate};
 pub use runner::{AppInfo, RunOptions, ServiceInfo};
-pub use service::ServiceStats;
+pub use service::{ServiceSettings, ServiceStats};
 pub use topology::{
     Call, Endpoint, EndpointRef, Mode, Sampling, Service, Set, Topology, TopologyError,
     TopologySource, expected_bottleneck, expected_visit_ratios, load,

@@ -37,7 +37,7 @@ enum Cmd {
         #[arg(long)]
         base_port: Option<u16>,
         /// Change a setting before starting: svc.endpoint.key=value (cpu_us, lock_us, sleep_us, wait_us,
-        /// response_bytes) or svc.key=value (threads). Repeatable.
+        /// response_bytes) or svc.key=value (threads, max_threads). Repeatable.
         #[arg(long = "set", value_name = "SETTING")]
         sets: Vec<Set>,
         /// Also write the JSON line to this file (removed on exit), for `slowpoke-emu set --app FILE`.
@@ -75,7 +75,8 @@ enum Cmd {
         #[arg(long = "set", value_name = "SETTING")]
         sets: Vec<Set>,
     },
-    /// Change endpoint settings of a running app live: svc.endpoint.key=value ...
+    /// Change settings of a running app live: svc.endpoint.key=value (cpu_us, lock_us, sleep_us, wait_us,
+    /// response_bytes) or svc.threads=N (1..=max_threads) ...
     Set {
         /// The JSON line `run` printed (or its --info-file).
         #[arg(long, conflicts_with = "control", required_unless_present = "control")]
@@ -181,12 +182,8 @@ fn real_main(cli: Cli) -> Result<()> {
             settings,
         } => {
             for s in &settings {
-                let Some(ep) = &s.endpoint else {
-                    bail!(
-                        "{s}: only endpoint settings (svc.endpoint.key=value) change live; restart with `run --set` for {}",
-                        s.key
-                    );
-                };
+                // A service setting (svc.threads=N) goes to the service as a whole.
+                let ep = s.endpoint.as_deref().unwrap_or("*");
                 if let Some(c) = &control {
                     let who = stats_at(c)?.service;
                     if who != s.service {

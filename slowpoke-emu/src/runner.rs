@@ -43,8 +43,12 @@ pub struct ServiceInfo {
     pub port: u16,
     /// Control port (`GET /stats`, `PUT /set`; not a visit).
     pub control_port: u16,
+    /// `threads` at start (live changes show in the control `/stats`).
     #[serde(default)]
     pub threads: u32,
+    /// Worker threads of the service's runtime: the most `threads` can be raised to live.
+    #[serde(default)]
+    pub max_threads: u32,
 }
 
 /// Options of [`run`].
@@ -143,6 +147,7 @@ pub fn run(mut topo: Topology, label: &str, sets: &[Set], opts: &RunOptions) -> 
         let spec = ServeSpec {
             name: name.clone(),
             threads: svc.threads,
+            max_threads: svc.runtime_threads(),
             sampling: topo.sampling,
             endpoints: svc.endpoints.clone(),
             peers,
@@ -218,6 +223,7 @@ pub fn run(mut topo: Topology, label: &str, sets: &[Set], opts: &RunOptions) -> 
                 port,
                 control_port,
                 threads: svc.threads,
+                max_threads: svc.runtime_threads(),
             },
         );
     }

@@ -10,7 +10,7 @@ use std::convert::Infallible;
 use std::io::Write as _;
 use std::net::TcpListener as StdListener;
 use std::os::fd::FromRawFd as _;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -24,9 +24,10 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rand::Rng as _;
 use serde::{Deserialize, Serialize};
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::busy;
-use crate::topology::{Endpoint, Mode, Sampling};
+use crate::topology::{Endpoint, LIVE_SERVICE_KEYS, Mode, Sampling};
 
 /// File descriptor of the service listener in a `serve` process.
 pub const SERVICE_FD: i32 = 3;
@@ -37,7 +38,11 @@ pub const CONTROL_FD: i32 = 4;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ServeSpec {
     pub name: String,
+    /// How many visits may do their per-visit work at once (the service's `threads`; changeable live).
     pub threads: u32,
+    /// Worker threads of the runtime (the topology's `max_threads`, default `threads`); 0 = `threads`.
+    #[serde(default)]
+    pub max_threads: u32,
     pub sampling: Sampling,
     pub endpoints: BTreeMap<String, Endpoint>,
     /// `host:port` of every service this one calls.
@@ -49,7 +54,11 @@ pub struct ServeSpec {
 pub struct ServiceStats {
     pub service: String,
     pub pid: u32,
+    /// Current CPU parallelism (worker threads the visits' work may occupy at once; live changes included).
     pub threads: u32,
+    /// Worker threads of the runtime: the most `threads` can be raised to live.
+    #[serde(default)]
+    pub max_threads: u32,
     /// CPU time of the whole process (ns, `CLOCK_PROCESS_CPUTIME_ID`).
     pub cpu_ns: u64,
     /// Visits per endpoint (counted when a request arrives).
@@ -68,8 +77,107 @@ impl ServiceStats {
 }
 
 /// Body of `PUT /set` on a control port: `{"endpoint":"get","cpu_us":750}` (any of the endpoint keys,
-/// several at once allowed) or `{"endpoint":"get","key":"cpu_us","value":750}`.
+/// several at once allowed) or `{"endpoint":"get","key":"cpu_us","value":750}`; a service setting leaves
+/// `"endpoint"` out (or gives `"*"`): `{"threads":2}` or `{"key":"threads","value":2}`.
 pub type SetRequest = serde_json::Map<String, serde_json::Value>;
+
+/// Answer of a service-setting `PUT /set` (`{"threads":2}`): the service's settings after the change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceSettings {
+    pub service: String,
+    pub threads: u32,
+    pub max_threads: u32,
+}
+
+/// The service's live CPU parallelism: a visit holds a permit while it does its thread-occupying work
+/// (`cpu_us`, `lock_us`, `sleep_us`), so at most `limit` visits do it at once, on a runtime of `max` worker
+/// threads. The permit is taken and released within one poll of the visit's task (no await in between), so
+/// with `limit == max` it is always free (one compare-and-swap, never a wait) and the service behaves as a
+/// runtime of exactly `limit` workers.
+///
+/// Lowering the limit forgets free permits at once and records the rest as owed: the next visits to finish
+/// forget their permit instead of returning it. Raising it first cancels debts, then adds permits. The
+/// semaphore is fair (FIFO), so waiting visits are served in arrival order.
+struct Gate {
+    sem: Semaphore,
+    /// Current limit; the lock also serialises changes.
+    limit: Mutex<u32>,
+    /// Permits still to be forgotten on release after a decrease.
+    owed: AtomicU32,
+    max: u32,
+}
+
+/// A visit's right to occupy a worker thread; returned (or forgotten, if owed) on drop.
+struct Occupancy<'a> {
+    permit: Option<SemaphorePermit<'a>>,
+    owed: &'a AtomicU32,
+}
+
+impl Drop for Occupancy<'_> {
+    fn drop(&mut self) {
+        let Some(p) = self.permit.take() else { return };
+        if self.owed.load(Relaxed) > 0
+            && self
+                .owed
+                .fetch_update(Relaxed, Relaxed, |o| o.checked_sub(1))
+                .is_ok()
+        {
+            p.forget();
+        }
+    }
+}
+
+impl Gate {
+    fn new(limit: u32, max: u32) -> Gate {
+        Gate {
+            sem: Semaphore::new(limit as usize),
+            limit: Mutex::new(limit),
+            owed: AtomicU32::new(0),
+            max,
+        }
+    }
+
+    fn limit(&self) -> u32 {
+        *self
+            .limit
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Waits for a free worker-thread slot (immediate while fewer than `limit` visits work).
+    async fn enter(&self) -> Occupancy<'_> {
+        let permit = match self.sem.try_acquire() {
+            Ok(p) => p,
+            Err(_) => self.sem.acquire().await.expect("the gate is never closed"),
+        };
+        Occupancy {
+            permit: Some(permit),
+            owed: &self.owed,
+        }
+    }
+
+    /// Sets the limit to `n` (1..=max); effective for the next visits to enter.
+    fn set_limit(&self, n: u32) {
+        let mut cur = self
+            .limit
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if n > *cur {
+            let want = n - *cur;
+            let mut cancelled = 0;
+            let _ = self.owed.fetch_update(Relaxed, Relaxed, |o| {
+                cancelled = o.min(want);
+                Some(o - cancelled)
+            });
+            self.sem.add_permits((want - cancelled) as usize);
+        } else if n < *cur {
+            let k = (*cur - n) as usize;
+            let gone = self.sem.forget_permits(k);
+            self.owed.fetch_add((k - gone) as u32, Relaxed);
+        }
+        *cur = n;
+    }
+}
 
 type Body = Full<Bytes>;
 
@@ -83,7 +191,7 @@ struct EndpointState {
 
 struct State {
     name: String,
-    threads: u32,
+    gate: Gate,
     sampling: Sampling,
     by_name: HashMap<String, usize>,
     names: Vec<String>,
@@ -142,10 +250,11 @@ pub fn serve_main() -> Result<()> {
     serve(&spec, svc, ctl)
 }
 
-/// Serves `spec` on the two listeners with a runtime of exactly `spec.threads` worker threads. Never returns Ok.
+/// Serves `spec` on the two listeners with a runtime of `spec.max_threads` worker threads (default
+/// `spec.threads`), of which at most `spec.threads` do visits' work at once. Never returns Ok.
 pub fn serve(spec: &ServeSpec, service: StdListener, control: StdListener) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(spec.threads as usize)
+        .worker_threads(runtime_threads(spec) as usize)
         .thread_name(format!("{}-worker", spec.name))
         .enable_all()
         .build()
@@ -169,7 +278,22 @@ pub fn serve(spec: &ServeSpec, service: StdListener, control: StdListener) -> Re
     })
 }
 
+fn runtime_threads(spec: &ServeSpec) -> u32 {
+    if spec.max_threads == 0 {
+        spec.threads
+    } else {
+        spec.max_threads
+    }
+}
+
 fn build_state(spec: &ServeSpec) -> Result<State> {
+    let max = runtime_threads(spec);
+    anyhow::ensure!(
+        (1..=max).contains(&spec.threads),
+        "service {}: threads = {} must be 1..={max} (max_threads)",
+        spec.name,
+        spec.threads
+    );
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     let client = Client::builder(TokioExecutor::new())
@@ -202,7 +326,7 @@ fn build_state(spec: &ServeSpec) -> Result<State> {
     }
     Ok(State {
         name: spec.name.clone(),
-        threads: spec.threads,
+        gate: Gate::new(spec.threads, max),
         sampling: spec.sampling,
         by_name,
         names,
@@ -278,16 +402,21 @@ async fn handle_visit(
     let ep = &st.endpoints[idx];
     ep.visits.fetch_add(1, Relaxed);
     let cfg = ep.config.read().expect("config lock").clone();
-    busy::burn(us_to_ns(cfg.cpu_us));
-    if cfg.lock_us > 0.0 {
-        let _guard = st
-            .lock
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        busy::burn(us_to_ns(cfg.lock_us));
-    }
-    if cfg.sleep_us > 0.0 {
-        std::thread::sleep(Duration::from_nanos(us_to_ns(cfg.sleep_us)));
+    {
+        // The work that occupies a worker thread, at most `threads` visits at once. No await until the end of
+        // this block: the permit never outlives one poll, nor is it held over waits and downstream calls.
+        let _slot = st.gate.enter().await;
+        busy::burn(us_to_ns(cfg.cpu_us));
+        if cfg.lock_us > 0.0 {
+            let _guard = st
+                .lock
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            busy::burn(us_to_ns(cfg.lock_us));
+        }
+        if cfg.sleep_us > 0.0 {
+            std::thread::sleep(Duration::from_nanos(us_to_ns(cfg.sleep_us)));
+        }
     }
     if cfg.wait_us > 0.0 {
         tokio::time::sleep(Duration::from_nanos(us_to_ns(cfg.wait_us))).await;
@@ -360,7 +489,8 @@ fn stats(st: &State) -> ServiceStats {
     ServiceStats {
         service: st.name.clone(),
         pid: std::process::id(),
-        threads: st.threads,
+        threads: st.gate.limit(),
+        max_threads: st.gate.max,
         cpu_ns: busy::process_cpu_ns() as u64,
         visits,
         errors,
@@ -368,17 +498,21 @@ fn stats(st: &State) -> ServiceStats {
     }
 }
 
-fn apply_set(st: &State, body: &[u8]) -> Result<Endpoint, String> {
+/// What a `PUT /set` changed.
+enum Applied {
+    Endpoint(Endpoint),
+    Service(ServiceSettings),
+}
+
+fn apply_set(st: &State, body: &[u8]) -> Result<Applied, String> {
     let req: SetRequest =
         serde_json::from_slice(body).map_err(|e| format!("body is not a JSON object: {e}"))?;
-    let endpoint = req
-        .get("endpoint")
-        .and_then(|v| v.as_str())
-        .ok_or("missing \"endpoint\" (string)")?;
-    let &idx = st
-        .by_name
-        .get(endpoint)
-        .ok_or_else(|| format!("service {} has no endpoint {endpoint:?}", st.name))?;
+    let endpoint = match req.get("endpoint") {
+        None => "*",
+        Some(v) => v
+            .as_str()
+            .ok_or("\"endpoint\" must be a string (\"*\" or absent for a service setting)")?,
+    };
     let mut changes = Vec::new();
     if let Some(key) = req.get("key") {
         let key = key.as_str().ok_or("\"key\" must be a string")?;
@@ -398,7 +532,26 @@ fn apply_set(st: &State, body: &[u8]) -> Result<Endpoint, String> {
         changes.push((k.clone(), value));
     }
     if changes.is_empty() {
-        return Err("nothing to change: give e.g. {\"endpoint\":\"get\",\"cpu_us\":750}".into());
+        return Err(
+            "nothing to change: give e.g. {\"endpoint\":\"get\",\"cpu_us\":750} or {\"threads\":2}"
+                .into(),
+        );
+    }
+    if endpoint == "*" {
+        return apply_service_set(st, &changes).map(Applied::Service);
+    }
+    let &idx = st
+        .by_name
+        .get(endpoint)
+        .ok_or_else(|| format!("service {} has no endpoint {endpoint:?}", st.name))?;
+    if let Some((k, _)) = changes
+        .iter()
+        .find(|(k, _)| LIVE_SERVICE_KEYS.contains(&k.as_str()))
+    {
+        return Err(format!(
+            "{k} is a setting of service {}, not of endpoint {endpoint}: leave \"endpoint\" out (or give \"*\")",
+            st.name
+        ));
     }
     let ep = &st.endpoints[idx];
     let mut guard = ep.config.write().expect("config lock");
@@ -407,7 +560,50 @@ fn apply_set(st: &State, body: &[u8]) -> Result<Endpoint, String> {
         next.set(&k, v)?;
     }
     *guard = Arc::new(next.clone());
-    Ok(next)
+    Ok(Applied::Endpoint(next))
+}
+
+/// Service settings (`threads`): every change is checked before any is applied.
+fn apply_service_set(st: &State, changes: &[(String, f64)]) -> Result<ServiceSettings, String> {
+    let max = st.gate.max;
+    let mut threads = None;
+    for (k, v) in changes {
+        match k.as_str() {
+            "threads" => {
+                if !(v.fract() == 0.0 && *v >= 1.0 && *v <= f64::from(max)) {
+                    return Err(format!(
+                        "service {}: threads = {v}: must be an integer in 1..={max} (max_threads = {max}; \
+                         a larger max_threads needs a restart: run --set {}.max_threads=N)",
+                        st.name, st.name
+                    ));
+                }
+                threads = Some(*v as u32);
+            }
+            "max_threads" => {
+                return Err(format!(
+                    "service {}: max_threads = {v}: the runtime's worker count is fixed at start; \
+                     restart with run --set {}.max_threads=N",
+                    st.name, st.name
+                ));
+            }
+            other => {
+                return Err(format!(
+                    "service {}: unknown service setting {other:?} (live service settings: {}; endpoint \
+                     settings need \"endpoint\")",
+                    st.name,
+                    LIVE_SERVICE_KEYS.join(", ")
+                ));
+            }
+        }
+    }
+    if let Some(n) = threads {
+        st.gate.set_limit(n);
+    }
+    Ok(ServiceSettings {
+        service: st.name.clone(),
+        threads: st.gate.limit(),
+        max_threads: max,
+    })
 }
 
 async fn handle_control(
@@ -424,12 +620,81 @@ async fn handle_control(
         (Method::GET, "/stats") => json_reply(StatusCode::OK, &stats(&st)),
         (Method::GET, "/health") => reply(StatusCode::OK, Bytes::from_static(b"ok\n")),
         (Method::PUT | Method::POST, "/set") => match apply_set(&st, &body) {
-            Ok(ep) => json_reply(StatusCode::OK, &ep),
+            Ok(Applied::Endpoint(ep)) => json_reply(StatusCode::OK, &ep),
+            Ok(Applied::Service(s)) => json_reply(StatusCode::OK, &s),
             Err(e) => json_reply(StatusCode::BAD_REQUEST, &serde_json::json!({ "error": e })),
         },
         (_, p) => reply(
             StatusCode::NOT_FOUND,
             Bytes::from(format!("no control route {p}; try GET /stats, PUT /set\n")),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn gate_limit_changes_keep_the_permit_count_exact() {
+        let gate = Gate::new(2, 4);
+        let first = gate.enter().await;
+        let second = gate.enter().await;
+        assert!(gate.sem.try_acquire().is_err(), "2 permits only");
+        // Lowered while both are in use: one is owed and forgotten when its visit ends.
+        gate.set_limit(1);
+        assert_eq!(gate.owed.load(Relaxed), 1);
+        drop(first);
+        assert_eq!(gate.sem.available_permits(), 0);
+        drop(second);
+        assert_eq!(gate.sem.available_permits(), 1);
+        assert_eq!(gate.limit(), 1);
+        // Raised: permits added.
+        gate.set_limit(3);
+        assert_eq!(gate.sem.available_permits(), 3);
+        // Lowered with free permits: forgotten at once.
+        let third = gate.enter().await;
+        gate.set_limit(1);
+        assert_eq!(
+            (gate.sem.available_permits(), gate.owed.load(Relaxed)),
+            (0, 0)
+        );
+        drop(third);
+        assert_eq!(gate.sem.available_permits(), 1);
+        // A raise cancels debts before adding permits.
+        gate.set_limit(3);
+        let (v1, v2, v3) = (gate.enter().await, gate.enter().await, gate.enter().await);
+        gate.set_limit(1);
+        assert_eq!(gate.owed.load(Relaxed), 2);
+        gate.set_limit(2);
+        assert_eq!(
+            (gate.sem.available_permits(), gate.owed.load(Relaxed)),
+            (0, 1)
+        );
+        drop((v1, v2, v3));
+        assert_eq!(
+            (gate.sem.available_permits(), gate.owed.load(Relaxed)),
+            (2, 0)
+        );
+        assert_eq!(gate.limit(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_waiting_visit_enters_when_a_permit_returns_or_the_limit_rises() {
+        let g = Arc::new(Gate::new(1, 2));
+        let held = g.enter().await;
+        let g2 = g.clone();
+        let waiter = tokio::spawn(async move {
+            let _slot = g2.enter().await;
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiter.is_finished(), "entered past the limit");
+        g.set_limit(2);
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("raising the limit lets the waiter in")
+            .expect("task");
+        drop(held);
+        assert_eq!(g.sem.available_permits(), 2);
     }
 }

@@ -57,9 +57,14 @@ pub enum Sampling {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Service {
-    /// Worker threads of the service's runtime = its CPU parallelism (busy work runs on these threads).
+    /// Worker threads = the service's CPU parallelism: at most this many visits do their per-visit work
+    /// (`cpu_us`, `lock_us`, `sleep_us`) at once. Changeable live, within 1..=[`Service::runtime_threads`].
     #[serde(default = "one")]
     pub threads: u32,
+    /// Worker threads of the service's tokio runtime (the most `threads` can be raised to live); absent =
+    /// `threads`, which makes the runtime exactly `threads` wide as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_threads: Option<u32>,
     /// Fixed service port (optional; otherwise `--base-port` + index or an ephemeral port).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
@@ -69,6 +74,13 @@ pub struct Service {
 
 fn one() -> u32 {
     1
+}
+
+impl Service {
+    /// Worker threads of the runtime: `max_threads`, or `threads` when it is absent.
+    pub fn runtime_threads(&self) -> u32 {
+        self.max_threads.unwrap_or(self.threads)
+    }
 }
 
 /// The work one visit to an endpoint does, in this order: `cpu_us`, `lock_us` (under the process-wide mutex),
@@ -254,11 +266,23 @@ impl Topology {
                     "service names may only use A-Z a-z 0-9 _ -",
                 ));
             }
-            if svc.threads == 0 || svc.threads > 256 {
+            if let Some(m) = svc.max_threads
+                && (m == 0 || m > 256)
+            {
+                return Err(bad(
+                    format!("{sfield}.max_threads"),
+                    m.to_string(),
+                    "must be 1..=256",
+                ));
+            }
+            if svc.threads == 0 || svc.threads > svc.runtime_threads().min(256) {
                 return Err(bad(
                     format!("{sfield}.threads"),
                     svc.threads.to_string(),
-                    "must be 1..=256",
+                    &match svc.max_threads {
+                        Some(m) => format!("must be 1..={m} (max_threads)"),
+                        None => "must be 1..=256".to_owned(),
+                    },
                 ));
             }
             if let Some(p) = svc.port {
@@ -460,18 +484,28 @@ impl Topology {
             .get_mut(&set.service)
             .ok_or_else(|| format!("--set {set}: unknown service {:?}", set.service))?;
         match &set.endpoint {
-            None => match set.key.as_str() {
-                "threads" => {
-                    if set.value < 1.0 || set.value.fract() != 0.0 || set.value > 256.0 {
-                        return Err(format!("--set {set}: threads must be an integer 1..=256"));
-                    }
-                    svc.threads = set.value as u32;
-                    Ok(())
+            None => {
+                if !SERVICE_KEYS.contains(&set.key.as_str()) {
+                    return Err(format!(
+                        "--set {set}: unknown service setting {:?} (service settings: {})",
+                        set.key,
+                        SERVICE_KEYS.join(", ")
+                    ));
                 }
-                other => Err(format!(
-                    "--set {set}: unknown service setting {other:?} (service settings: threads)"
-                )),
-            },
+                if set.value < 1.0 || set.value.fract() != 0.0 || set.value > 256.0 {
+                    return Err(format!(
+                        "--set {set}: {} must be an integer 1..=256",
+                        set.key
+                    ));
+                }
+                let n = set.value as u32;
+                if set.key == "threads" {
+                    svc.threads = n;
+                } else {
+                    svc.max_threads = Some(n);
+                }
+                Ok(())
+            }
             Some(ename) => {
                 let ep = svc.endpoints.get_mut(ename).ok_or_else(|| {
                     format!(
@@ -485,6 +519,13 @@ impl Topology {
         }
     }
 }
+
+/// Service settings that `--set` changes before the start (`threads` also changes live, see
+/// [`LIVE_SERVICE_KEYS`]).
+pub const SERVICE_KEYS: &[&str] = &["threads", "max_threads"];
+
+/// Service settings that change live through the control port (`threads` within 1..=`max_threads`).
+pub const LIVE_SERVICE_KEYS: &[&str] = &["threads"];
 
 /// Endpoint settings that can be changed by `--set` and live through the control port.
 pub const ENDPOINT_KEYS: &[&str] = &["cpu_us", "lock_us", "sleep_us", "wait_us", "response_bytes"];
@@ -826,5 +867,38 @@ mod tests {
         assert!((t.services["b"].endpoints["y"].cpu_us - 7.0).abs() < 1e-12);
         assert!(t.apply(&"b.y.bogus=7".parse().unwrap()).is_err());
         assert!(t.apply(&"b.threads=0".parse().unwrap()).is_err());
+    }
+
+    #[test]
+    fn max_threads_sizes_the_runtime_and_bounds_threads() {
+        let mut t = chain();
+        assert_eq!(t.services["a"].runtime_threads(), 2);
+        t.apply(&"a.max_threads=4".parse().unwrap()).unwrap();
+        assert_eq!(
+            (t.services["a"].threads, t.services["a"].runtime_threads()),
+            (2, 4)
+        );
+        t.validate().unwrap();
+        t.apply(&"a.threads=4".parse().unwrap()).unwrap();
+        t.validate().unwrap();
+        t.apply(&"a.threads=5".parse().unwrap()).unwrap();
+        let e = t.validate_named("f.json").unwrap_err().to_string();
+        assert!(
+            e.contains("f.json") && e.contains("services.a.threads") && e.contains("= 5"),
+            "{e}"
+        );
+        assert!(e.contains("1..=4 (max_threads)"), "{e}");
+        let e = t.apply(&"a.max_threads=1.5".parse().unwrap()).unwrap_err();
+        assert!(e.contains("max_threads") && e.contains("integer"), "{e}");
+        // Without max_threads, `threads` alone sizes the runtime, as before.
+        let mut t = chain();
+        t.apply(&"b.threads=3".parse().unwrap()).unwrap();
+        t.validate().unwrap();
+        assert_eq!(t.services["b"].runtime_threads(), 3);
+        // Absent max_threads is not written back; present, it round-trips.
+        assert!(!serde_json::to_string(&t).unwrap().contains("max_threads"));
+        t.apply(&"b.max_threads=3".parse().unwrap()).unwrap();
+        let back: Topology = serde_json::from_str(&serde_json::to_string(&t).unwrap()).unwrap();
+        assert_eq!(back.services["b"].max_threads, Some(3));
     }
 }

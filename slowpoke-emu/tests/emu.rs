@@ -8,7 +8,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{
-    Client, bin, drive, proc_cpu_ns, proc_cpu_ns_precise, start, topo, topologies_dir, wait_dead,
+    Client, bin, drive, machine_busy_ns, proc_cpu_ns, proc_cpu_ns_precise, proc_runnable_ns, start,
+    topo, topologies_dir, wait_dead,
 };
 use slowpoke_emu::{
     Family, GenSpec, Mode, RunningApp, Sampling, StartOptions, Topology, expected_visit_ratios,
@@ -78,6 +79,21 @@ fn invalid_topologies_are_rejected_naming_file_field_and_value() {
             vec!["services.a.threads", "0"],
         ),
         (
+            "max-threads.json",
+            r#"{"entry":{"service":"a","endpoint":"x"},"services":{"a":{"threads":3,"max_threads":2,"endpoints":{"x":{}}}}}"#,
+            vec!["services.a.threads", "3", "1..=2 (max_threads)"],
+        ),
+        (
+            "max-threads-zero.json",
+            r#"{"entry":{"service":"a","endpoint":"x"},"services":{"a":{"max_threads":0,"endpoints":{"x":{}}}}}"#,
+            vec!["services.a.max_threads", "0", "1..=256"],
+        ),
+        (
+            "max-threads-type.json",
+            r#"{"entry":{"service":"a","endpoint":"x"},"services":{"a":{"max_threads":1.5,"endpoints":{"x":{}}}}}"#,
+            vec!["services.a.max_threads", "1.5"],
+        ),
+        (
             "typo.json",
             r#"{"entry":{"service":"a","endpoint":"x"},"services":{"a":{"endpoints":{"x":{"cpu_ms":1}}}}}"#,
             vec!["cpu_ms"],
@@ -108,6 +124,8 @@ fn invalid_topologies_are_rejected_naming_file_field_and_value() {
         ("cart.get.cpu_us=-1", "cpu_us"),
         ("cart.nope.cpu_us=1", "nope"),
         ("ghost.threads=2", "ghost"),
+        ("cart.max_threads=0", "max_threads"),
+        ("cart.cores=2", "cores"),
         ("cart.get.cpu_us=abc", "abc"),
     ] {
         let (code, _, err) = run_cli(&["run", shop.to_str().expect("utf8"), "--set", set]);
@@ -592,5 +610,260 @@ fn shop_halving_cart_gains_at_least_40_percent() {
         gain >= 0.40,
         "halving cart gained only {:.0} % (full {full:.0?}, half {half:.0?})",
         gain * 100.0
+    );
+}
+
+/// One measurement window on a service under a steady load.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    /// Visits per second the service served.
+    rps: f64,
+    /// CPU the service's process got, in cores (schedstat run time per wall second).
+    cores: f64,
+    /// CPU it asked for, in threads: run time plus run-queue wait per wall second. Unlike `cores`, this does
+    /// not depend on how much CPU other processes leave us.
+    runnable: f64,
+    /// Cores the rest of the machine used (everything but the service and this test process).
+    others: f64,
+}
+
+fn window(app: &RunningApp, svc: &str, dur: Duration) -> Window {
+    let pid = app.services[svc].pids[0];
+    let me = std::process::id();
+    let sample = || {
+        (
+            app.stats(svc).expect("stats").total_visits(),
+            proc_cpu_ns_precise(pid),
+            proc_runnable_ns(pid),
+            machine_busy_ns(),
+            proc_cpu_ns_precise(me),
+            std::time::Instant::now(),
+        )
+    };
+    let a = sample();
+    std::thread::sleep(dur);
+    let b = sample();
+    let wall = (b.5 - a.5).as_nanos() as f64;
+    let cores = (b.1 - a.1) as f64 / wall;
+    let mine = (b.4 - a.4) as f64 / wall;
+    Window {
+        rps: (b.0 - a.0) as f64 / wall * 1e9,
+        cores,
+        runnable: (b.2 - a.2) as f64 / wall,
+        others: ((b.3 - a.3) as f64 / wall - cores - mine).max(0.0),
+    }
+}
+
+/// Sets the flag on drop, so a panic inside a `thread::scope` still stops the load threads (and the scope ends).
+struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Runs `steps` one after the other under a steady closed-loop load of `conns` connections on the app's
+/// entry (the load starts 0.5 s before the first step and runs through every change).
+fn under_load<T>(app: &RunningApp, conns: usize, steps: impl FnOnce() -> T) -> T {
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let guard = StopOnDrop(&stop);
+        let load = s.spawn(|| common::load_until(&app.entry, conns, &stop));
+        std::thread::sleep(Duration::from_millis(500));
+        let out = steps();
+        drop(guard);
+        assert!(load.join().expect("load") > 0);
+        out
+    })
+}
+
+const SCALE_APP: &str = r#"{"entry":{"service":"w","endpoint":"work"},"services":{
+    "w":{"threads":1,"max_threads":2,"endpoints":{"work":{"cpu_us":2000}}}}}"#;
+
+/// The scaling ground truth: `threads` changes live within `max_threads`, on one running instance. A 2000 µs
+/// endpoint under 6 closed-loop connections: with 1 thread the service works one visit at a time (≤ 1.1
+/// cores, ≤ 1/2000 µs visits/s), with 2 it demands two cores; lowering it back under load serialises again.
+#[test]
+fn threads_change_live_within_max_threads() {
+    let app = start(topo(SCALE_APP), &[]);
+    let st = app.stats("w").expect("stats");
+    assert_eq!((st.threads, st.max_threads), (1, 2));
+    assert_eq!(
+        (app.services["w"].threads, app.services["w"].max_threads),
+        (1, 2)
+    );
+    let secs = Duration::from_secs(3);
+    let (one, two, back) = under_load(&app, 6, || {
+        let one = window(&app, "w", secs);
+        app.set_service_live("w", "threads", 2.0)
+            .expect("threads=2");
+        assert_eq!(app.stats("w").expect("stats").threads, 2);
+        std::thread::sleep(Duration::from_millis(200));
+        let two = window(&app, "w", secs);
+        // Lowered while every worker is busy: the permits in use are forgotten as their visits finish.
+        slowpoke_emu::set_live(&app, "w", "*", "threads", 1.0).expect("threads=1");
+        std::thread::sleep(Duration::from_millis(200));
+        let back = window(&app, "w", secs);
+        (one, two, back)
+    });
+    eprintln!(
+        "threads 1: {one:.3?}\nthreads 2: {two:.3?}\nthreads 1 again: {back:.3?}\nload {}",
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    );
+    // Hard bounds whatever the machine does: one visit at a time means at most one core of work and at most
+    // 1/2000 µs visits per second (the work is counted on the thread's CPU clock). (`runnable` is not bounded
+    // here: on a busy machine it also counts the run-queue wait of every thread wakeup, ~1.06 idle, 1.19 with
+    // other processes on 0.9 cores.)
+    for (label, w) in [("threads 1", one), ("threads 1 again", back)] {
+        assert!(w.cores <= 1.1, "{label}: used {:.2} cores", w.cores);
+        assert!(
+            w.rps <= 1.05 * 500.0,
+            "{label}: {:.0} visits/s, more than 1/2000 µs",
+            w.rps
+        );
+    }
+    // Two visits work at once: both workers runnable all the time, even when other processes leave us less
+    // than two cores.
+    assert!(
+        two.runnable >= 1.6,
+        "threads 2: only {:.2} threads runnable on average",
+        two.runnable
+    );
+    if two.others < 0.4 {
+        // The machine had room for a second core: it must show in the CPU used and the throughput.
+        assert!(
+            two.cores > 1.3,
+            "threads 2: used only {:.2} cores",
+            two.cores
+        );
+        assert!(
+            two.rps > 1.3 * one.rps.max(back.rps),
+            "threads 2: {:.0} visits/s against {:.0} and {:.0} with 1 thread",
+            two.rps,
+            one.rps,
+            back.rps
+        );
+    } else {
+        eprintln!(
+            "other processes used {:.2} cores: CPU and throughput bounds for threads 2 skipped",
+            two.others
+        );
+    }
+}
+
+#[test]
+fn invalid_live_threads_are_refused_and_change_nothing() {
+    let app = start(topo(SCALE_APP), &["w.max_threads=3".parse().expect("set")]);
+    let threads = || app.stats("w").expect("stats").threads;
+    assert_eq!(app.stats("w").expect("stats").max_threads, 3);
+    app.set_service_live("w", "threads", 3.0)
+        .expect("threads=3");
+    assert_eq!(threads(), 3);
+    for v in [0.0, 4.0, 1.5, -1.0, 1e9] {
+        let e = app
+            .set_service_live("w", "threads", v)
+            .expect_err("out of range")
+            .to_string();
+        assert!(
+            e.contains("service w") && e.contains(&format!("threads = {v}")) && e.contains("1..=3"),
+            "threads={v}: {e}"
+        );
+        assert_eq!(threads(), 3, "threads={v} changed the state");
+    }
+    let e = app
+        .set_service_live("w", "max_threads", 4.0)
+        .expect_err("max_threads live")
+        .to_string();
+    assert!(e.contains("max_threads") && e.contains("restart"), "{e}");
+    let e = app
+        .set_service_live("w", "cores", 2.0)
+        .expect_err("unknown key")
+        .to_string();
+    assert!(e.contains("cores") && e.contains("threads"), "{e}");
+    let e = app
+        .set_live("w", "work", "threads", 2.0)
+        .expect_err("threads is not an endpoint setting")
+        .to_string();
+    assert!(e.contains("service w"), "{e}");
+    assert_eq!(threads(), 3);
+    // The CLI, from the runner's line: svc.threads=N goes live; a bad value fails naming value and range.
+    let info = std::env::temp_dir().join(format!("emu-test-{}-threads.json", std::process::id()));
+    std::fs::write(&info, serde_json::to_string(&app.info).expect("json")).expect("write");
+    let info_s = info.to_str().expect("utf8");
+    let (code, _, err) = run_cli(&["set", "--app", info_s, "w.threads=2"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(threads(), 2);
+    let (code, _, err) = run_cli(&["set", "--app", info_s, "w.threads=9"]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("threads = 9") && err.contains("1..=3") && err.contains("service w"),
+        "{err}"
+    );
+    let control = app.control_url("w").expect("control");
+    let (code, _, err) = run_cli(&["set", "--control", &control, "w.threads=1"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(threads(), 1);
+    std::fs::remove_file(&info).ok();
+    // Without max_threads the runtime is exactly `threads` wide, as before: nothing to raise live.
+    let app = start(topo(WORK_APP), &[]);
+    let st = app.stats("w").expect("stats");
+    assert_eq!((st.threads, st.max_threads), (1, 1));
+    let e = app
+        .set_service_live("w", "threads", 2.0)
+        .expect_err("above max")
+        .to_string();
+    assert!(e.contains("1..=1") && e.contains("max_threads"), "{e}");
+}
+
+/// `lock_us` changes live too: a 2-thread service whose work is all under the process-wide mutex is
+/// serialised (≤ 1/`lock_us` visits/s, about one core), and quartering the critical section live raises
+/// its throughput on the same instance.
+#[test]
+fn live_lock_change_moves_the_serialised_throughput() {
+    let app = start(
+        topo(
+            r#"{"entry":{"service":"w","endpoint":"work"},"services":{
+               "w":{"threads":2,"endpoints":{"work":{"lock_us":2000}}}}}"#,
+        ),
+        &[],
+    );
+    let secs = Duration::from_secs(2);
+    let (long, short, again) = under_load(&app, 6, || {
+        let long = window(&app, "w", secs);
+        app.set_live("w", "work", "lock_us", 500.0)
+            .expect("lock 500");
+        assert!((app.stats("w").expect("stats").endpoints["work"].lock_us - 500.0).abs() < 1e-9);
+        std::thread::sleep(Duration::from_millis(100));
+        let short = window(&app, "w", secs);
+        app.set_live("w", "work", "lock_us", 2000.0)
+            .expect("lock 2000");
+        std::thread::sleep(Duration::from_millis(100));
+        let again = window(&app, "w", secs);
+        (long, short, again)
+    });
+    eprintln!(
+        "lock 2000 µs: {long:.3?}\nlock 500 µs: {short:.3?}\nlock 2000 µs again: {again:.3?}"
+    );
+    for (label, w) in [("lock 2000", long), ("lock 2000 again", again)] {
+        assert!(
+            w.rps <= 1.05 * 500.0,
+            "{label}: {:.0} visits/s through a 2000 µs critical section",
+            w.rps
+        );
+        assert!(
+            w.cores <= 1.15,
+            "{label}: {:.2} cores used: the lock does not serialise",
+            w.cores
+        );
+    }
+    assert!(
+        short.rps >= 1.5 * long.rps.max(again.rps),
+        "lock 500: {:.0} visits/s against {:.0} and {:.0} at 2000 µs",
+        short.rps,
+        long.rps,
+        again.rps
     );
 }

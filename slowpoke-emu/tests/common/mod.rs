@@ -205,3 +205,67 @@ pub fn wait_dead(pids: &[u32], timeout: Duration) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Time the threads of a process were runnable, in ns: running (`sum_exec_runtime`, first field of
+/// /proc/<pid>/task/<tid>/schedstat) plus waiting on a run queue for a CPU (`run_delay`, second field).
+/// Its rate over a window is the process's CPU *demand* in threads, which, unlike the CPU it got, does not
+/// depend on how busy other processes keep the machine.
+pub fn proc_runnable_ns(pid: u32) -> u64 {
+    let mut total = 0;
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).expect("task dir") {
+        let p = t.expect("task").path().join("schedstat");
+        if let Ok(s) = std::fs::read_to_string(p) {
+            total += s
+                .split_whitespace()
+                .take(2)
+                .filter_map(|v| v.parse::<u64>().ok())
+                .sum::<u64>();
+        }
+    }
+    total
+}
+
+/// Busy time of the whole machine in ns, summed over CPUs (/proc/stat `cpu` line minus idle and iowait).
+pub fn machine_busy_ns() -> u64 {
+    let stat = std::fs::read_to_string("/proc/stat").expect("/proc/stat");
+    let line = stat.lines().next().expect("cpu line");
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let total: u64 = f.iter().take(8).sum();
+    let idle = f[3] + f.get(4).copied().unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    (total - idle) * 1_000_000_000 / hz
+}
+
+/// Keeps `conns` closed-loop keep-alive connections busy on `url` until `stop` is set; every answer must be
+/// 200. Returns the requests completed.
+pub fn load_until(url: &str, conns: usize, stop: &std::sync::atomic::AtomicBool) -> usize {
+    use std::sync::atomic::Ordering;
+    let path = format!(
+        "/{}",
+        url.trim_start_matches("http://")
+            .split_once('/')
+            .map_or("", |x| x.1)
+    );
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..conns)
+            .map(|_| {
+                let path = path.clone();
+                s.spawn(move || {
+                    let mut cl = Client::connect(url);
+                    let mut n = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        assert_eq!(cl.get(&path), 200, "GET {url}");
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("client")).sum()
+    })
+}
