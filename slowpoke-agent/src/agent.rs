@@ -20,7 +20,9 @@ use std::{
 };
 
 use crate::{
-    actuator::{self, Actuator, ActuatorConfig, DebtSource, PauseOutcome},
+    actuator::{
+        self, Actuator, ActuatorConfig, DebtSource, OnKernelPause, PauseOutcome, PauseRecord,
+    },
     api::{self, Mode, ServiceInfo, ServiceList, ServiceSpec, SlowdownPlan},
     error::AgentError,
     guardian::{AgentLock, Guardian},
@@ -519,6 +521,16 @@ impl Agent {
             .ok_or_else(|| AgentError::Internal("the pause thread of this service is gone".into()))
     }
 
+    /// The last pauses of a service (oldest first, at most [`actuator::RECENT_PAUSES`]): kind,
+    /// stop and resume times. Diagnostics and tests (e.g. how close synchronized pauses are).
+    pub fn recent_pauses(&self, name: &str) -> Result<Vec<PauseRecord>, AgentError> {
+        let st = lock(&self.inner.state);
+        st.services
+            .get(name)
+            .map(|s| s.actuator.recent_pauses())
+            .ok_or_else(|| unknown_service(name))
+    }
+
     pub fn health(&self) -> api::Health {
         let mut features = self.inner.features.clone();
         let guardian_up = lock(&self.inner.guardian)
@@ -629,6 +641,14 @@ impl Agent {
                 "quantum_ns must be between 1000 (1 µs) and 1000000000 (1 s), got {q}"
             )));
         }
+        if plan.synchronized && plan.mode != Mode::Pause {
+            return Err(AgentError::BadRequest(
+                "synchronized applies to pauses only (mode \"pause\"): spin delays are spent in \
+                 the visiting thread, there is no debt to pay together; drop \"synchronized\" or \
+                 use mode \"pause\""
+                    .into(),
+            ));
+        }
         let wants_delay = plan.services.values().any(|d| d.delay_per_visit_ns > 0);
         if wants_delay && lock(&self.inner.kernel).is_none() {
             return Err(AgentError::Unavailable(format!(
@@ -695,6 +715,7 @@ impl Agent {
             }
             svc.actuator.set_active(pause);
         }
+        set_sync_hooks(&st.services, &plan);
         st.plan = plan;
         tracing::info!(plan = ?st.plan, "slowdown plan in force");
         Ok(())
@@ -847,6 +868,36 @@ fn unknown_service(name: &str) -> AgentError {
     AgentError::NotFound(format!(
         "no service named {name:?}; list them with GET /v1/services or register it with PUT /v1/services/{name}"
     ))
+}
+
+/// Synchronized pause plans: each delayed service's quantum pause makes every other delayed
+/// service of the plan pay what it owes at once. Any other plan: no hooks.
+fn set_sync_hooks(services: &BTreeMap<String, Service>, plan: &SlowdownPlan) {
+    let members: Vec<&str> = if plan.synchronized && plan.mode == Mode::Pause {
+        plan.services
+            .iter()
+            .filter(|(n, d)| d.delay_per_visit_ns > 0 && services.contains_key(*n))
+            .map(|(n, _)| n.as_str())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    for (name, svc) in services {
+        let hook: Option<OnKernelPause> = members.contains(&name.as_str()).then(|| {
+            let others: Vec<actuator::PayHandle> = members
+                .iter()
+                .filter(|&&m| m != name)
+                .filter_map(|m| services.get(*m).map(|s| s.actuator.pay_handle()))
+                .collect();
+            let hook: OnKernelPause = Arc::new(move || {
+                for o in &others {
+                    o.pay_now();
+                }
+            });
+            hook
+        });
+        svc.actuator.set_on_kernel_pause(hook);
+    }
 }
 
 /// Stores a resolution and pushes it to the kernel and the actuator.

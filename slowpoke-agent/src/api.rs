@@ -164,7 +164,8 @@ pub struct SlowdownPlan {
     /// Synchronized pauses (pause mode only): when one service's debt triggers a pause, every
     /// other service of the plan on this node that owes anything pays it at the same moment,
     /// as the original's phases do. Default false: each service pays its own debt independently.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    /// With mode `spin` it is refused (400).
+    #[serde(default)]
     pub synchronized: bool,
     pub services: BTreeMap<String, ServiceDelay>,
 }

@@ -9,7 +9,8 @@ use std::{
 
 use agent_util::{TempDir, is_stopped, nginx, sleeper, wait_for};
 use slowpoke_agent::{
-    actuator::{Actuator, ActuatorConfig, CounterDebt},
+    actuator::{Actuator, ActuatorConfig, CounterDebt, PauseKind, monotonic_ns},
+    kernel::PauseRequest,
     state::{StateFile, read_listed},
 };
 
@@ -233,4 +234,94 @@ fn services_pause_independently_and_at_the_same_time() {
         "overlapping pauses"
     );
     assert!(!is_stopped(a.pid()) && !is_stopped(b.pid()));
+}
+
+/// Synchronized plans at the actuator level (no kernel): a quantum pause of A (a kernel pause
+/// request) makes B pay everything it owes at the same moment, below the quantum too; a service
+/// that is pausing already is left alone.
+#[test]
+fn a_quantum_pause_makes_the_others_pay_what_they_owe_at_once() {
+    let (a, b) = (sleeper(), sleeper());
+    let state = TempDir::new("act-sync");
+    let file = Arc::new(StateFile::new(state.path()));
+    // Idle payment off (1 min): only the synchronization may make B pay.
+    let cfg = ActuatorConfig {
+        idle_ns: 60_000_000_000,
+        ..ActuatorConfig::default()
+    };
+    let (debt_a, debt_b) = (CounterDebt::default(), CounterDebt::default());
+    let act_a = Actuator::spawn("a", file.clone(), Box::new(debt_a.clone()), cfg);
+    let act_b = Arc::new(Actuator::spawn("b", file, Box::new(debt_b.clone()), cfg));
+    act_a.set_pids(&[a.pid()]);
+    act_b.set_pids(&[b.pid()]);
+    act_a.set_active(true);
+    act_b.set_active(true);
+    let others = vec![act_b.pay_handle()];
+    act_a.set_on_kernel_pause(Some(Arc::new(move || {
+        for o in &others {
+            o.pay_now();
+        }
+    })));
+    // B owes 400 µs (below the 1 ms quantum: on its own it would wait).
+    debt_b.0.fetch_add(400_000, Ordering::SeqCst);
+    debt_a.0.fetch_add(5_000_000, Ordering::SeqCst);
+    act_a.kernel_request(PauseRequest {
+        service: 0,
+        stopped_tgid: None,
+        at_ns: monotonic_ns(),
+        owed_ns: 5_000_000,
+    });
+    let sb = wait_for(Duration::from_secs(2), "B paid at A's pause", || {
+        let s = act_b.stats();
+        (s.pauses == 1).then_some(s)
+    });
+    wait_for(Duration::from_secs(2), "A's pause done", || {
+        (act_a.stats().pauses == 1).then_some(())
+    });
+    let (ra, rb) = (act_a.recent_pauses(), act_b.recent_pauses());
+    assert_eq!(ra[0].kind, PauseKind::Kernel);
+    assert_eq!(rb[0].kind, PauseKind::Synchronized);
+    let skew = rb[0].start_ns as i64 - ra[0].start_ns as i64;
+    eprintln!(
+        "B stopped {skew} ns after A; B paid {} ns of 400 µs",
+        sb.paid_ns
+    );
+    assert!(
+        (0..2_000_000).contains(&skew),
+        "B's pause starts with A's: {skew} ns"
+    );
+    assert!(
+        rb[0].start_ns < ra[0].end_ns,
+        "B's pause overlaps A's: {rb:?} {ra:?}"
+    );
+    assert!(
+        (400_000..1_400_000).contains(&sb.paid_ns),
+        "B paid all it owed: {}",
+        sb.paid_ns
+    );
+    assert_eq!(sb.synchronized_pauses, 1);
+    assert!(!is_stopped(a.pid()) && !is_stopped(b.pid()));
+
+    // A service that is pausing already is left alone: no second pause queued behind it.
+    let bb = act_b.clone();
+    let manual = std::thread::spawn(move || bb.pause_now(100_000_000).expect("manual pause"));
+    wait_for(Duration::from_secs(1), "B stopped", || {
+        is_stopped(b.pid()).then_some(())
+    });
+    debt_b.0.fetch_add(3_000_000, Ordering::SeqCst);
+    assert!(!act_b.pay_now(), "not asked while pausing");
+    manual.join().expect("manual");
+    std::thread::sleep(Duration::from_millis(30));
+    let s = act_b.stats();
+    assert_eq!((s.pauses, s.synchronized_pauses), (2, 1), "{s:?}");
+    assert!(s.synchronized_skipped >= 1);
+    // The debt is not lost: the next occasion (here a flush) pays it.
+    act_b.flush(Duration::from_secs(2));
+    let s = act_b.stats();
+    assert!(
+        s.paid_ns >= 3_400_000 && s.paid_ns < 4_600_000,
+        "paid {} ns of 3.4 ms owed",
+        s.paid_ns
+    );
+    assert!(!is_stopped(b.pid()));
 }

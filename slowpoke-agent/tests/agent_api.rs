@@ -42,6 +42,7 @@ async fn bad_input_is_a_4xx_and_leaves_the_plan_untouched() {
             ("PUT", "/v1/slowdown".into(), "{\"mode\":\"pause\",\"services\":{\"web\":{\"delay_per_visit_ns\":100000001}}}".into(), 400, "above the limit"),
             ("PUT", "/v1/slowdown".into(), "{\"mode\":\"warp\",\"services\":{\"web\":{\"delay_per_visit_ns\":1000}}}".into(), 400, "unknown variant"),
             ("PUT", "/v1/slowdown".into(), "{\"mode\":\"pause\",\"quantum_ns\":5,\"services\":{}}".into(), 400, "quantum_ns"),
+            ("PUT", "/v1/slowdown".into(), "{\"mode\":\"spin\",\"synchronized\":true,\"services\":{\"web\":{\"delay_per_visit_ns\":1000}}}".into(), 400, "synchronized applies to pauses only"),
             // One good entry and one bad: nothing of the plan is applied.
             ("PUT", "/v1/slowdown".into(), "{\"services\":{\"web\":{\"delay_per_visit_ns\":1000},\"nope\":{\"delay_per_visit_ns\":1000}}}".into(), 400, "unknown service"),
             ("PUT", "/v1/slowdown".into(), "[]".into(), 400, "invalid JSON"),
@@ -88,6 +89,19 @@ async fn bad_input_is_a_4xx_and_leaves_the_plan_untouched() {
         let (c, m) = call("GET", &format!("{url}/metrics"), None, None);
         assert_eq!(c, 200);
         assert!(m.contains("slowpoke_visits_total{service=\"web\"}"), "{m}");
+        assert_eq!(json(&plan_before)["synchronized"], false, "{plan_before}");
+        // A synchronized pause plan is accepted and shown as such.
+        let (c, b) = call(
+            "PUT",
+            &format!("{url}/v1/slowdown"),
+            Some("{\"synchronized\":true,\"services\":{\"web\":{\"delay_per_visit_ns\":1000}}}"),
+            None,
+        );
+        assert_eq!(c, 200, "{b}");
+        assert_eq!(json(&b)["synchronized"], true, "{b}");
+        let got = json(&call("GET", &format!("{url}/v1/slowdown"), None, None).1);
+        assert_eq!(got["synchronized"], true, "{got}");
+        assert_eq!(got["mode"], "pause", "{got}");
         let (c, _) = call("DELETE", &format!("{url}/v1/slowdown"), None, None);
         assert_eq!(c, 204);
         let (c, _) = call("DELETE", &format!("{url}/v1/services/web"), None, None);

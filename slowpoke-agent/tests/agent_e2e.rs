@@ -25,6 +25,17 @@ fn sequential_gets(port: u16, n: usize) -> Duration {
     t0.elapsed()
 }
 
+/// N sequential GETs like [`sequential_gets`], each after the server has been left idle for
+/// `idle` (the client sleeps, not timed); returns the time of the GETs alone.
+fn gets_after_idle(port: u16, n: usize, idle: Duration) -> Duration {
+    (0..n)
+        .map(|_| {
+            std::thread::sleep(idle);
+            sequential_gets(port, 1)
+        })
+        .sum()
+}
+
 /// Runs the calling (client) thread at real-time priority: the shared 2-core test machine is
 /// often saturated by compilers, whose time slices would otherwise show up as request latency.
 fn realtime_client() {
@@ -91,12 +102,16 @@ fn visits_equal_requests_and_pauses_add_exactly_the_plan() {
     let base2 = sequential_gets(server.port, n);
     let base = base1.min(base2);
 
-    // Each stop/resume cycle costs the service ~0.2-0.3 ms of wall time beyond the pause on this
-    // VM (waking the resumed process on an idle vCPU): with d = 20 ms that is ~2 %.
     let d: u64 = std::env::var("E2E_D")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(20_000_000);
+    // Under the plan the server sits stopped for d before answering each request, and a server
+    // that was left alone for d answers its next request slower than one kept busy, paused or
+    // not (measured on this VM: ~0.8 ms instead of ~0.15 ms after 20 ms idle; caches and vCPU
+    // gone cold). That is not the pause's doing, so the reference is the same requests after
+    // the same idle time: what remains is the pause itself.
+    let idle_before = gets_after_idle(server.port, n, Duration::from_nanos(d));
     set_delay(&agent, "web", d);
     let s0 = stats_of(&agent, "web");
     let slow = sequential_gets(server.port, n);
@@ -109,16 +124,22 @@ fn visits_equal_requests_and_pauses_add_exactly_the_plan() {
     });
     let (c, _) = call("DELETE", &format!("{}/v1/slowdown", agent.url), None, None);
     assert_eq!(c, 204);
+    let idle_after = gets_after_idle(server.port, n, Duration::from_nanos(d));
+    let idle_base = (idle_before + idle_after) / 2;
     assert_eq!(u(&s1, "visits") - u(&s0, "visits"), n as u64);
     let want = n as f64 * d as f64;
-    let growth = slow.as_nanos() as f64 - base.as_nanos() as f64;
+    let growth_hot = slow.as_nanos() as f64 - base.as_nanos() as f64;
+    let growth = slow.as_nanos() as f64 - idle_base.as_nanos() as f64;
     let paused = (u(&s1, "pause_ns") - u(&s0, "pause_ns")) as f64;
     let owed = (u(&s1, "owed_ns") - u(&s0, "owed_ns")) as f64;
     eprintln!(
-        "base {base:?}, slow {slow:?}: growth {:.1} ms for N·d = {:.1} ms ({:+.2} %), pause_ns {:.1} ms ({:+.2} % of growth), owed {:.1} ms, pauses {}",
+        "base {base:?} (after idle {idle_before:?} / {idle_after:?}), slow {slow:?}: growth {:.1} ms \
+         for N·d = {:.1} ms ({:+.2} %; {:+.2} % over the busy baseline), pause_ns {:.1} ms \
+         ({:+.2} % of growth), owed {:.1} ms, pauses {}",
         growth / 1e6,
         want / 1e6,
         (growth / want - 1.0) * 100.0,
+        (growth_hot / want - 1.0) * 100.0,
         paused / 1e6,
         (paused / growth - 1.0) * 100.0,
         owed / 1e6,
@@ -126,8 +147,12 @@ fn visits_equal_requests_and_pauses_add_exactly_the_plan() {
     );
     assert!((owed - want).abs() < 1.0, "owed {owed} for {want}");
     assert!(
-        growth >= 0.95 * want && growth <= 1.10 * want,
+        growth >= 0.95 * want && growth <= 1.05 * want,
         "growth {growth} ns for N·d = {want} ns"
+    );
+    assert!(
+        growth_hot >= 0.95 * want,
+        "growth over the busy baseline {growth_hot} ns for N·d = {want} ns"
     );
     assert!(
         (paused / growth - 1.0).abs() <= 0.05,
@@ -232,4 +257,211 @@ fn cores_of_a_one_worker_nginx_is_one() {
         (s["cores"].as_f64() == Some(1.0)).then_some(s)
     });
     assert_eq!(s["pids"].as_array().map(Vec::len), Some(2), "{s}");
+}
+
+/// Where B's pauses start relative to A's: for each B pause of `kind`, the time since the start
+/// of the latest A quantum pause that started before it (B pauses before any A pause count as
+/// −1 s), and whether it started before that A pause ended.
+fn skews(
+    a: &[slowpoke_agent::actuator::PauseRecord],
+    b: &[slowpoke_agent::actuator::PauseRecord],
+    kind: slowpoke_agent::actuator::PauseKind,
+) -> Vec<(i64, bool)> {
+    use slowpoke_agent::actuator::PauseKind;
+    b.iter()
+        .filter(|p| p.kind == kind)
+        .map(|p| {
+            a.iter()
+                .filter(|x| x.kind == PauseKind::Kernel && x.start_ns <= p.start_ns)
+                .max_by_key(|x| x.start_ns)
+                .map_or((-1_000_000_000, false), |x| {
+                    (p.start_ns as i64 - x.start_ns as i64, p.start_ns < x.end_ns)
+                })
+        })
+        .collect()
+}
+
+fn percentile(v: &[i64], q: f64) -> i64 {
+    let mut v = v.to_vec();
+    v.sort_unstable();
+    v[((v.len() - 1) as f64 * q).round() as usize]
+}
+
+/// One plan run: `rounds` × (GET A, GET B) under `{A: d_a, B: d_b}`; the plan is removed at the
+/// end (leftover debt paid). Returns the pause records made during the run and the counter
+/// deltas per service (`pause_ns`, `owed_ns`, `dropped_ns`, `pauses`).
+fn sync_run(
+    agent: &slowpoke_agent::Agent,
+    ports: (u16, u16),
+    delays: (u64, u64),
+    synchronized: bool,
+    rounds: usize,
+) -> (
+    Vec<slowpoke_agent::actuator::PauseRecord>,
+    Vec<slowpoke_agent::actuator::PauseRecord>,
+    [[u64; 4]; 2],
+) {
+    use slowpoke_agent::api::{Mode, ServiceDelay, SlowdownPlan};
+    let counters =
+        |s: &slowpoke_agent::api::ServiceStats| [s.pause_ns, s.owed_ns, s.dropped_ns, s.pauses];
+    let before = agent.stats();
+    let t0 = slowpoke_agent::actuator::monotonic_ns();
+    let plan = SlowdownPlan {
+        mode: Mode::Pause,
+        quantum_ns: None,
+        synchronized,
+        services: [("a", delays.0), ("b", delays.1)]
+            .into_iter()
+            .map(|(n, d)| {
+                (
+                    n.to_string(),
+                    ServiceDelay {
+                        delay_per_visit_ns: d,
+                    },
+                )
+            })
+            .collect(),
+    };
+    agent.set_slowdown(plan).expect("plan");
+    assert_eq!(agent.slowdown().synchronized, synchronized);
+    for _ in 0..rounds {
+        sequential_gets(ports.0, 1);
+        sequential_gets(ports.1, 1);
+    }
+    agent.clear_slowdown().expect("plan removed");
+    let after = agent.stats();
+    let delta = |n: &str| {
+        let (x, y) = (counters(&before.services[n]), counters(&after.services[n]));
+        [y[0] - x[0], y[1] - x[1], y[2] - x[2], y[3] - x[3]]
+    };
+    let recent = |n: &str| -> Vec<_> {
+        agent
+            .recent_pauses(n)
+            .expect("service")
+            .into_iter()
+            .filter(|p| p.start_ns >= t0)
+            .collect()
+    };
+    (recent("a"), recent("b"), [delta("a"), delta("b")])
+}
+
+#[test]
+fn synchronized_pauses_start_together_and_each_service_pays_its_own_debt() {
+    use slowpoke_agent::actuator::PauseKind;
+    let (sa, sb) = (single_threaded_server(), single_threaded_server());
+    let state = TempDir::new("e2e-sync");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    // A is stopped most of the time by design here: lift the cap.
+    let agent = rt
+        .block_on(slowpoke_agent::Agent::start(slowpoke_agent::AgentConfig {
+            max_stopped_share: 1.0,
+            ..agent_util::test_config(&state)
+        }))
+        .expect("agent");
+    for (name, port) in [("a", sa.port), ("b", sb.port)] {
+        agent
+            .put_service(
+                name,
+                slowpoke_agent::api::ServiceSpec {
+                    ports: Some(vec![port]),
+                    ..Default::default()
+                },
+            )
+            .expect("register");
+    }
+    realtime_client();
+    let rounds = 40;
+    // A: 2 ms per visit, a quantum pause at every visit; B: 0.4 ms per visit, below the 1 ms
+    // quantum, so on its own B pays only when idle or at the end.
+    let delays = (2_000_000, 400_000);
+    let ports = (sa.port, sb.port);
+
+    let (_, b_free, _) = sync_run(&agent, ports, delays, false, rounds);
+    let (ra, rb, [da, db]) = sync_run(&agent, ports, delays, true, rounds);
+
+    let sync = skews(&ra, &rb, PauseKind::Synchronized);
+    let starts: Vec<i64> = sync.iter().map(|s| s.0).collect();
+    let overlapping = sync.iter().filter(|s| s.1).count();
+    let kernel_a = ra.iter().filter(|p| p.kind == PauseKind::Kernel).count();
+    eprintln!(
+        "unsynchronized: B paused {} times ({:?}); synchronized: A {} quantum pauses, B {} \
+         synchronized pauses, B start − A start median {} µs, p90 {} µs, max {} µs, {} of them \
+         inside A's pause",
+        b_free.len(),
+        b_free
+            .iter()
+            .map(|p| p.kind)
+            .collect::<std::collections::BTreeSet<_>>(),
+        kernel_a,
+        sync.len(),
+        percentile(&starts, 0.5) / 1000,
+        percentile(&starts, 0.9) / 1000,
+        percentile(&starts, 1.0) / 1000,
+        overlapping
+    );
+    for (name, d) in [("a", da), ("b", db)] {
+        eprintln!(
+            "{name}: pause_ns {:.3} ms, owed {:.3} ms, dropped {}, pauses {}",
+            d[0] as f64 / 1e6,
+            d[1] as f64 / 1e6,
+            d[2],
+            d[3]
+        );
+    }
+    // Without synchronization B (below the quantum) does not pause at A's pauses.
+    assert!(
+        b_free.iter().all(|p| p.kind != PauseKind::Synchronized),
+        "{b_free:?}"
+    );
+    // Every A visit is a quantum pause (but for a visit that comes before A's pause thread has
+    // re-armed the trigger: its debt goes with the next one); B pays at each of them but the
+    // first (nothing owed yet).
+    assert!(kernel_a >= rounds - 3, "{ra:?}");
+    assert!(
+        sync.len() + 2 >= kernel_a,
+        "{} synchronized pauses of B",
+        sync.len()
+    );
+    // B stops at about the same moment as A: the kernel's stop of A, its pause request through
+    // the ring buffer, A's pause thread, B's pause thread. Bound for a loaded 2-core VM (the
+    // median is a few hundred µs); single outliers of a few ms are the machine's scheduling
+    // noise, hence the 90th percentile.
+    assert!(
+        percentile(&starts, 0.0) >= 0,
+        "B never stops before A: {starts:?}"
+    );
+    assert!(
+        percentile(&starts, 0.9) <= 2_000_000,
+        "B's pauses start within 2 ms of A's: {starts:?}"
+    );
+    assert!(
+        overlapping * 10 >= sync.len() * 9,
+        "B's pauses start inside A's: {sync:?}"
+    );
+    // Each service still pays exactly its own debt: in this run up to the oversleep carried in
+    // from the previous one and out to the next, and in total since registration paid ≥ owed −
+    // dropped by less than the last pause's overshoot.
+    let total = agent.stats();
+    for (name, d, want) in [
+        ("a", da, rounds as u64 * delays.0),
+        ("b", db, rounds as u64 * delays.1),
+    ] {
+        assert_eq!(d[1], want, "{name}: owed");
+        assert_eq!(d[2], 0, "{name}: nothing dropped");
+        assert!(
+            d[0].abs_diff(want) <= 1_000_000,
+            "{name}: pause_ns {} for {want} owed",
+            d[0]
+        );
+        let t = &total.services[name];
+        let over = t.pause_ns as i64 - (t.owed_ns - t.dropped_ns) as i64;
+        assert!(
+            (0..=1_000_000).contains(&over),
+            "{name}: paid {} ns for {} owed − {} dropped",
+            t.pause_ns,
+            t.owed_ns,
+            t.dropped_ns
+        );
+    }
+    rt.block_on(agent.shutdown());
 }
