@@ -383,6 +383,18 @@ pub struct StatsWindow {
     pub unregistered: Vec<String>,
     /// Share of each agent's node CPUs that was busy (agents that report `node`), in order.
     pub node_busy: Vec<f64>,
+    /// The same nodes with their CPUs and the visits per second each served per service.
+    pub nodes: Vec<NodeWindow>,
+}
+
+/// One agent's node during a window.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NodeWindow {
+    pub cpus: f64,
+    /// Share of the node's CPUs that was busy (0..1).
+    pub busy_share: f64,
+    /// Visits per second of each service on this node.
+    pub visits: BTreeMap<String, f64>,
 }
 
 /// Differences of two snapshots. Each agent's counters are divided by its own clock's window
@@ -426,7 +438,22 @@ pub fn window(before: &StatsSnapshot, after: &StatsSnapshot) -> StatsWindow {
             let total = na.cpu_total_ns.saturating_sub(nb.cpu_total_ns);
             if total > 0 {
                 let busy = na.cpu_busy_ns.saturating_sub(nb.cpu_busy_ns);
-                w.node_busy.push(busy as f64 / total as f64);
+                let busy_share = busy as f64 / total as f64;
+                w.node_busy.push(busy_share);
+                let visits = a
+                    .services
+                    .iter()
+                    .map(|(name, sa)| {
+                        let sb = b.services.get(name).map_or(0, |x| x.visits);
+                        let dv = sa.visits.saturating_sub(sb) as f64;
+                        (name.clone(), if secs > 0.0 { dv / secs } else { 0.0 })
+                    })
+                    .collect();
+                w.nodes.push(NodeWindow {
+                    cpus: f64::from(na.cpus),
+                    busy_share,
+                    visits,
+                });
             }
         }
         for d in &a.unregistered_dependencies {

@@ -184,18 +184,47 @@ struct ProfileArgs {
 
 #[derive(Args, Debug)]
 struct EvalArgs {
-    /// `quick`: chain3, chain-6, fanout-6; `full`: every *.json in --topologies.
+    /// `quick`: 6 families x 3 points (about 20 min); `full`: every family x sync/async x
+    /// leaf/inner target x 5 points, plus the mutex and scaling cases (hours; resumable).
     #[arg(long, default_value = "quick")]
     suite: String,
-    /// Directory of topologies.
-    #[arg(long, default_value = "tests/topologies", value_name = "DIR")]
-    topologies: PathBuf,
-    /// Repetitions per topology (default 3).
+    /// Where results.json, report.md, plot.svg and the topologies go
+    /// (default target/slowpoke-eval/<suite>).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Continue the results already in --out (measured points are kept, failed ones rerun).
     #[arg(long)]
-    repetitions: Option<usize>,
-    /// Length of one measurement window, seconds (default 2).
-    #[arg(long, value_name = "S", allow_negative_numbers = true)]
-    duration: Option<f64>,
+    resume: bool,
+    /// Only these families (e.g. chain,fanout,mutex).
+    #[arg(long, value_delimiter = ',', value_name = "F,..")]
+    families: Vec<String>,
+    /// Actuator settings to compare, each run on every point back to back: pause-<ms>ms,
+    /// sync-<ms>ms (synchronized pauses) or spin (default: pause-10ms).
+    #[arg(long, value_delimiter = ',', value_name = "S,..")]
+    settings: Vec<String>,
+    /// Placements: shared (every service on every CPU) and/or pinned (the target alone on one
+    /// CPU). Default shared.
+    #[arg(long, value_delimiter = ',', value_name = "P,..")]
+    placements: Vec<String>,
+    /// Repetitions per point (base, slow, truth interleaved; the middle 3 of 5 are kept).
+    #[arg(long, default_value_t = 5)]
+    repetitions: usize,
+    /// Length of one measurement window, seconds.
+    #[arg(
+        long,
+        default_value_t = 3.0,
+        value_name = "S",
+        allow_negative_numbers = true
+    )]
+    duration: f64,
+    /// Connections of the closed-loop load.
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Safety cap of the in-process agent: most of its time a service may spend stopped. A
+    /// what-if that removes a share s of the bottleneck's time pauses the others about s of the
+    /// time, so the suite's large points need more than the agent's everyday 0.5.
+    #[arg(long, default_value_t = 0.95, value_name = "SHARE")]
+    max_stopped_share: f64,
     #[arg(long = "agent", value_name = "URL")]
     agent: Vec<String>,
     #[arg(long, value_name = "FILE")]
@@ -204,7 +233,7 @@ struct EvalArgs {
     agent_state_dir: Option<PathBuf>,
     #[arg(long, value_name = "DIR")]
     results_dir: Option<PathBuf>,
-    /// Print one JSON object instead of a table.
+    /// Print the summary as one JSON object on stdout (progress stays on stderr).
     #[arg(long)]
     json: bool,
 }
@@ -572,6 +601,7 @@ fn connect_agents(rt: &tokio::runtime::Runtime, c: &CommonArgs) -> anyhow::Resul
         &c.agent,
         c.agent_token_file.as_deref(),
         c.agent_state_dir.as_deref(),
+        None,
     )
 }
 
@@ -581,6 +611,7 @@ fn connect(
     urls: &[String],
     token_file: Option<&Path>,
     state_dir: Option<&Path>,
+    max_stopped_share: Option<f64>,
 ) -> anyhow::Result<AgentSet> {
     if !urls.is_empty() {
         let list = http_agents(urls, token_file)?;
@@ -604,6 +635,9 @@ fn connect(
     let mut cfg = slowpoke_agent::AgentConfig::default();
     if let Some(d) = state_dir {
         d.clone_into(&mut cfg.state_dir);
+    }
+    if let Some(share) = max_stopped_share {
+        cfg.max_stopped_share = share;
     }
     let agent = rt
         .block_on(InProcessAgent::start(cfg))
@@ -915,6 +949,7 @@ fn serve(a: &ServeArgs) -> anyhow::Result<()> {
         &a.agent,
         a.agent_token_file.as_deref(),
         a.agent_state_dir.as_deref(),
+        None,
     )?;
     let cfg = server::ServeConfig {
         listen: a.listen,
@@ -935,77 +970,57 @@ fn serve(a: &ServeArgs) -> anyhow::Result<()> {
     r
 }
 
-#[derive(serde::Serialize)]
-struct EvalRow {
-    topology: String,
-    family: String,
-    target: String,
-    delta_us: f64,
-    baseline_rps: Option<f64>,
-    predicted_rps: Option<f64>,
-    truth_rps: Option<f64>,
-    error_pct: Option<f64>,
-    baseline_error_pct: Option<f64>,
-    id: Option<String>,
-    error: Option<String>,
-}
-
-#[derive(serde::Serialize)]
-struct EvalGroup {
-    family: String,
-    points: usize,
-    rmse_pct: f64,
-    max_abs_error_pct: f64,
-}
-
-fn rmse_group(family: &str, rows: &[&EvalRow]) -> EvalGroup {
-    let errs: Vec<f64> = rows.iter().filter_map(|r| r.error_pct).collect();
-    let n = errs.len();
-    EvalGroup {
-        family: family.to_owned(),
-        points: n,
-        rmse_pct: if n == 0 {
-            f64::NAN
-        } else {
-            (errs.iter().map(|e| e * e).sum::<f64>() / n as f64).sqrt()
-        },
-        max_abs_error_pct: errs.iter().map(|e| e.abs()).fold(0.0, f64::max),
-    }
-}
-
-/// Δ for an evaluation point: half of the CPU work the topology configures for `service` per
-/// visit (mean over its endpoints), so the ground truth can remove exactly that much.
-fn half_configured_work(topo: &slowpoke_emu::Topology, service: &str) -> Option<f64> {
-    let eps = &topo.services.get(service)?.endpoints;
-    let works: Vec<f64> = eps.values().map(|e| e.cpu_us).collect();
-    let min = works.iter().copied().fold(f64::INFINITY, f64::min);
-    (!works.is_empty() && min > 0.0)
-        .then(|| (works.iter().sum::<f64>() / works.len() as f64 / 2.0).min(min))
-}
-
 fn eval(a: &EvalArgs) -> anyhow::Result<()> {
-    let mut files: Vec<PathBuf> = match a.suite.as_str() {
-        "quick" => ["chain3.json", "chain-6.json", "fanout-6.json"]
+    use slowpoke_coordinator::eval::{runner, suite, summary};
+    let which: suite::SuiteName = a.suite.parse().map_err(anyhow::Error::msg)?;
+    let cases = suite::cases(which, &a.families).map_err(anyhow::Error::msg)?;
+    let settings: Vec<runner::Setting> = if a.settings.is_empty() {
+        vec![runner::Setting::default()]
+    } else {
+        a.settings
             .iter()
-            .map(|f| a.topologies.join(f))
-            .collect(),
-        "full" => std::fs::read_dir(&a.topologies)
-            .with_context(|| format!("cannot list {}", a.topologies.display()))?
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "json"))
-            .collect(),
-        other => bail!("--suite `{other}`: use quick or full"),
+            .map(|s| s.parse().map_err(anyhow::Error::msg))
+            .collect::<anyhow::Result<_>>()?
     };
-    files.sort();
-    let repetitions = a.repetitions.unwrap_or(3);
-    if repetitions == 0 {
+    let placements: Vec<runner::Placement> = if a.placements.is_empty() {
+        vec![runner::Placement::Shared]
+    } else {
+        a.placements
+            .iter()
+            .map(|s| s.parse().map_err(anyhow::Error::msg))
+            .collect::<anyhow::Result<_>>()?
+    };
+    if a.repetitions == 0 {
         bail!("--repetitions must be at least 1");
     }
-    let window_s = a.duration.unwrap_or(2.0);
-    if !(window_s.is_finite() && window_s > 0.0) {
-        bail!("--duration must be a positive number of seconds (got {window_s})");
+    if !(a.duration.is_finite() && a.duration > 0.0) {
+        bail!(
+            "--duration must be a positive number of seconds (got {})",
+            a.duration
+        );
     }
+    if a.connections == 0 {
+        bail!("--connections must be at least 1");
+    }
+    if !(a.max_stopped_share > 0.0 && a.max_stopped_share <= 1.0) {
+        bail!(
+            "--max-stopped-share must be in (0, 1] (got {})",
+            a.max_stopped_share
+        );
+    }
+    let opts = runner::EvalOptions {
+        suite: a.suite.clone(),
+        out_dir: a
+            .out
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("target/slowpoke-eval").join(&a.suite)),
+        resume: a.resume,
+        settings,
+        placements,
+        repetitions: a.repetitions,
+        window_s: a.duration,
+        connections: a.connections,
+    };
     let store = ResultStore::new(
         a.results_dir
             .clone()
@@ -1017,134 +1032,64 @@ fn eval(a: &EvalArgs) -> anyhow::Result<()> {
         &a.agent,
         a.agent_token_file.as_deref(),
         a.agent_state_dir.as_deref(),
+        Some(a.max_stopped_share),
     )?;
     let monitor = Monitor::new();
     cancel_on_signal(&rt, &monitor);
-    let mut rows = Vec::new();
-    for f in &files {
-        let name = f
-            .file_stem()
-            .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
-        let topo = slowpoke_emu::load(f)
-            .with_context(|| format!("cannot load the topology {}", f.display()))?;
-        let family = topo.family.clone().unwrap_or_else(|| name.clone());
-        let Some((target, _)) = slowpoke_emu::expected_bottleneck(&topo) else {
-            continue;
-        };
-        let mut row = EvalRow {
-            topology: name.clone(),
-            family,
-            target: target.clone(),
-            delta_us: 0.0,
-            baseline_rps: None,
-            predicted_rps: None,
-            truth_rps: None,
-            error_pct: None,
-            baseline_error_pct: None,
-            id: None,
-            error: None,
-        };
-        let Some(delta_us) = half_configured_work(&topo, &target) else {
-            row.error = Some(format!("`{target}` configures no CPU work to remove"));
-            rows.push(row);
-            continue;
-        };
-        row.delta_us = delta_us;
-        if !a.json {
-            eprintln!("{name}: target {target}, Δ = {delta_us:.1} µs ...");
-        }
-        let spec = WhatIfSpec {
-            target: target.clone(),
-            optimization: Optimization::DeltaUs(delta_us),
-            load: LoadConfig::default(),
-            timing: Timing {
-                window_s,
-                ..Timing::default()
-            },
-            repeat: Repeat {
-                repetitions,
-                precision_pct: None,
-                ..Repeat::default()
-            },
-            safety: Safety::default(),
-            truth: true,
-            entry_service: None,
-        };
-        let r = EmuApp::start(f, &[])
-            .map_err(|e| format!("{e:#}"))
-            .and_then(|app| {
-                let mut backends = Backends {
-                    agents: set.agents.clone(),
-                    app: Box::new(app),
-                    load: Arc::new(RealLoadStarter),
-                };
-                experiment::run_what_if(&spec, &mut backends, &monitor).map_err(|e| e.to_string())
-            });
-        match r {
-            Ok(r) => {
-                row.baseline_rps = Some(r.baseline_rps);
-                row.predicted_rps = Some(r.predicted_rps);
-                row.truth_rps = r.truth_rps;
-                row.error_pct = r.error_pct;
-                row.baseline_error_pct = r.baseline_error_pct;
-                row.id = Some(r.id.clone());
-                if let Err(e) = store.save(&StoredResult::WhatIf(r)) {
-                    eprintln!("warning: the result was not saved: {e:#}");
-                }
-            }
-            Err(e) => row.error = Some(e),
-        }
-        rows.push(row);
-        if monitor.is_cancelled() {
-            break;
-        }
-    }
+    eprintln!(
+        "slowpoke eval: suite `{}`, {} cases, results in {}",
+        a.suite,
+        cases.len(),
+        opts.out_dir.display()
+    );
+    let r = runner::run(&cases, &opts, &set.agents, &store, &monitor, &|line| {
+        eprintln!("{line}");
+    });
     if let Some(agent) = set.in_process {
         rt.block_on(agent.shutdown());
     }
-    let mut families: BTreeMap<String, Vec<&EvalRow>> = BTreeMap::new();
-    for r in &rows {
-        families.entry(r.family.clone()).or_default().push(r);
-    }
-    let groups: Vec<EvalGroup> = families.iter().map(|(f, rs)| rmse_group(f, rs)).collect();
-    let overall = rmse_group("overall", &rows.iter().collect::<Vec<_>>());
+    let file = r?;
+    let sum = summary::summarize(&file.points);
     if a.json {
         println!(
             "{}",
-            serde_json::json!({"suite": a.suite, "rows": rows, "families": groups, "overall": overall})
+            serde_json::json!({
+                "suite": a.suite,
+                "out": opts.out_dir,
+                "points": file.points.len(),
+                "summary": sum,
+            })
         );
     } else {
-        println!(
-            "{:<22} {:<12} {:>9} {:>9} {:>9} {:>9} {:>8} {:>10}",
-            "topology", "target", "Δ (µs)", "baseline", "predicted", "truth", "error", "base err"
-        );
-        let f = |x: Option<f64>| x.map_or_else(|| "-".into(), |v| format!("{v:.0}"));
-        let p = |x: Option<f64>| x.map_or_else(|| "-".into(), |v| format!("{v:+.1}%"));
-        for r in &rows {
+        for (setting, groups) in &sum.settings {
+            println!("setting {setting}:");
             println!(
-                "{:<22} {:<12} {:>9.1} {:>9} {:>9} {:>9} {:>8} {:>10}",
-                r.topology,
-                r.target,
-                r.delta_us,
-                f(r.baseline_rps),
-                f(r.predicted_rps),
-                f(r.truth_rps),
-                p(r.error_pct),
-                p(r.baseline_error_pct)
+                "  {:<16} {:>6} {:>8} {:>10} {:>10} {:>10} {:>11}",
+                "family", "points", "RMSE", "max |err|", "within 5%", "no change", "noise floor"
             );
-            if let Some(e) = &r.error {
-                println!("    failed: {e}");
+            let f = |x: Option<f64>| x.map_or_else(|| "-".into(), |v| format!("{v:.1}%"));
+            for g in groups {
+                println!(
+                    "  {:<16} {:>6} {:>8} {:>10} {:>10} {:>10} {:>11}",
+                    g.group,
+                    g.points,
+                    f(g.rmse_pct),
+                    f(g.max_abs_error_pct),
+                    f(g.within_5_pct),
+                    f(g.strawman_rmse_pct),
+                    f(g.noise_floor_pct)
+                );
             }
         }
-        for g in groups.iter().chain(std::iter::once(&overall)) {
-            println!(
-                "{:<22} {} points, RMSE {:.1} %, max |error| {:.1} %",
-                g.family, g.points, g.rmse_pct, g.max_abs_error_pct
-            );
-        }
+        println!(
+            "report: {}\nplot:   {}\npoints: {}",
+            opts.out_dir.join("report.md").display(),
+            opts.out_dir.join("plot.svg").display(),
+            opts.out_dir.join("results.json").display()
+        );
     }
     if monitor.is_cancelled() {
-        return Err(RunError::Cancelled.into());
+        bail!("cancelled; run again with --resume to continue");
     }
     Ok(())
 }

@@ -44,15 +44,25 @@ pub trait App: Send {
     fn supports_truth(&self) -> bool {
         false
     }
-    /// Lowers `service`'s per-visit work by `delta_ns`, live (ground truth).
-    fn apply_truth(&mut self, service: &str, delta_ns: f64) -> Result<(), String> {
-        let _ = (service, delta_ns);
+    /// Really applies the optimization to `service`, live (ground truth).
+    fn apply_truth(&mut self, service: &str, change: TruthChange) -> Result<(), String> {
+        let _ = (service, change);
         Err("this app cannot apply a ground-truth change (only emulated apps can)".into())
     }
     /// Undoes [`App::apply_truth`]; a no-op when nothing is applied.
     fn restore_truth(&mut self) -> Result<(), String> {
         Ok(())
     }
+}
+
+/// The optimization a ground truth must really apply.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct TruthChange {
+    /// Per-visit time removed from the service, ns (for `cores`: the equivalent Δ).
+    pub delta_ns: f64,
+    /// The service gets this many cores / worker threads in total (a scaling what-if).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cores: Option<f64>,
 }
 
 /// An app that is already running, described by selectors (`--service NAME=SELECTOR`).
@@ -576,6 +586,9 @@ pub struct WindowRecord {
     /// Measured pause debt per end-to-end request during the window, µs (slow windows).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owed_per_request_us: Option<f64>,
+    /// Share of each node's CPUs that was busy (agents that report it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub node_busy: Vec<f64>,
 }
 
 /// Non-finite numbers (an interval of one repetition, an unbounded top) are written as JSON
@@ -620,6 +633,13 @@ pub struct WhatIfResult {
     pub predicted_ci_high: f64,
     /// Predicted gain over the baseline, %.
     pub predicted_gain_pct: f64,
+    /// The pause experiment's own prediction, before the node-CPU bound (req/s).
+    #[serde(default, deserialize_with = "nan_if_null")]
+    pub pause_predicted_rps: f64,
+    /// The node-CPU bound on the optimized throughput (co-located services; docs/model.md),
+    /// when the agents report their nodes. `predicted_rps` is the lower of the two.
+    #[serde(default)]
+    pub node_bound_rps: Option<f64>,
     pub truth_rps: Option<f64>,
     pub truth_ci_low: Option<f64>,
     pub truth_ci_high: Option<f64>,
@@ -875,6 +895,7 @@ impl<'a> Session<'a> {
             error_ratio: lw.error_ratio,
             p99_us: lw.p99_us,
             owed_per_request_us,
+            node_busy: aw.node_busy.clone(),
         });
         self.monitor.update(|p| {
             p.windows_done += 1;
@@ -1163,11 +1184,38 @@ fn in_session<T>(
 }
 
 struct Series {
+    /// The node-CPU bound computed from each baseline window.
+    node_bound: Vec<f64>,
     base: Vec<f64>,
     slow: Vec<f64>,
     truth: Vec<f64>,
     p50: Vec<f64>,
     p99: Vec<f64>,
+}
+
+/// The node-CPU bound of one baseline window (None when no agent reports its node).
+fn window_node_bound(m: &Measured, target: &str, r_target: f64, delta_ns: f64) -> Option<f64> {
+    let total_t: f64 = m
+        .agents
+        .nodes
+        .iter()
+        .map(|n| n.visits.get(target).copied().unwrap_or(0.0))
+        .sum();
+    let nodes: Vec<model::NodeLoad> = m
+        .agents
+        .nodes
+        .iter()
+        .map(|n| model::NodeLoad {
+            cpus: n.cpus,
+            busy_share: n.busy_share,
+            target_share: if total_t > 0.0 {
+                n.visits.get(target).copied().unwrap_or(0.0) / total_t
+            } else {
+                0.0
+            },
+        })
+        .collect();
+    model::node_bound(m.load.rps, &nodes, r_target, delta_ns, model::NODE_MAX_BUSY)
 }
 
 fn what_if_inner(
@@ -1190,6 +1238,7 @@ fn what_if_inner(
         ));
     }
     let mut series = Series {
+        node_bound: Vec::new(),
         base: Vec::new(),
         slow: Vec::new(),
         truth: Vec::new(),
@@ -1216,6 +1265,9 @@ fn what_if_inner(
             p.fraction = frac(0);
         });
         let b = s.measure("base", rep)?;
+        if let Some(bound) = window_node_bound(&b, &spec.target, t.r, resolved.delta_ns) {
+            series.node_bound.push(bound);
+        }
         series.base.push(b.load.rps);
         series.p50.push(b.load.p50_us);
         series.p99.push(b.load.p99_us);
@@ -1245,8 +1297,15 @@ fn what_if_inner(
                 p.phase = label("ground truth");
                 p.fraction = frac(2);
             });
+            let change = TruthChange {
+                delta_ns: resolved.delta_ns,
+                cores: match spec.optimization {
+                    Optimization::Cores(n) => Some(n),
+                    _ => None,
+                },
+            };
             s.app
-                .apply_truth(&spec.target, resolved.delta_ns)
+                .apply_truth(&spec.target, change)
                 .map_err(RunError::Truth)?;
             s.truth_applied = true;
             s.monitor.sleep(s.timing.settle_s)?;
@@ -1278,9 +1337,25 @@ fn what_if_inner(
     let base = stats::mad_filtered(&series.base).expect("at least one repetition");
     let slow = stats::trimmed(&series.slow).expect("at least one repetition");
     let d = resolved.delta_per_request_ns;
-    let pred = slow
+    let pause_pred = slow
         .map_increasing(|x| model::predict(x, d).ok())
         .ok_or_else(|| model::predict(slow.value, d).unwrap_err())?;
+    let node_bound = stats::median(&series.node_bound);
+    let pred = match node_bound {
+        Some(nb) => stats::Estimate {
+            value: pause_pred.value.min(nb),
+            ci_low: pause_pred.ci_low.min(nb),
+            ci_high: pause_pred.ci_high.min(nb),
+            ..pause_pred
+        },
+        None => pause_pred,
+    };
+    if node_bound.is_some_and(|nb| nb < pause_pred.value) {
+        s.warnings.push(format!(
+            "the node's CPUs, not `{}`, limit the optimized app: the prediction is the node bound ({:.0} req/s), below what pausing alone predicts ({:.0} req/s)",
+            spec.target, pred.value, pause_pred.value
+        ));
+    }
     let truth = stats::trimmed(&series.truth);
     let error_pct = truth.map(|t| (pred.value - t.value) / t.value * 100.0);
     let baseline_error_pct = truth.map(|t| (base.value - t.value) / t.value * 100.0);
@@ -1310,6 +1385,8 @@ fn what_if_inner(
         predicted_ci_low: pred.ci_low,
         predicted_ci_high: pred.ci_high,
         predicted_gain_pct: (pred.value - base.value) / base.value * 100.0,
+        pause_predicted_rps: pause_pred.value,
+        node_bound_rps: node_bound,
         truth_rps: truth.map(|t| t.value),
         truth_ci_low: truth.map(|t| t.ci_low),
         truth_ci_high: truth.map(|t| t.ci_high),

@@ -13,7 +13,7 @@ use std::time::Instant;
 use slowpoke_agent::api;
 
 use crate::agents::{AgentClient, AgentError, SharedAgent};
-use crate::experiment::{App, Backends, Load, LoadConfig, LoadStarter, LoadWindow};
+use crate::experiment::{App, Backends, Load, LoadConfig, LoadStarter, LoadWindow, TruthChange};
 
 const DILATION: f64 = 1000.0;
 
@@ -387,10 +387,10 @@ impl App for FakeApp {
     fn supports_truth(&self) -> bool {
         true
     }
-    fn apply_truth(&mut self, service: &str, delta_ns: f64) -> Result<(), String> {
+    fn apply_truth(&mut self, service: &str, change: TruthChange) -> Result<(), String> {
         let mut s = self.0.lock();
         s.advance();
-        s.truth = Some((service.to_owned(), delta_ns));
+        s.truth = Some((service.to_owned(), change.delta_ns));
         s.log.push("truth".into());
         Ok(())
     }

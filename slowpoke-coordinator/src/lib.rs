@@ -8,13 +8,15 @@
 //! - [`experiment`]: the runner (windows, interleaving, precision, safety, cleanup).
 //! - [`results`]: JSON files under a results directory.
 //! - [`real`]: the real agent (in-process), load generator and emulated app.
-//! - [`plot`]: the causal-profile SVG.
+//! - [`plot`]: the causal-profile and evaluation SVGs.
+//! - [`eval`]: the accuracy evaluation suite against ground truth.
 //! - [`fake`]: a fake app + agent + load obeying the model exactly, for tests.
 
 // Doc comments are full of maths (r_s, X_pred, 1/X_slow) that are not code.
 #![allow(clippy::doc_markdown)]
 
 pub mod agents;
+pub mod eval;
 pub mod experiment;
 pub mod fake;
 pub mod model;

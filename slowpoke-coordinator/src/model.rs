@@ -356,9 +356,95 @@ pub fn predict(x_slow_rps: f64, delta_per_request_ns: f64) -> Result<f64, ModelE
     Ok(NS_PER_S / rest)
 }
 
+/// One node's CPU during a baseline window (co-located services; docs/model.md).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct NodeLoad {
+    /// CPUs of the node.
+    pub cpus: f64,
+    /// Share of those CPUs that was busy (0..1), whatever ran on them.
+    pub busy_share: f64,
+    /// Share of the target's visits this node served (0..1; 0 when T runs elsewhere).
+    pub target_share: f64,
+}
+
+/// Highest share of a node's CPUs a saturated closed-loop app reaches here: the optimized app
+/// is bounded by this share of the node, not by 100 % (idle gaps between requests, wake-ups).
+pub const NODE_MAX_BUSY: f64 = 0.97;
+
+/// The node-CPU bound on the optimized throughput, req/s: when services share a node's CPUs,
+/// the optimized app cannot use more than `max_busy` of them. Per node, the baseline spent
+/// `b = busy_share·cpus/X_base` CPU-seconds per request (everything on the node: services,
+/// load generator, kernel), and the optimization removes `r_T·share·Δ` of it:
+/// `X ≤ max_busy·cpus / (b − r_T·share·Δ)`. The tightest node wins; None when no node reports.
+pub fn node_bound(
+    x_base_rps: f64,
+    nodes: &[NodeLoad],
+    r_target: f64,
+    delta_ns: f64,
+    max_busy: f64,
+) -> Option<f64> {
+    if x_base_rps.is_nan() || x_base_rps <= 0.0 {
+        return None;
+    }
+    nodes
+        .iter()
+        .filter(|n| n.cpus > 0.0 && n.busy_share > 0.0)
+        .map(|n| {
+            let per_request_s = n.busy_share * n.cpus / x_base_rps;
+            let left = per_request_s - r_target * n.target_share * delta_ns / NS_PER_S;
+            if left > 0.0 {
+                max_busy * n.cpus / left
+            } else {
+                f64::INFINITY
+            }
+        })
+        .min_by(f64::total_cmp)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn node_bound_by_hand() {
+        // 2 CPUs 80 % busy at 1000 req/s: 1.6 ms of CPU per request. T (r = 1, all on this
+        // node) loses 0.4 ms per visit: 1.2 ms per request left, so at most 0.97·2/1.2 ms.
+        let n = NodeLoad {
+            cpus: 2.0,
+            busy_share: 0.8,
+            target_share: 1.0,
+        };
+        close(
+            node_bound(1000.0, &[n], 1.0, 400_000.0, 0.97).unwrap(),
+            1616.67,
+            0.01,
+        );
+        // T elsewhere: the node still caps the app at its own rate.
+        let other = NodeLoad {
+            target_share: 0.0,
+            ..n
+        };
+        close(
+            node_bound(1000.0, &[other], 1.0, 400_000.0, 1.0).unwrap(),
+            1250.0,
+            1e-9,
+        );
+        // The tightest node wins; a node that reports nothing does not bound.
+        let idle = NodeLoad {
+            cpus: 4.0,
+            busy_share: 0.0,
+            target_share: 0.0,
+        };
+        let b = node_bound(1000.0, &[n, other, idle], 1.0, 400_000.0, 1.0).unwrap();
+        close(b, 1250.0, 1e-9);
+        assert_eq!(node_bound(1000.0, &[idle], 1.0, 1.0, 1.0), None);
+        assert_eq!(node_bound(0.0, &[n], 1.0, 1.0, 1.0), None);
+        // Removing all of the node's work leaves no bound.
+        assert_eq!(
+            node_bound(1000.0, &[n], 1.0, 2_000_000.0, 1.0),
+            Some(f64::INFINITY)
+        );
+    }
 
     fn close(a: f64, b: f64, tol: f64) {
         assert!((a - b).abs() <= tol, "{a} != {b} (±{tol})");

@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use slowpoke_agent::api;
 
 use crate::agents::{AgentClient, AgentError};
-use crate::experiment::{App, Load, LoadConfig, LoadStarter, LoadWindow};
+use crate::experiment::{App, Load, LoadConfig, LoadStarter, LoadWindow, TruthChange};
 
 // ---------------------------------------------------------------------------------------------
 // In-process agent
@@ -187,13 +187,41 @@ impl Drop for RealLoad {
 // Emulated app
 // ---------------------------------------------------------------------------------------------
 
+/// Which per-visit work a ground truth lowers when a what-if removes Δ from a service.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TruthOn {
+    /// The endpoints' `cpu_us` (work outside any lock).
+    #[default]
+    Cpu,
+    /// The endpoints' `lock_us` (the critical section under the service's mutex).
+    Lock,
+}
+
+impl TruthOn {
+    fn key(self) -> &'static str {
+        match self {
+            TruthOn::Cpu => "cpu_us",
+            TruthOn::Lock => "lock_us",
+        }
+    }
+}
+
+/// What a ground-truth change replaced, to put it back.
+enum Applied {
+    /// (service, key, endpoint → original value).
+    Work(String, &'static str, BTreeMap<String, f64>),
+    /// (service, original threads).
+    Threads(String, u32),
+}
+
 /// An emulated app started from a topology file; it applies ground truth live by lowering the
-/// target's endpoints' `cpu_us`.
+/// target's endpoints' `cpu_us` (or `lock_us`), or by changing its worker threads.
 pub struct EmuApp {
     app: slowpoke_emu::RunningApp,
     topology: slowpoke_emu::Topology,
-    /// (service, endpoint → original cpu_us) while a truth change is applied.
-    applied: Option<(String, BTreeMap<String, f64>)>,
+    truth_on: TruthOn,
+    /// The truth change while it is applied.
+    applied: Option<Applied>,
 }
 
 impl EmuApp {
@@ -211,8 +239,16 @@ impl EmuApp {
         Ok(EmuApp {
             app,
             topology,
+            truth_on: TruthOn::Cpu,
             applied: None,
         })
+    }
+
+    /// Which work the ground truth lowers (default: `cpu_us`).
+    #[must_use]
+    pub fn with_truth_on(mut self, on: TruthOn) -> EmuApp {
+        self.truth_on = on;
+        self
     }
 
     pub fn running(&self) -> &slowpoke_emu::RunningApp {
@@ -221,6 +257,56 @@ impl EmuApp {
 
     pub fn topology(&self) -> &slowpoke_emu::Topology {
         &self.topology
+    }
+
+    fn lower_work(&mut self, service: &str, delta_ns: f64) -> Result<(), String> {
+        let svc = self
+            .topology
+            .services
+            .get(service)
+            .ok_or_else(|| format!("`{service}` is not in the topology"))?;
+        let key = self.truth_on.key();
+        let delta_us = delta_ns / 1e3;
+        let mut originals = BTreeMap::new();
+        for (ep, e) in &svc.endpoints {
+            let have = match self.truth_on {
+                TruthOn::Cpu => e.cpu_us,
+                TruthOn::Lock => e.lock_us,
+            };
+            if have < delta_us {
+                return Err(format!(
+                    "endpoint {service}.{ep} has only {have:.1} µs of {key} per visit, less than Δ = {delta_us:.1} µs: the ground truth cannot remove that much work (choose a smaller optimization)"
+                ));
+            }
+            originals.insert(ep.clone(), have);
+        }
+        self.applied = Some(Applied::Work(service.to_owned(), key, BTreeMap::new()));
+        for (ep, orig) in &originals {
+            self.app
+                .set_live(service, ep, key, orig - delta_us)
+                .map_err(|e| format!("{e:#}"))?;
+            if let Some(Applied::Work(_, _, done)) = self.applied.as_mut() {
+                done.insert(ep.clone(), *orig);
+            }
+        }
+        Ok(())
+    }
+
+    fn set_threads(&mut self, service: &str, cores: f64) -> Result<(), String> {
+        let svc = self
+            .topology
+            .services
+            .get(service)
+            .ok_or_else(|| format!("`{service}` is not in the topology"))?;
+        if cores.fract() != 0.0 || cores < 1.0 {
+            return Err(format!(
+                "the emulator scales a service by whole worker threads: --cores {cores} is not a positive integer"
+            ));
+        }
+        let original = svc.threads;
+        set_threads_live(&self.app, service, cores as u32)?;
+        self.applied = Some(Applied::Threads(service.to_owned(), original));
+        Ok(())
     }
 }
 
@@ -255,47 +341,28 @@ impl App for EmuApp {
         true
     }
 
-    fn apply_truth(&mut self, service: &str, delta_ns: f64) -> Result<(), String> {
+    fn apply_truth(&mut self, service: &str, change: TruthChange) -> Result<(), String> {
         self.restore_truth()?;
-        let svc = self
-            .topology
-            .services
-            .get(service)
-            .ok_or_else(|| format!("`{service}` is not in the topology"))?;
-        let delta_us = delta_ns / 1e3;
-        let mut originals = BTreeMap::new();
-        for (ep, e) in &svc.endpoints {
-            if e.cpu_us < delta_us {
-                return Err(format!(
-                    "endpoint {service}.{ep} burns only {:.1} µs of CPU per visit, less than Δ = {delta_us:.1} µs: the ground truth cannot remove that much work (choose a smaller optimization)",
-                    e.cpu_us
-                ));
-            }
-            originals.insert(ep.clone(), e.cpu_us);
+        match change.cores {
+            Some(n) => self.set_threads(service, n),
+            None => self.lower_work(service, change.delta_ns),
         }
-        self.applied = Some((service.to_owned(), BTreeMap::new()));
-        for (ep, orig) in &originals {
-            self.app
-                .set_live(service, ep, "cpu_us", orig - delta_us)
-                .map_err(|e| format!("{e:#}"))?;
-            if let Some((_, done)) = self.applied.as_mut() {
-                done.insert(ep.clone(), *orig);
-            }
-        }
-        Ok(())
     }
 
     fn restore_truth(&mut self) -> Result<(), String> {
-        let Some((service, originals)) = self.applied.take() else {
-            return Ok(());
-        };
-        let mut first_err = None;
-        for (ep, orig) in originals {
-            if let Err(e) = self.app.set_live(&service, &ep, "cpu_us", orig) {
-                first_err.get_or_insert(format!("{e:#}"));
+        match self.applied.take() {
+            None => Ok(()),
+            Some(Applied::Threads(service, n)) => set_threads_live(&self.app, &service, n),
+            Some(Applied::Work(service, key, originals)) => {
+                let mut first_err = None;
+                for (ep, orig) in originals {
+                    if let Err(e) = self.app.set_live(&service, &ep, key, orig) {
+                        first_err.get_or_insert(format!("{e:#}"));
+                    }
+                }
+                first_err.map_or(Ok(()), Err)
             }
         }
-        first_err.map_or(Ok(()), Err)
     }
 }
 
@@ -303,4 +370,14 @@ impl Drop for EmuApp {
     fn drop(&mut self) {
         let _ = self.restore_truth();
     }
+}
+
+/// Changes a running service's CPU parallelism (worker threads) live.
+fn set_threads_live(
+    app: &slowpoke_emu::RunningApp,
+    service: &str,
+    threads: u32,
+) -> Result<(), String> {
+    app.set_service_live(service, "threads", f64::from(threads))
+        .map_err(|e| format!("{e:#}"))
 }
