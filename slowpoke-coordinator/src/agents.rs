@@ -395,6 +395,8 @@ pub struct NodeWindow {
     pub busy_share: f64,
     /// Visits per second of each service on this node.
     pub visits: BTreeMap<String, f64>,
+    /// CPUs the registered services on this node used (CPU-seconds per second).
+    pub app_cores: f64,
 }
 
 /// Differences of two snapshots. Each agent's counters are divided by its own clock's window
@@ -449,10 +451,20 @@ pub fn window(before: &StatsSnapshot, after: &StatsSnapshot) -> StatsWindow {
                         (name.clone(), if secs > 0.0 { dv / secs } else { 0.0 })
                     })
                     .collect();
+                let app_cores = a
+                    .services
+                    .iter()
+                    .map(|(name, sa)| {
+                        let sb = b.services.get(name).map_or(0, |x| x.cpu_ns);
+                        let dc = sa.cpu_ns.saturating_sub(sb) as f64;
+                        if secs > 0.0 { dc / secs / 1e9 } else { 0.0 }
+                    })
+                    .sum();
                 w.nodes.push(NodeWindow {
                     cpus: f64::from(na.cpus),
                     busy_share,
                     visits,
+                    app_cores,
                 });
             }
         }

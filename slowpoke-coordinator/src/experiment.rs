@@ -1208,6 +1208,7 @@ fn window_node_bound(m: &Measured, target: &str, r_target: f64, delta_ns: f64) -
         .map(|n| model::NodeLoad {
             cpus: n.cpus,
             busy_share: n.busy_share,
+            app_cores: n.app_cores,
             target_share: if total_t > 0.0 {
                 n.visits.get(target).copied().unwrap_or(0.0) / total_t
             } else {

@@ -363,6 +363,8 @@ pub struct NodeLoad {
     pub cpus: f64,
     /// Share of those CPUs that was busy (0..1), whatever ran on them.
     pub busy_share: f64,
+    /// CPUs the app's services on this node used (CPU-seconds per second).
+    pub app_cores: f64,
     /// Share of the target's visits this node served (0..1; 0 when T runs elsewhere).
     pub target_share: f64,
 }
@@ -372,10 +374,12 @@ pub struct NodeLoad {
 pub const NODE_MAX_BUSY: f64 = 0.97;
 
 /// The node-CPU bound on the optimized throughput, req/s: when services share a node's CPUs,
-/// the optimized app cannot use more than `max_busy` of them. Per node, the baseline spent
-/// `b = busy_share·cpus/X_base` CPU-seconds per request (everything on the node: services,
-/// load generator, kernel), and the optimization removes `r_T·share·Δ` of it:
-/// `X ≤ max_busy·cpus / (b − r_T·share·Δ)`. The tightest node wins; None when no node reports.
+/// the optimized app cannot use more than `max_busy` of them. Per node, the app's services
+/// spent `b = app_cores/X_base` CPU-seconds per request in the baseline and the optimization
+/// removes `r_T·share·Δ` of that; everything else that kept the node busy (load generator,
+/// agent, kernel threads, other programs) is taken as a constant `busy − app_cores`:
+/// `X ≤ (max_busy·cpus − other) / (b − r_T·share·Δ)`. The tightest node wins; None when no
+/// node reports.
 pub fn node_bound(
     x_base_rps: f64,
     nodes: &[NodeLoad],
@@ -388,12 +392,14 @@ pub fn node_bound(
     }
     nodes
         .iter()
-        .filter(|n| n.cpus > 0.0 && n.busy_share > 0.0)
+        .filter(|n| n.cpus > 0.0 && n.app_cores > 0.0)
         .map(|n| {
-            let per_request_s = n.busy_share * n.cpus / x_base_rps;
+            let other = (n.busy_share * n.cpus - n.app_cores).max(0.0);
+            let per_request_s = n.app_cores / x_base_rps;
             let left = per_request_s - r_target * n.target_share * delta_ns / NS_PER_S;
+            let room = (max_busy * n.cpus - other).max(0.0);
             if left > 0.0 {
-                max_busy * n.cpus / left
+                room / left
             } else {
                 f64::INFINITY
             }
@@ -407,41 +413,44 @@ mod tests {
 
     #[test]
     fn node_bound_by_hand() {
-        // 2 CPUs 80 % busy at 1000 req/s: 1.6 ms of CPU per request. T (r = 1, all on this
-        // node) loses 0.4 ms per visit: 1.2 ms per request left, so at most 0.97·2/1.2 ms.
+        // 2 CPUs 80 % busy at 1000 req/s, 1.4 of them the app's (1.4 ms of CPU per request),
+        // 0.2 something else. T (r = 1, all here) loses 0.4 ms per visit: 1.0 ms per request
+        // left, room 0.97·2 − 0.2 = 1.74 CPUs: at most 1740 req/s.
         let n = NodeLoad {
             cpus: 2.0,
             busy_share: 0.8,
+            app_cores: 1.4,
             target_share: 1.0,
         };
         close(
             node_bound(1000.0, &[n], 1.0, 400_000.0, 0.97).unwrap(),
-            1616.67,
-            0.01,
+            1740.0,
+            1e-6,
         );
-        // T elsewhere: the node still caps the app at its own rate.
+        // T elsewhere: the node still caps the app at its own rate, (2 − 0.2)/1.4 ms.
         let other = NodeLoad {
             target_share: 0.0,
             ..n
         };
         close(
             node_bound(1000.0, &[other], 1.0, 400_000.0, 1.0).unwrap(),
-            1250.0,
-            1e-9,
+            1285.714,
+            1e-3,
         );
-        // The tightest node wins; a node that reports nothing does not bound.
+        // The tightest node wins; a node without the app's services does not bound.
         let idle = NodeLoad {
             cpus: 4.0,
-            busy_share: 0.0,
+            busy_share: 0.5,
+            app_cores: 0.0,
             target_share: 0.0,
         };
         let b = node_bound(1000.0, &[n, other, idle], 1.0, 400_000.0, 1.0).unwrap();
-        close(b, 1250.0, 1e-9);
+        close(b, 1285.714, 1e-3);
         assert_eq!(node_bound(1000.0, &[idle], 1.0, 1.0, 1.0), None);
         assert_eq!(node_bound(0.0, &[n], 1.0, 1.0, 1.0), None);
-        // Removing all of the node's work leaves no bound.
+        // Removing all of the node's app work leaves no bound.
         assert_eq!(
-            node_bound(1000.0, &[n], 1.0, 2_000_000.0, 1.0),
+            node_bound(1000.0, &[n], 1.0, 1_400_000.0, 1.0),
             Some(f64::INFINITY)
         );
     }
