@@ -73,7 +73,12 @@ fn eval_runs_the_harder_cases_writes_its_report_and_resumes() {
     let scaling = file.points.iter().find(|p| p.family == "scaling").unwrap();
     assert_eq!(scaling.kind, "scaling");
     assert!((scaling.delta_pct - 2.0).abs() < 1e-9);
-    for f in ["results.json", "report.md", "plot.svg", "topologies/mutex.json"] {
+    for f in [
+        "results.json",
+        "report.md",
+        "plot.svg",
+        "topologies/mutex.json",
+    ] {
         assert!(opts.out_dir.join(f).is_file(), "{f} missing");
     }
     let report = std::fs::read_to_string(opts.out_dir.join("report.md")).unwrap();
