@@ -37,10 +37,12 @@ enum Task {
         #[arg(last = true)]
         args: Vec<String>,
     },
-    /// Benchmarks that print JSON: `agent` (hook overhead, throughput loss, pause precision) or
-    /// `emu` (emulator overhead, load generator cost, shop app saturation).
+    /// Benchmarks that print JSON: `agent` (hook overhead, throughput loss, pause precision),
+    /// `emu` (emulator overhead, load generator cost, shop app saturation) or `whatif` (time to
+    /// answer a 5-point what-if on the shop app at the default precision, load generator and node
+    /// CPU, agent hook cost).
     Bench {
-        #[arg(value_parser = ["agent", "emu"])]
+        #[arg(value_parser = ["agent", "emu", "whatif"])]
         which: String,
         #[arg(last = true)]
         args: Vec<String>,
@@ -159,6 +161,9 @@ fn half_of_configured_work(topology: &Path, service: &str) -> Result<f64> {
 
 fn bench(root: &Path, which: &str, args: &[String]) -> Result<()> {
     setup::ensure()?;
+    if which == "whatif" {
+        return bench_whatif(root, args);
+    }
     let (package, example) = match which {
         "agent" => ("slowpoke-agent", "bench_agent"),
         _ => ("slowpoke-emu", "bench_emu"),
@@ -172,6 +177,45 @@ fn bench(root: &Path, which: &str, args: &[String]) -> Result<()> {
             package,
             "--example",
             example,
+            "--",
+        ])
+        .args(args))
+}
+
+/// `bench whatif`: the release emulator and the agent bench (for its short hook-cost part) are
+/// built first and handed to the coordinator's example through the environment.
+fn bench_whatif(root: &Path, args: &[String]) -> Result<()> {
+    run(cargo(root).args([
+        "build",
+        "--release",
+        "-p",
+        "slowpoke-emu",
+        "--bin",
+        "slowpoke-emu",
+    ]))?;
+    run(cargo(root).args([
+        "build",
+        "--release",
+        "-p",
+        "slowpoke-agent",
+        "--example",
+        "bench_agent",
+    ]))?;
+    let release = target_dir(root).join("release");
+    run(cargo(root)
+        .env("SLOWPOKE_EMU_BIN", release.join("slowpoke-emu"))
+        .env(
+            "SLOWPOKE_BENCH_AGENT_BIN",
+            release.join("examples/bench_agent"),
+        )
+        .args([
+            "run",
+            "--release",
+            "--quiet",
+            "-p",
+            "slowpoke-coordinator",
+            "--example",
+            "bench_whatif",
             "--",
         ])
         .args(args))
