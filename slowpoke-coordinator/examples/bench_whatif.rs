@@ -52,6 +52,9 @@ struct Args {
     /// Skip the `run_profile` sweep of the same points
     #[arg(long)]
     no_profile: bool,
+    /// Skip the separate what-ifs (only the shared-baseline sweep)
+    #[arg(long)]
+    no_whatif: bool,
     /// Smoke test of this program, NOT the defaults: 1 repetition, no precision target, 0.5 s
     /// windows and warm-up, 1 profile sweep
     #[arg(long)]
@@ -160,7 +163,8 @@ fn real_main() -> Result<()> {
     let mut points = Vec::new();
     let mut whatif_windows = Vec::new();
     let whatif_started = Instant::now();
-    for &pct in &args.percents {
+    let whatif_percents: &[f64] = if args.no_whatif { &[] } else { &args.percents };
+    for &pct in whatif_percents {
         let delta_us = configured_cpu_us * pct / 100.0;
         eprintln!("bench_whatif: what-if {target} −{pct} % (Δ = {delta_us:.0} µs) ...");
         let spec = WhatIfSpec {
@@ -201,13 +205,18 @@ fn real_main() -> Result<()> {
     } else {
         // A profile's percentages are of the *measured* p_T; express the configured Δs that way
         // after the sweep (the points' `delta_us` say what they resolved to).
+        // The 5-point what-if as one sweep sharing its baselines, held to the what-if's default
+        // precision (3 %) within the goal's time (15 s per point).
         let mut spec = ProfileSpec {
             percents: args.percents.clone(),
             services: Some(vec![target.clone()]),
+            precision_pct: Repeat::default().precision_pct,
+            budget_s: 15.0 * args.percents.len() as f64,
             ..ProfileSpec::default()
         };
         if args.quick {
             spec.repetitions = 1;
+            spec.precision_pct = None;
             spec.timing.warmup_s = 0.5;
             spec.timing.window_s = 0.5;
         }
@@ -581,6 +590,8 @@ fn profile_json(
 ) -> Value {
     let config = json!({
         "repetitions": spec.repetitions,
+        "precision_pct": spec.precision_pct,
+        "budget_s": spec.budget_s,
         "warmup_s": spec.timing.warmup_s,
         "window_s": spec.timing.window_s,
         "settle_s": spec.timing.settle_s,
@@ -600,15 +611,14 @@ fn profile_json(
             c.points
                 .iter()
                 .map(|p| {
-                    let hw = match (p.predicted_rps, p.predicted_ci_low, p.predicted_ci_high) {
-                        (Some(v), Some(lo), Some(hi)) if v > 0.0 => (hi - lo) / 2.0 / v * 100.0,
-                        _ => f64::INFINITY,
-                    };
+                    // The pause prediction's own precision (a node bound clips the interval).
+                    let hw = p.achieved_precision_pct.unwrap_or(f64::INFINITY);
                     json!({
                         "percent": p.percent,
                         "delta_us": r(p.delta_us),
                         "slow_rps": p.slow_rps.map(r),
                         "predicted_rps": p.predicted_rps.map(r),
+                        "node_bound_rps": p.node_bound_rps.map(r),
                         "predicted_ci": [p.predicted_ci_low.map(r), p.predicted_ci_high.map(r)],
                         "achieved_precision_pct": r(hw),
                         "predicted_gain_pct": p.gain_pct.map(r),
@@ -622,6 +632,9 @@ fn profile_json(
         "config": config,
         "wall_s": r(wall_s),
         "per_point_s": r(wall_s / n),
+        "sweeps": res.repetitions,
+        "goal_met": wall_s / n <= 15.0
+            && points.iter().all(|p| p["achieved_precision_pct"].as_f64().is_some_and(|h| h <= 3.0)),
         "runner_duration_s": r(res.duration_s),
         "baseline_rps": r(res.baseline_rps),
         "target_p_us": res.curves.first().map(|c| r(c.p_us)),

@@ -95,6 +95,12 @@ struct CommonArgs {
     /// (default 10000: fewer, longer pauses bias the slowed-down throughput less).
     #[arg(long, value_name = "US", allow_negative_numbers = true)]
     quantum_us: Option<f64>,
+    /// How delays are applied: `synchronized` (default: when one service's debt is due, every
+    /// delayed service of the node pays at the same moment), `per-service` (each on its own
+    /// debt) or `spin` (in-kernel busy wait; dedicated cores only). docs/evaluation.md compares
+    /// them.
+    #[arg(long, value_name = "KIND")]
+    actuator: Option<String>,
     /// A node agent's URL (repeatable). Default: an agent in this process (or the daemon on
     /// 127.0.0.1:7171 when one runs).
     #[arg(long = "agent", value_name = "URL")]
@@ -177,6 +183,13 @@ struct ProfileArgs {
     /// Sweeps (default 3), each preceded by a baseline.
     #[arg(long)]
     repetitions: Option<usize>,
+    /// After --repetitions, keep sweeping until every point's prediction has a 95 % CI
+    /// half-width of at most this, % (default: off).
+    #[arg(long, value_name = "PCT", allow_negative_numbers = true)]
+    precision: Option<f64>,
+    /// Time budget for --precision, seconds (default 300).
+    #[arg(long, value_name = "S", allow_negative_numbers = true)]
+    budget: Option<f64>,
     /// Where to write the SVG plot (default: next to the stored result).
     #[arg(long, value_name = "FILE")]
     svg: Option<PathBuf>,
@@ -198,6 +211,10 @@ struct EvalArgs {
     /// Only these families (e.g. chain,fanout,mutex).
     #[arg(long, value_delimiter = ',', value_name = "F,..")]
     families: Vec<String>,
+    /// Replace every case's points: Δ as % of the target's configured work (10..90), or
+    /// thread counts for the scaling case.
+    #[arg(long, value_delimiter = ',', value_name = "P,..")]
+    points: Vec<f64>,
     /// Actuator settings to compare, each run on every point back to back: pause-<ms>ms,
     /// sync-<ms>ms (synchronized pauses) or spin (default: pause-10ms).
     #[arg(long, value_delimiter = ',', value_name = "S,..")]
@@ -363,6 +380,7 @@ impl CommonArgs {
         merge_opt(&mut self.warmup, f.warmup);
         merge_opt(&mut self.max_errors, f.max_errors);
         merge_opt(&mut self.quantum_us, f.quantum_us);
+        merge_opt(&mut self.actuator, f.actuator);
         merge_vec(&mut self.agent, f.agent);
         merge_opt(&mut self.agent_token_file, f.agent_token_file);
         merge_opt(&mut self.agent_state_dir, f.agent_state_dir);
@@ -412,6 +430,9 @@ impl CommonArgs {
                 bail!("--quantum-us must be between 1 and 1000000 µs (got {q})");
             }
             t.quantum_us = Some(q);
+        }
+        if let Some(a) = &self.actuator {
+            t.set_actuator(a).map_err(anyhow::Error::msg)?;
         }
         Ok(t)
     }
@@ -873,6 +894,20 @@ fn profile(mut a: ProfileArgs) -> anyhow::Result<()> {
         load: load.clone(),
         timing: a.common.timing(defaults.timing)?,
         repetitions: a.repetitions.unwrap_or(defaults.repetitions),
+        precision_pct: match a.precision {
+            None | Some(0.0) => None,
+            Some(p) if !(p.is_finite() && p > 0.0) => {
+                bail!("--precision must be a positive percentage, or 0 to turn it off (got {p})")
+            }
+            Some(p) => Some(p),
+        },
+        budget_s: match a.budget {
+            Some(b) if !(b.is_finite() && b >= 0.0) => {
+                bail!("--budget must be a non-negative number of seconds (got {b})")
+            }
+            Some(b) => b,
+            None => defaults.budget_s,
+        },
         safety: a.common.safety()?,
         entry_service: a.common.entry_service.clone(),
     };
@@ -973,7 +1008,19 @@ fn serve(a: &ServeArgs) -> anyhow::Result<()> {
 fn eval(a: &EvalArgs) -> anyhow::Result<()> {
     use slowpoke_coordinator::eval::{runner, suite, summary};
     let which: suite::SuiteName = a.suite.parse().map_err(anyhow::Error::msg)?;
-    let cases = suite::cases(which, &a.families).map_err(anyhow::Error::msg)?;
+    let mut cases = suite::cases(which, &a.families).map_err(anyhow::Error::msg)?;
+    if !a.points.is_empty() {
+        if let Some(p) = a
+            .points
+            .iter()
+            .find(|p| !(p.is_finite() && **p > 0.0 && **p < 100.0))
+        {
+            bail!("--points: {p} is not a percentage between 0 and 100 (exclusive)");
+        }
+        for c in &mut cases {
+            c.points.clone_from(&a.points);
+        }
+    }
     let settings: Vec<runner::Setting> = if a.settings.is_empty() {
         vec![runner::Setting::default()]
     } else {

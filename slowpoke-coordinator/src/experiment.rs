@@ -176,8 +176,8 @@ pub struct Timing {
     #[serde(default)]
     pub mode: api::Mode,
     /// Pause every delayed service of a node at the same moment (the original's phases)
-    /// instead of each on its own debt.
-    #[serde(default)]
+    /// instead of each on its own debt. Default true (docs/evaluation.md).
+    #[serde(default = "yes")]
     pub synchronized: bool,
 }
 
@@ -189,9 +189,34 @@ impl Default for Timing {
             settle_s: 0.5,
             quantum_us: Some(DEFAULT_QUANTUM_US),
             mode: api::Mode::Pause,
-            synchronized: false,
+            synchronized: true,
         }
     }
+}
+
+/// The actuators a user can pick (`--actuator`, `"actuator"` in the HTTP API).
+pub const ACTUATORS: &str = "synchronized, per-service or spin";
+
+impl Timing {
+    /// Sets mode and synchronization from an actuator's name: `synchronized` (pauses of every
+    /// delayed service of a node at the same moment: the default, most accurate on shared cores,
+    /// docs/evaluation.md), `per-service` (each service pauses on its own debt) or `spin`
+    /// (in-kernel busy wait of the visiting thread, ≤ 1 ms per visit; dedicated cores only).
+    pub fn set_actuator(&mut self, name: &str) -> Result<(), String> {
+        let (mode, synchronized) = match name {
+            "synchronized" | "sync" => (api::Mode::Pause, true),
+            "per-service" | "pause" => (api::Mode::Pause, false),
+            "spin" => (api::Mode::Spin, false),
+            other => return Err(format!("actuator `{other}`: use {ACTUATORS}")),
+        };
+        self.mode = mode;
+        self.synchronized = synchronized;
+        Ok(())
+    }
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// The pause quantum the coordinator asks for, µs. Every stop/resume costs the paused service
@@ -333,10 +358,21 @@ pub struct ProfileSpec {
     /// Repetitions of the whole sweep (interleaved with baselines).
     #[serde(default = "default_profile_reps")]
     pub repetitions: usize,
+    /// Keep sweeping after `repetitions` until every point's 95 % CI half-width is at most
+    /// this (%), or `budget_s` has passed (None: exactly `repetitions` sweeps).
+    #[serde(default)]
+    pub precision_pct: Option<f64>,
+    /// Time budget for the precision target, seconds.
+    #[serde(default = "default_profile_budget")]
+    pub budget_s: f64,
     #[serde(default)]
     pub safety: Safety,
     #[serde(default)]
     pub entry_service: Option<String>,
+}
+
+fn default_profile_budget() -> f64 {
+    300.0
 }
 
 fn default_fractions() -> Vec<f64> {
@@ -360,6 +396,8 @@ impl Default for ProfileSpec {
                 ..Timing::default()
             },
             repetitions: default_profile_reps(),
+            precision_pct: None,
+            budget_s: default_profile_budget(),
             safety: Safety::default(),
             entry_service: None,
         }
@@ -589,6 +627,9 @@ pub struct WindowRecord {
     /// Share of each node's CPUs that was busy (agents that report it).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub node_busy: Vec<f64>,
+    /// CPUs the registered services used on each of those nodes (CPU-seconds per second).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub app_cores: Vec<f64>,
 }
 
 /// Non-finite numbers (an interval of one repetition, an unbounded top) are written as JSON
@@ -679,6 +720,12 @@ pub struct ProfilePoint {
     pub gain_pct: Option<f64>,
     /// Why there is no number (unresolvable, cap hit).
     pub error: Option<String>,
+    /// The node-CPU bound (co-located services); `predicted_rps` is at most this.
+    #[serde(default)]
+    pub node_bound_rps: Option<f64>,
+    /// 95 % CI half-width of the pause prediction, %.
+    #[serde(default)]
+    pub achieved_precision_pct: Option<f64>,
 }
 
 /// The profile curve of one service.
@@ -896,6 +943,7 @@ impl<'a> Session<'a> {
             p99_us: lw.p99_us,
             owed_per_request_us,
             node_busy: aw.node_busy.clone(),
+            app_cores: aw.nodes.iter().map(|n| n.app_cores).collect(),
         });
         self.monitor.update(|p| {
             p.windows_done += 1;
@@ -1266,7 +1314,12 @@ fn what_if_inner(
             p.fraction = frac(0);
         });
         let b = s.measure("base", rep)?;
-        if let Some(bound) = window_node_bound(&b, &spec.target, t.r, resolved.delta_ns) {
+        // More cores do not lower the CPU a request needs: the node bound keeps all of it.
+        let cpu_removed_ns = match spec.optimization {
+            Optimization::Cores(_) => 0.0,
+            _ => resolved.delta_ns,
+        };
+        if let Some(bound) = window_node_bound(&b, &spec.target, t.r, cpu_removed_ns) {
             series.node_bound.push(bound);
         }
         series.base.push(b.load.rps);
@@ -1400,7 +1453,9 @@ fn what_if_inner(
         kept: slow.kept,
         stop_reason,
         precision_pct: spec.repeat.precision_pct,
-        achieved_precision_pct: pred.half_width_pct(),
+        // The pause experiment's own precision: a node bound clips the interval, it does not
+        // make the measurement more precise.
+        achieved_precision_pct: pause_pred.half_width_pct(),
         warnings: s.take_warnings(),
         windows: std::mem::take(&mut s.windows),
         duration_s: started.elapsed().as_secs_f64(),
@@ -1491,13 +1546,29 @@ fn profile_inner(
     let mut done = 0usize;
     let mut base = Vec::new();
     let mut slow: BTreeMap<(String, u64), Vec<f64>> = BTreeMap::new();
+    let mut bounds: BTreeMap<(String, u64), Vec<f64>> = BTreeMap::new();
     let mut failed: BTreeMap<(String, u64), String> = BTreeMap::new();
-    for rep in 1..=spec.repetitions {
+    let mut rep = 0;
+    loop {
+        rep += 1;
+        let sweeps = spec.repetitions.max(rep);
         monitor.update(|p| {
-            p.phase = format!("sweep {rep}/{}: baseline", spec.repetitions);
-            p.fraction = done as f64 / total as f64;
+            p.phase = format!("sweep {rep}/{sweeps}: baseline");
+            p.fraction = (done as f64 / total as f64).min(0.99);
         });
-        base.push(s.measure("base", rep)?.load.rps);
+        let b = s.measure("base", rep)?;
+        for (t, pct, res) in &points {
+            if let Ok(res) = res {
+                let r_t = params.services.get(t).map_or(0.0, |x| x.r);
+                if let Some(nb) = window_node_bound(&b, t, r_t, res.delta_ns) {
+                    bounds
+                        .entry((t.clone(), pct.to_bits()))
+                        .or_default()
+                        .push(nb);
+                }
+            }
+        }
+        base.push(b.load.rps);
         done += 1;
         for (t, pct, res) in &points {
             let key = (t.clone(), pct.to_bits());
@@ -1507,8 +1578,8 @@ fn profile_inner(
                 continue;
             }
             monitor.update(|p| {
-                p.phase = format!("sweep {rep}/{}: {t} -{pct} %", spec.repetitions);
-                p.fraction = done as f64 / total as f64;
+                p.phase = format!("sweep {rep}/{sweeps}: {t} -{pct} %");
+                p.fraction = (done as f64 / total as f64).min(0.99);
             });
             let plan = model::pause_plan(&params, t, res.delta_per_request_ns);
             s.set_plan(&plan)?;
@@ -1522,6 +1593,31 @@ fn profile_inner(
                 Err(e) => return Err(e),
             }
         }
+        if rep < spec.repetitions {
+            continue;
+        }
+        let Some(precision) = spec.precision_pct else {
+            break;
+        };
+        // Every measured point's pause prediction must be precise enough.
+        let worst = points
+            .iter()
+            .filter_map(|(t, pct, res)| {
+                let r = res.as_ref().ok()?;
+                let v = slow.get(&(t.clone(), pct.to_bits()))?;
+                let est = stats::trimmed(v)?;
+                Some(
+                    est.map_increasing(|x| model::predict(x, r.delta_per_request_ns).ok())
+                        .map_or(f64::INFINITY, |p| p.half_width_pct()),
+                )
+            })
+            .fold(0.0, f64::max);
+        if worst <= precision
+            || started.elapsed().as_secs_f64() >= spec.budget_s
+            || rep >= MAX_PROFILE_SWEEPS
+        {
+            break;
+        }
     }
     let base_est = stats::mad_filtered(&base).expect("at least one repetition");
     let mut curves: Vec<ProfileCurve> = targets
@@ -1533,7 +1629,15 @@ fn profile_inner(
                 .filter(|(n, _, _)| n == t)
                 .map(|(_, pct, res)| {
                     let key = (t.clone(), pct.to_bits());
-                    profile_point(*pct, res, slow.get(&key), failed.get(&key), base_est.value)
+                    let bound = bounds.get(&key).and_then(|b| stats::median(b));
+                    profile_point(
+                        *pct,
+                        res,
+                        slow.get(&key),
+                        failed.get(&key),
+                        base_est.value,
+                        bound,
+                    )
                 })
                 .collect();
             let max_gain_pct = points
@@ -1564,12 +1668,15 @@ fn profile_inner(
         baseline_ci_high: base_est.ci_high,
         services,
         curves,
-        repetitions: spec.repetitions,
+        repetitions: rep,
         warnings: s.take_warnings(),
         windows: std::mem::take(&mut s.windows),
         duration_s: started.elapsed().as_secs_f64(),
     })
 }
+
+/// Most sweeps a profile with a precision target runs.
+const MAX_PROFILE_SWEEPS: usize = 30;
 
 fn profile_point(
     percent: f64,
@@ -1577,8 +1684,11 @@ fn profile_point(
     slow: Option<&Vec<f64>>,
     failed: Option<&String>,
     base: f64,
+    node_bound: Option<f64>,
 ) -> ProfilePoint {
     let mut p = ProfilePoint {
+        node_bound_rps: node_bound,
+        achieved_precision_pct: None,
         percent,
         delta_us: 0.0,
         delta_ns_per_request: 0.0,
@@ -1609,6 +1719,14 @@ fn profile_point(
     p.slow_rps = Some(est.value);
     match est.map_increasing(|x| model::predict(x, r.delta_per_request_ns).ok()) {
         Some(pred) => {
+            p.achieved_precision_pct = Some(pred.half_width_pct());
+            let nb = node_bound.unwrap_or(f64::INFINITY);
+            let pred = stats::Estimate {
+                value: pred.value.min(nb),
+                ci_low: pred.ci_low.min(nb),
+                ci_high: pred.ci_high.min(nb),
+                ..pred
+            };
             p.predicted_rps = Some(pred.value);
             p.predicted_ci_low = Some(pred.ci_low);
             p.predicted_ci_high = Some(pred.ci_high);
@@ -2162,6 +2280,26 @@ mod tests {
         assert!(front.max_gain_pct.unwrap().abs() < 0.5, "{front:?}");
         // 2 × (1 base + 3 services × 5 points) + calibration.
         assert_eq!(r.windows.len(), 2 * 16 + 1);
+        assert_clean(&w);
+    }
+
+    #[test]
+    fn profile_with_a_precision_target_stops_once_every_point_meets_it() {
+        // The fake world obeys the model exactly: every sweep gives the same numbers, so any
+        // precision target is met right after the configured sweeps.
+        let w = FakeWorld::chain();
+        let spec = ProfileSpec {
+            timing: quick_timing(),
+            services: Some(vec!["cart".into()]),
+            repetitions: 3,
+            precision_pct: Some(3.0),
+            ..ProfileSpec::default()
+        };
+        let r = run_profile(&spec, &mut w.backends(), &Monitor::new()).unwrap();
+        assert_eq!(r.repetitions, 3);
+        assert_eq!(r.windows.len(), 3 * 6 + 1);
+        let p = &r.curves[0].points[0];
+        assert!(p.achieved_precision_pct.unwrap() <= 3.0, "{p:?}");
         assert_clean(&w);
     }
 

@@ -220,6 +220,8 @@ pub struct EmuApp {
     app: slowpoke_emu::RunningApp,
     topology: slowpoke_emu::Topology,
     truth_on: TruthOn,
+    /// Parallelism declared for some services (`cores` of their specs).
+    cores: BTreeMap<String, f64>,
     /// The truth change while it is applied.
     applied: Option<Applied>,
 }
@@ -240,8 +242,17 @@ impl EmuApp {
             app,
             topology,
             truth_on: TruthOn::Cpu,
+            cores: BTreeMap::new(),
             applied: None,
         })
+    }
+
+    /// Declares `service`'s parallelism to the agents (its spec's `cores`) instead of letting
+    /// them measure it, as a user would for a lock-bound service.
+    #[must_use]
+    pub fn with_cores(mut self, service: &str, cores: f64) -> EmuApp {
+        self.cores.insert(service.to_owned(), cores);
+        self
     }
 
     /// Which work the ground truth lowers (default: `cpu_us`).
@@ -322,6 +333,7 @@ impl App for EmuApp {
                     api::ServiceSpec {
                         pids: Some(info.pids.clone()),
                         listen_ports: Some(vec![info.port]),
+                        cores: self.cores.get(name).copied(),
                         ..Default::default()
                     },
                 )

@@ -80,11 +80,13 @@ impl std::str::FromStr for Setting {
 }
 
 impl Default for Setting {
+    /// The coordinator's defaults (`Timing::default()`).
     fn default() -> Self {
+        let t = Timing::default();
         Setting {
-            mode: api::Mode::Pause,
-            synchronized: false,
-            quantum_us: experiment::DEFAULT_QUANTUM_US,
+            mode: t.mode,
+            synchronized: t.synchronized,
+            quantum_us: t.quantum_us.unwrap_or(experiment::DEFAULT_QUANTUM_US),
         }
     }
 }
@@ -460,9 +462,11 @@ pub fn run(
         } else {
             TruthOn::Cpu
         };
-        let app = SharedApp(Arc::new(Mutex::new(
-            EmuApp::start(&topo_path, &[])?.with_truth_on(truth_on),
-        )));
+        let mut emu = EmuApp::start(&topo_path, &[])?.with_truth_on(truth_on);
+        if let Some(c) = case.target_cores {
+            emu = emu.with_cores(&case.target, c);
+        }
+        let app = SharedApp(Arc::new(Mutex::new(emu)));
         let mut placed = None;
         for (placement, pct, setting) in &todo {
             if placed != Some(*placement) {
@@ -594,6 +598,6 @@ mod tests {
         let e = "pause-0ms".parse::<Setting>().unwrap_err();
         assert!(e.contains("0.001–1000 ms"), "{e}");
         assert!("wait-1ms".parse::<Setting>().is_err());
-        assert_eq!(Setting::default().name(), "pause-10ms");
+        assert_eq!(Setting::default().name(), "sync-10ms");
     }
 }

@@ -57,6 +57,9 @@ pub struct Case {
     /// Δ as % of the target's configured per-visit work (Work, Lock) or thread counts (Scaling).
     pub points: Vec<f64>,
     pub topology: Topology,
+    /// The target's parallelism as a user would declare it to the agent (`cores` of its
+    /// service spec) instead of the measured min(CPUs, serving threads).
+    pub target_cores: Option<f64>,
 }
 
 /// Share of the app's CPU per end-to-end request that shaping gives the target. Above one half
@@ -292,16 +295,22 @@ fn shaped_case(
         kind: CaseKind::Work,
         points: points.to_vec(),
         topology,
+        target_cores: None,
     })
 }
 
 /// Names of the harder cases (usable with `--families`).
-pub const HARDER: [&str; 2] = ["mutex", "scaling"];
+pub const HARDER: [&str; 3] = ["mutex", "mutex-declared", "scaling"];
 
 /// The paper's harder cases, each with ground truth: a mutex-bound service (its critical
-/// section shrinks) and a scaling what-if (the target gets a second worker thread).
+/// section shrinks), measured as is and with its parallelism declared as 1 (its lock), and a
+/// scaling what-if (the target gets a second worker thread).
 pub fn harder_cases() -> Vec<Case> {
-    vec![mutex_case(), scaling_case()]
+    let mut declared = mutex_case();
+    declared.id = "mutex-declared".into();
+    declared.family = "mutex-declared".into();
+    declared.target_cores = Some(1.0);
+    vec![mutex_case(), declared, scaling_case()]
 }
 
 fn service(threads: u32, cpu_us: f64, lock_us: f64, calls: &[&str]) -> slowpoke_emu::Service {
@@ -361,6 +370,7 @@ fn mutex_case() -> Case {
         kind: CaseKind::Lock,
         points: vec![20.0, 40.0, 60.0],
         topology: three_tier("mutex", middle),
+        target_cores: None,
     }
 }
 
@@ -378,6 +388,10 @@ fn scaling_case() -> Case {
         kind: CaseKind::Scaling,
         points: vec![2.0],
         topology: three_tier("scaling", middle),
+        // The emulator's runtime has max_threads workers and a live limit of `threads` on
+        // them, which the agent cannot see (it counts serving threads): declare the one thread,
+        // as the service's owner would.
+        target_cores: Some(1.0),
     }
 }
 

@@ -134,6 +134,9 @@ pub struct ExperimentRequest {
     /// Pause quantum, µs (the CLI's `--quantum-us`).
     #[serde(default)]
     pub quantum_us: Option<f64>,
+    /// `synchronized` (default), `per-service` or `spin` (the CLI's `--actuator`).
+    #[serde(default)]
+    pub actuator: Option<String>,
     #[serde(default)]
     pub repetitions: Option<i64>,
     /// Target 95 % CI half-width of the prediction, %; 0 turns repeating for precision off.
@@ -416,6 +419,9 @@ impl ExperimentRequest {
         if let Some(q) = positive("quantum_us", self.quantum_us)? {
             t.quantum_us = Some(q);
         }
+        if let Some(a) = &self.actuator {
+            t.set_actuator(a)?;
+        }
         Ok(t)
     }
 
@@ -516,8 +522,6 @@ impl ExperimentRequest {
                         ("cores", self.cores.is_some()),
                         ("capacity", self.capacity.is_some()),
                         ("truth", self.truth),
-                        ("precision", self.precision.is_some()),
-                        ("budget", self.budget.is_some()),
                         ("max_repetitions", self.max_repetitions.is_some()),
                     ],
                 )?;
@@ -544,6 +548,8 @@ impl ExperimentRequest {
                     timing: self.timing(defaults.timing)?,
                     repetitions: count("repetitions", self.repetitions)?
                         .unwrap_or(defaults.repetitions),
+                    precision_pct: non_negative("precision", self.precision)?.filter(|p| *p > 0.0),
+                    budget_s: non_negative("budget", self.budget)?.unwrap_or(defaults.budget_s),
                     safety,
                     entry_service,
                 })
