@@ -644,13 +644,16 @@ fn window(app: &RunningApp, svc: &str, dur: Duration) -> Window {
     std::thread::sleep(dur);
     let b = sample();
     let wall = (b.5 - a.5).as_nanos() as f64;
-    let cores = (b.1 - a.1) as f64 / wall;
-    let mine = (b.4 - a.4) as f64 / wall;
+    // Per-thread sums drop when a thread exits between the samples (and /proc/stat's iowait may
+    // go backwards): a counter that went down counts as zero.
+    let d = |a: u64, b: u64| b.saturating_sub(a) as f64;
+    let cores = d(a.1, b.1) / wall;
+    let mine = d(a.4, b.4) / wall;
     Window {
-        rps: (b.0 - a.0) as f64 / wall * 1e9,
+        rps: d(a.0, b.0) / wall * 1e9,
         cores,
-        runnable: (b.2 - a.2) as f64 / wall,
-        others: ((b.3 - a.3) as f64 / wall - cores - mine).max(0.0),
+        runnable: d(a.2, b.2) / wall,
+        others: (d(a.3, b.3) / wall - cores - mine).max(0.0),
     }
 }
 

@@ -166,8 +166,12 @@ pub fn proc_cpu_ns(pid: u32) -> u64 {
 /// for blocks of a few hundred visits; the tests cross-check both.
 pub fn proc_cpu_ns_precise(pid: u32) -> u64 {
     let mut total = 0;
-    for t in std::fs::read_dir(format!("/proc/{pid}/task")).expect("task dir") {
-        let p = t.expect("task").path().join("schedstat");
+    // A thread may exit while we list them: skip it.
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("task dir")
+        .filter_map(Result::ok)
+    {
+        let p = t.path().join("schedstat");
         if let Ok(s) = std::fs::read_to_string(p) {
             total += s
                 .split_whitespace()
@@ -212,8 +216,12 @@ pub fn wait_dead(pids: &[u32], timeout: Duration) {
 /// depend on how busy other processes keep the machine.
 pub fn proc_runnable_ns(pid: u32) -> u64 {
     let mut total = 0;
-    for t in std::fs::read_dir(format!("/proc/{pid}/task")).expect("task dir") {
-        let p = t.expect("task").path().join("schedstat");
+    // A thread may exit while we list them: skip it.
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("task dir")
+        .filter_map(Result::ok)
+    {
+        let p = t.path().join("schedstat");
         if let Ok(s) = std::fs::read_to_string(p) {
             total += s
                 .split_whitespace()
