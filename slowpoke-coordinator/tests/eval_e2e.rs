@@ -112,7 +112,14 @@ fn eval_runs_the_harder_cases_writes_its_report_and_resumes() {
     )
     .expect("resume");
     assert_eq!(lines.lock().unwrap().len(), n_lines, "no point ran again");
-    assert_eq!(resumed.points, file.points);
+    // The same points (read back from results.json: compare what identifies them).
+    let ids = |f: &runner::ResultsFile| {
+        f.points
+            .iter()
+            .map(|p| (p.key(), p.result_id.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids(&resumed), ids(&file));
 
     rt.block_on(inner.shutdown());
     let _ = std::fs::remove_dir_all(&dir);

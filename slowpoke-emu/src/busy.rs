@@ -63,7 +63,13 @@ mod tests {
             burn(100_000);
         }
         let used = thread_cpu_ns() - t0;
-        // 20 ms requested; the carried overshoot bounds the error by one loop iteration plus clock overhead.
-        assert!((used - 20_000_000).abs() < 200_000, "used {used} ns");
+        // 20 ms requested; every overshoot but the last is paid back by the next call, and the
+        // last one is carried (an interrupt in the final iteration can make it long on a busy
+        // machine): used = requested + carried, up to clock-reading overhead.
+        let carried = OVERSHOOT_NS.get();
+        assert!(
+            (used - 20_000_000 - carried).abs() < 200_000,
+            "used {used} ns, carried {carried} ns"
+        );
     }
 }
