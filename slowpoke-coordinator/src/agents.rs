@@ -405,6 +405,9 @@ pub fn window(before: &StatsSnapshot, after: &StatsSnapshot) -> StatsWindow {
     let mut w = StatsWindow::default();
     for (b, a) in before.agents.iter().zip(&after.agents) {
         let secs = a.timestamp_ns.saturating_sub(b.timestamp_ns) as f64 / 1e9;
+        // This agent's own rates, for its node's record below.
+        let mut node_visits = BTreeMap::new();
+        let mut node_cpu_ns = 0.0;
         for (name, sa) in &a.services {
             let sb = b.services.get(name).cloned().unwrap_or_default();
             let dv = sa.visits.saturating_sub(sb.visits) as f64;
@@ -414,6 +417,8 @@ pub fn window(before: &StatsSnapshot, after: &StatsSnapshot) -> StatsWindow {
             } else {
                 (0.0, 0.0)
             };
+            node_visits.insert(name.clone(), visits);
+            node_cpu_ns += cpu_ns;
             let cores = if sa.pids.is_empty() { 0.0 } else { sa.cores };
             let sample = ServiceSample {
                 visits,
@@ -442,29 +447,11 @@ pub fn window(before: &StatsSnapshot, after: &StatsSnapshot) -> StatsWindow {
                 let busy = na.cpu_busy_ns.saturating_sub(nb.cpu_busy_ns);
                 let busy_share = busy as f64 / total as f64;
                 w.node_busy.push(busy_share);
-                let visits = a
-                    .services
-                    .iter()
-                    .map(|(name, sa)| {
-                        let sb = b.services.get(name).map_or(0, |x| x.visits);
-                        let dv = sa.visits.saturating_sub(sb) as f64;
-                        (name.clone(), if secs > 0.0 { dv / secs } else { 0.0 })
-                    })
-                    .collect();
-                let app_cores = a
-                    .services
-                    .iter()
-                    .map(|(name, sa)| {
-                        let sb = b.services.get(name).map_or(0, |x| x.cpu_ns);
-                        let dc = sa.cpu_ns.saturating_sub(sb) as f64;
-                        if secs > 0.0 { dc / secs / 1e9 } else { 0.0 }
-                    })
-                    .sum();
                 w.nodes.push(NodeWindow {
                     cpus: f64::from(na.cpus),
                     busy_share,
-                    visits,
-                    app_cores,
+                    visits: node_visits,
+                    app_cores: node_cpu_ns / 1e9,
                 });
             }
         }
