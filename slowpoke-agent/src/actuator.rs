@@ -198,25 +198,40 @@ impl Default for SpinMargin {
     }
 }
 
+/// How a pause may be steered while it runs.
+#[derive(Default)]
+pub struct PauseControl<'a> {
+    /// Setting it ends the pause early (the processes are resumed at once).
+    pub cancel: Option<&'a AtomicBool>,
+    /// Wake that much before the deadline and busy-wait to it (updated with the observed
+    /// wake-up latency); `None` sleeps to the deadline.
+    pub margin: Option<&'a mut SpinMargin>,
+    /// Called once every process is stopped and the pause's start is recorded (a synchronized
+    /// plan wakes the other services here, so their pauses never start before this one).
+    pub on_stopped: Option<&'a dyn Fn()>,
+}
+
 /// How often a long pause checks whether it was cancelled (agent shutdown).
 pub const CANCEL_CHECK: Duration = Duration::from_millis(5);
 
 /// Stops `pids`, sleeps until `start + duration_ns`, resumes them. `kernel_stop`: a process the
 /// kernel already stopped itself and when. Processes that were already stopped by someone else
 /// (state `T`) are left alone: they are neither stopped nor resumed. `state` lists the pids
-/// (under `owner`) before any stop and forgets them after the resume. Setting `cancel` ends the
-/// pause early (the processes are resumed at once). `margin`: wake that much before the deadline
-/// and busy-wait to it (updated with the observed wake-up latency); `None` sleeps to the
-/// deadline.
+/// (under `owner`) before any stop and forgets them after the resume. See [`PauseControl`] for
+/// cancelling, the spin margin and the hook run once the processes are stopped.
 pub fn pause_processes(
     pids: &[u32],
     duration_ns: u64,
     kernel_stop: Option<(u32, u64)>,
     state: &StateFile,
     owner: &str,
-    cancel: Option<&AtomicBool>,
-    margin: Option<&mut SpinMargin>,
+    ctl: PauseControl<'_>,
 ) -> PauseOutcome {
+    let PauseControl {
+        cancel,
+        margin,
+        on_stopped,
+    } = ctl;
     let mut targets: Vec<u32> = pids
         .iter()
         .copied()
@@ -256,6 +271,9 @@ pub fn pause_processes(
         if Some(p) != kernel_stop.map(|k| k.0) {
             stop_pid(p);
         }
+    }
+    if let Some(hook) = on_stopped {
+        hook();
     }
     let deadline = start_ns + duration_ns;
     match margin {
@@ -649,7 +667,7 @@ impl Worker {
             match rx.recv_timeout(timeout) {
                 Ok(Command::Kernel(req)) => self.settle(Some(req), false, PauseKind::Kernel),
                 Ok(Command::PauseNow(ns, reply)) => {
-                    let out = self.pause(ns, None, PauseKind::Manual);
+                    let out = self.pause(ns, None, PauseKind::Manual, None);
                     let _ = reply.send(out);
                 }
                 Ok(Command::Flush(reply)) => {
@@ -678,19 +696,32 @@ impl Worker {
         format!("stopped:{}", self.shared.name)
     }
 
-    fn pause(&mut self, ns: u64, kernel_stop: Option<(u32, u64)>, kind: PauseKind) -> PauseOutcome {
+    /// `on_stopped`: run once this service is stopped (the synchronized-plan hook); this service
+    /// is marked as pausing before, so the others never ask it back.
+    fn pause(
+        &mut self,
+        ns: u64,
+        kernel_stop: Option<(u32, u64)>,
+        kind: PauseKind,
+        on_stopped: Option<&(dyn Fn() + Send + Sync)>,
+    ) -> PauseOutcome {
         let received_ns = monotonic_ns();
         let pids = lock(&self.shared.pids).clone();
         self.shared.cancel.store(false, Ordering::SeqCst);
         self.shared.pausing.store(true, Ordering::SeqCst);
+        let owner = self.owner();
+        let on_stopped = on_stopped.map(|h| h as &dyn Fn());
         let out = pause_processes(
             &pids,
             ns,
             kernel_stop,
             &self.state,
-            &self.owner(),
-            Some(&self.shared.cancel),
-            Some(&mut self.margin),
+            &owner,
+            PauseControl {
+                cancel: Some(&self.shared.cancel),
+                margin: Some(&mut self.margin),
+                on_stopped,
+            },
         );
         self.shared.pausing.store(false, Ordering::SeqCst);
         self.last_pause_end_ns = out.end_ns;
@@ -791,15 +822,12 @@ impl Worker {
             tracing::debug!(service = %self.shared.name, dropped_ns = debt - pay, "safety cap: debt dropped");
         }
         if pay > 0 {
-            if kind == PauseKind::Kernel {
-                let hook = lock(&self.shared.on_kernel_pause).clone();
-                if let Some(hook) = hook {
-                    // Mark this service as pausing first: the others must not ask it back.
-                    self.shared.pausing.store(true, Ordering::SeqCst);
-                    hook();
-                }
-            }
-            let out = self.pause(pay, kernel_stop, kind);
+            let hook = if kind == PauseKind::Kernel {
+                lock(&self.shared.on_kernel_pause).clone()
+            } else {
+                None
+            };
+            let out = self.pause(pay, kernel_stop, kind, hook.as_deref());
             lock(&self.shared.stats).paid_ns += out.achieved_ns;
         } else if let Some((tgid, at)) = kernel_stop {
             // Nothing may be paid: release the process the kernel stopped; the time it was
