@@ -44,12 +44,14 @@ enum Task {
     Bench {
         #[arg(value_parser = ["agent", "emu", "whatif"])]
         which: String,
-        #[arg(last = true)]
+        /// Passed to the benchmark (`--` before them is optional).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
     /// Accuracy evaluation suite against ground truth (see docs/evaluation.md).
     Eval {
-        #[arg(last = true)]
+        /// Passed to `slowpoke eval`, e.g. `--suite quick` (`--` before them is optional).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
 }
