@@ -234,6 +234,23 @@ struct EvalArgs {
         allow_negative_numbers = true
     )]
     duration: f64,
+    /// After --repetitions, keep repeating a point (base, slow, truth) until the prediction's
+    /// 95 % CI half-width is at most this % (0: off, the default) or --budget runs out.
+    #[arg(
+        long,
+        default_value_t = 0.0,
+        value_name = "PCT",
+        allow_negative_numbers = true
+    )]
+    precision: f64,
+    /// Most seconds one point may take while repeating for --precision.
+    #[arg(
+        long,
+        default_value_t = 240.0,
+        value_name = "S",
+        allow_negative_numbers = true
+    )]
+    budget: f64,
     /// Connections of the closed-loop load.
     #[arg(long, default_value_t = 64)]
     connections: usize,
@@ -1066,6 +1083,19 @@ fn eval(a: &EvalArgs) -> anyhow::Result<()> {
         placements,
         repetitions: a.repetitions,
         window_s: a.duration,
+        precision_pct: match a.precision {
+            0.0 => None,
+            p if p.is_finite() && p > 0.0 => Some(p),
+            p => bail!("--precision must be a positive percentage, or 0 to turn it off (got {p})"),
+        },
+        budget_s: if a.budget.is_finite() && a.budget >= 0.0 {
+            a.budget
+        } else {
+            bail!(
+                "--budget must be a non-negative number of seconds (got {})",
+                a.budget
+            )
+        },
         connections: a.connections,
     };
     let store = ResultStore::new(

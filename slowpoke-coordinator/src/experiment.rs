@@ -1394,16 +1394,11 @@ fn what_if_inner(
     let pause_pred = slow
         .map_increasing(|x| model::predict(x, d).ok())
         .ok_or_else(|| model::predict(slow.value, d).unwrap_err())?;
-    let node_bound = stats::median(&series.node_bound);
-    let pred = match node_bound {
-        Some(nb) => stats::Estimate {
-            value: pause_pred.value.min(nb),
-            ci_low: pause_pred.ci_low.min(nb),
-            ci_high: pause_pred.ci_high.min(nb),
-            ..pause_pred
-        },
-        None => pause_pred,
-    };
+    // The bound varies with the baseline window it comes from: its spread is part of the
+    // prediction's interval when it binds.
+    let bound = stats::median_with_spread(&series.node_bound);
+    let node_bound = bound.map(|b| b.value);
+    let pred = bound.map_or(pause_pred, |b| pause_pred.min(b));
     if node_bound.is_some_and(|nb| nb < pause_pred.value) {
         s.warnings.push(format!(
             "the node's CPUs, not `{}`, limit the optimized app: the prediction is the node bound ({:.0} req/s), below what pausing alone predicts ({:.0} req/s)",
@@ -1629,7 +1624,7 @@ fn profile_inner(
                 .filter(|(n, _, _)| n == t)
                 .map(|(_, pct, res)| {
                     let key = (t.clone(), pct.to_bits());
-                    let bound = bounds.get(&key).and_then(|b| stats::median(b));
+                    let bound = bounds.get(&key).and_then(|b| stats::median_with_spread(b));
                     profile_point(
                         *pct,
                         res,
@@ -1684,10 +1679,10 @@ fn profile_point(
     slow: Option<&Vec<f64>>,
     failed: Option<&String>,
     base: f64,
-    node_bound: Option<f64>,
+    node_bound: Option<stats::Estimate>,
 ) -> ProfilePoint {
     let mut p = ProfilePoint {
-        node_bound_rps: node_bound,
+        node_bound_rps: node_bound.map(|b| b.value),
         achieved_precision_pct: None,
         percent,
         delta_us: 0.0,
@@ -1720,13 +1715,7 @@ fn profile_point(
     match est.map_increasing(|x| model::predict(x, r.delta_per_request_ns).ok()) {
         Some(pred) => {
             p.achieved_precision_pct = Some(pred.half_width_pct());
-            let nb = node_bound.unwrap_or(f64::INFINITY);
-            let pred = stats::Estimate {
-                value: pred.value.min(nb),
-                ci_low: pred.ci_low.min(nb),
-                ci_high: pred.ci_high.min(nb),
-                ..pred
-            };
+            let pred = node_bound.map_or(pred, |b| pred.min(b));
             p.predicted_rps = Some(pred.value);
             p.predicted_ci_low = Some(pred.ci_low);
             p.predicted_ci_high = Some(pred.ci_high);

@@ -161,6 +161,39 @@ pub fn trimmed(values: &[f64]) -> Option<Estimate> {
     })
 }
 
+/// The median of the values with the interval [`mad_filtered`] gives their filtered mean, moved
+/// to the median (a bound computed per window: its typical value and how much it varies).
+pub fn median_with_spread(values: &[f64]) -> Option<Estimate> {
+    let m = median(values)?;
+    let f = mad_filtered(values)?;
+    let half = (f.ci_high - f.ci_low) / 2.0;
+    Some(Estimate {
+        value: m,
+        ci_low: m - half,
+        ci_high: m + half,
+        ..f
+    })
+}
+
+impl Estimate {
+    /// The smaller of two estimates, endpoint by endpoint (the prediction when either of two
+    /// limits may bind: each end of the interval is the tighter limit's).
+    #[must_use]
+    pub fn min(self, other: Estimate) -> Estimate {
+        let (lower, _) = if other.value < self.value {
+            (other, self)
+        } else {
+            (self, other)
+        };
+        Estimate {
+            value: self.value.min(other.value),
+            ci_low: self.ci_low.min(other.ci_low),
+            ci_high: self.ci_high.min(other.ci_high),
+            ..lower
+        }
+    }
+}
+
 /// Mean of the values within median ± 3·MAD with a Student-t 95 % interval.
 pub fn mad_filtered(values: &[f64]) -> Option<Estimate> {
     let n = values.iter().filter(|x| x.is_finite()).count();
@@ -189,6 +222,42 @@ mod tests {
 
     fn close(a: f64, b: f64, tol: f64) {
         assert!((a - b).abs() <= tol, "{a} != {b} (±{tol})");
+    }
+
+    #[test]
+    fn min_of_two_estimates_and_median_with_spread() {
+        let pause = Estimate {
+            value: 1000.0,
+            ci_low: 950.0,
+            ci_high: 1050.0,
+            n: 5,
+            kept: 3,
+        };
+        let bound = Estimate {
+            value: 980.0,
+            ci_low: 970.0,
+            ci_high: 990.0,
+            n: 5,
+            kept: 5,
+        };
+        let m = pause.min(bound);
+        assert_eq!((m.value, m.ci_low, m.ci_high), (980.0, 950.0, 990.0));
+        assert_eq!((m.n, m.kept), (5, 5), "counts follow the binding limit");
+        assert_eq!(bound.min(pause), m);
+        // An unbounded limit never binds.
+        let open = Estimate::exact(f64::INFINITY);
+        assert_eq!(pause.min(open), pause);
+
+        // Median 3; the mean of 1..5 is 3 too, its t interval: 2.776·√(2.5/5) = 1.963.
+        let e = median_with_spread(&[5.0, 1.0, 3.0, 2.0, 4.0]).unwrap();
+        close(e.value, 3.0, 0.0);
+        close(e.ci_high - e.value, 2.776 * (0.5f64).sqrt(), 1e-3);
+        close(e.value - e.ci_low, 2.776 * (0.5f64).sqrt(), 1e-3);
+        // Skewed: the interval is centred on the median, not the mean.
+        let e = median_with_spread(&[10.0, 10.0, 11.0, 12.0, 14.0]).unwrap();
+        close(e.value, 11.0, 0.0);
+        close(e.ci_high - 11.0, 11.0 - e.ci_low, 1e-9);
+        assert_eq!(median_with_spread(&[]), None);
     }
 
     #[test]

@@ -49,6 +49,9 @@ fn eval_runs_the_harder_cases_writes_its_report_and_resumes() {
         placements: vec![Placement::Shared],
         repetitions: 1,
         window_s: 1.0,
+        // Out of reach on purpose: the zero budget must stop it after the one repetition.
+        precision_pct: Some(0.001),
+        budget_s: 0.0,
         connections: 32,
     };
     let store = ResultStore::new(dir.join("results"));
@@ -58,6 +61,10 @@ fn eval_runs_the_harder_cases_writes_its_report_and_resumes() {
 
     let file = runner::run(&cases, &opts, &agents, &store, &monitor, &say).expect("the suite");
     assert_eq!(file.points.len(), 2, "{:#?}", file.points);
+    assert_eq!(file.precision_pct, Some(0.001));
+    for p in &file.points {
+        assert_eq!(p.repetitions, 1, "the budget ends the repeats: {p:#?}");
+    }
     for p in &file.points {
         assert!(p.error.is_none(), "{p:#?}");
         assert!(p.baseline_rps.unwrap() > 0.0, "{p:#?}");

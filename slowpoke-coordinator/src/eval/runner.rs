@@ -132,6 +132,10 @@ pub struct EvalOptions {
     pub placements: Vec<Placement>,
     pub repetitions: usize,
     pub window_s: f64,
+    /// Repeat a point beyond `repetitions` until the prediction's CI half-width is at most
+    /// this % (None: exactly `repetitions`), for at most `budget_s` seconds.
+    pub precision_pct: Option<f64>,
+    pub budget_s: f64,
     pub connections: usize,
 }
 
@@ -145,6 +149,9 @@ pub struct ResultsFile {
     pub machine: serde_json::Value,
     pub repetitions: usize,
     pub window_s: f64,
+    /// `--precision` of the run that started the file (None: fixed repetitions).
+    #[serde(default)]
+    pub precision_pct: Option<f64>,
     pub points: Vec<Point>,
 }
 
@@ -292,6 +299,10 @@ fn point_from(
             _ => None,
         },
         truth_spread_pct: spread,
+        predicted_noise_pct: (r.predicted_ci_low.is_finite()
+            && r.predicted_ci_high.is_finite()
+            && r.predicted_rps > 0.0)
+            .then(|| (r.predicted_ci_high - r.predicted_ci_low) / 2.0 / r.predicted_rps * 100.0),
         node_busy_base: median_busy(r, "base"),
         node_busy_truth: median_busy(r, "truth"),
         baseline_rps: Some(r.baseline_rps),
@@ -338,6 +349,7 @@ fn empty_point(case: &Case, setting: &Setting, placement: Placement, pct: f64) -
         strawman_error_pct: None,
         truth_gain_pct: None,
         truth_noise_pct: None,
+        predicted_noise_pct: None,
         truth_spread_pct: None,
         node_busy_base: None,
         node_busy_truth: None,
@@ -357,9 +369,12 @@ pub fn write_outputs(dir: &Path, file: &ResultsFile) -> anyhow::Result<()> {
             .with_context(|| format!("cannot write {}", dir.join(name).display()))
     };
     write("results.json", &serde_json::to_string_pretty(file)?)?;
+    let more = file.precision_pct.map_or(String::new(), |p| {
+        format!(" (more until the prediction's 95 % CI is within ±{p} %)")
+    });
     let context = format!(
-        "Suite `{}`, started {}, last point {}; machine: {}; {} repetitions of {} s windows per \
-         phase, the middle 3 kept (median).",
+        "Suite `{}`, started {}, last point {}; machine: {}; {} repetitions{more} of {} s \
+         windows per phase, the middle 60 % kept.",
         file.suite, file.started, file.updated, file.machine, file.repetitions, file.window_s
     );
     write(
@@ -421,6 +436,7 @@ pub fn run(
             machine: machine(),
             repetitions: opts.repetitions,
             window_s: opts.window_s,
+            precision_pct: opts.precision_pct,
             points: Vec::new(),
         },
     };
@@ -494,7 +510,8 @@ pub fn run(
                 },
                 repeat: Repeat {
                     repetitions: opts.repetitions,
-                    precision_pct: None,
+                    precision_pct: opts.precision_pct,
+                    budget_s: opts.budget_s,
                     ..Repeat::default()
                 },
                 safety: Safety::default(),

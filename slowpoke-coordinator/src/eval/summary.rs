@@ -58,6 +58,11 @@ pub struct Point {
     /// (max − min)/median of all ground-truth repetitions, %.
     #[serde(default)]
     pub truth_spread_pct: Option<f64>,
+    /// The prediction's own noise: 95 % CI half-width of the predicted throughput, % (the
+    /// slowed-down runs' spread, magnified by the model at large Δ; the node bound's spread
+    /// when it binds).
+    #[serde(default)]
+    pub predicted_noise_pct: Option<f64>,
     /// Median share of the node's CPUs busy in the baseline and ground-truth windows.
     #[serde(default)]
     pub node_busy_base: Option<f64>,
@@ -114,6 +119,9 @@ pub struct GroupStats {
     pub strawman_rmse_pct: Option<f64>,
     /// Median noise floor (truth CI half-width) of the points.
     pub noise_floor_pct: Option<f64>,
+    /// Median CI half-width of the predictions.
+    #[serde(default)]
+    pub prediction_noise_pct: Option<f64>,
 }
 
 fn rmse(v: &[f64]) -> Option<f64> {
@@ -127,6 +135,7 @@ pub fn group_stats(group: &str, points: &[&Point]) -> GroupStats {
     let pause: Vec<f64> = real.iter().filter_map(|p| p.pause_error_pct).collect();
     let straw: Vec<f64> = real.iter().filter_map(|p| p.strawman_error_pct).collect();
     let noise: Vec<f64> = real.iter().filter_map(|p| p.truth_noise_pct).collect();
+    let pred_noise: Vec<f64> = real.iter().filter_map(|p| p.predicted_noise_pct).collect();
     let n = errs.len();
     GroupStats {
         group: group.to_owned(),
@@ -144,6 +153,7 @@ pub fn group_stats(group: &str, points: &[&Point]) -> GroupStats {
         pause_rmse_pct: rmse(&pause),
         strawman_rmse_pct: rmse(&straw),
         noise_floor_pct: crate::stats::median(&noise),
+        prediction_noise_pct: crate::stats::median(&pred_noise),
     }
 }
 
@@ -202,17 +212,18 @@ pub fn markdown(title: &str, context: &str, points: &[Point]) -> String {
          point whose true gain is under {MIN_TRUE_GAIN_PCT:.0} % is listed but not scored. \
          \"pause only\" is the prediction without the node-CPU bound; \"no change\" is the \
          baseline used as the prediction; the noise floor is the median 95 % CI half-width of \
-         the repeated ground-truth runs.\n"
+         the repeated ground-truth runs; \"prediction CI\" the median 95 % CI half-width of the \
+         predictions (an error within it is measurement noise, not a bias of the model).\n"
     );
     for (setting, groups) in &summary.settings {
         let _ = writeln!(s, "## Setting `{setting}`\n");
         let _ = writeln!(
             s,
-            "| family | points | RMSE | mean \\|err\\| | max \\|err\\| | within 5 % | pause only RMSE | \"no change\" RMSE | noise floor | not scored (gain < {MIN_TRUE_GAIN_PCT:.0} %) | failed |"
+            "| family | points | RMSE | mean \\|err\\| | max \\|err\\| | within 5 % | pause only RMSE | \"no change\" RMSE | noise floor | prediction CI | not scored (gain < {MIN_TRUE_GAIN_PCT:.0} %) | failed |"
         );
         let _ = writeln!(
             s,
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
         );
         for g in groups {
             let name = if g.group == "overall" {
@@ -222,7 +233,7 @@ pub fn markdown(title: &str, context: &str, points: &[Point]) -> String {
             };
             let _ = writeln!(
                 s,
-                "| {name} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {name} | {} | {} | {} | {} | {} | {} | {} | {} | ±{} | {} | {} |",
                 g.points,
                 pct(g.rmse_pct),
                 pct(g.mean_abs_error_pct),
@@ -231,6 +242,7 @@ pub fn markdown(title: &str, context: &str, points: &[Point]) -> String {
                 pct(g.pause_rmse_pct),
                 pct(g.strawman_rmse_pct),
                 pct(g.noise_floor_pct),
+                pct(g.prediction_noise_pct),
                 g.too_small,
                 g.failed
             );
@@ -240,11 +252,11 @@ pub fn markdown(title: &str, context: &str, points: &[Point]) -> String {
     let _ = writeln!(s, "## Every point\n");
     let _ = writeln!(
         s,
-        "| case | target | setting | Δ | baseline | predicted | pause only | node bound | truth | error | \"no change\" | true gain | truth noise | node busy base/truth |"
+        "| case | target | setting | Δ | baseline | predicted | prediction CI | pause only | node bound | truth | error | \"no change\" | true gain | truth noise | node busy base/truth |"
     );
     let _ = writeln!(
         s,
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     );
     for p in points {
         let delta = if p.kind == "scaling" {
@@ -265,7 +277,7 @@ pub fn markdown(title: &str, context: &str, points: &[Point]) -> String {
         }
         let _ = writeln!(
             s,
-            "| {} | {} ({}) | {}/{} | {delta} | {} | {} | {} | {} | {} | {err} | {} | {} | {} | {busy} |",
+            "| {} | {} ({}) | {}/{} | {delta} | {} | {} | ±{} | {} | {} | {} | {err} | {} | {} | {} | {busy} |",
             p.topology,
             p.target,
             p.role,
@@ -273,6 +285,7 @@ pub fn markdown(title: &str, context: &str, points: &[Point]) -> String {
             p.placement,
             rps(p.baseline_rps),
             rps(p.predicted_rps),
+            pct(p.predicted_noise_pct),
             rps(p.pause_predicted_rps),
             rps(p.node_bound_rps),
             rps(p.truth_rps),
@@ -311,6 +324,7 @@ mod tests {
             truth_gain_pct: Some(gain),
             truth_noise_pct: Some(1.0),
             truth_spread_pct: Some(2.0),
+            predicted_noise_pct: Some(3.0),
             node_busy_base: Some(0.7),
             node_busy_truth: Some(0.9),
             repetitions: 5,
@@ -339,6 +353,7 @@ mod tests {
         assert!((g.within_5_pct.unwrap() - 100.0).abs() < 1e-9);
         assert!((g.pause_rmse_pct.unwrap() - 2.0 * (12.5_f64).sqrt()).abs() < 1e-9);
         assert!((g.noise_floor_pct.unwrap() - 1.0).abs() < 1e-9);
+        assert!((g.prediction_noise_pct.unwrap() - 3.0).abs() < 1e-9);
     }
 
     #[test]
