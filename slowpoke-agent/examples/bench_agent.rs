@@ -46,68 +46,46 @@ mod kernel_support;
 
 const MESSAGE: usize = 64;
 
+/// Cost of the kernel programs and precision of the pauses, as one JSON object.
+#[derive(clap::Parser)]
 struct Options {
+    /// Interleaved rounds of every measurement.
+    #[arg(long, default_value_t = 7)]
     rounds: usize,
+    /// Socket calls per hook measurement.
+    #[arg(long, default_value_t = 100_000)]
     calls: usize,
+    /// Seconds of load per throughput measurement.
+    #[arg(long, default_value_t = 2.0)]
     seconds: f64,
+    /// Keep-alive connections of the throughput measurements.
+    #[arg(long, default_value_t = 4)]
     connections: usize,
     /// Pauses of each size per round (pause precision).
+    #[arg(long, default_value_t = 200)]
     pauses: usize,
     /// Parts to run (all by default).
-    only: Option<Vec<String>>,
+    #[arg(long, value_delimiter = ',', value_parser = ["hook", "tracked", "echo", "nginx", "pause"])]
+    only: Vec<String>,
+    /// Internal: be the echo server child on this port.
+    #[arg(long, hide = true, value_name = "PORT")]
+    server: Option<String>,
+    /// Internal: be the pause-precision probe child (minimum gap, ns).
+    #[arg(long, hide = true, value_name = "NS")]
+    probe: Option<u64>,
 }
 
 impl Options {
     fn runs(&self, part: &str) -> bool {
-        self.only
-            .as_ref()
-            .is_none_or(|o| o.iter().any(|p| p == part))
+        self.only.is_empty() || self.only.iter().any(|p| p == part)
     }
 }
 
-fn options() -> Options {
-    let mut o = Options {
-        rounds: 7,
-        calls: 100_000,
-        seconds: 2.0,
-        connections: 4,
-        pauses: 200,
-        only: None,
-    };
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    for pair in args.chunks(2) {
-        let value = pair.get(1).map(String::as_str).unwrap_or_default();
-        match pair[0].as_str() {
-            "--rounds" => o.rounds = value.parse().expect("--rounds N"),
-            "--calls" => o.calls = value.parse().expect("--calls N"),
-            "--seconds" => o.seconds = value.parse().expect("--seconds S"),
-            "--connections" => o.connections = value.parse().expect("--connections N"),
-            "--pauses" => o.pauses = value.parse().expect("--pauses N"),
-            "--only" => o.only = Some(value.split(',').map(String::from).collect()),
-            other => panic!("unknown option {other}"),
-        }
-    }
-    o
-}
-
-/// Mean and half-width of the 95 % confidence interval (Student's t).
-fn mean_ci(xs: &[f64]) -> (f64, f64) {
-    const T95: [f64; 10] = [
-        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
-    ];
-    let n = xs.len() as f64;
-    let mean = xs.iter().sum::<f64>() / n;
-    if xs.len() < 2 {
-        return (mean, f64::NAN);
-    }
-    let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
-    let t = T95.get(xs.len() - 2).copied().unwrap_or(2.0);
-    (mean, t * (var / n).sqrt())
-}
-
+/// Mean and half-width of its 95 % interval (Student's t; null below two samples).
 fn summary(xs: &[f64]) -> serde_json::Value {
-    let (mean, ci95) = mean_ci(xs);
-    json!({"mean": mean, "ci95": ci95, "samples": xs})
+    let s = slowpoke_tests::bench::summarize(xs);
+    let ci95 = s.half_width();
+    json!({"mean": s.mean, "ci95": ci95.is_finite().then_some(ci95), "samples": xs})
 }
 
 fn load_kernel() -> Kernel {
@@ -776,13 +754,13 @@ fn loadavg() -> String {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    match args.get(1).map(String::as_str) {
-        Some("--server") => return serve(&args[2]),
-        Some("--probe") => return probe(args[2].parse().expect("--probe MIN_GAP_NS")),
-        _ => {}
+    let o = <Options as clap::Parser>::parse();
+    if let Some(port) = &o.server {
+        return serve(port);
     }
-    let o = options();
+    if let Some(min_gap_ns) = o.probe {
+        return probe(min_gap_ns);
+    }
     let loadavg_start = loadavg();
     let mut report = serde_json::Map::new();
     report.insert("rounds".into(), json!(o.rounds));

@@ -37,6 +37,7 @@ use slowpoke_coordinator::experiment::{
 };
 use slowpoke_coordinator::model::Optimization;
 use slowpoke_coordinator::real::{EmuApp, InProcessAgent, RealLoadStarter};
+use slowpoke_tests::bench::round4 as r;
 
 /// Time to answer a 5-point what-if at the coordinator's default precision, with the load
 /// generator's and the node's CPU. Prints one JSON object on stdout.
@@ -474,19 +475,6 @@ fn ticks() -> Ticks {
 // ---------------------------------------------------------------------------------------------
 // Report
 // ---------------------------------------------------------------------------------------------
-
-/// Rounds to 4 significant digits (NaN and infinities become null).
-fn r(x: f64) -> Value {
-    if !x.is_finite() {
-        return Value::Null;
-    }
-    if x == 0.0 {
-        return json!(0.0);
-    }
-    let digits = 3 - x.abs().log10().floor() as i32;
-    let f = 10f64.powi(digits.max(0));
-    json!((x * f).round() / f)
-}
 
 fn mean(xs: &[f64]) -> f64 {
     xs.iter().sum::<f64>() / xs.len() as f64

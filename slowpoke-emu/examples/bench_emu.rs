@@ -26,6 +26,7 @@ use clap::Parser;
 use serde_json::{Value, json};
 use slowpoke_emu::{RunningApp, ServiceStats, StartOptions, topology};
 use slowpoke_load::{GeneratorOptions, LoadGenerator, LoadSpec, RequestTemplate, Snapshot, Window};
+use slowpoke_tests::bench::{round4 as r, stat_json, summarize};
 
 /// Benchmark of the emulator (overhead per visit), the load generator (CPU per request) and the shop app's
 /// true gain from halving cart's work live. Prints one JSON object on stdout.
@@ -487,94 +488,6 @@ fn utc_now() -> String {
 // Statistics: mean, median, sample standard deviation and a 95 % Student-t interval of the mean.
 
 /// Two-sided 97.5 % quantiles of Student's t for 1..=30 degrees of freedom.
-const T975: [f64; 30] = [
-    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
-    2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
-    2.052, 2.048, 2.045, 2.042,
-];
-
-fn t975(df: usize) -> f64 {
-    match df {
-        0 => f64::NAN,
-        1..=30 => T975[df - 1],
-        31..=60 => 2.000,
-        61..=120 => 1.980,
-        _ => 1.960,
-    }
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Summary {
-    n: usize,
-    mean: f64,
-    median: f64,
-    sd: f64,
-    lo: f64,
-    hi: f64,
-}
-
-fn summarize(values: &[f64]) -> Summary {
-    let v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
-    let n = v.len();
-    if n == 0 {
-        return Summary {
-            n,
-            mean: f64::NAN,
-            median: f64::NAN,
-            sd: f64::NAN,
-            lo: f64::NAN,
-            hi: f64::NAN,
-        };
-    }
-    let mean = v.iter().sum::<f64>() / n as f64;
-    let mut sorted = v.clone();
-    sorted.sort_by(f64::total_cmp);
-    let median = if n % 2 == 1 {
-        sorted[n / 2]
-    } else {
-        f64::midpoint(sorted[n / 2 - 1], sorted[n / 2])
-    };
-    let sd = if n > 1 {
-        (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt()
-    } else {
-        f64::NAN
-    };
-    let half = t975(n - 1) * sd / (n as f64).sqrt();
-    Summary {
-        n,
-        mean,
-        median,
-        sd,
-        lo: mean - half,
-        hi: mean + half,
-    }
-}
-
-/// Rounds to 4 significant digits for the report (NaN becomes null).
-fn r(x: f64) -> Value {
-    if !x.is_finite() {
-        return Value::Null;
-    }
-    if x == 0.0 {
-        return json!(0.0);
-    }
-    let digits = 3 - x.abs().log10().floor() as i32;
-    let scale = 10f64.powi(digits);
-    json!((x * scale).round() / scale)
-}
-
-fn stat_json(values: &[f64]) -> Value {
-    let s = summarize(values);
-    json!({
-        "mean": r(s.mean),
-        "median": r(s.median),
-        "ci95": [r(s.lo), r(s.hi)],
-        "sd": r(s.sd),
-        "n": s.n,
-        "values": values.iter().map(|&x| r(x)).collect::<Vec<_>>(),
-    })
-}
-
 fn stat_of(ms: &[Measured], f: impl Fn(&Measured) -> f64) -> Value {
     stat_json(&ms.iter().map(f).collect::<Vec<_>>())
 }

@@ -3,7 +3,10 @@
 //! child processes that never outlive a test (and are continued before being killed, should a
 //! test leave them stopped), and polling with deadlines instead of sleeps.
 //!
-//! The integration tests that span crates live in `tests/tests/`.
+//! The integration tests that span crates live in `tests/tests/`. [`bench`] holds the statistics
+//! the benchmark programs share.
+
+pub mod bench;
 
 use std::{
     io::{BufRead as _, BufReader, Read as _, Write as _},

@@ -165,22 +165,23 @@ pub fn proc_cpu_ns(pid: u32) -> u64 {
 /// /proc/<pid>/task/<tid>/schedstat) over its threads. /proc/<pid>/stat counts in 10 ms clock ticks, too coarse
 /// for blocks of a few hundred visits; the tests cross-check both.
 pub fn proc_cpu_ns_precise(pid: u32) -> u64 {
-    let mut total = 0;
-    // A thread may exit while we list them: skip it.
-    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+    schedstat_sum(pid, 1)
+}
+
+/// The first `fields` fields of every thread's /proc/<pid>/task/<tid>/schedstat, summed (a
+/// thread that exits while they are listed is skipped).
+fn schedstat_sum(pid: u32, fields: usize) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
         .expect("task dir")
         .filter_map(Result::ok)
-    {
-        let p = t.path().join("schedstat");
-        if let Ok(s) = std::fs::read_to_string(p) {
-            total += s
-                .split_whitespace()
-                .next()
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0);
-        }
-    }
-    total
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .map(|s| {
+            s.split_whitespace()
+                .take(fields)
+                .filter_map(|v| v.parse::<u64>().ok())
+                .sum::<u64>()
+        })
+        .sum()
 }
 
 /// Whether a pid is gone (or a zombie waiting to be reaped: it no longer runs).
@@ -215,22 +216,7 @@ pub fn wait_dead(pids: &[u32], timeout: Duration) {
 /// Its rate over a window is the process's CPU *demand* in threads, which, unlike the CPU it got, does not
 /// depend on how busy other processes keep the machine.
 pub fn proc_runnable_ns(pid: u32) -> u64 {
-    let mut total = 0;
-    // A thread may exit while we list them: skip it.
-    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
-        .expect("task dir")
-        .filter_map(Result::ok)
-    {
-        let p = t.path().join("schedstat");
-        if let Ok(s) = std::fs::read_to_string(p) {
-            total += s
-                .split_whitespace()
-                .take(2)
-                .filter_map(|v| v.parse::<u64>().ok())
-                .sum::<u64>();
-        }
-    }
-    total
+    schedstat_sum(pid, 2)
 }
 
 /// Busy time of the whole machine in ns, summed over CPUs (/proc/stat `cpu` line minus idle and iowait).
