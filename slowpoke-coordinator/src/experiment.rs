@@ -1239,6 +1239,15 @@ struct Series {
     truth: Vec<f64>,
     p50: Vec<f64>,
     p99: Vec<f64>,
+    /// The target's cores in use (CPU-seconds per second) in each baseline and slowed-down
+    /// window.
+    target_base_cores: Vec<f64>,
+    target_slow_cores: Vec<f64>,
+}
+
+/// The target's cores in use during a window (None when no agent reports it).
+fn cores_used(m: &Measured, service: &str) -> Option<f64> {
+    m.agents.samples.get(service).map(|x| x.cpu_ns / 1e9)
 }
 
 /// The node-CPU bound of one baseline window (None when no agent reports its node).
@@ -1293,6 +1302,8 @@ fn what_if_inner(
         truth: Vec::new(),
         p50: Vec::new(),
         p99: Vec::new(),
+        target_base_cores: Vec::new(),
+        target_slow_cores: Vec::new(),
     };
     let per_rep = if spec.truth { 3 } else { 2 };
     let mut rep = 0;
@@ -1325,6 +1336,9 @@ fn what_if_inner(
         series.base.push(b.load.rps);
         series.p50.push(b.load.p50_us);
         series.p99.push(b.load.p99_us);
+        series
+            .target_base_cores
+            .extend(cores_used(&b, &spec.target));
 
         monitor.update(|p| {
             p.phase = label("slowed down");
@@ -1333,6 +1347,9 @@ fn what_if_inner(
         s.set_plan(&plan)?;
         let sl = s.measure("slow", rep)?;
         s.clear_plan()?;
+        series
+            .target_slow_cores
+            .extend(cores_used(&sl, &spec.target));
         series.slow.push(sl.load.rps);
         if let Some(owed) = s.windows.last().and_then(|w| w.owed_per_request_us) {
             let planned = resolved.delta_per_request_ns / 1e3;
@@ -1403,6 +1420,26 @@ fn what_if_inner(
         s.warnings.push(format!(
             "the node's CPUs, not `{}`, limit the optimized app: the prediction is the node bound ({:.0} req/s), below what pausing alone predicts ({:.0} req/s)",
             spec.target, pred.value, pause_pred.value
+        ));
+    }
+    let target_cores = (
+        stats::median(&series.target_base_cores),
+        stats::median(&series.target_slow_cores),
+    );
+    tracing::debug!(target = %spec.target, c = t.c, ?target_cores, "target cores in use: baseline, slowed down");
+    if let (Some(bc), Some(sc)) = target_cores
+        && let Some(ratio) = model::target_starved(bc, sc, t.c)
+    {
+        s.warnings.push(format!(
+            "`{}` ran dry while the others were paused: it used {:.0} % of its {} core(s) in the \
+             slowed-down runs against {:.0} % in the baseline ({:.0} % of it), so the slowed-down \
+             throughput and the prediction are too low. Too few requests in flight: raise \
+             --connections (docs/model.md, \"Requests in flight\")",
+            spec.target,
+            sc / t.c * 100.0,
+            t.c,
+            bc / t.c * 100.0,
+            ratio * 100.0
         ));
     }
     let truth = stats::trimmed(&series.truth);

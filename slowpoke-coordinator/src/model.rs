@@ -369,6 +369,25 @@ pub struct NodeLoad {
     pub target_share: f64,
 }
 
+/// Lowest share of its cores the target must keep busy in the slowed-down runs, relative to the
+/// baseline, for the virtual speedup to hold ([`target_starved`]).
+pub const TARGET_KEPT_BUSY: f64 = 0.85;
+
+/// The virtual speedup assumes the target keeps working while the others are paused: it needs
+/// requests queued in front of it. With too few requests in flight (a low-concurrency load,
+/// synchronized pauses of every other service) it runs dry during the pauses and the slowed-down
+/// throughput — hence the prediction — comes out too low. Given the target's cores in use
+/// (CPU-seconds per second, medians) in the baseline and slowed-down runs and its parallelism
+/// `c`, returns the slowed-down/baseline utilization ratio when the target was busy in the
+/// baseline (≥ 50 % of `c`) and lost more than [`TARGET_KEPT_BUSY`] of that; None otherwise.
+pub fn target_starved(base_cores: f64, slow_cores: f64, c: f64) -> Option<f64> {
+    if !(base_cores.is_finite() && slow_cores.is_finite() && c > 0.0) {
+        return None;
+    }
+    let (base, slow) = (base_cores / c, slow_cores / c);
+    (base >= 0.5 && slow < TARGET_KEPT_BUSY * base).then(|| slow / base)
+}
+
 /// Highest share of a node's CPUs a saturated closed-loop app reaches here: the optimized app
 /// is bounded by this share of the node, not by 100 % (idle gaps between requests, wake-ups).
 pub const NODE_MAX_BUSY: f64 = 0.97;
@@ -410,6 +429,19 @@ pub fn node_bound(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_target_that_idles_in_the_slowed_down_runs_is_reported() {
+        // Busy 95 % of its one core in the baseline, 60 % while the others were paused.
+        let r = target_starved(0.95, 0.60, 1.0).unwrap();
+        assert!((r - 0.60 / 0.95).abs() < 1e-12);
+        // Kept busy (90 % of the baseline's use): fine.
+        assert_eq!(target_starved(0.95, 0.86, 1.0), None);
+        // Not the bottleneck in the baseline (30 % of 2 cores): no claim either way.
+        assert_eq!(target_starved(0.6, 0.1, 2.0), None);
+        assert_eq!(target_starved(f64::NAN, 0.1, 1.0), None);
+        assert_eq!(target_starved(1.0, 0.1, 0.0), None);
+    }
 
     #[test]
     fn node_bound_by_hand() {

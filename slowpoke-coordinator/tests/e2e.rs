@@ -19,14 +19,29 @@ fn topology() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/topologies/chain3.json")
 }
 
-#[test]
-fn chain3_prediction_matches_the_ground_truth() {
+/// The tests measure throughput on 2 shared cores: one app at a time.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Runs `spec` on a fresh chain3 with the in-process agent.
+fn run_on_chain3(
+    spec: &WhatIfSpec,
+) -> Result<
+    slowpoke_coordinator::experiment::WhatIfResult,
+    slowpoke_coordinator::experiment::RunError,
+> {
+    let _alone = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
         .expect("runtime");
-    let state = std::env::temp_dir().join(format!("slowpoke-e2e-{}", std::process::id()));
+    let state = std::env::temp_dir().join(format!(
+        "slowpoke-e2e-{}-{}",
+        std::process::id(),
+        spec.load.connections
+    ));
     let cfg = slowpoke_agent::AgentConfig {
         state_dir: state,
         ..slowpoke_agent::AgentConfig::default()
@@ -41,6 +56,23 @@ fn chain3_prediction_matches_the_ground_truth() {
         app: Box::new(app),
         load: Arc::new(RealLoadStarter),
     };
+    let r = run_what_if(spec, &mut backends, &Monitor::new());
+    drop(backends);
+    rt.block_on(inner.shutdown());
+    r
+}
+
+fn timing() -> Timing {
+    Timing {
+        warmup_s: 2.0,
+        window_s: 2.0,
+        settle_s: 0.5,
+        ..Timing::default()
+    }
+}
+
+#[test]
+fn chain3_prediction_matches_the_ground_truth() {
     // `middle` is the bottleneck (1000 µs on 1 thread); −400 µs gains far more than 20 %.
     let spec = WhatIfSpec {
         target: "middle".into(),
@@ -48,12 +80,7 @@ fn chain3_prediction_matches_the_ground_truth() {
         // The default load (64 connections): with 32, synchronized pauses (the default
         // actuator) drain the target's queue and predicted −8 to −12 % here (docs/evaluation.md).
         load: LoadConfig::default(),
-        timing: Timing {
-            warmup_s: 2.0,
-            window_s: 2.0,
-            settle_s: 0.5,
-            ..Timing::default()
-        },
+        timing: timing(),
         repeat: Repeat {
             repetitions: 5,
             precision_pct: None,
@@ -64,9 +91,7 @@ fn chain3_prediction_matches_the_ground_truth() {
         truth: true,
         entry_service: None,
     };
-    let r = run_what_if(&spec, &mut backends, &Monitor::new());
-    drop(backends);
-    rt.block_on(inner.shutdown());
+    let r = run_on_chain3(&spec);
     let r = r.expect("the experiment runs");
     eprintln!("{}", slowpoke_coordinator::report::what_if_table(&r));
     let truth = r.truth_rps.expect("truth");
@@ -81,5 +106,37 @@ fn chain3_prediction_matches_the_ground_truth() {
     assert!(
         base_err.abs() > 10.0,
         "the baseline misses by only {base_err:+.1} %"
+    );
+}
+
+/// With 2 requests in flight, synchronized pauses of the other services leave `middle` idle:
+/// the what-if says so instead of handing over a prediction that is far too low in silence.
+#[test]
+fn a_target_that_runs_dry_in_the_slowed_down_runs_is_reported() {
+    let spec = WhatIfSpec {
+        target: "middle".into(),
+        optimization: Optimization::DeltaUs(400.0),
+        load: LoadConfig {
+            connections: 2,
+            ..LoadConfig::default()
+        },
+        timing: timing(),
+        repeat: Repeat {
+            repetitions: 3,
+            precision_pct: None,
+            budget_s: 60.0,
+            max_repetitions: 3,
+        },
+        safety: Safety::default(),
+        truth: false,
+        entry_service: None,
+    };
+    let r = run_on_chain3(&spec).expect("the experiment runs");
+    assert!(
+        r.warnings
+            .iter()
+            .any(|w| w.contains("ran dry") && w.contains("--connections")),
+        "{:#?}",
+        r.warnings
     );
 }
