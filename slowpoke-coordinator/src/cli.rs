@@ -832,19 +832,11 @@ fn what_if(mut a: WhatIfArgs) -> anyhow::Result<()> {
         }
         repeat.repetitions = r;
     }
-    match a.precision {
-        Some(0.0) => repeat.precision_pct = None,
-        Some(p) if !(p.is_finite() && p > 0.0) => {
-            bail!("--precision must be a positive percentage, or 0 to turn it off (got {p})")
-        }
-        Some(p) => repeat.precision_pct = Some(p),
-        None => {}
+    if let Some(p) = a.precision {
+        repeat.precision_pct = precision_arg(p)?;
     }
     if let Some(b) = a.budget {
-        if !(b.is_finite() && b >= 0.0) {
-            bail!("--budget must be a non-negative number of seconds (got {b})");
-        }
-        repeat.budget_s = b;
+        repeat.budget_s = budget_arg(b)?;
     }
     let load = a.common.load_config()?;
     let spec = WhatIfSpec {
@@ -890,6 +882,25 @@ fn what_if(mut a: WhatIfArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--precision P`: a positive percentage, or 0 to turn repeating for precision off (None).
+fn precision_arg(p: f64) -> anyhow::Result<Option<f64>> {
+    if p == 0.0 {
+        return Ok(None);
+    }
+    if !(p.is_finite() && p > 0.0) {
+        bail!("--precision must be a positive percentage, or 0 to turn it off (got {p})");
+    }
+    Ok(Some(p))
+}
+
+/// `--budget S`: a non-negative number of seconds.
+fn budget_arg(b: f64) -> anyhow::Result<f64> {
+    if !(b.is_finite() && b >= 0.0) {
+        bail!("--budget must be a non-negative number of seconds (got {b})");
+    }
+    Ok(b)
+}
+
 fn profile(mut a: ProfileArgs) -> anyhow::Result<()> {
     if let Some(f) = a.common.experiment.clone() {
         let file: ProfileArgs = read_experiment_file(&f)?;
@@ -911,20 +922,12 @@ fn profile(mut a: ProfileArgs) -> anyhow::Result<()> {
         load: load.clone(),
         timing: a.common.timing(defaults.timing)?,
         repetitions: a.repetitions.unwrap_or(defaults.repetitions),
-        precision_pct: match a.precision {
-            None | Some(0.0) => None,
-            Some(p) if !(p.is_finite() && p > 0.0) => {
-                bail!("--precision must be a positive percentage, or 0 to turn it off (got {p})")
-            }
-            Some(p) => Some(p),
-        },
-        budget_s: match a.budget {
-            Some(b) if !(b.is_finite() && b >= 0.0) => {
-                bail!("--budget must be a non-negative number of seconds (got {b})")
-            }
-            Some(b) => b,
-            None => defaults.budget_s,
-        },
+        precision_pct: a.precision.map(precision_arg).transpose()?.flatten(),
+        budget_s: a
+            .budget
+            .map(budget_arg)
+            .transpose()?
+            .unwrap_or(defaults.budget_s),
         safety: a.common.safety()?,
         entry_service: a.common.entry_service.clone(),
     };
@@ -1083,19 +1086,8 @@ fn eval(a: &EvalArgs) -> anyhow::Result<()> {
         placements,
         repetitions: a.repetitions,
         window_s: a.duration,
-        precision_pct: match a.precision {
-            0.0 => None,
-            p if p.is_finite() && p > 0.0 => Some(p),
-            p => bail!("--precision must be a positive percentage, or 0 to turn it off (got {p})"),
-        },
-        budget_s: if a.budget.is_finite() && a.budget >= 0.0 {
-            a.budget
-        } else {
-            bail!(
-                "--budget must be a non-negative number of seconds (got {})",
-                a.budget
-            )
-        },
+        precision_pct: precision_arg(a.precision)?,
+        budget_s: budget_arg(a.budget)?,
         connections: a.connections,
     };
     let store = ResultStore::new(

@@ -40,6 +40,24 @@ impl Estimate {
         (self.ci_high - self.ci_low) / 2.0 / self.value.abs() * 100.0
     }
 
+    /// The smaller of two estimates, endpoint by endpoint (the prediction when either of two
+    /// limits may bind: each end of the interval is the tighter limit's; the counts are those
+    /// of the limit that binds).
+    #[must_use]
+    pub fn min(self, other: Estimate) -> Estimate {
+        let lower = if other.value < self.value {
+            other
+        } else {
+            self
+        };
+        Estimate {
+            value: self.value.min(other.value),
+            ci_low: self.ci_low.min(other.ci_low),
+            ci_high: self.ci_high.min(other.ci_high),
+            ..lower
+        }
+    }
+
     /// Maps the estimate through an increasing function; an endpoint the function cannot map
     /// (`None`) becomes unbounded.
     pub fn map_increasing(&self, f: impl Fn(f64) -> Option<f64>) -> Option<Estimate> {
@@ -173,25 +191,6 @@ pub fn median_with_spread(values: &[f64]) -> Option<Estimate> {
         ci_high: m + half,
         ..f
     })
-}
-
-impl Estimate {
-    /// The smaller of two estimates, endpoint by endpoint (the prediction when either of two
-    /// limits may bind: each end of the interval is the tighter limit's).
-    #[must_use]
-    pub fn min(self, other: Estimate) -> Estimate {
-        let (lower, _) = if other.value < self.value {
-            (other, self)
-        } else {
-            (self, other)
-        };
-        Estimate {
-            value: self.value.min(other.value),
-            ci_low: self.ci_low.min(other.ci_low),
-            ci_high: self.ci_high.min(other.ci_high),
-            ..lower
-        }
-    }
 }
 
 /// Mean of the values within median ± 3·MAD with a Student-t 95 % interval.
