@@ -27,7 +27,7 @@ use crate::{
     error::AgentError,
     guardian::{AgentLock, Guardian},
     kernel::{Kernel, KernelCounters, MAX_SERVICES, PauseRequest, ServiceId},
-    registry::{self, CpuAccount, Resolved, Selector},
+    registry::{self, CpuAccount, Resolved, Selector, WaitAccount},
     state::{self, StateFile},
 };
 
@@ -113,6 +113,7 @@ struct Service {
     resolved: Resolved,
     actuator: Arc<Actuator>,
     cpu: CpuAccount,
+    wait: WaitAccount,
     cores: f64,
 }
 
@@ -341,6 +342,7 @@ impl Agent {
                 resolved: Resolved::default(),
                 actuator,
                 cpu: CpuAccount::default(),
+                wait: WaitAccount::default(),
                 cores,
             })
         };
@@ -349,6 +351,7 @@ impl Agent {
         }
         apply_resolution(&self.inner.kernel, svc, resolved)?;
         svc.cpu.update(&svc.resolved.pids);
+        svc.wait.update(&svc.resolved.pids);
         tracing::info!(service = name, pids = ?svc.resolved.pids, ports = ?svc.resolved.listen_ports, "service registered");
         Ok(svc.info(name))
     }
@@ -450,6 +453,7 @@ impl Agent {
                     bytes_out: kc.bytes_out,
                     pause_ns: a.pause_ns,
                     cpu_ns: svc.cpu.update(&pids),
+                    wait_ns: svc.wait.update(&pids),
                     cores: svc.cores,
                     pids,
                     calls_out: kc.calls_out,

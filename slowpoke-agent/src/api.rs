@@ -66,6 +66,11 @@ pub struct ServiceStats {
     pub pause_ns: u64,
     /// CPU time used by the service's processes (user + system), all threads.
     pub cpu_ns: u64,
+    /// Time the service's threads were runnable but waited for a CPU (the scheduler's
+    /// `run_delay`, summed over threads; 0 without scheduler statistics). With `cpu_ns` it tells
+    /// a service that had no work (idle) from one crowded out by others on shared cores.
+    #[serde(default)]
+    pub wait_ns: u64,
     /// Effective parallelism: min(usable CPUs, threads that can serve at once), or the override.
     pub cores: f64,
     pub pids: Vec<u32>,

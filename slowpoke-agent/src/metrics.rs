@@ -71,6 +71,12 @@ const FAMILIES: &[Family] = &[
         |s| s.cpu_ns as f64 / 1e9,
     ),
     (
+        "slowpoke_run_queue_wait_seconds_total",
+        "counter",
+        "Time the service's threads were runnable but waited for a CPU.",
+        |s| s.wait_ns as f64 / 1e9,
+    ),
+    (
         "slowpoke_cores",
         "gauge",
         "Effective parallelism of the service.",

@@ -72,6 +72,33 @@ pub fn parse_stat(text: &str) -> Option<ProcStat> {
     })
 }
 
+/// Appends `(tid, run_delay_ns)` for every thread of process `pid`: the time each thread spent
+/// runnable but waiting on a run queue, from `/proc/PID/task/TID/schedstat`. Threads that vanish
+/// while being read are skipped; nothing is appended without scheduler statistics.
+pub fn thread_run_delays(pid: u32, out: &mut Vec<(u32, u64)>) {
+    let Ok(dir) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return;
+    };
+    for e in dir.flatten() {
+        let Some(tid) = e.file_name().to_str().and_then(|t| t.parse().ok()) else {
+            continue;
+        };
+        if let Some((_, wait)) = fs::read_to_string(e.path().join("schedstat"))
+            .ok()
+            .and_then(|t| parse_schedstat(&t))
+        {
+            out.push((tid, wait));
+        }
+    }
+}
+
+/// Parses a `schedstat` line, `"<on-cpu ns> <run-queue wait ns> <timeslices>"`, into
+/// (on-CPU ns, wait ns).
+pub fn parse_schedstat(text: &str) -> Option<(u64, u64)> {
+    let mut f = text.split_ascii_whitespace();
+    Some((f.next()?.parse().ok()?, f.next()?.parse().ok()?))
+}
+
 /// Nanoseconds per clock tick (`sysconf(_SC_CLK_TCK)`, 100 Hz almost everywhere).
 pub fn ns_per_tick() -> u64 {
     // SAFETY: sysconf has no preconditions.
@@ -404,6 +431,19 @@ mod tests {
         parse_listening(text, &mut out);
         assert_eq!(out.len(), 1);
         assert_eq!(out[&635], 2024);
+    }
+
+    #[test]
+    fn schedstat_line() {
+        assert_eq!(parse_schedstat("2345 678 9\n"), Some((2345, 678)));
+        assert_eq!(parse_schedstat("2345\n"), None);
+        assert_eq!(parse_schedstat("x 1 2"), None);
+        let mut threads = Vec::new();
+        thread_run_delays(std::process::id(), &mut threads);
+        assert!(
+            !threads.is_empty(),
+            "this test's own threads have schedstat"
+        );
     }
 
     #[test]

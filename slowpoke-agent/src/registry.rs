@@ -192,38 +192,66 @@ impl Selector {
     }
 }
 
-/// CPU time of a service, kept monotonic when its processes exit: the last value read of a
-/// process that left is kept.
+/// A sum of per-key counters (per process or per thread) kept monotonic when keys go away: the
+/// last value read of a key that left is kept, and a reused key never makes the sum go back.
 #[derive(Debug, Default)]
-pub struct CpuAccount {
+struct MonotonicSum {
     live: BTreeMap<u32, u64>,
-    departed_ns: u64,
-    reported_ns: u64,
+    departed: u64,
+    reported: u64,
 }
+
+impl MonotonicSum {
+    /// Takes this pass's readings (`None`: the key is still there but could not be read: keep
+    /// its last value) and returns the total.
+    fn update(&mut self, readings: impl IntoIterator<Item = (u32, Option<u64>)>) -> u64 {
+        let mut now = BTreeMap::new();
+        for (k, v) in readings {
+            let last = self.live.get(&k).copied().unwrap_or(0);
+            now.insert(k, v.unwrap_or(last).max(last));
+        }
+        for (k, v) in &self.live {
+            if !now.contains_key(k) {
+                self.departed += v;
+            }
+        }
+        self.live = now;
+        let total = self.departed + self.live.values().sum::<u64>();
+        self.reported = self.reported.max(total);
+        self.reported
+    }
+}
+
+/// CPU time of a service, kept monotonic when its processes exit.
+#[derive(Debug, Default)]
+pub struct CpuAccount(MonotonicSum);
 
 impl CpuAccount {
     /// Reads the CPU time of `pids` and returns the service total (monotonic).
     pub fn update(&mut self, pids: &[u32]) -> u64 {
         let tick = procfs::ns_per_tick();
-        let mut now = BTreeMap::new();
+        self.0.update(
+            pids.iter()
+                .map(|&p| (p, procfs::stat(p).map(|s| s.cpu_ticks * tick))),
+        )
+    }
+}
+
+/// Time a service's threads spent runnable but waiting for a CPU (the scheduler's `run_delay`),
+/// summed over every thread of its processes and kept monotonic when threads exit. 0 on kernels
+/// without scheduler statistics (`/proc/PID/task/TID/schedstat` missing).
+#[derive(Debug, Default)]
+pub struct WaitAccount(MonotonicSum);
+
+impl WaitAccount {
+    /// Reads the run-queue wait of every thread of `pids` and returns the service total.
+    pub fn update(&mut self, pids: &[u32]) -> u64 {
+        let mut threads = Vec::new();
         for &p in pids {
-            let v = match procfs::stat(p) {
-                Some(s) => s.cpu_ticks * tick,
-                // Gone between resolution and now: keep what we had.
-                None => self.live.get(&p).copied().unwrap_or(0),
-            };
-            // A reused pid must not make time go backwards.
-            now.insert(p, v.max(self.live.get(&p).copied().unwrap_or(0)));
+            procfs::thread_run_delays(p, &mut threads);
         }
-        for (p, v) in &self.live {
-            if !now.contains_key(p) {
-                self.departed_ns += v;
-            }
-        }
-        self.live = now;
-        let total = self.departed_ns + self.live.values().sum::<u64>();
-        self.reported_ns = self.reported_ns.max(total);
-        self.reported_ns
+        self.0
+            .update(threads.into_iter().map(|(t, w)| (t, Some(w))))
     }
 }
 
@@ -329,5 +357,20 @@ mod tests {
         let a = cpu.update(&[me]);
         let b = cpu.update(&[]);
         assert_eq!(a, b, "cpu time of a departed process is kept");
+        let mut wait = WaitAccount::default();
+        let a = wait.update(&[me]);
+        let b = wait.update(&[]);
+        assert_eq!(a, b, "run-queue wait of departed threads is kept");
+    }
+
+    #[test]
+    fn monotonic_sum_keeps_departed_and_unreadable_keys() {
+        let mut m = MonotonicSum::default();
+        assert_eq!(m.update([(1, Some(10)), (2, Some(5))]), 15);
+        // Key 2 unreadable this pass: its last value stays.
+        assert_eq!(m.update([(1, Some(12)), (2, None)]), 17);
+        // Key 1 left: its 12 are kept; key 2 reused with a smaller value never goes back.
+        assert_eq!(m.update([(2, Some(1)), (3, Some(4))]), 21);
+        assert_eq!(m.update([]), 21);
     }
 }

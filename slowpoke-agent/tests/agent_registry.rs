@@ -125,6 +125,46 @@ async fn cpu_time_is_monotonic_and_cores_override() {
     agent.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_queue_wait_shows_processes_sharing_one_cpu() {
+    let state = TempDir::new("reg-wait");
+    let agent = start_agent(&state).await;
+    // Two processes pinned to the same CPU, each burning 0.4 s of CPU: while both are runnable
+    // only one runs, the other waits on the run queue.
+    let hog = || {
+        let child = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import os, time\nos.sched_setaffinity(0, {min(os.sched_getaffinity(0))})\n\
+                 while time.process_time() < 0.4: pass\ntime.sleep(1000)",
+            ])
+            .spawn()
+            .expect("spawning a busy process");
+        agent_util::Proc {
+            child,
+            port: 0,
+            dir: None,
+        }
+    };
+    let (a, b) = (hog(), hog());
+    agent
+        .put_service("hogs", spec(|s| s.pids = Some(vec![a.pid(), b.pid()])))
+        .expect("register");
+    let s = wait_for(Duration::from_secs(10), "0.8 s of CPU time", || {
+        let s = agent.stats().services["hogs"].clone();
+        (s.cpu_ns >= 750_000_000).then_some(s)
+    });
+    // Until the first of them had its 0.4 s, the other waited whenever it ran: ≥ 0.4 s of wait
+    // in all (more when anything else ran on that CPU). 0.2 s leaves room for start-up.
+    assert!(
+        s.wait_ns >= 200_000_000,
+        "run-queue wait {} ns for two processes sharing one CPU",
+        s.wait_ns
+    );
+    drop((a, b));
+    agent.shutdown().await;
+}
+
 /// A fresh cgroup directory under `root` (removed on drop after its processes are gone).
 struct Cgroup(PathBuf);
 

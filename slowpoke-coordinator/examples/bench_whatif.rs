@@ -150,11 +150,7 @@ fn real_main() -> Result<()> {
                 window_s: 0.5,
                 ..Timing::default()
             },
-            Repeat {
-                repetitions: 1,
-                precision_pct: None,
-                ..Repeat::default()
-            },
+            Repeat::fixed(1),
         )
     } else {
         (Timing::default(), Repeat::default())

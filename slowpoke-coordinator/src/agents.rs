@@ -412,10 +412,11 @@ pub fn window(before: &StatsSnapshot, after: &StatsSnapshot) -> StatsWindow {
             let sb = b.services.get(name).cloned().unwrap_or_default();
             let dv = sa.visits.saturating_sub(sb.visits) as f64;
             let dc = sa.cpu_ns.saturating_sub(sb.cpu_ns) as f64;
-            let (visits, cpu_ns) = if secs > 0.0 {
-                (dv / secs, dc / secs)
+            let dw = sa.wait_ns.saturating_sub(sb.wait_ns) as f64;
+            let (visits, cpu_ns, wait_ns) = if secs > 0.0 {
+                (dv / secs, dc / secs, dw / secs)
             } else {
-                (0.0, 0.0)
+                (0.0, 0.0, 0.0)
             };
             node_visits.insert(name.clone(), visits);
             node_cpu_ns += cpu_ns;
@@ -423,6 +424,7 @@ pub fn window(before: &StatsSnapshot, after: &StatsSnapshot) -> StatsWindow {
             let sample = ServiceSample {
                 visits,
                 cpu_ns,
+                wait_ns,
                 cores,
             };
             let e = w.samples.entry(name.clone()).or_default();

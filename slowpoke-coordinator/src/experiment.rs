@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use slowpoke_agent::api;
 
 use crate::agents::{self, AgentError, RegisterError, Registration, SharedAgent, StatsSnapshot};
-use crate::model::{self, ModelError, Optimization, Parameters, PausePlan, Resolved};
+use crate::model::{self, ModelError, Optimization, Parameters, PausePlan, Resolved, TargetUse};
 use crate::stats;
 
 // ---------------------------------------------------------------------------------------------
@@ -281,6 +281,16 @@ impl Default for Repeat {
 }
 
 impl Repeat {
+    /// Exactly `n` repetitions, no precision target (tests, benchmarks, scripted runs).
+    pub fn fixed(n: usize) -> Repeat {
+        Repeat {
+            repetitions: n,
+            precision_pct: None,
+            max_repetitions: n,
+            ..Repeat::default()
+        }
+    }
+
     fn validate(&self) -> Result<(), RunError> {
         if self.repetitions == 0 {
             return Err(RunError::BadSpec("--repetitions must be at least 1".into()));
@@ -681,6 +691,11 @@ pub struct WhatIfResult {
     /// when the agents report their nodes. `predicted_rps` is the lower of the two.
     #[serde(default)]
     pub node_bound_rps: Option<f64>,
+    /// The target's cores in use and run-queue wait (medians over windows) in the baseline and
+    /// slowed-down runs, when an agent reports it: a target that works less while the others are
+    /// paused makes the prediction too low (docs/model.md, "Requests in flight", "Shared cores").
+    #[serde(default)]
+    pub target_use: Option<TargetUseRecord>,
     pub truth_rps: Option<f64>,
     pub truth_ci_low: Option<f64>,
     pub truth_ci_high: Option<f64>,
@@ -1239,15 +1254,27 @@ struct Series {
     truth: Vec<f64>,
     p50: Vec<f64>,
     p99: Vec<f64>,
-    /// The target's cores in use (CPU-seconds per second) in each baseline and slowed-down
-    /// window.
-    target_base_cores: Vec<f64>,
-    target_slow_cores: Vec<f64>,
+    /// The target's cores in use and run-queue wait in each baseline and slowed-down window.
+    target_base: Vec<TargetUse>,
+    target_slow: Vec<TargetUse>,
 }
 
-/// The target's cores in use during a window (None when no agent reports it).
-fn cores_used(m: &Measured, service: &str) -> Option<f64> {
-    m.agents.samples.get(service).map(|x| x.cpu_ns / 1e9)
+/// The target's cores in use and run-queue wait during a window (None when no agent reports it).
+fn target_use(m: &Measured, service: &str) -> Option<TargetUse> {
+    m.agents.samples.get(service).map(|x| TargetUse {
+        cores: x.cpu_ns / 1e9,
+        wait: x.wait_ns / 1e9,
+    })
+}
+
+/// Medians of the target's use over windows.
+fn median_use(windows: &[TargetUse]) -> Option<TargetUse> {
+    let cores: Vec<f64> = windows.iter().map(|u| u.cores).collect();
+    let wait: Vec<f64> = windows.iter().map(|u| u.wait).collect();
+    Some(TargetUse {
+        cores: stats::median(&cores)?,
+        wait: stats::median(&wait)?,
+    })
 }
 
 /// The node-CPU bound of one baseline window (None when no agent reports its node).
@@ -1302,8 +1329,8 @@ fn what_if_inner(
         truth: Vec::new(),
         p50: Vec::new(),
         p99: Vec::new(),
-        target_base_cores: Vec::new(),
-        target_slow_cores: Vec::new(),
+        target_base: Vec::new(),
+        target_slow: Vec::new(),
     };
     let per_rep = if spec.truth { 3 } else { 2 };
     let mut rep = 0;
@@ -1336,9 +1363,7 @@ fn what_if_inner(
         series.base.push(b.load.rps);
         series.p50.push(b.load.p50_us);
         series.p99.push(b.load.p99_us);
-        series
-            .target_base_cores
-            .extend(cores_used(&b, &spec.target));
+        series.target_base.extend(target_use(&b, &spec.target));
 
         monitor.update(|p| {
             p.phase = label("slowed down");
@@ -1347,9 +1372,7 @@ fn what_if_inner(
         s.set_plan(&plan)?;
         let sl = s.measure("slow", rep)?;
         s.clear_plan()?;
-        series
-            .target_slow_cores
-            .extend(cores_used(&sl, &spec.target));
+        series.target_slow.extend(target_use(&sl, &spec.target));
         series.slow.push(sl.load.rps);
         if let Some(owed) = s.windows.last().and_then(|w| w.owed_per_request_us) {
             let planned = resolved.delta_per_request_ns / 1e3;
@@ -1422,25 +1445,13 @@ fn what_if_inner(
             spec.target, pred.value, pause_pred.value
         ));
     }
-    let target_cores = (
-        stats::median(&series.target_base_cores),
-        stats::median(&series.target_slow_cores),
-    );
-    tracing::debug!(target = %spec.target, c = t.c, ?target_cores, "target cores in use: baseline, slowed down");
-    if let (Some(bc), Some(sc)) = target_cores
-        && let Some(ratio) = model::target_starved(bc, sc, t.c)
+    let target = median_use(&series.target_base).zip(median_use(&series.target_slow));
+    tracing::debug!(target = %spec.target, c = t.c, ?target, "target use: baseline, slowed down");
+    if let Some((bu, su)) = target
+        && let Some(why) = model::target_shortfall(bu, su, t.c)
     {
-        s.warnings.push(format!(
-            "`{}` ran dry while the others were paused: it used {:.0} % of its {} core(s) in the \
-             slowed-down runs against {:.0} % in the baseline ({:.0} % of it), so the slowed-down \
-             throughput and the prediction are too low. Too few requests in flight: raise \
-             --connections (docs/model.md, \"Requests in flight\")",
-            spec.target,
-            sc / t.c * 100.0,
-            t.c,
-            bc / t.c * 100.0,
-            ratio * 100.0
-        ));
+        s.warnings
+            .push(shortfall_warning(&spec.target, t.c, bu, su, why));
     }
     let truth = stats::trimmed(&series.truth);
     let error_pct = truth.map(|t| (pred.value - t.value) / t.value * 100.0);
@@ -1473,6 +1484,7 @@ fn what_if_inner(
         predicted_gain_pct: (pred.value - base.value) / base.value * 100.0,
         pause_predicted_rps: pause_pred.value,
         node_bound_rps: node_bound,
+        target_use: target.map(|(baseline, slowed)| TargetUseRecord { baseline, slowed }),
         truth_rps: truth.map(|t| t.value),
         truth_ci_low: truth.map(|t| t.ci_low),
         truth_ci_high: truth.map(|t| t.ci_high),
@@ -1492,6 +1504,47 @@ fn what_if_inner(
         windows: std::mem::take(&mut s.windows),
         duration_s: started.elapsed().as_secs_f64(),
     })
+}
+
+/// The target's use of its cores in the baseline and slowed-down runs.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct TargetUseRecord {
+    pub baseline: TargetUse,
+    pub slowed: TargetUse,
+}
+
+/// The what-if warning for a target that worked less while the others were paused.
+fn shortfall_warning(
+    target: &str,
+    c: f64,
+    base: TargetUse,
+    slow: TargetUse,
+    why: model::Shortfall,
+) -> String {
+    let pct = |x: f64| x / c * 100.0;
+    match why {
+        model::Shortfall::RanDry { kept } => format!(
+            "`{target}` ran dry while the others were paused: it used {:.0} % of its {c} core(s) \
+             in the slowed-down runs against {:.0} % in the baseline ({:.0} % of it), so the \
+             slowed-down throughput and the prediction are too low. Too few requests in flight: \
+             raise --connections (docs/model.md, \"Requests in flight\")",
+            pct(slow.cores),
+            pct(base.cores),
+            kept * 100.0
+        ),
+        model::Shortfall::CrowdedOut { kept } => format!(
+            "`{target}` was crowded out of the shared CPUs while the others caught up after their \
+             pauses: it used {:.0} % of its {c} core(s) in the slowed-down runs against {:.0} % in \
+             the baseline ({:.0} % of it) and waited for a CPU {:.0} % of the time against {:.0} %, \
+             so the slowed-down throughput and the prediction are too low: read the prediction as \
+             a lower bound (docs/model.md, \"Shared cores\")",
+            pct(slow.cores),
+            pct(base.cores),
+            kept * 100.0,
+            pct(slow.wait),
+            pct(base.wait)
+        ),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1580,6 +1633,9 @@ fn profile_inner(
     let mut slow: BTreeMap<(String, u64), Vec<f64>> = BTreeMap::new();
     let mut bounds: BTreeMap<(String, u64), Vec<f64>> = BTreeMap::new();
     let mut failed: BTreeMap<(String, u64), String> = BTreeMap::new();
+    // Each target's use of its cores, for the ran-dry / crowded-out check.
+    let mut base_use: BTreeMap<String, Vec<TargetUse>> = BTreeMap::new();
+    let mut slow_use: BTreeMap<(String, u64), Vec<TargetUse>> = BTreeMap::new();
     let mut rep = 0;
     loop {
         rep += 1;
@@ -1601,6 +1657,12 @@ fn profile_inner(
             }
         }
         base.push(b.load.rps);
+        for t in &targets {
+            base_use
+                .entry(t.clone())
+                .or_default()
+                .extend(target_use(&b, t));
+        }
         done += 1;
         for (t, pct, res) in &points {
             let key = (t.clone(), pct.to_bits());
@@ -1618,7 +1680,13 @@ fn profile_inner(
             let m = s.measure(&format!("slow:{t}:{pct}"), rep);
             s.clear_plan()?;
             match m {
-                Ok(m) => slow.entry(key).or_default().push(m.load.rps),
+                Ok(m) => {
+                    slow_use
+                        .entry(key.clone())
+                        .or_default()
+                        .extend(target_use(&m, t));
+                    slow.entry(key).or_default().push(m.load.rps);
+                }
                 Err(RunError::CapHit { .. }) => {
                     failed.insert(key, "the agents' safety cap was hit".into());
                 }
@@ -1649,6 +1717,19 @@ fn profile_inner(
             || rep >= MAX_PROFILE_SWEEPS
         {
             break;
+        }
+    }
+    for (t, pct, _) in &points {
+        let base = base_use.get(t).and_then(|u| median_use(u));
+        let slowed = slow_use
+            .get(&(t.clone(), pct.to_bits()))
+            .and_then(|u| median_use(u));
+        let c = params.services.get(t).map_or(0.0, |x| x.c);
+        if let Some((bu, su)) = base.zip(slowed)
+            && let Some(why) = model::target_shortfall(bu, su, c)
+        {
+            let line = shortfall_warning(t, c, bu, su, why);
+            s.warnings.push(format!("{t} −{pct} %: {line}"));
         }
     }
     let base_est = stats::mad_filtered(&base).expect("at least one repetition");
@@ -1896,12 +1977,7 @@ mod tests {
             optimization: opt,
             load: LoadConfig::default(),
             timing: quick_timing(),
-            repeat: Repeat {
-                repetitions: 3,
-                precision_pct: None,
-                budget_s: 60.0,
-                max_repetitions: 10,
-            },
+            repeat: Repeat::fixed(3),
             safety: Safety::default(),
             truth: true,
             entry_service: None,

@@ -25,4 +25,4 @@ pub mod real;
 pub mod report;
 pub mod results;
 pub mod server;
-pub mod stats;
+pub use slowpoke_stats as stats;

@@ -61,6 +61,10 @@ pub enum ModelError {
 pub struct ServiceSample {
     pub visits: f64,
     pub cpu_ns: f64,
+    /// Run-queue wait of the service's threads (runnable, waiting for a CPU), same unit as
+    /// `cpu_ns`.
+    #[serde(default)]
+    pub wait_ns: f64,
     pub cores: f64,
 }
 
@@ -71,6 +75,7 @@ impl ServiceSample {
         ServiceSample {
             visits: self.visits + other.visits,
             cpu_ns: self.cpu_ns + other.cpu_ns,
+            wait_ns: self.wait_ns + other.wait_ns,
             cores: self.cores + other.cores,
         }
     }
@@ -370,22 +375,48 @@ pub struct NodeLoad {
 }
 
 /// Lowest share of its cores the target must keep busy in the slowed-down runs, relative to the
-/// baseline, for the virtual speedup to hold ([`target_starved`]).
+/// baseline, for the virtual speedup to hold ([`target_shortfall`]).
 pub const TARGET_KEPT_BUSY: f64 = 0.85;
 
-/// The virtual speedup assumes the target keeps working while the others are paused: it needs
-/// requests queued in front of it. With too few requests in flight (a low-concurrency load,
-/// synchronized pauses of every other service) it runs dry during the pauses and the slowed-down
-/// throughput — hence the prediction — comes out too low. Given the target's cores in use
-/// (CPU-seconds per second, medians) in the baseline and slowed-down runs and its parallelism
-/// `c`, returns the slowed-down/baseline utilization ratio when the target was busy in the
-/// baseline (≥ 50 % of `c`) and lost more than [`TARGET_KEPT_BUSY`] of that; None otherwise.
-pub fn target_starved(base_cores: f64, slow_cores: f64, c: f64) -> Option<f64> {
-    if !(base_cores.is_finite() && slow_cores.is_finite() && c > 0.0) {
+/// How the target spent its time over a window: cores in use (CPU-seconds per second) and cores'
+/// worth of run-queue wait (runnable, waiting for a CPU), both summed over its threads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct TargetUse {
+    pub cores: f64,
+    pub wait: f64,
+}
+
+/// Why the target did less work in the slowed-down runs than in the baseline.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Shortfall {
+    /// It had nothing to do: too few requests in flight reach it while the others are paused.
+    RanDry { kept: f64 },
+    /// It had work but waited for a CPU: on shared cores the other services, resuming from each
+    /// pause with a backlog, outnumber its threads.
+    CrowdedOut { kept: f64 },
+}
+
+/// The virtual speedup assumes the target keeps working while the others are paused, at the pace
+/// it had: it needs requests queued in front of it, and the CPUs to serve them. When the target
+/// was busy in the baseline (≥ 50 % of its parallelism `c`) and used less than
+/// [`TARGET_KEPT_BUSY`] of that CPU in the slowed-down runs, the slowed-down throughput — hence
+/// the prediction — comes out too low. The shortfall is `CrowdedOut` when at least half the lost
+/// CPU time shows up as extra run-queue wait, `RanDry` otherwise (it idled). `kept` is the
+/// slowed-down/baseline CPU ratio. None when the target kept busy or the inputs say nothing.
+pub fn target_shortfall(base: TargetUse, slow: TargetUse, c: f64) -> Option<Shortfall> {
+    let finite = [base.cores, slow.cores, base.wait, slow.wait]
+        .iter()
+        .all(|x| x.is_finite());
+    if !finite || c <= 0.0 || base.cores / c < 0.5 || slow.cores >= TARGET_KEPT_BUSY * base.cores {
         return None;
     }
-    let (base, slow) = (base_cores / c, slow_cores / c);
-    (base >= 0.5 && slow < TARGET_KEPT_BUSY * base).then(|| slow / base)
+    let kept = slow.cores / base.cores;
+    let lost = base.cores - slow.cores;
+    Some(if slow.wait - base.wait >= 0.5 * lost {
+        Shortfall::CrowdedOut { kept }
+    } else {
+        Shortfall::RanDry { kept }
+    })
 }
 
 /// Highest share of a node's CPUs a saturated closed-loop app reaches here: the optimized app
@@ -431,16 +462,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_target_that_idles_in_the_slowed_down_runs_is_reported() {
-        // Busy 95 % of its one core in the baseline, 60 % while the others were paused.
-        let r = target_starved(0.95, 0.60, 1.0).unwrap();
-        assert!((r - 0.60 / 0.95).abs() < 1e-12);
+    fn a_target_that_works_less_in_the_slowed_down_runs_is_reported_with_the_reason() {
+        let u = |cores, wait| TargetUse { cores, wait };
+        // Busy 95 % of its one core in the baseline, 60 % while the others were paused, and it
+        // did not wait for a CPU more than before: it idled.
+        let r = target_shortfall(u(0.95, 0.05), u(0.60, 0.06), 1.0);
+        assert_eq!(r, Some(Shortfall::RanDry { kept: 0.60 / 0.95 }));
+        // Same loss, but 0.25 of the 0.35 lost cores show up as run-queue wait: crowded out.
+        let r = target_shortfall(u(0.95, 0.05), u(0.60, 0.30), 1.0);
+        assert_eq!(r, Some(Shortfall::CrowdedOut { kept: 0.60 / 0.95 }));
         // Kept busy (90 % of the baseline's use): fine.
-        assert_eq!(target_starved(0.95, 0.86, 1.0), None);
+        assert_eq!(target_shortfall(u(0.95, 0.0), u(0.86, 0.0), 1.0), None);
         // Not the bottleneck in the baseline (30 % of 2 cores): no claim either way.
-        assert_eq!(target_starved(0.6, 0.1, 2.0), None);
-        assert_eq!(target_starved(f64::NAN, 0.1, 1.0), None);
-        assert_eq!(target_starved(1.0, 0.1, 0.0), None);
+        assert_eq!(target_shortfall(u(0.6, 0.0), u(0.1, 0.0), 2.0), None);
+        assert_eq!(target_shortfall(u(f64::NAN, 0.0), u(0.1, 0.0), 1.0), None);
+        assert_eq!(target_shortfall(u(1.0, 0.0), u(0.1, 0.0), 0.0), None);
     }
 
     #[test]
@@ -521,6 +557,7 @@ mod tests {
             ServiceSample {
                 visits: 1000.0,
                 cpu_ns: 100e6,
+                wait_ns: 0.0,
                 cores: 1.0,
             },
         );
@@ -529,6 +566,7 @@ mod tests {
             ServiceSample {
                 visits: 2500.0,
                 cpu_ns: 500e6,
+                wait_ns: 0.0,
                 cores: 2.0,
             },
         );
@@ -537,6 +575,7 @@ mod tests {
             ServiceSample {
                 visits: 0.0,
                 cpu_ns: 3e6,
+                wait_ns: 0.0,
                 cores: 1.0,
             },
         );
@@ -574,11 +613,13 @@ mod tests {
         let a = ServiceSample {
             visits: 10.0,
             cpu_ns: 100.0,
+            wait_ns: 0.0,
             cores: 1.0,
         };
         let b = ServiceSample {
             visits: 30.0,
             cpu_ns: 300.0,
+            wait_ns: 0.0,
             cores: 2.0,
         };
         assert_eq!(
@@ -586,6 +627,7 @@ mod tests {
             ServiceSample {
                 visits: 40.0,
                 cpu_ns: 400.0,
+                wait_ns: 0.0,
                 cores: 3.0
             }
         );

@@ -10,7 +10,8 @@ use std::sync::Arc;
 
 use slowpoke_coordinator::agents::SharedAgent;
 use slowpoke_coordinator::experiment::{
-    Backends, LoadConfig, Monitor, Repeat, Safety, Timing, WhatIfSpec, run_what_if,
+    Backends, LoadConfig, Monitor, ProfileSpec, Repeat, Safety, Timing, WhatIfSpec, run_profile,
+    run_what_if,
 };
 use slowpoke_coordinator::model::Optimization;
 use slowpoke_coordinator::real::{EmuApp, InProcessAgent, RealLoadStarter};
@@ -29,6 +30,13 @@ fn run_on_chain3(
     slowpoke_coordinator::experiment::WhatIfResult,
     slowpoke_coordinator::experiment::RunError,
 > {
+    on_chain3(spec.load.connections, |b| {
+        run_what_if(spec, b, &Monitor::new())
+    })
+}
+
+/// Runs `run` on a fresh chain3 with the in-process agent (`connections` names its state dir).
+fn on_chain3<T>(connections: usize, run: impl FnOnce(&mut Backends) -> T) -> T {
     let _alone = ONE_AT_A_TIME
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -40,7 +48,7 @@ fn run_on_chain3(
     let state = std::env::temp_dir().join(format!(
         "slowpoke-e2e-{}-{}",
         std::process::id(),
-        spec.load.connections
+        connections
     ));
     let cfg = slowpoke_agent::AgentConfig {
         state_dir: state,
@@ -56,7 +64,7 @@ fn run_on_chain3(
         app: Box::new(app),
         load: Arc::new(RealLoadStarter),
     };
-    let r = run_what_if(spec, &mut backends, &Monitor::new());
+    let r = run(&mut backends);
     drop(backends);
     rt.block_on(inner.shutdown());
     r
@@ -81,12 +89,7 @@ fn chain3_prediction_matches_the_ground_truth() {
         // actuator) drain the target's queue and predicted −8 to −12 % here (docs/evaluation.md).
         load: LoadConfig::default(),
         timing: timing(),
-        repeat: Repeat {
-            repetitions: 5,
-            precision_pct: None,
-            budget_s: 120.0,
-            max_repetitions: 5,
-        },
+        repeat: Repeat::fixed(5),
         safety: Safety::default(),
         truth: true,
         entry_service: None,
@@ -121,12 +124,7 @@ fn a_target_that_runs_dry_in_the_slowed_down_runs_is_reported() {
             ..LoadConfig::default()
         },
         timing: timing(),
-        repeat: Repeat {
-            repetitions: 3,
-            precision_pct: None,
-            budget_s: 60.0,
-            max_repetitions: 3,
-        },
+        repeat: Repeat::fixed(3),
         safety: Safety::default(),
         truth: false,
         entry_service: None,
@@ -138,5 +136,32 @@ fn a_target_that_runs_dry_in_the_slowed_down_runs_is_reported() {
             .any(|w| w.contains("ran dry") && w.contains("--connections")),
         "{:#?}",
         r.warnings
+    );
+    let u = r
+        .target_use
+        .expect("the agent reports the target's CPU use");
+    assert!(
+        u.slowed.cores < 0.85 * u.baseline.cores,
+        "the warning rests on the recorded use: {u:?}"
+    );
+    // A profile of the same point says it too, naming the point.
+    let spec = ProfileSpec {
+        services: Some(vec!["middle".into()]),
+        percents: vec![40.0],
+        load: spec.load.clone(),
+        timing: timing(),
+        repetitions: 3,
+        ..ProfileSpec::default()
+    };
+    let p = on_chain3(spec.load.connections, |b| {
+        run_profile(&spec, b, &Monitor::new())
+    })
+    .expect("the profile runs");
+    assert!(
+        p.warnings
+            .iter()
+            .any(|w| w.starts_with("middle −40 %") && w.contains("ran dry")),
+        "{:#?}",
+        p.warnings
     );
 }

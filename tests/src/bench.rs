@@ -2,22 +2,7 @@
 //! of a mean, and their JSON shape. Pure, no I/O.
 
 use serde_json::{Value, json};
-
-/// Two-sided 95 % Student-t quantile t_{0.975, df} (NaN for df = 0).
-pub fn t975(df: usize) -> f64 {
-    const TABLE: [f64; 30] = [
-        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
-        2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
-        2.052, 2.048, 2.045, 2.042,
-    ];
-    match df {
-        0 => f64::NAN,
-        1..=30 => TABLE[df - 1],
-        31..=60 => 2.000,
-        61..=120 => 1.980,
-        _ => 1.960,
-    }
-}
+use slowpoke_stats::t975;
 
 /// Mean, median and standard deviation of the finite values, with the 95 % interval of the
 /// mean `[lo, hi]` (NaN where it is undefined: no values, or one).

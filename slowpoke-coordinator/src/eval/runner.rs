@@ -15,10 +15,10 @@ use super::suite::{Case, CaseKind};
 use super::summary::{self, Point};
 use crate::agents::SharedAgent;
 use crate::experiment::{
-    self, App, Backends, LoadConfig, Monitor, Repeat, Safety, Timing, TruthChange, WhatIfResult,
-    WhatIfSpec,
+    self, App, Backends, LoadConfig, Monitor, Repeat, Safety, TargetUseRecord, Timing, TruthChange,
+    WhatIfResult, WhatIfSpec,
 };
-use crate::model::Optimization;
+use crate::model::{Optimization, TargetUse};
 use crate::real::{EmuApp, RealLoadStarter, TruthOn};
 use crate::results::{ResultStore, StoredResult};
 use crate::stats;
@@ -305,6 +305,12 @@ fn point_from(
             .then(|| (r.predicted_ci_high - r.predicted_ci_low) / 2.0 / r.predicted_rps * 100.0),
         node_busy_base: median_busy(r, "base"),
         node_busy_truth: median_busy(r, "truth"),
+        target_kept_pct: r
+            .target_use
+            .filter(|u| u.baseline.cores > 0.0)
+            .map(|u| u.slowed.cores / u.baseline.cores * 100.0),
+        target_wait_base_pct: target_wait_pct(r, |u| u.baseline),
+        target_wait_slow_pct: target_wait_pct(r, |u| u.slowed),
         baseline_rps: Some(r.baseline_rps),
         predicted_rps: Some(r.predicted_rps),
         pause_predicted_rps: Some(r.pause_predicted_rps),
@@ -317,6 +323,13 @@ fn point_from(
         result_id: Some(r.id.clone()),
         ..empty_point(case, setting, placement, pct)
     }
+}
+
+/// The target's run-queue wait in one phase, % of its cores (c from the what-if's service rows).
+fn target_wait_pct(r: &WhatIfResult, phase: impl Fn(&TargetUseRecord) -> TargetUse) -> Option<f64> {
+    let c = r.services.iter().find(|s| s.is_target)?.c;
+    let u = phase(r.target_use.as_ref()?);
+    (c > 0.0).then(|| u.wait / c * 100.0)
 }
 
 fn empty_point(case: &Case, setting: &Setting, placement: Placement, pct: f64) -> Point {
@@ -353,6 +366,9 @@ fn empty_point(case: &Case, setting: &Setting, placement: Placement, pct: f64) -
         truth_spread_pct: None,
         node_busy_base: None,
         node_busy_truth: None,
+        target_kept_pct: None,
+        target_wait_base_pct: None,
+        target_wait_slow_pct: None,
         repetitions: 0,
         duration_s: 0.0,
         result_id: None,

@@ -68,6 +68,16 @@ pub struct Point {
     pub node_busy_base: Option<f64>,
     #[serde(default)]
     pub node_busy_truth: Option<f64>,
+    /// The target's CPU use in the slowed-down runs as % of its baseline use (below ~85 % the
+    /// virtual speedup breaks: it ran dry or was crowded out).
+    #[serde(default)]
+    pub target_kept_pct: Option<f64>,
+    /// Share of the time the target's threads waited for a CPU (run queue), % of its cores, in
+    /// the baseline and the slowed-down runs.
+    #[serde(default)]
+    pub target_wait_base_pct: Option<f64>,
+    #[serde(default)]
+    pub target_wait_slow_pct: Option<f64>,
     pub repetitions: usize,
     pub duration_s: f64,
     /// Stored what-if result (`slowpoke results show ID`).
@@ -252,11 +262,11 @@ pub fn markdown(title: &str, context: &str, points: &[Point]) -> String {
     let _ = writeln!(s, "## Every point\n");
     let _ = writeln!(
         s,
-        "| case | target | setting | Δ | baseline | predicted | prediction CI | pause only | node bound | truth | error | \"no change\" | true gain | truth noise | node busy base/truth |"
+        "| case | target | setting | Δ | baseline | predicted | prediction CI | pause only | node bound | truth | error | \"no change\" | true gain | truth noise | node busy base/truth | target kept | target waits base/slow |"
     );
     let _ = writeln!(
         s,
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     );
     for p in points {
         let delta = if p.kind == "scaling" {
@@ -268,6 +278,10 @@ pub fn markdown(title: &str, context: &str, points: &[Point]) -> String {
             (Some(b), Some(t)) => format!("{:.0}/{:.0} %", b * 100.0, t * 100.0),
             _ => "–".into(),
         };
+        let waits = match (p.target_wait_base_pct, p.target_wait_slow_pct) {
+            (Some(b), Some(w)) => format!("{b:.0}/{w:.0} %"),
+            _ => "–".into(),
+        };
         let mut err = signed(p.error_pct);
         if p.error_pct.is_some() && !p.is_real_test() {
             err.push_str(" (not scored)");
@@ -277,7 +291,7 @@ pub fn markdown(title: &str, context: &str, points: &[Point]) -> String {
         }
         let _ = writeln!(
             s,
-            "| {} | {} ({}) | {}/{} | {delta} | {} | {} | ±{} | {} | {} | {} | {err} | {} | {} | {} | {busy} |",
+            "| {} | {} ({}) | {}/{} | {delta} | {} | {} | ±{} | {} | {} | {} | {err} | {} | {} | {} | {busy} | {} | {waits} |",
             p.topology,
             p.target,
             p.role,
@@ -292,6 +306,7 @@ pub fn markdown(title: &str, context: &str, points: &[Point]) -> String {
             signed(p.strawman_error_pct),
             signed(p.truth_gain_pct),
             pct(p.truth_noise_pct),
+            pct(p.target_kept_pct),
         );
     }
     s
@@ -327,6 +342,9 @@ mod tests {
             predicted_noise_pct: Some(3.0),
             node_busy_base: Some(0.7),
             node_busy_truth: Some(0.9),
+            target_kept_pct: Some(97.0),
+            target_wait_base_pct: Some(5.0),
+            target_wait_slow_pct: Some(8.0),
             repetitions: 5,
             duration_s: 40.0,
             result_id: None,

@@ -226,12 +226,7 @@ pub fn cli_what_if(w: &FakeWorld) -> slowpoke_coordinator::experiment::WhatIfRes
         optimization: slowpoke_coordinator::model::Optimization::Speedup(2.0),
         load: LoadConfig::default(),
         timing: quick(),
-        repeat: Repeat {
-            repetitions: 3,
-            precision_pct: None,
-            budget_s: 60.0,
-            max_repetitions: 3,
-        },
+        repeat: Repeat::fixed(3),
         safety: Safety::default(),
         truth: true,
         entry_service: None,

@@ -1,10 +1,14 @@
 //! Robust statistics over repetitions: median, MAD filtering, trimmed means and their 95 %
-//! confidence intervals. Pure, no I/O.
+//! confidence intervals. Pure, no I/O. The coordinator re-exports it as `slowpoke_coordinator::stats`;
+//! the benchmark programs use [`t975`] through the test kit.
 //!
 //! The original artifact keeps the middle 3 of 5 repetitions and filters baselines to
 //! median ± 3·MAD. We generalize both: [`trimmed`] drops ⌊n/5⌋ values at each end (the middle 3
 //! of 5, the middle 6 of 10, ...) and gives the Tukey–McLaughlin interval of that trimmed mean;
 //! [`mad_filtered`] keeps median ± 3·MAD and gives a Student-t interval of the kept mean.
+
+// Formulas in the docs use maths notation, not code.
+#![allow(clippy::doc_markdown)]
 
 use serde::{Deserialize, Serialize};
 
@@ -120,7 +124,7 @@ pub fn middle(values: &[f64], keep: usize) -> Vec<f64> {
     v[drop..drop + keep].to_vec()
 }
 
-/// Two-sided 95 % Student-t quantile t_{0.975, df}.
+/// Two-sided 95 % Student-t quantile t_{0.975, df} (infinite for df = 0: no interval).
 pub fn t975(df: usize) -> f64 {
     const TABLE: [f64; 30] = [
         12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
@@ -131,6 +135,7 @@ pub fn t975(df: usize) -> f64 {
         0 => f64::INFINITY,
         1..=30 => TABLE[df - 1],
         31..=60 => 2.0,
+        61..=120 => 1.98,
         _ => 1.96,
     }
 }
