@@ -216,7 +216,7 @@ struct EvalArgs {
     #[arg(long, value_delimiter = ',', value_name = "P,..")]
     points: Vec<f64>,
     /// Actuator settings to compare, each run on every point back to back: pause-<ms>ms,
-    /// sync-<ms>ms (synchronized pauses) or spin (default: pause-10ms).
+    /// sync-<ms>ms (synchronized pauses) or spin (default: sync-10ms, the what-if default).
     #[arg(long, value_delimiter = ',', value_name = "S,..")]
     settings: Vec<String>,
     /// Placements: shared (every service on every CPU) and/or pinned (the target alone on one
