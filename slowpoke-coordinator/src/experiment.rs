@@ -1267,16 +1267,6 @@ fn target_use(m: &Measured, service: &str) -> Option<TargetUse> {
     })
 }
 
-/// Medians of the target's use over windows.
-fn median_use(windows: &[TargetUse]) -> Option<TargetUse> {
-    let cores: Vec<f64> = windows.iter().map(|u| u.cores).collect();
-    let wait: Vec<f64> = windows.iter().map(|u| u.wait).collect();
-    Some(TargetUse {
-        cores: stats::median(&cores)?,
-        wait: stats::median(&wait)?,
-    })
-}
-
 /// The node-CPU bound of one baseline window (None when no agent reports its node).
 fn window_node_bound(m: &Measured, target: &str, r_target: f64, delta_ns: f64) -> Option<f64> {
     let total_t: f64 = m
@@ -1445,13 +1435,10 @@ fn what_if_inner(
             spec.target, pred.value, pause_pred.value
         ));
     }
-    let target = median_use(&series.target_base).zip(median_use(&series.target_slow));
+    let target = TargetUseRecord::from_windows(&series.target_base, &series.target_slow);
     tracing::debug!(target = %spec.target, c = t.c, ?target, "target use: baseline, slowed down");
-    if let Some((bu, su)) = target
-        && let Some(why) = model::target_shortfall(bu, su, t.c)
-    {
-        s.warnings
-            .push(shortfall_warning(&spec.target, t.c, bu, su, why));
+    if let Some(w) = target.and_then(|u| u.warning(&spec.target, t.c)) {
+        s.warnings.push(w);
     }
     let truth = stats::trimmed(&series.truth);
     let error_pct = truth.map(|t| (pred.value - t.value) / t.value * 100.0);
@@ -1484,7 +1471,7 @@ fn what_if_inner(
         predicted_gain_pct: (pred.value - base.value) / base.value * 100.0,
         pause_predicted_rps: pause_pred.value,
         node_bound_rps: node_bound,
-        target_use: target.map(|(baseline, slowed)| TargetUseRecord { baseline, slowed }),
+        target_use: target,
         truth_rps: truth.map(|t| t.value),
         truth_ci_low: truth.map(|t| t.ci_low),
         truth_ci_high: truth.map(|t| t.ci_high),
@@ -1513,7 +1500,43 @@ pub struct TargetUseRecord {
     pub slowed: TargetUse,
 }
 
-/// The what-if warning for a target that worked less while the others were paused.
+impl TargetUseRecord {
+    /// Medians over the baseline and slowed-down windows (None when either has none).
+    pub fn from_windows(base: &[TargetUse], slowed: &[TargetUse]) -> Option<TargetUseRecord> {
+        let median = |w: &[TargetUse]| {
+            let cores: Vec<f64> = w.iter().map(|u| u.cores).collect();
+            let wait: Vec<f64> = w.iter().map(|u| u.wait).collect();
+            Some(TargetUse {
+                cores: stats::median(&cores)?,
+                wait: stats::median(&wait)?,
+            })
+        };
+        Some(TargetUseRecord {
+            baseline: median(base)?,
+            slowed: median(slowed)?,
+        })
+    }
+
+    /// The slowed-down runs' CPU use as % of the baseline's (None without baseline use).
+    pub fn kept_pct(&self) -> Option<f64> {
+        (self.baseline.cores > 0.0).then(|| self.slowed.cores / self.baseline.cores * 100.0)
+    }
+
+    /// The warning for a target (parallelism `c`) that worked less while the others were paused
+    /// ([`model::target_shortfall`]), if it did.
+    pub fn warning(&self, target: &str, c: f64) -> Option<String> {
+        let why = model::target_shortfall(self.baseline, self.slowed, c)?;
+        Some(shortfall_warning(
+            target,
+            c,
+            self.baseline,
+            self.slowed,
+            why,
+        ))
+    }
+}
+
+/// The text of [`TargetUseRecord::warning`].
 fn shortfall_warning(
     target: &str,
     c: f64,
@@ -1720,16 +1743,14 @@ fn profile_inner(
         }
     }
     for (t, pct, _) in &points {
-        let base = base_use.get(t).and_then(|u| median_use(u));
-        let slowed = slow_use
-            .get(&(t.clone(), pct.to_bits()))
-            .and_then(|u| median_use(u));
+        let (Some(base), Some(slowed)) =
+            (base_use.get(t), slow_use.get(&(t.clone(), pct.to_bits())))
+        else {
+            continue;
+        };
         let c = params.services.get(t).map_or(0.0, |x| x.c);
-        if let Some((bu, su)) = base.zip(slowed)
-            && let Some(why) = model::target_shortfall(bu, su, c)
-        {
-            let line = shortfall_warning(t, c, bu, su, why);
-            s.warnings.push(format!("{t} −{pct} %: {line}"));
+        if let Some(w) = TargetUseRecord::from_windows(base, slowed).and_then(|u| u.warning(t, c)) {
+            s.warnings.push(format!("{t} −{pct} %: {w}"));
         }
     }
     let base_est = stats::mad_filtered(&base).expect("at least one repetition");

@@ -305,10 +305,7 @@ fn point_from(
             .then(|| (r.predicted_ci_high - r.predicted_ci_low) / 2.0 / r.predicted_rps * 100.0),
         node_busy_base: median_busy(r, "base"),
         node_busy_truth: median_busy(r, "truth"),
-        target_kept_pct: r
-            .target_use
-            .filter(|u| u.baseline.cores > 0.0)
-            .map(|u| u.slowed.cores / u.baseline.cores * 100.0),
+        target_kept_pct: r.target_use.and_then(|u| u.kept_pct()),
         target_wait_base_pct: target_wait_pct(r, |u| u.baseline),
         target_wait_slow_pct: target_wait_pct(r, |u| u.slowed),
         baseline_rps: Some(r.baseline_rps),
