@@ -17,6 +17,7 @@ pub mod kernel;
 pub mod metrics;
 pub mod procfs;
 pub mod registry;
+pub mod sockdiag;
 pub mod state;
 
 pub use agent::{Agent, AgentConfig};

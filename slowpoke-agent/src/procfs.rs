@@ -190,7 +190,7 @@ pub fn parse_listening<S: std::hash::BuildHasher>(text: &str, out: &mut HashMap<
 /// Processes owning a listening TCP socket on one of `ports` (in the agent's network namespace),
 /// and the ports each one listens on.
 pub fn pids_listening_on(ports: &[u16]) -> BTreeSet<u32> {
-    let listening = listening_sockets(Path::new("/proc/net"));
+    let listening = own_listening_sockets();
     let wanted: HashMap<u64, u16> = listening
         .into_iter()
         .filter(|(_, p)| ports.contains(p))
@@ -204,18 +204,33 @@ pub fn pids_listening_on(ports: &[u16]) -> BTreeSet<u32> {
         .collect()
 }
 
+/// Listening sockets of the agent's own network namespace: from `sock_diag` (cheap however
+/// many TIME_WAIT sockets the node holds), else from `/proc/net/tcp{,6}`.
+fn own_listening_sockets() -> HashMap<u64, u16> {
+    crate::sockdiag::listening_sockets().unwrap_or_else(|e| {
+        tracing::debug!("sock_diag unavailable ({e}); reading /proc/net/tcp");
+        listening_sockets(Path::new("/proc/net"))
+    })
+}
+
 /// The TCP ports the given processes listen on, read from each process's own network namespace.
 pub fn listen_ports_of(pids: &[u32]) -> Vec<u16> {
-    // One table per network namespace, not per process.
+    // One table per network namespace, not per process; the agent's own one from sock_diag.
+    let own_ns = fs::read_link("/proc/self/ns/net").ok();
     let mut tables: HashMap<PathBuf, HashMap<u64, u16>> = HashMap::new();
     let mut ports = BTreeSet::new();
     for &pid in pids {
         let Ok(ns) = fs::read_link(format!("/proc/{pid}/ns/net")) else {
             continue;
         };
-        let table = tables
-            .entry(ns)
-            .or_insert_with(|| listening_sockets(Path::new(&format!("/proc/{pid}/net"))));
+        let own = own_ns.as_ref() == Some(&ns);
+        let table = tables.entry(ns).or_insert_with(|| {
+            if own {
+                own_listening_sockets()
+            } else {
+                listening_sockets(Path::new(&format!("/proc/{pid}/net")))
+            }
+        });
         for inode in socket_inodes(pid) {
             if let Some(&port) = table.get(&inode) {
                 ports.insert(port);

@@ -17,7 +17,9 @@ use slowpoke_coordinator::experiment::{
     RunError, Safety, Timing, WhatIfSpec,
 };
 use slowpoke_coordinator::model::Optimization;
-use slowpoke_coordinator::real::{EmuApp, InProcessAgent, RealLoadStarter};
+use slowpoke_coordinator::real::{
+    CommandTruthApp, EmuApp, InProcessAgent, RealLoadStarter, TruthCommands,
+};
 use slowpoke_coordinator::results::{self, ResultStore, StoredResult};
 use slowpoke_coordinator::{plot, report};
 
@@ -111,6 +113,11 @@ struct CommonArgs {
     /// State directory of the in-process agent (default /run/slowpoke; one agent per directory).
     #[arg(long, value_name = "DIR")]
     agent_state_dir: Option<PathBuf>,
+    /// Safety cap of the in-process agent: the most of any second a service may spend stopped
+    /// (default 0.5). Removing a share s of the bottleneck's time (or doubling its cores,
+    /// s = 1/2) pauses the others about s of the time: large what-ifs need more.
+    #[arg(long, value_name = "SHARE", allow_negative_numbers = true)]
+    max_stopped_share: Option<f64>,
     /// Where results are stored (default $SLOWPOKE_RESULTS_DIR, $XDG_STATE_HOME/slowpoke/results
     /// or ./results).
     #[arg(long, value_name = "DIR")]
@@ -159,9 +166,18 @@ struct WhatIfArgs {
     /// Time budget for --precision, seconds (default 120).
     #[arg(long, value_name = "S", allow_negative_numbers = true)]
     budget: Option<f64>,
-    /// Also measure the ground truth (emulated apps): T's work really lowered by Δ, live.
+    /// Also measure the ground truth: for an emulated app T's work really lowered by Δ, live;
+    /// for a running app (--service) what --truth-cmd does.
     #[arg(long)]
     truth: bool,
+    /// Ground truth for a running app (--service): a shell command that really applies the
+    /// optimization, live (e.g. reload the target with one more worker); implies --truth and
+    /// needs --restore-cmd. It sees $SLOWPOKE_TARGET, $SLOWPOKE_DELTA_US, $SLOWPOKE_CORES.
+    #[arg(long, value_name = "CMD")]
+    truth_cmd: Option<String>,
+    /// Undoes --truth-cmd; runs after every ground-truth window and on every way out.
+    #[arg(long, value_name = "CMD")]
+    restore_cmd: Option<String>,
     /// Print the table, then the result as one JSON object on the last line.
     #[arg(long)]
     #[serde(skip)]
@@ -401,6 +417,7 @@ impl CommonArgs {
         merge_vec(&mut self.agent, f.agent);
         merge_opt(&mut self.agent_token_file, f.agent_token_file);
         merge_opt(&mut self.agent_state_dir, f.agent_state_dir);
+        merge_opt(&mut self.max_stopped_share, f.max_stopped_share);
         merge_opt(&mut self.results_dir, f.results_dir);
     }
 
@@ -581,6 +598,29 @@ fn parse_capacity(s: &str) -> anyhow::Result<Optimization> {
 }
 
 impl WhatIfArgs {
+    /// `--truth-cmd` with `--restore-cmd`, for running apps only.
+    fn truth_commands(&self) -> anyhow::Result<Option<TruthCommands>> {
+        match (&self.truth_cmd, &self.restore_cmd) {
+            (None, None) => Ok(None),
+            (Some(_), None) => bail!(
+                "--truth-cmd needs --restore-cmd: a command that undoes the change (the baseline and slowed-down runs after each ground-truth run need the app as it was)"
+            ),
+            (None, Some(_)) => bail!("--restore-cmd goes with --truth-cmd"),
+            (Some(_), Some(_)) if self.common.topology.is_some() => bail!(
+                "--truth-cmd is for running apps (--service); an emulated app (--topology) applies the ground truth itself: use --truth"
+            ),
+            (Some(apply), Some(restore)) => {
+                if apply.trim().is_empty() || restore.trim().is_empty() {
+                    bail!("--truth-cmd and --restore-cmd must not be empty");
+                }
+                Ok(Some(TruthCommands {
+                    apply: apply.clone(),
+                    restore: restore.clone(),
+                }))
+            }
+        }
+    }
+
     fn optimization(&self) -> anyhow::Result<Optimization> {
         let mut given = Vec::new();
         if let Some(s) = &self.speedup {
@@ -634,13 +674,24 @@ fn http_agents(urls: &[String], token_file: Option<&Path>) -> anyhow::Result<Vec
 }
 
 fn connect_agents(rt: &tokio::runtime::Runtime, c: &CommonArgs) -> anyhow::Result<AgentSet> {
+    if let Some(share) = c.max_stopped_share {
+        stopped_share_arg(share)?;
+    }
     connect(
         rt,
         &c.agent,
         c.agent_token_file.as_deref(),
         c.agent_state_dir.as_deref(),
-        None,
+        c.max_stopped_share,
     )
+}
+
+/// `--max-stopped-share`: a share of wall time in (0, 1].
+fn stopped_share_arg(share: f64) -> anyhow::Result<f64> {
+    if !(share > 0.0 && share <= 1.0) {
+        bail!("--max-stopped-share must be in (0, 1] (got {share})");
+    }
+    Ok(share)
 }
 
 /// `--agent` URLs when given; else the daemon on this node, else an agent in this process.
@@ -651,7 +702,15 @@ fn connect(
     state_dir: Option<&Path>,
     max_stopped_share: Option<f64>,
 ) -> anyhow::Result<AgentSet> {
+    let ignored_cap = || {
+        if max_stopped_share.is_some() {
+            eprintln!(
+                "warning: --max-stopped-share sets the cap of an agent in this process; a running agent keeps its own (slowpoke-agent --max-stopped-share)"
+            );
+        }
+    };
     if !urls.is_empty() {
+        ignored_cap();
         let list = http_agents(urls, token_file)?;
         for a in &list {
             a.health()?;
@@ -665,6 +724,7 @@ fn connect(
     let token = agents::read_token(token_file)?;
     let local = HttpAgent::new(LOCAL_AGENT, token);
     if local.health().is_ok() {
+        ignored_cap();
         return Ok(AgentSet {
             agents: vec![Arc::new(local)],
             in_process: None,
@@ -747,8 +807,14 @@ struct Prepared {
     backends: Backends,
 }
 
-/// Checks what can be checked cheaply, then connects the agents and starts the app.
-fn prepare(c: &CommonArgs, target: Option<&str>, load: &LoadConfig) -> anyhow::Result<Prepared> {
+/// Checks what can be checked cheaply, then connects the agents and starts the app (whose
+/// ground truth is `truth` when given).
+fn prepare(
+    c: &CommonArgs,
+    target: Option<&str>,
+    load: &LoadConfig,
+    truth: Option<TruthCommands>,
+) -> anyhow::Result<Prepared> {
     let plan = c.app_plan()?;
     let names = plan.service_names();
     if let Some(t) = target
@@ -769,7 +835,10 @@ fn prepare(c: &CommonArgs, target: Option<&str>, load: &LoadConfig) -> anyhow::R
     }
     let rt = runtime()?;
     let agents = connect_agents(&rt, c)?;
-    let app = plan.start()?;
+    let mut app = plan.start()?;
+    if let Some(commands) = truth {
+        app = Box::new(CommandTruthApp::new(app, commands));
+    }
     let backends = Backends {
         agents: agents.agents.clone(),
         app,
@@ -819,7 +888,11 @@ fn what_if(mut a: WhatIfArgs) -> anyhow::Result<()> {
         merge_opt(&mut a.precision, file.precision);
         merge_opt(&mut a.budget, file.budget);
         a.truth |= file.truth;
+        merge_opt(&mut a.truth_cmd, file.truth_cmd);
+        merge_opt(&mut a.restore_cmd, file.restore_cmd);
     }
+    let truth_commands = a.truth_commands()?;
+    a.truth |= truth_commands.is_some();
     let target = a
         .target
         .clone()
@@ -849,11 +922,13 @@ fn what_if(mut a: WhatIfArgs) -> anyhow::Result<()> {
         truth: a.truth,
         entry_service: a.common.entry_service.clone(),
     };
-    if a.truth && a.common.topology.is_none() {
-        bail!("--truth needs an emulated app (--topology): a real app cannot be optimized live");
+    if a.truth && a.common.topology.is_none() && truth_commands.is_none() {
+        bail!(
+            "--truth on a running app (--service) needs --truth-cmd CMD and --restore-cmd CMD: commands that really apply the optimization live and undo it (an emulated app, --topology, applies it itself)"
+        );
     }
     let store = a.common.store();
-    let mut p = prepare(&a.common, Some(&target), &load)?;
+    let mut p = prepare(&a.common, Some(&target), &load, truth_commands)?;
     let monitor = Monitor::new();
     cancel_on_signal(&p.rt, &monitor);
     let bar = progress_bar(&monitor, a.common.json);
@@ -949,7 +1024,7 @@ fn profile(mut a: ProfileArgs) -> anyhow::Result<()> {
         }
     }
     let store = a.common.store();
-    let mut p = prepare(&a.common, None, &load)?;
+    let mut p = prepare(&a.common, None, &load, None)?;
     let monitor = Monitor::new();
     cancel_on_signal(&p.rt, &monitor);
     let bar = progress_bar(&monitor, a.common.json);
@@ -1069,12 +1144,7 @@ fn eval(a: &EvalArgs) -> anyhow::Result<()> {
     if a.connections == 0 {
         bail!("--connections must be at least 1");
     }
-    if !(a.max_stopped_share > 0.0 && a.max_stopped_share <= 1.0) {
-        bail!(
-            "--max-stopped-share must be in (0, 1] (got {})",
-            a.max_stopped_share
-        );
-    }
+    stopped_share_arg(a.max_stopped_share)?;
     let opts = runner::EvalOptions {
         suite: a.suite.clone(),
         out_dir: a

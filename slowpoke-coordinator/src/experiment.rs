@@ -450,7 +450,7 @@ pub enum RunError {
         limit_pct: f64,
     },
     #[error(
-        "aborted: the agents' safety cap dropped pause debt of {services} during the {phase} window (the plan asks for more pause than the cap allows); every delay was removed. Try a smaller optimization"
+        "aborted: the agents' safety cap dropped pause debt of {services} during the {phase} window (the plan asks for more pause than the cap allows); every delay was removed. Try a smaller optimization, or raise the agents' safety cap (--max-stopped-share)"
     )]
     CapHit { phase: String, services: String },
     #[error(transparent)]
@@ -1205,7 +1205,7 @@ pub fn run_what_if(
     }
     if spec.truth && !backends.app.supports_truth() {
         return Err(RunError::BadSpec(
-            "--truth needs an emulated app (--topology): a real app cannot be optimized live"
+            "--truth needs an app that can really apply the optimization: an emulated app (--topology), or a running one with --truth-cmd and --restore-cmd (CLI only)"
                 .into(),
         ));
     }
@@ -2375,7 +2375,8 @@ mod tests {
         s.truth = true;
         let e = run_what_if(&s, &mut b, &Monitor::new()).unwrap_err();
         assert!(
-            e.to_string().contains("--truth needs an emulated app"),
+            e.to_string()
+                .contains("--truth needs an app that can really apply"),
             "{e}"
         );
     }

@@ -254,7 +254,42 @@ fn unknown_target_and_bad_selectors_are_named() {
             "2x",
             "--truth",
         ],
-        "--truth needs an emulated app",
+        "--truth on a running app (--service) needs --truth-cmd CMD and --restore-cmd CMD",
+    );
+    let attached = [
+        "what-if",
+        "--service",
+        "cart=port:1",
+        "--entry",
+        "http://127.0.0.1:1/",
+        "--target",
+        "cart",
+        "--speedup",
+        "2x",
+    ];
+    fails_with(
+        &[&attached[..], &["--truth-cmd", "true"]].concat(),
+        "--truth-cmd needs --restore-cmd",
+    );
+    fails_with(
+        &[&attached[..], &["--restore-cmd", "true"]].concat(),
+        "--restore-cmd goes with --truth-cmd",
+    );
+    fails_with(
+        &[
+            "what-if",
+            "--topology",
+            "/nonexistent/topo.json",
+            "--target",
+            "a",
+            "--speedup",
+            "2x",
+            "--truth-cmd",
+            "true",
+            "--restore-cmd",
+            "true",
+        ],
+        "--truth-cmd is for running apps (--service)",
     );
     fails_with(
         &[

@@ -92,12 +92,17 @@ pub struct Proc {
     pub child: Child,
     /// The port it listens on (0 when none).
     pub port: u16,
-    _dir: Option<TempDir>,
+    home: Option<TempDir>,
 }
 
 impl Proc {
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Its private directory (config, pid file, logs), when it has one.
+    pub fn dir(&self) -> Option<&Path> {
+        self.home.as_ref().map(TempDir::path)
     }
 
     /// The process and its direct children (e.g. nginx's master and workers).
@@ -214,7 +219,7 @@ impl Nginx {
         Proc {
             child,
             port,
-            _dir: Some(dir),
+            home: Some(dir),
         }
     }
 }
@@ -242,7 +247,7 @@ pub fn python_http_server() -> Proc {
     Proc {
         child,
         port,
-        _dir: Some(dir),
+        home: Some(dir),
     }
 }
 
@@ -270,7 +275,7 @@ pub fn memcached(threads: u32) -> Proc {
     Proc {
         child,
         port,
-        _dir: None,
+        home: None,
     }
 }
 
@@ -366,7 +371,7 @@ pub fn haproxy(backend_port: u16) -> Proc {
     Proc {
         child,
         port,
-        _dir: Some(dir),
+        home: Some(dir),
     }
 }
 

@@ -277,6 +277,12 @@ fn point_from(
     pct: f64,
     r: &WhatIfResult,
 ) -> Point {
+    fill_point(empty_point(case, setting, placement, pct), r)
+}
+
+/// Fills a point whose identity (family, case, target, setting, Δ ...) is set with what the
+/// what-if `r` measured: throughputs, errors, noise, node and target use.
+pub fn fill_point(point: Point, r: &WhatIfResult) -> Point {
     let truth_runs: Vec<f64> = r
         .windows
         .iter()
@@ -318,7 +324,7 @@ fn point_from(
         repetitions: r.repetitions,
         duration_s: r.duration_s,
         result_id: Some(r.id.clone()),
-        ..empty_point(case, setting, placement, pct)
+        ..point
     }
 }
 
@@ -349,27 +355,7 @@ fn empty_point(case: &Case, setting: &Setting, placement: Placement, pct: f64) -
             CaseKind::Scaling => 0.0,
             _ => configured_work_us(case) * pct / 100.0,
         },
-        baseline_rps: None,
-        predicted_rps: None,
-        pause_predicted_rps: None,
-        node_bound_rps: None,
-        truth_rps: None,
-        error_pct: None,
-        pause_error_pct: None,
-        strawman_error_pct: None,
-        truth_gain_pct: None,
-        truth_noise_pct: None,
-        predicted_noise_pct: None,
-        truth_spread_pct: None,
-        node_busy_base: None,
-        node_busy_truth: None,
-        target_kept_pct: None,
-        target_wait_base_pct: None,
-        target_wait_slow_pct: None,
-        repetitions: 0,
-        duration_s: 0.0,
-        result_id: None,
-        error: None,
+        ..Point::default()
     }
 }
 

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 pub const MIN_TRUE_GAIN_PCT: f64 = 10.0;
 
 /// One evaluated point: medians of the kept repetitions. `results.json` holds a list of these.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Point {
     pub family: String,
     /// The case: `<family>-<mode>-<role>` or a harder case's name.
