@@ -226,6 +226,22 @@ fn bench_whatif(root: &Path, args: &[String]) -> Result<()> {
 fn eval(root: &Path, args: &[String]) -> Result<()> {
     setup::ensure()?;
     run(cargo(root).args(["build", "--release", "--bins"]))?;
+    // The real-server suite starts Debian's servers through the test kit: it is the
+    // coordinator's `eval_real` example, not a suite of the `slowpoke` binary.
+    if let Some(rest) = real_suite_args(args) {
+        return run(cargo(root)
+            .args([
+                "run",
+                "--release",
+                "--quiet",
+                "-p",
+                "slowpoke-coordinator",
+                "--example",
+                "eval_real",
+                "--",
+            ])
+            .args(rest));
+    }
     run(cargo(root)
         .args([
             "run",
@@ -239,4 +255,51 @@ fn eval(root: &Path, args: &[String]) -> Result<()> {
             "eval",
         ])
         .args(args))
+}
+
+/// `--suite real` (or `--suite=real`) anywhere in `args`: the other arguments.
+fn real_suite_args(args: &[String]) -> Option<Vec<String>> {
+    let mut rest = Vec::new();
+    let mut real = false;
+    let mut it = args.iter().filter(|a| *a != "--");
+    while let Some(a) = it.next() {
+        if a == "--suite=real" {
+            real = true;
+        } else if a == "--suite" {
+            match it.next() {
+                Some(v) if v == "real" => real = true,
+                Some(v) => {
+                    rest.push(a.clone());
+                    rest.push(v.clone());
+                }
+                None => rest.push(a.clone()),
+            }
+        } else {
+            rest.push(a.clone());
+        }
+    }
+    real.then_some(rest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::real_suite_args;
+
+    fn v(args: &[&str]) -> Vec<String> {
+        args.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn the_real_suite_is_told_apart_from_the_others() {
+        assert_eq!(
+            real_suite_args(&v(&["--suite", "real", "--runs", "2"])),
+            Some(v(&["--runs", "2"]))
+        );
+        assert_eq!(
+            real_suite_args(&v(&["--", "--out", "d", "--suite=real"])),
+            Some(v(&["--out", "d"]))
+        );
+        assert_eq!(real_suite_args(&v(&["--suite", "quick"])), None);
+        assert_eq!(real_suite_args(&v(&[])), None);
+    }
 }

@@ -155,7 +155,8 @@ pub struct ResultsFile {
     pub points: Vec<Point>,
 }
 
-fn machine() -> serde_json::Value {
+/// CPUs, kernel and load average of this machine now.
+pub fn machine() -> serde_json::Value {
     let loadavg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     serde_json::json!({
@@ -388,6 +389,15 @@ pub fn write_outputs(dir: &Path, file: &ResultsFile) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Adds a point and rewrites the outputs, after every point: an interruption loses at most the
+/// point in progress.
+pub fn record(dir: &Path, file: &mut ResultsFile, point: Point) -> anyhow::Result<()> {
+    file.points.push(point);
+    file.updated = experiment::now_rfc3339();
+    file.machine["loadavg_last"] = machine()["loadavg"].clone();
+    write_outputs(dir, file)
+}
+
 /// Reads an earlier results.json of `dir` (for `--resume`).
 pub fn read_results(dir: &Path) -> anyhow::Result<Option<ResultsFile>> {
     let path = dir.join("results.json");
@@ -400,17 +410,10 @@ pub fn read_results(dir: &Path) -> anyhow::Result<Option<ResultsFile>> {
     }
 }
 
-/// Runs `cases`; `say` gets one line per event (progress). Returns the results file.
-pub fn run(
-    cases: &[Case],
-    opts: &EvalOptions,
-    agents: &[SharedAgent],
-    store: &ResultStore,
-    monitor: &Monitor,
-    say: &dyn Fn(&str),
-) -> anyhow::Result<ResultsFile> {
-    std::fs::create_dir_all(opts.out_dir.join("topologies"))
-        .with_context(|| format!("cannot create {}", opts.out_dir.display()))?;
+/// The results of `opts.out_dir` to continue (`--resume`: its failed points dropped, to run
+/// again), or a new, empty file. Refuses to overwrite results without `--resume`, and to mix
+/// suites in one directory.
+pub fn open_results(opts: &EvalOptions) -> anyhow::Result<ResultsFile> {
     let earlier = read_results(&opts.out_dir)?;
     let mut file = match (earlier, opts.resume) {
         (Some(f), true) => {
@@ -439,8 +442,22 @@ pub fn run(
             points: Vec::new(),
         },
     };
-    // Failed points are run again on resume; measured ones are kept.
     file.points.retain(|p| p.error.is_none());
+    Ok(file)
+}
+
+/// Runs `cases`; `say` gets one line per event (progress). Returns the results file.
+pub fn run(
+    cases: &[Case],
+    opts: &EvalOptions,
+    agents: &[SharedAgent],
+    store: &ResultStore,
+    monitor: &Monitor,
+    say: &dyn Fn(&str),
+) -> anyhow::Result<ResultsFile> {
+    std::fs::create_dir_all(opts.out_dir.join("topologies"))
+        .with_context(|| format!("cannot create {}", opts.out_dir.display()))?;
+    let mut file = open_results(opts)?;
     let done: std::collections::BTreeSet<String> = file.points.iter().map(Point::key).collect();
     let total: usize = cases
         .iter()
@@ -567,10 +584,7 @@ pub fn run(
                 point.duration_s,
                 eta / 60.0
             ));
-            file.points.push(point);
-            file.updated = experiment::now_rfc3339();
-            file.machine["loadavg_last"] = machine()["loadavg"].clone();
-            write_outputs(&opts.out_dir, &file)?;
+            record(&opts.out_dir, &mut file, point)?;
             if monitor.is_cancelled() {
                 break;
             }

@@ -88,7 +88,9 @@ impl std::str::FromStr for SuiteName {
         match s {
             "quick" => Ok(SuiteName::Quick),
             "full" => Ok(SuiteName::Full),
-            other => Err(format!("unknown suite `{other}`: use quick or full")),
+            other => Err(format!(
+                "unknown suite `{other}`: use quick or full (the real-server suite runs from the workspace: cargo xtask eval --suite real)"
+            )),
         }
     }
 }

@@ -1,0 +1,370 @@
+//! `cargo xtask eval --suite real`: accuracy on real servers from Debian's packages, every
+//! prediction checked against a real change of the running servers — no emulator.
+//!
+//! nginx gzips a 64 KiB page it fetches from memcached (a new connection per request, as
+//! `memcached_pass` does), so one nginx worker limits the app. Each case asks "what if nginx got
+//! a second core?" (`--cores 2`, a scaling what-if) and gets its ground truth from a real change,
+//! applied and undone live by `--truth-cmd`/`--restore-cmd` commands, as a user would write them:
+//!
+//! - `nginx-workers`: nginx (1 worker) → memcached; the truth reloads nginx with
+//!   `worker_processes 2` (SIGHUP to its master), the restore reloads it with 1.
+//! - `nginx-cpus`: nginx (2 workers, every thread pinned to CPU 0) → memcached; the truth widens
+//!   their affinity to every CPU (`taskset`), the restore pins them back.
+//! - `haproxy-nginx-workers`: haproxy → nginx (1 worker) → memcached, the first case behind a
+//!   proxy (three services, the proxy and the cache paused).
+//!
+//! Each case runs `--runs` what-ifs on the same servers (one instance per case), each with
+//! `--repetitions` interleaved (base, slow, truth) windows of `--duration` s. Writes
+//! results.json, report.md and plot.svg to `--out` after every point (`--resume` continues) and
+//! prints the summary as one JSON object. Needs root (the in-process agent loads the kernel
+//! programs).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result, bail};
+use clap::Parser;
+use slowpoke_agent::api;
+use slowpoke_coordinator::agents::{self, SharedAgent};
+use slowpoke_coordinator::eval::runner::{self, EvalOptions, Setting};
+use slowpoke_coordinator::eval::summary::{self, Point};
+use slowpoke_coordinator::experiment::{
+    self, AttachedApp, Backends, LoadConfig, Monitor, Repeat, Safety, Timing, WhatIfSpec,
+};
+use slowpoke_coordinator::model::Optimization;
+use slowpoke_coordinator::real::{CommandTruthApp, InProcessAgent, RealLoadStarter, TruthCommands};
+use slowpoke_tests::{Nginx, Proc, TempDir, compressible_text, haproxy, memcached, memcached_set};
+
+const CASES: [&str; 3] = ["nginx-workers", "nginx-cpus", "haproxy-nginx-workers"];
+
+/// Accuracy of scaling what-ifs on nginx, memcached and haproxy against real changes.
+#[derive(Debug, Parser)]
+#[command(name = "eval_real")]
+struct Args {
+    /// Where results.json, report.md and plot.svg go
+    #[arg(long, default_value = "target/slowpoke-eval/real")]
+    out: PathBuf,
+    /// Continue the results already in --out (failed points run again)
+    #[arg(long)]
+    resume: bool,
+    /// Cases to run (default: all)
+    #[arg(long, value_delimiter = ',', value_name = "CASE,..")]
+    cases: Vec<String>,
+    /// What-ifs per case, on the same running servers
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// (base, slow, truth) repetitions per what-if; the middle 60 % are kept
+    #[arg(long, default_value_t = 5)]
+    repetitions: usize,
+    /// Window length, seconds (real servers are burstier than the emulator: 5 s)
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// Closed-loop connections
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Size of the page nginx compresses, KiB (its CPU work per request)
+    #[arg(long, default_value_t = 64)]
+    page_kib: usize,
+}
+
+fn main() {
+    if let Err(e) = real_main() {
+        eprintln!("eval_real: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+/// A case's servers, how the coordinator sees them, and its ground truth.
+struct Running {
+    /// Kept alive for the case (dropping them stops the servers).
+    _procs: Vec<Proc>,
+    _scripts: TempDir,
+    services: BTreeMap<String, api::ServiceSpec>,
+    entry: String,
+    truth: TruthCommands,
+}
+
+fn port_service(port: u16) -> api::ServiceSpec {
+    agents::parse_service_arg(&format!("x=port:{port}"))
+        .expect("a port selector parses")
+        .1
+}
+
+/// memcached holding the page, and nginx (`workers`) compressing it from there.
+fn nginx_memcached(workers: u32, page_kib: usize) -> (Proc, Proc) {
+    let cache = memcached(2);
+    memcached_set(cache.port, "/item", &compressible_text(page_kib * 1024));
+    let web = Nginx {
+        workers,
+        server_extra: format!(
+            "location /item {{ set $memcached_key $uri; memcached_pass 127.0.0.1:{}; \
+             default_type text/plain; gzip on; gzip_comp_level 6; gzip_min_length 0; \
+             gzip_types text/plain; }}",
+            cache.port
+        ),
+        http_extra: String::new(),
+    }
+    .start();
+    (web, cache)
+}
+
+/// A script that gives the nginx of `dir` N workers by a reload and returns once exactly N
+/// workers run and none of the old ones is still shutting down.
+fn reload_script(scripts: &Path, nginx_dir: &Path) -> Result<PathBuf> {
+    let conf = nginx_dir.join("nginx.conf");
+    let pid = nginx_dir.join("nginx.pid");
+    let text = format!(
+        r#"#!/bin/sh
+set -e
+n=$1; m=$(cat '{pid}')
+sed -i "s/worker_processes [0-9]*;/worker_processes $n;/" '{conf}'
+kill -HUP "$m"
+i=0
+until [ "$(ps --ppid "$m" -o args= | grep -c 'worker process$')" = "$n" ] && ! ps --ppid "$m" -o args= | grep -q 'shutting down'; do
+  i=$((i+1)); [ $i -lt 1200 ] || {{ echo "nginx did not reload to $n workers" >&2; exit 1; }}
+  sleep 0.025
+done
+"#,
+        pid = pid.display(),
+        conf = conf.display()
+    );
+    let path = scripts.join("nginx-workers.sh");
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
+
+fn taskset_all(pids: &[u32], cpus: &str) -> String {
+    pids.iter()
+        .map(|p| format!("taskset -a -p -c {cpus} {p} >/dev/null"))
+        .collect::<Vec<_>>()
+        .join(" && ")
+}
+
+fn start(case: &str, page_kib: usize) -> Result<Running> {
+    let scripts = TempDir::new("eval-real");
+    let ncpu = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    match case {
+        "nginx-workers" | "haproxy-nginx-workers" => {
+            let (web, cache) = nginx_memcached(1, page_kib);
+            let script = reload_script(scripts.path(), web.dir().context("nginx has a dir")?)?;
+            let mut services = BTreeMap::from([
+                ("web".to_owned(), port_service(web.port)),
+                ("cache".to_owned(), port_service(cache.port)),
+            ]);
+            let mut entry = format!("http://127.0.0.1:{}/item", web.port);
+            let mut procs = vec![web, cache];
+            if case.starts_with("haproxy") {
+                let proxy = haproxy(procs[0].port);
+                services.insert("proxy".into(), port_service(proxy.port));
+                entry = format!("http://127.0.0.1:{}/item", proxy.port);
+                procs.push(proxy);
+            }
+            Ok(Running {
+                _procs: procs,
+                services,
+                entry,
+                truth: TruthCommands {
+                    apply: format!("sh {} 2", script.display()),
+                    restore: format!("sh {} 1", script.display()),
+                },
+                _scripts: scripts,
+            })
+        }
+        "nginx-cpus" => {
+            if ncpu < 2 {
+                bail!("nginx-cpus needs at least 2 CPUs");
+            }
+            let (web, cache) = nginx_memcached(2, page_kib);
+            let pids = web.pids();
+            let pin = taskset_all(&pids, "0");
+            let run = std::process::Command::new("sh")
+                .args(["-c", &pin])
+                .status()
+                .context("running taskset")?;
+            if !run.success() {
+                bail!("`{pin}` failed: {run}");
+            }
+            Ok(Running {
+                services: BTreeMap::from([
+                    ("web".to_owned(), port_service(web.port)),
+                    ("cache".to_owned(), port_service(cache.port)),
+                ]),
+                entry: format!("http://127.0.0.1:{}/item", web.port),
+                truth: TruthCommands {
+                    apply: taskset_all(&pids, &format!("0-{}", ncpu - 1)),
+                    restore: pin,
+                },
+                _procs: vec![web, cache],
+                _scripts: scripts,
+            })
+        }
+        other => bail!("unknown case `{other}`: one of {}", CASES.join(", ")),
+    }
+}
+
+fn real_main() -> Result<()> {
+    let args = Args::parse();
+    let cases: Vec<String> = if args.cases.is_empty() {
+        CASES.iter().map(|s| (*s).to_owned()).collect()
+    } else {
+        args.cases.clone()
+    };
+    if let Some(c) = cases.iter().find(|c| !CASES.contains(&c.as_str())) {
+        bail!("unknown case `{c}`: one of {}", CASES.join(", "));
+    }
+    if args.runs == 0 || args.repetitions == 0 {
+        bail!("--runs and --repetitions must be at least 1");
+    }
+    let setting = Setting::default();
+    let opts = EvalOptions {
+        suite: "real".into(),
+        out_dir: args.out.clone(),
+        resume: args.resume,
+        settings: vec![setting],
+        placements: vec![runner::Placement::Shared],
+        repetitions: args.repetitions,
+        window_s: args.duration,
+        precision_pct: None,
+        budget_s: 0.0,
+        connections: args.connections,
+    };
+    std::fs::create_dir_all(&opts.out_dir)
+        .with_context(|| format!("cannot create {}", opts.out_dir.display()))?;
+    let mut file = runner::open_results(&opts)?;
+    let done: std::collections::BTreeSet<String> = file.points.iter().map(Point::key).collect();
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    // Doubling the bottleneck's cores pauses the others about half of the time: more than the
+    // agent's everyday cap of 50 % allows.
+    let cfg = slowpoke_agent::AgentConfig {
+        max_stopped_share: 0.95,
+        state_dir: std::env::temp_dir().join("slowpoke-eval-real-agent"),
+        ..slowpoke_agent::AgentConfig::default()
+    };
+    let agent = rt
+        .block_on(InProcessAgent::start(cfg))
+        .context("starting the in-process agent (needs root)")?;
+    let inner = agent.agent().clone();
+    let agents: Vec<SharedAgent> = vec![Arc::new(agent)];
+    let monitor = Monitor::new();
+    let m = monitor.clone();
+    rt.spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("\ncancelling: removing every delay, undoing the truth change ...");
+            m.cancel();
+        }
+    });
+
+    let total = cases.len() * args.runs;
+    let mut n = 0;
+    'cases: for case in &cases {
+        let todo: Vec<usize> = (1..=args.runs)
+            .filter(|k| {
+                !done.contains(&summary::point_key(
+                    &format!("{case}-run{k}"),
+                    &setting.name(),
+                    "shared",
+                    2.0,
+                ))
+            })
+            .collect();
+        n += args.runs - todo.len();
+        if todo.is_empty() {
+            continue;
+        }
+        let running = start(case, args.page_kib)?;
+        for k in todo {
+            n += 1;
+            let label = format!("[{n}/{total}] {case} run {k}: what if web got 2 cores");
+            eprintln!("{label} ...");
+            let spec = WhatIfSpec {
+                target: "web".into(),
+                optimization: Optimization::Cores(2.0),
+                load: LoadConfig {
+                    connections: args.connections,
+                    headers: vec![("Accept-Encoding".into(), "gzip".into())],
+                    ..LoadConfig::default()
+                },
+                timing: Timing {
+                    window_s: args.duration,
+                    ..Timing::default()
+                },
+                repeat: Repeat::fixed(args.repetitions),
+                safety: Safety::default(),
+                truth: true,
+                entry_service: None,
+            };
+            let app = AttachedApp {
+                services: running.services.clone(),
+                entry: running.entry.clone(),
+                entry_service: None,
+            };
+            let mut backends = Backends {
+                agents: agents.clone(),
+                app: Box::new(CommandTruthApp::new(Box::new(app), running.truth.clone())),
+                load: Arc::new(RealLoadStarter),
+            };
+            let identity = Point {
+                family: case.clone(),
+                topology: format!("{case}-run{k}"),
+                mode: "real".into(),
+                target: "web".into(),
+                role: "inner".into(),
+                kind: "scaling".into(),
+                setting: setting.name(),
+                placement: "shared".into(),
+                delta_pct: 2.0,
+                ..Point::default()
+            };
+            let point = match experiment::run_what_if(&spec, &mut backends, &monitor) {
+                Ok(r) => Point {
+                    delta_us: r.delta_us,
+                    ..runner::fill_point(identity, &r)
+                },
+                Err(e) => Point {
+                    error: Some(e.to_string()),
+                    ..identity
+                },
+            };
+            eprintln!(
+                "{label}: baseline {}, predicted {}, truth {}, error {}{}",
+                fmt(point.baseline_rps),
+                fmt(point.predicted_rps),
+                fmt(point.truth_rps),
+                point
+                    .error_pct
+                    .map_or_else(|| "–".into(), |e| format!("{e:+.1} %")),
+                point
+                    .error
+                    .as_ref()
+                    .map_or_else(String::new, |e| format!(" FAILED: {e}"))
+            );
+            runner::record(&opts.out_dir, &mut file, point)?;
+            if monitor.is_cancelled() {
+                break 'cases;
+            }
+        }
+    }
+    rt.block_on(inner.shutdown());
+    let summary = summary::summarize(&file.points);
+    println!(
+        "{}",
+        serde_json::json!({
+            "suite": "real",
+            "out": opts.out_dir,
+            "machine": file.machine,
+            "summary": summary,
+            "points": file.points,
+        })
+    );
+    eprintln!("report: {}", opts.out_dir.join("report.md").display());
+    Ok(())
+}
+
+fn fmt(v: Option<f64>) -> String {
+    v.map_or_else(|| "–".into(), |x| format!("{x:.0}"))
+}
