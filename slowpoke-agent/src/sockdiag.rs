@@ -1,7 +1,7 @@
 //! The listening TCP sockets of the agent's network namespace, from the kernel's `sock_diag`
 //! netlink interface (what `ss -l` uses).
 //!
-//! Why not `/proc/net/tcp`: that table lists every TCP socket of the namespace, TIME_WAIT ones
+//! Why not `/proc/net/tcp`: that table lists every TCP socket of the namespace, `TIME_WAIT` ones
 //! included, and the kernel formats it line by line on every read. An app that opens a
 //! connection per request (nginx's `memcached_pass`, no upstream keep-alive) leaves tens of
 //! thousands of them; re-resolving port selectors every 250 ms from that table cost the agent
@@ -66,10 +66,10 @@ fn read_dump(socket: &Socket, buf: &mut [u8], out: &mut HashMap<u64, u16>) -> io
                 .map_err(|e| bad(&e))?;
             let len = msg.header.length as usize;
             match msg.payload {
-                NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(r)) => {
-                    if r.header.inode != 0 {
-                        out.insert(u64::from(r.header.inode), r.header.socket_id.source_port);
-                    }
+                NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(r))
+                    if r.header.inode != 0 =>
+                {
+                    out.insert(u64::from(r.header.inode), r.header.socket_id.source_port);
                 }
                 NetlinkPayload::Done(_) => return Ok(()),
                 NetlinkPayload::Error(e) => {

@@ -20,7 +20,7 @@
 //! programs).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result, bail};
@@ -34,7 +34,7 @@ use slowpoke_coordinator::experiment::{
 };
 use slowpoke_coordinator::model::Optimization;
 use slowpoke_coordinator::real::{CommandTruthApp, InProcessAgent, RealLoadStarter, TruthCommands};
-use slowpoke_tests::{Nginx, Proc, TempDir, compressible_text, haproxy, memcached, memcached_set};
+use slowpoke_tests::{NginxMemcached, Proc, TempDir, haproxy, nginx_workers_script};
 
 const CASES: [&str; 3] = ["nginx-workers", "nginx-cpus", "haproxy-nginx-workers"];
 
@@ -91,49 +91,6 @@ fn port_service(port: u16) -> api::ServiceSpec {
         .1
 }
 
-/// memcached holding the page, and nginx (`workers`) compressing it from there.
-fn nginx_memcached(workers: u32, page_kib: usize) -> (Proc, Proc) {
-    let cache = memcached(2);
-    memcached_set(cache.port, "/item", &compressible_text(page_kib * 1024));
-    let web = Nginx {
-        workers,
-        server_extra: format!(
-            "location /item {{ set $memcached_key $uri; memcached_pass 127.0.0.1:{}; \
-             default_type text/plain; gzip on; gzip_comp_level 6; gzip_min_length 0; \
-             gzip_types text/plain; }}",
-            cache.port
-        ),
-        http_extra: String::new(),
-    }
-    .start();
-    (web, cache)
-}
-
-/// A script that gives the nginx of `dir` N workers by a reload and returns once exactly N
-/// workers run and none of the old ones is still shutting down.
-fn reload_script(scripts: &Path, nginx_dir: &Path) -> Result<PathBuf> {
-    let conf = nginx_dir.join("nginx.conf");
-    let pid = nginx_dir.join("nginx.pid");
-    let text = format!(
-        r#"#!/bin/sh
-set -e
-n=$1; m=$(cat '{pid}')
-sed -i "s/worker_processes [0-9]*;/worker_processes $n;/" '{conf}'
-kill -HUP "$m"
-i=0
-until [ "$(ps --ppid "$m" -o args= | grep -c 'worker process$')" = "$n" ] && ! ps --ppid "$m" -o args= | grep -q 'shutting down'; do
-  i=$((i+1)); [ $i -lt 1200 ] || {{ echo "nginx did not reload to $n workers" >&2; exit 1; }}
-  sleep 0.025
-done
-"#,
-        pid = pid.display(),
-        conf = conf.display()
-    );
-    let path = scripts.join("nginx-workers.sh");
-    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
-    Ok(path)
-}
-
 fn taskset_all(pids: &[u32], cpus: &str) -> String {
     pids.iter()
         .map(|p| format!("taskset -a -p -c {cpus} {p} >/dev/null"))
@@ -146,14 +103,14 @@ fn start(case: &str, page_kib: usize) -> Result<Running> {
     let ncpu = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     match case {
         "nginx-workers" | "haproxy-nginx-workers" => {
-            let (web, cache) = nginx_memcached(1, page_kib);
-            let script = reload_script(scripts.path(), web.dir().context("nginx has a dir")?)?;
+            let app = NginxMemcached::with_page(1, page_kib * 1024);
+            let script = nginx_workers_script(&app.nginx, scripts.path());
             let mut services = BTreeMap::from([
-                ("web".to_owned(), port_service(web.port)),
-                ("cache".to_owned(), port_service(cache.port)),
+                ("web".to_owned(), port_service(app.nginx.port)),
+                ("cache".to_owned(), port_service(app.memcached.port)),
             ]);
-            let mut entry = format!("http://127.0.0.1:{}/item", web.port);
-            let mut procs = vec![web, cache];
+            let mut entry = app.url;
+            let mut procs = vec![app.nginx, app.memcached];
             if case.starts_with("haproxy") {
                 let proxy = haproxy(procs[0].port);
                 services.insert("proxy".into(), port_service(proxy.port));
@@ -175,8 +132,8 @@ fn start(case: &str, page_kib: usize) -> Result<Running> {
             if ncpu < 2 {
                 bail!("nginx-cpus needs at least 2 CPUs");
             }
-            let (web, cache) = nginx_memcached(2, page_kib);
-            let pids = web.pids();
+            let app = NginxMemcached::with_page(2, page_kib * 1024);
+            let pids = app.nginx.pids();
             let pin = taskset_all(&pids, "0");
             let run = std::process::Command::new("sh")
                 .args(["-c", &pin])
@@ -187,15 +144,15 @@ fn start(case: &str, page_kib: usize) -> Result<Running> {
             }
             Ok(Running {
                 services: BTreeMap::from([
-                    ("web".to_owned(), port_service(web.port)),
-                    ("cache".to_owned(), port_service(cache.port)),
+                    ("web".to_owned(), port_service(app.nginx.port)),
+                    ("cache".to_owned(), port_service(app.memcached.port)),
                 ]),
-                entry: format!("http://127.0.0.1:{}/item", web.port),
+                entry: app.url,
                 truth: TruthCommands {
                     apply: taskset_all(&pids, &format!("0-{}", ncpu - 1)),
                     restore: pin,
                 },
-                _procs: vec![web, cache],
+                _procs: vec![app.nginx, app.memcached],
                 _scripts: scripts,
             })
         }

@@ -402,7 +402,7 @@ fn set_threads_live(
 // ---------------------------------------------------------------------------------------------
 
 /// How long a ground-truth command may run before it is killed.
-pub const TRUTH_COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+pub const TRUTH_COMMAND_TIMEOUT: Duration = Duration::from_mins(1);
 
 /// Two shell commands: one really applies the optimization to the running app, live (reload a
 /// config with one more worker, widen a cpuset, flip a feature flag), the other undoes it.
@@ -510,16 +510,13 @@ fn run_shell(
     std::thread::spawn(move || {
         let _ = tx.send(child.wait_with_output());
     });
-    let out = match rx.recv_timeout(timeout) {
-        Ok(out) => out,
-        Err(_) => {
-            // SAFETY: kill(2) on the command's own process group.
-            unsafe { libc::kill(-pgid, libc::SIGKILL) };
-            return Err(format!(
-                "{option} `{cmd}` did not finish within {} s and was killed: make it return once the change is in place",
-                timeout.as_secs()
-            ));
-        }
+    let Ok(out) = rx.recv_timeout(timeout) else {
+        // SAFETY: kill(2) on the command's own process group.
+        unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        return Err(format!(
+            "{option} `{cmd}` did not finish within {} s and was killed: make it return once the change is in place",
+            timeout.as_secs()
+        ));
     };
     let out = out.map_err(|e| format!("{option} `{cmd}`: {e}"))?;
     if out.status.success() {

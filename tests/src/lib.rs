@@ -224,6 +224,48 @@ impl Nginx {
     }
 }
 
+/// Writes `dir/nginx-workers.sh`, a script that gives the running `nginx` (started by
+/// [`Nginx::start`], with a master) N worker processes: `sh nginx-workers.sh N` rewrites its
+/// `worker_processes`, reloads it (SIGHUP to the master) and returns once exactly N workers run
+/// and none of the old ones is still shutting down (exit 1 after 30 s). A real, live change
+/// for `slowpoke what-if --truth-cmd`.
+pub fn nginx_workers_script(nginx: &Proc, dir: &Path) -> PathBuf {
+    let home = nginx
+        .dir()
+        .expect("an nginx started by Nginx::start has a directory");
+    let text = format!(
+        r#"#!/bin/sh
+set -e
+n=$1; m=$(cat '{pid}')
+sed -i "s/worker_processes [0-9]*;/worker_processes $n;/" '{conf}'
+kill -HUP "$m"
+i=0
+until [ "$(ps --ppid "$m" -o args= | grep -c 'worker process$')" = "$n" ] && ! ps --ppid "$m" -o args= | grep -q 'shutting down'; do
+  i=$((i+1)); [ $i -lt 1200 ] || {{ echo "nginx did not reload to $n workers" >&2; exit 1; }}
+  sleep 0.025
+done
+"#,
+        pid = home.join("nginx.pid").display(),
+        conf = home.join("nginx.conf").display()
+    );
+    let path = dir.join("nginx-workers.sh");
+    std::fs::write(&path, text).expect("writing nginx-workers.sh");
+    path
+}
+
+/// The live (not shutting down) worker processes of an nginx master.
+pub fn nginx_live_workers(master: u32) -> usize {
+    children(master)
+        .into_iter()
+        .filter(|&p| {
+            std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| {
+                let c = String::from_utf8_lossy(&c);
+                c.contains("worker process") && !c.contains("shutting down")
+            })
+        })
+        .count()
+}
+
 /// `python3 -m http.server` on a free port (HTTP/1.0: one request per connection), serving
 /// `BODY` at /hello.txt.
 pub fn python_http_server() -> Proc {
@@ -297,7 +339,8 @@ pub fn memcached_set(port: u16, key: &str, value: &[u8]) {
 }
 
 /// A real two-tier app from Debian's servers: nginx (`workers` workers) answering `GET /item`
-/// from memcached (key `/item`: 32 KiB of text) and gzip-compressing it for clients that send
+/// from memcached (key `/item`: 32 KiB of text by default; `memcached_pass` opens a connection
+/// per request) and gzip-compressing it for clients that send
 /// `Accept-Encoding: gzip` — so that nginx's CPU work per request dominates and a 1-worker nginx
 /// is the app's bottleneck.
 pub struct NginxMemcached {
@@ -309,8 +352,13 @@ pub struct NginxMemcached {
 
 impl NginxMemcached {
     pub fn start(workers: u32) -> NginxMemcached {
+        NginxMemcached::with_page(workers, 32 * 1024)
+    }
+
+    /// The same app with a page of `page_bytes` (nginx's CPU work per request grows with it).
+    pub fn with_page(workers: u32, page_bytes: usize) -> NginxMemcached {
         let memcached = memcached(2);
-        memcached_set(memcached.port, "/item", &compressible_text(32 * 1024));
+        memcached_set(memcached.port, "/item", &compressible_text(page_bytes));
         let nginx = Nginx {
             workers,
             server_extra: format!(

@@ -5,7 +5,9 @@
 
 use std::process::Command;
 
-use slowpoke_tests::{NginxMemcached, TempDir, is_stopped, workspace_bin};
+use slowpoke_tests::{
+    NginxMemcached, TempDir, is_stopped, nginx_live_workers, nginx_workers_script, workspace_bin,
+};
 
 #[test]
 fn what_if_on_nginx_memcached_predicts_a_gain_and_leaves_nothing_stopped() {
@@ -55,6 +57,70 @@ fn what_if_on_nginx_memcached_predicts_a_gain_and_leaves_nothing_stopped() {
         "cache was paused"
     );
 
+    let mut pids = app.nginx.pids();
+    pids.push(app.memcached.pid());
+    for pid in pids {
+        assert!(!is_stopped(pid), "process {pid} left stopped");
+    }
+}
+
+/// A scaling what-if on the real app with a real ground truth: `--truth-cmd` reloads nginx with
+/// a second worker before every ground-truth window and `--restore-cmd` reloads it with one
+/// after it. Each must run exactly once per repetition, in that order, and the app must end as
+/// it started (one worker, nothing stopped).
+#[test]
+fn a_real_change_is_the_ground_truth_and_is_undone_after_every_truth_window() {
+    let app = NginxMemcached::start(1);
+    let scripts = TempDir::new("real-app-truth");
+    let script = nginx_workers_script(&app.nginx, scripts.path());
+    let log = scripts.path().join("calls.log");
+    let (s, l) = (script.display(), log.display());
+    let state = TempDir::new("real-app-truth-agent");
+    let results = TempDir::new("real-app-truth-results");
+    let out = Command::new(workspace_bin("slowpoke"))
+        .args(["what-if", "--service"])
+        .arg(format!("web=port:{}", app.nginx.port))
+        .arg("--service")
+        .arg(format!("cache=port:{}", app.memcached.port))
+        .args(["--entry", &app.url, "--header", "Accept-Encoding: gzip"])
+        .args(["--target", "web", "--cores", "2"])
+        .arg("--truth-cmd")
+        .arg(format!(
+            "echo apply $SLOWPOKE_TARGET $SLOWPOKE_CORES >> {l} && sh {s} 2"
+        ))
+        .arg("--restore-cmd")
+        .arg(format!("echo restore >> {l} && sh {s} 1"))
+        // Doubling the bottleneck's cores pauses the cache about half of the time.
+        .args(["--max-stopped-share", "0.95"])
+        .args(["--warmup", "1", "--duration", "1"])
+        .args(["--repetitions", "2", "--precision", "0", "--json"])
+        .arg("--agent-state-dir")
+        .arg(state.path())
+        .arg("--results-dir")
+        .arg(results.path())
+        .output()
+        .expect("running slowpoke");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "slowpoke failed: {stderr}\n{stdout}");
+    let result: serde_json::Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("one JSON object expected ({e}): {stdout}"));
+    let truth = result["truth_rps"].as_f64().expect("truth_rps");
+    assert!(truth > 0.0, "truth {truth}");
+    assert!(
+        result["error_pct"].as_f64().is_some_and(f64::is_finite),
+        "error_pct: {result}"
+    );
+    let calls = std::fs::read_to_string(&log).expect("the commands ran");
+    assert_eq!(
+        calls, "apply web 2\nrestore\napply web 2\nrestore\n",
+        "one apply and one restore per repetition"
+    );
+    assert_eq!(
+        nginx_live_workers(app.nginx.pid()),
+        1,
+        "nginx is back to one worker"
+    );
     let mut pids = app.nginx.pids();
     pids.push(app.memcached.pid());
     for pid in pids {
