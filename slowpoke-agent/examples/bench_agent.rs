@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release -p slowpoke-agent --example bench_agent [-- --rounds 7 --seconds 2]
-//!     [--pauses 200] [--only hook,tracked,echo,nginx,pause]
+//!     [--pauses 200] [--time-wait 10000] [--only hook,tracked,echo,nginx,pause,resolve]
 //! ```
 //!
 //! 1. `hook`: time per socket call of a process no service tracks, programs attached vs.
@@ -22,6 +22,11 @@
 //!    apart). Each pause is matched with the probe's gap that overlaps it; per requested size:
 //!    mean, median, p99 and max of |gap − requested| and of gap − achieved (the agent's
 //!    `pause_ns` delta), pooled and as per-round statistics with 95 % CIs over the rounds.
+//! 4. `resolve`: what the resolver pays to list the node's listening sockets, with
+//!    `--time-wait` `TIME_WAIT` sockets on the node (an app that opens a connection per request
+//!    leaves tens of thousands): `sock_diag` (what the agent uses) vs. reading
+//!    `/proc/net/tcp{,6}` (what it used to), interleaved, per round `--lists` calls of each;
+//!    mean and 95 % CI of the time per call and of the per-round ratio.
 
 use std::{
     io::{Read, Write},
@@ -64,8 +69,14 @@ struct Options {
     /// Pauses of each size per round (pause precision).
     #[arg(long, default_value_t = 200)]
     pauses: usize,
+    /// `TIME_WAIT` sockets made for the resolve measurement.
+    #[arg(long, default_value_t = 10_000)]
+    time_wait: usize,
+    /// Listings of each kind per round (resolve measurement).
+    #[arg(long, default_value_t = 20)]
+    lists: usize,
     /// Parts to run (all by default).
-    #[arg(long, value_delimiter = ',', value_parser = ["hook", "tracked", "echo", "nginx", "pause"])]
+    #[arg(long, value_delimiter = ',', value_parser = ["hook", "tracked", "echo", "nginx", "pause", "resolve"])]
     only: Vec<String>,
     /// Internal: be the echo server child on this port.
     #[arg(long, hide = true, value_name = "PORT")]
@@ -746,6 +757,72 @@ fn pause_precision(o: &Options) -> serde_json::Value {
     })
 }
 
+/// Leaves `n` client sockets in `TIME_WAIT`: connect to a loopback listener and close the
+/// client side first.
+fn make_time_wait(n: usize) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    for _ in 0..n {
+        let client = TcpStream::connect(addr).unwrap();
+        let (mut server, _) = listener.accept().unwrap();
+        drop(client);
+        // Wait for the client's FIN, so that the client, which closed first, holds `TIME_WAIT`.
+        let mut byte = [0u8; 1];
+        let _ = server.read(&mut byte);
+    }
+}
+
+/// Sockets in the TCP tables of the agent's namespace, `TIME_WAIT` and others.
+fn tcp_table_rows() -> usize {
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .map(|t| t.lines().count().saturating_sub(1))
+        .sum()
+}
+
+fn resolve_cost(o: &Options) -> serde_json::Value {
+    use slowpoke_agent::{procfs, sockdiag};
+    let started = Instant::now();
+    make_time_wait(o.time_wait);
+    let made_s = started.elapsed().as_secs_f64();
+    let rows = tcp_table_rows();
+    let time = |f: &dyn Fn() -> usize| -> (f64, usize) {
+        let t = Instant::now();
+        let mut found = 0;
+        for _ in 0..o.lists {
+            found = f();
+        }
+        (t.elapsed().as_secs_f64() * 1e3 / o.lists as f64, found)
+    };
+    let diag = || sockdiag::listening_sockets().expect("sock_diag").len();
+    let proc_net = || procfs::listening_sockets(std::path::Path::new("/proc/net")).len();
+    let (mut d_ms, mut p_ms, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
+    let mut listeners = (0, 0);
+    for round in 0..o.rounds {
+        let ((d, nd), (p, np)) = if round % 2 == 0 {
+            let d = time(&diag);
+            (d, time(&proc_net))
+        } else {
+            let p = time(&proc_net);
+            (time(&diag), p)
+        };
+        listeners = (nd, np);
+        d_ms.push(d);
+        p_ms.push(p);
+        ratio.push(p / d);
+    }
+    json!({
+        "time_wait_made": o.time_wait,
+        "seconds_to_make_them": made_s,
+        "tcp_table_rows": rows,
+        "listening_sockets_found": {"sock_diag": listeners.0, "proc_net_tcp": listeners.1},
+        "ms_per_listing_sock_diag": summary(&d_ms),
+        "ms_per_listing_proc_net_tcp": summary(&p_ms),
+        "ratio_proc_over_sock_diag": summary(&ratio),
+    })
+}
+
 fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .unwrap_or_default()
@@ -784,6 +861,9 @@ fn main() {
     }
     if o.runs("pause") {
         report.insert("pause_precision".into(), pause_precision(&o));
+    }
+    if o.runs("resolve") {
+        report.insert("resolve".into(), resolve_cost(&o));
     }
     report.insert("loadavg_end".into(), json!(loadavg()));
     println!(

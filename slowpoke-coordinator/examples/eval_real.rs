@@ -287,19 +287,7 @@ fn real_main() -> Result<()> {
                     ..identity
                 },
             };
-            eprintln!(
-                "{label}: baseline {}, predicted {}, truth {}, error {}{}",
-                fmt(point.baseline_rps),
-                fmt(point.predicted_rps),
-                fmt(point.truth_rps),
-                point
-                    .error_pct
-                    .map_or_else(|| "–".into(), |e| format!("{e:+.1} %")),
-                point
-                    .error
-                    .as_ref()
-                    .map_or_else(String::new, |e| format!(" FAILED: {e}"))
-            );
+            eprintln!("{label}: {}", runner::outcome(&point));
             runner::record(&opts.out_dir, &mut file, point)?;
             if monitor.is_cancelled() {
                 break 'cases;
@@ -320,8 +308,4 @@ fn real_main() -> Result<()> {
     );
     eprintln!("report: {}", opts.out_dir.join("report.md").display());
     Ok(())
-}
-
-fn fmt(v: Option<f64>) -> String {
-    v.map_or_else(|| "–".into(), |x| format!("{x:.0}"))
 }

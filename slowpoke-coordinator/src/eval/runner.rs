@@ -570,17 +570,8 @@ pub fn run(
             ran += 1;
             let eta = started.elapsed().as_secs_f64() / ran as f64 * (total - n) as f64;
             say(&format!(
-                "{label}: baseline {}, predicted {}, truth {}, error {}{} ({:.0} s; about {:.0} min left)",
-                fmt(point.baseline_rps),
-                fmt(point.predicted_rps),
-                fmt(point.truth_rps),
-                point
-                    .error_pct
-                    .map_or_else(|| "–".into(), |e| format!("{e:+.1} %")),
-                point
-                    .error
-                    .as_ref()
-                    .map_or_else(String::new, |e| format!(" FAILED: {e}")),
+                "{label}: {} ({:.0} s; about {:.0} min left)",
+                outcome(&point),
                 point.duration_s,
                 eta / 60.0
             ));
@@ -601,6 +592,24 @@ pub fn run(
     }
     write_outputs(&opts.out_dir, &file)?;
     Ok(file)
+}
+
+/// One line on a measured point: `baseline B, predicted P, truth T, error E` (and why it
+/// failed, if it did).
+pub fn outcome(point: &Point) -> String {
+    format!(
+        "baseline {}, predicted {}, truth {}, error {}{}",
+        fmt(point.baseline_rps),
+        fmt(point.predicted_rps),
+        fmt(point.truth_rps),
+        point
+            .error_pct
+            .map_or_else(|| "–".into(), |e| format!("{e:+.1} %")),
+        point
+            .error
+            .as_ref()
+            .map_or_else(String::new, |e| format!(" FAILED: {e}"))
+    )
 }
 
 fn fmt(v: Option<f64>) -> String {
