@@ -9,9 +9,9 @@ use slowpoke_tests::{
     NginxMemcached, TempDir, is_stopped, nginx_live_workers, nginx_workers_script, workspace_bin,
 };
 
-#[test]
-fn what_if_on_nginx_memcached_predicts_a_gain_and_leaves_nothing_stopped() {
-    let app = NginxMemcached::start(1);
+/// Runs `slowpoke what-if` on `app` (services `web` and `cache`, gzip requests, the in-process
+/// agent on private directories) with `args` after them; the JSON result.
+fn what_if(app: &NginxMemcached, args: &[&str]) -> serde_json::Value {
     let state = TempDir::new("real-app-agent");
     let results = TempDir::new("real-app-results");
     let out = Command::new(workspace_bin("slowpoke"))
@@ -20,11 +20,8 @@ fn what_if_on_nginx_memcached_predicts_a_gain_and_leaves_nothing_stopped() {
         .arg("--service")
         .arg(format!("cache=port:{}", app.memcached.port))
         .args(["--entry", &app.url, "--header", "Accept-Encoding: gzip"])
-        .args(["--target", "web", "--percent", "30"])
-        // The default 64 connections: enough queued work at nginx to absorb memcached's pauses
-        // (with 16, nginx ran dry during 10 ms pauses and the slowed run lost more than δ).
-        .args(["--warmup", "1", "--duration", "1"])
-        .args(["--repetitions", "5", "--precision", "0", "--json"])
+        .args(args)
+        .args(["--precision", "0", "--json"])
         .arg("--agent-state-dir")
         .arg(state.path())
         .arg("--results-dir")
@@ -34,8 +31,30 @@ fn what_if_on_nginx_memcached_predicts_a_gain_and_leaves_nothing_stopped() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "slowpoke failed: {stderr}\n{stdout}");
-    let result: serde_json::Value = serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("one JSON object expected ({e}): {stdout}"));
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("one JSON object expected ({e}): {stdout}"))
+}
+
+#[test]
+fn what_if_on_nginx_memcached_predicts_a_gain_and_leaves_nothing_stopped() {
+    let app = NginxMemcached::start(1);
+    // The default 64 connections: enough queued work at nginx to absorb memcached's pauses
+    // (with 16, nginx ran dry during 10 ms pauses and the slowed run lost more than δ).
+    let result = what_if(
+        &app,
+        &[
+            "--target",
+            "web",
+            "--percent",
+            "30",
+            "--warmup",
+            "1",
+            "--duration",
+            "1",
+            "--repetitions",
+            "5",
+        ],
+    );
 
     let baseline = result["baseline_rps"].as_f64().expect("baseline_rps");
     let predicted = result["predicted_rps"].as_f64().expect("predicted_rps");
@@ -75,36 +94,30 @@ fn a_real_change_is_the_ground_truth_and_is_undone_after_every_truth_window() {
     let script = nginx_workers_script(&app.nginx, scripts.path());
     let log = scripts.path().join("calls.log");
     let (s, l) = (script.display(), log.display());
-    let state = TempDir::new("real-app-truth-agent");
-    let results = TempDir::new("real-app-truth-results");
-    let out = Command::new(workspace_bin("slowpoke"))
-        .args(["what-if", "--service"])
-        .arg(format!("web=port:{}", app.nginx.port))
-        .arg("--service")
-        .arg(format!("cache=port:{}", app.memcached.port))
-        .args(["--entry", &app.url, "--header", "Accept-Encoding: gzip"])
-        .args(["--target", "web", "--cores", "2"])
-        .arg("--truth-cmd")
-        .arg(format!(
-            "echo apply $SLOWPOKE_TARGET $SLOWPOKE_CORES >> {l} && sh {s} 2"
-        ))
-        .arg("--restore-cmd")
-        .arg(format!("echo restore >> {l} && sh {s} 1"))
-        // Doubling the bottleneck's cores pauses the cache about half of the time.
-        .args(["--max-stopped-share", "0.95"])
-        .args(["--warmup", "1", "--duration", "1"])
-        .args(["--repetitions", "2", "--precision", "0", "--json"])
-        .arg("--agent-state-dir")
-        .arg(state.path())
-        .arg("--results-dir")
-        .arg(results.path())
-        .output()
-        .expect("running slowpoke");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "slowpoke failed: {stderr}\n{stdout}");
-    let result: serde_json::Value = serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("one JSON object expected ({e}): {stdout}"));
+    let apply = format!("echo apply $SLOWPOKE_TARGET $SLOWPOKE_CORES >> {l} && sh {s} 2");
+    let restore = format!("echo restore >> {l} && sh {s} 1");
+    // Doubling the bottleneck's cores pauses the cache about half of the time.
+    let result = what_if(
+        &app,
+        &[
+            "--target",
+            "web",
+            "--cores",
+            "2",
+            "--truth-cmd",
+            &apply,
+            "--restore-cmd",
+            &restore,
+            "--max-stopped-share",
+            "0.95",
+            "--warmup",
+            "1",
+            "--duration",
+            "1",
+            "--repetitions",
+            "2",
+        ],
+    );
     let truth = result["truth_rps"].as_f64().expect("truth_rps");
     assert!(truth > 0.0, "truth {truth}");
     assert!(

@@ -97,6 +97,23 @@ fn cargo(root: &Path) -> Command {
     cmd
 }
 
+/// `cargo run --release --quiet -p PACKAGE KIND NAME --` (KIND: `--bin` or `--example`); the
+/// caller appends the program's arguments.
+fn cargo_run_release(root: &Path, package: &str, kind: &str, name: &str) -> Command {
+    let mut cmd = cargo(root);
+    cmd.args([
+        "run",
+        "--release",
+        "--quiet",
+        "-p",
+        package,
+        kind,
+        name,
+        "--",
+    ]);
+    cmd
+}
+
 fn test(root: &Path, no_lint: bool, args: &[String]) -> Result<()> {
     setup::ensure()?;
     if !no_lint {
@@ -170,18 +187,7 @@ fn bench(root: &Path, which: &str, args: &[String]) -> Result<()> {
         "agent" => ("slowpoke-agent", "bench_agent"),
         _ => ("slowpoke-emu", "bench_emu"),
     };
-    run(cargo(root)
-        .args([
-            "run",
-            "--release",
-            "--quiet",
-            "-p",
-            package,
-            "--example",
-            example,
-            "--",
-        ])
-        .args(args))
+    run(cargo_run_release(root, package, "--example", example).args(args))
 }
 
 /// `bench whatif`: the release emulator and the agent bench (for its short hook-cost part) are
@@ -204,23 +210,15 @@ fn bench_whatif(root: &Path, args: &[String]) -> Result<()> {
         "bench_agent",
     ]))?;
     let release = target_dir(root).join("release");
-    run(cargo(root)
-        .env("SLOWPOKE_EMU_BIN", release.join("slowpoke-emu"))
-        .env(
-            "SLOWPOKE_BENCH_AGENT_BIN",
-            release.join("examples/bench_agent"),
-        )
-        .args([
-            "run",
-            "--release",
-            "--quiet",
-            "-p",
-            "slowpoke-coordinator",
-            "--example",
-            "bench_whatif",
-            "--",
-        ])
-        .args(args))
+    run(
+        cargo_run_release(root, "slowpoke-coordinator", "--example", "bench_whatif")
+            .env("SLOWPOKE_EMU_BIN", release.join("slowpoke-emu"))
+            .env(
+                "SLOWPOKE_BENCH_AGENT_BIN",
+                release.join("examples/bench_agent"),
+            )
+            .args(args),
+    )
 }
 
 fn eval(root: &Path, args: &[String]) -> Result<()> {
@@ -229,32 +227,15 @@ fn eval(root: &Path, args: &[String]) -> Result<()> {
     // The real-server suite starts Debian's servers through the test kit: it is the
     // coordinator's `eval_real` example, not a suite of the `slowpoke` binary.
     if let Some(rest) = real_suite_args(args) {
-        return run(cargo(root)
-            .args([
-                "run",
-                "--release",
-                "--quiet",
-                "-p",
-                "slowpoke-coordinator",
-                "--example",
-                "eval_real",
-                "--",
-            ])
-            .args(rest));
+        return run(
+            cargo_run_release(root, "slowpoke-coordinator", "--example", "eval_real").args(rest),
+        );
     }
-    run(cargo(root)
-        .args([
-            "run",
-            "--release",
-            "--quiet",
-            "-p",
-            "slowpoke-coordinator",
-            "--bin",
-            "slowpoke",
-            "--",
-            "eval",
-        ])
-        .args(args))
+    run(
+        cargo_run_release(root, "slowpoke-coordinator", "--bin", "slowpoke")
+            .arg("eval")
+            .args(args),
+    )
 }
 
 /// `--suite real` (or `--suite=real`) anywhere in `args`: the other arguments.
