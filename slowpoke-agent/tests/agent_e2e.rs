@@ -415,11 +415,13 @@ fn synchronized_pauses_start_together_and_each_service_pays_its_own_debt() {
     );
     // Every A visit is a quantum pause (but for a visit that comes before A's pause thread has
     // re-armed the trigger: its debt goes with the next one); B pays at each of them but the
-    // first (nothing owed yet).
+    // first (nothing owed yet), and on a loaded machine may miss a few more: when B's pause
+    // thread has not run yet at A's trigger, B's debt goes with A's next pause (a CI run saw
+    // 37 of 40). The debt itself is never lost (the exact owed/paid checks below).
     assert!(kernel_a >= rounds - 3, "{ra:?}");
     assert!(
-        sync.len() + 2 >= kernel_a,
-        "{} synchronized pauses of B",
+        sync.len() + 2 + kernel_a / 10 >= kernel_a,
+        "{} synchronized pauses of B for {kernel_a} quantum pauses of A",
         sync.len()
     );
     // B stops at about the same moment as A: the kernel's stop of A, its pause request through

@@ -58,18 +58,25 @@ mod tests {
 
     #[test]
     fn burns_thread_cpu_time_exactly_on_average() {
-        let t0 = thread_cpu_ns();
-        for _ in 0..200 {
-            burn(100_000);
-        }
-        let used = thread_cpu_ns() - t0;
-        // 20 ms requested; every overshoot but the last is paid back by the next call, and the
-        // last one is carried (an interrupt in the final iteration can make it long on a busy
-        // machine): used = requested + carried, up to clock-reading overhead.
-        let carried = OVERSHOOT_NS.get();
+        // 20 ms requested per trial; every overshoot but the last is paid back by the next
+        // call, and the last one is carried (an interrupt in the final iteration can make it
+        // long on a busy machine): used = requested + carried, up to clock-reading overhead.
+        // Interrupts serviced while this thread runs are charged to it, which only ever adds
+        // CPU time (a CI run saw +334 µs): the best of three trials is the loop's own error.
+        let excess = |_| {
+            OVERSHOOT_NS.set(0);
+            let t0 = thread_cpu_ns();
+            for _ in 0..200 {
+                burn(100_000);
+            }
+            let used = thread_cpu_ns() - t0;
+            used - 20_000_000 - OVERSHOOT_NS.get()
+        };
+        let trials: Vec<i64> = (0..3).map(excess).collect();
+        let best = trials.iter().copied().min_by_key(|e| e.abs()).unwrap();
         assert!(
-            (used - 20_000_000 - carried).abs() < 200_000,
-            "used {used} ns, carried {carried} ns"
+            best.abs() < 200_000,
+            "used − requested − carried: {trials:?} ns"
         );
     }
 }
