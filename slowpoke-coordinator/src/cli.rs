@@ -272,9 +272,10 @@ struct EvalArgs {
     connections: usize,
     /// Safety cap of the in-process agent: most of its time a service may spend stopped. A
     /// what-if that removes a share s of the bottleneck's time pauses the others about s of the
-    /// time, so the suite's large points need more than the agent's everyday 0.5.
-    #[arg(long, default_value_t = 0.95, value_name = "SHARE")]
-    max_stopped_share: f64,
+    /// time, so the suite's large points need more than the agent's everyday 0.5 [default:
+    /// 0.95; a running agent keeps its own].
+    #[arg(long, value_name = "SHARE")]
+    max_stopped_share: Option<f64>,
     #[arg(long = "agent", value_name = "URL")]
     agent: Vec<String>,
     #[arg(long, value_name = "FILE")]
@@ -683,8 +684,12 @@ fn connect_agents(rt: &tokio::runtime::Runtime, c: &CommonArgs) -> anyhow::Resul
         c.agent_token_file.as_deref(),
         c.agent_state_dir.as_deref(),
         c.max_stopped_share,
+        None,
     )
 }
+
+/// The in-process agent's safety cap in `slowpoke eval` when `--max-stopped-share` is not given.
+const EVAL_MAX_STOPPED_SHARE: f64 = 0.95;
 
 /// `--max-stopped-share`: a share of wall time in (0, 1].
 fn stopped_share_arg(share: f64) -> anyhow::Result<f64> {
@@ -695,12 +700,15 @@ fn stopped_share_arg(share: f64) -> anyhow::Result<f64> {
 }
 
 /// `--agent` URLs when given; else the daemon on this node, else an agent in this process.
+/// `max_stopped_share` is the user's `--max-stopped-share` (a running agent keeps its own: a
+/// warning), `in_process_share` the command's own default for an agent in this process.
 fn connect(
     rt: &tokio::runtime::Runtime,
     urls: &[String],
     token_file: Option<&Path>,
     state_dir: Option<&Path>,
     max_stopped_share: Option<f64>,
+    in_process_share: Option<f64>,
 ) -> anyhow::Result<AgentSet> {
     let ignored_cap = || {
         if max_stopped_share.is_some() {
@@ -734,7 +742,7 @@ fn connect(
     if let Some(d) = state_dir {
         d.clone_into(&mut cfg.state_dir);
     }
-    if let Some(share) = max_stopped_share {
+    if let Some(share) = max_stopped_share.or(in_process_share) {
         cfg.max_stopped_share = share;
     }
     let agent = rt
@@ -1080,6 +1088,7 @@ fn serve(a: &ServeArgs) -> anyhow::Result<()> {
         a.agent_token_file.as_deref(),
         a.agent_state_dir.as_deref(),
         None,
+        None,
     )?;
     let cfg = server::ServeConfig {
         listen: a.listen,
@@ -1144,7 +1153,9 @@ fn eval(a: &EvalArgs) -> anyhow::Result<()> {
     if a.connections == 0 {
         bail!("--connections must be at least 1");
     }
-    stopped_share_arg(a.max_stopped_share)?;
+    if let Some(share) = a.max_stopped_share {
+        stopped_share_arg(share)?;
+    }
     let opts = runner::EvalOptions {
         suite: a.suite.clone(),
         out_dir: a
@@ -1171,7 +1182,8 @@ fn eval(a: &EvalArgs) -> anyhow::Result<()> {
         &a.agent,
         a.agent_token_file.as_deref(),
         a.agent_state_dir.as_deref(),
-        Some(a.max_stopped_share),
+        a.max_stopped_share,
+        Some(EVAL_MAX_STOPPED_SHARE),
     )?;
     let monitor = Monitor::new();
     cancel_on_signal(&rt, &monitor);

@@ -183,6 +183,19 @@ fn zero_and_negative_values_are_refused() {
     }
 }
 
+/// A what-if of a running app whose entry is port 1 on loopback (nothing listens there).
+const ATTACHED: [&str; 9] = [
+    "what-if",
+    "--service",
+    "cart=port:1",
+    "--entry",
+    "http://127.0.0.1:1/",
+    "--target",
+    "cart",
+    "--speedup",
+    "2x",
+];
+
 #[test]
 fn unknown_target_and_bad_selectors_are_named() {
     fails_with(
@@ -241,27 +254,16 @@ fn unknown_target_and_bad_selectors_are_named() {
         ],
         "--service needs --entry URL",
     );
-    let attached = [
-        "what-if",
-        "--service",
-        "cart=port:1",
-        "--entry",
-        "http://127.0.0.1:1/",
-        "--target",
-        "cart",
-        "--speedup",
-        "2x",
-    ];
     fails_with(
-        &[&attached[..], &["--truth"]].concat(),
+        &[&ATTACHED[..], &["--truth"]].concat(),
         "--truth on a running app (--service) needs --truth-cmd CMD and --restore-cmd CMD",
     );
     fails_with(
-        &[&attached[..], &["--truth-cmd", "true"]].concat(),
+        &[&ATTACHED[..], &["--truth-cmd", "true"]].concat(),
         "--truth-cmd needs --restore-cmd",
     );
     fails_with(
-        &[&attached[..], &["--restore-cmd", "true"]].concat(),
+        &[&ATTACHED[..], &["--restore-cmd", "true"]].concat(),
         "--restore-cmd goes with --truth-cmd",
     );
     fails_with(
@@ -296,19 +298,8 @@ fn unknown_target_and_bad_selectors_are_named() {
 
 #[test]
 fn an_entry_that_does_not_answer_is_named() {
-    // Port 1 on loopback: nothing listens there.
     fails_with(
-        &[
-            "what-if",
-            "--service",
-            "cart=port:1",
-            "--entry",
-            "http://127.0.0.1:1/",
-            "--target",
-            "cart",
-            "--speedup",
-            "2x",
-        ],
+        &ATTACHED,
         "the entry URL http://127.0.0.1:1/ does not answer",
     );
 }
@@ -349,6 +340,26 @@ fn an_unreachable_agent_is_named() {
         ],
         "is not a URL",
     );
+    // `slowpoke eval` warns that a running agent keeps its own safety cap only when the user
+    // gave one (its own default is for an agent in this process).
+    let eval = ["eval", "--suite", "quick", "--agent", "http://127.0.0.1:1"];
+    for (extra, warned) in [
+        (&[][..], false),
+        (&["--max-stopped-share", "0.9"][..], true),
+    ] {
+        let args = [&eval[..], extra].concat();
+        let (code, _, err) = slowpoke(&args);
+        assert_ne!(code, 0, "{err}");
+        assert!(
+            err.contains("agent http://127.0.0.1:1 is unreachable"),
+            "{err}"
+        );
+        assert_eq!(
+            err.contains("--max-stopped-share sets the cap"),
+            warned,
+            "{err}"
+        );
+    }
     let (code, out, _) = slowpoke(&["agents", "--agent", "http://127.0.0.1:1"]);
     assert_eq!(code, 1);
     assert!(out.contains("DOWN"), "{out}");
