@@ -608,6 +608,46 @@ struct PauseSample {
     round: usize,
 }
 
+/// A library agent of the bench's own (temporary state dir, its runtime).
+struct BenchAgent {
+    agent: Agent,
+    rt: tokio::runtime::Runtime,
+    state_dir: std::path::PathBuf,
+}
+
+impl BenchAgent {
+    /// The default config with a fresh state dir named after `part`, and `max_stopped_share`
+    /// when given.
+    fn start(part: &str, max_stopped_share: Option<f64>) -> BenchAgent {
+        let state_dir =
+            std::env::temp_dir().join(format!("slowpoke-bench-{part}-{}", std::process::id()));
+        std::fs::create_dir_all(&state_dir).unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let agent = rt
+            .block_on(Agent::start(AgentConfig {
+                state_dir: state_dir.clone(),
+                max_stopped_share: max_stopped_share
+                    .unwrap_or(AgentConfig::default().max_stopped_share),
+                ..AgentConfig::default()
+            }))
+            .unwrap_or_else(|e| panic!("starting the agent (run as root): {e}"));
+        BenchAgent {
+            agent,
+            rt,
+            state_dir,
+        }
+    }
+
+    fn shutdown(self) {
+        self.rt.block_on(self.agent.shutdown());
+        let _ = std::fs::remove_dir_all(&self.state_dir);
+    }
+}
+
 fn pause_ns(agent: &Agent, name: &str) -> u64 {
     agent.stats().services.get(name).map_or(0, |s| s.pause_ns)
 }
@@ -617,20 +657,8 @@ fn pause_precision(o: &Options) -> serde_json::Value {
     const SIZES_NS: [u64; 2] = [1_000_000, 10_000_000];
     const NAME: &str = "probe";
     let loadavg_start = loadavg();
-    let state_dir =
-        std::env::temp_dir().join(format!("slowpoke-bench-agent-{}", std::process::id()));
-    std::fs::create_dir_all(&state_dir).unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let agent = rt
-        .block_on(Agent::start(AgentConfig {
-            state_dir: state_dir.clone(),
-            ..AgentConfig::default()
-        }))
-        .unwrap_or_else(|e| panic!("starting the agent (run as root): {e}"));
+    let bench = BenchAgent::start("agent", None);
+    let agent = &bench.agent;
     let probe = start_probe(MIN_GAP_NS);
     let pid = probe.0.id();
     let info = agent
@@ -659,9 +687,9 @@ fn pause_precision(o: &Options) -> serde_json::Value {
             order.swap(i, rng.below(i as u64 + 1) as usize);
         }
         for requested_ns in order {
-            let before = pause_ns(&agent, NAME);
+            let before = pause_ns(agent, NAME);
             let out = agent.pause_now(NAME, requested_ns).unwrap();
-            let achieved_ns = pause_ns(&agent, NAME) - before;
+            let achieved_ns = pause_ns(agent, NAME) - before;
             samples.push(PauseSample {
                 requested_ns,
                 start_ns: out.start_ns,
@@ -675,8 +703,7 @@ fn pause_precision(o: &Options) -> serde_json::Value {
     }
     let (gaps, overflow) = finish_probe(probe);
     agent.delete_service(NAME).unwrap();
-    rt.block_on(agent.shutdown());
-    let _ = std::fs::remove_dir_all(&state_dir);
+    bench.shutdown();
 
     // Match: the gap with the largest overlap with [start, end] of the pause (the probe's gaps
     // are disjoint and sorted, so their ends are sorted too).
@@ -930,22 +957,9 @@ fn sync_run(
 }
 
 fn sync_closeness(o: &Options) -> serde_json::Value {
-    let state_dir =
-        std::env::temp_dir().join(format!("slowpoke-bench-sync-{}", std::process::id()));
-    std::fs::create_dir_all(&state_dir).unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let agent = rt
-        .block_on(Agent::start(AgentConfig {
-            state_dir: state_dir.clone(),
-            // A is stopped most of the time by design.
-            max_stopped_share: 1.0,
-            ..AgentConfig::default()
-        }))
-        .unwrap_or_else(|e| panic!("starting the agent (run as root): {e}"));
+    // A is stopped most of the time by design: no cap.
+    let bench = BenchAgent::start("sync", Some(1.0));
+    let agent = &bench.agent;
     let servers = [start_server(), start_server()];
     for (name, s) in ["a", "b"].into_iter().zip(&servers) {
         let info = agent
@@ -967,7 +981,7 @@ fn sync_closeness(o: &Options) -> serde_json::Value {
     let (mut on, mut off) = (Vec::new(), Vec::new());
     for round in 0..o.rounds {
         for synchronized in [round % 2 == 0, round % 2 == 1] {
-            let r = sync_run(&agent, &mut conns, synchronized, o.sync_visits);
+            let r = sync_run(agent, &mut conns, synchronized, o.sync_visits);
             if synchronized { &mut on } else { &mut off }.push(r);
         }
     }
@@ -975,8 +989,7 @@ fn sync_closeness(o: &Options) -> serde_json::Value {
     for name in ["a", "b"] {
         agent.delete_service(name).unwrap();
     }
-    rt.block_on(agent.shutdown());
-    let _ = std::fs::remove_dir_all(&state_dir);
+    bench.shutdown();
     let per_run = |runs: &[SyncRun]| {
         let q =
             |f: fn(&[f64]) -> f64| -> Vec<f64> { runs.iter().map(|r| f(&r.delay_us)).collect() };
