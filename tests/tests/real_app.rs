@@ -55,7 +55,6 @@ fn what_if_on_nginx_memcached_predicts_a_gain_and_leaves_nothing_stopped() {
             "5",
         ],
     );
-
     let baseline = result["baseline_rps"].as_f64().expect("baseline_rps");
     let predicted = result["predicted_rps"].as_f64().expect("predicted_rps");
     assert!(baseline > 0.0, "baseline {baseline}");
@@ -63,14 +62,26 @@ fn what_if_on_nginx_memcached_predicts_a_gain_and_leaves_nothing_stopped() {
         predicted > baseline,
         "a 30 % faster bottleneck must predict a gain: baseline {baseline}, predicted {predicted}"
     );
-    // Every request reaches memcached exactly once: r_cache = 1 (window edges blur it slightly).
+    // Every request reaches memcached exactly once: r_cache = 1 up to the window edges. r is
+    // cache visits / nginx visits between two snapshots of the kernel counters; a request
+    // that visited memcached before a snapshot and nginx's send after it counts on one side
+    // only, and at most `connections` requests are in flight at a snapshot: |r − 1| ≤
+    // connections / (nginx visits in a window). Under a loaded CI machine nginx is sometimes
+    // descheduled with many requests past memcached (a run saw r = 1.062 at 1 s windows).
     let services = result["services"].as_array().expect("services");
     let cache = services
         .iter()
         .find(|s| s["name"] == "cache")
         .expect("cache in the result");
     let r = cache["r"].as_f64().expect("r");
-    assert!((0.95..=1.05).contains(&r), "r_cache = {r}");
+    // The what-if's default load (64 connections) and its 1 s windows.
+    let (connections, window_s) = (64.0, 1.0);
+    let edge = connections / (baseline * window_s);
+    eprintln!("baseline {baseline:.0} req/s, r_cache {r:.4}, window-edge bound ±{edge:.4}");
+    assert!(
+        (r - 1.0).abs() <= edge.max(0.02),
+        "r_cache = {r} (bound ±{edge:.4})"
+    );
     assert!(
         cache["d_us"].as_f64().expect("d_us") > 0.0,
         "cache was paused"
