@@ -864,6 +864,9 @@ fn resolve_cost(o: &Options) -> serde_json::Value {
     })
 }
 
+/// The sync measurement's plan: A's and B's delay per visit (ns).
+const SYNC_DELAYS_NS: [(&str, u64); 2] = [("a", 2_000_000), ("b", 400_000)];
+
 /// What one run of the sync measurement saw (shares in %, delays in µs).
 #[derive(Default)]
 struct SyncRun {
@@ -885,7 +888,7 @@ fn sync_run(
 ) -> SyncRun {
     use slowpoke_agent::actuator::{PauseKind, monotonic_ns};
     use slowpoke_agent::api::{Mode, ServiceDelay, SlowdownPlan};
-    let services = [("a", 2_000_000), ("b", 400_000)]
+    let services = SYNC_DELAYS_NS
         .into_iter()
         .map(|(n, d)| {
             let delay = ServiceDelay {
@@ -961,7 +964,7 @@ fn sync_closeness(o: &Options) -> serde_json::Value {
     let bench = BenchAgent::start("sync", Some(1.0));
     let agent = &bench.agent;
     let servers = [start_server(), start_server()];
-    for (name, s) in ["a", "b"].into_iter().zip(&servers) {
+    for ((name, _), s) in SYNC_DELAYS_NS.into_iter().zip(&servers) {
         let info = agent
             .put_service(
                 name,
@@ -986,7 +989,7 @@ fn sync_closeness(o: &Options) -> serde_json::Value {
         }
     }
     drop(conns);
-    for name in ["a", "b"] {
+    for (name, _) in SYNC_DELAYS_NS {
         agent.delete_service(name).unwrap();
     }
     bench.shutdown();
@@ -1010,7 +1013,7 @@ fn sync_closeness(o: &Options) -> serde_json::Value {
         .collect();
     json!({
         "visits_per_run": o.sync_visits,
-        "delays_ns": {"a": 2_000_000, "b": 400_000},
+        "delays_ns": SYNC_DELAYS_NS.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
         "synchronized": per_run(&on),
         "unsynchronized": per_run(&off),
         "overlap_gain_pct_points": summary(&gain),

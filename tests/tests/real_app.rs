@@ -55,6 +55,7 @@ fn what_if_on_nginx_memcached_predicts_a_gain_and_leaves_nothing_stopped() {
             "5",
         ],
     );
+
     let baseline = result["baseline_rps"].as_f64().expect("baseline_rps");
     let predicted = result["predicted_rps"].as_f64().expect("predicted_rps");
     assert!(baseline > 0.0, "baseline {baseline}");
