@@ -90,6 +90,10 @@ enum Event {
 }
 
 /// Runs the topology (with `sets` applied) until SIGINT/SIGTERM. `label` names the topology in errors.
+#[expect(
+    clippy::too_many_lines,
+    reason = "the app's lifecycle in order (bind, spawn, wait until ready, report, wait for a signal, stop); the phases share the children and the signal mask and are not split into functions yet"
+)]
 pub fn run(mut topo: Topology, label: &str, sets: &[Set], opts: &RunOptions) -> Result<()> {
     for s in sets {
         topo.apply(s).map_err(|e| anyhow::anyhow!("{label}: {e}"))?;

@@ -242,6 +242,10 @@ impl Topology {
     }
 
     /// [`Topology::validate`] with errors labelled by `file`.
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one check per field of the file, in the file's order, each with its error"
+    )]
     pub fn validate_named(&self, file: &str) -> Result<(), TopologyError> {
         let bad = |field: String, value: String, reason: &str| TopologyError::Invalid {
             file: file.to_owned(),

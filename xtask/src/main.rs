@@ -1,6 +1,8 @@
 //! `cargo xtask`: the project's entry points. `setup` installs what the build and the tests need
-//! (idempotent); `test` and `demo` run it first, so a fresh machine needs nothing else.
+//! (idempotent); `test` and `demo` run it first, so a fresh machine needs nothing else. `rails`
+//! checks the workspace's structure (docs/rails.md); `test` runs it after the lints.
 
+mod rails;
 mod setup;
 
 use std::{
@@ -24,12 +26,23 @@ enum Task {
     Setup,
     /// Set up, check formatting and lints, then run every test (as root: the tests load eBPF).
     Test {
-        /// Skip `cargo fmt --check` and `cargo clippy`.
+        /// Skip `cargo fmt --check`, `cargo clippy` and the guard rails.
         #[arg(long)]
         no_lint: bool,
         /// Extra arguments passed to the test binaries (e.g. a test name filter).
         #[arg(last = true)]
         args: Vec<String>,
+    },
+    /// Guard rails (docs/rails.md): no import cycle between a crate's modules, no product file
+    /// over 800 lines, long functions only with a stated reason, no test routes in the release
+    /// agent, a client of the agent builds without the eBPF toolchain.
+    Rails {
+        /// Print the findings as one JSON array on stdout.
+        #[arg(long)]
+        json: bool,
+        /// Skip the two rails that run cargo builds (release agent, client without bpf-linker).
+        #[arg(long)]
+        no_build: bool,
     },
     /// Set up, build, start the 9-service shop app and ask: what if cart did half its CPU work?
     Demo {
@@ -62,6 +75,9 @@ fn main() -> Result<()> {
     match cli.task {
         Task::Setup => setup::ensure(),
         Task::Test { no_lint, args } => test(&root, no_lint, &args),
+        Task::Rails { json, no_build } => {
+            rails::run(&root, json, rails::Options { builds: !no_build })
+        }
         Task::Demo { args } => demo(&root, &args),
         Task::Bench { which, args } => bench(&root, &which, &args),
         Task::Eval { args } => eval(&root, &args),
@@ -119,6 +135,7 @@ fn test(root: &Path, no_lint: bool, args: &[String]) -> Result<()> {
     if !no_lint {
         run(cargo(root).args(["fmt", "--all", "--", "--check"]))?;
         run(cargo(root).args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
+        rails::run(root, false, rails::Options { builds: true })?;
     }
     // Build everything first so test binaries can find each other's executables.
     run(cargo(root).args(["build", "--all-targets"]))?;

@@ -56,7 +56,8 @@ fn rust_src() -> Result<()> {
     run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
 }
 
-fn cargo_home() -> PathBuf {
+/// `$CARGO_HOME` or `~/.cargo`: where `cargo install` puts bpf-linker.
+pub(crate) fn cargo_home() -> PathBuf {
     std::env::var_os("CARGO_HOME").map_or_else(
         || PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cargo"),
         PathBuf::from,

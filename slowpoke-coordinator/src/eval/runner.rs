@@ -385,7 +385,7 @@ pub fn write_outputs(dir: &Path, file: &ResultsFile) -> anyhow::Result<()> {
             &file.points,
         ),
     )?;
-    write("plot.svg", &crate::plot::eval_svg(&file.points)?)?;
+    write("plot.svg", &super::plot::eval_svg(&file.points)?)?;
     Ok(())
 }
 
