@@ -69,7 +69,7 @@ pub fn spawn_listening(what: &str, mut make: impl FnMut(u16) -> Command) -> (Chi
                 if matches!(child.try_wait(), Ok(Some(_))) {
                     return Some(false);
                 }
-                slowpoke_agent::procfs::pids_listening_on(&[port])
+                slowpoke_agent::sys::procfs::pids_listening_on(&[port])
                     .contains(&pid)
                     .then_some(true)
             },

@@ -1,7 +1,10 @@
 //! The HTTP API (axum 0.8): thin handlers over [`Agent`]; docs/api.md describes every endpoint.
+//! `metrics.rs` renders `GET /metrics`.
 //!
 //! Bodies are parsed here (not with axum's `Json` extractor) so every malformed body gets the
 //! agent's own `{"error": ...}` answer with status 400.
+
+mod metrics;
 
 use std::net::SocketAddr;
 
@@ -20,7 +23,6 @@ use crate::{
     agent::Agent,
     api::{ServiceSpec, SlowdownPlan},
     error::AgentError,
-    metrics,
 };
 
 /// Who may call mutating endpoints (PUT, DELETE, POST).
@@ -82,6 +84,13 @@ pub fn token_required(addr: SocketAddr) -> bool {
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl Agent {
+    /// The HTTP API of this agent (see docs/api.md).
+    pub fn router(&self, auth: Auth) -> Router {
+        router(self.clone(), auth)
+    }
 }
 
 /// The agent's routes.
