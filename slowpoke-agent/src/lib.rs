@@ -26,6 +26,6 @@ pub use agent::{Agent, AgentConfig};
 pub use error::AgentError;
 pub use http::Auth;
 
-/// The kernel object built by build.rs.
+/// The kernel object built by build.rs (the `slowpoke-kernel` binary of `slowpoke-ebpf`).
 pub static KERNEL_OBJECT: &[u8] =
-    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/slowpoke"));
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/slowpoke-kernel"));
