@@ -24,8 +24,10 @@ pub struct AgentConfig {
     pub idle_interval: Duration,
     /// Window over which threads doing socket work count as serving threads (default 2 s).
     pub serving_window: Duration,
-    /// TEST ONLY. Keep running when the kernel programs do not load (no visits, no plans) and
-    /// enable the manual pause endpoint `POST /v1/debug/pause/{name}`. Never set in production.
+    /// TEST ONLY (cargo feature `test-hooks`, absent from release builds). Keep running when the
+    /// kernel programs do not load (no visits, no plans) and enable the manual pause endpoint
+    /// `POST /v1/debug/pause/{name}`.
+    #[cfg(feature = "test-hooks")]
     pub test_hooks: bool,
 }
 
@@ -40,6 +42,7 @@ impl Default for AgentConfig {
             resolve_interval: Duration::from_millis(250),
             idle_interval: Duration::from_millis(50),
             serving_window: Duration::from_secs(2),
+            #[cfg(feature = "test-hooks")]
             test_hooks: false,
         }
     }

@@ -56,7 +56,7 @@ type SharedKernel = Arc<Mutex<Option<Kernel>>>;
 struct Inner {
     cfg: AgentConfig,
     kernel: SharedKernel,
-    /// Why the kernel programs are not loaded (test hooks only).
+    /// Why the kernel programs are not loaded (only with test hooks: otherwise start fails).
     kernel_error: Option<String>,
     features: BTreeMap<String, String>,
     state_file: Arc<StateFile>,
@@ -138,6 +138,7 @@ impl Agent {
                 features.insert("kernel".into(), "on".into());
                 (Some(k), None)
             }
+            #[cfg(feature = "test-hooks")]
             Err(e) if cfg.test_hooks => {
                 tracing::warn!(
                     "kernel programs not loaded ({e}); running without them (test hooks)"

@@ -11,11 +11,11 @@ use std::net::SocketAddr;
 use axum::{
     Json, Router,
     body::Bytes,
-    extract::{Path, Query, Request, State},
+    extract::{Path, Request, State},
     http::{HeaderMap, Method, StatusCode, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
-    routing::{get, post},
+    routing::get,
 };
 use serde::de::DeserializeOwned;
 
@@ -95,8 +95,7 @@ impl Agent {
 
 /// The agent's routes.
 pub fn router(agent: Agent, auth: Auth) -> Router {
-    let test_hooks = agent.config().test_hooks;
-    let mut r = Router::new()
+    let r = Router::new()
         .route("/v1/health", get(health))
         .route("/v1/services", get(list_services))
         .route(
@@ -109,10 +108,8 @@ pub fn router(agent: Agent, auth: Auth) -> Router {
             get(get_slowdown).put(put_slowdown).delete(delete_slowdown),
         )
         .route("/metrics", get(prometheus));
-    if test_hooks {
-        // TEST ONLY (AgentConfig::test_hooks): pause a service now for `ns`.
-        r = r.route("/v1/debug/pause/{name}", post(debug_pause));
-    }
+    #[cfg(feature = "test-hooks")]
+    let r = debug::routes(r, &agent);
     r.fallback(not_found)
         .layer(middleware::from_fn_with_state(auth, check_auth))
         .with_state(agent)
@@ -224,24 +221,48 @@ async fn prometheus(State(a): State<Agent>) -> Result<Response, AgentError> {
         .into_response())
 }
 
-#[derive(serde::Deserialize)]
-struct PauseQuery {
-    ns: u64,
-}
+/// TEST ONLY (cargo feature `test-hooks`, and the agent started with `--test-hooks`): the manual
+/// pause endpoint. Not compiled into release builds.
+#[cfg(feature = "test-hooks")]
+mod debug {
+    use axum::{
+        Json, Router,
+        extract::{Path, Query, State},
+        response::{IntoResponse, Response},
+        routing::post,
+    };
 
-async fn debug_pause(
-    State(a): State<Agent>,
-    Path(name): Path<String>,
-    q: Result<Query<PauseQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Response, AgentError> {
-    let Query(q) = q.map_err(|e| AgentError::BadRequest(format!("{e}; use ?ns=N")))?;
-    let out = blocking(move || a.pause_now(&name, q.ns)).await?;
-    Ok(Json(serde_json::json!({
-        "requested_ns": out.requested_ns,
-        "achieved_ns": out.achieved_ns,
-        "pids": out.pids,
-    }))
-    .into_response())
+    use super::blocking;
+    use crate::{agent::Agent, error::AgentError};
+
+    /// `POST /v1/debug/pause/{name}?ns=N` when the agent runs with test hooks.
+    pub(super) fn routes(r: Router<Agent>, agent: &Agent) -> Router<Agent> {
+        if agent.config().test_hooks {
+            r.route("/v1/debug/pause/{name}", post(debug_pause))
+        } else {
+            r
+        }
+    }
+
+    #[derive(serde::Deserialize)]
+    struct PauseQuery {
+        ns: u64,
+    }
+
+    async fn debug_pause(
+        State(a): State<Agent>,
+        Path(name): Path<String>,
+        q: Result<Query<PauseQuery>, axum::extract::rejection::QueryRejection>,
+    ) -> Result<Response, AgentError> {
+        let Query(q) = q.map_err(|e| AgentError::BadRequest(format!("{e}; use ?ns=N")))?;
+        let out = blocking(move || a.pause_now(&name, q.ns)).await?;
+        Ok(Json(serde_json::json!({
+            "requested_ns": out.requested_ns,
+            "achieved_ns": out.achieved_ns,
+            "pids": out.pids,
+        }))
+        .into_response())
+    }
 }
 
 #[cfg(test)]
