@@ -52,7 +52,7 @@ pub struct PauseRecord {
     pub requested_ns: u64,
 }
 
-/// How many recent pauses an actuator remembers ([`Actuator::recent_pauses`](super::Actuator::recent_pauses)).
+/// How many recent pauses an actuator remembers (`Actuator::recent_pauses`).
 pub const RECENT_PAUSES: usize = 512;
 
 /// How early a pause thread wakes before its deadline to busy-wait the rest: a running estimate

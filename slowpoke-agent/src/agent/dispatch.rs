@@ -59,8 +59,9 @@ impl Agent {
             .ok_or_else(|| AgentError::Internal("the pause thread of this service is gone".into()))
     }
 
-    /// The last pauses of a service (oldest first, at most [`RECENT_PAUSES`](crate::actuator::RECENT_PAUSES)): kind,
-    /// stop and resume times. Diagnostics and tests (e.g. how close synchronized pauses are).
+    /// The last pauses of a service (oldest first, at most
+    /// [`crate::actuator::RECENT_PAUSES`]): kind, stop and resume times. Diagnostics and tests
+    /// (e.g. how close synchronized pauses are).
     pub fn recent_pauses(&self, name: &str) -> Result<Vec<PauseRecord>, AgentError> {
         let st = lock(&self.inner.state);
         st.services
