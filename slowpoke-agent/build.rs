@@ -1,5 +1,6 @@
-//! Builds the kernel programs (`slowpoke-ebpf`) for the BPF target with the nightly toolchain and
-//! leaves the object in `OUT_DIR`, where `src/kernel.rs` embeds it with `include_bytes_aligned!`.
+//! Builds the kernel programs (`slowpoke-ebpf`, binary `slowpoke-kernel`) for the BPF target with
+//! the nightly toolchain and leaves the object in `OUT_DIR/slowpoke-kernel`, where `src/lib.rs`
+//! embeds it with `include_bytes_aligned!`.
 use anyhow::{Context as _, anyhow};
 use aya_build::Toolchain;
 

@@ -51,7 +51,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use slowpoke_agent::{Agent, AgentConfig, api::ServiceSpec};
+use slowpoke_agent::{Agent, AgentConfig, api::ServiceSpec, sys::clock::monotonic_ns};
 
 use kernel_support::KeepAlive;
 use serde_json::json;
@@ -441,16 +441,6 @@ fn throughput(o: &Options, http: bool) -> serde_json::Value {
     })
 }
 
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
 /// Most gaps the probe keeps (pauses plus scheduling noise).
 const PROBE_CAPACITY: usize = 1 << 18;
 
@@ -823,7 +813,7 @@ fn tcp_table_rows() -> usize {
 }
 
 fn resolve_cost(o: &Options) -> serde_json::Value {
-    use slowpoke_agent::{procfs, sockdiag};
+    use slowpoke_agent::sys::{procfs, sockdiag};
     let started = Instant::now();
     make_time_wait(o.time_wait);
     let made_s = started.elapsed().as_secs_f64();
@@ -886,7 +876,7 @@ fn sync_run(
     synchronized: bool,
     visits: usize,
 ) -> SyncRun {
-    use slowpoke_agent::actuator::{PauseKind, monotonic_ns};
+    use slowpoke_agent::actuator::PauseKind;
     use slowpoke_agent::api::{Mode, ServiceDelay, SlowdownPlan};
     let services = SYNC_DELAYS_NS
         .into_iter()

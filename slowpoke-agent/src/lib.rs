@@ -1,36 +1,31 @@
 //! Slowpoke node agent (library): everything but argument parsing lives here.
 //!
-//! - [`agent`]: the [`Agent`] (registry, plans, stats, lifecycle) and its [`AgentConfig`];
-//! - [`registry`] and [`procfs`]: services, selectors, cores and CPU time from `/proc`;
+//! - [`agent`]: the [`Agent`] (services, plans, stats, lifecycle) and its [`AgentConfig`];
+//! - [`registry`]: services, selectors, cores and CPU time;
 //! - [`actuator`]: the pause actuator (one precise resumer thread per service, safety cap);
-//! - [`guardian`] and [`state`]: nothing is ever left stopped, single agent per node;
-//! - [`http`] and [`metrics`]: the HTTP API and the Prometheus text;
-//! - [`api`]: the wire types; [`kernel`]: the kernel programs.
+//! - [`safety`]: nothing is ever left stopped (guardian, state file, single-agent lock);
+//! - [`http`]: the HTTP API and the Prometheus text;
+//! - [`kernel`]: the kernel programs; [`api`]: the wire types;
+//! - [`sys`]: the OS helpers (clock, signals, scheduling, `/proc`, socket tables) everything
+//!   else builds on.
+//!
+//! Modules import each other in one direction only: `sys` ← `safety`, `kernel`, `registry` ←
+//! `actuator` ← `agent` ← `http`.
 
 pub mod actuator;
 pub mod agent;
 pub mod api;
 pub mod error;
-pub mod guardian;
 pub mod http;
 pub mod kernel;
-pub mod metrics;
-pub mod procfs;
 pub mod registry;
-pub mod sockdiag;
-pub mod state;
+pub mod safety;
+pub mod sys;
 
 pub use agent::{Agent, AgentConfig};
 pub use error::AgentError;
 pub use http::Auth;
 
-/// The kernel object built by build.rs.
+/// The kernel object built by build.rs (the `slowpoke-kernel` binary of `slowpoke-ebpf`).
 pub static KERNEL_OBJECT: &[u8] =
-    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/slowpoke"));
-
-impl Agent {
-    /// The HTTP API of this agent (see docs/api.md).
-    pub fn router(&self, auth: Auth) -> axum::Router {
-        http::router(self.clone(), auth)
-    }
-}
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/slowpoke-kernel"));

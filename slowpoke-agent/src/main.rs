@@ -37,6 +37,8 @@ struct Args {
     #[arg(long, default_value = "info")]
     log_level: String,
     /// TEST ONLY: run without the kernel programs and enable POST /v1/debug/pause/{name}.
+    /// Compiled in only with the cargo feature `test-hooks`.
+    #[cfg(feature = "test-hooks")]
     #[arg(long, hide = true)]
     test_hooks: bool,
 }
@@ -78,6 +80,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         quantum_ns: args.quantum_us.saturating_mul(1000),
         max_delay_per_visit_ns: args.max_delay_ms.saturating_mul(1_000_000),
         max_stopped_share: args.max_stopped_share,
+        #[cfg(feature = "test-hooks")]
         test_hooks: args.test_hooks,
         ..AgentConfig::default()
     };

@@ -7,7 +7,7 @@ use std::{
     path::PathBuf,
 };
 
-use crate::{api::ServiceSpec, error::AgentError, procfs};
+use crate::{api::ServiceSpec, error::AgentError, sys::procfs};
 
 /// The longest service name accepted.
 pub const MAX_NAME_LEN: usize = 64;

@@ -9,9 +9,10 @@ use std::{
 
 use agent_util::{TempDir, is_stopped, nginx, sleeper, wait_for};
 use slowpoke_agent::{
-    actuator::{Actuator, ActuatorConfig, CounterDebt, PauseKind, monotonic_ns},
+    actuator::{Actuator, ActuatorConfig, CounterDebt, PauseKind},
     kernel::PauseRequest,
-    state::{StateFile, read_listed},
+    safety::state::{StateFile, read_listed},
+    sys::clock::monotonic_ns,
 };
 
 fn actuator(state: &TempDir, debt: CounterDebt, cfg: ActuatorConfig) -> Actuator {

@@ -305,7 +305,7 @@ fn sync_run(
     let counters =
         |s: &slowpoke_agent::api::ServiceStats| [s.pause_ns, s.owed_ns, s.dropped_ns, s.pauses];
     let before = agent.stats();
-    let t0 = slowpoke_agent::actuator::monotonic_ns();
+    let t0 = slowpoke_agent::sys::clock::monotonic_ns();
     let plan = SlowdownPlan {
         mode: Mode::Pause,
         quantum_ns: None,

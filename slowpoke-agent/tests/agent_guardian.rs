@@ -8,8 +8,10 @@ use std::time::{Duration, Instant};
 use agent_util::{AgentProc, TempDir, call, is_stopped, json, sleeper, wait_for};
 use slowpoke_agent::{
     Agent, AgentError,
-    guardian::Guardian,
-    state::{StateFile, read_listed},
+    safety::{
+        guardian::Guardian,
+        state::{StateFile, read_listed},
+    },
 };
 
 /// Registers `pid` as service `svc` and starts a long manual pause of it (test hook) in a thread.

@@ -195,7 +195,7 @@ impl Drop for Cgroup {
 async fn cgroup_selector_v2_and_v1_quota() {
     let state = TempDir::new("reg-cg");
     let agent = start_agent(&state).await;
-    let v2_root = slowpoke_agent::procfs::cgroup2_root().expect("a cgroup2 hierarchy");
+    let v2_root = slowpoke_agent::sys::procfs::cgroup2_root().expect("a cgroup2 hierarchy");
     let cg = Cgroup::new(v2_root.to_str().expect("utf-8"), "v2").expect("creating a v2 cgroup");
     let a = sleeper();
     let b = sleeper();

@@ -130,15 +130,33 @@ fn cargo_run_release(root: &Path, package: &str, kind: &str, name: &str) -> Comm
     cmd
 }
 
+/// The agent's test-only feature, for `cargo build`/`cargo test` at the workspace root. Never a
+/// `[dependencies]` feature: feature unification would carry it into release binaries.
+const AGENT_TEST_HOOKS: &str = "slowpoke-agent/test-hooks";
+
 fn test(root: &Path, no_lint: bool, args: &[String]) -> Result<()> {
     setup::ensure()?;
     if !no_lint {
         run(cargo(root).args(["fmt", "--all", "--", "--check"]))?;
+        // As release builds compile it (no test hooks), then the agent with its test hooks.
         run(cargo(root).args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
+        run(cargo(root).args([
+            "clippy",
+            "-p",
+            "slowpoke-agent",
+            "--all-targets",
+            "--features",
+            "test-hooks",
+            "--",
+            "-D",
+            "warnings",
+        ]))?;
         rails::run(root, false, rails::Options { builds: true })?;
     }
-    // Build everything first so test binaries can find each other's executables.
-    run(cargo(root).args(["build", "--all-targets"]))?;
+    // Build everything first so test binaries can find each other's executables. The agent's
+    // test hooks (the manual pause endpoint, running without kernel programs) exist only with
+    // its `test-hooks` feature: the tests and the agent binary they spawn are built with it.
+    run(cargo(root).args(["build", "--all-targets", "--features", AGENT_TEST_HOOKS]))?;
     // The end-to-end tests measure throughput of emulated apps: a debug emulator spends more on
     // HTTP than the topologies' configured work, so they run the release one.
     run(cargo(root).args([
@@ -153,7 +171,8 @@ fn test(root: &Path, no_lint: bool, args: &[String]) -> Result<()> {
     // Timing-sensitive integration tests (pause precision) share 2 cores: two test threads at most.
     let mut cmd = cargo(root);
     cmd.env("SLOWPOKE_EMU_BIN", &emu)
-        .args(["test", "--no-fail-fast", "--", "--test-threads=2"])
+        .args(["test", "--features", AGENT_TEST_HOOKS, "--no-fail-fast"])
+        .args(["--", "--test-threads=2"])
         .args(args);
     run(&mut cmd)
 }

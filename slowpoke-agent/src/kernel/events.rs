@@ -59,7 +59,7 @@ fn run(
 ) {
     // Every pause starts here: a saturated machine must not delay the request (the stop of the
     // service's other processes, and of the other services of a synchronized plan, waits on it).
-    if let Err(why) = crate::actuator::make_thread_precise() {
+    if let Err(why) = crate::sys::sched::make_thread_precise() {
         tracing::debug!("kernel event reader: {why}");
     }
     let fd = |raw: i32| libc::pollfd {

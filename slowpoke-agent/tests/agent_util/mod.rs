@@ -69,7 +69,7 @@ pub fn spawn_listening(what: &str, mut make: impl FnMut(u16) -> Command) -> (Chi
                 if matches!(child.try_wait(), Ok(Some(_))) {
                     return Some(false);
                 }
-                slowpoke_agent::procfs::pids_listening_on(&[port])
+                slowpoke_agent::sys::procfs::pids_listening_on(&[port])
                     .contains(&pid)
                     .then_some(true)
             },
@@ -180,7 +180,8 @@ pub fn nginx(workers: u32) -> Proc {
     }
 }
 
-/// A library agent for one test: own state dir, test hooks on (runs with or without kernel).
+/// A library agent for one test: own state dir; with the `test-hooks` feature (`cargo xtask
+/// test`) hooks on, so it runs with or without the kernel programs.
 pub async fn start_agent(state: &TempDir) -> Agent {
     Agent::start(test_config(state))
         .await
@@ -191,6 +192,7 @@ pub fn test_config(state: &TempDir) -> AgentConfig {
     AgentConfig {
         state_dir: state.path().to_path_buf(),
         resolve_interval: Duration::from_millis(50),
+        #[cfg(feature = "test-hooks")]
         test_hooks: true,
         ..AgentConfig::default()
     }
@@ -233,6 +235,14 @@ pub fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
 
+/// The binary's hidden test flag, when the hooks are compiled in (the tests that call a hook
+/// declare `required-features = ["test-hooks"]` in Cargo.toml).
+const TEST_HOOKS: &[&str] = if cfg!(feature = "test-hooks") {
+    &["--test-hooks"]
+} else {
+    &[]
+};
+
 /// The `slowpoke-agent` binary as a child process.
 pub struct AgentProc {
     pub child: Child,
@@ -240,13 +250,15 @@ pub struct AgentProc {
 }
 
 impl AgentProc {
-    /// Starts the binary with test hooks on a free port and waits for /v1/health.
+    /// Starts the binary (test hooks on when compiled in) on a free port and waits for
+    /// /v1/health.
     pub fn start(state: &TempDir, extra: &[&str]) -> AgentProc {
         let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_slowpoke-agent"))
             .args(["--listen", &format!("127.0.0.1:{port}"), "--state-dir"])
             .arg(state.path())
-            .args(["--test-hooks", "--log-level", "warn"])
+            .args(TEST_HOOKS)
+            .args(["--log-level", "warn"])
             .args(extra)
             .stdout(Stdio::null())
             .spawn()

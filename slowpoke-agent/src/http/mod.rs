@@ -1,18 +1,21 @@
 //! The HTTP API (axum 0.8): thin handlers over [`Agent`]; docs/api.md describes every endpoint.
+//! `metrics.rs` renders `GET /metrics`.
 //!
 //! Bodies are parsed here (not with axum's `Json` extractor) so every malformed body gets the
 //! agent's own `{"error": ...}` answer with status 400.
+
+mod metrics;
 
 use std::net::SocketAddr;
 
 use axum::{
     Json, Router,
     body::Bytes,
-    extract::{Path, Query, Request, State},
+    extract::{Path, Request, State},
     http::{HeaderMap, Method, StatusCode, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
-    routing::{get, post},
+    routing::get,
 };
 use serde::de::DeserializeOwned;
 
@@ -20,7 +23,6 @@ use crate::{
     agent::Agent,
     api::{ServiceSpec, SlowdownPlan},
     error::AgentError,
-    metrics,
 };
 
 /// Who may call mutating endpoints (PUT, DELETE, POST).
@@ -84,10 +86,16 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+impl Agent {
+    /// The HTTP API of this agent (see docs/api.md).
+    pub fn router(&self, auth: Auth) -> Router {
+        router(self.clone(), auth)
+    }
+}
+
 /// The agent's routes.
 pub fn router(agent: Agent, auth: Auth) -> Router {
-    let test_hooks = agent.config().test_hooks;
-    let mut r = Router::new()
+    let r = Router::new()
         .route("/v1/health", get(health))
         .route("/v1/services", get(list_services))
         .route(
@@ -100,10 +108,8 @@ pub fn router(agent: Agent, auth: Auth) -> Router {
             get(get_slowdown).put(put_slowdown).delete(delete_slowdown),
         )
         .route("/metrics", get(prometheus));
-    if test_hooks {
-        // TEST ONLY (AgentConfig::test_hooks): pause a service now for `ns`.
-        r = r.route("/v1/debug/pause/{name}", post(debug_pause));
-    }
+    #[cfg(feature = "test-hooks")]
+    let r = debug::routes(r, &agent);
     r.fallback(not_found)
         .layer(middleware::from_fn_with_state(auth, check_auth))
         .with_state(agent)
@@ -215,24 +221,48 @@ async fn prometheus(State(a): State<Agent>) -> Result<Response, AgentError> {
         .into_response())
 }
 
-#[derive(serde::Deserialize)]
-struct PauseQuery {
-    ns: u64,
-}
+/// TEST ONLY (cargo feature `test-hooks`, and the agent started with `--test-hooks`): the manual
+/// pause endpoint. Not compiled into release builds.
+#[cfg(feature = "test-hooks")]
+mod debug {
+    use axum::{
+        Json, Router,
+        extract::{Path, Query, State},
+        response::{IntoResponse, Response},
+        routing::post,
+    };
 
-async fn debug_pause(
-    State(a): State<Agent>,
-    Path(name): Path<String>,
-    q: Result<Query<PauseQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Response, AgentError> {
-    let Query(q) = q.map_err(|e| AgentError::BadRequest(format!("{e}; use ?ns=N")))?;
-    let out = blocking(move || a.pause_now(&name, q.ns)).await?;
-    Ok(Json(serde_json::json!({
-        "requested_ns": out.requested_ns,
-        "achieved_ns": out.achieved_ns,
-        "pids": out.pids,
-    }))
-    .into_response())
+    use super::blocking;
+    use crate::{agent::Agent, error::AgentError};
+
+    /// `POST /v1/debug/pause/{name}?ns=N` when the agent runs with test hooks.
+    pub(super) fn routes(r: Router<Agent>, agent: &Agent) -> Router<Agent> {
+        if agent.config().test_hooks {
+            r.route("/v1/debug/pause/{name}", post(debug_pause))
+        } else {
+            r
+        }
+    }
+
+    #[derive(serde::Deserialize)]
+    struct PauseQuery {
+        ns: u64,
+    }
+
+    async fn debug_pause(
+        State(a): State<Agent>,
+        Path(name): Path<String>,
+        q: Result<Query<PauseQuery>, axum::extract::rejection::QueryRejection>,
+    ) -> Result<Response, AgentError> {
+        let Query(q) = q.map_err(|e| AgentError::BadRequest(format!("{e}; use ?ns=N")))?;
+        let out = blocking(move || a.pause_now(&name, q.ns)).await?;
+        Ok(Json(serde_json::json!({
+            "requested_ns": out.requested_ns,
+            "achieved_ns": out.achieved_ns,
+            "pids": out.pids,
+        }))
+        .into_response())
+    }
 }
 
 #[cfg(test)]

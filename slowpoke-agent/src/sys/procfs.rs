@@ -12,6 +12,8 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use super::sockdiag;
+
 /// `statfs` magic of cgroup2 (`CGROUP2_SUPER_MAGIC`).
 const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
 
@@ -207,7 +209,7 @@ pub fn pids_listening_on(ports: &[u16]) -> BTreeSet<u32> {
 /// Listening sockets of the agent's own network namespace: from `sock_diag` (cheap however
 /// many `TIME_WAIT` sockets the node holds), else from `/proc/net/tcp{,6}`.
 fn own_listening_sockets() -> HashMap<u64, u16> {
-    crate::sockdiag::listening_sockets().unwrap_or_else(|e| {
+    sockdiag::listening_sockets().unwrap_or_else(|e| {
         tracing::debug!("sock_diag unavailable ({e}); reading /proc/net/tcp");
         listening_sockets(Path::new("/proc/net"))
     })
@@ -479,5 +481,29 @@ mod tests {
             ]
         );
         assert_eq!(ancestors(Path::new("/r"), "/"), vec![PathBuf::from("/r")]);
+    }
+
+    /// `sock_diag` (in `sockdiag.rs`) against the socket inodes of this process read here.
+    #[test]
+    fn sock_diag_sees_a_listener_of_this_process_and_not_its_connections() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let _client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let (_server, _) = listener.accept().unwrap();
+        let v6 = std::net::TcpListener::bind("[::1]:0").ok();
+        let table = sockdiag::listening_sockets().unwrap();
+        // Every entry is a LISTEN socket: the connected pair's inodes are not in it.
+        let mine: Vec<u16> = socket_inodes(std::process::id())
+            .iter()
+            .filter_map(|i| table.get(i).copied())
+            .collect();
+        let mut expected = vec![port];
+        if let Some(l) = &v6 {
+            expected.push(l.local_addr().unwrap().port());
+        }
+        let mut got = mine.clone();
+        got.sort_unstable();
+        expected.sort_unstable();
+        assert_eq!(got, expected, "this process's listening ports");
     }
 }

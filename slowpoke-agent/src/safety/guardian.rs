@@ -1,6 +1,5 @@
-//! Nothing stays stopped: the guardian process and the single-agent lock.
+//! The guardian: a forked child that resumes every listed process when the agent process ends.
 //!
-//! # Guardian
 //! At start the agent forks a child that only waits on a pipe. The agent holds the write end
 //! (close-on-exec, so no exec'd program inherits it); the kernel closes it however the agent
 //! process ends (exit, panic, SIGTERM, SIGKILL, OOM kill). The guardian then reads EOF, sends
@@ -20,24 +19,14 @@
 //! lock file), moves to its own session (a Ctrl-C on the agent's terminal must not kill it before
 //! it repaired) and ignores the terminal and termination signals. SIGKILL of the guardian itself
 //! is covered by the next agent start, which resumes whatever the state file lists.
-//!
-//! # Lock
-//! `STATE_DIR/agent.lock` is held with `flock(LOCK_EX)` for the agent's lifetime: two agents
-//! sharing a state directory (normally: one node) refuse to run at once.
 
 use std::{
     ffi::CString,
-    fs::{File, OpenOptions},
-    io::{self, Read as _, Seek as _, Write as _},
+    io,
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd},
     path::Path,
     time::{Duration, Instant},
 };
-
-use crate::error::AgentError;
-
-/// Lock file name inside the state directory.
-pub const LOCK_FILE: &str = "agent.lock";
 
 /// The forked watcher. Dropping it (or [`Guardian::stop`]) closes the pipe: the guardian runs its
 /// repair pass once and exits.
@@ -204,43 +193,5 @@ fn signal_cont(pid: u64) {
         unsafe {
             libc::kill(pid as libc::pid_t, libc::SIGCONT);
         }
-    }
-}
-
-/// `STATE_DIR/agent.lock`, held (flock) while the agent runs.
-#[derive(Debug)]
-pub struct AgentLock {
-    _file: File,
-}
-
-impl AgentLock {
-    /// Takes the lock or says who holds it.
-    pub fn acquire(state_dir: &Path) -> Result<AgentLock, AgentError> {
-        let path = state_dir.join(LOCK_FILE);
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| {
-                AgentError::Internal(format!("cannot open the lock file {}: {e}", path.display()))
-            })?;
-        // SAFETY: flock on a descriptor we own.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            let mut holder = String::new();
-            let _ = file.read_to_string(&mut holder);
-            let holder = holder.trim();
-            return Err(AgentError::Conflict(format!(
-                "another slowpoke agent is already running with state directory {} (pid {}); stop it, \
-                 or give this one its own --state-dir",
-                state_dir.display(),
-                if holder.is_empty() { "unknown" } else { holder }
-            )));
-        }
-        let _ = file.set_len(0);
-        let _ = file.rewind();
-        let _ = write!(file, "{}", std::process::id());
-        Ok(AgentLock { _file: file })
     }
 }

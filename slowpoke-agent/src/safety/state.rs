@@ -17,6 +17,8 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
+use crate::sys::signal::resume_pid;
+
 /// File name inside the state directory.
 pub const STATE_FILE: &str = "stopped.json";
 
@@ -116,7 +118,7 @@ pub fn parse_pids(text: &str) -> Vec<u32> {
 pub fn resume_leftovers(state_dir: &Path) -> io::Result<Vec<u32>> {
     let pids = read_listed(state_dir)?;
     for &pid in &pids {
-        crate::actuator::resume_pid(pid);
+        resume_pid(pid);
     }
     write_pids(&state_dir.join(STATE_FILE), &BTreeSet::new())?;
     Ok(pids)

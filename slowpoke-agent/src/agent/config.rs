@@ -1,0 +1,73 @@
+//! The agent's settings and their validation (checked once, at start).
+
+use std::{path::PathBuf, time::Duration};
+
+use crate::{error::AgentError, kernel::DEFAULT_QUANTUM_NS};
+
+/// Agent settings. `Default` gives the documented defaults.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// Lock file and state file live here (default `/run/slowpoke`).
+    pub state_dir: PathBuf,
+    /// Debt is paid in pauses of at least this long (default 1 ms).
+    pub quantum_ns: u64,
+    /// Largest accepted `delay_per_visit_ns` (default 100 ms).
+    pub max_delay_per_visit_ns: u64,
+    /// Safety cap: largest share of wall time a service may spend stopped (default 0.5).
+    pub max_stopped_share: f64,
+    /// Sliding window of the safety cap (default 1 s).
+    pub stop_window: Duration,
+    /// How often selectors are re-resolved (default 250 ms).
+    pub resolve_interval: Duration,
+    /// A delayed service whose debt did not grow for this long is idle: its debt below the
+    /// quantum is paid (default 50 ms).
+    pub idle_interval: Duration,
+    /// Window over which threads doing socket work count as serving threads (default 2 s).
+    pub serving_window: Duration,
+    /// TEST ONLY (cargo feature `test-hooks`, absent from release builds). Keep running when the
+    /// kernel programs do not load (no visits, no plans) and enable the manual pause endpoint
+    /// `POST /v1/debug/pause/{name}`.
+    #[cfg(feature = "test-hooks")]
+    pub test_hooks: bool,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            state_dir: PathBuf::from("/run/slowpoke"),
+            quantum_ns: DEFAULT_QUANTUM_NS,
+            max_delay_per_visit_ns: 100_000_000,
+            max_stopped_share: 0.5,
+            stop_window: Duration::from_secs(1),
+            resolve_interval: Duration::from_millis(250),
+            idle_interval: Duration::from_millis(50),
+            serving_window: Duration::from_secs(2),
+            #[cfg(feature = "test-hooks")]
+            test_hooks: false,
+        }
+    }
+}
+
+impl AgentConfig {
+    /// Refuses settings the agent cannot honour, saying which one to change.
+    pub(super) fn validate(&self) -> Result<(), AgentError> {
+        if !(self.max_stopped_share > 0.0 && self.max_stopped_share <= 1.0) {
+            return Err(AgentError::BadRequest(format!(
+                "max_stopped_share must be in (0, 1], got {}",
+                self.max_stopped_share
+            )));
+        }
+        if !(1_000..=1_000_000_000).contains(&self.quantum_ns) {
+            return Err(AgentError::BadRequest(format!(
+                "the quantum must be between 1 µs and 1 s, got {} ns",
+                self.quantum_ns
+            )));
+        }
+        if self.resolve_interval.is_zero() || self.stop_window.is_zero() {
+            return Err(AgentError::BadRequest(
+                "resolve_interval and stop_window must be positive".into(),
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,129 @@
+//! Between the kernel programs and the actuators: the kernel's pause requests routed to the
+//! service's actuator, the kernel's debt as each actuator's [`DebtSource`], the hooks that make a
+//! synchronized plan pause every service together, and manual pauses.
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, PoisonError, atomic::Ordering},
+};
+
+use super::{Agent, Service, SharedKernel, lock, unknown_service};
+use crate::{
+    actuator::{DebtSource, OnKernelPause, PauseOutcome, PauseRecord, PayHandle},
+    api::{Mode, SlowdownPlan},
+    error::AgentError,
+    kernel::{PauseRequest, ServiceId},
+    sys::{sched::make_thread_precise, signal::resume_pid},
+};
+
+/// The kernel's per-service debt as a [`DebtSource`].
+pub(super) struct KernelDebt {
+    pub(super) kernel: SharedKernel,
+    pub(super) id: ServiceId,
+}
+
+impl DebtSource for KernelDebt {
+    fn owed_ns(&mut self) -> u64 {
+        lock(&self.kernel)
+            .as_ref()
+            .and_then(|k| k.counters(self.id).ok())
+            .map_or(0, |c| c.owed_ns)
+    }
+    fn rearm(&mut self, settled_ns: u64) {
+        if let Some(k) = lock(&self.kernel).as_mut()
+            && let Err(e) = k.rearm(self.id, settled_ns)
+        {
+            tracing::warn!(id = self.id, "re-arming the pause trigger failed: {e}");
+        }
+    }
+}
+
+impl Agent {
+    /// Stops the whole service for `ns` now and resumes it, outside any plan, debt accounting and
+    /// the safety cap (manual checks and tests; counted in `pause_ns`).
+    pub fn pause_now(&self, name: &str, ns: u64) -> Result<PauseOutcome, AgentError> {
+        self.check_running()?;
+        if ns > 60_000_000_000 {
+            return Err(AgentError::BadRequest(
+                "a manual pause is at most 60 s".into(),
+            ));
+        }
+        let act = {
+            let st = lock(&self.inner.state);
+            st.services
+                .get(name)
+                .map(|s| s.actuator.clone())
+                .ok_or_else(|| unknown_service(name))?
+        };
+        act.pause_now(ns)
+            .ok_or_else(|| AgentError::Internal("the pause thread of this service is gone".into()))
+    }
+
+    /// The last pauses of a service (oldest first, at most
+    /// [`crate::actuator::RECENT_PAUSES`]): kind, stop and resume times. Diagnostics and tests
+    /// (e.g. how close synchronized pauses are).
+    pub fn recent_pauses(&self, name: &str) -> Result<Vec<PauseRecord>, AgentError> {
+        let st = lock(&self.inner.state);
+        st.services
+            .get(name)
+            .map(|s| s.actuator.recent_pauses())
+            .ok_or_else(|| unknown_service(name))
+    }
+
+    /// Routes the kernel's pause requests to the service's actuator.
+    pub(super) fn dispatch(&self, mut rx: tokio::sync::mpsc::UnboundedReceiver<PauseRequest>) {
+        if let Err(why) = make_thread_precise() {
+            tracing::debug!("dispatcher: {why}");
+        }
+        while let Some(req) = rx.blocking_recv() {
+            let act = self
+                .inner
+                .by_id
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(&req.service)
+                .cloned();
+            match act {
+                Some(a) => a.kernel_request(req),
+                None => {
+                    if let Some(t) = req.stopped_tgid {
+                        resume_pid(t);
+                    }
+                }
+            }
+            if self.inner.stopping.load(Ordering::SeqCst) {
+                break;
+            }
+        }
+    }
+}
+
+/// Synchronized pause plans: each delayed service's quantum pause makes every other delayed
+/// service of the plan pay what it owes at once. Any other plan: no hooks.
+pub(super) fn set_sync_hooks(services: &BTreeMap<String, Service>, plan: &SlowdownPlan) {
+    let members: Vec<&str> = if plan.synchronized && plan.mode == Mode::Pause {
+        plan.services
+            .iter()
+            .filter(|(n, d)| d.delay_per_visit_ns > 0 && services.contains_key(*n))
+            .map(|(n, _)| n.as_str())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    for (name, svc) in services {
+        let hook: Option<OnKernelPause> = members.contains(&name.as_str()).then(|| {
+            let others: Vec<PayHandle> = members
+                .iter()
+                .filter(|&&m| m != name)
+                .filter_map(|m| services.get(*m).map(|s| s.actuator.pay_handle()))
+                .collect();
+            let hook: OnKernelPause = Arc::new(move || {
+                for o in &others {
+                    o.pay_now();
+                }
+            });
+            hook
+        });
+        svc.actuator.set_on_kernel_pause(hook);
+    }
+}

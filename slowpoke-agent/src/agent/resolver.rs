@@ -1,0 +1,123 @@
+//! The resolver thread: re-resolves every selector periodically (processes come and go), pushes
+//! membership to the kernel and the actuators, measures cores, and restarts a dead guardian.
+
+use std::{sync::atomic::Ordering, time::Duration};
+
+use super::{Agent, Service, SharedKernel, lock};
+use crate::{
+    error::AgentError,
+    registry::{self, Resolved, Selector},
+    safety::guardian::Guardian,
+    sys::clock::monotonic_ns,
+};
+
+impl Agent {
+    pub(super) fn resolve_loop(&self) {
+        let interval = self.inner.cfg.resolve_interval;
+        while !self.inner.stopping.load(Ordering::SeqCst) {
+            let next = std::time::Instant::now() + interval;
+            self.resolve_once();
+            self.watch_guardian();
+            while std::time::Instant::now() < next && !self.inner.stopping.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(10).min(interval));
+            }
+        }
+    }
+
+    /// One pass: re-resolve every selector (outside the lock), then apply what changed.
+    pub fn resolve_once(&self) {
+        let work: Vec<(String, u64, Selector, Option<Vec<u16>>)> = {
+            let st = lock(&self.inner.state);
+            st.services
+                .iter()
+                .map(|(n, s)| {
+                    (
+                        n.clone(),
+                        s.generation,
+                        s.selector.clone(),
+                        s.spec.listen_ports.clone(),
+                    )
+                })
+                .collect()
+        };
+        let exclude = self.exclude();
+        let since = monotonic_ns().saturating_sub(self.inner.cfg.serving_window.as_nanos() as u64);
+        for (name, generation, selector, ports) in work {
+            let Ok(resolved) = selector.resolve(ports.as_deref(), &exclude) else {
+                continue;
+            };
+            let usable = registry::usable_cpus(&resolved.pids);
+            let threads = registry::thread_count(&resolved.pids);
+            let mut st = lock(&self.inner.state);
+            let delayed = st
+                .plan
+                .services
+                .get(&name)
+                .is_some_and(|d| d.delay_per_visit_ns > 0);
+            let Some(svc) = st.services.get_mut(&name) else {
+                continue;
+            };
+            if svc.generation != generation {
+                continue;
+            }
+            if svc.spec.cores.is_none() {
+                let serving = lock(&self.inner.kernel)
+                    .as_ref()
+                    .map_or(0, |k| k.serving_threads(svc.id, since));
+                svc.cores = registry::effective_cores(usable, serving, threads);
+            }
+            if svc.resolved == resolved {
+                continue;
+            }
+            if delayed {
+                // New processes must be listed before the kernel may stop them.
+                let mut listed = resolved.pids.clone();
+                listed.extend(&svc.resolved.pids);
+                listed.sort_unstable();
+                listed.dedup();
+                if let Err(e) = self.record_delayed(&name, &listed) {
+                    tracing::error!("{e}");
+                    continue;
+                }
+            }
+            tracing::debug!(service = %name, pids = ?resolved.pids, "membership changed");
+            if let Err(e) = apply_resolution(&self.inner.kernel, svc, resolved) {
+                tracing::warn!(service = %name, "updating the kernel membership: {e}");
+            }
+            if delayed {
+                let pids = svc.resolved.pids.clone();
+                if let Err(e) = self.record_delayed(&name, &pids) {
+                    tracing::error!("{e}");
+                }
+            }
+        }
+    }
+
+    fn watch_guardian(&self) {
+        let mut g = lock(&self.inner.guardian);
+        if g.as_ref().is_some_and(Guardian::alive) || self.inner.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        tracing::warn!("the guardian process is gone; starting a new one");
+        match Guardian::spawn(self.inner.state_file.path()) {
+            Ok(n) => *g = Some(n),
+            Err(e) => tracing::error!("cannot fork a new guardian: {e}"),
+        }
+    }
+}
+
+/// Stores a resolution and pushes it to the kernel and the actuator.
+pub(super) fn apply_resolution(
+    kernel: &SharedKernel,
+    svc: &mut Service,
+    resolved: Resolved,
+) -> Result<(), AgentError> {
+    if let Some(k) = lock(kernel).as_mut() {
+        k.set_members(svc.id, &resolved.pids)?;
+        k.set_cgroup_members(svc.id, &resolved.cgroup_ids)?;
+        k.set_server_ports(svc.id, &resolved.listen_ports, &resolved.other_ports)?;
+    }
+    svc.actuator.set_pids(&resolved.pids);
+    svc.resolved = resolved;
+    Ok(())
+}

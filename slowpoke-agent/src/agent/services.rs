@@ -1,0 +1,146 @@
+//! Registering, replacing, forgetting and listing services.
+
+use std::sync::{Arc, PoisonError};
+
+use super::{
+    Agent, Service, dispatch::KernelDebt, lock, resolver::apply_resolution, unknown_service,
+};
+use crate::{
+    actuator::{Actuator, ActuatorConfig},
+    api::{ServiceInfo, ServiceList, ServiceSpec},
+    error::AgentError,
+    kernel::{MAX_SERVICES, ServiceId},
+    registry::{self, CpuAccount, Resolved, Selector, WaitAccount},
+};
+
+impl Agent {
+    /// Registers (or replaces) a service. Its selector must match at least one process now.
+    pub fn put_service(&self, name: &str, spec: ServiceSpec) -> Result<ServiceInfo, AgentError> {
+        self.check_running()?;
+        registry::validate_name(name)?;
+        let selector = Selector::from_spec(&spec)?;
+        let resolved = selector.resolve(spec.listen_ports.as_deref(), &self.exclude())?;
+        if resolved.pids.is_empty() {
+            return Err(selector.nothing_matched());
+        }
+        let mut st = lock(&self.inner.state);
+        let st = &mut *st;
+        let delayed = st.plan.services.contains_key(name);
+        if delayed {
+            self.record_delayed(name, &resolved.pids)?;
+        }
+        let svc = if let Some(svc) = st.services.get_mut(name) {
+            svc.spec = spec;
+            svc.selector = selector;
+            svc.generation += 1;
+            svc
+        } else {
+            let used: Vec<ServiceId> = st.services.values().map(|s| s.id).collect();
+            let id = (0..MAX_SERVICES)
+                .find(|i| !used.contains(i))
+                .ok_or_else(|| {
+                    AgentError::Conflict(format!(
+                        "this agent tracks at most {MAX_SERVICES} services; delete one first"
+                    ))
+                })?;
+            let actuator = Arc::new(Actuator::spawn(
+                name,
+                self.inner.state_file.clone(),
+                Box::new(KernelDebt {
+                    kernel: self.inner.kernel.clone(),
+                    id,
+                }),
+                ActuatorConfig {
+                    quantum_ns: st.quantum_ns,
+                    max_stopped_share: st.max_stopped_share,
+                    window_ns: self.inner.cfg.stop_window.as_nanos() as u64,
+                    idle_ns: self.inner.cfg.idle_interval.as_nanos() as u64,
+                },
+            ));
+            self.inner
+                .by_id
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(id, actuator.clone());
+            let threads = registry::thread_count(&resolved.pids);
+            let cores = spec.cores.unwrap_or_else(|| {
+                registry::effective_cores(registry::usable_cpus(&resolved.pids), 0, threads)
+            });
+            st.services.entry(name.to_string()).or_insert(Service {
+                id,
+                spec,
+                selector,
+                generation: 0,
+                resolved: Resolved::default(),
+                actuator,
+                cpu: CpuAccount::default(),
+                wait: WaitAccount::default(),
+                cores,
+            })
+        };
+        if let Some(c) = svc.spec.cores {
+            svc.cores = c;
+        }
+        apply_resolution(&self.inner.kernel, svc, resolved)?;
+        svc.cpu.update(&svc.resolved.pids);
+        svc.wait.update(&svc.resolved.pids);
+        tracing::info!(service = name, pids = ?svc.resolved.pids, ports = ?svc.resolved.listen_ports, "service registered");
+        Ok(svc.info(name))
+    }
+
+    /// Forgets a service (removing its delay first, paying its leftover debt).
+    pub fn delete_service(&self, name: &str) -> Result<(), AgentError> {
+        self.check_running()?;
+        let mut st = lock(&self.inner.state);
+        if !st.services.contains_key(name) {
+            return Err(unknown_service(name));
+        }
+        if st.plan.services.contains_key(name) {
+            let mut plan = st.plan.clone();
+            plan.services.remove(name);
+            self.apply_plan(&mut st, plan)?;
+        }
+        let svc = st.services.remove(name).expect("checked above");
+        drop(st);
+        self.inner
+            .by_id
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&svc.id);
+        if let Some(k) = lock(&self.inner.kernel).as_mut() {
+            k.remove_service(svc.id)?;
+        }
+        tracing::info!(service = name, "service deleted");
+        Ok(())
+    }
+
+    pub fn service(&self, name: &str) -> Result<ServiceInfo, AgentError> {
+        let st = lock(&self.inner.state);
+        st.services
+            .get(name)
+            .map(|s| s.info(name))
+            .ok_or_else(|| unknown_service(name))
+    }
+
+    pub fn services(&self) -> ServiceList {
+        let st = lock(&self.inner.state);
+        ServiceList {
+            services: st
+                .services
+                .iter()
+                .map(|(n, s)| (n.clone(), s.info(n)))
+                .collect(),
+        }
+    }
+}
+
+impl Service {
+    fn info(&self, name: &str) -> ServiceInfo {
+        ServiceInfo {
+            name: name.to_string(),
+            spec: self.spec.clone(),
+            pids: self.resolved.pids.clone(),
+            listen_ports: self.resolved.listen_ports.clone(),
+        }
+    }
+}

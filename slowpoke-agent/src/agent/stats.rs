@@ -1,0 +1,134 @@
+//! The counters snapshot (`GET /v1/stats`, `/metrics`): kernel counters, actuator counters,
+//! CPU time and cores of every service, the node's CPU, and dependencies nobody registered.
+
+use std::collections::{BTreeMap, HashMap};
+
+use super::{Agent, Service, lock};
+use crate::{
+    api,
+    kernel::{Kernel, KernelCounters, ServiceId},
+    sys::{clock::monotonic_ns, procfs},
+};
+
+impl Agent {
+    /// A snapshot of every service's counters.
+    pub fn stats(&self) -> api::Stats {
+        let mut st = lock(&self.inner.state);
+        let share = st.max_stopped_share;
+        let window = self.inner.cfg.stop_window;
+        // Hold the kernel lock only for the map reads (pause threads re-arm through it).
+        let (counters, unregistered_dependencies) = {
+            let kernel = lock(&self.inner.kernel);
+            let counters: HashMap<ServiceId, KernelCounters> = st
+                .services
+                .values()
+                .filter_map(|s| Some((s.id, kernel.as_ref()?.counters(s.id).ok()?)))
+                .collect();
+            let deps = kernel
+                .as_ref()
+                .map(|k| unregistered_dependencies(k, &st.services))
+                .unwrap_or_default();
+            (counters, deps)
+        };
+        let mut services = BTreeMap::new();
+        for (name, svc) in &mut st.services {
+            let kc = counters.get(&svc.id).copied().unwrap_or_default();
+            let a = svc.actuator.stats();
+            let mut warnings = Vec::new();
+            if a.dropped_ns > 0 {
+                warnings.push(format!(
+                    "safety cap reached: {:.1} ms of pause debt dropped (a service may be stopped at \
+                     most {:.0} % of any {} ms); lower the delays or raise --max-stopped-share",
+                    a.dropped_ns as f64 / 1e6,
+                    share * 100.0,
+                    window.as_millis()
+                ));
+            }
+            if kc.visits_approximate {
+                warnings.push(
+                    "multiplexed or pipelined traffic seen (e.g. HTTP/2): visit counts are approximate".into(),
+                );
+            }
+            if let Some(why) = &a.realtime_off
+                && a.pauses > 0
+            {
+                warnings.push(why.clone());
+            }
+            let pids = svc.resolved.pids.clone();
+            services.insert(
+                name.clone(),
+                api::ServiceStats {
+                    visits: kc.visits,
+                    bytes_in: kc.bytes_in,
+                    bytes_out: kc.bytes_out,
+                    pause_ns: a.pause_ns,
+                    cpu_ns: svc.cpu.update(&pids),
+                    wait_ns: svc.wait.update(&pids),
+                    cores: svc.cores,
+                    pids,
+                    calls_out: kc.calls_out,
+                    pauses: a.pauses,
+                    owed_ns: kc.owed_ns.max(a.owed_ns),
+                    dropped_ns: a.dropped_ns,
+                    spin_ns: kc.spin_ns,
+                    visits_approximate: kc.visits_approximate,
+                    warnings,
+                },
+            );
+        }
+        api::Stats {
+            timestamp_ns: monotonic_ns(),
+            services,
+            unregistered_dependencies,
+            node: procfs::node_cpu().map(|(cpus, cpu_busy_ns, cpu_total_ns)| api::NodeStats {
+                cpus,
+                cpu_busy_ns,
+                cpu_total_ns,
+            }),
+        }
+    }
+}
+
+/// Outgoing endpoints that belong to no registered service (an unpaused hidden dependency).
+fn unregistered_dependencies(
+    kernel: &Kernel,
+    services: &BTreeMap<String, Service>,
+) -> Vec<api::UnregisteredDependency> {
+    let names: HashMap<ServiceId, &str> =
+        services.iter().map(|(n, s)| (s.id, n.as_str())).collect();
+    let mut agg: BTreeMap<(String, String, u16), u64> = BTreeMap::new();
+    for ep in kernel.outgoing_endpoints() {
+        let registered = services.values().any(|s| {
+            s.resolved.listen_ports.contains(&ep.port)
+                && (ep.addr.is_loopback() || ep.addr.is_unspecified())
+        });
+        if registered {
+            continue;
+        }
+        let Some(from) = names.get(&ep.service) else {
+            continue;
+        };
+        *agg.entry(((*from).to_string(), ep.addr.to_string(), ep.port))
+            .or_default() += ep.calls;
+    }
+    agg.into_iter()
+        .map(|((from, addr, port), calls)| {
+            let local = addr
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|a| a.is_loopback());
+            let pid = if local {
+                procfs::pids_listening_on(&[port]).into_iter().next()
+            } else {
+                None
+            };
+            api::UnregisteredDependency {
+                from,
+                addr,
+                port,
+                pid,
+                comm: pid.and_then(procfs::comm),
+                calls,
+            }
+        })
+        .collect()
+}

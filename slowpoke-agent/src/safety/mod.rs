@@ -1,0 +1,18 @@
+//! Safety: **no process stays stopped after the agent exits in any way** (clean shutdown, error,
+//! panic, SIGTERM, SIGKILL, OOM kill).
+//!
+//! The pieces, each enforcing its part by construction rather than by remembering to clean up:
+//! - [`state`]: the state file lists every process that may be stopped, and is rewritten
+//!   *before* any process can be stopped (by the actuator or by the kernel programs);
+//! - [`guardian`]: a forked child that reads EOF on a pipe when the agent process ends, however
+//!   it ends, and resumes everything the state file lists;
+//! - [`lock`]: one agent per state directory, so the file it keeps is the complete list;
+//! - the next agent start resumes whatever the file still lists ([`state::resume_leftovers`]),
+//!   which covers the one case the guardian cannot: agent and guardian killed together.
+//!
+//! Nothing here depends on the rest of the agent except the OS helpers (`sys`) and the error
+//! type: the actuator and the agent use these pieces, never the other way round.
+
+pub mod guardian;
+pub mod lock;
+pub mod state;
