@@ -9,7 +9,7 @@ mod events;
 mod safety;
 
 pub use safety::{
-    DEFAULT_HEARTBEAT_MAX_AGE_NS, Heartbeat, MAX_CGROUP_DEPTH, MAX_PROTECTED_CGROUPS,
+    Beater, DEFAULT_HEARTBEAT_MAX_AGE_NS, Heartbeat, MAX_CGROUP_DEPTH, MAX_PROTECTED_CGROUPS,
     MAX_PROTECTED_PIDS, cgroup_v2_id,
 };
 

@@ -4,10 +4,16 @@
 
 mod kernel_support;
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
 
 use kernel_support::{
-    Beating, KeepAlive, Server, heartbeat_forever, load_kernel, nginx_server, proc_state, serial,
+    KeepAlive, Server, heartbeat_forever, load_kernel, nginx_server, proc_state, serial,
 };
 use slowpoke_agent::{
     api::Mode,
@@ -188,17 +194,25 @@ fn kernel_stops_nothing_without_a_fresh_heartbeat() {
     assert!(!t.visit_stops_the_server(), "stopped before the first beat");
     assert_eq!(t.stops(), (0, 0, 1));
 
-    // Beating every 10 ms, as the agent does.
-    let beating = Beating::start(&t.kernel, Duration::from_millis(10));
+    // Beating every 10 ms while the agent is alive, as the agent does.
+    let alive = Arc::new(AtomicBool::new(true));
+    let flag = alive.clone();
+    let beater = t
+        .kernel
+        .heartbeat()
+        .beat_every(Duration::from_millis(10), move || {
+            flag.load(Ordering::Relaxed)
+        })
+        .unwrap();
     assert!(
         t.visit_stops_the_server(),
         "not stopped with a live heartbeat"
     );
     assert_eq!(t.stops(), (1, 0, 1));
 
-    // The agent stops beating: once the last beat is older than the max age, no more stops.
-    drop(beating);
-    // The passing of time is what this checks: wait for the last beat to age.
+    // The agent hangs (its liveness check fails): once the last beat is older than the max age,
+    // no more stops. The passing of time is what this checks: wait for the last beat to age.
+    alive.store(false, Ordering::Relaxed);
     std::thread::sleep(max_age * 2);
     assert!(
         !t.visit_stops_the_server(),
@@ -206,14 +220,22 @@ fn kernel_stops_nothing_without_a_fresh_heartbeat() {
     );
     assert_eq!(t.stops(), (1, 0, 2));
 
-    // Beating again: stops again.
-    let _beating = Beating::start(&t.kernel, Duration::from_millis(10));
+    // It recovers and beats: stops again.
+    alive.store(true, Ordering::Relaxed);
+    t.kernel.beat().unwrap();
     assert!(t.visit_stops_the_server(), "not stopped once beaten again");
     assert_eq!(t.stops(), (2, 0, 2));
+
+    // The beater goes (the agent stops or exits): stale again.
+    drop(beater);
+    std::thread::sleep(max_age * 2);
+    assert!(!t.visit_stops_the_server(), "stopped after the beats ended");
+    assert_eq!(t.stops(), (2, 0, 3));
+
     // Meanwhile the debt kept accruing and every trigger reached the agent.
     let c = t.kernel.counters(SERVER).unwrap();
-    assert_eq!((c.visits, c.pause_requests), (4, 4), "{c:?}");
-    assert_eq!(c.owed_ns, 4 * t.kernel.quantum_ns());
+    assert_eq!((c.visits, c.pause_requests), (5, 5), "{c:?}");
+    assert_eq!(c.owed_ns, 5 * t.kernel.quantum_ns());
 }
 
 #[test]

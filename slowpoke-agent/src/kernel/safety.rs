@@ -15,7 +15,9 @@ use std::{
     collections::BTreeSet,
     os::unix::fs::MetadataExt as _,
     path::Path,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{Arc, Mutex, PoisonError, mpsc},
+    thread::JoinHandle,
+    time::Duration,
 };
 
 use aya::{
@@ -130,6 +132,64 @@ impl Heartbeat {
             .unwrap_or_else(PoisonError::into_inner)
             .set(0, now, 0)
             .map_err(ebpf_error("HEARTBEAT"))
+    }
+
+    /// Beats once now, then starts a thread that beats every `period` while `alive()` says the
+    /// agent is making progress (e.g. its actuator loop ticked recently); dropping the
+    /// [`Beater`] stops the beats. An agent that is stopped stops its beater with it; one that
+    /// is hung makes `alive()` false.
+    pub fn beat_every(
+        &self,
+        period: Duration,
+        alive: impl Fn() -> bool + Send + 'static,
+    ) -> Result<Beater, KernelError> {
+        if alive() {
+            self.beat()?;
+        }
+        let heartbeat = self.clone();
+        let (stop, stopped) = mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("slowpoke-heartbeat".into())
+            .spawn(move || {
+                let mut warned = false;
+                loop {
+                    // The period is the rhythm of the beats; a drop of the sender ends at once.
+                    if !matches!(
+                        stopped.recv_timeout(period),
+                        Err(mpsc::RecvTimeoutError::Timeout)
+                    ) {
+                        return;
+                    }
+                    if alive()
+                        && let Err(e) = heartbeat.beat()
+                        && !warned
+                    {
+                        // Safe direction: without beats the kernel stops nothing.
+                        tracing::warn!("heartbeat: {e}; the kernel stops nothing until it works");
+                        warned = true;
+                    }
+                }
+            })
+            .map_err(|e| KernelError::Ebpf(format!("starting the heartbeat thread: {e}")))?;
+        Ok(Beater {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+/// The thread started by [`Heartbeat::beat_every`]; dropping it stops the beats and joins it.
+pub struct Beater {
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for Beater {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 

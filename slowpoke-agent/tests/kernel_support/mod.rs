@@ -33,40 +33,6 @@ pub fn heartbeat_forever(kernel: &mut Kernel) {
     kernel.beat().unwrap();
 }
 
-/// A thread that beats the kernel's heartbeat every `period` until dropped: what the agent does.
-pub struct Beating {
-    stop: Option<std::sync::mpsc::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Beating {
-    pub fn start(kernel: &Kernel, period: Duration) -> Beating {
-        let heartbeat = kernel.heartbeat();
-        heartbeat.beat().unwrap();
-        let (stop, stopped) = std::sync::mpsc::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            // The period is the beat's rhythm; dropping the sender ends the loop at once.
-            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(period)
-            {
-                heartbeat.beat().unwrap();
-            }
-        });
-        Beating {
-            stop: Some(stop),
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for Beating {
-    fn drop(&mut self) {
-        drop(self.stop.take());
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
 /// A server process, killed (and continued first, should a test have left it stopped) on drop.
 pub struct Server {
     pub child: Child,
