@@ -6,6 +6,12 @@
 
 mod btf;
 mod events;
+mod safety;
+
+pub use safety::{
+    Beater, DEFAULT_HEARTBEAT_MAX_AGE_NS, Heartbeat, MAX_CGROUP_DEPTH, MAX_PROTECTED_CGROUPS,
+    MAX_PROTECTED_PIDS, cgroup_v2_id,
+};
 
 use std::{
     collections::BTreeMap,
@@ -42,6 +48,10 @@ pub enum KernelError {
     Unsupported(String),
     #[error("eBPF: {0}")]
     Ebpf(String),
+    /// An argument the kernel maps cannot take (too many entries, a path that is no cgroup v2
+    /// directory, ...); the message says what to change.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// Counters the kernel keeps per service (monotonic since the service id was (re)assigned).
@@ -64,6 +74,12 @@ pub struct KernelCounters {
     /// Triggers lost because the ring buffer was full (the kernel reopened the gate, so the
     /// next visit triggers again).
     pub dropped_requests: u64,
+    /// In-kernel stops (or spins) refused because the visiting process is protected
+    /// ([`Kernel::set_protected_pids`], [`Kernel::set_protected_cgroups`], tgid 1).
+    pub denied_stops: u64,
+    /// In-kernel stops (or spins) skipped because the agent's heartbeat was stale
+    /// ([`Kernel::beat`]).
+    pub stale_stops: u64,
 }
 
 /// The kernel asks for a pause: the service's debt reached the quantum.
@@ -106,6 +122,8 @@ pub struct Kernel {
     gates: Array<MapData, PauseGate>,
     endpoints: HashMap<MapData, EndpointKey, EndpointValue>,
     threads: HashMap<MapData, u32, ThreadActivity>,
+    protected: safety::Protected,
+    heartbeat: Heartbeat,
     _ebpf: Ebpf,
     /// What the agent wrote, so that replacing a set touches only the differences.
     tgids: BTreeMap<ServiceId, Vec<u32>>,
@@ -266,6 +284,7 @@ impl Kernel {
             cgroup_members: 0,
             ports_generation: 0,
             pad: 0,
+            heartbeat_max_age_ns: DEFAULT_HEARTBEAT_MAX_AGE_NS,
             flags: if offsets.regs.is_some() {
                 GLOBAL_DETECT_HTTP2
             } else {
@@ -310,6 +329,11 @@ impl Kernel {
             gates: take_map(&mut ebpf, "GATES")?,
             endpoints: take_map(&mut ebpf, "ENDPOINTS")?,
             threads: take_map(&mut ebpf, "THREADS")?,
+            protected: safety::Protected::new(
+                take_map(&mut ebpf, "PROTECTED_TGIDS")?,
+                take_map(&mut ebpf, "PROTECTED_CGROUPS")?,
+            ),
+            heartbeat: Heartbeat::new(take_map(&mut ebpf, "HEARTBEAT")?),
             _ebpf: ebpf,
             tgids: BTreeMap::new(),
             cgroups: BTreeMap::new(),
@@ -543,6 +567,8 @@ impl Kernel {
             visits_approximate: c.visits_approximate != 0,
             pause_requests: c.pause_requests,
             dropped_requests: c.dropped_requests,
+            denied_stops: c.denied_stops,
+            stale_stops: c.stale_stops,
         })
     }
 
@@ -611,6 +637,45 @@ impl Kernel {
     /// The pause quantum in force.
     pub fn quantum_ns(&self) -> u64 {
         self.global_value.quantum_ns
+    }
+
+    /// Replaces the thread-group ids the kernel never stops or spins (at most
+    /// [`MAX_PROTECTED_PIDS`]). tgid 1 is protected whatever this set holds.
+    pub fn set_protected_pids(&mut self, tgids: &[u32]) -> Result<(), KernelError> {
+        self.protected.set_pids(tgids)
+    }
+
+    /// Replaces the cgroups (v2 ids, see [`cgroup_v2_id`]) whose processes, and those of every
+    /// cgroup below (up to [`MAX_CGROUP_DEPTH`] levels deep), the kernel never stops or spins
+    /// (at most [`MAX_PROTECTED_CGROUPS`]).
+    pub fn set_protected_cgroups(&mut self, cgroup_ids: &[u64]) -> Result<(), KernelError> {
+        self.protected.set_cgroups(cgroup_ids)
+    }
+
+    /// Tells the kernel the agent is alive (see [`Heartbeat::beat`]). Until the first beat, and
+    /// whenever the last one is older than the maximum age, the kernel stops and spins nothing.
+    pub fn beat(&self) -> Result<(), KernelError> {
+        self.heartbeat.beat()
+    }
+
+    /// A handle that beats without the `Kernel` (for a thread of its own).
+    pub fn heartbeat(&self) -> Heartbeat {
+        self.heartbeat.clone()
+    }
+
+    /// How old the heartbeat may get before the kernel stops nothing (default
+    /// [`DEFAULT_HEARTBEAT_MAX_AGE_NS`]; beat several times within it).
+    pub fn set_heartbeat_max_age(&mut self, max_age_ns: u64) -> Result<(), KernelError> {
+        if max_age_ns == 0 {
+            return Err(KernelError::Invalid(
+                "a heartbeat max age of 0 would stop nothing ever; give a few beat periods                  (default 250 ms)"
+                    .into(),
+            ));
+        }
+        self.global_value.heartbeat_max_age_ns = max_age_ns;
+        self.global
+            .set(0, self.global_value, 0)
+            .map_err(ebpf_error("GLOBAL"))
     }
 }
 

@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use kernel_support::{KeepAlive, load_kernel, nginx_server, proc_state, serial};
+use kernel_support::{KeepAlive, heartbeat_forever, load_kernel, nginx_server, proc_state, serial};
 use slowpoke_agent::{api::Mode, kernel::PauseRequest};
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -100,6 +100,7 @@ fn kernel_pause_in_kernel_stop_stops_the_visiting_process() {
     let rt = runtime();
     let server = nginx_server();
     let mut kernel = load_kernel();
+    heartbeat_forever(&mut kernel);
     let mut rx = kernel.take_pause_requests().unwrap();
     kernel.set_members(SERVER, &[server.pid()]).unwrap();
     kernel.set_listen_ports(SERVER, &[server.port]).unwrap();
@@ -152,6 +153,7 @@ fn kernel_spin_delays_each_visit() {
     let _serial = serial();
     let server = nginx_server();
     let mut kernel = load_kernel();
+    heartbeat_forever(&mut kernel);
     kernel.set_members(SERVER, &[server.pid()]).unwrap();
     kernel.set_listen_ports(SERVER, &[server.port]).unwrap();
     let mut client = KeepAlive::connect(server.port);

@@ -10,6 +10,8 @@ use std::{
 };
 
 use kernel_support::{KeepAlive, get_once, load_kernel, nginx_server, python_server, serial};
+use slowpoke_agent::kernel::cgroup_v2_id;
+use slowpoke_tests::cgroup::ScratchCgroup;
 
 const SERVER: u32 = 0;
 const CLIENT: u32 = 1;
@@ -135,51 +137,15 @@ fn kernel_http2_preface_flags_visits_approximate() {
     assert!(c.visits_approximate, "{c:?}");
 }
 
-/// A cgroup v2 directory holding one process; the process goes back to the root on drop.
-struct Cgroup {
-    root: std::path::PathBuf,
-    dir: std::path::PathBuf,
-}
-
-impl Cgroup {
-    fn with_process(pid: u32) -> Cgroup {
-        let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
-        let root = mounts
-            .lines()
-            .map(|l| l.split_whitespace().collect::<Vec<_>>())
-            .find(|f| f.get(2) == Some(&"cgroup2"))
-            .map(|f| std::path::PathBuf::from(f[1]))
-            .expect("a cgroup2 mount");
-        let dir = root.join(format!("slowpoke-kernel-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("creating a cgroup");
-        std::fs::write(dir.join("cgroup.procs"), pid.to_string()).expect("moving the server");
-        Cgroup { root, dir }
-    }
-
-    /// The cgroup v2 id (`bpf_get_current_cgroup_id`): the directory's inode number.
-    fn id(&self) -> u64 {
-        std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&self.dir).unwrap())
-    }
-}
-
-impl Drop for Cgroup {
-    fn drop(&mut self) {
-        if let Ok(procs) = std::fs::read_to_string(self.dir.join("cgroup.procs")) {
-            for pid in procs.lines() {
-                let _ = std::fs::write(self.root.join("cgroup.procs"), pid);
-            }
-        }
-        let _ = std::fs::remove_dir(&self.dir);
-    }
-}
-
 #[test]
 fn kernel_visits_by_cgroup_membership() {
     let _serial = serial();
     let server = nginx_server();
-    let cgroup = Cgroup::with_process(server.pid());
+    let cgroup = ScratchCgroup::new("kernel-visits");
+    cgroup.add(cgroup.path(), server.pid());
     let mut kernel = load_kernel();
-    kernel.set_cgroup_members(SERVER, &[cgroup.id()]).unwrap();
+    let id = cgroup_v2_id(cgroup.path()).unwrap();
+    kernel.set_cgroup_members(SERVER, &[id]).unwrap();
     kernel.set_listen_ports(SERVER, &[server.port]).unwrap();
 
     let n = 10;

@@ -5,7 +5,8 @@
 //! impls for the agent side.
 //!
 //! Who writes what (so that no map value is written by both sides, which would lose updates):
-//! - agent only: [`ServiceConfig`], [`GlobalConfig`], membership maps, listening ports;
+//! - agent only: [`ServiceConfig`], [`GlobalConfig`], membership maps, listening ports, the
+//!   protected tgids and cgroups, the heartbeat;
 //! - kernel only (agent reads, and zeroes on service removal): [`ServiceCounters`];
 //! - both, word by word: [`PauseGate`] (kernel: compare-and-swap `busy` 0 -> 1; agent: writes
 //!   `paid_ns`, then `busy = 0`).
@@ -19,6 +20,20 @@ pub const MEMBER_WORDS: u32 = 1 << 16;
 
 /// Longest busy delay the spin actuator inserts at one visit.
 pub const MAX_SPIN_NS: u64 = 1_000_000;
+
+/// Capacity of the protected-tgid map (processes the kernel never stops).
+pub const MAX_PROTECTED_TGIDS: u32 = 4_096;
+/// Capacity of the protected-cgroup map (cgroup v2 ids whose processes, and those of every
+/// cgroup below them, the kernel never stops).
+pub const MAX_PROTECTED_CGROUPS: u32 = 256;
+/// How many cgroup levels below the root the kernel inspects for a protected ancestor (a
+/// Kubernetes container sits at level 4 or 5, a systemd service at level 2).
+pub const MAX_CGROUP_DEPTH: u32 = 16;
+
+/// Default [`GlobalConfig::heartbeat_max_age_ns`]: the agent beats every ~50 ms, so a few
+/// missed beats (a loaded machine) do not switch the in-kernel actuators off, while an agent
+/// that is stopped or hung stops nothing after a quarter of a second.
+pub const DEFAULT_HEARTBEAT_MAX_AGE_NS: u64 = 250_000_000;
 
 /// [`ServiceConfig::mode`]: debt is paid by pausing the whole service (agent-side actuator).
 pub const MODE_PAUSE: u32 = 0;
@@ -75,6 +90,9 @@ pub struct GlobalConfig {
     /// ([`SockState::role`]) is recomputed when its generation differs.
     pub ports_generation: u32,
     pub pad: u32,
+    /// The kernel stops nothing (no SIGSTOP, no spin) when the heartbeat (`HEARTBEAT`, the
+    /// agent's last `CLOCK_MONOTONIC` beat) is older than this, or was never written.
+    pub heartbeat_max_age_ns: u64,
 }
 
 /// Kernel-written traffic counters of one service, per CPU (per-CPU array indexed by service
@@ -106,6 +124,11 @@ pub struct ServiceCounters {
     pub dropped_requests: u64,
     /// Non-zero once HTTP/2 (multiplexed) traffic was seen on a server socket.
     pub visits_approximate: u64,
+    /// In-kernel stops or spins not made because the visiting process is protected (tgid 0 or
+    /// 1, a protected tgid, or a process in or below a protected cgroup).
+    pub denied_stops: u64,
+    /// In-kernel stops or spins not made because the agent's heartbeat was stale.
+    pub stale_stops: u64,
 }
 
 /// The pause trigger of one service (array indexed by service id).

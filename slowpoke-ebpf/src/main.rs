@@ -4,7 +4,8 @@
 //!
 //! Hot path for a process no service tracks: one hash lookup by tgid, then (only when some
 //! service has cgroup members) one hash lookup by cgroup id. Everything else is for tracked
-//! processes only. `docs/kernel.md` describes the rules.
+//! processes only. The safety checks (protected processes, the agent's heartbeat) sit on the
+//! stop path alone, right before a SIGSTOP or a spin. `docs/kernel.md` describes the rules.
 #![no_std]
 #![no_main]
 // The BPF target has no compare-and-swap in its target spec, so `AtomicU64::fetch_add` and
@@ -22,7 +23,10 @@ use aya_ebpf::{
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
         bpf_probe_read_kernel, bpf_probe_read_user,
-        generated::{bpf_get_current_task_btf, bpf_loop, bpf_send_signal, bpf_task_pt_regs},
+        generated::{
+            bpf_get_current_ancestor_cgroup_id, bpf_get_current_task_btf, bpf_loop,
+            bpf_send_signal, bpf_task_pt_regs,
+        },
     },
     macros::{btf_tracepoint, map},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
@@ -31,9 +35,10 @@ use aya_ebpf::{
 use aya_log_ebpf::warn;
 use slowpoke_common::{
     CONFIG_IN_KERNEL_STOP, DIR_NONE, DIR_RECV, DIR_SEND, EndpointKey, EndpointValue,
-    GLOBAL_DETECT_HTTP2, GlobalConfig, ListenKey, MAX_SERVICES, MAX_SPIN_NS, MEMBER_WORDS,
-    MODE_SPIN, PORT_VISITS, PauseEvent, PauseGate, ROLE_CLIENT, ROLE_IGNORED, ROLE_SERVER,
-    ServiceConfig, ServiceCounters, ServiceTraffic, SockState, ThreadActivity,
+    GLOBAL_DETECT_HTTP2, GlobalConfig, ListenKey, MAX_CGROUP_DEPTH, MAX_PROTECTED_CGROUPS,
+    MAX_PROTECTED_TGIDS, MAX_SERVICES, MAX_SPIN_NS, MEMBER_WORDS, MODE_SPIN, PORT_VISITS,
+    PauseEvent, PauseGate, ROLE_CLIENT, ROLE_IGNORED, ROLE_SERVER, ServiceConfig, ServiceCounters,
+    ServiceTraffic, SockState, ThreadActivity,
 };
 
 const AF_INET: u16 = 2;
@@ -126,6 +131,17 @@ static THREADS: LruHashMap<u32, ThreadActivity> = LruHashMap::with_max_entries(1
 /// Last thread recorded in `THREADS`, per CPU.
 #[map]
 static THREAD_SEEN: PerCpuArray<ThreadSeen> = PerCpuArray::with_max_entries(1, 0);
+/// tgids the kernel never stops or spins (the agent, its guardian, sshd...); value unused.
+#[map]
+static PROTECTED_TGIDS: HashMap<u32, u8> = HashMap::with_max_entries(MAX_PROTECTED_TGIDS, 0);
+/// cgroup v2 ids whose processes, and those of every cgroup below, the kernel never stops or
+/// spins (the agent's own cgroup covers processes it has not listed); value unused.
+#[map]
+static PROTECTED_CGROUPS: HashMap<u64, u8> = HashMap::with_max_entries(MAX_PROTECTED_CGROUPS, 0);
+/// The agent's last beat (`CLOCK_MONOTONIC` ns; 0 = never beaten): no stops once it is older
+/// than `GlobalConfig::heartbeat_max_age_ns`.
+#[map]
+static HEARTBEAT: Array<u64> = Array::with_max_entries(1, 0);
 #[map]
 static PAUSE_EVENTS: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
 
@@ -341,6 +357,9 @@ fn on_visit(
         return Ok(());
     }
     if config.mode == MODE_SPIN {
+        if !may_stop(tgid, counters) {
+            return Ok(());
+        }
         let spun = spin(if delay < MAX_SPIN_NS {
             delay
         } else {
@@ -371,7 +390,10 @@ fn on_visit(
         return Ok(());
     };
     let mut stopped_tgid = 0;
-    if config.flags & CONFIG_IN_KERNEL_STOP != 0 && unsafe { bpf_send_signal(SIGSTOP) } == 0 {
+    if config.flags & CONFIG_IN_KERNEL_STOP != 0
+        && may_stop(tgid, counters)
+        && unsafe { bpf_send_signal(SIGSTOP) } == 0
+    {
         stopped_tgid = tgid;
         add(unsafe { &raw mut (*counters).kernel_stops }, 1);
     }
@@ -384,6 +406,56 @@ fn on_visit(
     entry.submit(0);
     add(unsafe { &raw mut (*counters).pause_requests }, 1);
     Ok(())
+}
+
+/// Whether the kernel may stop (or spin) the current process now; counts why not. Called only
+/// right before a SIGSTOP or a spin, so its lookups cost nothing on the hot path.
+#[inline(always)]
+fn may_stop(tgid: u32, counters: *mut ServiceCounters) -> bool {
+    if is_protected(tgid) {
+        add(unsafe { &raw mut (*counters).denied_stops }, 1);
+        return false;
+    }
+    if heartbeat_stale() {
+        add(unsafe { &raw mut (*counters).stale_stops }, 1);
+        return false;
+    }
+    true
+}
+
+/// tgid 0 or 1 (whatever the maps say), a protected tgid, or a process in a protected cgroup
+/// or below one (its own cgroup v2 id, then its ancestors from the root down).
+#[inline(always)]
+fn is_protected(tgid: u32) -> bool {
+    if tgid <= 1 || unsafe { PROTECTED_TGIDS.get(tgid) }.is_some() {
+        return true;
+    }
+    let own = unsafe { bpf_get_current_cgroup_id() };
+    if unsafe { PROTECTED_CGROUPS.get(own) }.is_some() {
+        return true;
+    }
+    for level in 0..MAX_CGROUP_DEPTH {
+        // 0 past the process's own level; its own id at that level (already checked).
+        let ancestor = unsafe { bpf_get_current_ancestor_cgroup_id(level as i32) };
+        if ancestor == 0 || ancestor == own {
+            return false;
+        }
+        if unsafe { PROTECTED_CGROUPS.get(ancestor) }.is_some() {
+            return true;
+        }
+    }
+    false
+}
+
+/// The agent's heartbeat is missing or older than the configured maximum age: the agent may be
+/// stopped, hung or dead, and nobody would resume what the kernel stops.
+#[inline(always)]
+fn heartbeat_stale() -> bool {
+    let (Some(beat), Some(global)) = (HEARTBEAT.get_ptr(0), GLOBAL.get(0)) else {
+        return true;
+    };
+    let beat = unsafe { read_volatile(beat) };
+    beat == 0 || unsafe { bpf_ktime_get_ns() }.saturating_sub(beat) > global.heartbeat_max_age_ns
 }
 
 struct SpinDeadline {

@@ -4,9 +4,12 @@
 //! test leave them stopped), and polling with deadlines instead of sleeps.
 //!
 //! The integration tests that span crates live in `tests/tests/`. [`bench`] holds the statistics
-//! the benchmark programs share.
+//! the benchmark programs share, [`cgroup`] scratch cgroup v2 directories, [`hostile`] processes
+//! that test the agent's safety (a chosen pid, a failing `close_range`, user `nobody`).
 
 pub mod bench;
+pub mod cgroup;
+pub mod hostile;
 
 use std::{
     io::{BufRead as _, BufReader, Read as _, Write as _},

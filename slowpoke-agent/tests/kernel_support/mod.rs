@@ -26,6 +26,13 @@ pub fn load_kernel() -> Kernel {
         .unwrap_or_else(|e| panic!("loading the kernel programs (run the tests as root): {e}"))
 }
 
+/// For tests that are not about the heartbeat: one beat that stays fresh for an hour, so the
+/// kernel's in-kernel stop and spin work as if an agent were beating.
+pub fn heartbeat_forever(kernel: &mut Kernel) {
+    kernel.set_heartbeat_max_age(3_600_000_000_000).unwrap();
+    kernel.beat().unwrap();
+}
+
 /// A server process, killed (and continued first, should a test have left it stopped) on drop.
 pub struct Server {
     pub child: Child,
