@@ -4,9 +4,10 @@
 //! test leave them stopped), and polling with deadlines instead of sleeps.
 //!
 //! The integration tests that span crates live in `tests/tests/`. [`bench`] holds the statistics
-//! the benchmark programs share.
+//! the benchmark programs share; [`openapi`] checks a server against its API document.
 
 pub mod bench;
+pub mod openapi;
 
 use std::{
     io::{BufRead as _, BufReader, Read as _, Write as _},

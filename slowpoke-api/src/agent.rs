@@ -1,0 +1,199 @@
+//! The agent's HTTP API types. They are the documentation of the wire format (docs/api.md mirrors
+//! them, and the agent's OpenAPI document is generated from them) and are shared with the
+//! coordinator, which talks to agents in-process or over HTTP with exactly these types.
+//!
+//! Fixed interface (docs/api.md): extend, don't rename.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+pub use crate::ErrorBody;
+
+/// How a service is found on this node. Exactly one selector per service.
+///
+/// Wire form: `{"ports":[8080]}`, `{"pids":[123,124]}`, `{"cgroup":"/sys/fs/cgroup/..."}`,
+/// `{"comm":"nginx"}`. Optional extras in the same object: `"cores"` (override of the measured
+/// effective parallelism) and `"listen_ports"` (the service's listening ports when they cannot be
+/// discovered from /proc).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSpec {
+    /// Processes owning a listening TCP socket on one of these ports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ports: Option<Vec<u16>>,
+    /// These processes (thread-group ids).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids: Option<Vec<u32>>,
+    /// Every process in this cgroup (v1 or v2 path, absolute).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
+    /// Every process whose `comm` (/proc/PID/comm) equals this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comm: Option<String>,
+    /// Override of the effective parallelism `cores` reported in stats.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cores: Option<f64>,
+    /// Listening ports of the service when they cannot be discovered from /proc.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen_ports: Option<Vec<u16>>,
+}
+
+/// A registered service as the agent sees it now (`GET /v1/services`, `PUT` answer).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ServiceInfo {
+    pub name: String,
+    pub spec: ServiceSpec,
+    /// Processes currently resolved from the selector.
+    pub pids: Vec<u32>,
+    /// Listening TCP ports: a receive on one of them is a visit.
+    pub listen_ports: Vec<u16>,
+}
+
+/// `GET /v1/services`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ServiceList {
+    pub services: BTreeMap<String, ServiceInfo>,
+}
+
+/// Per-service counters of `GET /v1/stats`. Every `u64` is a monotonic counter since the service
+/// was registered; consumers take differences between two snapshots.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ServiceStats {
+    /// Requests served (see docs/model.md, "Visits without tracing").
+    pub visits: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// Achieved pause time: stop sent -> resume sent, summed over pauses.
+    pub pause_ns: u64,
+    /// CPU time used by the service's processes (user + system), all threads.
+    pub cpu_ns: u64,
+    /// Time the service's threads were runnable but waited for a CPU (the scheduler's
+    /// `run_delay`, summed over threads; 0 without scheduler statistics). With `cpu_ns` it tells
+    /// a service that had no work (idle) from one crowded out by others on shared cores.
+    #[serde(default)]
+    pub wait_ns: u64,
+    /// Effective parallelism: min(usable CPUs, threads that can serve at once), or the override.
+    pub cores: f64,
+    pub pids: Vec<u32>,
+    /// Outgoing calls (client-side requests) made by the service.
+    #[serde(default)]
+    pub calls_out: u64,
+    /// Number of pauses taken.
+    #[serde(default)]
+    pub pauses: u64,
+    /// Pause debt owed in total (sum of `delay_per_visit` over visits under a plan).
+    #[serde(default)]
+    pub owed_ns: u64,
+    /// Debt dropped by the safety cap (share of wall time stopped), never paid.
+    #[serde(default)]
+    pub dropped_ns: u64,
+    /// Spin-mode busy delay actually spent in the kernel.
+    #[serde(default)]
+    pub spin_ns: u64,
+    /// True when the service's traffic makes visit counting approximate (HTTP/2, pipelining).
+    #[serde(default)]
+    pub visits_approximate: bool,
+    /// Human-readable warnings (cap reached, approximate visits, ...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// An outgoing connection of a registered service to an endpoint that belongs to no registered
+/// service: an unpaused hidden dependency biases every prediction.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UnregisteredDependency {
+    /// The registered service that calls out.
+    pub from: String,
+    pub addr: String,
+    pub port: u16,
+    /// Owning process when the endpoint is local.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comm: Option<String>,
+    /// Sends + receives seen on such connections.
+    pub calls: u64,
+}
+
+/// `GET /v1/stats`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Stats {
+    /// `CLOCK_MONOTONIC` of the agent when the snapshot was taken.
+    pub timestamp_ns: u64,
+    pub services: BTreeMap<String, ServiceStats>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unregistered_dependencies: Vec<UnregisteredDependency>,
+    /// The node's CPUs as a whole: services on one node share them, which the model accounts
+    /// for (docs/model.md, "Co-located services").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<NodeStats>,
+}
+
+/// CPU of the whole node (`/proc/stat`), monotonic counters.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct NodeStats {
+    /// Online CPUs.
+    pub cpus: u32,
+    /// CPU time spent busy (everything but idle and iowait), all CPUs summed.
+    pub cpu_busy_ns: u64,
+    /// All CPU time (busy + idle + iowait), all CPUs summed.
+    pub cpu_total_ns: u64,
+}
+
+/// How a delay is applied.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Stop every process of the service (SIGSTOP), sleep the owed time, resume (SIGCONT).
+    #[default]
+    Pause,
+    /// Busy-wait the visiting thread in the kernel (bounded per visit); dedicated cores only.
+    Spin,
+}
+
+/// The delay of one service in a plan.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ServiceDelay {
+    pub delay_per_visit_ns: u64,
+}
+
+/// `PUT /v1/slowdown` body and `GET /v1/slowdown` answer.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct SlowdownPlan {
+    #[serde(default)]
+    pub mode: Mode,
+    /// Debt is batched into pauses of at least this long (default 1 ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantum_ns: Option<u64>,
+    /// Synchronized pauses (pause mode only): when one service's debt triggers a pause, every
+    /// other service of the plan on this node that owes anything pays it at the same moment,
+    /// as the original's phases do. Default false: each service pays its own debt independently.
+    /// With mode `spin` it is refused (400).
+    #[serde(default)]
+    pub synchronized: bool,
+    pub services: BTreeMap<String, ServiceDelay>,
+}
+
+/// `GET /v1/health`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Health {
+    pub status: String,
+    pub version: String,
+    /// Kernel features probed at start, with the reason when one is off.
+    #[serde(default)]
+    pub features: BTreeMap<String, String>,
+}
