@@ -44,6 +44,7 @@ pub struct ServiceSpec {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ServiceInfo {
+    /// `[A-Za-z0-9._-]{1,64}`.
     pub name: String,
     pub spec: ServiceSpec,
     /// Processes currently resolved from the selector.
@@ -191,7 +192,9 @@ pub struct SlowdownPlan {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Health {
+    /// `ok`, `degraded` (kernel programs or guardian missing) or `stopping`.
     pub status: String,
+    /// The agent's version (its crate's).
     pub version: String,
     /// Kernel features probed at start, with the reason when one is off.
     #[serde(default)]
