@@ -14,7 +14,8 @@
 
 pub mod actuator;
 pub mod agent;
-pub mod api;
+/// The wire types live in the `slowpoke-api` crate (no eBPF toolchain needed to use them).
+pub use slowpoke_api::agent as api;
 pub mod error;
 pub mod http;
 pub mod kernel;

@@ -61,13 +61,10 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let token = match &args.token_file {
-        Some(f) => Some(
-            std::fs::read_to_string(f)
-                .with_context(|| format!("reading the token file {}", f.display()))?,
-        ),
-        None => std::env::var("SLOWPOKE_AGENT_TOKEN").ok(),
-    };
+    let token = slowpoke_api::auth::token_from_file_or_env(
+        args.token_file.as_deref(),
+        slowpoke_api::auth::AGENT_TOKEN_ENV,
+    )?;
     let auth = Auth::for_listen(args.listen, token)?;
     if !(args.max_stopped_share > 0.0 && args.max_stopped_share <= 1.0) {
         bail!(

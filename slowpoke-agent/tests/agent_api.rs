@@ -1,10 +1,14 @@
 //! The HTTP API: bad input gets a 4xx with a useful message and leaves the plan untouched; the
-//! token rule; the binary's start-up refusals.
+//! token rule; the binary's start-up refusals; the API document (`/v1/openapi.json`) matches
+//! the router.
 
 mod agent_util;
 
 use agent_util::{TempDir, call, json, python_http_server, serve, start_agent};
 use slowpoke_agent::Auth;
+use slowpoke_tests::openapi::{
+    assert_answer_matches, documented_routes, router_paths, served_routes,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_a_4xx_and_leaves_the_plan_untouched() {
@@ -199,6 +203,20 @@ fn binary_refuses_off_loopback_without_token_and_a_port_in_use() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot listen on"), "{err}");
 
+    // An empty token file is an error, not "no token" (which would leave the agent open).
+    let empty = state.path().join("empty-token");
+    std::fs::write(&empty, "\n").expect("token file");
+    let out = std::process::Command::new(bin)
+        .args(["--listen", "127.0.0.1:0", "--test-hooks", "--state-dir"])
+        .arg(state.path())
+        .arg("--token-file")
+        .arg(&empty)
+        .output()
+        .expect("running the agent");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is empty"), "{err}");
+
     let out = std::process::Command::new(bin)
         .arg("--help")
         .output()
@@ -219,4 +237,73 @@ fn binary_refuses_off_loopback_without_token_and_a_port_in_use() {
         !help.contains("--test-hooks"),
         "the test-only flag is hidden"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_matches_the_router() {
+    let server = python_http_server();
+    let state = TempDir::new("api-openapi");
+    let agent = start_agent(&state).await;
+    let url = serve(&agent, Auth::none()).await;
+    let router = format!("{:?}", agent.router(Auth::none()));
+    let port = server.port;
+    tokio::task::spawn_blocking(move || {
+        // The agent serves the document generated from the wire types.
+        let (c, b) = call("GET", &format!("{url}/v1/openapi.json"), None, None);
+        assert_eq!(c, 200, "{b}");
+        let doc = json(&b);
+        let generated = serde_json::to_value(slowpoke_api::openapi::agent()).expect("document");
+        assert_eq!(doc, generated);
+
+        // Route for route: what the router serves is what the document lists, and nothing else.
+        let mut served = served_routes(&url, &router_paths(&router), None);
+        // The test hook (AgentConfig::test_hooks, on in these tests) is no part of the API.
+        served.retain(|(_, path)| !path.starts_with("/v1/debug/"));
+        assert_eq!(documented_routes(&doc), served);
+
+        // Real answers match the document's schemas.
+        let check = |method: &str, template: &str, path: &str, body: Option<&str>| {
+            let (c, b) = call(method, &format!("{url}{path}"), body, None);
+            assert_answer_matches(&doc, method, template, c, &json(&b));
+            c
+        };
+        let spec = format!("{{\"ports\":[{port}]}}");
+        assert_eq!(
+            check(
+                "PUT",
+                "/v1/services/{name}",
+                "/v1/services/web",
+                Some(&spec)
+            ),
+            200
+        );
+        assert_eq!(
+            check("GET", "/v1/services/{name}", "/v1/services/web", None),
+            200
+        );
+        assert_eq!(check("GET", "/v1/services", "/v1/services", None), 200);
+        assert_eq!(check("GET", "/v1/health", "/v1/health", None), 200);
+        assert_eq!(check("GET", "/v1/stats", "/v1/stats", None), 200);
+        let plan = r#"{"synchronized":true,"services":{"web":{"delay_per_visit_ns":1000}}}"#;
+        assert_eq!(
+            check("PUT", "/v1/slowdown", "/v1/slowdown", Some(plan)),
+            200
+        );
+        assert_eq!(check("GET", "/v1/slowdown", "/v1/slowdown", None), 200);
+        assert_eq!(
+            check("GET", "/v1/services/{name}", "/v1/services/nope", None),
+            404
+        );
+        assert_eq!(
+            check("PUT", "/v1/slowdown", "/v1/slowdown", Some("[]")),
+            400
+        );
+        assert_eq!(
+            call("DELETE", &format!("{url}/v1/slowdown"), None, None).0,
+            204
+        );
+    })
+    .await
+    .expect("checks");
+    agent.shutdown().await;
 }

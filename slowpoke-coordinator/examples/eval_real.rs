@@ -25,8 +25,8 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, Result, bail};
 use clap::Parser;
-use slowpoke_agent::api;
-use slowpoke_coordinator::agents::{self, SharedAgent};
+use slowpoke_api::agent as api;
+use slowpoke_coordinator::agents::SharedAgent;
 use slowpoke_coordinator::eval::runner::{self, EvalOptions, Setting};
 use slowpoke_coordinator::eval::summary::{self, Point};
 use slowpoke_coordinator::experiment::{
@@ -86,7 +86,7 @@ struct Running {
 }
 
 fn port_service(port: u16) -> api::ServiceSpec {
-    agents::parse_service_arg(&format!("x=port:{port}"))
+    slowpoke_api::selector::parse_service_arg(&format!("x=port:{port}"))
         .expect("a port selector parses")
         .1
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Serialize, de::DeserializeOwned};
-use slowpoke_agent::api;
+use slowpoke_api::agent as api;
 
 use crate::model::ServiceSample;
 
@@ -33,7 +33,7 @@ pub enum AgentError {
 }
 
 /// One node agent, as the coordinator uses it. Mirrors the agent's HTTP API (see
-/// `slowpoke_agent::api`); every call is blocking and bounded in time.
+/// `slowpoke_api::agent`); every call is blocking and bounded in time.
 pub trait AgentClient: Send + Sync {
     /// How to name this agent to the user (its URL, or `in-process`).
     fn name(&self) -> String;
@@ -65,7 +65,7 @@ impl HttpAgent {
     pub fn new(base: &str, token: Option<String>) -> HttpAgent {
         HttpAgent {
             base: base.trim_end_matches('/').to_owned(),
-            token: token.filter(|t| !t.is_empty()),
+            token: slowpoke_api::auth::normalize(token),
             http: ureq::AgentBuilder::new()
                 .timeout_connect(Duration::from_secs(3))
                 .timeout(Duration::from_secs(10))
@@ -184,79 +184,13 @@ impl AgentClient for HttpAgent {
     }
 }
 
-/// Reads a bearer token: the file when given, else `$SLOWPOKE_AGENT_TOKEN`.
+/// Reads the agents' bearer token: the file when given (an unreadable or empty file is an
+/// error), else `$SLOWPOKE_AGENT_TOKEN` ([`slowpoke_api::auth::token_from_file_or_env`]).
 pub fn read_token(file: Option<&std::path::Path>) -> anyhow::Result<Option<String>> {
-    use anyhow::Context as _;
-    if let Some(f) = file {
-        let t = std::fs::read_to_string(f)
-            .with_context(|| format!("cannot read the agent token file {}", f.display()))?;
-        return Ok(Some(t.trim().to_owned()));
-    }
-    Ok(std::env::var("SLOWPOKE_AGENT_TOKEN")
-        .ok()
-        .map(|t| t.trim().to_owned())
-        .filter(|t| !t.is_empty()))
-}
-
-/// Parses a CLI selector: `port:8080[,8081]`, `pid:123[,124]`, `comm:nginx`, `cgroup:/path`.
-pub fn parse_selector(s: &str) -> Result<api::ServiceSpec, String> {
-    let (kind, value) = s.split_once(':').ok_or_else(|| {
-        format!("selector `{s}` has no kind: write port:8080, pid:123, comm:nginx or cgroup:/path")
-    })?;
-    let value = value.trim();
-    if value.is_empty() {
-        return Err(format!("selector `{s}` has an empty value"));
-    }
-    let mut spec = api::ServiceSpec::default();
-    match kind.trim() {
-        "port" | "ports" => {
-            let ports: Vec<u16> = parse_list(s, value, "TCP port")?;
-            if ports.contains(&0) {
-                return Err(format!("selector `{s}`: port 0 is not a listening port"));
-            }
-            spec.ports = Some(ports);
-        }
-        "pid" | "pids" => {
-            let pids: Vec<u32> = parse_list(s, value, "process id")?;
-            if pids.contains(&0) {
-                return Err(format!("selector `{s}`: pid 0 is not a process"));
-            }
-            spec.pids = Some(pids);
-        }
-        "comm" => spec.comm = Some(value.to_owned()),
-        "cgroup" => spec.cgroup = Some(value.to_owned()),
-        other => {
-            return Err(format!(
-                "selector `{s}`: unknown kind `{other}` (use port, pid, comm or cgroup)"
-            ));
-        }
-    }
-    Ok(spec)
-}
-
-/// Parses a comma-separated list of `what`s from selector `s`'s value `v`.
-fn parse_list<T: std::str::FromStr>(s: &str, v: &str, what: &str) -> Result<Vec<T>, String> {
-    v.split(',')
-        .map(|x| {
-            x.trim()
-                .parse::<T>()
-                .map_err(|_| format!("selector `{s}`: `{x}` is not a valid {what}"))
-        })
-        .collect()
-}
-
-/// Parses `NAME=SELECTOR`.
-pub fn parse_service_arg(s: &str) -> Result<(String, api::ServiceSpec), String> {
-    let (name, sel) = s
-        .split_once('=')
-        .ok_or_else(|| format!("`{s}`: write NAME=SELECTOR, e.g. cart=port:8080"))?;
-    let name = name.trim();
-    if name.is_empty() || name.contains('/') {
-        return Err(format!(
-            "`{s}`: the service name must be non-empty and have no `/`"
-        ));
-    }
-    Ok((name.to_owned(), parse_selector(sel)?))
+    Ok(slowpoke_api::auth::token_from_file_or_env(
+        file,
+        slowpoke_api::auth::AGENT_TOKEN_ENV,
+    )?)
 }
 
 /// Where each service resolved after registration on every agent.
@@ -490,38 +424,6 @@ pub fn clear_everywhere(agents: &[SharedAgent]) -> Vec<AgentError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn selectors() {
-        assert_eq!(parse_selector("port:8080").unwrap().ports, Some(vec![8080]));
-        assert_eq!(parse_selector("pid:1,2").unwrap().pids, Some(vec![1, 2]));
-        assert_eq!(
-            parse_selector("comm:nginx").unwrap().comm.as_deref(),
-            Some("nginx")
-        );
-        assert_eq!(
-            parse_selector("cgroup:/sys/fs/cgroup/x")
-                .unwrap()
-                .cgroup
-                .as_deref(),
-            Some("/sys/fs/cgroup/x")
-        );
-        assert!(
-            parse_selector("port:http")
-                .unwrap_err()
-                .contains("not a valid TCP port")
-        );
-        assert!(parse_selector("port:0").is_err());
-        assert!(parse_selector("nginx").unwrap_err().contains("no kind"));
-        assert!(
-            parse_selector("foo:bar")
-                .unwrap_err()
-                .contains("unknown kind")
-        );
-        let (n, s) = parse_service_arg("cart=port:8080").unwrap();
-        assert_eq!((n.as_str(), s.ports), ("cart", Some(vec![8080])));
-        assert!(parse_service_arg("cart").is_err());
-    }
 
     #[test]
     fn window_reports_the_busy_share_of_each_node() {

@@ -16,10 +16,10 @@ use slowpoke_coordinator::experiment::{
     self, App, AttachedApp, Backends, LoadConfig, LoadStarter as _, Monitor, ProfileSpec, Repeat,
     RunError, Safety, Timing, WhatIfSpec,
 };
-use slowpoke_coordinator::model::Optimization;
-use slowpoke_coordinator::real::{
-    CommandTruthApp, EmuApp, InProcessAgent, RealLoadStarter, TruthCommands,
-};
+use slowpoke_coordinator::model::{Optimization, OptimizationModel as _};
+#[cfg(feature = "in-process")]
+use slowpoke_coordinator::real::InProcessAgent;
+use slowpoke_coordinator::real::{CommandTruthApp, EmuApp, RealLoadStarter, TruthCommands};
 use slowpoke_coordinator::results::{self, ResultStore, StoredResult};
 use slowpoke_coordinator::{plot, report};
 
@@ -528,7 +528,7 @@ impl CommonArgs {
                 }
                 let mut services = BTreeMap::new();
                 for s in &self.service {
-                    let (name, spec) = agents::parse_service_arg(s)
+                    let (name, spec) = slowpoke_api::selector::parse_service_arg(s)
                         .map_err(|e| anyhow::anyhow!("--service {e}"))?;
                     if services.insert(name.clone(), spec).is_some() {
                         bail!("--service `{name}` is given twice");
@@ -659,7 +659,30 @@ impl WhatIfArgs {
 /// The agents an experiment uses, and the in-process one to shut down at the end.
 struct AgentSet {
     agents: Vec<SharedAgent>,
+    #[cfg(feature = "in-process")]
     in_process: Option<slowpoke_agent::Agent>,
+}
+
+impl AgentSet {
+    /// Agents running elsewhere (daemons reached over HTTP).
+    fn remote(agents: Vec<SharedAgent>) -> AgentSet {
+        AgentSet {
+            agents,
+            #[cfg(feature = "in-process")]
+            in_process: None,
+        }
+    }
+
+    /// Shuts the in-process agent down, if one was started (it resumes whatever it paused).
+    #[cfg_attr(not(feature = "in-process"), allow(clippy::unused_self))]
+    fn shutdown(self, rt: &tokio::runtime::Runtime) {
+        #[cfg(feature = "in-process")]
+        if let Some(a) = self.in_process {
+            rt.block_on(a.shutdown());
+        }
+        #[cfg(not(feature = "in-process"))]
+        let _ = rt;
+    }
 }
 
 fn http_agents(urls: &[String], token_file: Option<&Path>) -> anyhow::Result<Vec<SharedAgent>> {
@@ -723,26 +746,30 @@ fn connect(
         for a in &list {
             a.health()?;
         }
-        return Ok(AgentSet {
-            agents: list,
-            in_process: None,
-        });
+        return Ok(AgentSet::remote(list));
     }
     // A daemon on this node wins (it holds the node's lock); else start one in this process.
     let token = agents::read_token(token_file)?;
     let local = HttpAgent::new(LOCAL_AGENT, token);
     if local.health().is_ok() {
         ignored_cap();
-        return Ok(AgentSet {
-            agents: vec![Arc::new(local)],
-            in_process: None,
-        });
+        return Ok(AgentSet::remote(vec![Arc::new(local)]));
     }
+    start_in_process(rt, state_dir, max_stopped_share.or(in_process_share))
+}
+
+/// No agent is running on this node: start one in this process (needs root).
+#[cfg(feature = "in-process")]
+fn start_in_process(
+    rt: &tokio::runtime::Runtime,
+    state_dir: Option<&Path>,
+    max_stopped_share: Option<f64>,
+) -> anyhow::Result<AgentSet> {
     let mut cfg = slowpoke_agent::AgentConfig::default();
     if let Some(d) = state_dir {
         d.clone_into(&mut cfg.state_dir);
     }
-    if let Some(share) = max_stopped_share.or(in_process_share) {
+    if let Some(share) = max_stopped_share {
         cfg.max_stopped_share = share;
     }
     let agent = rt
@@ -753,6 +780,20 @@ fn connect(
         agents: vec![Arc::new(agent)],
         in_process: Some(inner),
     })
+}
+
+/// This build has no in-process agent: say so instead of failing somewhere later.
+#[cfg(not(feature = "in-process"))]
+fn start_in_process(
+    _rt: &tokio::runtime::Runtime,
+    _state_dir: Option<&Path>,
+    _max_stopped_share: Option<f64>,
+) -> anyhow::Result<AgentSet> {
+    bail!(
+        "no --agent given and no agent daemon answers on {LOCAL_AGENT}; this slowpoke was built \
+         without the in-process agent (cargo feature `in-process`), so it needs a running agent: \
+         start `slowpoke-agent` on this node, or give --agent URL (e.g. --agent http://10.0.0.2:7171)"
+    )
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -866,9 +907,7 @@ fn shutdown(p: Prepared) {
         backends,
     } = p;
     drop(backends);
-    if let Some(a) = agents.in_process {
-        rt.block_on(a.shutdown());
-    }
+    agents.shutdown(&rt);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1078,9 +1117,12 @@ fn serve(a: &ServeArgs) -> anyhow::Result<()> {
     let token = a
         .token_file
         .as_deref()
-        .map(server::read_token_file)
+        .map(slowpoke_api::auth::read_token_file)
         .transpose()?;
-    let token = server::check_token_rule(a.listen, token).map_err(anyhow::Error::msg)?;
+    // Checked before any agent is started: a refusal must not leave one behind.
+    let token = server::bearer_policy(a.listen, token)?
+        .token()
+        .map(str::to_owned);
     let rt = runtime()?;
     let set = connect(
         &rt,
@@ -1103,9 +1145,7 @@ fn serve(a: &ServeArgs) -> anyhow::Result<()> {
     };
     eprintln!("slowpoke serve: http://{}/", a.listen);
     let r = rt.block_on(server::serve(cfg));
-    if let Some(agent) = set.in_process {
-        rt.block_on(agent.shutdown());
-    }
+    set.shutdown(&rt);
     r
 }
 
@@ -1196,9 +1236,7 @@ fn eval(a: &EvalArgs) -> anyhow::Result<()> {
     let r = runner::run(&cases, &opts, &set.agents, &store, &monitor, &|line| {
         eprintln!("{line}");
     });
-    if let Some(agent) = set.in_process {
-        rt.block_on(agent.shutdown());
-    }
+    set.shutdown(&rt);
     let file = r?;
     let sum = summary::summarize(&file.points);
     if a.json {

@@ -19,10 +19,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use slowpoke_agent::api;
+use slowpoke_api::agent as api;
 
 use crate::agents::{self, AgentError, RegisterError, Registration, SharedAgent, StatsSnapshot};
-use crate::model::{self, ModelError, Optimization, Parameters, PausePlan, Resolved, TargetUse};
+use crate::model::{
+    self, ModelError, Optimization, OptimizationModel as _, Parameters, PausePlan, Resolved,
+    TargetUse,
+};
 use crate::stats;
 
 // ---------------------------------------------------------------------------------------------
@@ -592,185 +595,11 @@ impl Drop for PlanGuard {
 // Results
 // ---------------------------------------------------------------------------------------------
 
-/// Why the repetitions stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StopReason {
-    /// The configured repetitions ran (no precision target).
-    Repetitions,
-    /// The prediction's CI half-width reached the precision target.
-    PrecisionReached,
-    /// The time budget (or the repetition cap) ran out before the precision target was reached.
-    BudgetExhausted,
-}
-
-/// One service's row in a result.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ServiceRow {
-    pub name: String,
-    /// Visits per end-to-end request.
-    pub r: f64,
-    /// CPU µs per visit.
-    pub p_us: f64,
-    /// Cores.
-    pub c: f64,
-    /// Pause per visit in the plan, µs (None for the target and unvisited services).
-    pub d_us: Option<f64>,
-    pub is_target: bool,
-    pub is_entry: bool,
-    /// Agents where the service resolved to processes.
-    pub agents: Vec<String>,
-}
-
-/// One measured window, in the order it ran.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct WindowRecord {
-    /// `calibration`, `base`, `slow`, `truth`, or `slow:<service>:<percent>` in a profile.
-    pub phase: String,
-    pub repetition: usize,
-    pub rps: f64,
-    pub error_ratio: f64,
-    pub p99_us: f64,
-    /// Measured pause debt per end-to-end request during the window, µs (slow windows).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub owed_per_request_us: Option<f64>,
-    /// Share of each node's CPUs that was busy (agents that report it).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub node_busy: Vec<f64>,
-    /// CPUs the registered services used on each of those nodes (CPU-seconds per second).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub app_cores: Vec<f64>,
-}
-
-/// Non-finite numbers (an interval of one repetition, an unbounded top) are written as JSON
-/// `null`; reading a stored result back maps `null` to NaN.
-fn nan_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
-}
-
-/// Like [`nan_if_null`], for an interval's top: `null` means unbounded.
-fn infinite_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::INFINITY))
-}
-
-/// The answer to one what-if. Field names are a stable interface (`--json`, the HTTP API).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct WhatIfResult {
-    pub id: String,
-    pub created: String,
-    pub target: String,
-    pub optimization: Optimization,
-    pub entry: String,
-    pub entry_url: String,
-    /// Δ: per-visit time removed from T, µs.
-    pub delta_us: f64,
-    /// δ = Δ·r_T/c_T, ns per end-to-end request.
-    pub delta_ns_per_request: f64,
-    pub baseline_rps: f64,
-    #[serde(deserialize_with = "nan_if_null")]
-    pub baseline_ci_low: f64,
-    #[serde(deserialize_with = "nan_if_null")]
-    pub baseline_ci_high: f64,
-    pub slow_rps: f64,
-    #[serde(deserialize_with = "nan_if_null")]
-    pub slow_ci_low: f64,
-    #[serde(deserialize_with = "nan_if_null")]
-    pub slow_ci_high: f64,
-    pub predicted_rps: f64,
-    #[serde(deserialize_with = "nan_if_null")]
-    pub predicted_ci_low: f64,
-    /// `null` in JSON when the interval's top is beyond what the experiment resolves.
-    #[serde(deserialize_with = "infinite_if_null")]
-    pub predicted_ci_high: f64,
-    /// Predicted gain over the baseline, %.
-    pub predicted_gain_pct: f64,
-    /// The pause experiment's own prediction, before the node-CPU bound (req/s).
-    #[serde(default, deserialize_with = "nan_if_null")]
-    pub pause_predicted_rps: f64,
-    /// The node-CPU bound on the optimized throughput (co-located services; docs/model.md),
-    /// when the agents report their nodes. `predicted_rps` is the lower of the two.
-    #[serde(default)]
-    pub node_bound_rps: Option<f64>,
-    /// The target's cores in use and run-queue wait (medians over windows) in the baseline and
-    /// slowed-down runs, when an agent reports it: a target that works less while the others are
-    /// paused makes the prediction too low (docs/model.md, "Requests in flight", "Shared cores").
-    #[serde(default)]
-    pub target_use: Option<TargetUseRecord>,
-    pub truth_rps: Option<f64>,
-    pub truth_ci_low: Option<f64>,
-    pub truth_ci_high: Option<f64>,
-    /// (predicted − truth)/truth·100.
-    pub error_pct: Option<f64>,
-    /// (baseline − truth)/truth·100: what "nothing changes" would have missed by.
-    pub baseline_error_pct: Option<f64>,
-    #[serde(deserialize_with = "nan_if_null")]
-    pub p50_latency_us: f64,
-    #[serde(deserialize_with = "nan_if_null")]
-    pub p99_latency_us: f64,
-    pub services: Vec<ServiceRow>,
-    pub repetitions: usize,
-    pub kept: usize,
-    pub stop_reason: StopReason,
-    pub precision_pct: Option<f64>,
-    /// Achieved CI half-width of the prediction, %.
-    #[serde(deserialize_with = "nan_if_null")]
-    pub achieved_precision_pct: f64,
-    pub warnings: Vec<String>,
-    pub windows: Vec<WindowRecord>,
-    pub duration_s: f64,
-}
-
-/// One point of a profile curve.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ProfilePoint {
-    /// Optimization as % of the service's p_s.
-    pub percent: f64,
-    pub delta_us: f64,
-    pub delta_ns_per_request: f64,
-    pub slow_rps: Option<f64>,
-    pub predicted_rps: Option<f64>,
-    pub predicted_ci_low: Option<f64>,
-    pub predicted_ci_high: Option<f64>,
-    /// Predicted gain over the baseline, %.
-    pub gain_pct: Option<f64>,
-    /// Why there is no number (unresolvable, cap hit).
-    pub error: Option<String>,
-    /// The node-CPU bound (co-located services); `predicted_rps` is at most this.
-    #[serde(default)]
-    pub node_bound_rps: Option<f64>,
-    /// 95 % CI half-width of the pause prediction, %.
-    #[serde(default)]
-    pub achieved_precision_pct: Option<f64>,
-}
-
-/// The profile curve of one service.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ProfileCurve {
-    pub service: String,
-    pub p_us: f64,
-    pub points: Vec<ProfilePoint>,
-    /// Best predicted gain over the sweep, %.
-    pub max_gain_pct: Option<f64>,
-}
-
-/// A causal profile.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ProfileResult {
-    pub id: String,
-    pub created: String,
-    pub entry: String,
-    pub entry_url: String,
-    pub baseline_rps: f64,
-    pub baseline_ci_low: f64,
-    pub baseline_ci_high: f64,
-    pub services: Vec<ServiceRow>,
-    /// Ranked by `max_gain_pct`, best first.
-    pub curves: Vec<ProfileCurve>,
-    pub repetitions: usize,
-    pub warnings: Vec<String>,
-    pub windows: Vec<WindowRecord>,
-    pub duration_s: f64,
-}
+// The result types are part of the wire contract (`--json`, the HTTP API, stored files).
+pub use slowpoke_api::coordinator::{
+    ProfileCurve, ProfilePoint, ProfileResult, ServiceRow, StopReason, TargetUseRecord,
+    WhatIfResult, WindowRecord,
+};
 
 // ---------------------------------------------------------------------------------------------
 // The session: app + agents + load, shared by what-if and profile
@@ -1435,9 +1264,9 @@ fn what_if_inner(
             spec.target, pred.value, pause_pred.value
         ));
     }
-    let target = TargetUseRecord::from_windows(&series.target_base, &series.target_slow);
+    let target = target_use_record(&series.target_base, &series.target_slow);
     tracing::debug!(target = %spec.target, c = t.c, ?target, "target use: baseline, slowed down");
-    if let Some(w) = target.and_then(|u| u.warning(&spec.target, t.c)) {
+    if let Some(w) = target.and_then(|u| target_use_warning(&u, &spec.target, t.c)) {
         s.warnings.push(w);
     }
     let truth = stats::trimmed(&series.truth);
@@ -1493,50 +1322,31 @@ fn what_if_inner(
     })
 }
 
-/// The target's use of its cores in the baseline and slowed-down runs.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct TargetUseRecord {
-    pub baseline: TargetUse,
-    pub slowed: TargetUse,
-}
-
-impl TargetUseRecord {
-    /// Medians over the baseline and slowed-down windows (None when either has none).
-    pub fn from_windows(base: &[TargetUse], slowed: &[TargetUse]) -> Option<TargetUseRecord> {
-        let median = |w: &[TargetUse]| {
-            let cores: Vec<f64> = w.iter().map(|u| u.cores).collect();
-            let wait: Vec<f64> = w.iter().map(|u| u.wait).collect();
-            Some(TargetUse {
-                cores: stats::median(&cores)?,
-                wait: stats::median(&wait)?,
-            })
-        };
-        Some(TargetUseRecord {
-            baseline: median(base)?,
-            slowed: median(slowed)?,
+/// The target's use of its cores in the baseline and slowed-down runs: medians over the
+/// baseline and slowed-down windows (None when either has none).
+pub fn target_use_record(base: &[TargetUse], slowed: &[TargetUse]) -> Option<TargetUseRecord> {
+    let median = |w: &[TargetUse]| {
+        let cores: Vec<f64> = w.iter().map(|u| u.cores).collect();
+        let wait: Vec<f64> = w.iter().map(|u| u.wait).collect();
+        Some(TargetUse {
+            cores: stats::median(&cores)?,
+            wait: stats::median(&wait)?,
         })
-    }
-
-    /// The slowed-down runs' CPU use as % of the baseline's (None without baseline use).
-    pub fn kept_pct(&self) -> Option<f64> {
-        (self.baseline.cores > 0.0).then(|| self.slowed.cores / self.baseline.cores * 100.0)
-    }
-
-    /// The warning for a target (parallelism `c`) that worked less while the others were paused
-    /// ([`model::target_shortfall`]), if it did.
-    pub fn warning(&self, target: &str, c: f64) -> Option<String> {
-        let why = model::target_shortfall(self.baseline, self.slowed, c)?;
-        Some(shortfall_warning(
-            target,
-            c,
-            self.baseline,
-            self.slowed,
-            why,
-        ))
-    }
+    };
+    Some(TargetUseRecord {
+        baseline: median(base)?,
+        slowed: median(slowed)?,
+    })
 }
 
-/// The text of [`TargetUseRecord::warning`].
+/// The warning for a target (parallelism `c`) that worked less while the others were paused
+/// ([`model::target_shortfall`]), if it did.
+pub fn target_use_warning(u: &TargetUseRecord, target: &str, c: f64) -> Option<String> {
+    let why = model::target_shortfall(u.baseline, u.slowed, c)?;
+    Some(shortfall_warning(target, c, u.baseline, u.slowed, why))
+}
+
+/// The text of [`target_use_warning`].
 fn shortfall_warning(
     target: &str,
     c: f64,
@@ -1749,7 +1559,8 @@ fn profile_inner(
             continue;
         };
         let c = params.services.get(t).map_or(0.0, |x| x.c);
-        if let Some(w) = TargetUseRecord::from_windows(base, slowed).and_then(|u| u.warning(t, c)) {
+        if let Some(w) = target_use_record(base, slowed).and_then(|u| target_use_warning(&u, t, c))
+        {
             s.warnings.push(format!("{t} −{pct} %: {w}"));
         }
     }

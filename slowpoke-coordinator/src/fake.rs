@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use slowpoke_agent::api;
+use slowpoke_api::agent as api;
 
 use crate::agents::{AgentClient, AgentError, SharedAgent};
 use crate::experiment::{App, Backends, Load, LoadConfig, LoadStarter, LoadWindow, TruthChange};

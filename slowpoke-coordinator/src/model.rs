@@ -177,41 +177,9 @@ fn known<'a>(names: impl Iterator<Item = &'a String>) -> String {
     }
 }
 
-/// How the user states the optimization of the target T.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "kind", content = "value")]
-pub enum Optimization {
-    /// Δ in µs per visit of T.
-    DeltaUs(f64),
-    /// Δ as a percentage of T's measured per-visit time p_T.
-    Percent(f64),
-    /// T becomes k times as fast: Δ = p_T·(1 − 1/k).
-    Speedup(f64),
-    /// T's capacity goes from `old_rps` (default: the measured c_T/p_T) to `new_rps`:
-    /// Δ = c_T·(1/X_old − 1/X_new).
-    Capacity { old_rps: Option<f64>, new_rps: f64 },
-    /// T gets `N` cores in total: δ = r_T·p_T·(1/c_T − 1/N).
-    Cores(f64),
-}
-
-impl std::fmt::Display for Optimization {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Optimization::DeltaUs(d) => write!(f, "-{d} µs per visit"),
-            Optimization::Percent(p) => write!(f, "-{p} % per visit"),
-            Optimization::Speedup(k) => write!(f, "{k}x speedup"),
-            Optimization::Capacity {
-                old_rps: Some(o),
-                new_rps,
-            } => write!(f, "capacity {o} -> {new_rps} req/s"),
-            Optimization::Capacity {
-                old_rps: None,
-                new_rps,
-            } => write!(f, "capacity -> {new_rps} req/s"),
-            Optimization::Cores(n) => write!(f, "{n} cores"),
-        }
-    }
-}
+/// How the user states the optimization of the target T (a wire type: it is part of requests
+/// and results). What it means in numbers is [`OptimizationModel`].
+pub use slowpoke_api::coordinator::Optimization;
 
 /// An optimization turned into numbers.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -230,9 +198,17 @@ fn positive(what: &'static str, value: f64) -> Result<f64, ModelError> {
     }
 }
 
-impl Optimization {
+/// The model's side of an [`Optimization`]: its checks and Δ, δ. A trait because the type itself
+/// lives in the wire-contract crate, which knows nothing of the model.
+pub trait OptimizationModel {
     /// Checks the values that do not need measurements (sign, finiteness).
-    pub fn validate(&self) -> Result<(), ModelError> {
+    fn validate(&self) -> Result<(), ModelError>;
+    /// Turns the optimization into Δ and δ for target `target` with parameters `t`.
+    fn resolve(&self, target: &str, t: &ServiceParams) -> Result<Resolved, ModelError>;
+}
+
+impl OptimizationModel for Optimization {
+    fn validate(&self) -> Result<(), ModelError> {
         match *self {
             Optimization::DeltaUs(d) => positive("--delta-us", d).map(drop),
             Optimization::Percent(p) => {
@@ -269,8 +245,7 @@ impl Optimization {
         }
     }
 
-    /// Turns the optimization into Δ and δ for target `target` with parameters `t`.
-    pub fn resolve(&self, target: &str, t: &ServiceParams) -> Result<Resolved, ModelError> {
+    fn resolve(&self, target: &str, t: &ServiceParams) -> Result<Resolved, ModelError> {
         self.validate()?;
         if t.r <= 0.0 || t.p_ns <= 0.0 {
             return Err(ModelError::TargetNotVisited(target.to_owned()));
@@ -378,13 +353,8 @@ pub struct NodeLoad {
 /// baseline, for the virtual speedup to hold ([`target_shortfall`]).
 pub const TARGET_KEPT_BUSY: f64 = 0.85;
 
-/// How the target spent its time over a window: cores in use (CPU-seconds per second) and cores'
-/// worth of run-queue wait (runnable, waiting for a CPU), both summed over its threads.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-pub struct TargetUse {
-    pub cores: f64,
-    pub wait: f64,
-}
+/// How the target spent its time over a window (a wire type: results carry it).
+pub use slowpoke_api::coordinator::TargetUse;
 
 /// Why the target did less work in the slowed-down runs than in the baseline.
 #[derive(Debug, Clone, Copy, PartialEq)]

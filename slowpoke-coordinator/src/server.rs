@@ -1,12 +1,14 @@
 //! The coordinator's HTTP API and web page (`slowpoke serve`); docs/coordinator-api.md describes
-//! every endpoint and docs/openapi.yaml is its OpenAPI document.
+//! every endpoint and `GET /v1/openapi.json` serves its OpenAPI document, generated from the wire
+//! types of the `slowpoke-api` crate (requests, views, results).
 //!
 //! - `POST /v1/experiments` starts a what-if or a profile ([`request::ExperimentRequest`]);
 //!   one experiment runs at a time on a node (the paused services are shared), so a second POST
 //!   while one runs is refused with 409 rather than queued: a queue would silently measure an app
 //!   that someone else is already slowing down.
 //! - `GET /v1/experiments[/{id}]`, `DELETE /v1/experiments/{id}` (cancel: answers once the
-//!   runner removed every delay), `GET /v1/experiments/{id}/plot.svg`, `GET /v1/agents`.
+//!   runner removed every delay), `GET /v1/experiments/{id}/plot.svg`, `GET /v1/agents`,
+//!   `GET /v1/openapi.json`.
 //! - `/` is a small page (plain HTML + JS embedded in the binary) over the same API.
 //!
 //! Finished results go to the library's [`ResultStore`], so results of the CLI and of earlier
@@ -33,7 +35,11 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
-use serde::Serialize;
+use slowpoke_api::ErrorBody;
+use slowpoke_api::auth::{BearerPolicy, NoTokenError, Scope, Verdict};
+pub use slowpoke_api::coordinator::{
+    AgentView, ExperimentResult, ExperimentSummary, ExperimentView, ProgressView, Status,
+};
 use tokio::sync::watch;
 
 use crate::agents::{HttpAgent, SharedAgent};
@@ -103,62 +109,20 @@ pub struct ServeConfig {
     pub launcher: Arc<dyn Launcher>,
 }
 
-/// True when a token is mandatory for this listen address (it is not loopback).
-pub fn token_required(listen: SocketAddr) -> bool {
-    !listen.ip().is_loopback()
-}
-
-/// The token rule: off loopback the server refuses to start without a token. Returns the token
-/// to enforce (on loopback, a token is enforced when given).
-pub fn check_token_rule(
+/// The server's bearer rule ([`slowpoke_api::auth`]): off loopback it refuses to start without a
+/// token; with one, every `/v1` call must carry it ([`Scope::Every`]: results are the user's
+/// data); without one, `/v1` calls must address the server as loopback (the `Host` header), so
+/// other web sites cannot drive it through DNS rebinding.
+pub fn bearer_policy(
     listen: SocketAddr,
     token: Option<String>,
-) -> Result<Option<String>, String> {
-    let token = token.map(|t| t.trim().to_owned()).filter(|t| !t.is_empty());
-    if token_required(listen) && token.is_none() {
-        return Err(format!(
-            "refusing to listen on {listen} without a token: off loopback every call needs \
-             `Authorization: Bearer <token>`; give --token-file FILE, or listen on 127.0.0.1"
-        ));
-    }
-    Ok(token)
-}
-
-/// Reads the server's bearer token from `--token-file` (trimmed); an empty file is an error.
-pub fn read_token_file(path: &std::path::Path) -> anyhow::Result<String> {
-    let t = std::fs::read_to_string(path)
-        .map_err(|e| anyhow::anyhow!("cannot read the token file {}: {e}", path.display()))?;
-    let t = t.trim();
-    anyhow::ensure!(
-        !t.is_empty(),
-        "the token file {} is empty: put a long random string in it (e.g. `openssl rand -hex 32 > {}`)",
-        path.display(),
-        path.display()
-    );
-    Ok(t.to_owned())
+) -> Result<BearerPolicy, NoTokenError> {
+    Ok(BearerPolicy::for_listen(listen, token, Scope::Every)?.loopback_host_only_without_token())
 }
 
 // ---------------------------------------------------------------------------------------------
 // State
 // ---------------------------------------------------------------------------------------------
-
-/// Where an experiment is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    /// Accepted; its app and load are being prepared.
-    Queued,
-    Running,
-    Done,
-    Failed,
-    Cancelled,
-}
-
-impl Status {
-    fn is_active(self) -> bool {
-        matches!(self, Status::Queued | Status::Running)
-    }
-}
 
 struct Entry {
     id: String,
@@ -174,7 +138,7 @@ struct Entry {
 }
 
 struct Inner {
-    token: Option<String>,
+    auth: BearerPolicy,
     store: ResultStore,
     agents: Vec<SharedAgent>,
     agent_token: Option<String>,
@@ -193,11 +157,12 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// The state of a server with this configuration (`listen` is not used here).
-    pub fn new(cfg: &ServeConfig) -> AppState {
+    /// The state of a server with this configuration and bearer rule ([`bearer_policy`]; its
+    /// token, not `cfg.token`, is enforced).
+    pub fn new(cfg: &ServeConfig, auth: BearerPolicy) -> AppState {
         AppState {
             inner: Arc::new(Inner {
-                token: cfg.token.clone().filter(|t| !t.is_empty()),
+                auth,
                 store: ResultStore::new(cfg.results_dir.clone()),
                 agents: cfg.agents.clone(),
                 agent_token: cfg.agent_token.clone(),
@@ -276,14 +241,9 @@ impl AppState {
 #[derive(Debug)]
 pub struct ApiError(pub StatusCode, pub String);
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: &'a str,
-}
-
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(ErrorBody { error: &self.1 })).into_response()
+        (self.0, Json(ErrorBody { error: self.1 })).into_response()
     }
 }
 
@@ -315,6 +275,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/experiments/{id}/plot.svg", get(plot_svg))
         .route("/v1/agents", get(list_agents))
+        .route("/v1/openapi.json", get(openapi))
         .route("/v1/{*rest}", axum::routing::any(no_endpoint))
         .route_layer(middleware::from_fn_with_state(state.clone(), check_auth));
     Router::new()
@@ -327,49 +288,25 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// Whether `headers` carry the bearer token `want` (always true when there is none).
-pub fn authorized(want: Option<&str>, headers: &HeaderMap) -> bool {
-    let Some(want) = want else { return true };
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|got| constant_time_eq(got.trim().as_bytes(), want.as_bytes()))
-}
-
-/// Whether the `Host` header names this machine's loopback (`localhost`, `127.0.0.1`, `[::1]`,
-/// any port). Without a token the server only answers such requests: a web page on another site
-/// cannot reach it through DNS rebinding (a name it controls pointed at 127.0.0.1).
-pub fn loopback_host(headers: &HeaderMap) -> bool {
-    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
-        return false;
-    };
-    let name = if let Some(rest) = host.strip_prefix('[') {
-        rest.split(']').next().unwrap_or("")
-    } else {
-        host.rsplit_once(':').map_or(host, |(n, _)| n)
-    };
-    name.eq_ignore_ascii_case("localhost")
-        || name
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
-
 async fn check_auth(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let token = state.inner.token.as_deref();
-    if token.is_none() && !loopback_host(req.headers()) {
-        return ApiError(
-            StatusCode::FORBIDDEN,
-            "without a token this server only answers requests addressed to localhost, 127.0.0.1 or [::1] (the Host header); to serve other names, start it with --token-file".into(),
+    let verdict = {
+        let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
+        state.inner.auth.check(
+            req.method().as_str(),
+            header(header::AUTHORIZATION),
+            header(header::HOST),
         )
-        .into_response();
-    }
-    if authorized(token, req.headers()) {
-        return next.run(req).await;
+    };
+    match verdict {
+        Verdict::Allow => return next.run(req).await,
+        Verdict::ForeignHost => {
+            return ApiError(
+                StatusCode::FORBIDDEN,
+                "without a token this server only answers requests addressed to localhost, 127.0.0.1 or [::1] (the Host header); to serve other names, start it with --token-file".into(),
+            )
+            .into_response();
+        }
+        Verdict::NeedsToken => {}
     }
     let mut r = ApiError(
         StatusCode::UNAUTHORIZED,
@@ -384,7 +321,7 @@ async fn check_auth(State(state): State<AppState>, req: Request, next: Next) -> 
 async fn no_endpoint() -> ApiError {
     ApiError(
         StatusCode::NOT_FOUND,
-        "no such endpoint; see docs/coordinator-api.md (/v1/experiments, /v1/experiments/{id}, /v1/experiments/{id}/plot.svg, /v1/agents)".into(),
+        "no such endpoint; see docs/coordinator-api.md or GET /v1/openapi.json (/v1/experiments, /v1/experiments/{id}, /v1/experiments/{id}/plot.svg, /v1/agents)".into(),
     )
 }
 
@@ -429,56 +366,23 @@ async fn web_css() -> impl IntoResponse {
 // ---------------------------------------------------------------------------------------------
 
 /// Progress as the API shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct ProgressView {
-    /// 0..=1.
-    pub fraction: f64,
-    pub phase: String,
-    pub windows_done: usize,
-    pub last_rps: Option<f64>,
-}
-
-impl ProgressView {
-    fn of(p: &Progress) -> ProgressView {
-        ProgressView {
-            fraction: p.fraction,
-            phase: p.phase.clone(),
-            windows_done: p.windows_done,
-            last_rps: p.last_rps,
-        }
-    }
-
-    fn done() -> ProgressView {
-        ProgressView {
-            fraction: 1.0,
-            phase: "done".into(),
-            windows_done: 0,
-            last_rps: None,
-        }
+fn progress_view(p: &Progress) -> ProgressView {
+    ProgressView {
+        fraction: p.fraction,
+        phase: p.phase.clone(),
+        windows_done: p.windows_done,
+        last_rps: p.last_rps,
     }
 }
 
-/// One line of `GET /v1/experiments`.
-#[derive(Debug, Clone, Serialize)]
-pub struct ExperimentSummary {
-    pub id: String,
-    /// `what-if` or `profile`.
-    pub kind: String,
-    pub status: Status,
-    pub progress: ProgressView,
-    pub created: String,
-    /// One line, e.g. `cart 2x speedup: 3333 -> 5000 req/s predicted (+50.0 %)`.
-    pub summary: Option<String>,
-    pub error: Option<String>,
-}
-
-/// `GET /v1/experiments/{id}`.
-#[derive(Debug, Clone, Serialize)]
-pub struct ExperimentView {
-    #[serde(flatten)]
-    pub summary: ExperimentSummary,
-    /// The result when done: the same JSON as `slowpoke what-if --json` (or `profile --json`).
-    pub result: Option<serde_json::Value>,
+/// The progress of a finished experiment.
+fn progress_done() -> ProgressView {
+    ProgressView {
+        fraction: 1.0,
+        phase: "done".into(),
+        windows_done: 0,
+        last_rps: None,
+    }
 }
 
 fn kind_of(r: &StoredResult) -> Kind {
@@ -488,22 +392,21 @@ fn kind_of(r: &StoredResult) -> Kind {
     }
 }
 
-/// The result's own JSON (untagged, as the CLI prints it).
-fn result_json(r: &StoredResult) -> serde_json::Value {
-    let v = match r {
-        StoredResult::WhatIf(w) => serde_json::to_value(w),
-        StoredResult::Profile(p) => serde_json::to_value(p),
-    };
-    v.unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }))
+/// The result as the API shows it: its own JSON (untagged, as the CLI prints it).
+fn result_view(r: &StoredResult) -> ExperimentResult {
+    match r {
+        StoredResult::WhatIf(w) => ExperimentResult::WhatIf(w.clone()),
+        StoredResult::Profile(p) => ExperimentResult::Profile(p.clone()),
+    }
 }
 
 fn stored_summary(r: &StoredResult) -> ExperimentSummary {
     let s = results::summarize(r);
     ExperimentSummary {
         id: s.id,
-        kind: kind_of(r).as_str().into(),
+        kind: kind_of(r),
         status: Status::Done,
-        progress: ProgressView::done(),
+        progress: progress_done(),
         created: s.created,
         summary: Some(s.summary),
         error: None,
@@ -514,14 +417,14 @@ impl Entry {
     fn summary(&self) -> ExperimentSummary {
         let status = *self.status.borrow();
         let progress = match status {
-            Status::Done => ProgressView::done(),
+            Status::Done => progress_done(),
             Status::Queued => ProgressView {
                 phase: "preparing the app and the load".into(),
-                ..ProgressView::of(&self.monitor.progress())
+                ..progress_view(&self.monitor.progress())
             },
-            Status::Running => ProgressView::of(&self.monitor.progress()),
+            Status::Running => progress_view(&self.monitor.progress()),
             Status::Failed | Status::Cancelled => {
-                let mut p = ProgressView::of(&self.monitor.progress());
+                let mut p = progress_view(&self.monitor.progress());
                 if p.phase.is_empty() {
                     // Ended before the runner started (preparing the app failed, or a cancel).
                     p.phase = if status == Status::Failed {
@@ -535,7 +438,7 @@ impl Entry {
         };
         ExperimentSummary {
             id: self.id.clone(),
-            kind: self.kind.as_str().into(),
+            kind: self.kind,
             status,
             progress,
             created: self.created.clone(),
@@ -551,7 +454,7 @@ impl Entry {
     fn view(&self) -> ExperimentView {
         ExperimentView {
             summary: self.summary(),
-            result: self.result.as_ref().map(result_json),
+            result: self.result.as_ref().map(result_view),
         }
     }
 }
@@ -590,9 +493,9 @@ async fn list_experiments(State(state): State<AppState>) -> Result<Response, Api
             s.id.clone(),
             ExperimentSummary {
                 id: s.id,
-                kind: kind.as_str().into(),
+                kind,
                 status: Status::Done,
-                progress: ProgressView::done(),
+                progress: progress_done(),
                 created: s.created,
                 summary: Some(s.summary),
                 error: None,
@@ -639,7 +542,7 @@ async fn get_experiment(
     let r = load_stored(&state, &id).await?;
     Ok(Json(ExperimentView {
         summary: stored_summary(&r),
-        result: Some(result_json(&r)),
+        result: Some(result_view(&r)),
     }))
 }
 
@@ -654,10 +557,7 @@ async fn plot_svg(
                 StatusCode::CONFLICT,
                 format!(
                     "experiment `{id}` has no result to plot (it is {}); wait until it is done",
-                    serde_json::to_value(status)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_owned))
-                        .unwrap_or_default()
+                    status.as_str()
                 ),
             ));
         }
@@ -707,7 +607,7 @@ async fn post_experiment(
             "invalid request body: {e}; see docs/coordinator-api.md, e.g. {{\"services\": {{\"cart\": \"port:8081\", \"front\": \"port:8080\"}}, \"entry\": \"http://127.0.0.1:8080/\", \"target\": \"cart\", \"speedup\": \"2x\"}}"
         ))
     })?;
-    let checked = req.check().map_err(bad_request)?;
+    let checked = request::check(&req).map_err(bad_request)?;
     let agents: Vec<SharedAgent> = if checked.agents.is_empty() {
         state.inner.agents.clone()
     } else {
@@ -914,10 +814,7 @@ async fn delete_experiment(
             StatusCode::CONFLICT,
             format!(
                 "experiment `{id}` already ended ({}): nothing to cancel",
-                serde_json::to_value(status)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default()
+                status.as_str()
             ),
         ));
     }
@@ -957,14 +854,9 @@ async fn delete_experiment(
 // Agents
 // ---------------------------------------------------------------------------------------------
 
-/// One line of `GET /v1/agents`.
-#[derive(Debug, Clone, Serialize)]
-pub struct AgentView {
-    pub name: String,
-    /// `ok`, or `unreachable` when the health call failed.
-    pub status: String,
-    pub health: Option<slowpoke_agent::api::Health>,
-    pub error: Option<String>,
+/// The OpenAPI document of this API, generated from the wire types.
+async fn openapi() -> impl IntoResponse {
+    Json(slowpoke_api::openapi::coordinator())
 }
 
 async fn list_agents(State(state): State<AppState>) -> Result<Json<Vec<AgentView>>, ApiError> {
@@ -1012,13 +904,11 @@ async fn list_agents(State(state): State<AppState>) -> Result<Json<Vec<AgentView
 /// Binds `cfg.listen` (checking the token rule first); the listener and the state, for callers
 /// that want the bound address before serving (tests use port 0).
 pub async fn bind(cfg: &ServeConfig) -> anyhow::Result<(tokio::net::TcpListener, AppState)> {
-    let token = check_token_rule(cfg.listen, cfg.token.clone()).map_err(anyhow::Error::msg)?;
+    let auth = bearer_policy(cfg.listen, cfg.token.clone())?;
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", cfg.listen))?;
-    let mut cfg = cfg.clone();
-    cfg.token = token;
-    Ok((listener, AppState::new(&cfg)))
+    Ok((listener, AppState::new(cfg, auth)))
 }
 
 /// Serves until SIGINT/SIGTERM; on the signal the running experiment is cancelled (its delays

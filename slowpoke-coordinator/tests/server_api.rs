@@ -10,10 +10,14 @@ use server_common::{
     APP, QUICK, Server, assert_json_close, call, cli_what_if, config, get, quick, status_of,
     temp_dir, wait_for,
 };
+use slowpoke_api::auth::token_required;
 use slowpoke_coordinator::experiment::{Monitor, ProfileSpec, run_profile};
 use slowpoke_coordinator::fake::FakeWorld;
 use slowpoke_coordinator::results::{ResultStore, StoredResult};
-use slowpoke_coordinator::server::{self, check_token_rule, token_required};
+use slowpoke_coordinator::server;
+use slowpoke_tests::openapi::{
+    assert_answer_matches, documented_routes, router_paths, served_routes,
+};
 
 fn post(s: &Server, body: &str) -> server_common::Answer {
     call("POST", &s.url("/v1/experiments"), Some(body), None)
@@ -418,34 +422,21 @@ fn the_token_rule() {
     let lan: std::net::SocketAddr = "10.1.2.3:7272".parse().unwrap();
     assert!(!token_required(lo) && !token_required(lo6));
     assert!(token_required(any) && token_required(lan));
-    assert_eq!(check_token_rule(lo, None), Ok(None));
-    assert_eq!(check_token_rule(lo, Some("t".into())), Ok(Some("t".into())));
-    assert_eq!(
-        check_token_rule(any, Some(" t\n".into())),
-        Ok(Some("t".into()))
-    );
-    for token in [None, Some(String::new()), Some("  \n".into())] {
-        let e = check_token_rule(any, token).unwrap_err();
+    let token = |listen, t: Option<&str>| {
+        server::bearer_policy(listen, t.map(str::to_owned))
+            .map(|p| p.token().map(str::to_owned))
+            .map_err(|e| e.to_string())
+    };
+    assert_eq!(token(lo, None), Ok(None));
+    assert_eq!(token(lo, Some("t")), Ok(Some("t".into())));
+    assert_eq!(token(any, Some(" t\n")), Ok(Some("t".into())));
+    for t in [None, Some(""), Some("  \n")] {
+        let e = token(any, t).unwrap_err();
         assert!(
             e.contains("refusing to listen on 0.0.0.0:7272 without a token"),
             "{e}"
         );
     }
-}
-
-#[test]
-fn token_files() {
-    let dir = temp_dir("token-file");
-    let f = dir.join("token");
-    std::fs::write(&f, "  s3cret\n").unwrap();
-    assert_eq!(server::read_token_file(&f).unwrap(), "s3cret");
-    std::fs::write(&f, "\n").unwrap();
-    let e = server::read_token_file(&f).unwrap_err().to_string();
-    assert!(e.contains("is empty"), "{e}");
-    let e = server::read_token_file(&dir.join("nope"))
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("cannot read the token file"), "{e}");
 }
 
 #[test]
@@ -510,21 +501,26 @@ fn every_api_call_needs_the_token_when_one_is_set() {
 
 #[test]
 fn the_openapi_document_matches_the_server() {
-    let text =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/openapi.yaml"))
-            .unwrap();
-    let doc: serde_json::Value = serde_yaml_ng::from_str(&text).expect("docs/openapi.yaml parses");
+    let w = FakeWorld::chain();
+    let cfg = config(&w, temp_dir("openapi"));
+    let s = Server::start(cfg.clone());
+    // The server serves the document generated from the wire types.
+    let a = get(&s.url("/v1/openapi.json"));
+    assert_eq!(a.status, 200, "{}", a.text);
+    let doc = a.json();
+    assert_eq!(
+        doc,
+        serde_json::to_value(slowpoke_api::openapi::coordinator()).unwrap()
+    );
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
-    let paths: Vec<&String> = doc["paths"].as_object().unwrap().keys().collect();
-    for p in [
-        "/v1/experiments",
-        "/v1/experiments/{id}",
-        "/v1/experiments/{id}/plot.svg",
-        "/v1/agents",
-        "/",
-    ] {
-        assert!(paths.iter().any(|q| *q == p), "{p} is not documented");
-    }
+
+    // Route for route: what the router serves is what the document lists, and nothing else.
+    let auth = server::bearer_policy(cfg.listen, None).unwrap();
+    let router = server::router(server::AppState::new(&cfg, auth));
+    let served = served_routes(&s.url(""), &router_paths(&format!("{router:?}")), None);
+    assert_eq!(documented_routes(&doc), served);
+    assert!(served.contains(&("POST".to_owned(), "/v1/experiments".to_owned())));
+
     // Every request field is documented, and nothing else.
     let documented: std::collections::BTreeSet<String> =
         doc["components"]["schemas"]["ExperimentRequest"]["properties"]
@@ -534,7 +530,7 @@ fn the_openapi_document_matches_the_server() {
             .cloned()
             .collect();
     let fields: std::collections::BTreeSet<String> =
-        serde_json::to_value(server::request::ExperimentRequest::default())
+        serde_json::to_value(slowpoke_api::coordinator::ExperimentRequest::default())
             .unwrap()
             .as_object()
             .unwrap()
@@ -542,6 +538,37 @@ fn the_openapi_document_matches_the_server() {
             .cloned()
             .collect();
     assert_eq!(documented, fields);
+
+    // Real answers match the document's schemas: a what-if and a profile from start to result
+    // (one repetition: its intervals are null), the lists, an error.
+    let answer = |method: &str, path: &str, a: &server_common::Answer| {
+        assert_answer_matches(&doc, method, path, a.status, &a.json());
+    };
+    for body in [
+        format!(
+            r#"{{{APP}, "target": "cart", "delta_us": 200, "truth": true, {QUICK}, "repetitions": 1, "precision": 0}}"#
+        ),
+        format!(r#"{{{APP}, "kind": "profile", "percents": [30], "repetitions": 1, {QUICK}}}"#),
+    ] {
+        let a = post(&s, &body);
+        answer("POST", "/v1/experiments", &a);
+        let id = a.json()["id"].as_str().unwrap().to_owned();
+        let v = wait_for(&s, &id, 30.0, |v| {
+            !matches!(status_of(v), "queued" | "running")
+        });
+        assert_eq!(status_of(&v), "done", "{v}");
+        let a = get(&s.url(&format!("/v1/experiments/{id}")));
+        assert!(a.json()["result"].is_object(), "{}", a.text);
+        answer("GET", "/v1/experiments/{id}", &a);
+    }
+    answer("GET", "/v1/experiments", &get(&s.url("/v1/experiments")));
+    answer("GET", "/v1/agents", &get(&s.url("/v1/agents")));
+    answer(
+        "GET",
+        "/v1/experiments/{id}",
+        &get(&s.url("/v1/experiments/nope")),
+    );
+    answer("POST", "/v1/experiments", &post(&s, "{}"));
 }
 
 /// Takes its time to prepare the app (like starting an emulated one), or fails to.

@@ -5,11 +5,13 @@
 //!
 //! The integration tests that span crates live in `tests/tests/`. [`bench`] holds the statistics
 //! the benchmark programs share, [`cgroup`] scratch cgroup v2 directories, [`hostile`] processes
-//! that test the agent's safety (a chosen pid, a failing `close_range`, user `nobody`).
+//! that test the agent's safety (a chosen pid, a failing `close_range`, user `nobody`), and
+//! [`openapi`] checks a server against its API document.
 
 pub mod bench;
 pub mod cgroup;
 pub mod hostile;
+pub mod openapi;
 
 use std::{
     io::{BufRead as _, BufReader, Read as _, Write as _},

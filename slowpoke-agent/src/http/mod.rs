@@ -18,6 +18,8 @@ use axum::{
     routing::get,
 };
 use serde::de::DeserializeOwned;
+pub use slowpoke_api::auth::token_required;
+use slowpoke_api::auth::{AGENT_TOKEN_ENV, BearerPolicy, Scope, Verdict};
 
 use crate::{
     agent::Agent,
@@ -25,65 +27,45 @@ use crate::{
     error::AgentError,
 };
 
-/// Who may call mutating endpoints (PUT, DELETE, POST).
-#[derive(Clone, Debug, Default)]
-pub struct Auth {
-    /// The bearer token (`Authorization: Bearer <token>`).
-    pub token: Option<String>,
-    /// Mutating calls must carry the token.
-    pub require_for_mutations: bool,
+/// Who may call the agent: the one bearer rule of [`slowpoke_api::auth`] with the agent's scope,
+/// [`Scope::Mutations`] (PUT, DELETE, POST need the token when there is one; reads are monitoring
+/// data and stay open).
+#[derive(Clone, Debug)]
+pub struct Auth(BearerPolicy);
+
+impl Default for Auth {
+    fn default() -> Auth {
+        Auth::none()
+    }
 }
 
 impl Auth {
     /// No token: fine on loopback only.
     pub fn none() -> Auth {
-        Auth::default()
+        Auth(BearerPolicy::new(Scope::Mutations, None))
     }
 
     /// The rule for a listen address: off loopback a token is mandatory (refuse to start without
     /// one) and required on every mutating call; on loopback it is required only if given.
     pub fn for_listen(addr: SocketAddr, token: Option<String>) -> Result<Auth, AgentError> {
-        let token = token
-            .map(|t| t.trim().to_string())
-            .filter(|t| !t.is_empty());
-        if token_required(addr) && token.is_none() {
-            return Err(AgentError::BadRequest(format!(
-                "refusing to listen on {addr} without a token: off loopback mutating calls need \
-                 `Authorization: Bearer <token>`; give --token-file FILE or set SLOWPOKE_AGENT_TOKEN, \
-                 or listen on 127.0.0.1"
-            )));
-        }
-        Ok(Auth {
-            require_for_mutations: token.is_some(),
-            token,
-        })
+        BearerPolicy::for_listen(addr, token, Scope::Mutations)
+            .map(Auth)
+            .map_err(|e| {
+                AgentError::BadRequest(format!(
+                    "{e} (the agent also reads the token from ${AGENT_TOKEN_ENV})"
+                ))
+            })
     }
 
     /// Whether a request may proceed.
     pub fn allows(&self, method: &Method, headers: &HeaderMap) -> bool {
-        if !self.require_for_mutations
-            || matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
-        {
-            return true;
-        }
-        let Some(want) = &self.token else {
-            return false;
-        };
-        headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .is_some_and(|got| constant_time_eq(got.trim().as_bytes(), want.as_bytes()))
+        let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
+        self.0.check(
+            method.as_str(),
+            header(header::AUTHORIZATION),
+            header(header::HOST),
+        ) == Verdict::Allow
     }
-}
-
-/// True when the listen address is not loopback (so a token is mandatory).
-pub fn token_required(addr: SocketAddr) -> bool {
-    !addr.ip().is_loopback()
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 impl Agent {
@@ -107,7 +89,8 @@ pub fn router(agent: Agent, auth: Auth) -> Router {
             "/v1/slowdown",
             get(get_slowdown).put(put_slowdown).delete(delete_slowdown),
         )
-        .route("/metrics", get(prometheus));
+        .route("/metrics", get(prometheus))
+        .route("/v1/openapi.json", get(openapi));
     #[cfg(feature = "test-hooks")]
     let r = debug::routes(r, &agent);
     r.fallback(not_found)
@@ -131,7 +114,7 @@ async fn check_auth(State(auth): State<Auth>, req: Request, next: Next) -> Respo
 
 async fn not_found() -> AgentError {
     AgentError::NotFound(
-        "no such endpoint; see docs/api.md (/v1/health, /v1/services, /v1/stats, /v1/slowdown, /metrics)".into(),
+        "no such endpoint; see docs/api.md or GET /v1/openapi.json (/v1/health, /v1/services, /v1/stats, /v1/slowdown, /metrics)".into(),
     )
 }
 
@@ -148,6 +131,11 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| AgentError::Internal(format!("handler failed: {e}")))?
+}
+
+/// The API document (`OpenAPI` 3.1) of the agent, generated from the wire types (docs/api.md).
+async fn openapi() -> impl IntoResponse {
+    Json(slowpoke_api::openapi::agent())
 }
 
 async fn health(State(a): State<Agent>) -> impl IntoResponse {

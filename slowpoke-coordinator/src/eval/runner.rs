@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use anyhow::{Context as _, bail};
 use serde::{Deserialize, Serialize};
-use slowpoke_agent::api;
+use slowpoke_api::agent as api;
 
 use super::suite::{Case, CaseKind};
 use super::summary::{self, Point};

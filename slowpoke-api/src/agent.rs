@@ -1,12 +1,14 @@
 //! The agent's HTTP API types. They are the documentation of the wire format (docs/api.md mirrors
-//! them) and are shared with the coordinator, which talks to agents in-process or over HTTP with
-//! exactly these types.
+//! them, and the agent's OpenAPI document is generated from them) and are shared with the
+//! coordinator, which talks to agents in-process or over HTTP with exactly these types.
 //!
-//! Fixed interface (see ../shared/design/architecture.md): extend, don't rename.
+//! Fixed interface (docs/api.md): extend, don't rename.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+
+pub use crate::ErrorBody;
 
 /// How a service is found on this node. Exactly one selector per service.
 ///
@@ -15,6 +17,7 @@ use serde::{Deserialize, Serialize};
 /// effective parallelism) and `"listen_ports"` (the service's listening ports when they cannot be
 /// discovered from /proc).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ServiceSpec {
     /// Processes owning a listening TCP socket on one of these ports.
@@ -39,7 +42,9 @@ pub struct ServiceSpec {
 
 /// A registered service as the agent sees it now (`GET /v1/services`, `PUT` answer).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ServiceInfo {
+    /// `[A-Za-z0-9._-]{1,64}`.
     pub name: String,
     pub spec: ServiceSpec,
     /// Processes currently resolved from the selector.
@@ -50,6 +55,7 @@ pub struct ServiceInfo {
 
 /// `GET /v1/services`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ServiceList {
     pub services: BTreeMap<String, ServiceInfo>,
 }
@@ -57,6 +63,7 @@ pub struct ServiceList {
 /// Per-service counters of `GET /v1/stats`. Every `u64` is a monotonic counter since the service
 /// was registered; consumers take differences between two snapshots.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ServiceStats {
     /// Requests served (see docs/model.md, "Visits without tracing").
     pub visits: u64,
@@ -100,6 +107,7 @@ pub struct ServiceStats {
 /// An outgoing connection of a registered service to an endpoint that belongs to no registered
 /// service: an unpaused hidden dependency biases every prediction.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UnregisteredDependency {
     /// The registered service that calls out.
     pub from: String,
@@ -116,6 +124,7 @@ pub struct UnregisteredDependency {
 
 /// `GET /v1/stats`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Stats {
     /// `CLOCK_MONOTONIC` of the agent when the snapshot was taken.
     pub timestamp_ns: u64,
@@ -130,6 +139,7 @@ pub struct Stats {
 
 /// CPU of the whole node (`/proc/stat`), monotonic counters.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NodeStats {
     /// Online CPUs.
     pub cpus: u32,
@@ -141,6 +151,7 @@ pub struct NodeStats {
 
 /// How a delay is applied.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// Stop every process of the service (SIGSTOP), sleep the owed time, resume (SIGCONT).
@@ -152,6 +163,7 @@ pub enum Mode {
 
 /// The delay of one service in a plan.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ServiceDelay {
     pub delay_per_visit_ns: u64,
@@ -159,6 +171,7 @@ pub struct ServiceDelay {
 
 /// `PUT /v1/slowdown` body and `GET /v1/slowdown` answer.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SlowdownPlan {
     #[serde(default)]
@@ -177,16 +190,13 @@ pub struct SlowdownPlan {
 
 /// `GET /v1/health`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Health {
+    /// `ok`, `degraded` (kernel programs or guardian missing) or `stopping`.
     pub status: String,
+    /// The agent's version (its crate's).
     pub version: String,
     /// Kernel features probed at start, with the reason when one is off.
     #[serde(default)]
     pub features: BTreeMap<String, String>,
-}
-
-/// Every error answer: `{"error": "...what is wrong and what to do"}` with a 4xx/5xx status.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ErrorBody {
-    pub error: String,
 }

@@ -1,0 +1,359 @@
+//! The one bearer-token rule of both HTTP servers: the node agent and `slowpoke serve`.
+//!
+//! Both servers follow the same steps, and differ only in parameters of a [`BearerPolicy`]:
+//!
+//! 1. **Tokens are normalised once**: surrounding whitespace (a token file's newline) is trimmed
+//!    and an empty token is no token ([`normalize`], [`read_token_file`]).
+//! 2. **Off loopback a token is mandatory** ([`BearerPolicy::for_listen`]): a server reachable
+//!    from other machines refuses to start without one, instead of serving everybody.
+//! 3. **With a token, the [`Scope`] says which calls carry it**: the agent asks it of mutating
+//!    calls only ([`Scope::Mutations`]: its reads are monitoring data), the coordinator of every
+//!    call ([`Scope::Every`]: its results are the user's data). The comparison is constant-time
+//!    (`subtle`), so the answer's timing does not leak how much of a guess was right.
+//! 4. **Without a token, a server may still insist on a loopback `Host`**
+//!    ([`BearerPolicy::loopback_host_only_without_token`]): then a web page of another site cannot
+//!    reach it through DNS rebinding (a name it controls pointed at 127.0.0.1). The coordinator
+//!    does; the agent does not (yet).
+//!
+//! Tightening a rule is a change of parameters here, not a third copy: the agent checking `Host`
+//! too is one builder call in its `Auth::for_listen`; a listener other than TCP (a root-only Unix
+//! socket, which needs no token) is one more case of [`token_required`].
+//!
+//! No HTTP crate is involved: servers pass the method and the two header values as strings and map
+//! the [`Verdict`] to their own answers (401 with their message, 403).
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use subtle::ConstantTimeEq as _;
+
+/// The environment variable an agent's token is read from when no token file is given (by the
+/// agent itself and by the coordinator's agent client).
+pub const AGENT_TOKEN_ENV: &str = "SLOWPOKE_AGENT_TOKEN";
+
+/// Which calls must carry the token when the server has one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Calls that change something (any method but GET, HEAD, OPTIONS). The agent's scope: its
+    /// reads (health, stats, metrics) are monitoring data that scrapers fetch without secrets.
+    Mutations,
+    /// Every call. The coordinator's scope: listing experiments shows the user's results.
+    Every,
+}
+
+impl Scope {
+    /// Whether a call with this method must carry the token.
+    pub fn covers(self, method: &str) -> bool {
+        match self {
+            Scope::Every => true,
+            Scope::Mutations => !matches!(method, "GET" | "HEAD" | "OPTIONS"),
+        }
+    }
+
+    fn calls(self) -> &'static str {
+        match self {
+            Scope::Mutations => "mutating calls need",
+            Scope::Every => "every call needs",
+        }
+    }
+}
+
+/// What a server does with one request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Serve it.
+    Allow,
+    /// Missing or wrong `Authorization: Bearer <token>` (answer 401).
+    NeedsToken,
+    /// No token is set and the `Host` header does not name loopback (answer 403).
+    ForeignHost,
+}
+
+/// Who may call a server: its token (if any) and the rules around it. Build it with
+/// [`BearerPolicy::for_listen`] (servers) or [`BearerPolicy::new`] (a listen address already
+/// checked, tests).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BearerPolicy {
+    token: Option<String>,
+    scope: Scope,
+    loopback_host_without_token: bool,
+}
+
+impl BearerPolicy {
+    /// A policy enforcing `token` (normalised: trimmed, empty = none) on the calls of `scope`.
+    /// Without a token every call is allowed: only right for loopback listeners, which
+    /// [`BearerPolicy::for_listen`] checks.
+    pub fn new(scope: Scope, token: Option<String>) -> BearerPolicy {
+        BearerPolicy {
+            token: normalize(token),
+            scope,
+            loopback_host_without_token: false,
+        }
+    }
+
+    /// The rule for a listen address: off loopback a token is mandatory (the server must refuse
+    /// to start without one); on loopback a token is enforced when given.
+    pub fn for_listen(
+        listen: SocketAddr,
+        token: Option<String>,
+        scope: Scope,
+    ) -> Result<BearerPolicy, NoTokenError> {
+        let policy = BearerPolicy::new(scope, token);
+        if policy.token.is_none() && token_required(listen) {
+            return Err(NoTokenError { listen, scope });
+        }
+        Ok(policy)
+    }
+
+    /// Without a token, answer only requests whose `Host` names loopback ([`loopback_host`]),
+    /// so that other web sites cannot drive the server through DNS rebinding.
+    #[must_use]
+    pub fn loopback_host_only_without_token(mut self) -> BearerPolicy {
+        self.loopback_host_without_token = true;
+        self
+    }
+
+    /// The token enforced, if any.
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
+    pub fn scope(&self) -> Scope {
+        self.scope
+    }
+
+    /// The verdict on a request with this method and these `Authorization` and `Host` header
+    /// values (None when absent or not text).
+    pub fn check(&self, method: &str, authorization: Option<&str>, host: Option<&str>) -> Verdict {
+        let Some(want) = &self.token else {
+            if self.loopback_host_without_token && !loopback_host(host) {
+                return Verdict::ForeignHost;
+            }
+            return Verdict::Allow;
+        };
+        if !self.scope.covers(method) || bearer_matches(authorization, want) {
+            Verdict::Allow
+        } else {
+            Verdict::NeedsToken
+        }
+    }
+}
+
+/// True when a token is mandatory for this listen address: it is not loopback, so other
+/// machines can reach it.
+pub fn token_required(listen: SocketAddr) -> bool {
+    !listen.ip().is_loopback()
+}
+
+/// Trims a token; an empty one is no token.
+pub fn normalize(token: Option<String>) -> Option<String> {
+    token.map(|t| t.trim().to_owned()).filter(|t| !t.is_empty())
+}
+
+/// Whether the `Authorization` header value is `Bearer <want>`, compared in constant time.
+pub fn bearer_matches(authorization: Option<&str>, want: &str) -> bool {
+    authorization
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|got| bool::from(got.trim().as_bytes().ct_eq(want.as_bytes())))
+}
+
+/// Whether a `Host` header value names this machine's loopback: `localhost`, `127.0.0.1`,
+/// `[::1]` (any port; any 127.0.0.0/8 address).
+pub fn loopback_host(host: Option<&str>) -> bool {
+    let Some(host) = host else { return false };
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else {
+        host.rsplit_once(':').map_or(host, |(n, _)| n)
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Reads a bearer token from a file (trimmed). An unreadable or empty file is an error: an empty
+/// file silently meaning "no token" would leave a server open or a client unauthenticated.
+pub fn read_token_file(path: &Path) -> Result<String, TokenFileError> {
+    let text = std::fs::read_to_string(path).map_err(|e| TokenFileError::Unreadable {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })?;
+    normalize(Some(text)).ok_or_else(|| TokenFileError::Empty {
+        path: path.to_owned(),
+    })
+}
+
+/// The token from `file` when given, else from the environment variable `var` (normalised;
+/// unset or blank = none).
+pub fn token_from_file_or_env(
+    file: Option<&Path>,
+    var: &str,
+) -> Result<Option<String>, TokenFileError> {
+    match file {
+        Some(f) => read_token_file(f).map(Some),
+        None => Ok(normalize(std::env::var(var).ok())),
+    }
+}
+
+/// A server was asked to listen off loopback without a token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NoTokenError {
+    pub listen: SocketAddr,
+    pub scope: Scope,
+}
+
+impl fmt::Display for NoTokenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "refusing to listen on {} without a token: off loopback {} `Authorization: Bearer <token>`; \
+             give --token-file FILE, or listen on 127.0.0.1",
+            self.listen,
+            self.scope.calls()
+        )
+    }
+}
+
+impl std::error::Error for NoTokenError {}
+
+/// A token file that cannot serve as one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TokenFileError {
+    Unreadable { path: PathBuf, reason: String },
+    Empty { path: PathBuf },
+}
+
+impl fmt::Display for TokenFileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TokenFileError::Unreadable { path, reason } => write!(
+                f,
+                "cannot read the token file {}: {reason} (check the path and that this user may read it)",
+                path.display()
+            ),
+            TokenFileError::Empty { path } => write!(
+                f,
+                "the token file {} is empty: put a long random string in it (e.g. `openssl rand -hex 32 > {}`)",
+                path.display(),
+                path.display()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for TokenFileError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().expect("address")
+    }
+
+    #[test]
+    fn off_loopback_a_token_is_mandatory() {
+        assert!(!token_required(addr("127.0.0.1:1")) && !token_required(addr("[::1]:1")));
+        assert!(token_required(addr("0.0.0.0:1")) && token_required(addr("10.1.2.3:1")));
+        for token in [None, Some(String::new()), Some(" \n".into())] {
+            let e = BearerPolicy::for_listen(addr("0.0.0.0:7272"), token, Scope::Every)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("refusing to listen on 0.0.0.0:7272 without a token")
+                    && e.contains("every call needs"),
+                "{e}"
+            );
+        }
+        let p = BearerPolicy::for_listen(addr("0.0.0.0:1"), Some(" t\n".into()), Scope::Every)
+            .expect("a token is given");
+        assert_eq!(p.token(), Some("t"));
+        let open = BearerPolicy::for_listen(addr("127.0.0.1:1"), None, Scope::Mutations)
+            .expect("loopback needs no token");
+        assert_eq!(open.token(), None);
+    }
+
+    #[test]
+    fn mutations_scope_leaves_reads_open() {
+        let p = BearerPolicy::new(Scope::Mutations, Some("s3cret".into()));
+        assert_eq!(p.check("GET", None, None), Verdict::Allow);
+        assert_eq!(p.check("HEAD", None, None), Verdict::Allow);
+        for m in ["PUT", "DELETE", "POST"] {
+            assert_eq!(p.check(m, None, None), Verdict::NeedsToken, "{m}");
+            assert_eq!(
+                p.check(m, Some("Bearer wrong"), None),
+                Verdict::NeedsToken,
+                "{m}"
+            );
+            assert_eq!(p.check(m, Some("s3cret"), None), Verdict::NeedsToken, "{m}");
+            assert_eq!(p.check(m, Some("Bearer s3cret"), None), Verdict::Allow);
+        }
+        // Without a token (loopback) everything is open.
+        let open = BearerPolicy::new(Scope::Mutations, None);
+        assert_eq!(
+            open.check("PUT", None, Some("evil.example")),
+            Verdict::Allow
+        );
+    }
+
+    #[test]
+    fn every_scope_guards_reads_and_checks_the_host_without_a_token() {
+        let p = BearerPolicy::new(Scope::Every, Some("s3cret".into()))
+            .loopback_host_only_without_token();
+        assert_eq!(p.check("GET", None, Some("localhost")), Verdict::NeedsToken);
+        assert_eq!(
+            p.check("GET", Some("Bearer s3cre"), None),
+            Verdict::NeedsToken
+        );
+        assert_eq!(
+            p.check("GET", Some("Bearer s3cret "), Some("evil.example")),
+            Verdict::Allow,
+            "with a token any Host may call"
+        );
+        let open = BearerPolicy::new(Scope::Every, None).loopback_host_only_without_token();
+        for host in [
+            "localhost:7272",
+            "127.0.0.1",
+            "127.0.0.2:80",
+            "[::1]:7272",
+            "LOCALHOST",
+        ] {
+            assert_eq!(
+                open.check("POST", None, Some(host)),
+                Verdict::Allow,
+                "{host}"
+            );
+        }
+        for host in [
+            Some("evil.example"),
+            Some("10.0.0.1:7272"),
+            Some("[::2]"),
+            None,
+        ] {
+            assert_eq!(
+                open.check("GET", None, host),
+                Verdict::ForeignHost,
+                "{host:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn token_files() {
+        let dir = std::env::temp_dir().join(format!("slowpoke-api-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let f = dir.join("token");
+        std::fs::write(&f, "  s3cret\n").expect("write");
+        assert_eq!(read_token_file(&f).as_deref(), Ok("s3cret"));
+        std::fs::write(&f, "\n").expect("write");
+        let e = read_token_file(&f).unwrap_err().to_string();
+        assert!(e.contains("is empty") && e.contains("openssl rand"), "{e}");
+        let e = read_token_file(&dir.join("nope")).unwrap_err().to_string();
+        assert!(e.contains("cannot read the token file"), "{e}");
+        let var = "SLOWPOKE_API_TEST_TOKEN_UNSET";
+        assert_eq!(token_from_file_or_env(None, var), Ok(None));
+        std::fs::write(&f, "t\n").expect("write");
+        assert_eq!(token_from_file_or_env(Some(&f), var), Ok(Some("t".into())));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

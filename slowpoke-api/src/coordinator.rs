@@ -1,0 +1,16 @@
+//! The coordinator's HTTP API types (`slowpoke serve`, docs/coordinator-api.md): the request that
+//! starts an experiment, the views that report on it and the results it produces. The CLI's
+//! `--json` output and the stored result files use the same result types.
+
+mod request;
+mod result;
+mod view;
+
+pub use request::{Capacity, CapacityRange, ExperimentRequest, Factor, Kind};
+pub use result::{
+    Optimization, ProfileCurve, ProfilePoint, ProfileResult, ServiceRow, StopReason, TargetUse,
+    TargetUseRecord, WhatIfResult, WindowRecord,
+};
+pub use view::{
+    AgentView, ExperimentResult, ExperimentSummary, ExperimentView, ProgressView, Status,
+};
