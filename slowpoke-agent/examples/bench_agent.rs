@@ -642,6 +642,10 @@ fn pause_ns(agent: &Agent, name: &str) -> u64 {
     agent.stats().services.get(name).map_or(0, |s| s.pause_ns)
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "one benchmark part measured top to bottom: set-up, interleaved rounds, figures"
+)]
 fn pause_precision(o: &Options) -> serde_json::Value {
     const MIN_GAP_NS: u64 = 20_000;
     const SIZES_NS: [u64; 2] = [1_000_000, 10_000_000];

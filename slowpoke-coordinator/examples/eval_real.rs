@@ -160,6 +160,10 @@ fn start(case: &str, page_kib: usize) -> Result<Running> {
     }
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "the real-server suite (start servers, interleave, record) reads top to bottom"
+)]
 fn real_main() -> Result<()> {
     let args = Args::parse();
     let cases: Vec<String> = if args.cases.is_empty() {

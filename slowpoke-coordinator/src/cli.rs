@@ -1149,6 +1149,10 @@ fn serve(a: &ServeArgs) -> anyhow::Result<()> {
     r
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "argument checks and suite dispatch of `slowpoke eval`; issue #14 gives each subcommand its own file under bin/slowpoke/"
+)]
 fn eval(a: &EvalArgs) -> anyhow::Result<()> {
     use slowpoke_coordinator::eval::{runner, suite, summary};
     let which: suite::SuiteName = a.suite.parse().map_err(anyhow::Error::msg)?;
