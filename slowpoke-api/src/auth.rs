@@ -73,11 +73,25 @@ pub enum Verdict {
 /// Who may call a server: its token (if any) and the rules around it. Build it with
 /// [`BearerPolicy::for_listen`] (servers) or [`BearerPolicy::new`] (a listen address already
 /// checked, tests).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct BearerPolicy {
     token: Option<String>,
     scope: Scope,
     loopback_host_without_token: bool,
+}
+
+/// Never shows the token: policies end up in logs and panic messages.
+impl fmt::Debug for BearerPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BearerPolicy")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("scope", &self.scope)
+            .field(
+                "loopback_host_without_token",
+                &self.loopback_host_without_token,
+            )
+            .finish()
+    }
 }
 
 impl BearerPolicy {
@@ -265,9 +279,13 @@ mod tests {
                 "{e}"
             );
         }
-        let p = BearerPolicy::for_listen(addr("0.0.0.0:1"), Some(" t\n".into()), Scope::Every)
+        let p = BearerPolicy::for_listen(addr("0.0.0.0:1"), Some(" s3cret\n".into()), Scope::Every)
             .expect("a token is given");
-        assert_eq!(p.token(), Some("t"));
+        assert_eq!(p.token(), Some("s3cret"));
+        assert!(
+            !format!("{p:?}").contains("s3cret"),
+            "Debug shows the token: {p:?}"
+        );
         let open = BearerPolicy::for_listen(addr("127.0.0.1:1"), None, Scope::Mutations)
             .expect("loopback needs no token");
         assert_eq!(open.token(), None);

@@ -7,7 +7,7 @@
 //! - [`agents`]: [`agents::AgentClient`] over HTTP or in-process.
 //! - [`experiment`]: the runner (windows, interleaving, precision, safety, cleanup).
 //! - [`results`]: JSON files under a results directory.
-//! - [`real`]: the real agent (in-process), load generator and emulated app.
+//! - [`real`]: the real agent (in-process, feature `in-process`), load generator and emulated app.
 //! - [`plot`]: the causal-profile and evaluation SVGs.
 //! - [`eval`]: the accuracy evaluation suite against ground truth.
 //! - [`fake`]: a fake app + agent + load obeying the model exactly, for tests.
