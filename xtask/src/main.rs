@@ -151,7 +151,6 @@ fn test(root: &Path, no_lint: bool, args: &[String]) -> Result<()> {
             "-D",
             "warnings",
         ]))?;
-        rails::run(root, false, rails::Options { builds: true })?;
     }
     // Build everything first so test binaries can find each other's executables. The agent's
     // test hooks (the manual pause endpoint, running without kernel programs) exist only with
@@ -167,6 +166,11 @@ fn test(root: &Path, no_lint: bool, args: &[String]) -> Result<()> {
         "--bin",
         "slowpoke-emu",
     ]))?;
+    if !no_lint {
+        // After the builds: the client rail's type check then reuses their dependencies, and the
+        // release agent's kernel object comes from the shared BPF build (slowpoke-agent/build.rs).
+        rails::run(root, false, rails::Options { builds: true })?;
+    }
     let emu = target_dir(root).join("release/slowpoke-emu");
     // Timing-sensitive integration tests (pause precision) share 2 cores: two test threads at most.
     let mut cmd = cargo(root);

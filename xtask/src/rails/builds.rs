@@ -3,11 +3,15 @@
 //! 4. The release agent carries no test routes: `cargo build --release -p slowpoke-agent` on its
 //!    own (one cargo invocation for one package, so feature unification with the test crates
 //!    cannot switch a test feature on) and the binary must not contain [`TEST_ROUTE`].
-//! 5. A client of the agent does not need the eBPF toolchain: `slowpoke-api`'s normal
-//!    dependencies hold no aya, and `slowpoke-coordinator --no-default-features` builds with
-//!    bpf-linker hidden, in a target directory of its own (`target/rails-client`): there no
-//!    build script of the agent has ever run with the linker present, so a cached build output
-//!    cannot hide a new dependency on it, and the main cache is left alone.
+//! 5. A client of the agent does not need the eBPF toolchain: neither `slowpoke-api` nor
+//!    `slowpoke-coordinator --no-default-features` has aya, aya-build, the agent or the kernel
+//!    crate among its normal or build dependencies (`cargo tree -e normal,build`), and the
+//!    coordinator type-checks (`cargo check`, which runs every build script) with bpf-linker
+//!    hidden, in a target directory of its own (`target/rails-client`): there no build script
+//!    has ever run with the linker present, so a cached output cannot hide a new need for it,
+//!    and the main cache is left alone. (Sharing the main directory would save nothing: the
+//!    coordinator alone unifies other features than the workspace, and hiding the linker from
+//!    rustup means another `CARGO_HOME`, so every dependency is checked anew either way.)
 
 use std::{
     ffi::OsString,
@@ -121,14 +125,14 @@ pub fn client_needs_no_bpf_toolchain(ws: &Workspace, scratch: &Path) -> Result<V
             "create slowpoke-api (serde-only wire types, no aya) and let clients depend on it",
         ));
     } else {
-        let aya = aya_packages(&tree(ws, &["-p", API, "-e", "normal"])?);
+        let aya = aya_packages(&tree(ws, &["-p", API, "-e", "normal,build"])?);
         if !aya.is_empty() {
             findings.push(finding(
                 API,
                 aya.len(),
                 format!("its normal dependencies include {}", aya.join(", ")),
-                "`cargo tree -p slowpoke-api -e normal -i aya` shows who brings it; the API crate \
-                 holds serde types only",
+                "`cargo tree -p slowpoke-api -e normal,build -i aya` shows who brings it; the API \
+                 crate holds serde types only",
             ));
         }
     }
@@ -138,7 +142,7 @@ pub fn client_needs_no_bpf_toolchain(ws: &Workspace, scratch: &Path) -> Result<V
         );
     }
     let client = ["-p", CLIENT, "--no-default-features"];
-    let aya = aya_packages(&tree(ws, &[&client[..], &["-e", "normal"]].concat())?);
+    let aya = aya_packages(&tree(ws, &[&client[..], &["-e", "normal,build"]].concat())?);
     let no_agent = "make the coordinator's dependency on slowpoke-agent (the in-process agent) \
                     optional behind a default feature and take the wire types from slowpoke-api";
     if !aya.is_empty() {
@@ -146,9 +150,9 @@ pub fn client_needs_no_bpf_toolchain(ws: &Workspace, scratch: &Path) -> Result<V
             &format!("{CLIENT} --no-default-features"),
             aya.len(),
             format!(
-                "its normal dependencies include {} (see `cargo tree -p {CLIENT} \
-                 --no-default-features -e normal -i aya`), so building it needs nightly and \
-                 bpf-linker; the build with bpf-linker hidden was not attempted",
+                "its normal or build dependencies include {} (see `cargo tree -p {CLIENT} \
+                 --no-default-features -e normal,build -i aya`), so building it needs nightly \
+                 and bpf-linker; the check with bpf-linker hidden was not attempted",
                 aya.join(", ")
             ),
             no_agent,
@@ -157,7 +161,7 @@ pub fn client_needs_no_bpf_toolchain(ws: &Workspace, scratch: &Path) -> Result<V
     }
     let start = Instant::now();
     let mut cmd = ws.cargo();
-    cmd.args(["build", "--quiet"]).args(client);
+    cmd.args(["check", "--quiet"]).args(client);
     hide_bpf_linker(&mut cmd, scratch)?;
     let output = cmd
         .env("CARGO_TARGET_DIR", scratch.join("target"))
@@ -165,7 +169,7 @@ pub fn client_needs_no_bpf_toolchain(ws: &Workspace, scratch: &Path) -> Result<V
         .output()
         .context("starting cargo build for the client")?;
     eprintln!(
-        "xtask rails: {CLIENT} --no-default-features built without bpf-linker in {:.1} s",
+        "xtask rails: {CLIENT} --no-default-features checked without bpf-linker in {:.1} s",
         start.elapsed().as_secs_f64()
     );
     if !output.status.success() {
@@ -176,9 +180,8 @@ pub fn client_needs_no_bpf_toolchain(ws: &Workspace, scratch: &Path) -> Result<V
             &format!("{CLIENT} --no-default-features"),
             1,
             format!(
-                "`cargo build -p {CLIENT} --no-default-features` fails with bpf-linker hidden \
-                 (CARGO_TARGET_DIR={}):\n{}",
-                ws.relative(&scratch.join("target")),
+                "`cargo check -p {CLIENT} --no-default-features` fails with bpf-linker \
+                 hidden:\n{}",
                 tail.join("\n")
             ),
             no_agent,
@@ -206,14 +209,19 @@ fn tree(ws: &Workspace, args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
-/// The aya packages (`aya`, `aya-*`) in `cargo tree` output, each once.
+/// The packages in `cargo tree` output that need (or carry) the eBPF toolchain, each once:
+/// aya's (`aya`, `aya-*`, among them aya-build) and the agent and kernel crates.
 pub fn aya_packages(tree: &str) -> Vec<String> {
     let mut found: Vec<String> = tree
         .lines()
         .filter_map(|l| {
             let mut words = l.split_whitespace();
             let (name, version) = (words.next()?, words.next().unwrap_or(""));
-            (name == "aya" || name.starts_with("aya-") || name.starts_with("aya_"))
+            (name == "aya"
+                || name.starts_with("aya-")
+                || name.starts_with("aya_")
+                || name == AGENT
+                || name == "slowpoke-ebpf")
                 .then(|| format!("{name} {version}"))
         })
         .collect();
