@@ -21,12 +21,19 @@
 //!
 //! No HTTP crate is involved: servers pass the method and the two header values as strings and map
 //! the [`Verdict`] to their own answers (401 with their message, 403).
+//!
+//! The browser half of the rule — which names a server answers to ([`HostAllowList`], the
+//! `Host` header) and which pages may change something ([`origin_allowed`], the `Origin` header)
+//! — is in [`host`]: it holds whether or not a token is set.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use subtle::ConstantTimeEq as _;
+
+pub mod host;
+pub use host::{HostAllowList, origin_allowed};
 
 /// The environment variable an agent's token is read from when no token file is given (by the
 /// agent itself and by the coordinator's agent client).

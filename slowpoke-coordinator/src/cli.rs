@@ -309,6 +309,17 @@ struct ServeArgs {
     /// State directory of the in-process agent (default /run/slowpoke).
     #[arg(long, value_name = "DIR")]
     agent_state_dir: Option<PathBuf>,
+    /// A name this server answers to besides localhost, 127.0.0.1, [::1] and the listen address
+    /// (the Host header; repeatable; needs --token-file).
+    #[arg(long = "allowed-host", value_name = "NAME")]
+    allowed_host: Vec<String>,
+    /// A host an experiment's `entry` may send load to (repeatable). Default: loopback only.
+    #[arg(long = "allow-entry-host", value_name = "HOST[:PORT]")]
+    allow_entry_host: Vec<slowpoke_coordinator::server::EntryHost>,
+    /// The directory experiments' `topology` files must be in (default: none; requests naming a
+    /// topology are refused).
+    #[arg(long, value_name = "DIR")]
+    topology_dir: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -1123,6 +1134,13 @@ fn serve(a: &ServeArgs) -> anyhow::Result<()> {
     let token = server::bearer_policy(a.listen, token)?
         .token()
         .map(str::to_owned);
+    let policy = server::ServePolicy {
+        allowed_hosts: a.allowed_host.clone(),
+        entry_hosts: a.allow_entry_host.clone(),
+        topology_dir: a.topology_dir.clone(),
+        ..server::ServePolicy::default()
+    };
+    policy.check_start(token.is_some())?;
     let rt = runtime()?;
     let set = connect(
         &rt,
@@ -1140,8 +1158,8 @@ fn serve(a: &ServeArgs) -> anyhow::Result<()> {
             .clone()
             .unwrap_or_else(ResultStore::default_dir),
         agents: set.agents.clone(),
-        agent_token: agents::read_token(a.agent_token_file.as_deref())?,
         launcher: Arc::new(server::RealLauncher),
+        policy,
     };
     eprintln!("slowpoke serve: http://{}/", a.listen);
     let r = rt.block_on(server::serve(cfg));

@@ -16,9 +16,18 @@
 //!
 //! How an experiment's app and load are built is the caller's: a [`Launcher`] (the CLI gives
 //! the same one its `what-if` uses; tests give the fake world).
+//!
+//! Anyone who can reach the server can send it requests, and a browser can be made to (another
+//! site's scripts): [`guard`] checks who a request is addressed to and which page sent it before
+//! anything else, the bearer rule ([`bearer_policy`]) who sent it, [`request::check`] that its
+//! numbers are bounded, and the operator's [`ServePolicy`] what it may name (agents, entry hosts,
+//! topology files). docs/security/coordinator.md is the threat model.
 
+mod guard;
 pub mod plot;
+pub mod policy;
 pub mod request;
+mod web;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -29,25 +38,27 @@ use std::time::Duration;
 use axum::{
     Json, Router,
     body::Bytes,
-    extract::{Path, Request, State},
-    http::{HeaderMap, HeaderValue, StatusCode, header},
+    extract::{DefaultBodyLimit, Path, Request, State, rejection::BytesRejection},
+    http::{HeaderValue, StatusCode, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::get,
 };
 use slowpoke_api::ErrorBody;
-use slowpoke_api::auth::{BearerPolicy, NoTokenError, Scope, Verdict};
+use slowpoke_api::auth::{BearerPolicy, HostAllowList, NoTokenError, Scope, Verdict};
 pub use slowpoke_api::coordinator::{
     AgentView, ExperimentResult, ExperimentSummary, ExperimentView, ProgressView, Status,
 };
 use tokio::sync::watch;
 
-use crate::agents::{HttpAgent, SharedAgent};
+use crate::agents::SharedAgent;
 use crate::experiment::{
     self, App, AttachedApp, Backends, Monitor, Progress, RunError, spawn_profile, spawn_what_if,
 };
 use crate::real::{EmuApp, RealLoadStarter};
 use crate::results::{self, ResultStore, StoredResult};
+pub use guard::MAX_BODY;
+pub use policy::{EntryHost, KEEP_EXPERIMENTS, ServePolicy};
 use request::{AppRequest, Checked, ExperimentRequest, Kind, Spec};
 
 /// Default listen address of `slowpoke serve`.
@@ -101,12 +112,14 @@ pub struct ServeConfig {
     pub token: Option<String>,
     /// Where results are stored and read from (`--results-dir`).
     pub results_dir: PathBuf,
-    /// The node agents experiments use unless a request names its own (`--agent`).
+    /// The node agents experiments use (`--agent`): all of them, or those a request names
+    /// among them. Each carries its own token; a request cannot name other agents.
     pub agents: Vec<SharedAgent>,
-    /// Bearer token for agents a request names by URL.
-    pub agent_token: Option<String>,
     /// Builds each experiment's app and load.
     pub launcher: Arc<dyn Launcher>,
+    /// What requests may name and address (`--allowed-host`, `--allow-entry-host`,
+    /// `--topology-dir`); the default is the strictest.
+    pub policy: ServePolicy,
 }
 
 /// The server's bearer rule ([`slowpoke_api::auth`]): off loopback it refuses to start without a
@@ -139,9 +152,10 @@ struct Entry {
 
 struct Inner {
     auth: BearerPolicy,
+    hosts: Arc<HostAllowList>,
+    policy: ServePolicy,
     store: ResultStore,
     agents: Vec<SharedAgent>,
-    agent_token: Option<String>,
     launcher: Arc<dyn Launcher>,
     /// Experiments of this server, oldest first.
     experiments: Mutex<Vec<Entry>>,
@@ -163,9 +177,13 @@ impl AppState {
         AppState {
             inner: Arc::new(Inner {
                 auth,
+                hosts: Arc::new(HostAllowList::new(
+                    cfg.listen,
+                    cfg.policy.allowed_hosts.iter().cloned(),
+                )),
+                policy: cfg.policy.clone(),
                 store: ResultStore::new(cfg.results_dir.clone()),
                 agents: cfg.agents.clone(),
-                agent_token: cfg.agent_token.clone(),
                 launcher: Arc::clone(&cfg.launcher),
                 experiments: Mutex::new(Vec::new()),
                 stored: Mutex::new(None),
@@ -262,8 +280,10 @@ fn not_found(id: &str) -> ApiError {
 // Router
 // ---------------------------------------------------------------------------------------------
 
-/// The server's routes: the `/v1` API (behind the token when one is set) and the web page.
+/// The server's routes: the `/v1` API (behind the token when one is set) and the web page, all
+/// behind the [`guard`] checks.
 pub fn router(state: AppState) -> Router {
+    let hosts = Arc::clone(&state.inner.hosts);
     let api = Router::new()
         .route(
             "/v1/experiments",
@@ -279,13 +299,15 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/{*rest}", axum::routing::any(no_endpoint))
         .route_layer(middleware::from_fn_with_state(state.clone(), check_auth));
     Router::new()
-        .route("/", get(web_index))
-        .route("/app.js", get(web_js))
-        .route("/style.css", get(web_css))
+        .route("/", get(web::index))
+        .route("/app.js", get(web::app_js))
+        .route("/style.css", get(web::style_css))
         .merge(api)
         .fallback(no_endpoint)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn_with_state(hosts, guard::check_request))
 }
 
 async fn check_auth(State(state): State<AppState>, req: Request, next: Next) -> Response {
@@ -329,35 +351,6 @@ async fn method_not_allowed() -> ApiError {
     ApiError(
         StatusCode::METHOD_NOT_ALLOWED,
         "method not allowed here; see docs/coordinator-api.md".into(),
-    )
-}
-
-// ---------------------------------------------------------------------------------------------
-// Web page
-// ---------------------------------------------------------------------------------------------
-
-const INDEX_HTML: &str = include_str!("../web/index.html");
-const APP_JS: &str = include_str!("../web/app.js");
-const STYLE_CSS: &str = include_str!("../web/style.css");
-
-async fn web_index() -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-        INDEX_HTML,
-    )
-}
-
-async fn web_js() -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
-        APP_JS,
-    )
-}
-
-async fn web_css() -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
-        STYLE_CSS,
     )
 }
 
@@ -584,42 +577,28 @@ async fn plot_svg(
 
 async fn post_experiment(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    // JSON only: a cross-site form post (no CORS preflight) cannot start an experiment.
-    let json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(';')
-                .next()
-                .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
-        });
-    if !json {
-        return Err(ApiError(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "send the experiment as JSON with `Content-Type: application/json` (curl: -H 'Content-Type: application/json')".into(),
-        ));
-    }
+    // The guard checked Content-Type and a declared length; a body sent without one is cut at
+    // MAX_BODY here.
+    let body = body.map_err(|e| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => guard::too_large(),
+        status => ApiError(status, format!("cannot read the request body: {e}")),
+    })?;
     let req: ExperimentRequest = serde_json::from_slice(&body).map_err(|e| {
         bad_request(format!(
             "invalid request body: {e}; see docs/coordinator-api.md, e.g. {{\"services\": {{\"cart\": \"port:8081\", \"front\": \"port:8080\"}}, \"entry\": \"http://127.0.0.1:8080/\", \"target\": \"cart\", \"speedup\": \"2x\"}}"
         ))
     })?;
-    let checked = request::check(&req).map_err(bad_request)?;
-    let agents: Vec<SharedAgent> = if checked.agents.is_empty() {
-        state.inner.agents.clone()
-    } else {
-        checked
-            .agents
-            .iter()
-            .map(|u| Arc::new(HttpAgent::new(u, state.inner.agent_token.clone())) as SharedAgent)
-            .collect()
-    };
+    let mut checked = request::check(&req).map_err(bad_request)?;
+    let agents = state
+        .inner
+        .policy
+        .admit(&mut checked, &state.inner.agents)
+        .map_err(bad_request)?;
     if agents.is_empty() {
         return Err(bad_request(
-            "no agent to talk to: name one in `agents` (e.g. [\"http://127.0.0.1:7171\"]) or start the server with --agent",
+            "this server has no agent to talk to: start it with --agent URL (or where it may run one in-process)",
         ));
     }
     let kind = checked.kind();
@@ -674,6 +653,9 @@ async fn post_experiment(
         };
         let v = entry.view();
         list.push(entry);
+        policy::evict_finished(&mut list, state.inner.policy.keep_experiments.max(1), |e| {
+            e.status.borrow().is_active()
+        });
         v
     };
     tokio::spawn(drive(state.clone(), id.clone(), checked, agents));
@@ -905,6 +887,7 @@ async fn list_agents(State(state): State<AppState>) -> Result<Json<Vec<AgentView
 /// that want the bound address before serving (tests use port 0).
 pub async fn bind(cfg: &ServeConfig) -> anyhow::Result<(tokio::net::TcpListener, AppState)> {
     let auth = bearer_policy(cfg.listen, cfg.token.clone())?;
+    cfg.policy.check_start(auth.token().is_some())?;
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", cfg.listen))?;

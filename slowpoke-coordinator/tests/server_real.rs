@@ -41,8 +41,11 @@ fn a_what_if_on_the_emulated_chain_through_the_api() {
         token: None,
         results_dir: temp_dir("real"),
         agents: vec![Arc::new(agent) as SharedAgent],
-        agent_token: None,
         launcher: Arc::new(RealLauncher),
+        policy: server::ServePolicy {
+            topology_dir: Some(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/topologies").into()),
+            ..server::ServePolicy::default()
+        },
     };
     let (listener, state) = rt.block_on(server::bind(&cfg)).unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -51,10 +54,8 @@ fn a_what_if_on_the_emulated_chain_through_the_api() {
         let _ = stop_rx.await;
     }));
 
-    let topology = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../tests/topologies/chain3.json"
-    );
+    // A file of the server's --topology-dir.
+    let topology = "chain3.json";
     let body = format!(
         r#"{{"topology": "{topology}", "target": "middle", "speedup": 2, "truth": true,
             "connections": 32, "warmup": 1, "window": 1, "repetitions": 3, "precision": 0}}"#

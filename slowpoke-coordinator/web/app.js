@@ -5,15 +5,31 @@ const REFRESH_MS = 1000;
 let selected = null;
 let timer = null;
 
-function token() { return localStorage.getItem("slowpoke-token") || ""; }
+// The server's token (servers off loopback require one), asked for once and kept for this tab
+// only: sessionStorage ends with the tab, where localStorage would keep the secret on disk for
+// every later visitor of the page. A token kept by an older page in localStorage is dropped.
+const TOKEN_KEY = "slowpoke-token";
+localStorage.removeItem(TOKEN_KEY);
+function token() { return sessionStorage.getItem(TOKEN_KEY) || ""; }
+
+function askForToken(wrong) {
+  if (wrong) sessionStorage.removeItem(TOKEN_KEY);
+  const form = document.getElementById("token-form");
+  if (form.hidden) {
+    form.hidden = false;
+    document.getElementById("token").focus();
+  }
+}
 
 async function api(path, options = {}) {
   const headers = Object.assign({}, options.headers || {});
   if (token()) headers["Authorization"] = "Bearer " + token();
   const r = await fetch(path, Object.assign({}, options, { headers }));
   if (r.status === 401) {
-    document.getElementById("token-form").hidden = false;
-    throw new Error("this server needs a token: enter it at the top right");
+    const wrong = token() !== "";
+    askForToken(wrong);
+    throw new Error(wrong ? "the token was refused: enter the server's token (its --token-file) at the top right"
+      : "this server needs a token: enter it at the top right");
   }
   if (!r.ok) {
     let msg = r.status + " " + r.statusText;
@@ -225,7 +241,8 @@ async function refreshAgents() {
 
 document.getElementById("token-form").addEventListener("submit", (ev) => {
   ev.preventDefault();
-  localStorage.setItem("slowpoke-token", document.getElementById("token").value.trim());
+  sessionStorage.setItem(TOKEN_KEY, document.getElementById("token").value.trim());
+  showMessage("");
   document.getElementById("token-form").hidden = true;
   refreshList();
   refreshAgents();

@@ -73,14 +73,16 @@ pub struct ExperimentRequest {
     pub kind: Kind,
 
     // The app: a topology file (an emulated app the server starts) or running services.
-    /// Path (on the server) of an emulated app's topology, which the server starts and stops.
+    /// Path of an emulated app's topology inside the server's `--topology-dir` (relative to it),
+    /// which the server starts and stops; refused when the server has no topology directory.
     #[serde(default)]
     pub topology: Option<String>,
     /// A running app, name → selector (`port:8080[,8081]`, `pid:123[,124]`, `comm:nginx`,
     /// `cgroup:/path`).
     #[serde(default)]
     pub services: BTreeMap<String, String>,
-    /// The URL the load hits (required with `services`; overrides the topology's own).
+    /// The URL the load hits (required with `services`; overrides the topology's own); its host
+    /// must be loopback or one the server allows (`--allow-entry-host`).
     #[serde(default)]
     pub entry: Option<String>,
     /// The service owning the entry port, when the agents cannot tell.
@@ -100,10 +102,10 @@ pub struct ExperimentRequest {
     /// Body of the load's requests.
     #[serde(default)]
     pub body: Option<String>,
-    /// Per-request timeout, seconds (default 5).
+    /// Per-request timeout, seconds, at most 600 (default 5).
     #[serde(default)]
     pub timeout: Option<f64>,
-    /// Closed-loop connections, at least 1 (default 64).
+    /// Closed-loop connections, 1 to 4096 (default 64).
     #[serde(default)]
     pub connections: Option<i64>,
 
@@ -141,14 +143,14 @@ pub struct ExperimentRequest {
     pub only: Option<Vec<String>>,
 
     // Measurement.
-    /// One measurement window, seconds (the CLI's `--duration`, alias `duration`; default 2,
-    /// profile 1).
+    /// One measurement window, seconds, at most 600 (the CLI's `--duration`, alias `duration`;
+    /// default 2, profile 1).
     #[serde(default, alias = "duration")]
     pub window: Option<f64>,
-    /// Load before the first window, seconds (default 3).
+    /// Load before the first window, seconds, at most 600 (default 3).
     #[serde(default)]
     pub warmup: Option<f64>,
-    /// Wait after a plan change before measuring, seconds (default 0.5).
+    /// Wait after a plan change before measuring, seconds, at most 600 (default 0.5).
     #[serde(default)]
     pub settle: Option<f64>,
     /// Pause quantum, µs (the CLI's `--quantum-us`; default 10000).
@@ -158,14 +160,15 @@ pub struct ExperimentRequest {
     /// agents apply delays (docs/evaluation.md compares them).
     #[serde(default)]
     pub actuator: Option<String>,
-    /// Repetitions always run, at least 1 (default 5; profile 3).
+    /// Repetitions always run, 1 to 1000 (default 5; profile 3).
     #[serde(default)]
     pub repetitions: Option<i64>,
     /// Target 95 % CI half-width of the prediction, %; 0 turns repeating for precision off
     /// (default 3 for a what-if, off for a profile).
     #[serde(default)]
     pub precision: Option<f64>,
-    /// Time budget for repeating towards the precision, seconds (default 120; profile 300).
+    /// Time budget for repeating towards the precision, seconds, at most 3600 (default 120;
+    /// profile 300).
     #[serde(default)]
     pub budget: Option<f64>,
     /// What-if: cap on repetitions for `precision` (default 30).
@@ -175,7 +178,8 @@ pub struct ExperimentRequest {
     #[serde(default)]
     pub max_errors: Option<f64>,
 
-    /// Agent URLs (default: the server's own agents; the server's agent token is sent to them).
+    /// Agent URLs, some of the server's own (`--agent`, as `GET /v1/agents` names them); default
+    /// all of them. Any other URL is refused: the server's agent token goes to its agents only.
     #[serde(default)]
     pub agents: Vec<String>,
 }

@@ -2,7 +2,10 @@
 //! `slowpoke-api` crate) becomes a [`WhatIfSpec`] or a [`ProfileSpec`]: [`check`].
 //!
 //! Every error says which field to fix: the request is the CLI's flags as fields, and the
-//! messages name those fields.
+//! messages name those fields. Numbers and lists are bounded ([`limits`]): anyone who can reach
+//! the server can send a request, and without bounds one could ask for 10^9 connections (the
+//! load generator allocates per connection: the process aborts) or an experiment running for a
+//! week.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -52,32 +55,78 @@ impl Checked {
     }
 }
 
-fn non_negative(what: &str, v: Option<f64>) -> Result<Option<f64>, String> {
+/// The largest values a request may ask for. Generous for real use (the defaults are far
+/// below), small enough that no request can exhaust the server's memory or hold the agents for
+/// hours. docs/coordinator-api.md lists them.
+pub mod limits {
+    /// `connections`: closed-loop connections (each holds a socket and a task).
+    pub const CONNECTIONS: usize = 4096;
+    /// `window`, `warmup`, `settle`, `timeout`: seconds each.
+    pub const SECONDS: f64 = 600.0;
+    /// `budget`: seconds of repeating towards `precision`.
+    pub const BUDGET_S: f64 = 3600.0;
+    /// `repetitions`, `max_repetitions`.
+    pub const REPETITIONS: usize = 1000;
+    /// `quantum_us`: one pause quantum, µs (1 s).
+    pub const QUANTUM_US: f64 = 1_000_000.0;
+    /// `precision`, %.
+    pub const PRECISION_PCT: f64 = 100.0;
+    /// Entries of `services`, `only`, `set`.
+    pub const SERVICES: usize = 256;
+    /// Entries of `percents` (a profile's points per service).
+    pub const POINTS: usize = 100;
+    /// Entries of `headers`.
+    pub const HEADERS: usize = 64;
+}
+
+fn non_negative(what: &str, v: Option<f64>, max: f64) -> Result<Option<f64>, String> {
     match v {
-        Some(x) if !x.is_finite() || x < 0.0 => {
-            Err(format!("`{what}` must be a non-negative number (got {x})"))
-        }
+        Some(x) if !x.is_finite() || x < 0.0 => Err(format!(
+            "`{what}` must be a non-negative number (got {x}; allowed: 0 to {max})"
+        )),
+        Some(x) if x > max => Err(format!(
+            "`{what}` must be at most {max} (got {x}; allowed: 0 to {max})"
+        )),
         other => Ok(other),
     }
 }
 
-fn positive(what: &str, v: Option<f64>) -> Result<Option<f64>, String> {
+fn positive(what: &str, v: Option<f64>, max: f64) -> Result<Option<f64>, String> {
     match v {
-        Some(x) if !x.is_finite() || x <= 0.0 => {
-            Err(format!("`{what}` must be a positive number (got {x})"))
-        }
+        Some(x) if !x.is_finite() || x <= 0.0 => Err(format!(
+            "`{what}` must be a positive number (got {x}; allowed: above 0 up to {max})"
+        )),
+        Some(x) if x > max => Err(format!(
+            "`{what}` must be at most {max} (got {x}; allowed: above 0 up to {max})"
+        )),
         other => Ok(other),
     }
 }
 
-fn count(what: &str, v: Option<i64>) -> Result<Option<usize>, String> {
+fn count(what: &str, v: Option<i64>, max: usize) -> Result<Option<usize>, String> {
     match v {
-        Some(n) if n < 1 => Err(format!("`{what}` must be at least 1 (got {n})")),
+        Some(n) if n < 1 => Err(format!(
+            "`{what}` must be at least 1 (got {n}; allowed: 1 to {max})"
+        )),
         Some(n) => usize::try_from(n)
+            .ok()
+            .filter(|n| *n <= max)
             .map(Some)
-            .map_err(|_| format!("`{what}` is too large ({n})")),
+            .ok_or_else(|| {
+                format!("`{what}` must be at most {max} (got {n}; allowed: 1 to {max})")
+            }),
         None => Ok(None),
     }
+}
+
+/// A list field with at most `max` entries (it has `len`).
+fn at_most(what: &str, len: usize, max: usize) -> Result<(), String> {
+    if len > max {
+        return Err(format!(
+            "`{what}` has {len} entries; at most {max} are allowed"
+        ));
+    }
+    Ok(())
 }
 
 fn parse_factor(f: &Factor) -> Result<f64, String> {
@@ -245,16 +294,17 @@ fn load(req: &ExperimentRequest) -> Result<LoadConfig, String> {
         }
         load.method = m;
     }
+    at_most("headers", req.headers.len(), limits::HEADERS)?;
     load.headers = req
         .headers
         .iter()
         .map(|h| parse_header(h))
         .collect::<Result<_, _>>()?;
     load.body.clone_from(&req.body);
-    if let Some(t) = positive("timeout", req.timeout)? {
+    if let Some(t) = positive("timeout", req.timeout, limits::SECONDS)? {
         load.timeout_s = t;
     }
-    if let Some(c) = count("connections", req.connections)? {
+    if let Some(c) = count("connections", req.connections, limits::CONNECTIONS)? {
         load.connections = c;
     }
     if let Some(e) = &req.entry {
@@ -264,16 +314,16 @@ fn load(req: &ExperimentRequest) -> Result<LoadConfig, String> {
 }
 
 fn timing(req: &ExperimentRequest, mut t: Timing) -> Result<Timing, String> {
-    if let Some(w) = positive("window", req.window)? {
+    if let Some(w) = positive("window", req.window, limits::SECONDS)? {
         t.window_s = w;
     }
-    if let Some(w) = non_negative("warmup", req.warmup)? {
+    if let Some(w) = non_negative("warmup", req.warmup, limits::SECONDS)? {
         t.warmup_s = w;
     }
-    if let Some(s) = non_negative("settle", req.settle)? {
+    if let Some(s) = non_negative("settle", req.settle, limits::SECONDS)? {
         t.settle_s = s;
     }
-    if let Some(q) = positive("quantum_us", req.quantum_us)? {
+    if let Some(q) = positive("quantum_us", req.quantum_us, limits::QUANTUM_US)? {
         t.quantum_us = Some(q);
     }
     if let Some(a) = &req.actuator {
@@ -284,12 +334,7 @@ fn timing(req: &ExperimentRequest, mut t: Timing) -> Result<Timing, String> {
 
 fn safety(req: &ExperimentRequest) -> Result<Safety, String> {
     let mut s = Safety::default();
-    if let Some(pct) = non_negative("max_errors", req.max_errors)? {
-        if pct > 100.0 {
-            return Err(format!(
-                "`max_errors` is a percentage between 0 and 100 (got {pct})"
-            ));
-        }
+    if let Some(pct) = non_negative("max_errors", req.max_errors, 100.0)? {
         s.max_error_ratio = pct / 100.0;
     }
     Ok(s)
@@ -314,6 +359,8 @@ fn refuse(kind: Kind, fields: &[(&str, bool)]) -> Result<(), String> {
 
 /// Checks everything that can be checked without measuring; the message says what to fix.
 pub fn check(req: &ExperimentRequest) -> Result<Checked, String> {
+    at_most("services", req.services.len(), limits::SERVICES)?;
+    at_most("set", req.set.len(), limits::SERVICES)?;
     let app = app(req)?;
     for a in &req.agents {
         if !(a.starts_with("http://") || a.starts_with("https://")) {
@@ -346,16 +393,16 @@ pub fn check(req: &ExperimentRequest) -> Result<Checked, String> {
             }
             let optimization = optimization(req)?;
             let mut repeat = Repeat::default();
-            if let Some(n) = count("repetitions", req.repetitions)? {
+            if let Some(n) = count("repetitions", req.repetitions, limits::REPETITIONS)? {
                 repeat.repetitions = n;
             }
-            if let Some(p) = non_negative("precision", req.precision)? {
+            if let Some(p) = non_negative("precision", req.precision, limits::PRECISION_PCT)? {
                 repeat.precision_pct = (p > 0.0).then_some(p);
             }
-            if let Some(b) = non_negative("budget", req.budget)? {
+            if let Some(b) = non_negative("budget", req.budget, limits::BUDGET_S)? {
                 repeat.budget_s = b;
             }
-            if let Some(m) = count("max_repetitions", req.max_repetitions)? {
+            if let Some(m) = count("max_repetitions", req.max_repetitions, limits::REPETITIONS)? {
                 repeat.max_repetitions = m;
             }
             Spec::WhatIf(WhatIfSpec {
@@ -388,6 +435,12 @@ pub fn check(req: &ExperimentRequest) -> Result<Checked, String> {
             if percents.is_empty() {
                 return Err("`percents` is empty: give at least one percentage".into());
             }
+            at_most("percents", percents.len(), limits::POINTS)?;
+            at_most(
+                "only",
+                req.only.as_ref().map_or(0, Vec::len),
+                limits::SERVICES,
+            )?;
             for &p in &percents {
                 Optimization::Percent(p)
                     .validate()
@@ -404,9 +457,12 @@ pub fn check(req: &ExperimentRequest) -> Result<Checked, String> {
                 services: req.only.clone(),
                 load,
                 timing: timing(req, defaults.timing)?,
-                repetitions: count("repetitions", req.repetitions)?.unwrap_or(defaults.repetitions),
-                precision_pct: non_negative("precision", req.precision)?.filter(|p| *p > 0.0),
-                budget_s: non_negative("budget", req.budget)?.unwrap_or(defaults.budget_s),
+                repetitions: count("repetitions", req.repetitions, limits::REPETITIONS)?
+                    .unwrap_or(defaults.repetitions),
+                precision_pct: non_negative("precision", req.precision, limits::PRECISION_PCT)?
+                    .filter(|p| *p > 0.0),
+                budget_s: non_negative("budget", req.budget, limits::BUDGET_S)?
+                    .unwrap_or(defaults.budget_s),
                 safety,
                 entry_service,
             })

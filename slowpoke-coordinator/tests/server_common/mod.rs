@@ -46,9 +46,18 @@ pub fn config(world: &FakeWorld, results_dir: PathBuf) -> ServeConfig {
         token: None,
         results_dir,
         agents: vec![Arc::new(FakeAgent(world.clone())) as SharedAgent],
-        agent_token: None,
         launcher: Arc::new(FakeLauncher(world.clone())),
+        // The shipped topologies: requests name them by file name (`chain3.json`).
+        policy: server::ServePolicy {
+            topology_dir: Some(topologies_dir()),
+            ..server::ServePolicy::default()
+        },
     }
+}
+
+/// The repository's `tests/topologies` directory.
+pub fn topologies_dir() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/topologies"))
 }
 
 /// A server running on its own runtime; stopped (gracefully) when dropped.
