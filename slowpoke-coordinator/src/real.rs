@@ -133,17 +133,22 @@ pub enum TruthOn {
 
 impl TruthOn {
     fn key(self) -> &'static str {
+        self.setting(0.0).key()
+    }
+
+    /// The emulator setting that puts `us` µs of this work on a visit.
+    fn setting(self, us: f64) -> slowpoke_emu::Setting {
         match self {
-            TruthOn::Cpu => "cpu_us",
-            TruthOn::Lock => "lock_us",
+            TruthOn::Cpu => slowpoke_emu::Setting::CpuUs(us),
+            TruthOn::Lock => slowpoke_emu::Setting::LockUs(us),
         }
     }
 }
 
 /// What a ground-truth change replaced, to put it back.
 enum Applied {
-    /// (service, key, endpoint → original value).
-    Work(String, &'static str, BTreeMap<String, f64>),
+    /// (service, which work, endpoint → original value in µs).
+    Work(String, TruthOn, BTreeMap<String, f64>),
     /// (service, original threads).
     Threads(String, u32),
 }
@@ -225,10 +230,18 @@ impl EmuApp {
             }
             originals.insert(ep.clone(), have);
         }
-        self.applied = Some(Applied::Work(service.to_owned(), key, BTreeMap::new()));
+        let control = self.app.control(service).map_err(|e| format!("{e:#}"))?;
+        self.applied = Some(Applied::Work(
+            service.to_owned(),
+            self.truth_on,
+            BTreeMap::new(),
+        ));
         for (ep, orig) in &originals {
-            self.app
-                .set_live(service, ep, key, orig - delta_us)
+            control
+                .set(
+                    slowpoke_emu::Scope::Endpoint(ep),
+                    self.truth_on.setting(orig - delta_us),
+                )
                 .map_err(|e| format!("{e:#}"))?;
             if let Some(Applied::Work(_, _, done)) = self.applied.as_mut() {
                 done.insert(ep.clone(), *orig);
@@ -299,10 +312,12 @@ impl App for EmuApp {
         match self.applied.take() {
             None => Ok(()),
             Some(Applied::Threads(service, n)) => set_threads_live(&self.app, &service, n),
-            Some(Applied::Work(service, key, originals)) => {
+            Some(Applied::Work(service, on, originals)) => {
+                let control = self.app.control(&service).map_err(|e| format!("{e:#}"))?;
                 let mut first_err = None;
                 for (ep, orig) in originals {
-                    if let Err(e) = self.app.set_live(&service, &ep, key, orig) {
+                    let scope = slowpoke_emu::Scope::Endpoint(&ep);
+                    if let Err(e) = control.set(scope, on.setting(orig)) {
                         first_err.get_or_insert(format!("{e:#}"));
                     }
                 }
@@ -324,7 +339,13 @@ fn set_threads_live(
     service: &str,
     threads: u32,
 ) -> Result<(), String> {
-    app.set_service_live(service, "threads", f64::from(threads))
+    app.control(service)
+        .and_then(|c| {
+            c.set(
+                slowpoke_emu::Scope::Service,
+                slowpoke_emu::Setting::Threads(threads),
+            )
+        })
         .map_err(|e| format!("{e:#}"))
 }
 

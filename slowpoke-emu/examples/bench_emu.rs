@@ -24,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context as _, Result, bail};
 use clap::Parser;
 use serde_json::{Value, json};
-use slowpoke_emu::{RunningApp, ServiceStats, StartOptions, topology};
+use slowpoke_emu::{RunningApp, Scope, ServiceStats, Setting, StartOptions, topology};
 use slowpoke_load::{GeneratorOptions, LoadGenerator, LoadSpec, RequestTemplate, Snapshot, Window};
 use slowpoke_tests::bench::{round4 as r, stat_json, summarize};
 
@@ -131,6 +131,8 @@ fn real_main() -> Result<()> {
     let mut opts = StartOptions::new(shop_path.as_path());
     opts.binary = Some(binary.clone());
     let shop = RunningApp::start_with(&opts)?;
+    let target = shop.control(TARGET_SERVICE)?;
+    let set_target_cpu = |us| target.set(Scope::Endpoint(TARGET_ENDPOINT), Setting::CpuUs(us));
     eprintln!(
         "bench_emu: {} rounds of {:.1} s windows; zero-work app at {}, shop at {}; load average {}",
         cfg.reps,
@@ -161,14 +163,14 @@ fn real_main() -> Result<()> {
         zero_windows.push(m);
 
         // Shop: full work, then halved live on the same instance.
-        shop.set_live(TARGET_SERVICE, TARGET_ENDPOINT, "cpu_us", target_full)?;
+        set_target_cpu(target_full)?;
         let generator = start_load(&shop.entry, cfg.args.shop_connections, &cfg)?;
         let full = measure(&shop, &generator, cfg.window)?;
-        shop.set_live(TARGET_SERVICE, TARGET_ENDPOINT, "cpu_us", target_half)?;
+        set_target_cpu(target_half)?;
         std::thread::sleep(cfg.settle);
         let half = measure(&shop, &generator, cfg.window)?;
         drop(generator);
-        shop.set_live(TARGET_SERVICE, TARGET_ENDPOINT, "cpu_us", target_full)?;
+        set_target_cpu(target_full)?;
         eprintln!(
             "round {}/{}: shop {:.0} req/s ({TARGET_SERVICE} {target_full} µs) -> {:.0} req/s ({target_half} µs): x{:.3}; generator {:.1}% of the machine{}{}",
             rep + 1,

@@ -1,15 +1,20 @@
 //! Library side for the coordinator and tests: start an emulated app as a `slowpoke-emu run` child
-//! ([`RunningApp`]), read its per-service stats and change endpoint settings live.
+//! ([`RunningApp`]); its services' stats and live settings go through [`crate::control`].
+//!
+//! What the runner and its services log on their stderr is passed on to this process's `tracing`
+//! subscriber at the level each line carries (target `slowpoke_emu::app`), and the last lines are kept for
+//! the error when the app fails to start.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead as _, BufReader, Read as _};
-use std::path::{Path, PathBuf};
+use std::io::{BufRead as _, BufReader};
+use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, anyhow, bail};
+use tracing::Level;
 
 pub use crate::runner::{AppInfo, ServiceInfo};
 use crate::service::ServiceStats;
@@ -141,9 +146,10 @@ impl RunningApp {
         let stderr = runner.stderr.take().expect("piped");
         let stderr_tail = Arc::new(Mutex::new(Vec::new()));
         let tail = stderr_tail.clone();
+        let runner_pid = runner.id();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("{line}");
+                forward_log_line(runner_pid, &line);
                 let mut t = tail.lock().expect("tail");
                 t.push(line);
                 if t.len() > 50 {
@@ -233,15 +239,6 @@ impl RunningApp {
             .collect()
     }
 
-    /// `http://host:control_port` of a service.
-    pub fn control_url(&self, service: &str) -> Result<String> {
-        let s = self
-            .services
-            .get(service)
-            .ok_or_else(|| anyhow!("no service {service:?} in this app"))?;
-        Ok(format!("http://{}:{}", self.info.host, s.control_port))
-    }
-
     /// `http://host:port` of a service (its service port).
     pub fn service_url(&self, service: &str) -> Result<String> {
         let s = self
@@ -253,7 +250,7 @@ impl RunningApp {
 
     /// `GET /stats` of one service.
     pub fn stats(&self, service: &str) -> Result<ServiceStats> {
-        stats_at(&self.control_url(service)?)
+        self.control(service)?.stats()
     }
 
     /// `GET /stats` of every service.
@@ -262,18 +259,6 @@ impl RunningApp {
             .keys()
             .map(|s| Ok((s.clone(), self.stats(s)?)))
             .collect()
-    }
-
-    /// Changes an endpoint setting of a running service (see [`set_live`]); endpoint `"*"` changes a service
-    /// setting (`threads`), like [`RunningApp::set_service_live`].
-    pub fn set_live(&self, service: &str, endpoint: &str, key: &str, value: f64) -> Result<()> {
-        set_live_at(&self.control_url(service)?, endpoint, key, value)
-    }
-
-    /// Changes a service setting of a running service live: `threads` (its CPU parallelism, an integer in
-    /// 1..=`max_threads`), effective for the next visits. See [`set_service_live`].
-    pub fn set_service_live(&self, service: &str, key: &str, value: f64) -> Result<()> {
-        set_service_live_at(&self.control_url(service)?, key, value)
     }
 
     /// Stops every service and waits for the runner (also done by `Drop`).
@@ -304,138 +289,63 @@ impl Drop for RunningApp {
     }
 }
 
-fn agent() -> ureq::Agent {
-    ureq::AgentBuilder::new()
-        .timeout(Duration::from_secs(10))
-        .build()
-}
-
-fn base(control: &str) -> String {
-    let c = control.trim_end_matches('/');
-    if c.starts_with("http://") {
-        c.to_owned()
-    } else {
-        format!("http://{c}")
+/// Re-emits one stderr line of the runner (or of a service: they share it) through `tracing`, at the level
+/// the emulator's own subscriber wrote into it (see [`line_level`]).
+fn forward_log_line(runner_pid: u32, line: &str) {
+    let line = line.trim();
+    match line_level(line) {
+        Level::ERROR => tracing::error!(target: "slowpoke_emu::app", runner_pid, "{line}"),
+        Level::WARN => tracing::warn!(target: "slowpoke_emu::app", runner_pid, "{line}"),
+        Level::INFO => tracing::info!(target: "slowpoke_emu::app", runner_pid, "{line}"),
+        Level::DEBUG => tracing::debug!(target: "slowpoke_emu::app", runner_pid, "{line}"),
+        Level::TRACE => tracing::trace!(target: "slowpoke_emu::app", runner_pid, "{line}"),
     }
 }
 
-/// `GET /stats` from a control address (`http://127.0.0.1:PORT` or `127.0.0.1:PORT`).
-pub fn stats_at(control: &str) -> Result<ServiceStats> {
-    let url = format!("{}/stats", base(control));
-    let resp = agent()
-        .get(&url)
-        .call()
-        .with_context(|| format!("GET {url}"))?;
-    let mut body = String::new();
-    resp.into_reader().read_to_string(&mut body)?;
-    serde_json::from_str(&body).with_context(|| format!("parsing {url}"))
+/// The level a `tracing-subscriber` line carries (`2026-01-01T00:00:00Z  WARN target: message`); a line
+/// without one (a panic message, the fatal error) is a warning, since the emulator writes to stderr only
+/// to report something.
+fn line_level(line: &str) -> Level {
+    line.split_whitespace()
+        .take(2)
+        .find_map(|w| match w {
+            "ERROR" => Some(Level::ERROR),
+            "WARN" => Some(Level::WARN),
+            "INFO" => Some(Level::INFO),
+            "DEBUG" => Some(Level::DEBUG),
+            "TRACE" => Some(Level::TRACE),
+            _ => None,
+        })
+        .unwrap_or(Level::WARN)
 }
 
-/// `PUT /set` on a control address: endpoint `endpoint`, setting `key` (e.g. `cpu_us`) to `value`. Endpoint
-/// `"*"` (or `""`) means a service setting (see [`set_service_live_at`]).
-pub fn set_live_at(control: &str, endpoint: &str, key: &str, value: f64) -> Result<()> {
-    if endpoint.is_empty() || endpoint == "*" {
-        return set_service_live_at(control, key, value);
-    }
-    let body = serde_json::json!({ "endpoint": endpoint, "key": key, "value": value });
-    put_set(control, &format!("{endpoint}.{key}={value}"), &body)
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// `PUT /set` of a service setting on a control address: `threads` (1..=`max_threads`).
-pub fn set_service_live_at(control: &str, key: &str, value: f64) -> Result<()> {
-    let body = serde_json::json!({ "key": key, "value": value });
-    put_set(control, &format!("{key}={value}"), &body)
-}
-
-fn put_set(control: &str, what: &str, body: &serde_json::Value) -> Result<()> {
-    let url = format!("{}/set", base(control));
-    match agent().put(&url).send_json(body) {
-        Ok(_) => Ok(()),
-        Err(ureq::Error::Status(code, resp)) => {
-            let text = resp.into_string().unwrap_or_default();
-            let text = serde_json::from_str::<serde_json::Value>(&text)
-                .ok()
-                .and_then(|v| v["error"].as_str().map(str::to_owned))
-                .unwrap_or(text);
-            bail!("PUT {url} {what}: HTTP {code}: {text}")
+    #[test]
+    fn forwarded_lines_keep_the_level_the_emulator_gave_them() {
+        let cases = [
+            (
+                "2026-12-05T20:34:47.546192Z  INFO slowpoke_emu: set s0.work.cpu_us=5",
+                Level::INFO,
+            ),
+            (
+                "2026-12-05T20:34:47.5Z ERROR slowpoke_emu::service: x",
+                Level::ERROR,
+            ),
+            (
+                " DEBUG slowpoke_emu::service: without a timestamp",
+                Level::DEBUG,
+            ),
+            ("slowpoke-emu: error: service a did not start", Level::WARN),
+            (
+                "thread 'main' panicked at src/x.rs:1:1: INFO is not a level here",
+                Level::WARN,
+            ),
+        ];
+        for (line, want) in cases {
+            assert_eq!(line_level(line), want, "{line}");
         }
-        Err(e) => Err(anyhow!(e)).with_context(|| format!("PUT {url}")),
     }
-}
-
-/// Changes a service setting of a running app live: `threads`, the service's CPU parallelism (how many of its
-/// visits do their `cpu_us` / `lock_us` / `sleep_us` work at once), an integer in 1..=`max_threads` (the
-/// topology's `max_threads`, default `threads`: the runtime's worker count, fixed at start). Out-of-range values
-/// are refused naming service, value and range, and leave the service as it was.
-pub fn set_service_live(app: &RunningApp, service: &str, key: &str, value: f64) -> Result<()> {
-    app.set_service_live(service, key, value)
-}
-
-/// Changes an endpoint setting (`cpu_us`, `lock_us`, `sleep_us`, `wait_us`, `response_bytes`) of a service of
-/// a running app, effective from the next visit. Endpoint `"*"` changes a service setting instead
-/// (`threads`, see [`set_service_live`]); `max_threads` needs a restart with `--set`.
-pub fn set_live(
-    app: &RunningApp,
-    service: &str,
-    endpoint: &str,
-    key: &str,
-    value: f64,
-) -> Result<()> {
-    app.set_live(service, endpoint, key, value)
-}
-
-/// Reads the [`AppInfo`] line a runner printed (or wrote with `--info-file`).
-pub fn read_app_info(path: &Path) -> Result<AppInfo> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let line = text
-        .lines()
-        .find(|l| !l.trim().is_empty())
-        .ok_or_else(|| anyhow!("{}: empty", path.display()))?;
-    serde_json::from_str(line)
-        .with_context(|| format!("{}: not a slowpoke-emu run line", path.display()))
-}
-
-/// [`set_live`] for an app known only by its [`AppInfo`] (e.g. read from a file).
-pub fn set_live_info(
-    info: &AppInfo,
-    service: &str,
-    endpoint: &str,
-    key: &str,
-    value: f64,
-) -> Result<()> {
-    let s = info
-        .services
-        .get(service)
-        .ok_or_else(|| anyhow!("no service {service:?} in this app"))?;
-    let host = if info.host.is_empty() {
-        "127.0.0.1"
-    } else {
-        &info.host
-    };
-    set_live_at(
-        &format!("http://{host}:{}", s.control_port),
-        endpoint,
-        key,
-        value,
-    )
-}
-
-/// [`set_service_live`] for an app known only by its [`AppInfo`].
-pub fn set_service_live_info(info: &AppInfo, service: &str, key: &str, value: f64) -> Result<()> {
-    set_live_info(info, service, "*", key, value)
-}
-
-/// [`stats_at`] for an app known by its [`AppInfo`].
-pub fn stats_info(info: &AppInfo, service: &str) -> Result<ServiceStats> {
-    let s = info
-        .services
-        .get(service)
-        .ok_or_else(|| anyhow!("no service {service:?} in this app"))?;
-    let host = if info.host.is_empty() {
-        "127.0.0.1"
-    } else {
-        &info.host
-    };
-    stats_at(&format!("http://{host}:{}", s.control_port))
 }

@@ -3,19 +3,19 @@
 //! calls; plus generators for the evaluation's topology families. It is the test bed, the ground truth
 //! (settings change at start with `--set` or live through each service's control port) and the demo app.
 //!
-//! See `docs/emu.md` for the file format and the command line.
+//! Library code logs through `tracing` (the binary installs the subscriber). See `docs/emu.md` for the file
+//! format, the command line and the library API.
 
 pub mod busy;
 pub mod client;
+pub mod control;
 pub mod generate;
 pub mod runner;
 pub mod service;
 pub mod topology;
 
-pub use client::{
-    RunningApp, StartOptions, find_binary, set_live, set_live_at, set_service_live,
-    set_service_live_at, stats_at,
-};
+pub use client::{RunningApp, StartOptions, find_binary};
+pub use control::{Scope, ServiceControl, Setting};
 pub use generate::{Family, GenSpec, generate};
 pub use runner::{AppInfo, RunOptions, ServiceInfo};
 pub use service::{ServiceSettings, ServiceStats};

@@ -2,15 +2,15 @@
 // Doc comments here are clap help text, read without Markdown.
 #![allow(clippy::doc_markdown)]
 
+use std::io::IsTerminal as _;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result, anyhow, bail};
 use clap::{Parser, Subcommand};
-use slowpoke_emu::client::{read_app_info, set_live_info, stats_at, stats_info};
 use slowpoke_emu::topology::{self, Set};
-use slowpoke_emu::{Family, GenSpec, Mode, RunOptions};
+use slowpoke_emu::{AppInfo, Family, GenSpec, Mode, RunOptions, Scope, ServiceControl, Setting};
 
 #[derive(Parser)]
 #[command(
@@ -19,6 +19,16 @@ use slowpoke_emu::{Family, GenSpec, Mode, RunOptions};
     about = "Synthetic microservice emulator and topology generators"
 )]
 struct Cli {
+    /// Which messages reach stderr: error, warn, info, debug, trace, or a tracing directive such as
+    /// slowpoke_emu=debug. `run` hands it to every service.
+    #[arg(
+        long,
+        global = true,
+        env = "RUST_LOG",
+        default_value = "info",
+        value_name = "FILTER"
+    )]
+    log_level: String,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -107,13 +117,31 @@ fn main() -> ExitCode {
         // SAFETY: restoring the default disposition of SIGPIPE before any thread exists.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
-    match real_main(cli) {
+    match init_logging(&cli.log_level).and_then(|()| real_main(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("slowpoke-emu: error: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// Messages of the library (and of `run`'s services) go to stderr through `tracing`; stdout stays for the
+/// one JSON line of `run`, the topology of `generate` and the stats. Colours only on a terminal: the library
+/// reads a runner's stderr through a pipe and passes each line on.
+fn init_logging(filter: &str) -> Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter).with_context(|| {
+        format!(
+            "invalid --log-level {filter:?}: give error, warn, info, debug, trace or a directive such as \
+             slowpoke_emu=debug"
+        )
+    })?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    Ok(())
 }
 
 fn real_main(cli: Cli) -> Result<()> {
@@ -131,6 +159,7 @@ fn real_main(cli: Cli) -> Result<()> {
                 base_port,
                 exit_on_stdin_eof,
                 info_file,
+                log_level: cli.log_level,
             };
             slowpoke_emu::runner::run_file(&file, &sets, &opts)
         }
@@ -150,7 +179,7 @@ fn real_main(cli: Cli) -> Result<()> {
             })
             .map_err(anyhow::Error::msg)?;
             if let Some(exp) = &topo.expected {
-                eprintln!(
+                tracing::info!(
                     "{}: expected bottleneck {} ({:.0} µs of demand per request)",
                     topo.name,
                     exp.bottleneck,
@@ -181,33 +210,46 @@ fn real_main(cli: Cli) -> Result<()> {
             control,
             settings,
         } => {
+            let by_control = control
+                .as_deref()
+                .map(ServiceControl::connect)
+                .transpose()?;
+            let info = app.as_deref().map(AppInfo::read).transpose()?;
             for s in &settings {
-                // A service setting (svc.threads=N) goes to the service as a whole.
-                let ep = s.endpoint.as_deref().unwrap_or("*");
-                if let Some(c) = &control {
-                    let who = stats_at(c)?.service;
-                    if who != s.service {
-                        bail!(
-                            "{s}: {c} is the control port of service {who}, not {}",
-                            s.service
-                        );
-                    }
-                    slowpoke_emu::set_live_at(c, ep, &s.key, s.value)?;
-                } else if let Some(a) = &app {
-                    let info = read_app_info(a)?;
-                    set_live_info(&info, &s.service, ep, &s.key, s.value)?;
-                }
-                eprintln!("set {s}");
+                let setting =
+                    Setting::from_key(&s.key, s.value).map_err(|e| anyhow!("{s}: {e}"))?;
+                let svc = match (&by_control, &info) {
+                    (Some(c), _) if c.service() != s.service => bail!(
+                        "{s}: {} is the control port of service {}, not {}",
+                        c.url(),
+                        c.service(),
+                        s.service
+                    ),
+                    (Some(c), _) => c.clone(),
+                    (None, Some(info)) => info.control(&s.service)?,
+                    (None, None) => bail!("give --app FILE or --control URL"),
+                };
+                // svc.key=value is a setting of the service as a whole, svc.endpoint.key=value of an endpoint.
+                let scope = s
+                    .endpoint
+                    .as_deref()
+                    .map_or(Scope::Service, Scope::Endpoint);
+                svc.set(scope, setting)?;
+                tracing::info!("set {s}");
             }
             Ok(())
         }
         Cmd::Stats { app, control } => {
             if let Some(c) = control {
-                println!("{}", serde_json::to_string(&stats_at(&c)?)?);
+                let stats = ServiceControl::connect(&c)?.stats()?;
+                println!("{}", serde_json::to_string(&stats)?);
             } else if let Some(a) = app {
-                let info = read_app_info(&a)?;
+                let info = AppInfo::read(&a)?;
                 for name in info.services.keys() {
-                    let s = stats_info(&info, name).with_context(|| format!("service {name}"))?;
+                    let s = info
+                        .control(name)
+                        .and_then(|c| c.stats())
+                        .with_context(|| format!("service {name}"))?;
                     println!("{}", serde_json::to_string(&s)?);
                 }
             }

@@ -61,6 +61,8 @@ pub struct RunOptions {
     pub exit_on_stdin_eof: bool,
     /// Also write the [`AppInfo`] JSON to this file (for `slowpoke-emu set --app FILE`).
     pub info_file: Option<std::path::PathBuf>,
+    /// Log filter handed to every service process (`serve --log-level`), e.g. `info` or `warn`.
+    pub log_level: String,
 }
 
 /// Host part of URLs for a bind address.
@@ -162,6 +164,8 @@ pub fn run(mut topo: Topology, label: &str, sets: &[Set], opts: &RunOptions) -> 
         cmd.arg("serve")
             .arg("--name")
             .arg(name)
+            .arg("--log-level")
+            .arg(&opts.log_level)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());

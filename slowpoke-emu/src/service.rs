@@ -266,9 +266,15 @@ pub fn serve(spec: &ServeSpec, service: StdListener, control: StdListener) -> Re
         let svc = tokio::net::TcpListener::from_std(service)?;
         let ctl = tokio::net::TcpListener::from_std(control)?;
         let st = state.clone();
-        tokio::spawn(accept_loop(svc, move |req| handle_visit(st.clone(), req)));
+        let label = format!("service {}", spec.name);
+        tokio::spawn(accept_loop(svc, label, move |req| {
+            handle_visit(st.clone(), req)
+        }));
         let st = state.clone();
-        tokio::spawn(accept_loop(ctl, move |req| handle_control(st.clone(), req)));
+        let label = format!("control port of service {}", spec.name);
+        tokio::spawn(accept_loop(ctl, label, move |req| {
+            handle_control(st.clone(), req)
+        }));
         {
             let mut out = std::io::stdout().lock();
             writeln!(out, "ready")?;
@@ -337,7 +343,7 @@ fn build_state(spec: &ServeSpec) -> Result<State> {
     })
 }
 
-async fn accept_loop<F, Fut>(listener: tokio::net::TcpListener, handler: F)
+async fn accept_loop<F, Fut>(listener: tokio::net::TcpListener, label: String, handler: F)
 where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
@@ -347,7 +353,7 @@ where
             Ok(x) => x,
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
-                eprintln!("slowpoke-emu serve: accept: {e}");
+                tracing::warn!("{label}: accept: {e}; retrying in 10 ms");
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 continue;
             }
@@ -468,7 +474,7 @@ async fn call_downstream(st: &State, uri: &Uri, request_bytes: u64) -> bool {
             resp.into_body().collect().await.is_ok() && good
         }
         Err(e) => {
-            eprintln!("slowpoke-emu {}: call {uri}: {e}", st.name);
+            tracing::warn!("service {}: call {uri}: {e}", st.name);
             false
         }
     }

@@ -12,7 +12,8 @@ use common::{
     topo, topologies_dir, wait_dead,
 };
 use slowpoke_emu::{
-    Family, GenSpec, Mode, RunningApp, Sampling, StartOptions, Topology, expected_visit_ratios,
+    Family, GenSpec, Mode, RunningApp, Sampling, Scope, Setting, StartOptions, Topology,
+    expected_visit_ratios,
 };
 
 fn run_cli(args: &[&str]) -> (i32, String, String) {
@@ -288,7 +289,9 @@ fn cpu_work_per_visit_is_precise() {
 fn live_set_changes_the_cpu_per_visit() {
     let app = start(topo(WORK_APP), &["w.work.cpu_us=300".parse().expect("set")]);
     assert!((app.stats("w").expect("stats").endpoints["work"].cpu_us - 300.0).abs() < 1e-9);
-    slowpoke_emu::set_live(&app, "w", "work", "cpu_us", 1500.0).expect("set live");
+    let w = app.control("w").expect("control");
+    w.set(Scope::Endpoint("work"), Setting::CpuUs(1500.0))
+        .expect("set live");
     assert!((app.stats("w").expect("stats").endpoints["work"].cpu_us - 1500.0).abs() < 1e-9);
     let m = cpu_per_visit_us(&app, "w", &["/zero", "/work"], 500);
     let work = m[1] - m[0];
@@ -297,13 +300,13 @@ fn live_set_changes_the_cpu_per_visit() {
         "after the live set: {work:.1} µs per visit, want 1500"
     );
     // Bad live sets are refused with a reason.
-    let e = app
-        .set_live("w", "work", "cpu_us", -1.0)
+    let e = w
+        .set(Scope::Endpoint("work"), Setting::CpuUs(-1.0))
         .expect_err("negative")
         .to_string();
     assert!(e.contains("cpu_us"), "{e}");
-    let e = app
-        .set_live("w", "nope", "cpu_us", 1.0)
+    let e = w
+        .set(Scope::Endpoint("nope"), Setting::CpuUs(1.0))
         .expect_err("unknown endpoint")
         .to_string();
     assert!(e.contains("nope"), "{e}");
@@ -593,10 +596,13 @@ fn shop_halving_cart_gains_at_least_40_percent() {
     let app = RunningApp::start_with(&o).expect("start shop");
     let _ = common::throughput(&app.entry, 16, Duration::from_secs(1));
     let (mut full, mut half) = (Vec::new(), Vec::new());
+    let cart = app.control("cart").expect("control");
     for _ in 0..3 {
-        app.set_live("cart", "get", "cpu_us", 1500.0).expect("set");
+        cart.set(Scope::Endpoint("get"), Setting::CpuUs(1500.0))
+            .expect("set");
         full.push(common::throughput(&app.entry, 16, Duration::from_secs(3)));
-        app.set_live("cart", "get", "cpu_us", 750.0).expect("set");
+        cart.set(Scope::Endpoint("get"), Setting::CpuUs(750.0))
+            .expect("set");
         half.push(common::throughput(&app.entry, 16, Duration::from_secs(3)));
     }
     full.sort_by(f64::total_cmp);
@@ -697,15 +703,17 @@ fn threads_change_live_within_max_threads() {
         (1, 2)
     );
     let secs = Duration::from_secs(3);
+    let w = app.control("w").expect("control");
     let (one, two, back) = under_load(&app, 6, || {
         let one = window(&app, "w", secs);
-        app.set_service_live("w", "threads", 2.0)
+        w.set(Scope::Service, Setting::Threads(2))
             .expect("threads=2");
         assert_eq!(app.stats("w").expect("stats").threads, 2);
         std::thread::sleep(Duration::from_millis(200));
         let two = window(&app, "w", secs);
         // Lowered while every worker is busy: the permits in use are forgotten as their visits finish.
-        slowpoke_emu::set_live(&app, "w", "*", "threads", 1.0).expect("threads=1");
+        w.set(Scope::Service, Setting::Threads(1))
+            .expect("threads=1");
         std::thread::sleep(Duration::from_millis(200));
         let back = window(&app, "w", secs);
         (one, two, back)
@@ -762,12 +770,13 @@ fn invalid_live_threads_are_refused_and_change_nothing() {
     let app = start(topo(SCALE_APP), &["w.max_threads=3".parse().expect("set")]);
     let threads = || app.stats("w").expect("stats").threads;
     assert_eq!(app.stats("w").expect("stats").max_threads, 3);
-    app.set_service_live("w", "threads", 3.0)
+    let w = app.control("w").expect("control");
+    w.set(Scope::Service, Setting::Threads(3))
         .expect("threads=3");
     assert_eq!(threads(), 3);
-    for v in [0.0, 4.0, 1.5, -1.0, 1e9] {
-        let e = app
-            .set_service_live("w", "threads", v)
+    for v in [0, 4, 1_000_000_000] {
+        let e = w
+            .set(Scope::Service, Setting::Threads(v))
             .expect_err("out of range")
             .to_string();
         assert!(
@@ -776,22 +785,35 @@ fn invalid_live_threads_are_refused_and_change_nothing() {
         );
         assert_eq!(threads(), 3, "threads={v} changed the state");
     }
-    let e = app
-        .set_service_live("w", "max_threads", 4.0)
-        .expect_err("max_threads live")
-        .to_string();
-    assert!(e.contains("max_threads") && e.contains("restart"), "{e}");
-    let e = app
-        .set_service_live("w", "cores", 2.0)
-        .expect_err("unknown key")
-        .to_string();
-    assert!(e.contains("cores") && e.contains("threads"), "{e}");
-    let e = app
-        .set_live("w", "work", "threads", 2.0)
+    let e = w
+        .set(Scope::Endpoint("work"), Setting::Threads(2))
         .expect_err("threads is not an endpoint setting")
         .to_string();
     assert!(e.contains("service w"), "{e}");
-    assert_eq!(threads(), 3);
+    // What the typed handle cannot send, the control port itself refuses (curl users speak JSON to it).
+    for (body, needles) in [
+        (
+            r#"{"threads":1.5}"#,
+            &["service w", "threads = 1.5", "1..=3"][..],
+        ),
+        (
+            r#"{"key":"threads","value":-1}"#,
+            &["threads = -1", "1..=3"],
+        ),
+        (r#"{"max_threads":4}"#, &["max_threads", "restart"]),
+        (r#"{"cores":2}"#, &["cores", "threads"]),
+        (
+            r#"{"endpoint":"work","threads":2}"#,
+            &["service w", "threads"],
+        ),
+    ] {
+        let (code, text) = put_set_raw(w.url(), body);
+        assert_eq!(code, 400, "{body}: {text}");
+        for n in needles {
+            assert!(text.contains(n), "{body}: {text} lacks {n:?}");
+        }
+        assert_eq!(threads(), 3, "{body} changed the state");
+    }
     // The CLI, from the runner's line: svc.threads=N goes live; a bad value fails naming value and range.
     let info = std::env::temp_dir().join(format!("emu-test-{}-threads.json", std::process::id()));
     std::fs::write(&info, serde_json::to_string(&app.info).expect("json")).expect("write");
@@ -805,7 +827,24 @@ fn invalid_live_threads_are_refused_and_change_nothing() {
         err.contains("threads = 9") && err.contains("1..=3") && err.contains("service w"),
         "{err}"
     );
-    let control = app.control_url("w").expect("control");
+    for (set, needles) in [
+        ("w.threads=1.5", &["threads = 1.5", "whole number"][..]),
+        ("w.max_threads=4", &["max_threads", "restart"]),
+        ("w.cores=2", &["cores", "threads", "cpu_us"]),
+        (
+            "w.cpu_us=5",
+            &["service w", "endpoint setting", "w.ENDPOINT.cpu_us"],
+        ),
+        ("w.work.threads=2", &["service w", "w.threads=N"]),
+    ] {
+        let (code, _, err) = run_cli(&["set", "--app", info_s, set]);
+        assert_ne!(code, 0, "{set}");
+        for n in needles {
+            assert!(err.contains(n), "{set}: {err} lacks {n:?}");
+        }
+    }
+    assert_eq!(threads(), 2);
+    let control = w.url().to_owned();
     let (code, _, err) = run_cli(&["set", "--control", &control, "w.threads=1"]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(threads(), 1);
@@ -815,7 +854,8 @@ fn invalid_live_threads_are_refused_and_change_nothing() {
     let st = app.stats("w").expect("stats");
     assert_eq!((st.threads, st.max_threads), (1, 1));
     let e = app
-        .set_service_live("w", "threads", 2.0)
+        .control("w")
+        .and_then(|w| w.set(Scope::Service, Setting::Threads(2)))
         .expect_err("above max")
         .to_string();
     assert!(e.contains("1..=1") && e.contains("max_threads"), "{e}");
@@ -834,14 +874,15 @@ fn live_lock_change_moves_the_serialised_throughput() {
         &[],
     );
     let secs = Duration::from_secs(2);
+    let w = app.control("w").expect("control");
     let (long, short, again) = under_load(&app, 6, || {
         let long = window(&app, "w", secs);
-        app.set_live("w", "work", "lock_us", 500.0)
+        w.set(Scope::Endpoint("work"), Setting::LockUs(500.0))
             .expect("lock 500");
         assert!((app.stats("w").expect("stats").endpoints["work"].lock_us - 500.0).abs() < 1e-9);
         std::thread::sleep(Duration::from_millis(100));
         let short = window(&app, "w", secs);
-        app.set_live("w", "work", "lock_us", 2000.0)
+        w.set(Scope::Endpoint("work"), Setting::LockUs(2000.0))
             .expect("lock 2000");
         std::thread::sleep(Duration::from_millis(100));
         let again = window(&app, "w", secs);
@@ -869,4 +910,17 @@ fn live_lock_change_moves_the_serialised_throughput() {
         long.rps,
         again.rps
     );
+}
+
+/// `PUT /set` with a raw JSON body, as `curl` would send it: (HTTP status, body).
+fn put_set_raw(control: &str, body: &str) -> (u16, String) {
+    let url = format!("{control}/set");
+    match ureq::put(&url)
+        .set("content-type", "application/json")
+        .send_string(body)
+    {
+        Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
+        Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),
+        Err(e) => panic!("PUT {url}: {e}"),
+    }
 }

@@ -22,6 +22,8 @@ pub fn topologies_dir() -> PathBuf {
 }
 
 pub fn start(topo: impl Into<slowpoke_emu::TopologySource>, sets: &[Set]) -> RunningApp {
+    // The services' warnings reach the test's output through the library's `tracing` (shown when it fails).
+    let _ = tracing_subscriber::fmt().with_test_writer().try_init();
     let mut o = StartOptions::new(topo);
     o.sets = sets.to_vec();
     o.binary = Some(bin());
