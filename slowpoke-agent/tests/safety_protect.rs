@@ -546,3 +546,38 @@ fn allow_cgroup_and_allow_uid_confine_the_agent_to_one_tenant() {
         )]
     );
 }
+
+/// The agent beats the kernel's heartbeat (item 5): with the agent running the kernel stops the
+/// visiting process itself (no stale stop); with the agent stopped by an outsider the beats stop
+/// with it and the kernel stops nothing, so a member is never left stopped by a kernel nobody
+/// answers.
+#[test]
+fn the_kernel_heartbeat_lives_and_stops_with_the_agent() {
+    let server = single_threaded_server();
+    let state = TempDir::new("protect-heartbeat-state");
+    let agent = AgentProc::start(&state, &["--max-stopped-share", "1"]);
+    let (code, info) = put_service(&agent, "web", &format!(r#"{{"ports":[{}]}}"#, server.port));
+    assert_eq!(code, 200, "{info}");
+    set_plan(&agent, "web", 5_000_000);
+    get(server.port, "/");
+    let s = service_stats(&agent, "web");
+    assert!(s["pauses"].as_u64().unwrap() >= 1, "{s}");
+    assert_eq!(s["stale_stops"], 0, "the heartbeat was fresh: {s}");
+
+    // SAFETY: signals to the agent this test started.
+    unsafe { libc::kill(agent.pid() as i32, libc::SIGSTOP) };
+    // What is under test is the heartbeat's age: let it pass the kernel's 250 ms maximum.
+    std::thread::sleep(Duration::from_millis(400));
+    let watch = StopWatch::start(&[server.pid()]);
+    for _ in 0..5 {
+        get(server.port, "/");
+    }
+    let stopped = watch.finish();
+    unsafe { libc::kill(agent.pid() as i32, libc::SIGCONT) };
+    assert!(
+        stopped.is_empty(),
+        "the kernel stopped a member of a stopped agent"
+    );
+    let s = service_stats(&agent, "web");
+    assert!(s["stale_stops"].as_u64().unwrap() >= 1, "{s}");
+}
