@@ -428,14 +428,16 @@ fn the_kernel_never_stops_a_process_the_agent_has_not_listed() {
     // No resolution but the ones this test asks for.
     let agent = rt
         .block_on(slowpoke_agent::Agent::start(slowpoke_agent::AgentConfig {
-            resolve_interval: Duration::from_secs(3600),
+            resolve_interval: Duration::from_hours(1),
             max_stopped_share: 1.0,
             ..agent_util::test_config(&state)
         }))
         .expect("agent");
-    if agent.health().features.get("kernel").map(String::as_str) != Some("on") {
-        panic!("this test needs the kernel programs: {:?}", agent.health());
-    }
+    assert_eq!(
+        agent.health().features.get("kernel").map(String::as_str),
+        Some("on"),
+        "this test needs the kernel programs"
+    );
     let spec = slowpoke_agent::api::ServiceSpec {
         cgroup: Some(cgroup.path().display().to_string()),
         listen_ports: Some(vec![server.port, sshd.port]),

@@ -16,16 +16,45 @@
 //! it flushes (at most 3 s: then the kernel merely stops nothing for a while, which is safe).
 
 use std::{
-    sync::atomic::{AtomicU64, Ordering},
+    collections::BTreeMap,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
-use crate::sys::clock::monotonic_ns;
+use crate::{
+    error::AgentError,
+    kernel::{Beater, Kernel},
+    sys::clock::monotonic_ns,
+};
 
 /// How often the beater thread beats (five beats within the kernel's 250 ms maximum age).
 pub const BEAT_PERIOD: Duration = Duration::from_millis(50);
 /// Progress older than this stops the beats: the agent counts as hung.
 pub const STALL_LIMIT: Duration = Duration::from_secs(1);
+
+/// Starts beating the kernel's heartbeat while `progress` is fresh (and says so in `features`).
+pub(super) fn start(
+    kernel: &Kernel,
+    progress: &Arc<Progress>,
+    features: &mut BTreeMap<String, String>,
+) -> Result<Beater, AgentError> {
+    let p = progress.clone();
+    let beater = kernel
+        .heartbeat()
+        .beat_every(BEAT_PERIOD, move || p.alive())
+        .map_err(|e| AgentError::Unavailable(format!("the kernel heartbeat: {e}")))?;
+    features.insert(
+        "kernel_heartbeat".into(),
+        format!(
+            "on (every {} ms while the agent makes progress)",
+            BEAT_PERIOD.as_millis()
+        ),
+    );
+    Ok(beater)
+}
 
 /// Progress stamps of the threads the heartbeat vouches for (`CLOCK_MONOTONIC` ns).
 #[derive(Debug)]

@@ -140,28 +140,10 @@ impl Agent {
         let guardian = Guardian::spawn(state_file.path())
             .map_err(|e| AgentError::Internal(format!("cannot fork the guardian process: {e}")))?;
         let mut features = BTreeMap::new();
-        let progress = Arc::new(heartbeat::Progress::default());
-        let mut beater = None;
         let (kernel, kernel_error) = match Kernel::load(cfg.quantum_ns) {
             Ok(k) => {
                 features.extend(k.features());
                 features.insert("kernel".into(), "on".into());
-                // Without beats the kernel stops nothing: start them right away.
-                let p = progress.clone();
-                beater = Some(
-                    k.heartbeat()
-                        .beat_every(heartbeat::BEAT_PERIOD, move || p.alive())
-                        .map_err(|e| {
-                            AgentError::Unavailable(format!("the kernel heartbeat: {e}"))
-                        })?,
-                );
-                features.insert(
-                    "kernel_heartbeat".into(),
-                    format!(
-                        "on (every {} ms while the agent makes progress)",
-                        heartbeat::BEAT_PERIOD.as_millis()
-                    ),
-                );
                 (Some(k), None)
             }
             #[cfg(feature = "test-hooks")]
@@ -179,6 +161,12 @@ impl Agent {
                 )));
             }
         };
+        // Without beats the kernel stops nothing: start them right after the load.
+        let progress = Arc::new(heartbeat::Progress::default());
+        let beater = kernel
+            .as_ref()
+            .map(|k| heartbeat::start(k, &progress, &mut features))
+            .transpose()?;
         features.insert("realtime_resumer".into(), probe_realtime());
         features.insert("guardian".into(), format!("on (pid {})", guardian.pid()));
         let kernel: SharedKernel = Arc::new(Mutex::new(kernel));
