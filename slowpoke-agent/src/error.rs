@@ -14,6 +14,10 @@ pub enum AgentError {
     /// Invalid input (HTTP 400).
     #[error("{0}")]
     BadRequest(String),
+    /// The request names only processes the agent never stops, e.g. pid 1 or the agent itself
+    /// (HTTP 403).
+    #[error("{0}")]
+    Forbidden(String),
     /// No such service (HTTP 404).
     #[error("{0}")]
     NotFound(String),
@@ -32,6 +36,7 @@ impl AgentError {
     pub fn status(&self) -> StatusCode {
         match self {
             AgentError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            AgentError::Forbidden(_) => StatusCode::FORBIDDEN,
             AgentError::NotFound(_) => StatusCode::NOT_FOUND,
             AgentError::Conflict(_) => StatusCode::CONFLICT,
             AgentError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,

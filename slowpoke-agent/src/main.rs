@@ -4,7 +4,7 @@ use std::{future::IntoFuture as _, net::SocketAddr, path::PathBuf, time::Duratio
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
-use slowpoke_agent::{Agent, AgentConfig, Auth};
+use slowpoke_agent::{Agent, AgentConfig, Auth, safety::protect::ProtectRules};
 
 /// Slowpoke node agent: counts visits of registered services with eBPF and pauses whole services
 /// to apply a virtual-speedup plan. Serves its HTTP API until SIGINT or SIGTERM.
@@ -32,6 +32,22 @@ struct Args {
     /// beyond it is dropped and reported.
     #[arg(long, default_value_t = 0.5)]
     max_stopped_share: f64,
+    /// A process name (as in /proc/PID/comm; `*` matches any run of characters) the agent never
+    /// stops, whatever a selector says. Repeatable; the names given replace the default list
+    /// (sshd*, systemd, systemd-*, init, getty, agetty, login, dbus-*, kubelet, containerd,
+    /// containerd-shim*, dockerd, crio, conmon, runc, etcd, kube-apiserver, kube-scheduler,
+    /// kube-controller-manager, kube-proxy, slowpoke-agent, slowpoke-guard, slowpoke). pid 1,
+    /// kernel threads, the agent and every process in its cgroup are protected regardless.
+    #[arg(long = "protect-comm", value_name = "NAME")]
+    protect_comm: Vec<String>,
+    /// Confine the agent to one tenant: only processes whose uids (real, effective, saved,
+    /// filesystem) are all among the given ones may be selected. Repeatable.
+    #[arg(long = "allow-uid", value_name = "UID")]
+    allow_uid: Vec<u32>,
+    /// Confine the agent to one tenant: only processes inside these cgroup directories (v1 or v2,
+    /// descendants included) may be selected. Repeatable.
+    #[arg(long = "allow-cgroup", value_name = "PATH")]
+    allow_cgroup: Vec<PathBuf>,
     /// Log filter (error, warn, info, debug, trace, or a tracing directive such as
     /// `slowpoke_agent=debug`).
     #[arg(long, default_value = "info")]
@@ -72,8 +88,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
             args.max_stopped_share
         );
     }
+    let mut protect = ProtectRules {
+        allow_uids: args.allow_uid,
+        allow_cgroups: args.allow_cgroup,
+        ..ProtectRules::default()
+    };
+    if !args.protect_comm.is_empty() {
+        protect.comms = args.protect_comm;
+    }
+    protect.validate().map_err(anyhow::Error::msg)?;
     let cfg = AgentConfig {
         state_dir: args.state_dir,
+        protect,
         quantum_ns: args.quantum_us.saturating_mul(1000),
         max_delay_per_visit_ns: args.max_delay_ms.saturating_mul(1_000_000),
         max_stopped_share: args.max_stopped_share,

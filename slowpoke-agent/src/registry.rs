@@ -4,10 +4,14 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    path::PathBuf,
+    path::{Path, PathBuf},
 };
 
-use crate::{api::ServiceSpec, error::AgentError, sys::procfs};
+use crate::{
+    api::{ExcludedProcess, ServiceSpec},
+    error::AgentError,
+    sys::procfs,
+};
 
 /// The longest service name accepted.
 pub const MAX_NAME_LEN: usize = 64;
@@ -36,12 +40,37 @@ pub enum Selector {
     Comm(String),
 }
 
+/// The processes no selector may reach (the agent's protection rules, `safety::protect`),
+/// asked at every resolution so that a protected process never becomes a member.
+pub trait Guard {
+    /// Why `pid` may never be a member, or `None` when it may.
+    fn refuse(&self, pid: u32) -> Option<String>;
+    /// Whether the kernel may count every process of the cgroup directory `dir` as a member
+    /// (before the next resolution has checked a newcomer).
+    fn may_track_cgroup(&self, dir: &Path) -> bool;
+}
+
+/// No protection at all: for tests of the registry alone.
+pub struct Unguarded;
+
+impl Guard for Unguarded {
+    fn refuse(&self, _pid: u32) -> Option<String> {
+        None
+    }
+    fn may_track_cgroup(&self, _dir: &Path) -> bool {
+        true
+    }
+}
+
 /// What a selector resolves to right now.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Resolved {
     /// Thread-group ids, sorted.
     pub pids: Vec<u32>,
-    /// cgroup v2 ids (cgroup selector on a v2 path only).
+    /// Processes matched but protected (never members), with the reason.
+    pub excluded: Vec<ExcludedProcess>,
+    /// cgroup v2 ids (cgroup selector on a v2 path only) of the directories the kernel may count
+    /// as a whole: none that holds a protected process or that the guard keeps for itself.
     pub cgroup_ids: Vec<u64>,
     /// Listening TCP ports whose receives are the service's visits.
     pub listen_ports: Vec<u16>,
@@ -87,9 +116,9 @@ impl Selector {
             }
             Selector::Ports(p.clone())
         } else if let Some(p) = &spec.pids {
-            if p.is_empty() || p.iter().any(|&p| p <= 1) {
+            if p.is_empty() || p.contains(&0) {
                 return Err(AgentError::BadRequest(
-                    "\"pids\" must list at least one process id, none of them 0 or 1".into(),
+                    "\"pids\" must list at least one process id, none of them 0".into(),
                 ));
             }
             Selector::Pids(p.clone())
@@ -112,27 +141,62 @@ impl Selector {
         Ok(sel)
     }
 
-    /// Resolves to processes now, leaving out `exclude` (the agent and its guardian). Errors say
-    /// why nothing matched.
+    /// Pid selectors name processes, not threads: refuses a thread id (its `/proc/TID` exists
+    /// too) naming the process it belongs to. Checked at registration; later passes skip what
+    /// became a thread id.
+    pub fn check_process_ids(&self) -> Result<(), AgentError> {
+        let Selector::Pids(pids) = self else {
+            return Ok(());
+        };
+        for &p in pids {
+            if let Some(st) = procfs::status(p)
+                && st.tgid != p
+            {
+                let comm = procfs::comm(st.tgid).unwrap_or_default();
+                return Err(AgentError::BadRequest(format!(
+                    "{p} is a thread of process {} ({comm}), not a process: \"pids\" takes \
+                     process ids (thread-group ids); give {} to select that process",
+                    st.tgid, st.tgid
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Resolves to processes now. Every candidate goes past `guard`: the ones it refuses are
+    /// listed in `excluded`, never in `pids`. Errors say why nothing could be read.
     pub fn resolve(
         &self,
         listen_ports: Option<&[u16]>,
-        exclude: &[u32],
+        guard: &dyn Guard,
     ) -> Result<Resolved, AgentError> {
-        let (pids, cgroup_ids): (BTreeSet<u32>, Vec<u64>) = match self {
-            Selector::Pids(p) => (
-                p.iter().copied().filter(|&p| procfs::alive(p)).collect(),
-                Vec::new(),
-            ),
-            Selector::Ports(ports) => (procfs::pids_listening_on(ports), Vec::new()),
+        // (directory, its processes) of a cgroup v2 selector: its id goes to the kernel only if
+        // none of them is refused.
+        let mut v2_dirs: Vec<(PathBuf, BTreeSet<u32>)> = Vec::new();
+        let candidates: BTreeSet<u32> = match self {
+            Selector::Pids(p) => p
+                .iter()
+                .copied()
+                .filter(|&p| procfs::status(p).is_some_and(|s| s.tgid == p))
+                .collect(),
+            Selector::Ports(ports) => procfs::pids_listening_on(ports),
             Selector::Cgroup(dir) => {
-                let pids = procfs::cgroup_pids(dir).map_err(|e| {
+                std::fs::metadata(dir.join("cgroup.procs")).map_err(|e| {
                     AgentError::BadRequest(format!(
                         "cgroup {} is not readable ({e}): give the absolute path of a cgroup directory",
                         dir.display()
                     ))
                 })?;
-                (pids, procfs::cgroup2_ids(dir))
+                let v2 = procfs::is_cgroup2(dir);
+                let mut all = BTreeSet::new();
+                for d in procfs::cgroup_tree(dir) {
+                    let procs = procfs::cgroup_procs(&d);
+                    all.extend(&procs);
+                    if v2 {
+                        v2_dirs.push((d, procs));
+                    }
+                }
+                all
             }
             Selector::Comm(c) => {
                 // The kernel truncates comm to 15 bytes.
@@ -140,14 +204,31 @@ impl Selector {
                     Some((i, _)) => &c[..i],
                     None => c,
                 };
-                let pids = procfs::all_pids()
+                procfs::all_pids()
                     .into_iter()
                     .filter(|&p| procfs::comm(p).is_some_and(|n| n == want))
-                    .collect();
-                (pids, Vec::new())
+                    .collect()
             }
         };
-        let pids: Vec<u32> = pids.into_iter().filter(|p| !exclude.contains(p)).collect();
+        let mut pids = Vec::new();
+        let mut excluded = Vec::new();
+        for pid in candidates {
+            match guard.refuse(pid) {
+                None => pids.push(pid),
+                Some(reason) => excluded.push(ExcludedProcess {
+                    pid,
+                    comm: procfs::comm(pid).unwrap_or_default(),
+                    reason,
+                }),
+            }
+        }
+        let cgroup_ids = v2_dirs
+            .iter()
+            .filter(|(d, procs)| {
+                guard.may_track_cgroup(d) && !excluded.iter().any(|e| procs.contains(&e.pid))
+            })
+            .filter_map(|(d, _)| procfs::cgroup_id(d))
+            .collect();
         let listen_ports_given = listen_ports.is_some();
         let listen_ports = match (listen_ports, self) {
             (Some(p), _) => p.to_vec(),
@@ -172,14 +253,32 @@ impl Selector {
         };
         Ok(Resolved {
             pids,
+            excluded,
             cgroup_ids,
             listen_ports,
             other_ports,
         })
     }
 
-    /// Why an empty resolution is an error for a new registration.
-    pub fn nothing_matched(&self) -> AgentError {
+    /// Why an empty resolution is an error for a new registration: nothing matched (400), or
+    /// only protected processes did (403, naming them).
+    pub fn nothing_matched(&self, excluded: &[ExcludedProcess]) -> AgentError {
+        const NAMED: usize = 8;
+        if !excluded.is_empty() {
+            let mut named: Vec<String> = excluded
+                .iter()
+                .take(NAMED)
+                .map(|e| format!("{} ({}): {}", e.pid, e.comm, e.reason))
+                .collect();
+            if excluded.len() > NAMED {
+                named.push(format!("and {} more", excluded.len() - NAMED));
+            }
+            return AgentError::Forbidden(format!(
+                "the selector matches only processes the agent never stops: {}; select the \
+                 service's own processes (see docs/agent.md, \"Protected processes\")",
+                named.join("; ")
+            ));
+        }
         let what = match self {
             Selector::Pids(p) => format!("none of the processes {p:?} exists"),
             Selector::Ports(p) => format!("no process listens on TCP port(s) {p:?}"),
@@ -347,11 +446,13 @@ mod tests {
     fn own_process_resolves_by_pid_and_comm() {
         let me = std::process::id();
         let r = Selector::Pids(vec![me])
-            .resolve(None, &[])
+            .resolve(None, &Unguarded)
             .expect("resolves");
         assert_eq!(r.pids, vec![me]);
         let comm = procfs::comm(me).expect("comm");
-        let r = Selector::Comm(comm).resolve(None, &[]).expect("resolves");
+        let r = Selector::Comm(comm)
+            .resolve(None, &Unguarded)
+            .expect("resolves");
         assert!(r.pids.contains(&me));
         let mut cpu = CpuAccount::default();
         let a = cpu.update(&[me]);

@@ -51,6 +51,23 @@ pub struct ServiceInfo {
     pub pids: Vec<u32>,
     /// Listening TCP ports: a receive on one of them is a visit.
     pub listen_ports: Vec<u16>,
+    /// Processes the selector matched that the agent never stops (protected: pid 1, kernel
+    /// threads, the agent and its cgroup, protected names, outside `--allow-uid` /
+    /// `--allow-cgroup`), with the reason; they are not members. Re-checked at every resolution.
+    #[serde(default)]
+    pub excluded: Vec<ExcludedProcess>,
+}
+
+/// A process a selector matched but the agent leaves out because it is protected
+/// (docs/agent.md, "Protected processes").
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ExcludedProcess {
+    pub pid: u32,
+    /// Its name (`/proc/PID/comm`).
+    pub comm: String,
+    /// Why it is protected, e.g. `pid 1, the node's init`.
+    pub reason: String,
 }
 
 /// `GET /v1/services`.
@@ -96,6 +113,14 @@ pub struct ServiceStats {
     /// Spin-mode busy delay actually spent in the kernel.
     #[serde(default)]
     pub spin_ns: u64,
+    /// In-kernel stops refused because the visiting process is protected (the kernel's deny
+    /// maps: pid 1, the agent, its guardian and cgroup, the processes a resolution left out).
+    #[serde(default)]
+    pub denied_stops: u64,
+    /// In-kernel stops skipped because the agent's heartbeat was stale (the agent stopped, hung
+    /// or not beating): the pause went the user-space way, or not at all.
+    #[serde(default)]
+    pub stale_stops: u64,
     /// True when the service's traffic makes visit counting approximate (HTTP/2, pipelining).
     #[serde(default)]
     pub visits_approximate: bool,

@@ -291,6 +291,7 @@ impl AgentClient for FakeAgent {
             } else {
                 vec![]
             },
+            excluded: vec![],
         })
     }
     fn delete_service(&self, name: &str) -> Result<(), AgentError> {

@@ -412,7 +412,7 @@ fn on_visit(
 /// right before a SIGSTOP or a spin, so its lookups cost nothing on the hot path.
 #[inline(always)]
 fn may_stop(tgid: u32, counters: *mut ServiceCounters) -> bool {
-    if is_protected(tgid) {
+    if is_protected(tgid) || !is_listed(tgid) {
         add(unsafe { &raw mut (*counters).denied_stops }, 1);
         return false;
     }
@@ -421,6 +421,14 @@ fn may_stop(tgid: u32, counters: *mut ServiceCounters) -> bool {
         return false;
     }
     true
+}
+
+/// The agent listed the process itself (`MEMBERS`): it checked it against its protection rules.
+/// A process counted only through its cgroup (one that appeared since the agent's last
+/// resolution) is counted but never stopped here: it may be one the agent would refuse.
+#[inline(always)]
+fn is_listed(tgid: u32) -> bool {
+    unsafe { MEMBERS.get(tgid) }.is_some()
 }
 
 /// tgid 0 or 1 (whatever the maps say), a protected tgid, or a process in a protected cgroup

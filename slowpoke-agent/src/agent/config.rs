@@ -2,7 +2,7 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use crate::{error::AgentError, kernel::DEFAULT_QUANTUM_NS};
+use crate::{error::AgentError, kernel::DEFAULT_QUANTUM_NS, safety::protect::ProtectRules};
 
 /// Agent settings. `Default` gives the documented defaults.
 #[derive(Clone, Debug)]
@@ -24,6 +24,9 @@ pub struct AgentConfig {
     pub idle_interval: Duration,
     /// Window over which threads doing socket work count as serving threads (default 2 s).
     pub serving_window: Duration,
+    /// Processes never stopped, and the optional tenant confinement (default: pid 1, kernel
+    /// threads, the agent and its cgroup, the names of `DEFAULT_PROTECTED_COMMS`).
+    pub protect: ProtectRules,
     /// TEST ONLY (cargo feature `test-hooks`, absent from release builds). Keep running when the
     /// kernel programs do not load (no visits, no plans) and enable the manual pause endpoint
     /// `POST /v1/debug/pause/{name}`.
@@ -42,6 +45,7 @@ impl Default for AgentConfig {
             resolve_interval: Duration::from_millis(250),
             idle_interval: Duration::from_millis(50),
             serving_window: Duration::from_secs(2),
+            protect: ProtectRules::default(),
             #[cfg(feature = "test-hooks")]
             test_hooks: false,
         }
@@ -63,6 +67,7 @@ impl AgentConfig {
                 self.quantum_ns
             )));
         }
+        self.protect.validate().map_err(AgentError::BadRequest)?;
         if self.resolve_interval.is_zero() || self.stop_window.is_zero() {
             return Err(AgentError::BadRequest(
                 "resolve_interval and stop_window must be positive".into(),

@@ -76,6 +76,7 @@ impl Agent {
             tracing::debug!("dispatcher: {why}");
         }
         while let Some(req) = rx.blocking_recv() {
+            self.inner.progress.dispatch_started();
             let act = self
                 .inner
                 .by_id
@@ -91,6 +92,7 @@ impl Agent {
                     }
                 }
             }
+            self.inner.progress.dispatch_done();
             if self.inner.stopping.load(Ordering::SeqCst) {
                 break;
             }

@@ -10,12 +10,16 @@
 //! in `dispatch.rs`), never `state`, so flushing an actuator while holding `state` is safe.
 //!
 //! Files: `config.rs` (settings), `services.rs` (register, replace, forget), `resolver.rs` (the
-//! resolver thread), `plan.rs` (slowdown plans), `dispatch.rs` (kernel <-> actuators, manual
-//! pauses), `stats.rs` (the counters snapshot); this file holds the agent's state and lifecycle.
+//! resolver thread), `protect.rs` (protected processes: the registry's guard, the kernel's deny
+//! maps), `heartbeat.rs` (the progress the kernel heartbeat vouches for), `plan.rs` (slowdown
+//! plans), `dispatch.rs` (kernel <-> actuators, manual pauses), `stats.rs` (the counters
+//! snapshot); this file holds the agent's state and lifecycle.
 
 mod config;
 mod dispatch;
+mod heartbeat;
 mod plan;
+mod protect;
 mod resolver;
 mod services;
 mod stats;
@@ -35,7 +39,7 @@ use crate::{
     actuator::Actuator,
     api::{self, Mode, ServiceSpec, SlowdownPlan},
     error::AgentError,
-    kernel::{Kernel, ServiceId},
+    kernel::{Beater, Kernel, ServiceId},
     registry::{CpuAccount, Resolved, Selector, WaitAccount},
     safety::{
         guardian::Guardian,
@@ -64,6 +68,10 @@ struct Inner {
     /// Service id -> actuator, for the dispatcher's hot path.
     by_id: RwLock<HashMap<ServiceId, Arc<Actuator>>>,
     guardian: Mutex<Option<Guardian>>,
+    /// What the kernel heartbeat vouches for (resolver and dispatcher progress).
+    progress: Arc<heartbeat::Progress>,
+    /// Beats the kernel's heartbeat while `progress` is fresh; dropped first at shutdown.
+    beater: Mutex<Option<Beater>>,
     lock: Mutex<Option<AgentLock>>,
     stopping: AtomicBool,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
@@ -153,6 +161,12 @@ impl Agent {
                 )));
             }
         };
+        // Without beats the kernel stops nothing: start them right after the load.
+        let progress = Arc::new(heartbeat::Progress::default());
+        let beater = kernel
+            .as_ref()
+            .map(|k| heartbeat::start(k, &progress, &mut features))
+            .transpose()?;
         features.insert("realtime_resumer".into(), probe_realtime());
         features.insert("guardian".into(), format!("on (pid {})", guardian.pid()));
         let kernel: SharedKernel = Arc::new(Mutex::new(kernel));
@@ -183,12 +197,16 @@ impl Agent {
             }),
             by_id: RwLock::new(HashMap::new()),
             guardian: Mutex::new(Some(guardian)),
+            progress,
+            beater: Mutex::new(beater),
             lock: Mutex::new(Some(agent_lock)),
             stopping: AtomicBool::new(false),
             threads: Mutex::new(Vec::new()),
             cfg,
         });
         let agent = Agent { inner };
+        // Before any service exists: the agent, its guardian, pid 1 and the agent's cgroup.
+        agent.protect_in_kernel(&lock(&agent.inner.state), &agent.protection());
         if let Some(rx) = requests {
             let a = agent.clone();
             std::thread::Builder::new()
@@ -215,14 +233,6 @@ impl Agent {
             return Err(AgentError::Unavailable("the agent is shutting down".into()));
         }
         Ok(())
-    }
-
-    fn exclude(&self) -> Vec<u32> {
-        let mut v = vec![std::process::id()];
-        if let Some(g) = lock(&self.inner.guardian).as_ref() {
-            v.push(g.pid());
-        }
-        v
     }
 
     pub fn health(&self) -> api::Health {
@@ -259,6 +269,8 @@ impl Agent {
 
     fn shutdown_blocking(&self) {
         self.inner.stopping.store(true, Ordering::SeqCst);
+        // From here on the kernel stops nothing itself; what is left is paid the user-space way.
+        drop(lock(&self.inner.beater).take());
         for a in self
             .inner
             .by_id

@@ -1,5 +1,7 @@
-//! The resolver thread: re-resolves every selector periodically (processes come and go), pushes
-//! membership to the kernel and the actuators, measures cores, and restarts a dead guardian.
+//! The resolver thread: re-resolves every selector periodically (processes come and go), applies
+//! the protection rules anew at every pass, pushes membership and the deny maps to the kernel and
+//! membership to the actuators, measures cores, restarts a dead guardian, and stamps the progress
+//! the kernel heartbeat vouches for.
 
 use std::{sync::atomic::Ordering, time::Duration};
 
@@ -18,8 +20,10 @@ impl Agent {
             let next = std::time::Instant::now() + interval;
             self.resolve_once();
             self.watch_guardian();
+            self.inner.progress.resolver_tick();
             while std::time::Instant::now() < next && !self.inner.stopping.load(Ordering::SeqCst) {
                 std::thread::sleep(Duration::from_millis(10).min(interval));
+                self.inner.progress.resolver_tick();
             }
         }
     }
@@ -40,10 +44,10 @@ impl Agent {
                 })
                 .collect()
         };
-        let exclude = self.exclude();
+        let protection = self.protection();
         let since = monotonic_ns().saturating_sub(self.inner.cfg.serving_window.as_nanos() as u64);
         for (name, generation, selector, ports) in work {
-            let Ok(resolved) = selector.resolve(ports.as_deref(), &exclude) else {
+            let Ok(resolved) = selector.resolve(ports.as_deref(), &protection) else {
                 continue;
             };
             let usable = registry::usable_cpus(&resolved.pids);
@@ -91,6 +95,7 @@ impl Agent {
                 }
             }
         }
+        self.protect_in_kernel(&lock(&self.inner.state), &protection);
     }
 
     fn watch_guardian(&self) {

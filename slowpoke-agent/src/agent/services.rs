@@ -19,12 +19,17 @@ impl Agent {
         self.check_running()?;
         registry::validate_name(name)?;
         let selector = Selector::from_spec(&spec)?;
-        let resolved = selector.resolve(spec.listen_ports.as_deref(), &self.exclude())?;
+        selector.check_process_ids()?;
+        let protection = self.protection();
+        let resolved = selector.resolve(spec.listen_ports.as_deref(), &protection)?;
         if resolved.pids.is_empty() {
-            return Err(selector.nothing_matched());
+            return Err(selector.nothing_matched(&resolved.excluded));
         }
-        let mut st = lock(&self.inner.state);
-        let st = &mut *st;
+        if !resolved.excluded.is_empty() {
+            tracing::info!(service = name, excluded = ?resolved.excluded, "protected processes left out");
+        }
+        let mut guard = lock(&self.inner.state);
+        let st = &mut *guard;
         let delayed = st.plan.services.contains_key(name);
         if delayed {
             self.record_delayed(name, &resolved.pids)?;
@@ -85,7 +90,9 @@ impl Agent {
         svc.cpu.update(&svc.resolved.pids);
         svc.wait.update(&svc.resolved.pids);
         tracing::info!(service = name, pids = ?svc.resolved.pids, ports = ?svc.resolved.listen_ports, "service registered");
-        Ok(svc.info(name))
+        let info = svc.info(name);
+        self.protect_in_kernel(st, &protection);
+        Ok(info)
     }
 
     /// Forgets a service (removing its delay first, paying its leftover debt).
@@ -141,6 +148,7 @@ impl Service {
             spec: self.spec.clone(),
             pids: self.resolved.pids.clone(),
             listen_ports: self.resolved.listen_ports.clone(),
+            excluded: self.resolved.excluded.clone(),
         }
     }
 }

@@ -71,6 +71,8 @@ impl Agent {
                     owed_ns: kc.owed_ns.max(a.owed_ns),
                     dropped_ns: a.dropped_ns,
                     spin_ns: kc.spin_ns,
+                    denied_stops: kc.denied_stops,
+                    stale_stops: kc.stale_stops,
                     visits_approximate: kc.visits_approximate,
                     warnings,
                 },

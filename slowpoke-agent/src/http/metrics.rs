@@ -65,6 +65,18 @@ const FAMILIES: &[Family] = &[
         |s| s.spin_ns as f64 / 1e9,
     ),
     (
+        "slowpoke_denied_stops_total",
+        "counter",
+        "In-kernel stops refused because the visiting process is protected.",
+        |s| s.denied_stops as f64,
+    ),
+    (
+        "slowpoke_stale_stops_total",
+        "counter",
+        "In-kernel stops skipped because the agent's heartbeat was stale.",
+        |s| s.stale_stops as f64,
+    ),
+    (
         "slowpoke_cpu_seconds_total",
         "counter",
         "CPU time of the service's processes.",
@@ -120,6 +132,7 @@ mod tests {
             crate::api::ServiceStats {
                 visits: 7,
                 pause_ns: 1_500_000_000,
+                denied_stops: 3,
                 ..Default::default()
             },
         );
@@ -127,5 +140,7 @@ mod tests {
         assert!(text.contains("slowpoke_visits_total{service=\"cart\"} 7\n"));
         assert!(text.contains("slowpoke_pause_seconds_total{service=\"cart\"} 1.5\n"));
         assert!(text.contains("# TYPE slowpoke_cores gauge"));
+        assert!(text.contains("slowpoke_denied_stops_total{service=\"cart\"} 3\n"));
+        assert!(text.contains("slowpoke_stale_stops_total{service=\"cart\"} 0\n"));
     }
 }

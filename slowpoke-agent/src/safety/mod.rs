@@ -7,6 +7,9 @@
 //! - [`guardian`]: a forked child that reads EOF on a pipe when the agent process ends, however
 //!   it ends, and resumes everything the state file lists;
 //! - [`lock`]: one agent per state directory, so the file it keeps is the complete list;
+//! - [`protect`]: the processes the agent never stops (pid 1, kernel threads, itself, its
+//!   cgroup, a deny list of names; optionally only some uids or cgroups), checked at every
+//!   resolution and, through the deny maps the agent fills, in the kernel;
 //! - the next agent start resumes whatever the file still lists ([`state::resume_leftovers`]),
 //!   which covers the one case the guardian cannot: agent and guardian killed together.
 //!
@@ -15,4 +18,5 @@
 
 pub mod guardian;
 pub mod lock;
+pub mod protect;
 pub mod state;

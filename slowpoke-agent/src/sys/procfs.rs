@@ -50,7 +50,12 @@ pub struct ProcStat {
     pub state: char,
     /// utime + stime in clock ticks.
     pub cpu_ticks: u64,
+    /// The kernel's per-process flags (`PF_*`, e.g. [`PF_KTHREAD`]).
+    pub flags: u32,
 }
+
+/// `PF_KTHREAD` of `/proc/PID/stat`'s flags: a kernel thread (no user space to stop).
+pub const PF_KTHREAD: u32 = 0x0020_0000;
 
 /// Parses `/proc/PID/stat` (the `comm` field may contain spaces and parentheses: parse after the
 /// last `)`).
@@ -65,13 +70,65 @@ pub fn parse_stat(text: &str) -> Option<ProcStat> {
     // After ')': state(3) ppid(4) pgrp(5) session(6) tty_nr(7) tpgid(8) flags(9) minflt(10)
     // cminflt(11) majflt(12) cmajflt(13) utime(14) stime(15).
     let state = fields.next()?.chars().next()?;
-    let mut fields = fields.skip(10);
+    let mut fields = fields.skip(5);
+    let flags: u32 = fields.next()?.parse().ok()?;
+    let mut fields = fields.skip(4);
     let utime: u64 = fields.next()?.parse().ok()?;
     let stime: u64 = fields.next()?.parse().ok()?;
     Some(ProcStat {
         state,
         cpu_ticks: utime + stime,
+        flags,
     })
+}
+
+/// True for a kernel thread (`PF_KTHREAD`): it has no user space, no `/proc/PID/exe`, and
+/// stopping one (kthreadd, a worker) can hang the node.
+pub fn is_kernel_thread(pid: u32) -> bool {
+    stat(pid).is_some_and(|s| s.flags & PF_KTHREAD != 0)
+}
+
+/// The fields of `/proc/PID/status` the agent's safety rules use.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProcStatus {
+    /// The thread-group id: equal to the id asked for when it names a process, the process's
+    /// id when it names one of its other threads.
+    pub tgid: u32,
+    /// Real, effective, saved and filesystem uid.
+    pub uids: [u32; 4],
+}
+
+/// Reads `/proc/ID/status` of a process or thread (`/proc/TID` exists for every thread id too,
+/// although `/proc` does not list it).
+pub fn status(id: u32) -> Option<ProcStatus> {
+    parse_status(&fs::read_to_string(format!("/proc/{id}/status")).ok()?)
+}
+
+/// See [`status`].
+pub fn parse_status(text: &str) -> Option<ProcStatus> {
+    let mut tgid = None;
+    let mut uids = None;
+    for line in text.lines() {
+        if let Some(v) = line.strip_prefix("Tgid:") {
+            tgid = v.trim().parse().ok();
+        } else if let Some(v) = line.strip_prefix("Uid:") {
+            let u: Vec<u32> = v
+                .split_ascii_whitespace()
+                .filter_map(|x| x.parse().ok())
+                .collect();
+            uids = u.try_into().ok();
+        }
+    }
+    Some(ProcStatus {
+        tgid: tgid?,
+        uids: uids?,
+    })
+}
+
+/// The process's cgroup v2 path relative to the cgroup2 root (`/` for the root), from the
+/// `0::` line of `/proc/PID/cgroup`; `None` when it has none (pure v1) or is gone.
+pub fn cgroup2_path(pid: u32) -> Option<String> {
+    proc_cgroups(pid).remove("")
 }
 
 /// Appends `(tid, run_delay_ns)` for every thread of process `pid`: the time each thread spent
@@ -277,23 +334,26 @@ pub fn cgroup_pids(dir: &Path) -> io::Result<BTreeSet<u32>> {
     fs::metadata(dir.join("cgroup.procs"))?;
     let mut pids = BTreeSet::new();
     for d in cgroup_tree(dir) {
-        if let Ok(text) = fs::read_to_string(d.join("cgroup.procs")) {
-            pids.extend(text.lines().filter_map(|l| l.trim().parse::<u32>().ok()));
-        }
+        pids.extend(cgroup_procs(&d));
     }
     Ok(pids)
 }
 
-/// cgroup v2 ids (directory inode numbers, what `bpf_get_current_cgroup_id` returns) of a v2
-/// cgroup and its descendants; empty for a v1 path.
-pub fn cgroup2_ids(dir: &Path) -> Vec<u64> {
-    if !is_cgroup2(dir) {
-        return Vec::new();
-    }
-    cgroup_tree(dir)
-        .iter()
-        .filter_map(|d| fs::metadata(d).ok().map(|m| m.ino()))
-        .collect()
+/// The processes directly in one cgroup directory (its `cgroup.procs`; empty when unreadable).
+pub fn cgroup_procs(dir: &Path) -> BTreeSet<u32> {
+    fs::read_to_string(dir.join("cgroup.procs"))
+        .map(|text| {
+            text.lines()
+                .filter_map(|l| l.trim().parse::<u32>().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The cgroup v2 id of a directory on the cgroup2 filesystem (its inode number, what
+/// `bpf_get_current_cgroup_id` returns for its processes).
+pub fn cgroup_id(dir: &Path) -> Option<u64> {
+    fs::metadata(dir).ok().map(|m| m.ino())
 }
 
 /// CPUs a thread may run on (`sched_getaffinity`; already restricted by its cpuset).
@@ -437,6 +497,23 @@ mod tests {
         let s = parse_stat(text).expect("parses");
         assert_eq!(s.state, 'S');
         assert_eq!(s.cpu_ticks, 22);
+        assert_eq!(s.flags, 4_194_560);
+        assert_eq!(s.flags & PF_KTHREAD, 0);
+        let kthreadd = "2 (kthreadd) S 0 0 0 0 -1 2129984 0 0 0 0 0 1 0 0 20 0 1 0 12 0 0";
+        assert_ne!(parse_stat(kthreadd).expect("parses").flags & PF_KTHREAD, 0);
+    }
+
+    #[test]
+    fn status_of_a_thread_names_its_process() {
+        let text = "Name:\tpython3\nUmask:\t0022\nState:\tS (sleeping)\nTgid:\t1234\n\
+                    Ngid:\t0\nPid:\t1240\nPPid:\t1\nUid:\t1000\t1000\t0\t1000\n";
+        let s = parse_status(text).expect("parses");
+        assert_eq!(s.tgid, 1234);
+        assert_eq!(s.uids, [1000, 1000, 0, 1000]);
+        assert_eq!(parse_status("Tgid:\t1\n"), None);
+        let me = std::process::id();
+        assert_eq!(status(me).expect("own status").tgid, me);
+        assert!(!is_kernel_thread(me));
     }
 
     #[test]

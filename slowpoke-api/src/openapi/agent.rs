@@ -8,8 +8,8 @@ use super::BearerScheme;
 
 use crate::ErrorBody;
 use crate::agent::{
-    Health, Mode, NodeStats, ServiceDelay, ServiceInfo, ServiceList, ServiceSpec, ServiceStats,
-    SlowdownPlan, Stats, UnregisteredDependency,
+    ExcludedProcess, Health, Mode, NodeStats, ServiceDelay, ServiceInfo, ServiceList, ServiceSpec,
+    ServiceStats, SlowdownPlan, Stats, UnregisteredDependency,
 };
 
 #[derive(utoipa::OpenApi)]
@@ -29,7 +29,7 @@ use crate::agent::{
         put_slowdown, delete_slowdown, metrics, openapi
     ),
     components(schemas(
-        ErrorBody, Health, Mode, NodeStats, ServiceDelay, ServiceInfo, ServiceList, ServiceSpec,
+        ErrorBody, ExcludedProcess, Health, Mode, NodeStats, ServiceDelay, ServiceInfo, ServiceList, ServiceSpec,
         ServiceStats, SlowdownPlan, Stats, UnregisteredDependency
     )),
     modifiers(&BearerScheme)
@@ -63,6 +63,7 @@ fn get_service() {}
         (status = 200, description = "The service as resolved now", body = ServiceInfo),
         (status = 400, description = "Bad selector or name; the message says what to fix", body = ErrorBody),
         (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+        (status = 403, description = "Every process the selector matches is protected (pid 1, kernel threads, the agent, protected names, outside --allow-uid/--allow-cgroup); the message names each with the reason", body = ErrorBody),
         (status = 409, description = "Too many services registered", body = ErrorBody)))]
 fn put_service() {}
 
