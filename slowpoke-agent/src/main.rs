@@ -81,6 +81,8 @@ fn main() -> anyhow::Result<()> {
                 .with_context(|| format!("invalid --log-level {:?}", args.log_level))?,
         )
         .with_writer(std::io::stderr)
+        // Colour codes only on a terminal: journald and log files get plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -253,7 +253,7 @@ pub fn json(text: &str) -> serde_json::Value {
 
 /// The binary's hidden test flag, when the hooks are compiled in (the tests that call a hook
 /// declare `required-features = ["test-hooks"]` in Cargo.toml).
-const TEST_HOOKS: &[&str] = if cfg!(feature = "test-hooks") {
+pub const TEST_HOOKS: &[&str] = if cfg!(feature = "test-hooks") {
     &["--test-hooks"]
 } else {
     &[]
