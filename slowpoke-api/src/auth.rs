@@ -19,6 +19,12 @@
 //! too is one builder call in its `Auth::for_listen`; a listener other than TCP (a root-only Unix
 //! socket, which needs no token) is one more case of [`token_required`].
 //!
+//! The pieces both servers share besides the policy: [`TokenFile`] / [`TokenSource`] (token
+//! files that must be private and are re-read when rotated, `auth/token_file.rs`) and
+//! [`AllowedHosts`] (the `Host` names a TCP listener answers, `auth/host.rs`). The agent's TCP
+//! listener uses them with [`bearer_matches`]: there every call needs the token, loopback
+//! included, and `Host` is always checked (its Unix socket needs neither).
+//!
 //! No HTTP crate is involved: servers pass the method and the two header values as strings and map
 //! the [`Verdict`] to their own answers (401 with their message, 403).
 
