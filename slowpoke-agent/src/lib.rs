@@ -4,7 +4,8 @@
 //! - [`registry`]: services, selectors, cores and CPU time;
 //! - [`actuator`]: the pause actuator (one precise resumer thread per service, safety cap);
 //! - [`safety`]: nothing is ever left stopped (guardian, state file, single-agent lock);
-//! - [`http`]: the HTTP API and the Prometheus text;
+//! - [`http`]: the HTTP API on a root-only Unix socket (and TCP with a token), the Prometheus
+//!   text;
 //! - [`kernel`]: the kernel programs; [`api`]: the wire types;
 //! - [`sys`]: the OS helpers (clock, signals, scheduling, `/proc`, socket tables) everything
 //!   else builds on.

@@ -1,21 +1,46 @@
 //! `slowpoke-agent`: the node agent daemon (a thin wrapper over the library).
 
-use std::{future::IntoFuture as _, net::SocketAddr, path::PathBuf, time::Duration};
+// Doc comments of `Args` are the `--help` texts: prose for users, not code.
+#![allow(clippy::doc_markdown)]
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
-use slowpoke_agent::{Agent, AgentConfig, Auth, safety::protect::ProtectRules};
+use slowpoke_agent::{
+    Agent, AgentConfig, Auth,
+    http::{SOCKET_FILE, bind_socket, serve_tcp, serve_unix},
+    safety::protect::ProtectRules,
+    sys::cred::group_id,
+};
+use slowpoke_api::auth::{AGENT_TOKEN_ENV, TokenSource};
 
 /// Slowpoke node agent: counts visits of registered services with eBPF and pauses whole services
-/// to apply a virtual-speedup plan. Serves its HTTP API until SIGINT or SIGTERM.
+/// to apply a virtual-speedup plan. Serves its HTTP API on a root-only Unix socket (and on TCP
+/// when asked) until SIGINT or SIGTERM.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
-    /// Address of the HTTP API. Off loopback a token is mandatory.
-    #[arg(long, default_value = "127.0.0.1:7171")]
-    listen: SocketAddr,
-    /// File holding the bearer token that mutating calls must send (`Authorization: Bearer ...`).
-    /// The environment variable `SLOWPOKE_AGENT_TOKEN` is used when this is not given.
+    /// The API's Unix socket [default: STATE_DIR/agent.sock, i.e. /run/slowpoke/agent.sock].
+    /// Root only (mode 0600) unless --socket-group is given.
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// Let the members of this group (name or gid) use the socket too (mode 0660).
+    #[arg(long, value_name = "GROUP")]
+    socket_group: Option<String>,
+    /// Also serve the API over TCP on ADDR (e.g. 0.0.0.0:7171). Every call then needs the bearer
+    /// token (--token-file), loopback included; only GET /v1/health answers without it (status
+    /// only). There is no TLS: the token and all data cross the network in clear text, so use
+    /// it only on a trusted network or behind a TLS proxy or mesh.
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// A Host name TCP callers may use besides the listen address and localhost (repeatable;
+    /// other names are refused: DNS rebinding).
+    #[arg(long = "allowed-host", value_name = "NAME")]
+    allowed_host: Vec<String>,
+    /// File holding the bearer token of TCP calls (`Authorization: Bearer ...`): readable by its
+    /// owner only (mode 0600 or 0400, symlinks followed), re-read when it changes. The
+    /// environment variable `SLOWPOKE_AGENT_TOKEN` is used when this is not given.
     #[arg(long)]
     token_file: Option<PathBuf>,
     /// Directory of the lock file (one agent per directory) and of the state file listing the
@@ -61,12 +86,20 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // The audit trail (who changed what) stays on at any level unless the filter names it.
+    let filter = if args.log_level.contains("audit") {
+        args.log_level.clone()
+    } else {
+        format!("{},audit=info", args.log_level)
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&args.log_level)
+            tracing_subscriber::EnvFilter::try_new(&filter)
                 .with_context(|| format!("invalid --log-level {:?}", args.log_level))?,
         )
         .with_writer(std::io::stderr)
+        // Colour codes only on a terminal: journald and log files get plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -77,11 +110,19 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let token = slowpoke_api::auth::token_from_file_or_env(
-        args.token_file.as_deref(),
-        slowpoke_api::auth::AGENT_TOKEN_ENV,
-    )?;
-    let auth = Auth::for_listen(args.listen, token)?;
+    let socket_group = args
+        .socket_group
+        .as_deref()
+        .map(group_id)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--socket-group: {e}"))?;
+    let token = TokenSource::from_file_or_env(args.token_file.as_deref(), AGENT_TOKEN_ENV)?;
+    let mut auth = Auth::socket(socket_group);
+    if let Some(listen) = args.listen {
+        auth = auth.with_tcp(listen, token, args.allowed_host.clone())?;
+    } else if !args.allowed_host.is_empty() {
+        bail!("--allowed-host applies to TCP callers: give --listen ADDR too");
+    }
     if !(args.max_stopped_share > 0.0 && args.max_stopped_share <= 1.0) {
         bail!(
             "--max-stopped-share must be in (0, 1], got {}",
@@ -97,6 +138,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         protect.comms = args.protect_comm;
     }
     protect.validate().map_err(anyhow::Error::msg)?;
+    let socket = args
+        .socket
+        .clone()
+        .unwrap_or_else(|| args.state_dir.join(SOCKET_FILE));
     let cfg = AgentConfig {
         state_dir: args.state_dir,
         protect,
@@ -107,29 +152,40 @@ async fn run(args: Args) -> anyhow::Result<()> {
         test_hooks: args.test_hooks,
         ..AgentConfig::default()
     };
-    // Bind before starting the agent: a port in use fails fast and leaves nothing behind.
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen on {} (is another agent running? use --listen)",
-                args.listen
-            )
-        })?;
+    // Bind TCP before starting the agent: a port in use fails fast and leaves nothing behind.
+    let tcp = match args.listen {
+        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.with_context(|| {
+            format!("cannot listen on {addr} (is another agent running? use --listen)")
+        })?),
+        None => None,
+    };
     let agent = Agent::start(cfg).await?;
-    tracing::info!(listen = %args.listen, "HTTP API ready");
+    // The socket only once the agent holds its state directory's lock: a stale socket is then
+    // known to be nobody's and may be replaced.
+    let (unix, socket_file) = match bind_socket(&socket, socket_group) {
+        Ok(bound) => bound,
+        Err(e) => {
+            agent.shutdown().await;
+            return Err(e.into());
+        }
+    };
+    tracing::info!(socket = %socket_file.path().display(), listen = ?args.listen, "HTTP API ready");
     let app = agent.router(auth);
-    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
-    let mut server = tokio::spawn(
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = http_stopped.await;
-            })
-            .into_future(),
-    );
+    let (stop_http, http_stopped) = tokio::sync::watch::channel(());
+    let stopped = move || {
+        let mut rx = http_stopped.clone();
+        async move {
+            let _ = rx.changed().await;
+        }
+    };
+    let mut servers = tokio::task::JoinSet::new();
+    servers.spawn(serve_unix(unix, app.clone(), stopped()));
+    if let Some(l) = tcp {
+        servers.spawn(serve_tcp(l, app, stopped()));
+    }
     let early = tokio::select! {
         () = shutdown_signal() => None,
-        r = &mut server => Some(r),
+        r = servers.join_next() => r,
     };
     // Resume everything first (in-flight requests may be waiting on a pause), then drain HTTP.
     tokio::time::timeout(Duration::from_secs(10), agent.shutdown())
@@ -140,8 +196,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     let _ = stop_http.send(());
     // Connections still open after 5 s are dropped with the process.
-    if let Ok(r) = tokio::time::timeout(Duration::from_secs(5), server).await {
-        r.context("HTTP server task")?.context("HTTP server")?;
+    let drained = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(r) = servers.join_next().await {
+            r.context("HTTP server task")?.context("HTTP server")?;
+        }
+        anyhow::Ok(())
+    })
+    .await;
+    drop(socket_file);
+    if let Ok(r) = drained {
+        r?;
     }
     Ok(())
 }

@@ -4,7 +4,7 @@
 
 mod agent_util;
 
-use agent_util::{TempDir, call, json, python_http_server, serve, start_agent};
+use agent_util::{TOKEN, TempDir, call, json, python_http_server, serve, start_agent, token_file};
 use slowpoke_agent::Auth;
 use slowpoke_tests::openapi::{
     assert_answer_matches, documented_routes, router_paths, served_routes,
@@ -15,7 +15,7 @@ async fn bad_input_is_a_4xx_and_leaves_the_plan_untouched() {
     let server = python_http_server();
     let state = TempDir::new("api-bad");
     let agent = start_agent(&state).await;
-    let url = serve(&agent, Auth::none()).await;
+    let url = serve(&agent).await;
     let port = server.port;
     let checks = tokio::task::spawn_blocking(move || {
         let put = |name: &str, body: &str| {
@@ -23,13 +23,13 @@ async fn bad_input_is_a_4xx_and_leaves_the_plan_untouched() {
                 "PUT",
                 &format!("{url}/v1/services/{name}"),
                 Some(body),
-                None,
+                Some(TOKEN),
             )
         };
         let (c, b) = put("web", &format!("{{\"ports\":[{port}]}}"));
         assert_eq!(c, 200, "{b}");
         assert_eq!(json(&b)["listen_ports"], serde_json::json!([port]));
-        let plan_before = call("GET", &format!("{url}/v1/slowdown"), None, None).1;
+        let plan_before = call("GET", &format!("{url}/v1/slowdown"), None, Some(TOKEN)).1;
         let cases: Vec<(&str, String, String, u16, &str)> = vec![
             ("PUT", "/v1/services/x".into(), "{not json".into(), 400, "invalid JSON"),
             ("PUT", "/v1/services/x".into(), "{}".into(), 400, "no selectors"),
@@ -57,7 +57,7 @@ async fn bad_input_is_a_4xx_and_leaves_the_plan_untouched() {
                 method,
                 &format!("{url}{path}"),
                 (!body.is_empty()).then_some(body.as_str()),
-                None,
+                Some(TOKEN),
             );
             assert_eq!(c, want, "{method} {path} {body}: {b}");
             let e = json(&b);
@@ -69,20 +69,20 @@ async fn bad_input_is_a_4xx_and_leaves_the_plan_untouched() {
                 "{method} {path} {body}: {text:?} should mention {msg:?}"
             );
             assert_eq!(
-                call("GET", &format!("{url}/v1/slowdown"), None, None).1,
+                call("GET", &format!("{url}/v1/slowdown"), None, Some(TOKEN)).1,
                 plan_before,
                 "plan untouched"
             );
         }
         // The service is still there and the rest of the API answers.
-        let list = json(&call("GET", &format!("{url}/v1/services"), None, None).1);
+        let list = json(&call("GET", &format!("{url}/v1/services"), None, Some(TOKEN)).1);
         assert!(
             list["services"]["web"]["pids"]
                 .as_array()
                 .is_some_and(|p| !p.is_empty()),
             "{list}"
         );
-        let stats = json(&call("GET", &format!("{url}/v1/stats"), None, None).1);
+        let stats = json(&call("GET", &format!("{url}/v1/stats"), None, Some(TOKEN)).1);
         assert!(
             stats["services"]["web"]["cores"]
                 .as_f64()
@@ -90,7 +90,7 @@ async fn bad_input_is_a_4xx_and_leaves_the_plan_untouched() {
             "{stats}"
         );
         assert!(stats["timestamp_ns"].as_u64().is_some());
-        let (c, m) = call("GET", &format!("{url}/metrics"), None, None);
+        let (c, m) = call("GET", &format!("{url}/metrics"), None, Some(TOKEN));
         assert_eq!(c, 200);
         assert!(m.contains("slowpoke_visits_total{service=\"web\"}"), "{m}");
         assert_eq!(json(&plan_before)["synchronized"], false, "{plan_before}");
@@ -99,19 +99,24 @@ async fn bad_input_is_a_4xx_and_leaves_the_plan_untouched() {
             "PUT",
             &format!("{url}/v1/slowdown"),
             Some("{\"synchronized\":true,\"services\":{\"web\":{\"delay_per_visit_ns\":1000}}}"),
-            None,
+            Some(TOKEN),
         );
         assert_eq!(c, 200, "{b}");
         assert_eq!(json(&b)["synchronized"], true, "{b}");
-        let got = json(&call("GET", &format!("{url}/v1/slowdown"), None, None).1);
+        let got = json(&call("GET", &format!("{url}/v1/slowdown"), None, Some(TOKEN)).1);
         assert_eq!(got["synchronized"], true, "{got}");
         assert_eq!(got["mode"], "pause", "{got}");
-        let (c, _) = call("DELETE", &format!("{url}/v1/slowdown"), None, None);
+        let (c, _) = call("DELETE", &format!("{url}/v1/slowdown"), None, Some(TOKEN));
         assert_eq!(c, 204);
-        let (c, _) = call("DELETE", &format!("{url}/v1/services/web"), None, None);
+        let (c, _) = call(
+            "DELETE",
+            &format!("{url}/v1/services/web"),
+            None,
+            Some(TOKEN),
+        );
         assert_eq!(c, 204);
         assert_eq!(
-            call("GET", &format!("{url}/v1/services/web"), None, None).0,
+            call("GET", &format!("{url}/v1/services/web"), None, Some(TOKEN)).0,
             404
         );
     });
@@ -119,51 +124,32 @@ async fn bad_input_is_a_4xx_and_leaves_the_plan_untouched() {
     agent.shutdown().await;
 }
 
+/// Over TCP every call needs the token, reads included (`safety_transport.rs` checks the binary,
+/// the Host rule and the socket).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mutating_calls_need_the_token_when_one_is_required() {
+async fn tcp_calls_need_the_token() {
     let server = python_http_server();
     let state = TempDir::new("api-token");
     let agent = start_agent(&state).await;
-    let auth = Auth::for_listen(
-        "0.0.0.0:7171".parse().expect("addr"),
-        Some("s3cret\n".into()),
-    )
-    .expect("auth");
-    let url = serve(&agent, auth).await;
+    let url = serve(&agent).await;
     let port = server.port;
     tokio::task::spawn_blocking(move || {
         let body = format!("{{\"ports\":[{port}]}}");
-        assert_eq!(
-            call("GET", &format!("{url}/v1/health"), None, None).0,
-            200,
-            "reads are open"
-        );
-        let (c, b) = call("PUT", &format!("{url}/v1/services/web"), Some(&body), None);
+        let put = |token| call("PUT", &format!("{url}/v1/services/web"), Some(&body), token);
+        let (c, b) = put(None);
         assert_eq!(c, 401, "{b}");
         assert!(
             json(&b)["error"]
                 .as_str()
-                .is_some_and(|e| e.contains("Bearer"))
+                .is_some_and(|e| e.contains("Bearer")),
+            "{b}"
         );
+        assert_eq!(put(Some("wrong")).0, 401);
+        assert_eq!(put(Some(TOKEN)).0, 200);
         assert_eq!(
-            call(
-                "PUT",
-                &format!("{url}/v1/services/web"),
-                Some(&body),
-                Some("wrong")
-            )
-            .0,
-            401
-        );
-        assert_eq!(
-            call(
-                "PUT",
-                &format!("{url}/v1/services/web"),
-                Some(&body),
-                Some("s3cret")
-            )
-            .0,
-            200
+            call("GET", &format!("{url}/v1/services"), None, None).0,
+            401,
+            "reads need it too"
         );
         assert_eq!(
             call("DELETE", &format!("{url}/v1/slowdown"), None, None).0,
@@ -176,11 +162,11 @@ async fn mutating_calls_need_the_token_when_one_is_required() {
 }
 
 #[test]
-fn binary_refuses_off_loopback_without_token_and_a_port_in_use() {
+fn binary_refuses_tcp_without_token_and_a_port_in_use() {
     let state = TempDir::new("api-refuse");
     let bin = env!("CARGO_BIN_EXE_slowpoke-agent");
     let out = std::process::Command::new(bin)
-        .args(["--listen", "0.0.0.0:0", "--state-dir"])
+        .args(["--listen", "0.0.0.0:0", "--test-hooks", "--state-dir"])
         .arg(state.path())
         .env_remove("SLOWPOKE_AGENT_TOKEN")
         .output()
@@ -197,6 +183,7 @@ fn binary_refuses_off_loopback_without_token_and_a_port_in_use() {
     let out = std::process::Command::new(bin)
         .args(["--listen", &addr.to_string(), "--test-hooks", "--state-dir"])
         .arg(state.path())
+        .env("SLOWPOKE_AGENT_TOKEN", "t")
         .output()
         .expect("running the agent");
     assert!(!out.status.success());
@@ -204,8 +191,7 @@ fn binary_refuses_off_loopback_without_token_and_a_port_in_use() {
     assert!(err.contains("cannot listen on"), "{err}");
 
     // An empty token file is an error, not "no token" (which would leave the agent open).
-    let empty = state.path().join("empty-token");
-    std::fs::write(&empty, "\n").expect("token file");
+    let empty = token_file(state.path(), "empty-token", "");
     let out = std::process::Command::new(bin)
         .args(["--listen", "127.0.0.1:0", "--test-hooks", "--state-dir"])
         .arg(state.path())
@@ -223,7 +209,10 @@ fn binary_refuses_off_loopback_without_token_and_a_port_in_use() {
         .expect("--help");
     let help = String::from_utf8_lossy(&out.stdout);
     for flag in [
+        "--socket",
+        "--socket-group",
         "--listen",
+        "--allowed-host",
         "--token-file",
         "--state-dir",
         "--quantum-us",
@@ -244,26 +233,26 @@ async fn the_openapi_document_matches_the_router() {
     let server = python_http_server();
     let state = TempDir::new("api-openapi");
     let agent = start_agent(&state).await;
-    let url = serve(&agent, Auth::none()).await;
-    let router = format!("{:?}", agent.router(Auth::none()));
+    let url = serve(&agent).await;
+    let router = format!("{:?}", agent.router(Auth::socket(None)));
     let port = server.port;
     tokio::task::spawn_blocking(move || {
         // The agent serves the document generated from the wire types.
-        let (c, b) = call("GET", &format!("{url}/v1/openapi.json"), None, None);
+        let (c, b) = call("GET", &format!("{url}/v1/openapi.json"), None, Some(TOKEN));
         assert_eq!(c, 200, "{b}");
         let doc = json(&b);
         let generated = serde_json::to_value(slowpoke_api::openapi::agent()).expect("document");
         assert_eq!(doc, generated);
 
         // Route for route: what the router serves is what the document lists, and nothing else.
-        let mut served = served_routes(&url, &router_paths(&router), None);
+        let mut served = served_routes(&url, &router_paths(&router), Some(TOKEN));
         // The test hook (AgentConfig::test_hooks, on in these tests) is no part of the API.
         served.retain(|(_, path)| !path.starts_with("/v1/debug/"));
         assert_eq!(documented_routes(&doc), served);
 
         // Real answers match the document's schemas.
         let check = |method: &str, template: &str, path: &str, body: Option<&str>| {
-            let (c, b) = call(method, &format!("{url}{path}"), body, None);
+            let (c, b) = call(method, &format!("{url}{path}"), body, Some(TOKEN));
             assert_answer_matches(&doc, method, template, c, &json(&b));
             c
         };
@@ -299,7 +288,7 @@ async fn the_openapi_document_matches_the_router() {
             400
         );
         assert_eq!(
-            call("DELETE", &format!("{url}/v1/slowdown"), None, None).0,
+            call("DELETE", &format!("{url}/v1/slowdown"), None, Some(TOKEN)).0,
             204
         );
     })

@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use agent_util::{AgentProc, TempDir, call, is_stopped, json, single_threaded_server, wait_for};
+use agent_util::{AgentProc, TempDir, is_stopped, json, single_threaded_server, wait_for};
 
 /// N sequential HTTP/1.0 GETs (a fresh connection each); returns the elapsed time.
 fn sequential_gets(port: u16, n: usize) -> Duration {
@@ -47,17 +47,16 @@ fn realtime_client() {
 }
 
 fn stats_of(agent: &AgentProc, svc: &str) -> serde_json::Value {
-    let (c, b) = call("GET", &format!("{}/v1/stats", agent.url), None, None);
+    let (c, b) = agent.call("GET", "/v1/stats", None);
     assert_eq!(c, 200, "{b}");
     json(&b)["services"][svc].clone()
 }
 
 fn register(agent: &AgentProc, svc: &str, port: u16) {
-    let (c, b) = call(
+    let (c, b) = agent.call(
         "PUT",
-        &format!("{}/v1/services/{svc}", agent.url),
+        &format!("/v1/services/{svc}"),
         Some(&format!("{{\"ports\":[{port}]}}")),
-        None,
     );
     assert_eq!(c, 200, "{b}");
 }
@@ -65,12 +64,7 @@ fn register(agent: &AgentProc, svc: &str, port: u16) {
 fn set_delay(agent: &AgentProc, svc: &str, d: u64) {
     let body =
         format!("{{\"mode\":\"pause\",\"services\":{{\"{svc}\":{{\"delay_per_visit_ns\":{d}}}}}}}");
-    let (c, b) = call(
-        "PUT",
-        &format!("{}/v1/slowdown", agent.url),
-        Some(&body),
-        None,
-    );
+    let (c, b) = agent.call("PUT", "/v1/slowdown", Some(&body));
     assert_eq!(c, 200, "{b}");
     assert_eq!(json(&b)["services"][svc]["delay_per_visit_ns"], d);
 }
@@ -122,7 +116,7 @@ fn visits_equal_requests_and_pauses_add_exactly_the_plan() {
             <= u(&s, "pause_ns") - u(&s0, "pause_ns") + u(&s, "dropped_ns"))
         .then_some(s)
     });
-    let (c, _) = call("DELETE", &format!("{}/v1/slowdown", agent.url), None, None);
+    let (c, _) = agent.call("DELETE", "/v1/slowdown", None);
     assert_eq!(c, 204);
     let idle_after = gets_after_idle(server.port, n, Duration::from_nanos(d));
     let idle_base = (idle_before + idle_after) / 2;

@@ -16,15 +16,15 @@ use slowpoke_agent::{
 
 /// Registers `pid` as service `svc` and starts a long manual pause of it (test hook) in a thread.
 fn stop_through_agent(agent: &AgentProc, pid: u32) -> std::thread::JoinHandle<(u16, String)> {
-    let (code, body) = call(
+    let (code, body) = agent.call(
         "PUT",
-        &format!("{}/v1/services/svc", agent.url),
+        "/v1/services/svc",
         Some(&format!("{{\"pids\":[{pid}]}}")),
-        None,
     );
     assert_eq!(code, 200, "{body}");
     let url = format!("{}/v1/debug/pause/svc?ns=30000000000", agent.url);
-    let t = std::thread::spawn(move || call("POST", &url, None, None));
+    let token = agent.token.clone();
+    let t = std::thread::spawn(move || call("POST", &url, None, Some(&token)));
     wait_for(Duration::from_secs(5), "the service stopped", || {
         is_stopped(pid).then_some(())
     });
@@ -123,12 +123,7 @@ fn two_agents_on_one_state_dir_refuse() {
     let state = TempDir::new("guard-lock");
     let _first = AgentProc::start(&state, &[]);
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_slowpoke-agent"))
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{}", agent_util::free_port()),
-            "--test-hooks",
-            "--state-dir",
-        ])
+        .args(["--test-hooks", "--state-dir"])
         .arg(state.path())
         .output()
         .expect("running a second agent");
@@ -216,7 +211,7 @@ fn agent_without_kernel_fails_clearly_unless_test_hooks() {
     }
     // The health endpoint of a running binary agent says what is on.
     let agent = AgentProc::start(&state, &[]);
-    let h = json(&call("GET", &format!("{}/v1/health", agent.url), None, None).1);
+    let h = json(&agent.call("GET", "/v1/health", None).1);
     assert!(
         h["features"]["guardian"]
             .as_str()

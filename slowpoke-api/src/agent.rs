@@ -213,15 +213,30 @@ pub struct SlowdownPlan {
     pub services: BTreeMap<String, ServiceDelay>,
 }
 
-/// `GET /v1/health`.
+/// `GET /v1/health`. Over TCP without the token (a liveness probe) only `status` is sent:
+/// version and features (which name the guardian's pid) are for authenticated callers.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Health {
     /// `ok`, `degraded` (kernel programs or guardian missing) or `stopping`.
     pub status: String,
-    /// The agent's version (its crate's).
+    /// The agent's version (its crate's); absent in a status-only answer.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub version: String,
-    /// Kernel features probed at start, with the reason when one is off.
-    #[serde(default)]
+    /// Kernel features probed at start, with the reason when one is off; absent in a
+    /// status-only answer.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub features: BTreeMap<String, String>,
+}
+
+impl Health {
+    /// The answer to a caller without credentials: the status, nothing else.
+    #[must_use]
+    pub fn status_only(&self) -> Health {
+        Health {
+            status: self.status.clone(),
+            version: String::new(),
+            features: BTreeMap::new(),
+        }
+    }
 }

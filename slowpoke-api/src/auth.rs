@@ -19,6 +19,12 @@
 //! too is one builder call in its `Auth::for_listen`; a listener other than TCP (a root-only Unix
 //! socket, which needs no token) is one more case of [`token_required`].
 //!
+//! The pieces both servers share besides the policy: [`TokenFile`] / [`TokenSource`] (token
+//! files that must be private and are re-read when rotated, `auth/token_file.rs`) and
+//! [`HostAllowList`] (the `Host` names a TCP listener answers, `auth/host.rs`). The agent's TCP
+//! listener uses them with [`bearer_matches`]: there every call needs the token, loopback
+//! included, and `Host` is always checked (its Unix socket needs neither).
+//!
 //! No HTTP crate is involved: servers pass the method and the two header values as strings and map
 //! the [`Verdict`] to their own answers (401 with their message, 403).
 //!
@@ -33,7 +39,10 @@ use std::path::{Path, PathBuf};
 use subtle::ConstantTimeEq as _;
 
 pub mod host;
+mod token_file;
+
 pub use host::{HostAllowList, origin_allowed};
+pub use token_file::{TokenFile, TokenSource};
 
 /// The environment variable an agent's token is read from when no token file is given (by the
 /// agent itself and by the coordinator's agent client).
@@ -193,15 +202,12 @@ pub fn loopback_host(host: Option<&str>) -> bool {
 }
 
 /// Reads a bearer token from a file (trimmed). An unreadable or empty file is an error: an empty
-/// file silently meaning "no token" would leave a server open or a client unauthenticated.
+/// file silently meaning "no token" would leave a server open or a client unauthenticated. So is
+/// a file that group or others may read or write ([`TokenFileError::Exposed`], symlinks
+/// followed): such a token is no secret. Servers that keep using the file use [`TokenFile`],
+/// which also picks up a rotated token.
 pub fn read_token_file(path: &Path) -> Result<String, TokenFileError> {
-    let text = std::fs::read_to_string(path).map_err(|e| TokenFileError::Unreadable {
-        path: path.to_owned(),
-        reason: e.to_string(),
-    })?;
-    normalize(Some(text)).ok_or_else(|| TokenFileError::Empty {
-        path: path.to_owned(),
-    })
+    token_file::read_private_token(path)
 }
 
 /// The token from `file` when given, else from the environment variable `var` (normalised;
@@ -240,8 +246,19 @@ impl std::error::Error for NoTokenError {}
 /// A token file that cannot serve as one.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TokenFileError {
-    Unreadable { path: PathBuf, reason: String },
-    Empty { path: PathBuf },
+    Unreadable {
+        path: PathBuf,
+        reason: String,
+    },
+    Empty {
+        path: PathBuf,
+    },
+    /// Group or others may read or write the file (`real`: the file behind any symlinks).
+    Exposed {
+        path: PathBuf,
+        real: PathBuf,
+        mode: u32,
+    },
 }
 
 impl fmt::Display for TokenFileError {
@@ -254,9 +271,22 @@ impl fmt::Display for TokenFileError {
             ),
             TokenFileError::Empty { path } => write!(
                 f,
-                "the token file {} is empty: put a long random string in it (e.g. `openssl rand -hex 32 > {}`)",
+                "the token file {} is empty: put a long random string in it (e.g. `(umask 077; openssl rand -hex 32 > {})`)",
                 path.display(),
                 path.display()
+            ),
+            TokenFileError::Exposed { path, real, mode } => write!(
+                f,
+                "the token file {} ({}) has mode {mode:04o}: group or others may read or write it, so \
+                 it is no secret; make it private with `chmod 600 {}` (a Kubernetes Secret volume: \
+                 `defaultMode: 0400`)",
+                path.display(),
+                if real == path {
+                    "no symlink".to_owned()
+                } else {
+                    format!("really {}", real.display())
+                },
+                real.display()
             ),
         }
     }
@@ -369,6 +399,9 @@ mod tests {
         std::fs::create_dir_all(&dir).expect("temp dir");
         let f = dir.join("token");
         std::fs::write(&f, "  s3cret\n").expect("write");
+        // A token file must be private (token_file.rs tests the refusals).
+        std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .expect("chmod");
         assert_eq!(read_token_file(&f).as_deref(), Ok("s3cret"));
         std::fs::write(&f, "\n").expect("write");
         let e = read_token_file(&f).unwrap_err().to_string();

@@ -1,6 +1,7 @@
 //! Talking to node agents: one trait, [`AgentClient`], with an HTTP implementation (many nodes,
-//! `--agent http://host:7171`) and an in-process one (one node, the default). The runner only
-//! ever sees the trait, so both take the same code path.
+//! `--agent http://host:7171`, or the node's daemon through its Unix socket,
+//! `unix:/run/slowpoke/agent.sock`) and an in-process one (one node, the default). The runner
+//! only ever sees the trait, so both take the same code path.
 //!
 //! Services spanning agents: every service is registered on every agent; the agent(s) where its
 //! selector resolves to processes own it. Counters of a service are summed over its owners.
@@ -13,6 +14,10 @@ use serde::{Serialize, de::DeserializeOwned};
 use slowpoke_api::agent as api;
 
 use crate::model::ServiceSample;
+
+mod unix_http;
+
+pub use unix_http::socket_path;
 
 /// An agent failed or could not be reached.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -52,32 +57,82 @@ pub trait AgentClient: Send + Sync {
 /// Shared handle to any agent.
 pub type SharedAgent = Arc<dyn AgentClient>;
 
-/// An agent reached over its HTTP API (`--agent http://host:7171`).
+/// An agent reached over its HTTP API: TCP (`--agent http://host:7171`, with the bearer token)
+/// or the node daemon's Unix socket (`unix:/run/slowpoke/agent.sock`, never with a token).
 pub struct HttpAgent {
     base: String,
     token: Option<String>,
-    http: ureq::Agent,
+    transport: Transport,
 }
 
+enum Transport {
+    Tcp(ureq::Agent),
+    Unix(std::path::PathBuf),
+}
+
+/// How long one call to an agent may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
 impl HttpAgent {
-    /// `base` is e.g. `http://10.0.0.2:7171`; `token` is sent as a bearer token (required by
-    /// agents for mutating calls off loopback).
+    /// `base` is e.g. `http://10.0.0.2:7171` or `unix:/run/slowpoke/agent.sock`; `token` is sent
+    /// as a bearer token over TCP (agents listening on TCP require it on every call). Over the
+    /// socket it is never sent: the socket's owner and mode are the authentication there.
     pub fn new(base: &str, token: Option<String>) -> HttpAgent {
+        if let Some(path) = socket_path(base) {
+            return HttpAgent {
+                base: base.to_owned(),
+                token: None,
+                transport: Transport::Unix(path),
+            };
+        }
         HttpAgent {
             base: base.trim_end_matches('/').to_owned(),
             token: slowpoke_api::auth::normalize(token),
-            http: ureq::AgentBuilder::new()
-                .timeout_connect(Duration::from_secs(3))
-                .timeout(Duration::from_secs(10))
-                .build(),
+            transport: Transport::Tcp(
+                ureq::AgentBuilder::new()
+                    .timeout_connect(Duration::from_secs(3))
+                    .timeout(CALL_TIMEOUT)
+                    .build(),
+            ),
         }
     }
 
-    fn request(&self, method: &str, path: &str) -> ureq::Request {
-        let req = self.http.request(method, &format!("{}{path}", self.base));
-        match &self.token {
-            Some(t) => req.set("Authorization", &format!("Bearer {t}")),
-            None => req,
+    /// One exchange: `(status, body)`, or `Err` when no answer came (unreachable).
+    fn exchange(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+    ) -> Result<(u16, String), AgentError> {
+        let unreachable = |detail: String| AgentError::Unreachable {
+            agent: self.base.clone(),
+            detail,
+        };
+        let http = match &self.transport {
+            Transport::Unix(socket) => {
+                return unix_http::request(socket, method, path, body, CALL_TIMEOUT)
+                    .map_err(|e| unreachable(e.to_string()));
+            }
+            Transport::Tcp(http) => http,
+        };
+        let mut req = http.request(method, &format!("{}{path}", self.base));
+        if let Some(t) = &self.token {
+            req = req.set("Authorization", &format!("Bearer {t}"));
+        }
+        let res = match body {
+            Some(b) => req.set("Content-Type", "application/json").send_bytes(b),
+            None => req.call(),
+        };
+        match res {
+            Ok(resp) => {
+                let status = resp.status();
+                let text = resp.into_string().map_err(|e| self.failed(&e))?;
+                Ok((status, text))
+            }
+            Err(ureq::Error::Status(status, resp)) => {
+                Ok((status, resp.into_string().unwrap_or_default()))
+            }
+            Err(ureq::Error::Transport(t)) => Err(unreachable(t.to_string())),
         }
     }
 
@@ -87,45 +142,32 @@ impl HttpAgent {
         path: &str,
         body: Option<&B>,
     ) -> Result<Option<R>, AgentError> {
-        let req = self.request(method, path);
         let what = format!("{method} {path}");
-        let res = match body {
-            Some(b) => req.send_json(serde_json::to_value(b).map_err(|e| self.failed(&e))?),
-            None => req.call(),
-        };
-        match res {
-            Ok(resp) => {
-                if resp.status() == 204 {
-                    return Ok(None);
-                }
-                let text = resp.into_string().map_err(|e| self.failed(&e))?;
-                if text.trim().is_empty() {
-                    return Ok(None);
-                }
-                serde_json::from_str(&text)
-                    .map(Some)
-                    .map_err(|e| AgentError::Failed {
-                        agent: self.base.clone(),
-                        message: format!("unexpected answer to {what}: {e}"),
-                    })
-            }
-            Err(ureq::Error::Status(status, resp)) => {
-                let text = resp.into_string().unwrap_or_default();
-                let message = serde_json::from_str::<api::ErrorBody>(&text)
-                    .map(|b| b.error)
-                    .unwrap_or(text);
-                Err(AgentError::Rejected {
-                    agent: self.base.clone(),
-                    what,
-                    status,
-                    message,
-                })
-            }
-            Err(ureq::Error::Transport(t)) => Err(AgentError::Unreachable {
+        let body = body
+            .map(serde_json::to_vec)
+            .transpose()
+            .map_err(|e| self.failed(&e))?;
+        let (status, text) = self.exchange(method, path, body.as_deref())?;
+        if !(200..300).contains(&status) {
+            let message = serde_json::from_str::<api::ErrorBody>(&text)
+                .map(|b| b.error)
+                .unwrap_or(text);
+            return Err(AgentError::Rejected {
                 agent: self.base.clone(),
-                detail: t.to_string(),
-            }),
+                what,
+                status,
+                message,
+            });
         }
+        if status == 204 || text.trim().is_empty() {
+            return Ok(None);
+        }
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| AgentError::Failed {
+                agent: self.base.clone(),
+                message: format!("unexpected answer to {what}: {e}"),
+            })
     }
 
     fn failed(&self, e: &dyn std::fmt::Display) -> AgentError {
@@ -191,6 +233,57 @@ pub fn read_token(file: Option<&std::path::Path>) -> anyhow::Result<Option<Strin
         file,
         slowpoke_api::auth::AGENT_TOKEN_ENV,
     )?)
+}
+
+/// The state directory of a node's agent daemon unless it was given another
+/// (`slowpoke-agent --state-dir`); its socket is `agent.sock` in there.
+pub const DEFAULT_AGENT_STATE_DIR: &str = "/run/slowpoke";
+
+/// The socket of the agent daemon on this node: `STATE_DIR/agent.sock`.
+pub fn local_socket(state_dir: Option<&std::path::Path>) -> std::path::PathBuf {
+    state_dir
+        .unwrap_or(std::path::Path::new(DEFAULT_AGENT_STATE_DIR))
+        .join("agent.sock")
+}
+
+/// The agent daemon on this node, if its socket exists and can be trusted: a socket file owned
+/// by root (or by this user) that others may not write to. Anything else at that path is an
+/// error, not something to talk to: whoever made it could answer as the agent and steer the
+/// experiment. (No secret is at stake: the socket never gets a token.) A TCP port on this node
+/// is never probed: anybody may listen there, and it would get the token.
+pub fn local_daemon(state_dir: Option<&std::path::Path>) -> anyhow::Result<Option<HttpAgent>> {
+    use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _};
+    let path = local_socket(state_dir);
+    let Ok(meta) = std::fs::symlink_metadata(&path) else {
+        return Ok(None);
+    };
+    // SAFETY: a plain getter.
+    let me = unsafe { libc::geteuid() };
+    let problem = if !meta.file_type().is_socket() {
+        Some("it is not a socket".to_owned())
+    } else if meta.uid() != 0 && meta.uid() != me {
+        Some(format!(
+            "it belongs to uid {}, not root: an agent's socket is root's",
+            meta.uid()
+        ))
+    } else if meta.mode() & 0o002 != 0 {
+        Some(format!(
+            "its mode {:o} lets anyone write to it",
+            meta.mode() & 0o777
+        ))
+    } else {
+        None
+    };
+    if let Some(problem) = problem {
+        anyhow::bail!(
+            "refusing the agent socket {}: {problem}; remove it (or fix the agent's --socket), or name an agent with --agent",
+            path.display()
+        );
+    }
+    Ok(Some(HttpAgent::new(
+        &format!("unix:{}", path.display()),
+        None,
+    )))
 }
 
 /// Where each service resolved after registration on every agent.

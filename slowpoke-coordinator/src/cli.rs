@@ -23,9 +23,6 @@ use slowpoke_coordinator::real::{CommandTruthApp, EmuApp, RealLoadStarter, Truth
 use slowpoke_coordinator::results::{self, ResultStore, StoredResult};
 use slowpoke_coordinator::{plot, report};
 
-/// Default address of a node agent daemon.
-const LOCAL_AGENT: &str = "http://127.0.0.1:7171";
-
 #[derive(Parser, Debug)]
 #[command(
     name = "slowpoke",
@@ -103,8 +100,9 @@ struct CommonArgs {
     /// them.
     #[arg(long, value_name = "KIND")]
     actuator: Option<String>,
-    /// A node agent's URL (repeatable). Default: an agent in this process (or the daemon on
-    /// 127.0.0.1:7171 when one runs).
+    /// A node agent's URL (repeatable): http://host:7171 (with --agent-token-file) or
+    /// unix:/path/agent.sock. Default: the daemon on this node (its socket
+    /// /run/slowpoke/agent.sock) when one runs, else an agent in this process.
     #[arg(long = "agent", value_name = "URL")]
     agent: Vec<String>,
     /// File holding the agents' bearer token (default $SLOWPOKE_AGENT_TOKEN).
@@ -300,8 +298,8 @@ struct ServeArgs {
     /// Where results are stored and read from.
     #[arg(long, value_name = "DIR")]
     results_dir: Option<PathBuf>,
-    /// Node agents (repeatable). Default: the daemon on 127.0.0.1:7171, else an agent in this
-    /// process.
+    /// Node agents (repeatable). Default: the daemon on this node (its socket
+    /// /run/slowpoke/agent.sock), else an agent in this process.
     #[arg(long = "agent", value_name = "URL")]
     agent: Vec<String>,
     #[arg(long, value_name = "FILE")]
@@ -324,7 +322,7 @@ struct ServeArgs {
 
 #[derive(Args, Debug)]
 struct AgentArgs {
-    /// Agent URLs (default: the daemon on 127.0.0.1:7171).
+    /// Agent URLs (default: the daemon on this node, unix:/run/slowpoke/agent.sock).
     #[arg(long = "agent", value_name = "URL")]
     agent: Vec<String>,
     #[arg(long, value_name = "FILE")]
@@ -700,8 +698,13 @@ fn http_agents(urls: &[String], token_file: Option<&Path>) -> anyhow::Result<Vec
     let token = agents::read_token(token_file)?;
     urls.iter()
         .map(|u| {
-            if !u.starts_with("http://") && !u.starts_with("https://") {
-                bail!("--agent `{u}` is not a URL: write http://host:7171");
+            if !u.starts_with("http://")
+                && !u.starts_with("https://")
+                && agents::socket_path(u).is_none()
+            {
+                bail!(
+                    "--agent `{u}` is not a URL: write http://host:7171 or unix:/run/slowpoke/agent.sock"
+                );
             }
             Ok(Arc::new(HttpAgent::new(u, token.clone())) as SharedAgent)
         })
@@ -760,9 +763,11 @@ fn connect(
         return Ok(AgentSet::remote(list));
     }
     // A daemon on this node wins (it holds the node's lock); else start one in this process.
-    let token = agents::read_token(token_file)?;
-    let local = HttpAgent::new(LOCAL_AGENT, token);
-    if local.health().is_ok() {
+    // It is found through its socket only: a TCP port on this node could be anybody's, and
+    // would get the token.
+    if let Some(local) = agents::local_daemon(state_dir)?
+        && local.health().is_ok()
+    {
         ignored_cap();
         return Ok(AgentSet::remote(vec![Arc::new(local)]));
     }
@@ -785,7 +790,7 @@ fn start_in_process(
     }
     let agent = rt
         .block_on(InProcessAgent::start(cfg))
-        .context("no --agent given and no agent daemon on 127.0.0.1:7171, so slowpoke starts one in this process (needs root)")?;
+        .with_context(|| format!("no --agent given and no agent daemon answers on {}, so slowpoke starts one in this process (needs root)", agents::local_socket(state_dir).display()))?;
     let inner = agent.agent().clone();
     Ok(AgentSet {
         agents: vec![Arc::new(agent)],
@@ -797,13 +802,14 @@ fn start_in_process(
 #[cfg(not(feature = "in-process"))]
 fn start_in_process(
     _rt: &tokio::runtime::Runtime,
-    _state_dir: Option<&Path>,
+    state_dir: Option<&Path>,
     _max_stopped_share: Option<f64>,
 ) -> anyhow::Result<AgentSet> {
     bail!(
-        "no --agent given and no agent daemon answers on {LOCAL_AGENT}; this slowpoke was built \
+        "no --agent given and no agent daemon answers on {}; this slowpoke was built \
          without the in-process agent (cargo feature `in-process`), so it needs a running agent: \
-         start `slowpoke-agent` on this node, or give --agent URL (e.g. --agent http://10.0.0.2:7171)"
+         start `slowpoke-agent` on this node, or give --agent URL (e.g. --agent http://10.0.0.2:7171)",
+        agents::local_socket(state_dir).display()
     )
 }
 
@@ -1316,7 +1322,9 @@ struct AgentRow {
 
 fn list_agents(a: &AgentArgs) -> anyhow::Result<()> {
     let urls = if a.agent.is_empty() {
-        vec![LOCAL_AGENT.to_owned()]
+        // Checked like any local daemon before it is asked anything.
+        let _ = agents::local_daemon(None)?;
+        vec![format!("unix:{}", agents::local_socket(None).display())]
     } else {
         a.agent.clone()
     };

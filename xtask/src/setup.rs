@@ -18,6 +18,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "haproxy",
     "wrk",
     "python3",
+    // The agent's socket tests call it as an unprivileged user (`curl --unix-socket`).
+    "curl",
     // The web page test renders the coordinator's page in headless Chromium.
     "chromium",
 ];

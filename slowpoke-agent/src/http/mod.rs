@@ -1,72 +1,41 @@
 //! The HTTP API (axum 0.8): thin handlers over [`Agent`]; docs/api.md describes every endpoint.
-//! `metrics.rs` renders `GET /metrics`.
+//!
+//! - `access.rs`: who may call (the socket's peer credentials, TCP's token and `Host`);
+//! - `guard.rs`: the middleware every request passes (admission, JSON content type, body size,
+//!   audit line); `audit.rs`: the audit log;
+//! - `listen.rs`: the Unix socket and the TCP listener, served with the caller attached;
+//! - `metrics.rs`: `GET /metrics`.
 //!
 //! Bodies are parsed here (not with axum's `Json` extractor) so every malformed body gets the
 //! agent's own `{"error": ...}` answer with status 400.
 
+mod access;
+mod audit;
+mod guard;
+mod listen;
 mod metrics;
 
-use std::net::SocketAddr;
-
 use axum::{
-    Json, Router,
+    Extension, Json, Router,
     body::Bytes,
-    extract::{Path, Request, State},
-    http::{HeaderMap, Method, StatusCode, header},
-    middleware::{self, Next},
+    extract::{Path, State},
+    http::{StatusCode, header},
+    middleware,
     response::{IntoResponse, Response},
     routing::get,
 };
 use serde::de::DeserializeOwned;
-pub use slowpoke_api::auth::token_required;
-use slowpoke_api::auth::{AGENT_TOKEN_ENV, BearerPolicy, Scope, Verdict};
+
+use access::Disclosure;
+pub use access::{Auth, Caller};
+pub use guard::MAX_BODY_BYTES;
+pub use listen::{SOCKET_FILE, SocketFile, bind_socket, serve_tcp, serve_unix};
 
 use crate::{
     agent::Agent,
     api::{ServiceSpec, SlowdownPlan},
     error::AgentError,
 };
-
-/// Who may call the agent: the one bearer rule of [`slowpoke_api::auth`] with the agent's scope,
-/// [`Scope::Mutations`] (PUT, DELETE, POST need the token when there is one; reads are monitoring
-/// data and stay open).
-#[derive(Clone, Debug)]
-pub struct Auth(BearerPolicy);
-
-impl Default for Auth {
-    fn default() -> Auth {
-        Auth::none()
-    }
-}
-
-impl Auth {
-    /// No token: fine on loopback only.
-    pub fn none() -> Auth {
-        Auth(BearerPolicy::new(Scope::Mutations, None))
-    }
-
-    /// The rule for a listen address: off loopback a token is mandatory (refuse to start without
-    /// one) and required on every mutating call; on loopback it is required only if given.
-    pub fn for_listen(addr: SocketAddr, token: Option<String>) -> Result<Auth, AgentError> {
-        BearerPolicy::for_listen(addr, token, Scope::Mutations)
-            .map(Auth)
-            .map_err(|e| {
-                AgentError::BadRequest(format!(
-                    "{e} (the agent also reads the token from ${AGENT_TOKEN_ENV})"
-                ))
-            })
-    }
-
-    /// Whether a request may proceed.
-    pub fn allows(&self, method: &Method, headers: &HeaderMap) -> bool {
-        let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
-        self.0.check(
-            method.as_str(),
-            header(header::AUTHORIZATION),
-            header(header::HOST),
-        ) == Verdict::Allow
-    }
-}
 
 impl Agent {
     /// The HTTP API of this agent (see docs/api.md).
@@ -94,22 +63,8 @@ pub fn router(agent: Agent, auth: Auth) -> Router {
     #[cfg(feature = "test-hooks")]
     let r = debug::routes(r, &agent);
     r.fallback(not_found)
-        .layer(middleware::from_fn_with_state(auth, check_auth))
+        .layer(middleware::from_fn_with_state(auth, guard::guard))
         .with_state(agent)
-}
-
-async fn check_auth(State(auth): State<Auth>, req: Request, next: Next) -> Response {
-    if auth.allows(req.method(), req.headers()) {
-        next.run(req).await
-    } else {
-        (
-            StatusCode::UNAUTHORIZED,
-            Json(crate::api::ErrorBody {
-                error: "this call changes the agent: send `Authorization: Bearer <token>` with the agent's token".into(),
-            }),
-        )
-            .into_response()
-    }
 }
 
 async fn not_found() -> AgentError {
@@ -138,8 +93,17 @@ async fn openapi() -> impl IntoResponse {
     Json(slowpoke_api::openapi::agent())
 }
 
-async fn health(State(a): State<Agent>) -> impl IntoResponse {
-    Json(a.health())
+/// The full health to callers the agent admitted fully; the status only to a TCP caller
+/// without the token (a probe), or when the guard did not say (fail closed).
+async fn health(
+    State(a): State<Agent>,
+    disclosure: Option<Extension<Disclosure>>,
+) -> impl IntoResponse {
+    let h = a.health();
+    Json(match disclosure {
+        Some(Extension(Disclosure::Full)) => h,
+        _ => h.status_only(),
+    })
 }
 
 async fn list_services(State(a): State<Agent>) -> impl IntoResponse {
@@ -250,37 +214,5 @@ mod debug {
             "pids": out.pids,
         }))
         .into_response())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn token_rule() {
-        let lo: SocketAddr = "127.0.0.1:7171".parse().expect("addr");
-        let lo6: SocketAddr = "[::1]:7171".parse().expect("addr");
-        let any: SocketAddr = "0.0.0.0:7171".parse().expect("addr");
-        assert!(!token_required(lo) && !token_required(lo6));
-        assert!(token_required(any));
-        assert!(Auth::for_listen(any, None).is_err());
-        assert!(Auth::for_listen(any, Some("  ".into())).is_err());
-        let a = Auth::for_listen(any, Some("s3cret\n".into())).expect("token given");
-        let mut h = HeaderMap::new();
-        assert!(a.allows(&Method::GET, &h));
-        assert!(!a.allows(&Method::PUT, &h));
-        h.insert(
-            header::AUTHORIZATION,
-            "Bearer wrong".parse().expect("header"),
-        );
-        assert!(!a.allows(&Method::DELETE, &h));
-        h.insert(
-            header::AUTHORIZATION,
-            "Bearer s3cret".parse().expect("header"),
-        );
-        assert!(a.allows(&Method::PUT, &h));
-        let open = Auth::for_listen(lo, None).expect("loopback without token");
-        assert!(open.allows(&Method::PUT, &HeaderMap::new()));
     }
 }

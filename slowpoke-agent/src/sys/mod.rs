@@ -1,5 +1,5 @@
-//! The operating system as the agent uses it: clocks, signals, scheduling, `/proc` and the
-//! socket tables.
+//! The operating system as the agent uses it: clocks, signals, scheduling, `/proc`, the
+//! socket tables and socket peers' credentials.
 //!
 //! Thin, domain-free wrappers over system calls and kernel files. Nothing here knows about
 //! services, plans or kernel programs, and nothing here imports the rest of the crate: every other
@@ -7,6 +7,7 @@
 //! state file and the kernel loader importing each other in a circle).
 
 pub mod clock;
+pub mod cred;
 pub mod procfs;
 pub mod sched;
 pub mod signal;

@@ -198,17 +198,33 @@ pub fn test_config(state: &TempDir) -> AgentConfig {
     }
 }
 
-/// Serves an agent's router on a free loopback port; returns its base URL.
-pub async fn serve(agent: &Agent, auth: slowpoke_agent::Auth) -> String {
+/// The bearer token of the agents these tests reach over TCP.
+pub const TOKEN: &str = "agent-test-token";
+
+/// Serves an agent's router on a free loopback port, TCP with the token [`TOKEN`] (as the
+/// binary does with `--listen`); returns its base URL.
+pub async fn serve(agent: &Agent) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr: SocketAddr = listener.local_addr().expect("addr");
+    let auth = slowpoke_agent::Auth::for_listen(addr, Some(TOKEN)).expect("auth");
     let app = agent.router(auth);
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    tokio::spawn(slowpoke_agent::http::serve_tcp(
+        listener,
+        app,
+        std::future::pending(),
+    ));
     format!("http://{addr}")
+}
+
+/// Writes a private (0600) token file into `dir`.
+pub fn token_file(dir: &Path, name: &str, token: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt as _;
+    let path = dir.join(name);
+    std::fs::write(&path, format!("{token}\n")).expect("writing a token file");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod 600");
+    path
 }
 
 /// An HTTP call: (status, body). Never panics on 4xx/5xx.
@@ -237,41 +253,61 @@ pub fn json(text: &str) -> serde_json::Value {
 
 /// The binary's hidden test flag, when the hooks are compiled in (the tests that call a hook
 /// declare `required-features = ["test-hooks"]` in Cargo.toml).
-const TEST_HOOKS: &[&str] = if cfg!(feature = "test-hooks") {
+pub const TEST_HOOKS: &[&str] = if cfg!(feature = "test-hooks") {
     &["--test-hooks"]
 } else {
     &[]
 };
 
-/// The `slowpoke-agent` binary as a child process.
+/// The `slowpoke-agent` binary as a child process, reached over TCP with its token (it serves
+/// its Unix socket `STATE_DIR/agent.sock` too).
 pub struct AgentProc {
     pub child: Child,
     pub url: String,
+    pub token: String,
 }
 
 impl AgentProc {
-    /// Starts the binary (test hooks on when compiled in) on a free port and waits for
-    /// /v1/health.
+    /// Starts the binary (test hooks on when compiled in) on a free port with a token file and
+    /// waits for /v1/health.
     pub fn start(state: &TempDir, extra: &[&str]) -> AgentProc {
         let port = free_port();
+        let token = token_file(state.path(), "token", TOKEN);
         let child = Command::new(env!("CARGO_BIN_EXE_slowpoke-agent"))
             .args(["--listen", &format!("127.0.0.1:{port}"), "--state-dir"])
             .arg(state.path())
+            .arg("--token-file")
+            .arg(&token)
             .args(TEST_HOOKS)
-            .args(["--log-level", "warn"])
+            .args(["--log-level", "warn,audit=warn"])
             .args(extra)
+            .env_remove("SLOWPOKE_AGENT_TOKEN")
             .stdout(Stdio::null())
             .spawn()
             .expect("spawning slowpoke-agent");
         let url = format!("http://127.0.0.1:{port}");
-        let mut a = AgentProc { child, url };
+        let mut a = AgentProc {
+            child,
+            url,
+            token: TOKEN.to_owned(),
+        };
         wait_for(Duration::from_secs(30), "the agent's /v1/health", || {
             if let Ok(Some(st)) = a.child.try_wait() {
                 panic!("the agent exited early: {st}");
             }
-            (call("GET", &format!("{}/v1/health", a.url), None, None).0 == 200).then_some(())
+            (a.call("GET", "/v1/health", None).0 == 200).then_some(())
         });
         a
+    }
+
+    /// A call to this agent with its token: (status, body).
+    pub fn call(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+        call(
+            method,
+            &format!("{}{path}", self.url),
+            body,
+            Some(&self.token),
+        )
     }
 
     pub fn pid(&self) -> u32 {
@@ -279,7 +315,7 @@ impl AgentProc {
     }
 
     pub fn guardian_pid(&self) -> u32 {
-        let (_, body) = call("GET", &format!("{}/v1/health", self.url), None, None);
+        let (_, body) = self.call("GET", "/v1/health", None);
         let h = json(&body);
         let g = h["features"]["guardian"]
             .as_str()

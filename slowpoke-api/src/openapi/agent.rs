@@ -19,8 +19,12 @@ use crate::agent::{
         version = "1",
         description = "The node agent (`slowpoke-agent`): registers services by selector, counts \
             their visits, pauses them to apply a virtual-speedup plan (docs/api.md). Counters are \
-            monotonic since a service was registered. Off loopback every mutating call (PUT, \
-            DELETE, POST) needs `Authorization: Bearer <token>`; reads stay open."
+            monotonic since a service was registered. Served on a root-only Unix socket \
+            (`/run/slowpoke/agent.sock`, no token); with `--listen ADDR` also over TCP (the server \
+            below), where every call needs `Authorization: Bearer <token>` (401) except \
+            `GET /v1/health`, which then answers the status only, and the `Host` header must name \
+            the agent (421). Calls that change something take `Content-Type: application/json` \
+            (415) and at most 64 KiB of body (413)."
     ),
     servers((url = "http://127.0.0.1:7171")),
     security((), ("bearer" = [])),
@@ -64,7 +68,9 @@ fn get_service() {}
         (status = 400, description = "Bad selector or name; the message says what to fix", body = ErrorBody),
         (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
         (status = 403, description = "Every process the selector matches is protected (pid 1, kernel threads, the agent, protected names, outside --allow-uid/--allow-cgroup); the message names each with the reason", body = ErrorBody),
-        (status = 409, description = "Too many services registered", body = ErrorBody)))]
+        (status = 409, description = "Too many services registered", body = ErrorBody),
+        (status = 413, description = "Body larger than 64 KiB", body = ErrorBody),
+        (status = 415, description = "Body not sent as `application/json`", body = ErrorBody)))]
 fn put_service() {}
 
 #[utoipa::path(delete, path = "/v1/services/{name}", tag = "services",
@@ -89,6 +95,8 @@ fn get_slowdown() {}
         (status = 200, description = "The plan now in force", body = SlowdownPlan),
         (status = 400, description = "Bad plan (unknown service, delay above the limit, spin with synchronized)", body = ErrorBody),
         (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+        (status = 413, description = "Body larger than 64 KiB", body = ErrorBody),
+        (status = 415, description = "Body not sent as `application/json`", body = ErrorBody),
         (status = 503, description = "The kernel programs are not loaded", body = ErrorBody)))]
 fn put_slowdown() {}
 
