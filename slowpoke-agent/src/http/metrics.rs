@@ -102,6 +102,16 @@ pub fn render(stats: &Stats) -> String {
     out
 }
 
+/// The agent's own counter: plans removed because their lease lapsed (a client stopped renewing;
+/// an alert on its rate finds coordinators that crash).
+pub fn render_leases(expired: u64) -> String {
+    format!(
+        "# HELP slowpoke_lease_expired_total Slowdown plans removed because their lease lapsed.\n\
+         # TYPE slowpoke_lease_expired_total counter\n\
+         slowpoke_lease_expired_total {expired}\n"
+    )
+}
+
 fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
@@ -127,5 +137,11 @@ mod tests {
         assert!(text.contains("slowpoke_visits_total{service=\"cart\"} 7\n"));
         assert!(text.contains("slowpoke_pause_seconds_total{service=\"cart\"} 1.5\n"));
         assert!(text.contains("# TYPE slowpoke_cores gauge"));
+        let leases = render_leases(3);
+        assert!(leases.contains("# TYPE slowpoke_lease_expired_total counter\n"));
+        assert!(
+            leases.ends_with("\nslowpoke_lease_expired_total 3\n"),
+            "{leases}"
+        );
     }
 }

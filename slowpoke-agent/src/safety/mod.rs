@@ -7,6 +7,8 @@
 //! - [`guardian`]: a forked child that reads EOF on a pipe when the agent process ends, however
 //!   it ends, and resumes everything the state file lists;
 //! - [`lock`]: one agent per state directory, so the file it keeps is the complete list;
+//! - [`lease`]: every plan has an owner and a lease; a plan whose lease lapsed is removed and
+//!   its members resumed, so a client that died cannot leave services slowed down;
 //! - the next agent start resumes whatever the file still lists ([`state::resume_leftovers`]),
 //!   which covers the one case the guardian cannot: agent and guardian killed together.
 //!
@@ -14,5 +16,6 @@
 //! type: the actuator and the agent use these pieces, never the other way round.
 
 pub mod guardian;
+pub mod lease;
 pub mod lock;
 pub mod state;
