@@ -45,8 +45,13 @@ pub trait AgentClient: Send + Sync {
     ) -> Result<api::ServiceInfo, AgentError>;
     fn delete_service(&self, name: &str) -> Result<(), AgentError>;
     fn stats(&self) -> Result<api::Stats, AgentError>;
+    /// Installs a plan; its `owner` and `lease_ms` say who holds it and for how long.
     fn set_slowdown(&self, plan: &api::SlowdownPlan) -> Result<(), AgentError>;
-    fn clear_slowdown(&self) -> Result<(), AgentError>;
+    /// Removes the plan on behalf of `owner` (refused while another owner's lease is live).
+    fn clear_slowdown(&self, owner: &str) -> Result<(), AgentError>;
+    /// Extends `owner`'s lease on the plan in force to `lease` from now, without applying the
+    /// plan again (`POST /v1/slowdown/renew`).
+    fn renew_lease(&self, owner: &str, lease: Duration) -> Result<(), AgentError>;
 }
 
 /// Shared handle to any agent.
@@ -178,8 +183,19 @@ impl AgentClient for HttpAgent {
             .map(drop)
     }
 
-    fn clear_slowdown(&self) -> Result<(), AgentError> {
-        self.call::<(), serde_json::Value>("DELETE", "/v1/slowdown", None)
+    fn clear_slowdown(&self, owner: &str) -> Result<(), AgentError> {
+        // Owners are `[A-Za-z0-9._:@-]` (crate::lease::Lease): nothing to escape in a query.
+        let path = format!("/v1/slowdown?owner={owner}");
+        self.call::<(), serde_json::Value>("DELETE", &path, None)
+            .map(drop)
+    }
+
+    fn renew_lease(&self, owner: &str, lease: Duration) -> Result<(), AgentError> {
+        let body = api::LeaseRenewal {
+            owner: owner.to_owned(),
+            lease_ms: Some(u64::try_from(lease.as_millis()).unwrap_or(u64::MAX)),
+        };
+        self.call::<_, serde_json::Value>("POST", "/v1/slowdown/renew", Some(&body))
             .map(drop)
     }
 }
@@ -413,11 +429,11 @@ pub fn window(before: &StatsSnapshot, after: &StatsSnapshot) -> StatsWindow {
     w
 }
 
-/// Removes the slowdown plan from every agent; returns the failures (never stops early).
-pub fn clear_everywhere(agents: &[SharedAgent]) -> Vec<AgentError> {
+/// Removes `owner`'s slowdown plan from every agent; returns the failures (never stops early).
+pub fn clear_everywhere(agents: &[SharedAgent], owner: &str) -> Vec<AgentError> {
     agents
         .iter()
-        .filter_map(|a| a.clear_slowdown().err())
+        .filter_map(|a| a.clear_slowdown(owner).err())
         .collect()
 }
 
