@@ -92,8 +92,19 @@ impl HttpAgent {
         path: &str,
         body: Option<&B>,
     ) -> Result<Option<R>, AgentError> {
-        let req = self.request(method, path);
-        let what = format!("{method} {path}");
+        self.send(
+            self.request(method, path),
+            &format!("{method} {path}"),
+            body,
+        )
+    }
+
+    fn send<B: Serialize, R: DeserializeOwned>(
+        &self,
+        req: ureq::Request,
+        what: &str,
+        body: Option<&B>,
+    ) -> Result<Option<R>, AgentError> {
         let res = match body {
             Some(b) => req.send_json(serde_json::to_value(b).map_err(|e| self.failed(&e))?),
             None => req.call(),
@@ -121,7 +132,7 @@ impl HttpAgent {
                     .unwrap_or(text);
                 Err(AgentError::Rejected {
                     agent: self.base.clone(),
-                    what,
+                    what: what.to_owned(),
                     status,
                     message,
                 })
@@ -195,7 +206,12 @@ impl AgentClient for HttpAgent {
             owner: owner.to_owned(),
             lease_ms: Some(u64::try_from(lease.as_millis()).unwrap_or(u64::MAX)),
         };
-        self.call::<_, serde_json::Value>("POST", "/v1/slowdown/renew", Some(&body))
+        // Answered within a third of the lease or given up: the keeper tries again then, and a
+        // hung agent must not hold up the renewals of the others.
+        let req = self
+            .request("POST", "/v1/slowdown/renew")
+            .timeout((lease / 3).max(Duration::from_millis(100)));
+        self.send::<_, serde_json::Value>(req, "POST /v1/slowdown/renew", Some(&body))
             .map(drop)
     }
 }

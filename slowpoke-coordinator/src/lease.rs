@@ -156,9 +156,26 @@ impl LeaseKeeper {
     }
 
     /// Why a lease could not be kept, once one could have lapsed while a plan was installed
-    /// (sticky: the experiment should abort).
+    /// (sticky: the experiment should abort). An agent whose last grant is older than the lease
+    /// counts even while its renewal is still under way: the answer may come too late.
     pub fn lost(&self) -> Option<LeaseLost> {
-        self.shared.lock().lost.clone()
+        let mut st = self.shared.lock();
+        if st.lost.is_none() {
+            let now = Instant::now();
+            let lease = self.shared.lease.duration;
+            let overdue = st
+                .granted
+                .as_ref()
+                .and_then(|g| g.iter().position(|&t| t + lease <= now));
+            st.lost = overdue.map(|i| LeaseLost {
+                agent: self.shared.agents[i].name(),
+                detail: format!(
+                    "no renewal was granted within the lease of {:.1} s",
+                    lease.as_secs_f64()
+                ),
+            });
+        }
+        st.lost.clone()
     }
 }
 
@@ -271,11 +288,12 @@ mod tests {
     use super::*;
     use crate::agents::AgentClient;
 
-    /// An agent that counts renewals and fails them on demand.
+    /// An agent that counts renewals and fails them, or hangs in them, on demand.
     #[derive(Default)]
     struct Renewals {
         count: AtomicUsize,
         failing: AtomicBool,
+        hanging: AtomicBool,
     }
 
     impl AgentClient for Renewals {
@@ -311,6 +329,9 @@ mod tests {
         fn renew_lease(&self, owner: &str, lease: Duration) -> Result<(), AgentError> {
             assert_eq!((owner, lease), ("exp_1", Duration::from_millis(300)));
             self.count.fetch_add(1, Ordering::SeqCst);
+            if self.hanging.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(800));
+            }
             if self.failing.load(Ordering::SeqCst) {
                 return Err(AgentError::Unreachable {
                     agent: self.name(),
@@ -362,5 +383,26 @@ mod tests {
         assert!(lost.detail.contains("connection refused"), "{lost:?}");
         // Two failures at least: the first left time for another try.
         assert!(agent.count.load(Ordering::SeqCst) >= settled + 2);
+    }
+
+    #[test]
+    fn an_agent_that_hangs_in_a_renewal_is_lost_once_its_lease_ran_out() {
+        let agent = Arc::new(Renewals::default());
+        agent.hanging.store(true, Ordering::SeqCst);
+        let shared: SharedAgent = agent.clone();
+        let keeper = LeaseKeeper::start(&[shared], Lease::new("exp 1", MIN_LEASE));
+        let installed = Instant::now();
+        keeper.installing();
+        // The first renewal (at 100 ms) is still hanging when the 300 ms lease runs out.
+        wait_until("the lease reported lost", || keeper.lost().is_some());
+        assert!(
+            installed.elapsed() < Duration::from_millis(800),
+            "reported only after the call"
+        );
+        let lost = keeper.lost().expect("lost");
+        assert!(
+            lost.detail.contains("within the lease of 0.3 s"),
+            "{lost:?}"
+        );
     }
 }
