@@ -898,6 +898,7 @@ fn sync_run(
             quantum_ns: None,
             synchronized,
             services,
+            ..SlowdownPlan::default()
         })
         .unwrap();
     let mut buf = [7u8; MESSAGE];

@@ -24,7 +24,7 @@ pub mod registry;
 pub mod safety;
 pub mod sys;
 
-pub use agent::{Agent, AgentConfig};
+pub use agent::{Agent, AgentConfig, DEFAULT_LEASE, DEFAULT_MAX_LEASE};
 pub use error::AgentError;
 pub use http::Auth;
 

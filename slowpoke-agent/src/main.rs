@@ -73,6 +73,11 @@ struct Args {
     /// descendants included) may be selected. Repeatable.
     #[arg(long = "allow-cgroup", value_name = "PATH")]
     allow_cgroup: Vec<PathBuf>,
+    /// Longest lease, in seconds, a slowdown plan may ask for (`lease_ms`; more is refused with
+    /// 400). A plan whose owner stops renewing its lease is removed when the lease lapses; plans
+    /// that name no lease get 15 s (or this maximum, if lower).
+    #[arg(long, default_value_t = 300.0, value_name = "S")]
+    max_lease_s: f64,
     /// Log filter (error, warn, info, debug, trace, or a tracing directive such as
     /// `slowpoke_agent=debug`).
     #[arg(long, default_value = "info")]
@@ -142,7 +147,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .socket
         .clone()
         .unwrap_or_else(|| args.state_dir.join(SOCKET_FILE));
+    if !(args.max_lease_s.is_finite() && args.max_lease_s >= 0.1) {
+        bail!(
+            "--max-lease-s must be at least 0.1 (seconds), got {}",
+            args.max_lease_s
+        );
+    }
+    let max_lease = Duration::from_secs_f64(args.max_lease_s.min(86_400.0));
     let cfg = AgentConfig {
+        max_lease,
+        default_lease: slowpoke_agent::DEFAULT_LEASE.min(max_lease),
         state_dir: args.state_dir,
         protect,
         quantum_ns: args.quantum_us.saturating_mul(1000),

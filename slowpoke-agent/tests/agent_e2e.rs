@@ -315,6 +315,7 @@ fn sync_run(
                 )
             })
             .collect(),
+        ..SlowdownPlan::default()
     };
     agent.set_slowdown(plan).expect("plan");
     assert_eq!(agent.slowdown().synchronized, synchronized);

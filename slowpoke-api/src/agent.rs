@@ -211,6 +211,35 @@ pub struct SlowdownPlan {
     #[serde(default)]
     pub synchronized: bool,
     pub services: BTreeMap<String, ServiceDelay>,
+    /// How long the plan stays in force without a renewal, ms: when it lapses the agent removes
+    /// the plan and resumes every member, so a client that dies (SIGKILL, out of memory, lost
+    /// network) cannot leave services slowed down. Default: the agent's default lease (15 s);
+    /// at most the maximum its operator set (`--max-lease-s`, default 300 s), above it 400.
+    /// Renew with `POST /v1/slowdown/renew` ([`LeaseRenewal`]) or a PUT by the same owner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_ms: Option<u64>,
+    /// Who holds the plan (the coordinator sends its experiment id; default `anonymous`). While
+    /// the lease is live, a PUT or DELETE by another owner is refused with 409 naming the holder.
+    /// `[A-Za-z0-9._:@-]{1,128}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// Answers only (ignored in a PUT): what is left of the lease, ms. Absent when no plan holds
+    /// a lease (no services).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_remaining_ms: Option<u64>,
+}
+
+/// `POST /v1/slowdown/renew` body: extends the lease of the plan in force without applying it
+/// again (a PUT of the same plan renews too, but re-applies it).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct LeaseRenewal {
+    /// Must be the plan's owner (409 otherwise; 404 when no plan holds a lease any more).
+    pub owner: String,
+    /// The new lease from now, ms (default: the length granted last).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_ms: Option<u64>,
 }
 
 /// `GET /v1/health`. Over TCP without the token (a liveness probe) only `status` is sent:

@@ -141,6 +141,7 @@ fn real_main() -> Result<()> {
         agents,
         app: Box::new(app),
         load: Arc::new(recorder.clone()),
+        lease: slowpoke_coordinator::lease::Lease::default(),
     };
     let monitor = Monitor::new();
     let phases = Phases::default();

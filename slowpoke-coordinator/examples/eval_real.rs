@@ -268,6 +268,7 @@ fn real_main() -> Result<()> {
                 agents: agents.clone(),
                 app: Box::new(CommandTruthApp::new(Box::new(app), running.truth.clone())),
                 load: Arc::new(RealLoadStarter),
+                lease: slowpoke_coordinator::lease::Lease::default(),
             };
             let identity = Point {
                 family: case.clone(),

@@ -50,8 +50,13 @@ pub trait AgentClient: Send + Sync {
     ) -> Result<api::ServiceInfo, AgentError>;
     fn delete_service(&self, name: &str) -> Result<(), AgentError>;
     fn stats(&self) -> Result<api::Stats, AgentError>;
+    /// Installs a plan; its `owner` and `lease_ms` say who holds it and for how long.
     fn set_slowdown(&self, plan: &api::SlowdownPlan) -> Result<(), AgentError>;
-    fn clear_slowdown(&self) -> Result<(), AgentError>;
+    /// Removes the plan on behalf of `owner` (refused while another owner's lease is live).
+    fn clear_slowdown(&self, owner: &str) -> Result<(), AgentError>;
+    /// Extends `owner`'s lease on the plan in force to `lease` from now, without applying the
+    /// plan again (`POST /v1/slowdown/renew`).
+    fn renew_lease(&self, owner: &str, lease: Duration) -> Result<(), AgentError>;
 }
 
 /// Shared handle to any agent.
@@ -97,12 +102,14 @@ impl HttpAgent {
         }
     }
 
-    /// One exchange: `(status, body)`, or `Err` when no answer came (unreachable).
+    /// One exchange within `timeout`: `(status, body)`, or `Err` when no answer came
+    /// (unreachable).
     fn exchange(
         &self,
         method: &str,
         path: &str,
         body: Option<&[u8]>,
+        timeout: Duration,
     ) -> Result<(u16, String), AgentError> {
         let unreachable = |detail: String| AgentError::Unreachable {
             agent: self.base.clone(),
@@ -110,12 +117,14 @@ impl HttpAgent {
         };
         let http = match &self.transport {
             Transport::Unix(socket) => {
-                return unix_http::request(socket, method, path, body, CALL_TIMEOUT)
+                return unix_http::request(socket, method, path, body, timeout)
                     .map_err(|e| unreachable(e.to_string()));
             }
             Transport::Tcp(http) => http,
         };
-        let mut req = http.request(method, &format!("{}{path}", self.base));
+        let mut req = http
+            .request(method, &format!("{}{path}", self.base))
+            .timeout(timeout);
         if let Some(t) = &self.token {
             req = req.set("Authorization", &format!("Bearer {t}"));
         }
@@ -142,12 +151,23 @@ impl HttpAgent {
         path: &str,
         body: Option<&B>,
     ) -> Result<Option<R>, AgentError> {
+        self.call_within(method, path, body, CALL_TIMEOUT)
+    }
+
+    /// [`Self::call`] answered within `timeout` or given up (unreachable).
+    fn call_within<B: Serialize, R: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&B>,
+        timeout: Duration,
+    ) -> Result<Option<R>, AgentError> {
         let what = format!("{method} {path}");
         let body = body
             .map(serde_json::to_vec)
             .transpose()
             .map_err(|e| self.failed(&e))?;
-        let (status, text) = self.exchange(method, path, body.as_deref())?;
+        let (status, text) = self.exchange(method, path, body.as_deref(), timeout)?;
         if !(200..300).contains(&status) {
             let message = serde_json::from_str::<api::ErrorBody>(&text)
                 .map(|b| b.error)
@@ -220,9 +240,27 @@ impl AgentClient for HttpAgent {
             .map(drop)
     }
 
-    fn clear_slowdown(&self) -> Result<(), AgentError> {
-        self.call::<(), serde_json::Value>("DELETE", "/v1/slowdown", None)
+    fn clear_slowdown(&self, owner: &str) -> Result<(), AgentError> {
+        // Owners are `[A-Za-z0-9._:@-]` (crate::lease::Lease): nothing to escape in a query.
+        let path = format!("/v1/slowdown?owner={owner}");
+        self.call::<(), serde_json::Value>("DELETE", &path, None)
             .map(drop)
+    }
+
+    fn renew_lease(&self, owner: &str, lease: Duration) -> Result<(), AgentError> {
+        let body = api::LeaseRenewal {
+            owner: owner.to_owned(),
+            lease_ms: Some(u64::try_from(lease.as_millis()).unwrap_or(u64::MAX)),
+        };
+        // Answered within a third of the lease or given up: the keeper tries again then, and a
+        // hung agent must not hold up the renewals of the others.
+        self.call_within::<_, serde_json::Value>(
+            "POST",
+            "/v1/slowdown/renew",
+            Some(&body),
+            (lease / 3).max(Duration::from_millis(100)),
+        )
+        .map(drop)
     }
 }
 
@@ -506,11 +544,11 @@ pub fn window(before: &StatsSnapshot, after: &StatsSnapshot) -> StatsWindow {
     w
 }
 
-/// Removes the slowdown plan from every agent; returns the failures (never stops early).
-pub fn clear_everywhere(agents: &[SharedAgent]) -> Vec<AgentError> {
+/// Removes `owner`'s slowdown plan from every agent; returns the failures (never stops early).
+pub fn clear_everywhere(agents: &[SharedAgent], owner: &str) -> Vec<AgentError> {
     agents
         .iter()
-        .filter_map(|a| a.clear_slowdown().err())
+        .filter_map(|a| a.clear_slowdown(owner).err())
         .collect()
 }
 

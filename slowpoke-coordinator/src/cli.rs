@@ -16,6 +16,7 @@ use slowpoke_coordinator::experiment::{
     self, App, AttachedApp, Backends, LoadConfig, LoadStarter as _, Monitor, ProfileSpec, Repeat,
     RunError, Safety, Timing, WhatIfSpec,
 };
+use slowpoke_coordinator::lease::{DEFAULT_LEASE, Lease, MIN_LEASE};
 use slowpoke_coordinator::model::{Optimization, OptimizationModel as _};
 #[cfg(feature = "in-process")]
 use slowpoke_coordinator::real::InProcessAgent;
@@ -108,6 +109,11 @@ struct CommonArgs {
     /// File holding the agents' bearer token (default $SLOWPOKE_AGENT_TOKEN).
     #[arg(long, value_name = "FILE")]
     agent_token_file: Option<PathBuf>,
+    /// Lease of the plans on the agents, seconds (default 15): renewed while the experiment
+    /// runs; if slowpoke dies (killed, out of memory, cut off), the agents remove its plan and
+    /// resume every service within this long. At most the agents' --max-lease-s.
+    #[arg(long, value_name = "S", allow_negative_numbers = true)]
+    lease: Option<f64>,
     /// State directory of the in-process agent (default /run/slowpoke; one agent per directory).
     #[arg(long, value_name = "DIR")]
     agent_state_dir: Option<PathBuf>,
@@ -318,6 +324,10 @@ struct ServeArgs {
     /// topology are refused).
     #[arg(long, value_name = "DIR")]
     topology_dir: Option<PathBuf>,
+    /// Lease of each experiment's plans on the agents, seconds: renewed while it runs; if the
+    /// server dies, the agents remove its plan within this long.
+    #[arg(long, value_name = "S", default_value_t = 15.0)]
+    lease: f64,
 }
 
 #[derive(Args, Debug)]
@@ -426,6 +436,7 @@ impl CommonArgs {
         merge_opt(&mut self.actuator, f.actuator);
         merge_vec(&mut self.agent, f.agent);
         merge_opt(&mut self.agent_token_file, f.agent_token_file);
+        merge_opt(&mut self.lease, f.lease);
         merge_opt(&mut self.agent_state_dir, f.agent_state_dir);
         merge_opt(&mut self.max_stopped_share, f.max_stopped_share);
         merge_opt(&mut self.results_dir, f.results_dir);
@@ -479,6 +490,12 @@ impl CommonArgs {
             t.set_actuator(a).map_err(anyhow::Error::msg)?;
         }
         Ok(t)
+    }
+
+    /// The experiment's lease on the agents: `owner` (its id) and `--lease`.
+    fn lease(&self, owner: &str) -> anyhow::Result<Lease> {
+        let secs = self.lease.map_or(Ok(DEFAULT_LEASE), lease_arg)?;
+        Ok(Lease::new(owner, secs))
     }
 
     fn safety(&self) -> anyhow::Result<Safety> {
@@ -880,6 +897,7 @@ fn prepare(
     target: Option<&str>,
     load: &LoadConfig,
     truth: Option<TruthCommands>,
+    lease: Lease,
 ) -> anyhow::Result<Prepared> {
     let plan = c.app_plan()?;
     let names = plan.service_names();
@@ -909,6 +927,7 @@ fn prepare(
         agents: agents.agents.clone(),
         app,
         load: Arc::new(RealLoadStarter),
+        lease,
     };
     Ok(Prepared {
         rt,
@@ -992,7 +1011,10 @@ fn what_if(mut a: WhatIfArgs) -> anyhow::Result<()> {
         );
     }
     let store = a.common.store();
-    let mut p = prepare(&a.common, Some(&target), &load, truth_commands)?;
+    // The experiment's id names it to the agents (its plans' owner) and names its result.
+    let id = experiment::new_id("whatif", &target);
+    let lease = a.common.lease(&id)?;
+    let mut p = prepare(&a.common, Some(&target), &load, truth_commands, lease)?;
     let monitor = Monitor::new();
     cancel_on_signal(&p.rt, &monitor);
     let bar = progress_bar(&monitor, a.common.json);
@@ -1001,7 +1023,8 @@ fn what_if(mut a: WhatIfArgs) -> anyhow::Result<()> {
         b.finish_and_clear();
     }
     shutdown(p);
-    let r = r?;
+    let mut r = r?;
+    r.id = id;
     let stored = StoredResult::WhatIf(r);
     let saved = store.save(&stored);
     let StoredResult::WhatIf(r) = &stored else {
@@ -1019,6 +1042,17 @@ fn what_if(mut a: WhatIfArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(r)?);
     }
     Ok(())
+}
+
+/// `--lease S`: seconds, at least [`MIN_LEASE`] (renewals come every third of it).
+fn lease_arg(s: f64) -> anyhow::Result<std::time::Duration> {
+    if !(s.is_finite() && s >= MIN_LEASE.as_secs_f64() && s <= 86_400.0) {
+        bail!(
+            "--lease must be between {} and 86400 seconds (got {s})",
+            MIN_LEASE.as_secs_f64()
+        );
+    }
+    Ok(std::time::Duration::from_secs_f64(s))
 }
 
 /// `--precision P`: a positive percentage, or 0 to turn repeating for precision off (None).
@@ -1088,7 +1122,9 @@ fn profile(mut a: ProfileArgs) -> anyhow::Result<()> {
         }
     }
     let store = a.common.store();
-    let mut p = prepare(&a.common, None, &load, None)?;
+    let id = experiment::new_id("profile", "app");
+    let lease = a.common.lease(&id)?;
+    let mut p = prepare(&a.common, None, &load, None, lease)?;
     let monitor = Monitor::new();
     cancel_on_signal(&p.rt, &monitor);
     let bar = progress_bar(&monitor, a.common.json);
@@ -1097,7 +1133,8 @@ fn profile(mut a: ProfileArgs) -> anyhow::Result<()> {
         b.finish_and_clear();
     }
     shutdown(p);
-    let r = r?;
+    let mut r = r?;
+    r.id = id;
     let svg_path = a
         .svg
         .clone()
@@ -1147,6 +1184,7 @@ fn serve(a: &ServeArgs) -> anyhow::Result<()> {
         ..server::ServePolicy::default()
     };
     policy.check_start(token.is_some())?;
+    let lease = lease_arg(a.lease)?;
     let rt = runtime()?;
     let set = connect(
         &rt,
@@ -1166,6 +1204,7 @@ fn serve(a: &ServeArgs) -> anyhow::Result<()> {
         agents: set.agents.clone(),
         launcher: Arc::new(server::RealLauncher),
         policy,
+        lease,
     };
     eprintln!("slowpoke serve: http://{}/", a.listen);
     let r = rt.block_on(server::serve(cfg));

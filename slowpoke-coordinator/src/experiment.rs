@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use slowpoke_api::agent as api;
 
 use crate::agents::{self, AgentError, RegisterError, Registration, SharedAgent, StatsSnapshot};
+use crate::lease::{Lease, LeaseKeeper};
 use crate::model::{
     self, ModelError, Optimization, OptimizationModel as _, Parameters, PausePlan, Resolved,
     TargetUse,
@@ -155,6 +156,8 @@ pub struct Backends {
     pub agents: Vec<SharedAgent>,
     pub app: Box<dyn App>,
     pub load: Arc<dyn LoadStarter>,
+    /// Who the experiment is to the agents (its id) and the lease its plans get.
+    pub lease: Lease,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -462,6 +465,14 @@ pub enum RunError {
     Truth(String),
     #[error("cancelled; every delay was removed")]
     Cancelled,
+    #[error(
+        "aborted: the plan's lease on agent {agent} could not be renewed ({detail}), so the plan may have lapsed during the {phase} window, which is therefore invalid; every delay was removed. Check that the agent is reachable, or give a longer --lease"
+    )]
+    LeaseLost {
+        agent: String,
+        phase: String,
+        detail: String,
+    },
 }
 
 /// What an experiment is doing now (for a progress bar or an API).
@@ -570,22 +581,32 @@ impl Monitor {
     }
 }
 
-/// Removes the plan from every agent when dropped, whatever the exit path (panics included).
+/// Keeps the experiment's plan alive while it runs and removes it when dropped, whatever the
+/// exit path (panics included). While a plan is installed its lease is renewed on every agent
+/// ([`LeaseKeeper`]); if this process dies without dropping the guard (SIGKILL, out of memory),
+/// the renewals stop and the agents remove the plan themselves when the lease lapses.
 pub struct PlanGuard {
     agents: Vec<SharedAgent>,
+    keeper: LeaseKeeper,
 }
 
 impl PlanGuard {
-    pub fn new(agents: &[SharedAgent]) -> PlanGuard {
+    pub fn new(agents: &[SharedAgent], lease: Lease) -> PlanGuard {
         PlanGuard {
             agents: agents.to_vec(),
+            keeper: LeaseKeeper::start(agents, lease),
         }
+    }
+
+    pub fn lease(&self) -> &Lease {
+        self.keeper.lease()
     }
 }
 
 impl Drop for PlanGuard {
     fn drop(&mut self) {
-        for e in agents::clear_everywhere(&self.agents) {
+        self.keeper.removed();
+        for e in agents::clear_everywhere(&self.agents, self.keeper.lease().owner()) {
             tracing::error!("could not remove the slowdown plan: {e}");
         }
     }
@@ -627,7 +648,7 @@ struct Session<'a> {
     finished: bool,
     /// Unregistered dependencies seen in any window.
     unregistered: std::collections::BTreeSet<String>,
-    _guard: PlanGuard,
+    guard: PlanGuard,
 }
 
 impl<'a> Session<'a> {
@@ -644,7 +665,7 @@ impl<'a> Session<'a> {
         if backends.agents.is_empty() {
             return Err(RunError::BadSpec("no agent to talk to".into()));
         }
-        let guard = PlanGuard::new(&backends.agents);
+        let guard = PlanGuard::new(&backends.agents, backends.lease.clone());
         let agents = backends.agents.as_slice();
         let app = backends.app.as_mut();
         let services = app.services();
@@ -652,8 +673,12 @@ impl<'a> Session<'a> {
             return Err(RunError::BadSpec("the app has no services".into()));
         }
         monitor.update(|p| p.phase = "registering services".into());
-        // A stale plan from an earlier crash must not bias the baseline.
-        if let Some(e) = agents::clear_everywhere(agents).into_iter().next() {
+        // A stale plan from an earlier crash must not bias the baseline (another experiment's
+        // plan whose lease is live is refused with 409 naming it: two must not overlap).
+        if let Some(e) = agents::clear_everywhere(agents, guard.lease().owner())
+            .into_iter()
+            .next()
+        {
             return Err(e.into());
         }
         let reg = agents::register_services(agents, &services)?;
@@ -679,7 +704,7 @@ impl<'a> Session<'a> {
             truth_applied: false,
             finished: false,
             unregistered: std::collections::BTreeSet::new(),
-            _guard: guard,
+            guard,
         };
         let r = session.find_entry(entry_service);
         match r {
@@ -770,6 +795,14 @@ impl<'a> Session<'a> {
         self.monitor.sleep(self.timing.window_s)?;
         let lw = load.end_window();
         let after = agents::snapshot(self.agents)?;
+        // A plan whose lease may have lapsed was perhaps not in force for the whole window.
+        if let Some(lost) = self.guard.keeper.lost() {
+            return Err(RunError::LeaseLost {
+                agent: lost.agent,
+                phase: phase.to_owned(),
+                detail: lost.detail,
+            });
+        }
         let aw = agents::window(&before, &after);
         let entry_visits = aw.samples.get(&self.entry).map_or(0.0, |s| s.visits);
         // Each paused service should owe δ per end-to-end request: record their mean.
@@ -860,7 +893,11 @@ impl<'a> Session<'a> {
     }
 
     fn set_plan(&mut self, plan: &PausePlan) -> Result<(), RunError> {
+        let lease = self.guard.lease();
         let wire = api::SlowdownPlan {
+            owner: Some(lease.owner().to_owned()),
+            lease_ms: Some(lease.millis()),
+            lease_remaining_ms: None,
             mode: self.timing.mode,
             quantum_ns: self.timing.quantum_us.map(|us| (us * 1e3) as u64),
             synchronized: self.timing.synchronized,
@@ -877,6 +914,7 @@ impl<'a> Session<'a> {
                 })
                 .collect(),
         };
+        self.guard.keeper.installing();
         for a in self.agents {
             a.set_slowdown(&wire)?;
         }
@@ -884,7 +922,11 @@ impl<'a> Session<'a> {
     }
 
     fn clear_plan(&mut self) -> Result<(), RunError> {
-        if let Some(e) = agents::clear_everywhere(self.agents).into_iter().next() {
+        self.guard.keeper.removed();
+        if let Some(e) = agents::clear_everywhere(self.agents, self.guard.lease().owner())
+            .into_iter()
+            .next()
+        {
             return Err(e.into());
         }
         Ok(())
@@ -951,7 +993,8 @@ impl<'a> Session<'a> {
             return;
         }
         self.finished = true;
-        for e in agents::clear_everywhere(self.agents) {
+        self.guard.keeper.removed();
+        for e in agents::clear_everywhere(self.agents, self.guard.lease().owner()) {
             tracing::error!("could not remove the slowdown plan: {e}");
         }
         if self.truth_applied {

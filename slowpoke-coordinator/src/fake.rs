@@ -14,6 +14,7 @@ use slowpoke_api::agent as api;
 
 use crate::agents::{AgentClient, AgentError, SharedAgent};
 use crate::experiment::{App, Backends, Load, LoadConfig, LoadStarter, LoadWindow, TruthChange};
+use crate::lease::{DEFAULT_LEASE, Lease};
 
 const DILATION: f64 = 1000.0;
 
@@ -46,6 +47,9 @@ struct State {
     pub slow_error_ratio: f64,
     cap_when_slow: bool,
     fail_set_slowdown: bool,
+    fail_renew_lease: bool,
+    /// The owner of the last plan put.
+    owner: Option<String>,
     probe_fails: bool,
     fail_stats_after: Option<usize>,
     stats_calls: usize,
@@ -122,6 +126,8 @@ impl FakeWorld {
                 slow_error_ratio: 0.0,
                 cap_when_slow: false,
                 fail_set_slowdown: false,
+                fail_renew_lease: false,
+                owner: None,
                 probe_fails: false,
                 fail_stats_after: None,
                 stats_calls: 0,
@@ -190,6 +196,14 @@ impl FakeWorld {
     pub fn set_fail_set_slowdown(&self, on: bool) {
         self.lock().fail_set_slowdown = on;
     }
+    /// `POST /v1/slowdown/renew` answers 404, as an agent whose lease for us lapsed does.
+    pub fn set_fail_renew_lease(&self, on: bool) {
+        self.lock().fail_renew_lease = on;
+    }
+    /// The owner named by the last plan put.
+    pub fn plan_owner(&self) -> Option<String> {
+        self.lock().owner.clone()
+    }
     /// The entry does not answer.
     pub fn set_probe_fails(&self, on: bool) {
         self.lock().probe_fails = on;
@@ -235,6 +249,8 @@ impl FakeWorld {
             slow_error_ratio: 0.0,
             cap_when_slow: false,
             fail_set_slowdown: false,
+            fail_renew_lease: false,
+            owner: None,
             probe_fails: false,
             fail_stats_after: None,
             stats_calls: 0,
@@ -249,6 +265,7 @@ impl FakeWorld {
             agents: vec![Arc::new(FakeAgent(self.clone())) as SharedAgent],
             app: Box::new(FakeApp(self.clone())),
             load: Arc::new(FakeLoadStarter(self.clone())),
+            lease: Lease::new("fake-experiment", DEFAULT_LEASE),
         }
     }
 }
@@ -345,6 +362,7 @@ impl AgentClient for FakeAgent {
             });
         }
         s.advance();
+        s.owner.clone_from(&plan.owner);
         s.plan = plan
             .services
             .iter()
@@ -353,11 +371,24 @@ impl AgentClient for FakeAgent {
         s.log.push("set_slowdown".into());
         Ok(())
     }
-    fn clear_slowdown(&self) -> Result<(), AgentError> {
+    fn clear_slowdown(&self, _owner: &str) -> Result<(), AgentError> {
         let mut s = self.0.lock();
         s.advance();
         s.plan.clear();
         s.log.push("clear_slowdown".into());
+        Ok(())
+    }
+    /// Not logged: renewals come from the keeper's thread at any moment, the log is for the
+    /// runner's own order of calls.
+    fn renew_lease(&self, _owner: &str, _lease: std::time::Duration) -> Result<(), AgentError> {
+        if self.0.lock().fail_renew_lease {
+            return Err(AgentError::Rejected {
+                agent: "fake".into(),
+                what: "POST /v1/slowdown/renew".into(),
+                status: 404,
+                message: "no slowdown plan holds a lease to renew".into(),
+            });
+        }
         Ok(())
     }
 }

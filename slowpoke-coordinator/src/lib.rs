@@ -6,6 +6,7 @@
 //! - [`stats`]: robust statistics over repetitions.
 //! - [`agents`]: [`agents::AgentClient`] over HTTP or in-process.
 //! - [`experiment`]: the runner (windows, interleaving, precision, safety, cleanup).
+//! - [`lease`]: the experiment's owner id and lease on the agents, renewed while it runs.
 //! - [`results`]: JSON files under a results directory.
 //! - [`real`]: the real agent (in-process, feature `in-process`), load generator and emulated app.
 //! - [`plot`]: the causal-profile and evaluation SVGs.
@@ -19,6 +20,7 @@ pub mod agents;
 pub mod eval;
 pub mod experiment;
 pub mod fake;
+pub mod lease;
 pub mod model;
 pub mod plot;
 pub mod real;

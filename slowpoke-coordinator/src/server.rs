@@ -55,6 +55,7 @@ use crate::agents::SharedAgent;
 use crate::experiment::{
     self, App, AttachedApp, Backends, Monitor, Progress, RunError, spawn_profile, spawn_what_if,
 };
+use crate::lease::Lease;
 use crate::real::{EmuApp, RealLoadStarter};
 use crate::results::{self, ResultStore, StoredResult};
 pub use guard::MAX_BODY;
@@ -99,6 +100,8 @@ impl Launcher for RealLauncher {
             agents,
             app: the_app,
             load: Arc::new(RealLoadStarter),
+            // The server names the owner (the experiment's id) once the backends are built.
+            lease: Lease::default(),
         })
     }
 }
@@ -120,6 +123,9 @@ pub struct ServeConfig {
     /// What requests may name and address (`--allowed-host`, `--allow-entry-host`,
     /// `--topology-dir`); the default is the strictest.
     pub policy: ServePolicy,
+    /// Lease of each experiment's plans on the agents (`--lease`), renewed while it runs: a
+    /// server that dies leaves no plan behind for longer than this.
+    pub lease: Duration,
 }
 
 /// The server's bearer rule ([`slowpoke_api::auth`]): off loopback it refuses to start without a
@@ -157,6 +163,7 @@ struct Inner {
     store: ResultStore,
     agents: Vec<SharedAgent>,
     launcher: Arc<dyn Launcher>,
+    lease: Duration,
     /// Experiments of this server, oldest first.
     experiments: Mutex<Vec<Entry>>,
     /// The stored results' summaries, and when they were read: the page polls the list every
@@ -185,6 +192,7 @@ impl AppState {
                 store: ResultStore::new(cfg.results_dir.clone()),
                 agents: cfg.agents.clone(),
                 launcher: Arc::clone(&cfg.launcher),
+                lease: cfg.lease,
                 experiments: Mutex::new(Vec::new()),
                 stored: Mutex::new(None),
             }),
@@ -674,7 +682,11 @@ async fn drive(state: AppState, id: String, checked: Checked, agents: Vec<Shared
         .await
         .unwrap_or_else(|e| Err(format!("preparing the app failed: {e}")));
     let backends = match built {
-        Ok(b) => b,
+        Ok(mut b) => {
+            // The agents know the experiment by its id: 409s and lapsed-lease logs name it.
+            b.lease = Lease::new(&id, state.inner.lease);
+            b
+        }
         Err(e) => {
             finish(
                 &state,
@@ -807,7 +819,8 @@ async fn delete_experiment(
         .is_err()
     {
         // The runner is stuck in a call: remove the plan ourselves, and say so.
-        let errors = blocking(move || Ok(crate::agents::clear_everywhere(&agents))).await?;
+        let owner = Lease::new(&id, state.inner.lease).owner().to_owned();
+        let errors = blocking(move || Ok(crate::agents::clear_everywhere(&agents, &owner))).await?;
         let detail = errors
             .iter()
             .map(ToString::to_string)

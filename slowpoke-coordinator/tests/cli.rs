@@ -391,7 +391,8 @@ fn a_service_no_agent_resolves_is_named_and_nothing_is_left_installed() {
     );
     let seen = srv.seen.lock().expect("seen").clone();
     assert!(
-        seen.iter().any(|r| r == "DELETE /v1/slowdown HTTP/1.1"),
+        seen.iter()
+            .any(|r| r.starts_with("DELETE /v1/slowdown?owner=") && r.contains("-whatif-cart ")),
         "{seen:?}"
     );
     assert!(

@@ -10,9 +10,10 @@ use std::sync::Arc;
 
 use slowpoke_coordinator::agents::SharedAgent;
 use slowpoke_coordinator::experiment::{
-    Backends, LoadConfig, Monitor, ProfileSpec, Repeat, Safety, Timing, WhatIfSpec, run_profile,
-    run_what_if,
+    Backends, LoadConfig, Monitor, ProfileSpec, Repeat, Safety, Timing, WhatIfSpec, new_id,
+    run_profile, run_what_if,
 };
+use slowpoke_coordinator::lease::{DEFAULT_LEASE, Lease};
 use slowpoke_coordinator::model::Optimization;
 use slowpoke_coordinator::real::{EmuApp, InProcessAgent, RealLoadStarter};
 
@@ -63,6 +64,7 @@ fn on_chain3<T>(connections: usize, run: impl FnOnce(&mut Backends) -> T) -> T {
         agents: vec![Arc::new(agent) as SharedAgent],
         app: Box::new(app),
         load: Arc::new(RealLoadStarter),
+        lease: Lease::new(&new_id("e2e", "chain3"), DEFAULT_LEASE),
     };
     let r = run(&mut backends);
     drop(backends);

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use server_common::{call, temp_dir};
 use slowpoke_coordinator::agents::SharedAgent;
+use slowpoke_coordinator::lease::DEFAULT_LEASE;
 use slowpoke_coordinator::real::InProcessAgent;
 use slowpoke_coordinator::server::{self, RealLauncher, ServeConfig};
 
@@ -46,6 +47,7 @@ fn a_what_if_on_the_emulated_chain_through_the_api() {
             topology_dir: Some(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/topologies").into()),
             ..server::ServePolicy::default()
         },
+        lease: DEFAULT_LEASE,
     };
     let (listener, state) = rt.block_on(server::bind(&cfg)).unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

@@ -2,7 +2,21 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use crate::{error::AgentError, kernel::DEFAULT_QUANTUM_NS, safety::protect::ProtectRules};
+use crate::{
+    error::AgentError,
+    kernel::DEFAULT_QUANTUM_NS,
+    safety::{
+        lease::{LeaseLimits, MIN_LEASE},
+        protect::ProtectRules,
+    },
+};
+
+/// Lease of a plan that names none (`lease_ms`): long enough for a person with curl to look at
+/// the effect, short enough that a dead client's plan goes away soon.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(15);
+
+/// Longest lease the agent grants unless its operator says otherwise (`--max-lease-s`).
+pub const DEFAULT_MAX_LEASE: Duration = Duration::from_mins(5);
 
 /// Agent settings. `Default` gives the documented defaults.
 #[derive(Clone, Debug)]
@@ -27,6 +41,10 @@ pub struct AgentConfig {
     /// Processes never stopped, and the optional tenant confinement (default: pid 1, kernel
     /// threads, the agent and its cgroup, the names of `DEFAULT_PROTECTED_COMMS`).
     pub protect: ProtectRules,
+    /// Lease of a plan that names none (default 15 s; at most `max_lease`).
+    pub default_lease: Duration,
+    /// Longest lease a plan may ask for (default 300 s, `--max-lease-s`).
+    pub max_lease: Duration,
     /// TEST ONLY (cargo feature `test-hooks`, absent from release builds). Keep running when the
     /// kernel programs do not load (no visits, no plans) and enable the manual pause endpoint
     /// `POST /v1/debug/pause/{name}`.
@@ -46,6 +64,8 @@ impl Default for AgentConfig {
             idle_interval: Duration::from_millis(50),
             serving_window: Duration::from_secs(2),
             protect: ProtectRules::default(),
+            default_lease: DEFAULT_LEASE,
+            max_lease: DEFAULT_MAX_LEASE,
             #[cfg(feature = "test-hooks")]
             test_hooks: false,
         }
@@ -73,6 +93,24 @@ impl AgentConfig {
                 "resolve_interval and stop_window must be positive".into(),
             ));
         }
+        if self.max_lease < MIN_LEASE || !(MIN_LEASE..=self.max_lease).contains(&self.default_lease)
+        {
+            return Err(AgentError::BadRequest(format!(
+                "the maximum lease must be at least {} ms and the default lease between that and \
+                 the maximum; got a default of {} ms and a maximum of {} ms (--max-lease-s)",
+                MIN_LEASE.as_millis(),
+                self.default_lease.as_millis(),
+                self.max_lease.as_millis()
+            )));
+        }
         Ok(())
+    }
+
+    /// The lease lengths clients may ask for.
+    pub(super) fn lease_limits(&self) -> LeaseLimits {
+        LeaseLimits {
+            default: self.default_lease,
+            max: self.max_lease,
+        }
     }
 }

@@ -3,8 +3,8 @@
 //!
 //! Threads: a resolver (re-resolves selectors every `resolve_interval`, pushes membership to the
 //! kernel, measures cores, watches the guardian), a dispatcher (routes the kernel's pause
-//! requests to the service's actuator without going through the async runtime), and one pause
-//! thread per service (`actuator/`).
+//! requests to the service's actuator without going through the async runtime), a lease watcher
+//! (removes a plan whose lease lapsed), and one pause thread per service (`actuator/`).
 //!
 //! Lock order: `state` before `kernel`. Pause threads take only `kernel` (through `KernelDebt`
 //! in `dispatch.rs`), never `state`, so flushing an actuator while holding `state` is safe.
@@ -12,12 +12,13 @@
 //! Files: `config.rs` (settings), `services.rs` (register, replace, forget), `resolver.rs` (the
 //! resolver thread), `protect.rs` (protected processes: the registry's guard, the kernel's deny
 //! maps), `heartbeat.rs` (the progress the kernel heartbeat vouches for), `plan.rs` (slowdown
-//! plans), `dispatch.rs` (kernel <-> actuators, manual pauses), `stats.rs` (the counters
-//! snapshot); this file holds the agent's state and lifecycle.
+//! plans), `lease.rs` (their owners and leases), `dispatch.rs` (kernel <-> actuators, manual
+//! pauses), `stats.rs` (the counters snapshot); this file holds the agent's state and lifecycle.
 
 mod config;
 mod dispatch;
 mod heartbeat;
+mod lease;
 mod plan;
 mod protect;
 mod resolver;
@@ -33,7 +34,7 @@ use std::{
     time::Duration,
 };
 
-pub use config::AgentConfig;
+pub use config::{AgentConfig, DEFAULT_LEASE, DEFAULT_MAX_LEASE};
 
 use crate::{
     actuator::Actuator,
@@ -43,6 +44,7 @@ use crate::{
     registry::{CpuAccount, Resolved, Selector, WaitAccount},
     safety::{
         guardian::Guardian,
+        lease::Lease,
         lock::AgentLock,
         state::{self, StateFile},
     },
@@ -82,6 +84,10 @@ struct Inner {
 struct State {
     services: BTreeMap<String, Service>,
     plan: SlowdownPlan,
+    /// Who holds `plan` and until when; `Some` exactly while the plan names services.
+    lease: Option<Lease>,
+    /// Plans removed because their lease lapsed (`slowpoke_lease_expired_total`).
+    leases_expired: u64,
     quantum_ns: u64,
     max_stopped_share: f64,
 }
@@ -192,6 +198,7 @@ impl Agent {
                     quantum_ns: Some(cfg.quantum_ns),
                     synchronized: false,
                     services: BTreeMap::new(),
+                    ..SlowdownPlan::default()
                 },
                 ..State::default()
             }),
@@ -220,6 +227,12 @@ impl Agent {
             .spawn(move || a.resolve_loop())
             .map_err(|e| AgentError::Internal(format!("cannot start the resolver: {e}")))?;
         lock(&agent.inner.threads).push(resolver);
+        let a = agent.clone();
+        let leases = std::thread::Builder::new()
+            .name("lease-watch".into())
+            .spawn(move || a.lease_loop())
+            .map_err(|e| AgentError::Internal(format!("cannot start the lease watcher: {e}")))?;
+        lock(&agent.inner.threads).push(leases);
         tracing::info!(state_dir = %agent.inner.cfg.state_dir.display(), "agent started");
         Ok(agent)
     }

@@ -1,12 +1,13 @@
 //! Slowdown plans: validated as a whole, then applied (removed delays first, their leftover debt
 //! paid; then the new ones), with the state file listing every delayed process beforehand.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::time::{Duration, Instant};
 
 use super::{Agent, State, dispatch::set_sync_hooks, lock};
 use crate::{
     api::{Mode, SlowdownPlan},
     error::AgentError,
+    safety::lease::{ANONYMOUS, Lease, validate_owner},
     sys::signal::resume_pid,
 };
 
@@ -19,28 +20,61 @@ fn delayed_owner(name: &str) -> String {
 
 impl Agent {
     /// Replaces the plan in force. The whole plan is validated first: on error nothing changes.
+    /// The plan's `owner` (default [`ANONYMOUS`]) gets a lease of `lease_ms` (default the
+    /// agent's); while another owner's lease is live the call is refused with 409.
     pub fn set_slowdown(&self, plan: SlowdownPlan) -> Result<(), AgentError> {
         self.check_running()?;
+        let owner = plan.owner.clone().unwrap_or_else(|| ANONYMOUS.to_owned());
+        validate_owner(&owner)?;
+        let limits = self.inner.cfg.lease_limits();
+        let granted = limits.grant(plan.lease_ms, limits.default)?;
         let mut st = lock(&self.inner.state);
+        self.expire_lapsed(&mut st);
+        if let Some(l) = &st.lease {
+            l.check_holder(&owner, Instant::now())?;
+        }
         self.validate_plan(&st, &plan)?;
-        self.apply_plan(&mut st, plan)
+        let holds = !plan.services.is_empty();
+        let plan = SlowdownPlan {
+            owner: holds.then(|| owner.clone()),
+            lease_ms: holds.then_some(granted.as_millis() as u64),
+            lease_remaining_ms: None,
+            ..plan
+        };
+        self.apply_plan(&mut st, plan)?;
+        // A plan without services slows nothing: it holds no lease (it blocks nobody).
+        st.lease = holds.then(|| Lease::grant(&owner, granted, Instant::now()));
+        Ok(())
     }
 
-    /// The plan in force.
+    /// The plan in force, with its owner and what is left of its lease.
     pub fn slowdown(&self) -> SlowdownPlan {
-        lock(&self.inner.state).plan.clone()
+        let st = lock(&self.inner.state);
+        let mut plan = st.plan.clone();
+        plan.lease_remaining_ms = st
+            .lease
+            .as_ref()
+            .map(|l| l.remaining(Instant::now()).as_millis() as u64);
+        plan
     }
 
-    /// Removes every delay, paying leftover debt first.
+    /// Removes every delay, paying leftover debt first, whoever holds the plan (the agent's own
+    /// shutdown, an operator's `DELETE /v1/slowdown?force=true`, a library user). Clients that
+    /// share the agent use [`Agent::clear_slowdown_as`].
     pub fn clear_slowdown(&self) -> Result<(), AgentError> {
         let mut st = lock(&self.inner.state);
+        self.remove_plan(&mut st)
+    }
+
+    /// Removes the plan in force, keeping its mode and quantum.
+    pub(super) fn remove_plan(&self, st: &mut State) -> Result<(), AgentError> {
         let plan = SlowdownPlan {
             mode: st.plan.mode,
             quantum_ns: Some(st.quantum_ns),
             synchronized: st.plan.synchronized,
-            services: BTreeMap::new(),
+            ..SlowdownPlan::default()
         };
-        self.apply_plan(&mut st, plan)
+        self.apply_plan(st, plan)
     }
 
     pub(super) fn record_delayed(&self, name: &str, pids: &[u32]) -> Result<(), AgentError> {
@@ -157,6 +191,12 @@ impl Agent {
             svc.actuator.set_active(pause);
         }
         set_sync_hooks(&st.services, &plan);
+        if plan.services.is_empty() {
+            // Nothing left to hold (removed, or its last service deleted): nobody is blocked.
+            plan.owner = None;
+            plan.lease_ms = None;
+            st.lease = None;
+        }
         st.plan = plan;
         tracing::info!(plan = ?st.plan, "slowdown plan in force");
         Ok(())

@@ -114,6 +114,16 @@ pub fn render(stats: &Stats) -> String {
     out
 }
 
+/// The agent's own counter: plans removed because their lease lapsed (a client stopped renewing;
+/// an alert on its rate finds coordinators that crash).
+pub fn render_leases(expired: u64) -> String {
+    format!(
+        "# HELP slowpoke_lease_expired_total Slowdown plans removed because their lease lapsed.\n\
+         # TYPE slowpoke_lease_expired_total counter\n\
+         slowpoke_lease_expired_total {expired}\n"
+    )
+}
+
 fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
@@ -142,5 +152,11 @@ mod tests {
         assert!(text.contains("# TYPE slowpoke_cores gauge"));
         assert!(text.contains("slowpoke_denied_stops_total{service=\"cart\"} 3\n"));
         assert!(text.contains("slowpoke_stale_stops_total{service=\"cart\"} 0\n"));
+        let leases = render_leases(3);
+        assert!(leases.contains("# TYPE slowpoke_lease_expired_total counter\n"));
+        assert!(
+            leases.ends_with("\nslowpoke_lease_expired_total 3\n"),
+            "{leases}"
+        );
     }
 }

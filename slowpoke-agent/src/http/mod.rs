@@ -18,11 +18,11 @@ mod metrics;
 use axum::{
     Extension, Json, Router,
     body::Bytes,
-    extract::{Path, State},
+    extract::{Path, Query, State, rejection::QueryRejection},
     http::{StatusCode, header},
     middleware,
     response::{IntoResponse, Response},
-    routing::get,
+    routing::{get, post},
 };
 use serde::de::DeserializeOwned;
 
@@ -33,8 +33,9 @@ pub use listen::{SOCKET_FILE, SocketFile, bind_socket, serve_tcp, serve_unix};
 
 use crate::{
     agent::Agent,
-    api::{ServiceSpec, SlowdownPlan},
+    api::{LeaseRenewal, ServiceSpec, SlowdownPlan},
     error::AgentError,
+    safety::lease::ANONYMOUS,
 };
 
 impl Agent {
@@ -58,6 +59,7 @@ pub fn router(agent: Agent, auth: Auth) -> Router {
             "/v1/slowdown",
             get(get_slowdown).put(put_slowdown).delete(delete_slowdown),
         )
+        .route("/v1/slowdown/renew", post(renew_slowdown))
         .route("/metrics", get(prometheus))
         .route("/v1/openapi.json", get(openapi));
     #[cfg(feature = "test-hooks")]
@@ -69,7 +71,7 @@ pub fn router(agent: Agent, auth: Auth) -> Router {
 
 async fn not_found() -> AgentError {
     AgentError::NotFound(
-        "no such endpoint; see docs/api.md or GET /v1/openapi.json (/v1/health, /v1/services, /v1/stats, /v1/slowdown, /metrics)".into(),
+        "no such endpoint; see docs/api.md or GET /v1/openapi.json (/v1/health, /v1/services, /v1/stats, /v1/slowdown, /v1/slowdown/renew, /metrics)".into(),
     )
 }
 
@@ -156,19 +158,61 @@ async fn put_slowdown(State(a): State<Agent>, body: Bytes) -> Result<Response, A
     Ok(Json(plan).into_response())
 }
 
-async fn delete_slowdown(State(a): State<Agent>) -> Result<StatusCode, AgentError> {
-    blocking(move || a.clear_slowdown()).await?;
+/// `DELETE /v1/slowdown?owner=..&force=..`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeleteQuery {
+    /// Who removes the plan (default `anonymous`).
+    owner: Option<String>,
+    /// Operator override: remove another owner's live plan.
+    #[serde(default)]
+    force: bool,
+}
+
+async fn delete_slowdown(
+    State(a): State<Agent>,
+    q: Result<Query<DeleteQuery>, QueryRejection>,
+) -> Result<StatusCode, AgentError> {
+    let Query(q) = q.map_err(|e| {
+        AgentError::BadRequest(format!(
+            "{e}; use DELETE /v1/slowdown?owner=ID (the plan's owner) or ?force=true (operator override)"
+        ))
+    })?;
+    let owner = q.owner.unwrap_or_else(|| ANONYMOUS.to_owned());
+    blocking(move || {
+        if !q.force {
+            return a.clear_slowdown_as(&owner);
+        }
+        // An operator override must leave a trace: whose plan was removed, by whom.
+        if let Some(holder) = a.lease_holder().filter(|h| *h != owner) {
+            tracing::warn!(
+                holder = %holder,
+                caller = %owner,
+                "operator override (DELETE /v1/slowdown?force=true): removing a plan whose lease is live"
+            );
+        }
+        a.clear_slowdown()
+    })
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
+async fn renew_slowdown(State(a): State<Agent>, body: Bytes) -> Result<Response, AgentError> {
+    let r: LeaseRenewal = parse(&body, r#"{"owner":"my-experiment","lease_ms":15000}"#)?;
+    let plan = blocking(move || a.renew_lease(&r.owner, r.lease_ms)).await?;
+    Ok(Json(plan).into_response())
+}
+
 async fn prometheus(State(a): State<Agent>) -> Result<Response, AgentError> {
-    let s = blocking(move || Ok(a.stats())).await?;
+    let (s, expired) = blocking(move || Ok((a.stats(), a.leases_expired()))).await?;
+    let mut text = metrics::render(&s);
+    text.push_str(&metrics::render_leases(expired));
     Ok((
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        metrics::render(&s),
+        text,
     )
         .into_response())
 }

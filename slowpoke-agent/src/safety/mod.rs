@@ -10,6 +10,8 @@
 //! - [`protect`]: the processes the agent never stops (pid 1, kernel threads, itself, its
 //!   cgroup, a deny list of names; optionally only some uids or cgroups), checked at every
 //!   resolution and, through the deny maps the agent fills, in the kernel;
+//! - [`lease`]: every plan has an owner and a lease; a plan whose lease lapsed is removed and
+//!   its members resumed, so a client that died cannot leave services slowed down;
 //! - the next agent start resumes whatever the file still lists ([`state::resume_leftovers`]),
 //!   which covers the one case the guardian cannot: agent and guardian killed together.
 //!
@@ -17,6 +19,7 @@
 //! type: the actuator and the agent use these pieces, never the other way round.
 
 pub mod guardian;
+pub mod lease;
 pub mod lock;
 pub mod protect;
 pub mod state;

@@ -8,8 +8,8 @@ use super::BearerScheme;
 
 use crate::ErrorBody;
 use crate::agent::{
-    ExcludedProcess, Health, Mode, NodeStats, ServiceDelay, ServiceInfo, ServiceList, ServiceSpec,
-    ServiceStats, SlowdownPlan, Stats, UnregisteredDependency,
+    ExcludedProcess, Health, LeaseRenewal, Mode, NodeStats, ServiceDelay, ServiceInfo, ServiceList,
+    ServiceSpec, ServiceStats, SlowdownPlan, Stats, UnregisteredDependency,
 };
 
 #[derive(utoipa::OpenApi)]
@@ -30,11 +30,11 @@ use crate::agent::{
     security((), ("bearer" = [])),
     paths(
         health, list_services, get_service, put_service, delete_service, stats, get_slowdown,
-        put_slowdown, delete_slowdown, metrics, openapi
+        put_slowdown, delete_slowdown, renew_slowdown, metrics, openapi
     ),
     components(schemas(
-        ErrorBody, ExcludedProcess, Health, Mode, NodeStats, ServiceDelay, ServiceInfo, ServiceList, ServiceSpec,
-        ServiceStats, SlowdownPlan, Stats, UnregisteredDependency
+        ErrorBody, ExcludedProcess, Health, LeaseRenewal, Mode, NodeStats, ServiceDelay, ServiceInfo,
+        ServiceList, ServiceSpec, ServiceStats, SlowdownPlan, Stats, UnregisteredDependency
     )),
     modifiers(&BearerScheme)
 )]
@@ -86,25 +86,41 @@ fn delete_service() {}
 fn stats() {}
 
 #[utoipa::path(get, path = "/v1/slowdown", tag = "slowdown",
-    responses((status = 200, description = "The plan in force (no services: none)", body = SlowdownPlan)))]
+    responses((status = 200, description = "The plan in force (no services: none), with its owner and what is left of its lease", body = SlowdownPlan)))]
 fn get_slowdown() {}
 
 #[utoipa::path(put, path = "/v1/slowdown", tag = "slowdown",
-    request_body(content = SlowdownPlan, description = "Per-visit delays of registered services"),
+    request_body(content = SlowdownPlan, description = "Per-visit delays of registered services, with a lease (`lease_ms`, default 15 s) and an `owner` (default `anonymous`)"),
     responses(
         (status = 200, description = "The plan now in force", body = SlowdownPlan),
-        (status = 400, description = "Bad plan (unknown service, delay above the limit, spin with synchronized)", body = ErrorBody),
+        (status = 400, description = "Bad plan (unknown service, delay above the limit, spin with synchronized, lease above the agent's maximum, bad owner)", body = ErrorBody),
         (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
         (status = 413, description = "Body larger than 64 KiB", body = ErrorBody),
         (status = 415, description = "Body not sent as `application/json`", body = ErrorBody),
+        (status = 409, description = "Another owner's lease is live; the message names the holder and when it expires", body = ErrorBody),
         (status = 503, description = "The kernel programs are not loaded", body = ErrorBody)))]
 fn put_slowdown() {}
 
 #[utoipa::path(delete, path = "/v1/slowdown", tag = "slowdown",
+    params(
+        ("owner" = Option<String>, Query, description = "Who removes the plan (default `anonymous`): must be the holder while its lease is live"),
+        ("force" = Option<bool>, Query, description = "Operator override: remove another owner's live plan (logged at warn)")),
     responses(
         (status = 204, description = "Leftover debt paid, every delay removed"),
-        (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
+        (status = 400, description = "Bad query parameters", body = ErrorBody),
+        (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+        (status = 409, description = "Another owner's lease is live; the message names the holder and when it expires", body = ErrorBody)))]
 fn delete_slowdown() {}
+
+#[utoipa::path(post, path = "/v1/slowdown/renew", tag = "slowdown",
+    request_body(content = LeaseRenewal, description = "The plan's owner and, optionally, the new lease length"),
+    responses(
+        (status = 200, description = "The plan in force, its lease extended from now (not applied again)", body = SlowdownPlan),
+        (status = 400, description = "Bad body, or a lease above the agent's maximum", body = ErrorBody),
+        (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+        (status = 404, description = "No plan holds a lease (it lapsed or was removed): PUT it again", body = ErrorBody),
+        (status = 409, description = "The plan belongs to another owner", body = ErrorBody)))]
+fn renew_slowdown() {}
 
 #[utoipa::path(get, path = "/metrics", tag = "stats",
     responses((status = 200, description = "The counters in Prometheus text format 0.0.4", body = String, content_type = "text/plain")))]

@@ -18,6 +18,7 @@ use crate::experiment::{
     self, App, Backends, LoadConfig, Monitor, Repeat, Safety, TargetUseRecord, Timing, TruthChange,
     WhatIfResult, WhatIfSpec,
 };
+use crate::lease::Lease;
 use crate::model::{Optimization, TargetUse};
 use crate::real::{EmuApp, RealLoadStarter, TruthOn};
 use crate::results::{ResultStore, StoredResult};
@@ -555,6 +556,7 @@ pub fn run(
                 agents: agents.to_vec(),
                 app: Box::new(app.clone()),
                 load: Arc::new(RealLoadStarter),
+                lease: Lease::default(),
             };
             let point = match experiment::run_what_if(&spec, &mut backends, monitor) {
                 Ok(r) => {

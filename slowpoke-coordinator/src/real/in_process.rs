@@ -69,9 +69,16 @@ impl AgentClient for InProcessAgent {
             .set_slowdown(plan.clone())
             .map_err(|e| map_err("the slowdown plan", &e))
     }
-    fn clear_slowdown(&self) -> Result<(), AgentError> {
+    fn clear_slowdown(&self, owner: &str) -> Result<(), AgentError> {
         self.agent
-            .clear_slowdown()
+            .clear_slowdown_as(owner)
             .map_err(|e| map_err("clearing the slowdown plan", &e))
+    }
+    fn renew_lease(&self, owner: &str, lease: std::time::Duration) -> Result<(), AgentError> {
+        let ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX);
+        self.agent
+            .renew_lease(owner, Some(ms))
+            .map(drop)
+            .map_err(|e| map_err("renewing the plan's lease", &e))
     }
 }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use slowpoke_coordinator::agents::SharedAgent;
 use slowpoke_coordinator::experiment::Backends;
 use slowpoke_coordinator::fake::{FakeAgent, FakeApp, FakeLoadStarter, FakeWorld};
+use slowpoke_coordinator::lease::{DEFAULT_LEASE, Lease};
 use slowpoke_coordinator::server::{self, Launcher, ServeConfig, request::AppRequest};
 
 /// Builds every experiment on the fake world, whatever app the request names.
@@ -21,6 +22,7 @@ impl Launcher for FakeLauncher {
             agents,
             app: Box::new(FakeApp(self.0.clone())),
             load: Arc::new(FakeLoadStarter(self.0.clone())),
+            lease: Lease::default(),
         })
     }
 }
@@ -52,6 +54,7 @@ pub fn config(world: &FakeWorld, results_dir: PathBuf) -> ServeConfig {
             topology_dir: Some(topologies_dir()),
             ..server::ServePolicy::default()
         },
+        lease: DEFAULT_LEASE,
     }
 }
 
