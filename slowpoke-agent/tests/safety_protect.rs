@@ -100,7 +100,7 @@ fn put_service(agent: &AgentProc, name: &str, spec: &str) -> (u16, serde_json::V
         "PUT",
         &format!("{}/v1/services/{name}", agent.url),
         Some(spec),
-        None,
+        Some(&agent.token),
     );
     (code, json(&body))
 }
@@ -184,13 +184,18 @@ fn set_plan(agent: &AgentProc, service: &str, delay_ns: u64) {
         "PUT",
         &format!("{}/v1/slowdown", agent.url),
         Some(&body),
-        None,
+        Some(&agent.token),
     );
     assert_eq!(code, 200, "{b}");
 }
 
 fn service_stats(agent: &AgentProc, service: &str) -> serde_json::Value {
-    let (code, b) = call("GET", &format!("{}/v1/stats", agent.url), None, None);
+    let (code, b) = call(
+        "GET",
+        &format!("{}/v1/stats", agent.url),
+        None,
+        Some(&agent.token),
+    );
     assert_eq!(code, 200, "{b}");
     json(&b)["services"][service].clone()
 }
@@ -262,7 +267,12 @@ fn pid_1_kernel_threads_thread_ids_and_protected_names_are_refused_with_the_reas
             && msg.contains("the protected name \"systemd\" (--protect-comm)"),
         "{msg}"
     );
-    let (code, list) = call("GET", &format!("{}/v1/services", agent.url), None, None);
+    let (code, list) = call(
+        "GET",
+        &format!("{}/v1/services", agent.url),
+        None,
+        Some(&agent.token),
+    );
     assert_eq!(code, 200);
     let list = json(&list);
     for refused in ["init", "kthreadd", "systemd"] {
@@ -344,7 +354,12 @@ fn a_cgroup_holding_the_agent_is_refused_or_leaves_it_out_and_it_is_never_stoppe
         "the server was paused: {stats}"
     );
     // Resolver passes keep it that way.
-    let (code, info) = call("GET", &format!("{}/v1/services/app", agent.url), None, None);
+    let (code, info) = call(
+        "GET",
+        &format!("{}/v1/services/app", agent.url),
+        None,
+        Some(&agent.token),
+    );
     assert_eq!(code, 200);
     assert_eq!(pids(&json(&info)), vec![server.pid()], "{info}");
     drop(agent); // out of the scratch cgroup before it is removed
@@ -404,7 +419,12 @@ fn an_sshd_like_server_is_refused_or_excluded_and_never_stopped_under_a_plan() {
         "the server was paused: {stats}"
     );
     assert!(stats.get("denied_stops").is_some(), "{stats}");
-    let (code, metrics) = call("GET", &format!("{}/metrics", agent.url), None, None);
+    let (code, metrics) = call(
+        "GET",
+        &format!("{}/metrics", agent.url),
+        None,
+        Some(&agent.token),
+    );
     assert_eq!(code, 200);
     assert!(
         metrics.contains("slowpoke_denied_stops_total{service=\"app\"}"),
