@@ -192,11 +192,19 @@ pub struct SlowdownPlan {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Health {
-    /// `ok`, `degraded` (kernel programs or guardian missing) or `stopping`.
+    /// `ok`, `degraded` (see `reasons`) or `stopping`.
     pub status: String,
     /// The agent's version (its crate's).
     pub version: String,
     /// Kernel features probed at start, with the reason when one is off.
     #[serde(default)]
     pub features: BTreeMap<String, String>,
+    /// Why `status` is `degraded`, each saying what to do (empty otherwise): kernel programs
+    /// not loaded, guardian not running, the kernel's pause requests no longer read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<String>,
+    /// What the operator should know although the agent works, e.g. that the guardian's
+    /// watchdog resumed processes while the agent was stopped or hung.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }

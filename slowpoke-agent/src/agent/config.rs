@@ -2,7 +2,10 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use crate::{error::AgentError, kernel::DEFAULT_QUANTUM_NS};
+use crate::{error::AgentError, kernel::DEFAULT_QUANTUM_NS, safety::watchdog::FEED_PERIOD};
+
+/// The shortest [`AgentConfig::progress_limit`].
+const PROGRESS_LIMIT_MIN: Duration = Duration::from_secs(5);
 
 /// Agent settings. `Default` gives the documented defaults.
 #[derive(Clone, Debug)]
@@ -24,6 +27,10 @@ pub struct AgentConfig {
     pub idle_interval: Duration,
     /// Window over which threads doing socket work count as serving threads (default 2 s).
     pub serving_window: Duration,
+    /// The guardian's watchdog: once the agent made no progress for this long (stopped by an
+    /// outsider, hung), the guardian resumes every listed process, and keeps doing so while it
+    /// stays stuck (default 1 s; see `safety/watchdog.rs`).
+    pub watchdog_after: Duration,
     /// TEST ONLY (cargo feature `test-hooks`, absent from release builds). Keep running when the
     /// kernel programs do not load (no visits, no plans) and enable the manual pause endpoint
     /// `POST /v1/debug/pause/{name}`.
@@ -42,6 +49,7 @@ impl Default for AgentConfig {
             resolve_interval: Duration::from_millis(250),
             idle_interval: Duration::from_millis(50),
             serving_window: Duration::from_secs(2),
+            watchdog_after: Duration::from_secs(1),
             #[cfg(feature = "test-hooks")]
             test_hooks: false,
         }
@@ -68,6 +76,21 @@ impl AgentConfig {
                 "resolve_interval and stop_window must be positive".into(),
             ));
         }
+        if self.watchdog_after < 4 * FEED_PERIOD {
+            return Err(AgentError::BadRequest(format!(
+                "watchdog_after must be at least {} ms (four progress stamps), got {} ms",
+                (4 * FEED_PERIOD).as_millis(),
+                self.watchdog_after.as_millis()
+            )));
+        }
         Ok(())
+    }
+
+    /// How long the agent may go without a resolver pass before it counts as hung: its
+    /// progress stamp then stops, and the guardian's watchdog acts `watchdog_after` later. Long
+    /// enough for what legitimately holds the registry lock (removing a plan waits up to 3 s
+    /// per service for its last pause), at least 5 s.
+    pub fn progress_limit(&self) -> Duration {
+        (4 * self.resolve_interval).max(PROGRESS_LIMIT_MIN)
     }
 }

@@ -1,9 +1,11 @@
-//! The resolver thread: re-resolves every selector periodically (processes come and go), pushes
-//! membership to the kernel and the actuators, measures cores, and restarts a dead guardian.
+//! The resolver thread: re-resolves every selector periodically (processes come and go), lists
+//! the members in the state file and then pushes them to the kernel and the actuators, measures
+//! cores, restarts a dead guardian, and ticks the agent's progress (what keeps the guardian's
+//! watchdog quiet).
 
 use std::{sync::atomic::Ordering, time::Duration};
 
-use super::{Agent, Service, SharedKernel, lock};
+use super::{Agent, Service, SharedKernel, lock, services::listed_cgroups};
 use crate::{
     error::AgentError,
     registry::{self, Resolved, Selector},
@@ -18,6 +20,8 @@ impl Agent {
             let next = std::time::Instant::now() + interval;
             self.resolve_once();
             self.watch_guardian();
+            // A whole pass took the registry and kernel locks: the agent is not hung.
+            self.inner.progress.tick();
             while std::time::Instant::now() < next && !self.inner.stopping.load(Ordering::SeqCst) {
                 std::thread::sleep(Duration::from_millis(10).min(interval));
             }
@@ -49,11 +53,6 @@ impl Agent {
             let usable = registry::usable_cpus(&resolved.pids);
             let threads = registry::thread_count(&resolved.pids);
             let mut st = lock(&self.inner.state);
-            let delayed = st
-                .plan
-                .services
-                .get(&name)
-                .is_some_and(|d| d.delay_per_visit_ns > 0);
             let Some(svc) = st.services.get_mut(&name) else {
                 continue;
             };
@@ -69,26 +68,20 @@ impl Agent {
             if svc.resolved == resolved {
                 continue;
             }
-            if delayed {
-                // New processes must be listed before the kernel may stop them.
-                let mut listed = resolved.pids.clone();
-                listed.extend(&svc.resolved.pids);
-                listed.sort_unstable();
-                listed.dedup();
-                if let Err(e) = self.record_delayed(&name, &listed) {
-                    tracing::error!("{e}");
-                    continue;
-                }
+            // New members are listed before the kernel learns them: it may stop them at once.
+            let cgroups = listed_cgroups(&selector);
+            if let Err(e) = self.record_members(&name, &svc.resolved.pids, &resolved.pids, &cgroups)
+            {
+                tracing::error!("{e}; membership of {name} not updated");
+                continue;
             }
             tracing::debug!(service = %name, pids = ?resolved.pids, "membership changed");
             if let Err(e) = apply_resolution(&self.inner.kernel, svc, resolved) {
                 tracing::warn!(service = %name, "updating the kernel membership: {e}");
             }
-            if delayed {
-                let pids = svc.resolved.pids.clone();
-                if let Err(e) = self.record_delayed(&name, &pids) {
-                    tracing::error!("{e}");
-                }
+            let pids = svc.resolved.pids.clone();
+            if let Err(e) = self.record_members(&name, &[], &pids, &cgroups) {
+                tracing::error!("{e}");
             }
         }
     }
@@ -99,7 +92,7 @@ impl Agent {
             return;
         }
         tracing::warn!("the guardian process is gone; starting a new one");
-        match Guardian::spawn(self.inner.state_file.path()) {
+        match Guardian::spawn_with(self.inner.state_file.path(), self.inner.page.clone()) {
             Ok(n) => *g = Some(n),
             Err(e) => tracing::error!("cannot fork a new guardian: {e}"),
         }

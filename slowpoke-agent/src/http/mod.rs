@@ -198,13 +198,13 @@ async fn delete_slowdown(State(a): State<Agent>) -> Result<StatusCode, AgentErro
 }
 
 async fn prometheus(State(a): State<Agent>) -> Result<Response, AgentError> {
-    let s = blocking(move || Ok(a.stats())).await?;
+    let (s, w) = blocking(move || Ok((a.stats(), a.watchdog_counts()))).await?;
     Ok((
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        metrics::render(&s),
+        metrics::render(&s, &w),
     )
         .into_response())
 }

@@ -8,6 +8,7 @@
 
 pub mod clock;
 pub mod procfs;
+pub mod rawfs;
 pub mod sched;
 pub mod signal;
 pub mod sockdiag;
