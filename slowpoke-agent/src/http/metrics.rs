@@ -111,7 +111,10 @@ pub fn render(stats: &Stats, watchdog: &WatchdogCounts) -> String {
             watchdog.passes,
         ),
     ] {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+        );
     }
     out
 }

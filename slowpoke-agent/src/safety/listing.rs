@@ -34,7 +34,10 @@ pub const MAX_LINE: usize = 4096 + 8;
 /// One entry of the list.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Entry<'a> {
-    Process { pid: u32, start_ticks: u64 },
+    Process {
+        pid: u32,
+        start_ticks: u64,
+    },
     /// A cgroup directory (raw bytes of the path).
     Cgroup(&'a [u8]),
 }
@@ -121,11 +124,13 @@ pub fn resume_listed(path: &CStr, report: &mut dyn FnMut(Outcome)) -> bool {
 
 fn resume_entry(line: &[u8], report: &mut dyn FnMut(Outcome)) {
     match parse_line(line) {
-        Some(Entry::Process { pid, start_ticks }) => report(match resume_if_same(pid, start_ticks) {
-            Identified::Resumed => Outcome::Resumed(pid),
-            Identified::Reused => Outcome::Reused(pid),
-            Identified::Gone => Outcome::Gone(pid),
-        }),
+        Some(Entry::Process { pid, start_ticks }) => {
+            report(match resume_if_same(pid, start_ticks) {
+                Identified::Resumed => Outcome::Resumed(pid),
+                Identified::Reused => Outcome::Reused(pid),
+                Identified::Gone => Outcome::Gone(pid),
+            })
+        }
         Some(Entry::Cgroup(dir)) => {
             let mut procs = StackPath::<{ MAX_LINE + 16 }>::new();
             procs.push(dir).push(b"/cgroup.procs");

@@ -135,7 +135,12 @@ impl StateFile {
         // a newcomer that reused the pid, which is not the process that was listed.
         let procs: BTreeMap<u32, Option<u64>> = pids
             .iter()
-            .map(|&p| (p, before.0.get(&p).copied().unwrap_or_else(|| start_ticks(p))))
+            .map(|&p| {
+                (
+                    p,
+                    before.0.get(&p).copied().unwrap_or_else(|| start_ticks(p)),
+                )
+            })
             .collect();
         let mut body = listing::HEADER.as_bytes().to_vec();
         for (&pid, start) in &procs {

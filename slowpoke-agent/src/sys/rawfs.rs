@@ -139,7 +139,8 @@ mod tests {
 
     #[test]
     fn start_ticks_is_field_22_even_with_spaces_and_parens_in_comm() {
-        let stat = b"4242 (a) b (c d) S 1 4242 4242 0 -1 4194560 100 0 0 0 3 4 0 0 20 0 1 0 987654 \
+        let stat =
+            b"4242 (a) b (c d) S 1 4242 4242 0 -1 4194560 100 0 0 0 3 4 0 0 20 0 1 0 987654 \
                      1000 200 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0\n";
         assert_eq!(parse_start_ticks(stat), Some(987_654));
         assert_eq!(parse_start_ticks(b"4242 (x) S 1 2"), None);

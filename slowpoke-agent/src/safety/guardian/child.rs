@@ -4,10 +4,7 @@
 //! `poll`, `getppid`, `clock_gettime`, `kill`, `pidfd_open`, `pidfd_send_signal`, `nanosleep`,
 //! `_exit`), atomics in the shared page, and stack buffers. No allocation, no lock, no logging.
 
-use std::{
-    ffi::CStr,
-    sync::atomic::Ordering,
-};
+use std::{ffi::CStr, sync::atomic::Ordering};
 
 use crate::{
     safety::{
@@ -207,7 +204,8 @@ unsafe fn close_by_walking_proc(keep: libc::c_int) -> bool {
                     }
                     let name = &buf[off + 19..(off + reclen).min(n as usize)];
                     let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
-                    if let Some(fd) = parse_decimal(name).and_then(|f| libc::c_int::try_from(f).ok())
+                    if let Some(fd) =
+                        parse_decimal(name).and_then(|f| libc::c_int::try_from(f).ok())
                         && fd != keep
                         && fd != dir
                     {
