@@ -40,7 +40,7 @@ fn start_ticks(pid: u32) -> u64 {
         .expect("number")
 }
 
-/// Clock ticks since boot now, from /proc/uptime (centiseconds; USER_HZ is 100).
+/// Clock ticks since boot now, from `/proc/uptime` (centiseconds; `USER_HZ` is 100).
 fn uptime_ticks() -> u64 {
     let up = std::fs::read_to_string("/proc/uptime").expect("uptime");
     let secs: f64 = up

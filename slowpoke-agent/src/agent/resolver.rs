@@ -3,14 +3,14 @@
 //! cores, restarts a dead guardian, and ticks the agent's progress (what keeps the guardian's
 //! watchdog quiet).
 
-use std::{sync::atomic::Ordering, time::Duration};
+use std::{path::PathBuf, sync::atomic::Ordering, time::Duration};
 
-use super::{Agent, Service, SharedKernel, lock, services::listed_cgroups};
+use super::{Agent, Service, SharedKernel, lock};
 use crate::{
     error::AgentError,
     registry::{self, Resolved, Selector},
     safety::guardian::Guardian,
-    sys::clock::monotonic_ns,
+    sys::{clock::monotonic_ns, procfs},
 };
 
 impl Agent {
@@ -113,4 +113,14 @@ pub(super) fn apply_resolution(
     svc.actuator.set_pids(&resolved.pids);
     svc.resolved = resolved;
     Ok(())
+}
+
+/// The cgroup directories whose processes the guardian resumes for a service: a cgroup
+/// selector's directory and every cgroup below it now (the kernel knows the service by those
+/// cgroups, so it may stop a process that joined one after the last resolution).
+pub(super) fn listed_cgroups(selector: &Selector) -> Vec<PathBuf> {
+    match selector {
+        Selector::Cgroup(dir) => procfs::cgroup_tree(dir),
+        _ => Vec::new(),
+    }
 }

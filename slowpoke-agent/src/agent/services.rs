@@ -7,7 +7,11 @@ use std::{
 };
 
 use super::{
-    Agent, Service, dispatch::KernelDebt, lock, resolver::apply_resolution, unknown_service,
+    Agent, Service,
+    dispatch::KernelDebt,
+    lock,
+    resolver::{apply_resolution, listed_cgroups},
+    unknown_service,
 };
 use crate::{
     actuator::{Actuator, ActuatorConfig},
@@ -15,7 +19,6 @@ use crate::{
     error::AgentError,
     kernel::{MAX_SERVICES, ServiceId},
     registry::{self, CpuAccount, Resolved, Selector, WaitAccount},
-    sys::procfs,
 };
 
 impl Agent {
@@ -173,16 +176,6 @@ impl Agent {
                     file.path().display()
                 ))
             })
-    }
-}
-
-/// The cgroup directories whose processes the guardian resumes for a service: a cgroup
-/// selector's directory and every cgroup below it now (the kernel knows the service by those
-/// cgroups, so it may stop a process that joined one after the last resolution).
-pub(super) fn listed_cgroups(selector: &Selector) -> Vec<PathBuf> {
-    match selector {
-        Selector::Cgroup(dir) => procfs::cgroup_tree(dir),
-        _ => Vec::new(),
     }
 }
 

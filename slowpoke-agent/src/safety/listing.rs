@@ -129,7 +129,7 @@ fn resume_entry(line: &[u8], report: &mut dyn FnMut(Outcome)) {
                 Identified::Resumed => Outcome::Resumed(pid),
                 Identified::Reused => Outcome::Reused(pid),
                 Identified::Gone => Outcome::Gone(pid),
-            })
+            });
         }
         Some(Entry::Cgroup(dir)) => {
             let mut procs = StackPath::<{ MAX_LINE + 16 }>::new();
