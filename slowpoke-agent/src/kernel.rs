@@ -634,6 +634,20 @@ impl Kernel {
             .ok_or_else(|| KernelError::Ebpf("the pause-request stream was already taken".into()))
     }
 
+    /// Why the thread reading the pause requests ended on its own, if it did (the request
+    /// stream then ends too; see `kernel/events.rs`).
+    pub fn event_reader_failure(&self) -> Option<String> {
+        self.events.as_ref().and_then(events::EventReader::failure)
+    }
+
+    /// TEST ONLY: makes the pause-request reader end as a failing `poll` would.
+    #[cfg(feature = "test-hooks")]
+    pub fn break_event_reader(&self) {
+        if let Some(events) = &self.events {
+            events.inject_failure();
+        }
+    }
+
     /// The pause quantum in force.
     pub fn quantum_ns(&self) -> u64 {
         self.global_value.quantum_ns

@@ -5,7 +5,10 @@ mod agent_util;
 
 use std::time::{Duration, Instant};
 
-use agent_util::{AgentProc, TempDir, call, is_stopped, json, sleeper, wait_for};
+use agent_util::{
+    AgentProc, TempDir, is_stopped, json, kill, sleeper, stop_through_agent, time_to_resume,
+    wait_for,
+};
 use slowpoke_agent::{
     Agent, AgentError,
     safety::{
@@ -13,42 +16,6 @@ use slowpoke_agent::{
         state::{StateFile, read_listed},
     },
 };
-
-/// Registers `pid` as service `svc` and starts a long manual pause of it (test hook) in a thread.
-fn stop_through_agent(agent: &AgentProc, pid: u32) -> std::thread::JoinHandle<(u16, String)> {
-    let (code, body) = agent.call(
-        "PUT",
-        "/v1/services/svc",
-        Some(&format!("{{\"pids\":[{pid}]}}")),
-    );
-    assert_eq!(code, 200, "{body}");
-    let url = format!("{}/v1/debug/pause/svc?ns=30000000000", agent.url);
-    let token = agent.token.clone();
-    let t = std::thread::spawn(move || call("POST", &url, None, Some(&token)));
-    wait_for(Duration::from_secs(5), "the service stopped", || {
-        is_stopped(pid).then_some(())
-    });
-    t
-}
-
-fn kill(pid: u32, sig: i32) {
-    // SAFETY: a signal to a process this test started.
-    unsafe { libc::kill(pid as i32, sig) };
-}
-
-/// Time until `pid` runs again (polled every 100 µs).
-fn time_to_resume(pid: u32, since: Instant, limit: Duration) -> Duration {
-    loop {
-        if !is_stopped(pid) {
-            return since.elapsed();
-        }
-        assert!(
-            since.elapsed() < limit,
-            "pid {pid} still stopped after {limit:?}"
-        );
-        std::thread::sleep(Duration::from_micros(100));
-    }
-}
 
 #[test]
 fn sigkill_of_the_agent_resumes_the_service_within_100ms() {

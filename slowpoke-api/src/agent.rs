@@ -244,10 +244,10 @@ pub struct LeaseRenewal {
 
 /// `GET /v1/health`. Over TCP without the token (a liveness probe) only `status` is sent:
 /// version and features (which name the guardian's pid) are for authenticated callers.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Health {
-    /// `ok`, `degraded` (kernel programs or guardian missing) or `stopping`.
+    /// `ok`, `degraded` (see `reasons`) or `stopping`.
     pub status: String,
     /// The agent's version (its crate's); absent in a status-only answer.
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -256,6 +256,14 @@ pub struct Health {
     /// status-only answer.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub features: BTreeMap<String, String>,
+    /// Why `status` is `degraded`, each saying what to do (empty otherwise): kernel programs
+    /// not loaded, guardian not running, the kernel's pause requests no longer read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<String>,
+    /// What the operator should know although the agent works, e.g. that the guardian's
+    /// watchdog resumed processes while the agent was stopped or hung.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 impl Health {
@@ -266,6 +274,8 @@ impl Health {
             status: self.status.clone(),
             version: String::new(),
             features: BTreeMap::new(),
+            reasons: Vec::new(),
+            warnings: Vec::new(),
         }
     }
 }

@@ -282,6 +282,8 @@ impl AgentClient for FakeAgent {
             status: "ok".into(),
             version: "fake".into(),
             features: BTreeMap::new(),
+            reasons: Vec::new(),
+            warnings: Vec::new(),
         })
     }
     fn put_service(

@@ -280,7 +280,6 @@ fn renew_all(shared: &Shared, generation: u64, period: Duration) {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
     use slowpoke_api::agent as api;
@@ -304,7 +303,7 @@ mod tests {
             Ok(api::Health {
                 status: "ok".into(),
                 version: "test".into(),
-                features: BTreeMap::new(),
+                ..api::Health::default()
             })
         }
         fn put_service(

@@ -8,6 +8,7 @@ use crate::{
     safety::{
         lease::{LeaseLimits, MIN_LEASE},
         protect::ProtectRules,
+        watchdog::FEED_PERIOD,
     },
 };
 
@@ -17,6 +18,9 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(15);
 
 /// Longest lease the agent grants unless its operator says otherwise (`--max-lease-s`).
 pub const DEFAULT_MAX_LEASE: Duration = Duration::from_mins(5);
+
+/// The shortest [`AgentConfig::progress_limit`].
+const PROGRESS_LIMIT_MIN: Duration = Duration::from_secs(5);
 
 /// Agent settings. `Default` gives the documented defaults.
 #[derive(Clone, Debug)]
@@ -45,6 +49,10 @@ pub struct AgentConfig {
     pub default_lease: Duration,
     /// Longest lease a plan may ask for (default 300 s, `--max-lease-s`).
     pub max_lease: Duration,
+    /// The guardian's watchdog: once the agent made no progress for this long (stopped by an
+    /// outsider, hung), the guardian resumes every listed process, and keeps doing so while it
+    /// stays stuck (default 1 s; see `safety/watchdog.rs`).
+    pub watchdog_after: Duration,
     /// TEST ONLY (cargo feature `test-hooks`, absent from release builds). Keep running when the
     /// kernel programs do not load (no visits, no plans) and enable the manual pause endpoint
     /// `POST /v1/debug/pause/{name}`.
@@ -66,6 +74,7 @@ impl Default for AgentConfig {
             protect: ProtectRules::default(),
             default_lease: DEFAULT_LEASE,
             max_lease: DEFAULT_MAX_LEASE,
+            watchdog_after: Duration::from_secs(1),
             #[cfg(feature = "test-hooks")]
             test_hooks: false,
         }
@@ -103,6 +112,13 @@ impl AgentConfig {
                 self.max_lease.as_millis()
             )));
         }
+        if self.watchdog_after < 4 * FEED_PERIOD {
+            return Err(AgentError::BadRequest(format!(
+                "watchdog_after must be at least {} ms (four progress stamps), got {} ms",
+                (4 * FEED_PERIOD).as_millis(),
+                self.watchdog_after.as_millis()
+            )));
+        }
         Ok(())
     }
 
@@ -112,5 +128,13 @@ impl AgentConfig {
             default: self.default_lease,
             max: self.max_lease,
         }
+    }
+
+    /// How long the agent may go without a resolver pass before it counts as hung: its
+    /// progress stamp then stops, and the guardian's watchdog acts `watchdog_after` later. Long
+    /// enough for what legitimately holds the registry lock (removing a plan waits up to 3 s
+    /// per service for its last pause), at least 5 s.
+    pub fn progress_limit(&self) -> Duration {
+        (4 * self.resolve_interval).max(PROGRESS_LIMIT_MIN)
     }
 }

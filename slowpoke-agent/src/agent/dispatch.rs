@@ -12,7 +12,7 @@ use crate::{
     actuator::{DebtSource, OnKernelPause, PauseOutcome, PauseRecord, PayHandle},
     api::{Mode, SlowdownPlan},
     error::AgentError,
-    kernel::{PauseRequest, ServiceId},
+    kernel::{Kernel, PauseRequest, ServiceId},
     sys::{sched::make_thread_precise, signal::resume_pid},
 };
 
@@ -70,6 +70,16 @@ impl Agent {
             .ok_or_else(|| unknown_service(name))
     }
 
+    /// TEST ONLY: ends the kernel's pause-request reader as a failing `poll` would (the agent
+    /// then stops all pausing). False without kernel programs.
+    #[cfg(feature = "test-hooks")]
+    pub fn debug_break_event_reader(&self) -> bool {
+        lock(&self.inner.kernel)
+            .as_ref()
+            .map(Kernel::break_event_reader)
+            .is_some()
+    }
+
     /// Routes the kernel's pause requests to the service's actuator.
     pub(super) fn dispatch(&self, mut rx: tokio::sync::mpsc::UnboundedReceiver<PauseRequest>) {
         if let Err(why) = make_thread_precise() {
@@ -97,6 +107,29 @@ impl Agent {
                 break;
             }
         }
+        if !self.inner.stopping.load(Ordering::SeqCst) {
+            self.pause_requests_lost();
+        }
+    }
+
+    /// The kernel's pause requests are no longer read (the reader thread died): the kernel would
+    /// keep stopping processes that nobody resumes. Stops all pausing for good: the plan is
+    /// removed (and later plans with delays refused), everything listed is resumed, and
+    /// `/v1/health` says why (status `degraded`).
+    fn pause_requests_lost(&self) {
+        let why = lock(&self.inner.kernel)
+            .as_ref()
+            .and_then(Kernel::event_reader_failure)
+            .unwrap_or_else(|| "their stream ended".into());
+        tracing::error!(
+            "the kernel's pause requests are no longer read ({why}): removing every delay and \
+             resuming every member; restart the agent to pause again"
+        );
+        *lock(&self.inner.events_lost) = Some(why);
+        if let Err(e) = self.clear_slowdown() {
+            tracing::error!("removing the plan after losing the pause requests: {e}");
+        }
+        self.inner.state_file.resume_listed();
     }
 }
 

@@ -1,10 +1,13 @@
 //! The agent: registry + kernel programs + one pause actuator per service + guardian, behind a
 //! small synchronous API (the HTTP layer in `http/` and the in-process coordinator both use it).
 //!
-//! Threads: a resolver (re-resolves selectors every `resolve_interval`, pushes membership to the
-//! kernel, measures cores, watches the guardian), a dispatcher (routes the kernel's pause
-//! requests to the service's actuator without going through the async runtime), a lease watcher
-//! (removes a plan whose lease lapsed), and one pause thread per service (`actuator/`).
+//! Threads: a resolver (re-resolves selectors every `resolve_interval`, lists members in the
+//! state file before pushing them to the kernel, measures cores, watches the guardian, ticks the
+//! agent's [`Progress`]), a dispatcher (routes the kernel's pause requests to the service's
+//! actuator without going through the async runtime; if their stream ends, stops all pausing),
+//! a lease watcher (removes a plan whose lease lapsed), the kernel heartbeat's beater and the
+//! watchdog feeder (each goes on only while the progress is fresh), and one pause thread per
+//! service (`actuator/`).
 //!
 //! Lock order: `state` before `kernel`. Pause threads take only `kernel` (through `KernelDebt`
 //! in `dispatch.rs`), never `state`, so flushing an actuator while holding `state` is safe.
@@ -47,8 +50,9 @@ use crate::{
         lease::Lease,
         lock::AgentLock,
         state::{self, StateFile},
+        watchdog::{FEED_PERIOD, Feeder, Progress, SharedPage, WatchdogCounts},
     },
-    sys::{sched::probe_realtime, signal::resume_pid},
+    sys::{clock::monotonic_ns, sched::probe_realtime, signal::resume_pid},
 };
 
 /// The node agent. Cheap to clone (an `Arc` inside).
@@ -70,10 +74,17 @@ struct Inner {
     /// Service id -> actuator, for the dispatcher's hot path.
     by_id: RwLock<HashMap<ServiceId, Arc<Actuator>>>,
     guardian: Mutex<Option<Guardian>>,
-    /// What the kernel heartbeat vouches for (resolver and dispatcher progress).
-    progress: Arc<heartbeat::Progress>,
+    /// Shared with every guardian: the progress stamp and the watchdog's counters.
+    page: Arc<SharedPage>,
+    /// Ticked by the resolver and the dispatcher: "the agent makes progress". The kernel
+    /// heartbeat's beater and the watchdog feeder go on only while it is fresh.
+    progress: Arc<Progress>,
     /// Beats the kernel's heartbeat while `progress` is fresh; dropped first at shutdown.
     beater: Mutex<Option<Beater>>,
+    feeder: Mutex<Option<Feeder>>,
+    /// Why the kernel's pause requests are no longer read (the event reader died): plans with
+    /// delays are refused from then on.
+    events_lost: Mutex<Option<String>>,
     lock: Mutex<Option<AgentLock>>,
     stopping: AtomicBool,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
@@ -130,21 +141,24 @@ impl Agent {
             ))
         })?;
         let agent_lock = AgentLock::acquire(&cfg.state_dir)?;
-        match state::resume_leftovers(&cfg.state_dir) {
-            Ok(p) if !p.is_empty() => {
-                tracing::warn!(pids = ?p, "resumed processes a previous agent left listed as possibly stopped");
-            }
-            Ok(_) => {}
-            Err(e) => {
-                return Err(AgentError::Internal(format!(
-                    "cannot read or reset the state file in {}: {e}",
-                    cfg.state_dir.display()
-                )));
-            }
-        }
+        repair_leftovers(&cfg)?;
         let state_file = Arc::new(StateFile::new(&cfg.state_dir));
-        let guardian = Guardian::spawn(state_file.path())
-            .map_err(|e| AgentError::Internal(format!("cannot fork the guardian process: {e}")))?;
+        let internal = |what: &str| {
+            let what = what.to_string();
+            move |e: std::io::Error| AgentError::Internal(format!("{what}: {e}"))
+        };
+        let page = Arc::new(
+            SharedPage::new(Some(cfg.watchdog_after))
+                .map_err(internal("cannot map the page shared with the guardian"))?,
+        );
+        let progress = Arc::new(Progress::default());
+        let feeder = Feeder::start(page.clone(), FEED_PERIOD, {
+            let (progress, limit) = (progress.clone(), cfg.progress_limit());
+            move || progress.within(limit)
+        })
+        .map_err(internal("cannot start the watchdog feeder thread"))?;
+        let guardian = Guardian::spawn_with(state_file.path(), page.clone())
+            .map_err(internal("cannot fork the guardian process"))?;
         let mut features = BTreeMap::new();
         let (kernel, kernel_error) = match Kernel::load(cfg.quantum_ns) {
             Ok(k) => {
@@ -168,13 +182,11 @@ impl Agent {
             }
         };
         // Without beats the kernel stops nothing: start them right after the load.
-        let progress = Arc::new(heartbeat::Progress::default());
         let beater = kernel
             .as_ref()
             .map(|k| heartbeat::start(k, &progress, &mut features))
             .transpose()?;
         features.insert("realtime_resumer".into(), probe_realtime());
-        features.insert("guardian".into(), format!("on (pid {})", guardian.pid()));
         let kernel: SharedKernel = Arc::new(Mutex::new(kernel));
         let requests = match lock(&kernel).as_mut().map(Kernel::take_pause_requests) {
             Some(Ok(rx)) => Some(rx),
@@ -204,8 +216,11 @@ impl Agent {
             }),
             by_id: RwLock::new(HashMap::new()),
             guardian: Mutex::new(Some(guardian)),
+            page,
             progress,
             beater: Mutex::new(beater),
+            feeder: Mutex::new(Some(feeder)),
+            events_lost: Mutex::new(None),
             lock: Mutex::new(Some(agent_lock)),
             stopping: AtomicBool::new(false),
             threads: Mutex::new(Vec::new()),
@@ -250,27 +265,84 @@ impl Agent {
 
     pub fn health(&self) -> api::Health {
         let mut features = self.inner.features.clone();
-        let guardian_up = lock(&self.inner.guardian)
-            .as_ref()
-            .is_some_and(Guardian::alive);
-        if !guardian_up {
-            features.insert(
-                "guardian".into(),
-                "off: the guardian process is not running".into(),
-            );
+        let mut reasons = Vec::new();
+        self.guardian_health(&mut features, &mut reasons);
+        if let Some(e) = &self.inner.kernel_error {
+            reasons.push(format!("the kernel programs are not loaded: {e}"));
+        }
+        if let Some(why) = lock(&self.inner.events_lost).as_ref() {
+            reasons.push(format!(
+                "the kernel's pause requests are no longer read ({why}): every delay was removed \
+                 and every member resumed, and plans with delays are refused; restart the agent"
+            ));
         }
         let status = if self.inner.stopping.load(Ordering::SeqCst) {
             "stopping"
-        } else if self.inner.kernel_error.is_some() || !guardian_up {
-            "degraded"
-        } else {
+        } else if reasons.is_empty() {
             "ok"
+        } else {
+            "degraded"
         };
         api::Health {
             status: status.into(),
             version: env!("CARGO_PKG_VERSION").into(),
             features,
+            reasons,
+            warnings: self.watchdog_warning().into_iter().collect(),
         }
+    }
+
+    /// What the guardian's watchdog did so far (it resumed processes while the agent was stuck).
+    pub fn watchdog_counts(&self) -> WatchdogCounts {
+        self.inner.page.counts()
+    }
+
+    fn guardian_health(&self, features: &mut BTreeMap<String, String>, reasons: &mut Vec<String>) {
+        let guardian = lock(&self.inner.guardian);
+        if let Some(g) = guardian.as_ref().filter(|g| g.alive()) {
+            features.insert("guardian".into(), format!("on (pid {})", g.pid()));
+            if let Some(setup) = g.setup() {
+                let (close, oom) = setup.describe();
+                features.insert("guardian_close".into(), close);
+                features.insert("guardian_oom".into(), oom);
+            }
+        } else {
+            features.insert(
+                "guardian".into(),
+                "off: the guardian process is not running".into(),
+            );
+            reasons.push(
+                "the guardian process is not running: nothing would resume stopped processes \
+                 if the agent died now (the agent forks a new one at its next resolver pass; \
+                 see its log)"
+                    .into(),
+            );
+        }
+        if let Some(after) = self.inner.page.stale_after() {
+            features.insert(
+                "guardian_watchdog".into(),
+                format!(
+                    "on: resumes every listed process after {} ms without progress of the agent",
+                    after.as_millis()
+                ),
+            );
+        }
+    }
+
+    fn watchdog_warning(&self) -> Option<String> {
+        let c = self.inner.page.counts();
+        (c.episodes > 0).then(|| {
+            let ago = monotonic_ns().saturating_sub(c.last_pass_ns) as f64 / 1e9;
+            format!(
+                "the guardian's watchdog resumed every listed process {} time(s) in {} \
+                 episode(s), the last {ago:.1} s ago, because the agent made no progress for \
+                 over {} ms (stopped by a signal, hung or starved); pauses in progress then \
+                 ended early",
+                c.passes,
+                c.episodes,
+                self.inner.cfg.watchdog_after.as_millis()
+            )
+        })
     }
 
     /// Removes the plan (paying leftover debt), resumes every process of every service, detaches
@@ -318,12 +390,45 @@ impl Agent {
         if let Some(g) = lock(&self.inner.guardian).take() {
             g.stop(Duration::from_millis(500));
         }
-        if let Err(e) = self.inner.state_file.set("", &[]) {
+        drop(lock(&self.inner.feeder).take());
+        if let Err(e) = self.inner.state_file.clear() {
             tracing::warn!("cannot reset the state file: {e}");
         }
         drop(lock(&self.inner.lock).take());
         tracing::info!("agent stopped");
     }
+}
+
+/// Start-up repair: resumes what a previous agent left listed (see `safety::state`).
+fn repair_leftovers(cfg: &AgentConfig) -> Result<(), AgentError> {
+    let repair = state::resume_leftovers(&cfg.state_dir).map_err(|e| {
+        AgentError::Internal(format!(
+            "cannot read or reset the state file in {}: {e}; check the directory's permissions \
+             (--state-dir)",
+            cfg.state_dir.display()
+        ))
+    })?;
+    if !repair.resumed.is_empty() || !repair.in_cgroups.is_empty() {
+        tracing::warn!(
+            pids = ?repair.resumed,
+            in_cgroups = ?repair.in_cgroups,
+            "resumed processes a previous agent left listed as possibly stopped"
+        );
+    }
+    if !repair.reused.is_empty() {
+        tracing::info!(
+            pids = ?repair.reused,
+            "left alone: these listed pids now belong to other processes"
+        );
+    }
+    if !repair.legacy.is_empty() {
+        tracing::warn!(
+            pids = ?repair.legacy,
+            "resumed the bare pids of an older agent's stopped.json without checking that they \
+             are still the same processes (that format has no start times); the file is removed"
+        );
+    }
+    Ok(())
 }
 
 impl std::fmt::Debug for Agent {

@@ -1,5 +1,6 @@
 //! Slowdown plans: validated as a whole, then applied (removed delays first, their leftover debt
-//! paid; then the new ones), with the state file listing every delayed process beforehand.
+//! paid; then the new ones). The state file already lists every member of every service
+//! (`services.rs`), so a delay can be set at once.
 
 use std::time::{Duration, Instant};
 
@@ -13,10 +14,6 @@ use crate::{
 
 /// Upper bound on how long clearing a plan waits for one service's last pause.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(3);
-
-fn delayed_owner(name: &str) -> String {
-    format!("delayed:{name}")
-}
 
 impl Agent {
     /// Replaces the plan in force. The whole plan is validated first: on error nothing changes.
@@ -77,18 +74,6 @@ impl Agent {
         self.apply_plan(st, plan)
     }
 
-    pub(super) fn record_delayed(&self, name: &str, pids: &[u32]) -> Result<(), AgentError> {
-        self.inner
-            .state_file
-            .set(&delayed_owner(name), pids)
-            .map_err(|e| {
-                AgentError::Internal(format!(
-                    "cannot write the state file {}: {e}",
-                    self.inner.state_file.path().display()
-                ))
-            })
-    }
-
     fn validate_plan(&self, st: &State, plan: &SlowdownPlan) -> Result<(), AgentError> {
         let max = self.inner.cfg.max_delay_per_visit_ns;
         for (name, d) in &plan.services {
@@ -121,6 +106,12 @@ impl Agent {
             ));
         }
         let wants_delay = plan.services.values().any(|d| d.delay_per_visit_ns > 0);
+        if wants_delay && let Some(why) = lock(&self.inner.events_lost).as_ref() {
+            return Err(AgentError::Unavailable(format!(
+                "the kernel's pause requests are no longer read ({why}), so a delay could stop \
+                 processes that nobody resumes; restart the agent"
+            )));
+        }
         if wants_delay && lock(&self.inner.kernel).is_none() {
             return Err(AgentError::Unavailable(format!(
                 "the kernel programs are not loaded ({}): plans need them to count visits",
@@ -174,7 +165,6 @@ impl Agent {
             for &p in &svc.resolved.pids {
                 resume_pid(p);
             }
-            self.record_delayed(name, &[])?;
         }
         for (name, d) in &plan.services {
             let Some(svc) = st.services.get(name) else {
@@ -183,7 +173,6 @@ impl Agent {
             if d.delay_per_visit_ns == 0 {
                 continue;
             }
-            self.record_delayed(name, &svc.resolved.pids)?;
             let pause = plan.mode == Mode::Pause;
             if let Some(k) = lock(&self.inner.kernel).as_mut() {
                 k.set_delay(svc.id, d.delay_per_visit_ns, plan.mode, pause)?;

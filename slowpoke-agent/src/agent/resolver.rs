@@ -1,16 +1,17 @@
 //! The resolver thread: re-resolves every selector periodically (processes come and go), applies
-//! the protection rules anew at every pass, pushes membership and the deny maps to the kernel and
-//! membership to the actuators, measures cores, restarts a dead guardian, and stamps the progress
-//! the kernel heartbeat vouches for.
+//! the protection rules anew at every pass, lists the members in the state file and then pushes
+//! them and the deny maps to the kernel and the actuators, measures cores, restarts a dead
+//! guardian, and stamps the progress that both the kernel heartbeat and the guardian's watchdog
+//! vouch for.
 
-use std::{sync::atomic::Ordering, time::Duration};
+use std::{path::PathBuf, sync::atomic::Ordering, time::Duration};
 
 use super::{Agent, Service, SharedKernel, lock};
 use crate::{
     error::AgentError,
     registry::{self, Resolved, Selector},
     safety::guardian::Guardian,
-    sys::clock::monotonic_ns,
+    sys::{clock::monotonic_ns, procfs},
 };
 
 impl Agent {
@@ -53,11 +54,6 @@ impl Agent {
             let usable = registry::usable_cpus(&resolved.pids);
             let threads = registry::thread_count(&resolved.pids);
             let mut st = lock(&self.inner.state);
-            let delayed = st
-                .plan
-                .services
-                .get(&name)
-                .is_some_and(|d| d.delay_per_visit_ns > 0);
             let Some(svc) = st.services.get_mut(&name) else {
                 continue;
             };
@@ -73,26 +69,20 @@ impl Agent {
             if svc.resolved == resolved {
                 continue;
             }
-            if delayed {
-                // New processes must be listed before the kernel may stop them.
-                let mut listed = resolved.pids.clone();
-                listed.extend(&svc.resolved.pids);
-                listed.sort_unstable();
-                listed.dedup();
-                if let Err(e) = self.record_delayed(&name, &listed) {
-                    tracing::error!("{e}");
-                    continue;
-                }
+            // New members are listed before the kernel learns them: it may stop them at once.
+            let cgroups = listed_cgroups(&selector);
+            if let Err(e) = self.record_members(&name, &svc.resolved.pids, &resolved.pids, &cgroups)
+            {
+                tracing::error!("{e}; membership of {name} not updated");
+                continue;
             }
             tracing::debug!(service = %name, pids = ?resolved.pids, "membership changed");
             if let Err(e) = apply_resolution(&self.inner.kernel, svc, resolved) {
                 tracing::warn!(service = %name, "updating the kernel membership: {e}");
             }
-            if delayed {
-                let pids = svc.resolved.pids.clone();
-                if let Err(e) = self.record_delayed(&name, &pids) {
-                    tracing::error!("{e}");
-                }
+            let pids = svc.resolved.pids.clone();
+            if let Err(e) = self.record_members(&name, &[], &pids, &cgroups) {
+                tracing::error!("{e}");
             }
         }
         self.protect_in_kernel(&lock(&self.inner.state), &protection);
@@ -104,7 +94,7 @@ impl Agent {
             return;
         }
         tracing::warn!("the guardian process is gone; starting a new one");
-        match Guardian::spawn(self.inner.state_file.path()) {
+        match Guardian::spawn_with(self.inner.state_file.path(), self.inner.page.clone()) {
             Ok(n) => *g = Some(n),
             Err(e) => tracing::error!("cannot fork a new guardian: {e}"),
         }
@@ -125,4 +115,14 @@ pub(super) fn apply_resolution(
     svc.actuator.set_pids(&resolved.pids);
     svc.resolved = resolved;
     Ok(())
+}
+
+/// The cgroup directories whose processes the guardian resumes for a service: a cgroup
+/// selector's directory and every cgroup below it now (the kernel knows the service by those
+/// cgroups, so it may stop a process that joined one after the last resolution).
+pub(super) fn listed_cgroups(selector: &Selector) -> Vec<PathBuf> {
+    match selector {
+        Selector::Cgroup(dir) => procfs::cgroup_tree(dir),
+        _ => Vec::new(),
+    }
 }

@@ -1,9 +1,17 @@
-//! Registering, replacing, forgetting and listing services.
+//! Registering, replacing, forgetting and listing services, and listing their members in the
+//! state file (every member of every service, before the kernel learns it).
 
-use std::sync::{Arc, PoisonError};
+use std::{
+    path::PathBuf,
+    sync::{Arc, PoisonError},
+};
 
 use super::{
-    Agent, Service, dispatch::KernelDebt, lock, resolver::apply_resolution, unknown_service,
+    Agent, Service,
+    dispatch::KernelDebt,
+    lock,
+    resolver::{apply_resolution, listed_cgroups},
+    unknown_service,
 };
 use crate::{
     actuator::{Actuator, ActuatorConfig},
@@ -28,12 +36,19 @@ impl Agent {
         if !resolved.excluded.is_empty() {
             tracing::info!(service = name, excluded = ?resolved.excluded, "protected processes left out");
         }
-        let mut guard = lock(&self.inner.state);
-        let st = &mut *guard;
-        let delayed = st.plan.services.contains_key(name);
-        if delayed {
-            self.record_delayed(name, &resolved.pids)?;
+        let mut st = lock(&self.inner.state);
+        let st = &mut *st;
+        // Listed before the kernel learns them (`apply_resolution` below): the kernel may stop a
+        // member as soon as it knows it and a delay is set. The old members stay listed until
+        // the kernel has forgotten them.
+        if !st.services.contains_key(name) && st.services.len() >= MAX_SERVICES as usize {
+            return Err(AgentError::Conflict(format!(
+                "this agent tracks at most {MAX_SERVICES} services; delete one first"
+            )));
         }
+        let cgroups = listed_cgroups(&selector);
+        let old: &[u32] = st.services.get(name).map_or(&[], |s| &s.resolved.pids);
+        self.record_members(name, old, &resolved.pids, &cgroups)?;
         let svc = if let Some(svc) = st.services.get_mut(name) {
             svc.spec = spec;
             svc.selector = selector;
@@ -87,6 +102,7 @@ impl Agent {
             svc.cores = c;
         }
         apply_resolution(&self.inner.kernel, svc, resolved)?;
+        self.record_members(name, &[], &svc.resolved.pids, &cgroups)?;
         svc.cpu.update(&svc.resolved.pids);
         svc.wait.update(&svc.resolved.pids);
         tracing::info!(service = name, pids = ?svc.resolved.pids, ports = ?svc.resolved.listen_ports, "service registered");
@@ -117,6 +133,8 @@ impl Agent {
         if let Some(k) = lock(&self.inner.kernel).as_mut() {
             k.remove_service(svc.id)?;
         }
+        // The kernel no longer knows them: they leave the list.
+        self.record_members(name, &[], &[], &[])?;
         tracing::info!(service = name, "service deleted");
         Ok(())
     }
@@ -138,6 +156,33 @@ impl Agent {
                 .map(|(n, s)| (n.clone(), s.info(n)))
                 .collect(),
         }
+    }
+}
+
+impl Agent {
+    /// Lists the members of service `name` in the state file: `old` ∪ `new` processes and the
+    /// cgroup directories. Returns once the file on disk lists them.
+    pub(super) fn record_members(
+        &self,
+        name: &str,
+        old: &[u32],
+        new: &[u32],
+        cgroups: &[PathBuf],
+    ) -> Result<(), AgentError> {
+        let mut pids = old.to_vec();
+        pids.extend_from_slice(new);
+        pids.sort_unstable();
+        pids.dedup();
+        let file = &self.inner.state_file;
+        file.set(&format!("members:{name}"), &pids)
+            .and_then(|()| file.set_cgroups(&format!("cgroups:{name}"), cgroups))
+            .map_err(|e| {
+                AgentError::Internal(format!(
+                    "cannot write the state file {}: {e}; nothing is stopped without it (check \
+                     the state directory: free space, permissions)",
+                    file.path().display()
+                ))
+            })
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use crate::api::Stats;
+use crate::{api::Stats, safety::watchdog::WatchdogCounts};
 
 /// One counter or gauge family: name, type, help, value of a service.
 type Family = (
@@ -102,14 +102,31 @@ const FAMILIES: &[Family] = &[
     ),
 ];
 
-/// Renders a stats snapshot.
-pub fn render(stats: &Stats) -> String {
+/// Renders a stats snapshot and the guardian's watchdog counters.
+pub fn render(stats: &Stats, watchdog: &WatchdogCounts) -> String {
     let mut out = String::new();
     for (name, kind, help, value) in FAMILIES {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for (svc, s) in &stats.services {
             let _ = writeln!(out, "{name}{{service=\"{}\"}} {}", escape(svc), value(s));
         }
+    }
+    for (name, help, value) in [
+        (
+            "slowpoke_guardian_watchdog_episodes_total",
+            "Times the agent made no progress for longer than the watchdog allows (stopped or hung).",
+            watchdog.episodes,
+        ),
+        (
+            "slowpoke_guardian_watchdog_resumes_total",
+            "Passes in which the guardian resumed every listed process because the agent was stuck.",
+            watchdog.passes,
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+        );
     }
     out
 }
@@ -146,7 +163,14 @@ mod tests {
                 ..Default::default()
             },
         );
-        let text = render(&s);
+        let text = render(
+            &s,
+            &WatchdogCounts {
+                episodes: 1,
+                passes: 3,
+                last_pass_ns: 5,
+            },
+        );
         assert!(text.contains("slowpoke_visits_total{service=\"cart\"} 7\n"));
         assert!(text.contains("slowpoke_pause_seconds_total{service=\"cart\"} 1.5\n"));
         assert!(text.contains("# TYPE slowpoke_cores gauge"));
@@ -158,5 +182,7 @@ mod tests {
             leases.ends_with("\nslowpoke_lease_expired_total 3\n"),
             "{leases}"
         );
+        assert!(text.contains("\nslowpoke_guardian_watchdog_episodes_total 1\n"));
+        assert!(text.contains("\nslowpoke_guardian_watchdog_resumes_total 3\n"));
     }
 }

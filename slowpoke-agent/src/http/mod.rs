@@ -204,8 +204,9 @@ async fn renew_slowdown(State(a): State<Agent>, body: Bytes) -> Result<Response,
 }
 
 async fn prometheus(State(a): State<Agent>) -> Result<Response, AgentError> {
-    let (s, expired) = blocking(move || Ok((a.stats(), a.leases_expired()))).await?;
-    let mut text = metrics::render(&s);
+    let (s, w, expired) =
+        blocking(move || Ok((a.stats(), a.watchdog_counts(), a.leases_expired()))).await?;
+    let mut text = metrics::render(&s, &w);
     text.push_str(&metrics::render_leases(expired));
     Ok((
         [(

@@ -1,11 +1,16 @@
 //! Safety: **no process stays stopped after the agent exits in any way** (clean shutdown, error,
-//! panic, SIGTERM, SIGKILL, OOM kill).
+//! panic, SIGTERM, SIGKILL, OOM kill) **or while it is stopped or hung**.
 //!
 //! The pieces, each enforcing its part by construction rather than by remembering to clean up:
-//! - [`state`]: the state file lists every process that may be stopped, and is rewritten
-//!   *before* any process can be stopped (by the actuator or by the kernel programs);
+//! - [`state`]: the state file lists every member of every registered service (and the cgroups
+//!   of cgroup services), each process with its start time, rewritten *before* the kernel or an
+//!   actuator can stop anything it adds; [`listing`] is its format and the allocation-free pass
+//!   that resumes what it names;
 //! - [`guardian`]: a forked child that reads EOF on a pipe when the agent process ends, however
-//!   it ends, and resumes everything the state file lists;
+//!   it ends, and resumes everything the state file lists; it closes every inherited descriptor
+//!   (with fallbacks), leaves reused pids alone and asks the OOM killer to spare it;
+//! - [`watchdog`]: a page shared with the guardian, stamped while the agent makes progress; the
+//!   guardian resumes what is listed while the stamp is stale;
 //! - [`lock`]: one agent per state directory, so the file it keeps is the complete list;
 //! - [`protect`]: the processes the agent never stops (pid 1, kernel threads, itself, its
 //!   cgroup, a deny list of names; optionally only some uids or cgroups), checked at every
@@ -20,6 +25,8 @@
 
 pub mod guardian;
 pub mod lease;
+pub mod listing;
 pub mod lock;
 pub mod protect;
 pub mod state;
+pub mod watchdog;

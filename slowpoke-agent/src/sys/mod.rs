@@ -9,6 +9,7 @@
 pub mod clock;
 pub mod cred;
 pub mod procfs;
+pub mod rawfs;
 pub mod sched;
 pub mod signal;
 pub mod sockdiag;

@@ -271,10 +271,20 @@ impl AgentProc {
     /// Starts the binary (test hooks on when compiled in) on a free port with a token file and
     /// waits for /v1/health.
     pub fn start(state: &TempDir, extra: &[&str]) -> AgentProc {
+        AgentProc::start_with(state, extra, |_| {})
+    }
+
+    /// As [`AgentProc::start`], with `customize` applied to the command first (e.g. the test
+    /// kit's `hostile::deny_close_range`).
+    pub fn start_with(
+        state: &TempDir,
+        extra: &[&str],
+        customize: impl FnOnce(&mut Command),
+    ) -> AgentProc {
         let port = free_port();
         let token = token_file(state.path(), "token", TOKEN);
-        let child = Command::new(env!("CARGO_BIN_EXE_slowpoke-agent"))
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--state-dir"])
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_slowpoke-agent"));
+        cmd.args(["--listen", &format!("127.0.0.1:{port}"), "--state-dir"])
             .arg(state.path())
             .arg("--token-file")
             .arg(&token)
@@ -282,9 +292,9 @@ impl AgentProc {
             .args(["--log-level", "warn,audit=warn"])
             .args(extra)
             .env_remove("SLOWPOKE_AGENT_TOKEN")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawning slowpoke-agent");
+            .stdout(Stdio::null());
+        customize(&mut cmd);
+        let child = cmd.spawn().expect("spawning slowpoke-agent");
         let url = format!("http://127.0.0.1:{port}");
         let mut a = AgentProc {
             child,
@@ -332,5 +342,43 @@ impl Drop for AgentProc {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Registers `pid` as service `svc` of a binary agent and starts a long manual pause of it (test
+/// hook) in a thread; returns once the process is stopped.
+pub fn stop_through_agent(agent: &AgentProc, pid: u32) -> std::thread::JoinHandle<(u16, String)> {
+    let (code, body) = agent.call(
+        "PUT",
+        "/v1/services/svc",
+        Some(&format!("{{\"pids\":[{pid}]}}")),
+    );
+    assert_eq!(code, 200, "{body}");
+    let url = format!("{}/v1/debug/pause/svc?ns=30000000000", agent.url);
+    let token = agent.token.clone();
+    let t = std::thread::spawn(move || call("POST", &url, None, Some(&token)));
+    wait_for(Duration::from_secs(5), "the service stopped", || {
+        is_stopped(pid).then_some(())
+    });
+    t
+}
+
+/// Sends `sig` to `pid`.
+pub fn kill(pid: u32, sig: i32) {
+    // SAFETY: a signal to a process the test started.
+    unsafe { libc::kill(pid as i32, sig) };
+}
+
+/// Time from `since` until `pid` runs again (polled every 100 µs); panics after `limit`.
+pub fn time_to_resume(pid: u32, since: Instant, limit: Duration) -> Duration {
+    loop {
+        if !is_stopped(pid) {
+            return since.elapsed();
+        }
+        assert!(
+            since.elapsed() < limit,
+            "pid {pid} still stopped after {limit:?}"
+        );
+        std::thread::sleep(Duration::from_micros(100));
     }
 }

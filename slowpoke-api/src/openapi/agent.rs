@@ -46,7 +46,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
 }
 
 #[utoipa::path(get, path = "/v1/health", tag = "agent",
-    responses((status = 200, description = "`ok`, `degraded` (kernel programs or guardian missing) or `stopping`, with the features probed at start", body = Health)))]
+    responses((status = 200, description = "`ok`, `degraded` (with `reasons`: kernel programs not loaded, guardian not running, pause requests no longer read) or `stopping`, with the features probed at start and `warnings` (e.g. the guardian's watchdog acted)", body = Health)))]
 fn health() {}
 
 #[utoipa::path(get, path = "/v1/services", tag = "services",
