@@ -2,7 +2,10 @@
 //! of this project's kind (Debian 12, root, rustup with stable + nightly). Every step first checks
 //! whether it is already done. Versions are pinned (see ../shared/toolchain.md for why these).
 
-use std::{path::PathBuf, process::Command};
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 use anyhow::{Context as _, Result, bail};
 
@@ -18,10 +21,13 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "haproxy",
     "wrk",
     "python3",
+    // `cargo xtask schemathesis` installs schemathesis into a venv of Debian's Python.
+    "python3-venv",
     // The web page test renders the coordinator's page in headless Chromium.
     "chromium",
 ];
 
+/// What building, the demo and the benchmarks need.
 pub fn ensure() -> Result<()> {
     rust_src()?;
     bpf_linker()?;
@@ -30,7 +36,17 @@ pub fn ensure() -> Result<()> {
     Ok(())
 }
 
-fn output(cmd: &mut Command) -> Result<String> {
+/// Everything, including the tools of `cargo xtask fuzz` and `cargo xtask schemathesis` (which
+/// `cargo xtask test` runs briefly): cargo-fuzz and a venv with schemathesis.
+pub fn ensure_all(root: &Path) -> Result<()> {
+    ensure()?;
+    crate::fuzz::ensure_cargo_fuzz()?;
+    crate::schemathesis::ensure_installed(root)?;
+    Ok(())
+}
+
+/// Runs a command and returns its standard output; fails with its standard error.
+pub(crate) fn output(cmd: &mut Command) -> Result<String> {
     let out = cmd.output().with_context(|| format!("starting {cmd:?}"))?;
     if !out.status.success() {
         bail!(
