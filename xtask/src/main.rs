@@ -111,7 +111,7 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     let root = workspace_root();
     match cli.task {
-        Task::Setup => setup::ensure_all(&root),
+        Task::Setup => setup_all(&root),
         Task::Test {
             no_lint,
             no_fuzz,
@@ -143,6 +143,15 @@ fn main() -> Result<()> {
         Task::Bench { which, args } => bench(&root, &which, &args),
         Task::Eval { args } => eval(&root, &args),
     }
+}
+
+/// Everything `setup` installs, including the tools of `fuzz` and `schemathesis` (which `test`
+/// runs briefly): cargo-fuzz and a venv with schemathesis.
+fn setup_all(root: &Path) -> Result<()> {
+    setup::ensure()?;
+    fuzz::ensure_cargo_fuzz()?;
+    schemathesis::ensure_installed(root)?;
+    Ok(())
 }
 
 pub(crate) fn workspace_root() -> PathBuf {
@@ -196,7 +205,7 @@ fn cargo_run_release(root: &Path, package: &str, kind: &str, name: &str) -> Comm
 pub(crate) const AGENT_TEST_HOOKS: &str = "slowpoke-agent/test-hooks";
 
 fn test(root: &Path, no_lint: bool, no_fuzz: bool, args: &[String]) -> Result<()> {
-    setup::ensure_all(root)?;
+    setup_all(root)?;
     if !no_lint {
         run(cargo(root).args(["fmt", "--all", "--", "--check"]))?;
         // The fuzz crate is a workspace of its own (fuzz/Cargo.toml): `--all` does not reach it.

@@ -2,10 +2,7 @@
 //! of this project's kind (Debian 12, root, rustup with stable + nightly). Every step first checks
 //! whether it is already done. Versions are pinned (see ../shared/toolchain.md for why these).
 
-use std::{
-    path::{Path, PathBuf},
-    process::Command,
-};
+use std::{path::PathBuf, process::Command};
 
 use anyhow::{Context as _, Result, bail};
 
@@ -33,15 +30,6 @@ pub fn ensure() -> Result<()> {
     bpf_linker()?;
     debian_packages()?;
     mounts()?;
-    Ok(())
-}
-
-/// Everything, including the tools of `cargo xtask fuzz` and `cargo xtask schemathesis` (which
-/// `cargo xtask test` runs briefly): cargo-fuzz and a venv with schemathesis.
-pub fn ensure_all(root: &Path) -> Result<()> {
-    ensure()?;
-    crate::fuzz::ensure_cargo_fuzz()?;
-    crate::schemathesis::ensure_installed(root)?;
     Ok(())
 }
 
