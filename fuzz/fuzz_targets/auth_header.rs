@@ -3,7 +3,7 @@
 //!
 //! Input: lines `OPTIONS`, `METHOD`, `TOKEN`, `AUTHORIZATION`, `HOST` (a missing line is an
 //! absent value). OPTIONS containing `E` is scope `Every` (else `Mutations`), containing `L`
-//! asks for a loopback `Host` without a token. Readable seeds: seeds/auth_header/.
+//! asks for a loopback `Host` without a token. Readable seeds: `fuzz/seeds/auth_header/`.
 #![no_main]
 
 use std::net::{Ipv4Addr, Ipv6Addr};

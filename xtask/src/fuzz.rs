@@ -42,6 +42,21 @@ pub fn ensure_cargo_fuzz() -> Result<()> {
     ]))
 }
 
+/// `cargo clippy -D warnings` over the fuzz crate, which the workspace's clippy does not reach
+/// (its own target directory: the fuzz builds use other flags).
+pub fn clippy(root: &Path) -> Result<()> {
+    run(crate::cargo(root)
+        .args([
+            "clippy",
+            "--manifest-path",
+            "fuzz/Cargo.toml",
+            "--all-targets",
+        ])
+        .arg("--target-dir")
+        .arg(target_dir(root).join("fuzz-clippy"))
+        .args(["--", "-D", "warnings"]))
+}
+
 /// Builds the targets (all, or `only`) and runs each for `seconds`.
 pub fn fuzz(root: &Path, seconds: u64, only: Option<&str>) -> Result<()> {
     let targets = selected(root, only)?;

@@ -223,6 +223,7 @@ fn test(root: &Path, no_lint: bool, no_fuzz: bool, args: &[String]) -> Result<()
             "-D",
             "warnings",
         ]))?;
+        fuzz::clippy(root)?;
         rails::run(root, false, rails::Options { builds: true })?;
     }
     // Build everything first so test binaries can find each other's executables. The agent's
