@@ -125,13 +125,11 @@ pub fn run_inside(root: &Path, opts: &Options) -> Result<()> {
     let schemathesis = target_dir(root).join("schemathesis/venv/bin/schemathesis");
 
     let mut procs = Procs::default();
-    let member = procs.spawn(Command::new("sleep").arg("600"), "sleep")?;
+    let member = procs.spawn(Command::new("sleep").arg("infinity"), "sleep")?;
     let confined = supports_allow_cgroup(&bin.join("slowpoke-agent"))?;
-    let cgroup = if confined {
-        Some(ScratchCgroup::new(member)?)
-    } else {
-        None
-    };
+    if confined {
+        procs.cgroup = Some(ScratchCgroup::new(member)?);
+    }
     let mut agent = Command::new(bin.join("slowpoke-agent"));
     agent
         .args(["--listen", AGENT, "--log-level", "warn", "--token-file"])
@@ -139,7 +137,7 @@ pub fn run_inside(root: &Path, opts: &Options) -> Result<()> {
         .arg("--state-dir")
         .arg(dir.join("state"))
         .stderr(log_file(&dir, "agent.log")?);
-    match &cgroup {
+    match &procs.cgroup {
         Some(cg) => agent.arg("--allow-cgroup").arg(&cg.dir),
         None => agent.args(["--max-delay-ms", "0"]),
     };
@@ -197,7 +195,6 @@ pub fn run_inside(root: &Path, opts: &Options) -> Result<()> {
     }
     postflight(&client, member, &mut procs)?;
     drop(procs);
-    drop(cgroup);
     if !failed.is_empty() {
         bail!(
             "schemathesis failed against: {}\n(server logs in {}, JUnit reports in report-*/)",
@@ -304,9 +301,13 @@ fn log_file(dir: &Path, name: &str) -> Result<std::fs::File> {
     std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))
 }
 
-/// The processes this run started: ended (SIGTERM, then SIGKILL) on every exit path.
+/// The processes this run started, ended (SIGTERM, then SIGKILL) on every exit path, newest
+/// first; then the scratch cgroup is removed, once nothing it confined runs any more.
 #[derive(Default)]
-struct Procs(Vec<(Child, &'static str)>);
+struct Procs {
+    children: Vec<(Child, &'static str)>,
+    cgroup: Option<ScratchCgroup>,
+}
 
 impl Procs {
     fn spawn(&mut self, cmd: &mut Command, name: &'static str) -> Result<u32> {
@@ -316,13 +317,13 @@ impl Procs {
             .spawn()
             .with_context(|| format!("starting {name}: {cmd:?}"))?;
         let pid = child.id();
-        self.0.push((child, name));
+        self.children.push((child, name));
         Ok(pid)
     }
 
     /// Fails when a process of ours has exited (a server that crashed under the run).
     fn check_alive(&mut self) -> Result<()> {
-        for (child, name) in &mut self.0 {
+        for (child, name) in &mut self.children {
             if let Some(status) = child.try_wait()? {
                 bail!("{name} exited ({status}); its log is under target/schemathesis/run/");
             }
@@ -334,7 +335,7 @@ impl Procs {
 impl Drop for Procs {
     /// Newest first: the coordinator removes its plans before the agent goes.
     fn drop(&mut self) {
-        for (child, _) in self.0.iter_mut().rev() {
+        for (child, _) in self.children.iter_mut().rev() {
             let _ = Command::new("kill")
                 .args(["-TERM", &child.id().to_string()])
                 .status();
@@ -345,6 +346,7 @@ impl Drop for Procs {
             let _ = child.kill();
             let _ = child.wait();
         }
+        drop(self.cgroup.take());
     }
 }
 
