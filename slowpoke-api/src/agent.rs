@@ -22,9 +22,11 @@ pub use crate::ErrorBody;
 pub struct ServiceSpec {
     /// Processes owning a listening TCP socket on one of these ports.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(min_items = 1))]
     pub ports: Option<Vec<u16>>,
     /// These processes (thread-group ids).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(min_items = 1))]
     pub pids: Option<Vec<u32>>,
     /// Every process in this cgroup (v1 or v2 path, absolute).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -201,8 +203,9 @@ pub struct ServiceDelay {
 pub struct SlowdownPlan {
     #[serde(default)]
     pub mode: Mode,
-    /// Debt is batched into pauses of at least this long (default 1 ms).
+    /// Debt is batched into pauses of at least this long (default 1 ms; 1 µs to 1 s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1000, maximum = 1_000_000_000))]
     pub quantum_ns: Option<u64>,
     /// Synchronized pauses (pause mode only): when one service's debt triggers a pause, every
     /// other service of the plan on this node that owes anything pays it at the same moment,

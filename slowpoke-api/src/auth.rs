@@ -33,7 +33,7 @@
 //! — is in [`host`]: it holds whether or not a token is set.
 
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use subtle::ConstantTimeEq as _;
@@ -192,13 +192,19 @@ pub fn bearer_matches(authorization: Option<&str>, want: &str) -> bool {
 /// `[::1]` (any port; any 127.0.0.0/8 address).
 pub fn loopback_host(host: Option<&str>) -> bool {
     let Some(host) = host else { return false };
-    let name = if let Some(rest) = host.strip_prefix('[') {
-        rest.split(']').next().unwrap_or("")
-    } else {
-        host.rsplit_once(':').map_or(host, |(n, _)| n)
-    };
+    // `[v6]` or `[v6]:port`, else `name` or `name:port` with a name or IPv4 address: "[::1",
+    // "[::1]x", "[127.0.0.1]" or "::1:80" name no host (found by the fuzz target `auth_header`).
+    if let Some(rest) = host.strip_prefix('[') {
+        return match rest.split_once(']') {
+            Some((v6, port)) if port.is_empty() || port.starts_with(':') => {
+                v6.parse::<Ipv6Addr>().is_ok_and(|ip| ip.is_loopback())
+            }
+            _ => false,
+        };
+    }
+    let name = host.rsplit_once(':').map_or(host, |(n, _)| n);
     name.eq_ignore_ascii_case("localhost")
-        || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        || name.parse::<Ipv4Addr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Reads a bearer token from a file (trimmed). An unreadable or empty file is an error: an empty
@@ -383,6 +389,10 @@ mod tests {
             Some("evil.example"),
             Some("10.0.0.1:7272"),
             Some("[::2]"),
+            Some("[::1"),
+            Some("[::1]evil.example"),
+            Some("[127.0.0.1]"),
+            Some("::1:7272"),
             None,
         ] {
             assert_eq!(

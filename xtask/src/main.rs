@@ -1,8 +1,12 @@
 //! `cargo xtask`: the project's entry points. `setup` installs what the build and the tests need
 //! (idempotent); `test` and `demo` run it first, so a fresh machine needs nothing else. `rails`
-//! checks the workspace's structure (docs/rails.md); `test` runs it after the lints.
+//! checks the workspace's structure (docs/rails.md); `test` runs it after the lints. `fuzz` and
+//! `schemathesis` attack the request parsing of both HTTP APIs (docs/security/fuzz.md); `test`
+//! runs both briefly after the tests.
 
+mod fuzz;
 mod rails;
+mod schemathesis;
 mod setup;
 
 use std::{
@@ -22,13 +26,18 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Install what is missing: rust-src for nightly, bpf-linker, Debian packages, bpffs/tracefs mounts.
+    /// Install what is missing: rust-src for nightly, bpf-linker, Debian packages, bpffs/tracefs
+    /// mounts, cargo-fuzz, a venv with schemathesis.
     Setup,
-    /// Set up, check formatting and lints, then run every test (as root: the tests load eBPF).
+    /// Set up, check formatting and lints, then run every test (as root: the tests load eBPF),
+    /// then a 30 s fuzz smoke run and a short schemathesis run.
     Test {
         /// Skip `cargo fmt --check`, `cargo clippy` and the guard rails.
         #[arg(long)]
         no_lint: bool,
+        /// Skip the fuzz smoke run and the schemathesis run after the tests.
+        #[arg(long)]
+        no_fuzz: bool,
         /// Extra arguments passed to the test binaries (e.g. a test name filter).
         #[arg(last = true)]
         args: Vec<String>,
@@ -43,6 +52,35 @@ enum Task {
         /// Skip the two rails that run cargo builds (release agent, client without bpf-linker).
         #[arg(long)]
         no_build: bool,
+    },
+    /// Fuzz the request parsing of both HTTP APIs (cargo-fuzz targets over slowpoke-api in
+    /// fuzz/): build every target and run each for a while; a crash fails with its reproducer.
+    Fuzz {
+        /// How long each target runs.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Only this target (fuzz/Cargo.toml lists them).
+        #[arg(long, value_name = "NAME")]
+        target: Option<String>,
+    },
+    /// Run schemathesis against both `OpenAPI` documents (a real agent, confined, and `slowpoke
+    /// serve` in front of it, inside a network namespace of their own).
+    Schemathesis {
+        /// Test cases per API operation.
+        #[arg(long, default_value_t = 50)]
+        max_examples: u32,
+        /// Schemathesis's random seed: runs repeat; give another to explore further.
+        #[arg(long, default_value_t = 13)]
+        seed: u64,
+        /// Do not build first (the debug `slowpoke-agent` and `slowpoke` must exist).
+        #[arg(long)]
+        no_build: bool,
+        /// Internal: already inside the network namespace.
+        #[arg(long, hide = true)]
+        in_namespace: bool,
+        /// More arguments for `schemathesis run`.
+        #[arg(last = true)]
+        args: Vec<String>,
     },
     /// Set up, build, start the 9-service shop app and ask: what if cart did half its CPU work?
     Demo {
@@ -73,8 +111,31 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     let root = workspace_root();
     match cli.task {
-        Task::Setup => setup::ensure(),
-        Task::Test { no_lint, args } => test(&root, no_lint, &args),
+        Task::Setup => setup_all(&root),
+        Task::Test {
+            no_lint,
+            no_fuzz,
+            args,
+        } => test(&root, no_lint, no_fuzz, &args),
+        Task::Fuzz { seconds, target } => fuzz::fuzz(&root, seconds, target.as_deref()),
+        Task::Schemathesis {
+            max_examples,
+            seed,
+            no_build,
+            in_namespace,
+            args,
+        } => {
+            let opts = schemathesis::Options {
+                max_examples,
+                seed,
+                extra: args,
+            };
+            if in_namespace {
+                schemathesis::run_inside(&root, &opts)
+            } else {
+                schemathesis::run_boxed(&root, &opts, !no_build)
+            }
+        }
         Task::Rails { json, no_build } => {
             rails::run(&root, json, rails::Options { builds: !no_build })
         }
@@ -84,7 +145,16 @@ fn main() -> Result<()> {
     }
 }
 
-fn workspace_root() -> PathBuf {
+/// Everything `setup` installs, including the tools of `fuzz` and `schemathesis` (which `test`
+/// runs briefly): cargo-fuzz and a venv with schemathesis.
+fn setup_all(root: &Path) -> Result<()> {
+    setup::ensure()?;
+    fuzz::ensure_cargo_fuzz()?;
+    schemathesis::ensure_installed(root)?;
+    Ok(())
+}
+
+pub(crate) fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("xtask lives in the workspace")
@@ -103,11 +173,11 @@ pub(crate) fn run(cmd: &mut Command) -> Result<()> {
 }
 
 /// Cargo's target directory (`$CARGO_TARGET_DIR` or `<root>/target`).
-fn target_dir(root: &Path) -> PathBuf {
+pub(crate) fn target_dir(root: &Path) -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from)
 }
 
-fn cargo(root: &Path) -> Command {
+pub(crate) fn cargo(root: &Path) -> Command {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.current_dir(root);
     cmd
@@ -132,12 +202,14 @@ fn cargo_run_release(root: &Path, package: &str, kind: &str, name: &str) -> Comm
 
 /// The agent's test-only feature, for `cargo build`/`cargo test` at the workspace root. Never a
 /// `[dependencies]` feature: feature unification would carry it into release binaries.
-const AGENT_TEST_HOOKS: &str = "slowpoke-agent/test-hooks";
+pub(crate) const AGENT_TEST_HOOKS: &str = "slowpoke-agent/test-hooks";
 
-fn test(root: &Path, no_lint: bool, args: &[String]) -> Result<()> {
-    setup::ensure()?;
+fn test(root: &Path, no_lint: bool, no_fuzz: bool, args: &[String]) -> Result<()> {
+    setup_all(root)?;
     if !no_lint {
         run(cargo(root).args(["fmt", "--all", "--", "--check"]))?;
+        // The fuzz crate is a workspace of its own (fuzz/Cargo.toml): `--all` does not reach it.
+        run(cargo(root).args(["fmt", "--manifest-path", "fuzz/Cargo.toml", "--", "--check"]))?;
         // As release builds compile it (no test hooks), then the agent with its test hooks.
         run(cargo(root).args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
         run(cargo(root).args([
@@ -151,6 +223,7 @@ fn test(root: &Path, no_lint: bool, args: &[String]) -> Result<()> {
             "-D",
             "warnings",
         ]))?;
+        fuzz::clippy(root)?;
     }
     // Build everything first so test binaries can find each other's executables. The agent's
     // test hooks (the manual pause endpoint, running without kernel programs) exist only with
@@ -178,7 +251,16 @@ fn test(root: &Path, no_lint: bool, args: &[String]) -> Result<()> {
         .args(["test", "--features", AGENT_TEST_HOOKS, "--no-fail-fast"])
         .args(["--", "--test-threads=2"])
         .args(args);
-    run(&mut cmd)
+    let tests = run(&mut cmd);
+    if no_fuzz {
+        return tests;
+    }
+    // After the tests, whatever they said: a fuzz crash is worth knowing about either way.
+    let fuzzed = fuzz::smoke(root);
+    let schema = schemathesis::run_boxed(root, &schemathesis::Options::smoke(), false);
+    tests?;
+    fuzzed?;
+    schema
 }
 
 fn demo(root: &Path, args: &[String]) -> Result<()> {

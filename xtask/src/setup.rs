@@ -20,10 +20,13 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "python3",
     // The agent's socket tests call it as an unprivileged user (`curl --unix-socket`).
     "curl",
+    // `cargo xtask schemathesis` installs schemathesis into a venv of Debian's Python.
+    "python3-venv",
     // The web page test renders the coordinator's page in headless Chromium.
     "chromium",
 ];
 
+/// What building, the demo and the benchmarks need.
 pub fn ensure() -> Result<()> {
     rust_src()?;
     bpf_linker()?;
@@ -32,7 +35,8 @@ pub fn ensure() -> Result<()> {
     Ok(())
 }
 
-fn output(cmd: &mut Command) -> Result<String> {
+/// Runs a command and returns its standard output; fails with its standard error.
+pub(crate) fn output(cmd: &mut Command) -> Result<String> {
     let out = cmd.output().with_context(|| format!("starting {cmd:?}"))?;
     if !out.status.success() {
         bail!(
