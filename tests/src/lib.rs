@@ -6,11 +6,12 @@
 //! The integration tests that span crates live in `tests/tests/`. [`bench`] holds the statistics
 //! the benchmark programs share, [`cgroup`] scratch cgroup v2 directories, [`hostile`] processes
 //! that test the agent's safety (a chosen pid, a failing `close_range`, user `nobody`), and
-//! [`openapi`] checks a server against its API document.
+//! `openapi` (feature `openapi`) checks a server against its API document.
 
 pub mod bench;
 pub mod cgroup;
 pub mod hostile;
+#[cfg(feature = "openapi")]
 pub mod openapi;
 
 use std::{
