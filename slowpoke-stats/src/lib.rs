@@ -1,6 +1,8 @@
 //! Robust statistics over repetitions: median, MAD filtering, trimmed means and their 95 %
-//! confidence intervals. Pure, no I/O. The coordinator re-exports it as `slowpoke_coordinator::stats`;
-//! the benchmark programs use [`t975`] through the test kit.
+//! confidence intervals; and the plain summaries the benchmarks (`slowpoke-bench`) print
+//! ([`summarize`], [`rounded_summary`], [`nearest_rank`], [`round4`]). Pure, no I/O, and the
+//! workspace's one Student-t table ([`t975`]). The coordinator re-exports it as
+//! `slowpoke_coordinator::stats`.
 //!
 //! The original artifact keeps the middle 3 of 5 repetitions and filters baselines to
 //! median ± 3·MAD. We generalize both: [`trimmed`] drops ⌊n/5⌋ values at each end (the middle 3
@@ -10,7 +12,11 @@
 // Formulas in the docs use maths notation, not code.
 #![allow(clippy::doc_markdown)]
 
+mod summary;
+
 use serde::{Deserialize, Serialize};
+
+pub use summary::{RoundedSummary, Summary, nearest_rank, round4, rounded_summary, summarize};
 
 /// A robust estimate with its 95 % confidence interval.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

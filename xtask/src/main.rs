@@ -91,7 +91,7 @@ enum Task {
     /// Benchmarks that print JSON: `agent` (hook overhead, throughput loss, pause precision),
     /// `emu` (emulator overhead, load generator cost, shop app saturation) or `whatif` (time to
     /// answer a 5-point what-if on the shop app at the default precision, load generator and node
-    /// CPU, agent hook cost).
+    /// CPU, agent hook cost): the `bench-NAME` binaries of crate `slowpoke-bench`.
     Bench {
         #[arg(value_parser = ["agent", "emu", "whatif"])]
         which: String,
@@ -300,20 +300,17 @@ fn half_of_configured_work(topology: &Path, service: &str) -> Result<f64> {
     Ok(works.iter().sum::<f64>() / works.len() as f64 / 2.0)
 }
 
+/// `bench NAME`: the `bench-NAME` binary of `slowpoke-bench`, release build.
 fn bench(root: &Path, which: &str, args: &[String]) -> Result<()> {
     setup::ensure()?;
     if which == "whatif" {
         return bench_whatif(root, args);
     }
-    let (package, example) = match which {
-        "agent" => ("slowpoke-agent", "bench_agent"),
-        _ => ("slowpoke-emu", "bench_emu"),
-    };
-    run(cargo_run_release(root, package, "--example", example).args(args))
+    run(cargo_run_release(root, "slowpoke-bench", "--bin", &format!("bench-{which}")).args(args))
 }
 
-/// `bench whatif`: the release emulator and the agent bench (for its short hook-cost part) are
-/// built first and handed to the coordinator's example through the environment.
+/// `bench whatif`: the release emulator and `bench-agent` (for its short hook-cost part) are
+/// built first and handed to `bench-whatif` through the environment.
 fn bench_whatif(root: &Path, args: &[String]) -> Result<()> {
     run(cargo(root).args([
         "build",
@@ -327,18 +324,15 @@ fn bench_whatif(root: &Path, args: &[String]) -> Result<()> {
         "build",
         "--release",
         "-p",
-        "slowpoke-agent",
-        "--example",
-        "bench_agent",
+        "slowpoke-bench",
+        "--bin",
+        "bench-agent",
     ]))?;
     let release = target_dir(root).join("release");
     run(
-        cargo_run_release(root, "slowpoke-coordinator", "--example", "bench_whatif")
+        cargo_run_release(root, "slowpoke-bench", "--bin", "bench-whatif")
             .env("SLOWPOKE_EMU_BIN", release.join("slowpoke-emu"))
-            .env(
-                "SLOWPOKE_BENCH_AGENT_BIN",
-                release.join("examples/bench_agent"),
-            )
+            .env("SLOWPOKE_BENCH_AGENT_BIN", release.join("bench-agent"))
             .args(args),
     )
 }

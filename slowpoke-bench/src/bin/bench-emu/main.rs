@@ -1,4 +1,4 @@
-//! `cargo xtask bench emu`: the emulator's and the load generator's own costs, and the shop app's true gain,
+//! `bench-emu` (`cargo xtask bench emu`): the emulator's and the load generator's own costs, and the shop app's true gain,
 //! measured side by side in one run, interleaved and repeated.
 //!
 //! Both apps run for the whole benchmark (one instance each, never restarted). Every round does, in order:
@@ -19,19 +19,21 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use clap::Parser;
 use serde_json::{Value, json};
+use slowpoke_bench::machine::{CpuTicks, LoadAvg, process_cpu_ns};
+use slowpoke_coordinator::experiment::now_rfc3339;
 use slowpoke_emu::{RunningApp, Scope, ServiceStats, Setting, StartOptions, topology};
 use slowpoke_load::{GeneratorOptions, LoadGenerator, LoadSpec, RequestTemplate, Snapshot, Window};
-use slowpoke_tests::bench::{round4 as r, stat_json, summarize};
+use slowpoke_stats::{RoundedSummary, round4 as r, rounded_summary, summarize};
 
 /// Benchmark of the emulator (overhead per visit), the load generator (CPU per request) and the shop app's
 /// true gain from halving cart's work live. Prints one JSON object on stdout.
 #[derive(Debug, Parser)]
-#[command(name = "bench_emu")]
+#[command(name = "bench-emu")]
 struct Args {
     /// Rounds (repetitions of every measurement) [default: 6, --quick: 3]
     #[arg(long)]
@@ -76,7 +78,7 @@ struct Config {
 
 fn main() {
     if let Err(e) = real_main() {
-        eprintln!("bench_emu: error: {e:#}");
+        eprintln!("bench-emu: error: {e:#}");
         std::process::exit(1);
     }
 }
@@ -104,8 +106,8 @@ fn real_main() -> Result<()> {
         args,
     };
     let started = Instant::now();
-    let date = utc_now();
-    let load_start = loadavg();
+    let date = now_rfc3339();
+    let load_start = LoadAvg::read();
     let binary = emu_binary()?;
     let shop_path = cfg.args.shop.clone().unwrap_or_else(|| {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/topologies/shop.json")
@@ -134,7 +136,7 @@ fn real_main() -> Result<()> {
     let target = shop.control(TARGET_SERVICE)?;
     let set_target_cpu = |us| target.set(Scope::Endpoint(TARGET_ENDPOINT), Setting::CpuUs(us));
     eprintln!(
-        "bench_emu: {} rounds of {:.1} s windows; zero-work app at {}, shop at {}; load average {}",
+        "bench-emu: {} rounds of {:.1} s windows; zero-work app at {}, shop at {}; load average {}",
         cfg.reps,
         cfg.window.as_secs_f64(),
         zero.entry,
@@ -187,7 +189,7 @@ fn real_main() -> Result<()> {
     }
     drop(zero);
     drop(shop);
-    let load_end = loadavg();
+    let load_end = LoadAvg::read();
 
     let report = build_report(
         &cfg,
@@ -262,7 +264,7 @@ struct Mark {
     stats: BTreeMap<String, ServiceStats>,
     /// Per service: CPU of its processes from schedstat, ns.
     proc_ns: BTreeMap<String, u64>,
-    machine: MachineTicks,
+    machine: CpuTicks,
 }
 
 fn mark(app: &RunningApp, generator: &LoadGenerator) -> Result<Mark> {
@@ -270,9 +272,14 @@ fn mark(app: &RunningApp, generator: &LoadGenerator) -> Result<Mark> {
     let proc_ns = app
         .services
         .iter()
-        .map(|(name, s)| (name.clone(), s.pids.iter().map(|&p| proc_cpu_ns(p)).sum()))
+        .map(|(name, s)| {
+            (
+                name.clone(),
+                s.pids.iter().map(|&p| process_cpu_ns(p)).sum(),
+            )
+        })
         .collect();
-    let machine = machine_ticks();
+    let machine = CpuTicks::read();
     Ok(Mark {
         snap: generator.snapshot(),
         stats,
@@ -365,12 +372,8 @@ fn measure(app: &RunningApp, generator: &LoadGenerator, window: Duration) -> Res
         .and_then(|s| s.endpoints.get(TARGET_ENDPOINT))
         .map(|e| e.cpu_us);
     let secs = w.secs.max(1e-9);
-    let (busy, total) = b.machine.since(&a.machine);
-    let machine_cores = if total > 0 {
-        busy as f64 / total as f64 * slowpoke_load::online_cpus() as f64
-    } else {
-        f64::NAN
-    };
+    let machine_cores =
+        b.machine.busy_share_since(&a.machine) * slowpoke_load::online_cpus() as f64;
     let ours = (proc_ns.values().sum::<u64>() + w.cpu_ns) as f64 / 1e9 / secs;
     Ok(Measured {
         others_cores: machine_cores - ours,
@@ -384,114 +387,14 @@ fn measure(app: &RunningApp, generator: &LoadGenerator, window: Duration) -> Res
     })
 }
 
-/// CPU time of a process in ns: the sum of `sum_exec_runtime` (first field of /proc/<pid>/task/<tid>/schedstat)
-/// over its threads (/proc/<pid>/stat counts 10 ms ticks, too coarse for a few seconds).
-fn proc_cpu_ns(pid: u32) -> u64 {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return 0;
-    };
-    tasks
-        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        .sum()
+/// `/proc/loadavg` as the report gives it.
+fn loadavg_json(l: &LoadAvg) -> Value {
+    json!({ "1m": l.one, "5m": l.five, "15m": l.fifteen, "raw": l.raw })
 }
 
-/// Busy and total clock ticks of the whole machine (first line of /proc/stat).
-#[derive(Debug, Clone, Copy, Default)]
-struct MachineTicks {
-    busy: u64,
-    total: u64,
-}
-
-impl MachineTicks {
-    fn since(&self, earlier: &MachineTicks) -> (u64, u64) {
-        (
-            self.busy.saturating_sub(earlier.busy),
-            self.total.saturating_sub(earlier.total),
-        )
-    }
-}
-
-fn machine_ticks() -> MachineTicks {
-    let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let Some(line) = text.lines().find(|l| l.starts_with("cpu ")) else {
-        return MachineTicks::default();
-    };
-    // user nice system idle iowait irq softirq steal (guest time is already inside user/nice).
-    let v: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .take(8)
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    let total: u64 = v.iter().sum();
-    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
-    MachineTicks {
-        busy: total - idle,
-        total,
-    }
-}
-
-struct LoadAvg {
-    raw: String,
-    one: f64,
-    five: f64,
-    fifteen: f64,
-}
-
-fn loadavg() -> LoadAvg {
-    let raw = std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .trim()
-        .to_owned();
-    let mut it = raw
-        .split_whitespace()
-        .map(|x| x.parse().unwrap_or(f64::NAN));
-    let mut next = || it.next().unwrap_or(f64::NAN);
-    let (one, five, fifteen) = (next(), next(), next());
-    LoadAvg {
-        raw,
-        one,
-        five,
-        fifteen,
-    }
-}
-
-impl LoadAvg {
-    fn json(&self) -> Value {
-        json!({ "1m": self.one, "5m": self.five, "15m": self.fifteen, "raw": self.raw })
-    }
-}
-
-/// `YYYY-MM-DDTHH:MM:SSZ` (civil-from-days, proleptic Gregorian).
-fn utc_now() -> String {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// Statistics: mean, median, sample standard deviation and a 95 % Student-t interval of the mean.
-
-/// Two-sided 97.5 % quantiles of Student's t for 1..=30 degrees of freedom.
-fn stat_of(ms: &[Measured], f: impl Fn(&Measured) -> f64) -> Value {
-    stat_json(&ms.iter().map(f).collect::<Vec<_>>())
+/// The rounded summary over the rounds of one figure of the windows.
+fn stat_of(ms: &[Measured], f: impl Fn(&Measured) -> f64) -> RoundedSummary {
+    rounded_summary(&ms.iter().map(f).collect::<Vec<_>>())
 }
 
 fn errors_json(phase: &str, ms: &[Measured]) -> Vec<Value> {
@@ -568,14 +471,14 @@ fn build_report(
             "order": "per round: zero-work window (fresh generator), then shop window with cart full, cart halved live, shop window (one fresh generator), cart restored",
             "ci95": "Student t interval of the mean over rounds",
         },
-        "loadavg_start": load_start.json(),
-        "loadavg_end": load_end.json(),
+        "loadavg_start": loadavg_json(load_start),
+        "loadavg_end": loadavg_json(load_end),
         "runtime_secs": r(elapsed.as_secs_f64()),
         "emulator_overhead_us_per_visit": stat_of(zero, |m| m.cpu_us_per_visit("zero")),
         "emulator_overhead_us_per_visit_stats_clock": stat_of(zero, |m| m.stats_cpu_us_per_visit("zero")),
         "generator_cpu_us_per_request": {
             "zero_work": stat_of(zero, |m| m.w.cpu_ns_per_request / 1e3),
-            "shop": stat_json(&shop.iter().map(|m| m.w.cpu_ns_per_request / 1e3).collect::<Vec<_>>()),
+            "shop": rounded_summary(&shop.iter().map(|m| m.w.cpu_ns_per_request / 1e3).collect::<Vec<_>>()),
         },
         "zero_work": {
             "rps": stat_of(zero, |m| m.w.rps),
@@ -587,7 +490,7 @@ fn build_report(
         "shop": {
             "full": shop_phase(full, target_full),
             "half": shop_phase(half, target_half),
-            "ratio_half_over_full": stat_json(&ratios),
+            "ratio_half_over_full": rounded_summary(&ratios),
             "gain_pct": {
                 "mean": r(100.0 * (ratio.mean - 1.0)),
                 "median": r(100.0 * (ratio.median - 1.0)),
@@ -600,8 +503,8 @@ fn build_report(
         "generator_bound": shop_bound,
         "others_cores": {
             "zero_work": stat_of(zero, |m| m.others_cores),
-            "shop": stat_json(&shop.iter().map(|m| m.others_cores).collect::<Vec<_>>()),
-            "machine_cores_busy": stat_json(&all.iter().map(|m| m.machine_cores).collect::<Vec<_>>()),
+            "shop": rounded_summary(&shop.iter().map(|m| m.others_cores).collect::<Vec<_>>()),
+            "machine_cores_busy": rounded_summary(&all.iter().map(|m| m.machine_cores).collect::<Vec<_>>()),
         },
         "errors": {
             "total": total_errors,
