@@ -91,23 +91,27 @@ impl Load for RealLoad {
         let (Some(g), Some(mark)) = (self.generator.as_ref(), self.mark.take()) else {
             return LoadWindow::default();
         };
-        let w = g.snapshot().window_since(&mark);
-        LoadWindow {
-            secs: w.secs,
-            completed_ok: w.completed_ok,
-            rps: w.rps,
-            errors: w.non_2xx + w.timeouts + w.conn_errors,
-            error_ratio: w.error_ratio,
-            p50_us: w.p50_us,
-            p99_us: w.p99_us,
-            generator_bound: w.generator_bound,
-        }
+        load_window(&g.snapshot().window_since(&mark))
     }
 
     fn stop(&mut self) {
         if let Some(g) = self.generator.take() {
             g.stop();
         }
+    }
+}
+
+/// What the runner keeps of a load generator's window.
+pub fn load_window(w: &slowpoke_load::Window) -> LoadWindow {
+    LoadWindow {
+        secs: w.secs,
+        completed_ok: w.completed_ok,
+        rps: w.rps,
+        errors: w.non_2xx + w.timeouts + w.conn_errors,
+        error_ratio: w.error_ratio,
+        p50_us: w.p50_us,
+        p99_us: w.p99_us,
+        generator_bound: w.generator_bound,
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use slowpoke_bench::machine::CpuTicks;
 use slowpoke_coordinator::experiment::{Load, LoadConfig, LoadStarter, LoadWindow};
-use slowpoke_coordinator::real::RealLoadStarter;
+use slowpoke_coordinator::real::{RealLoadStarter, load_window};
 
 /// One measured window as the generator and the node saw it.
 #[derive(Debug, Clone, Copy)]
@@ -94,16 +94,7 @@ impl Load for RecordedLoad {
                 generator_bound: w.generator_bound,
                 node_busy_share: CpuTicks::read().busy_share_since(&t0),
             });
-        LoadWindow {
-            secs: w.secs,
-            completed_ok: w.completed_ok,
-            rps: w.rps,
-            errors: w.non_2xx + w.timeouts + w.conn_errors,
-            error_ratio: w.error_ratio,
-            p50_us: w.p50_us,
-            p99_us: w.p99_us,
-            generator_bound: w.generator_bound,
-        }
+        load_window(&w)
     }
 
     fn stop(&mut self) {
