@@ -398,6 +398,13 @@ fn foreign_hosts_wrong_content_types_and_large_bodies_are_refused() {
     assert!(b.contains("application/json"), "{b}");
     let (c, b) = tcp_call("PUT", &format!("{url}/v1/services/x"), &[auth], None);
     assert_eq!(c, 415, "a PUT without a content type: {b}");
+    // A method the path lacks is a 405 naming the fix, whatever the body carries (the body
+    // rules run on routes only).
+    for path in ["/v1/health", "/v1/stats", "/metrics"] {
+        let (c, b) = tcp_call("PUT", &format!("{url}{path}"), &[auth], Some("x"));
+        assert_eq!(c, 405, "PUT {path}: {b}");
+        assert!(b.contains("openapi.json"), "PUT {path}: {b}");
+    }
     let big = format!("{{\"comm\":\"{}\"}}", "a".repeat(100 * 1024));
     let (c, b) = tcp_call(
         "PUT",

@@ -305,6 +305,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/agents", get(list_agents))
         .route("/v1/openapi.json", get(openapi))
         .route("/v1/{*rest}", axum::routing::any(no_endpoint))
+        .route_layer(middleware::from_fn(guard::check_json))
         .route_layer(middleware::from_fn_with_state(state.clone(), check_auth));
     Router::new()
         .route("/", get(web::index))

@@ -122,6 +122,16 @@ fn a_cross_site_page_cannot_start_or_cancel_an_experiment() {
         assert_eq!(a.status, 415, "{ct}: {}", a.text);
         assert!(a.error().contains("Content-Type: application/json"));
     }
+    // A method the path lacks is a 405, whatever the body carries.
+    for path in ["/v1/agents", "/", "/v1/experiments/x"] {
+        let a = call_with(
+            "PUT",
+            &s.url(path),
+            Some("x"),
+            &[("Content-Type", "text/plain")],
+        );
+        assert_eq!(a.status, 405, "PUT {path}: {}", a.text);
+    }
     assert!(w.log().is_empty(), "a refused request reached the runner");
     // The page itself (same origin) may; so may a program that sends no Origin.
     let own = format!("http://{}", s.addr);

@@ -1,5 +1,7 @@
-//! The one middleware every request passes: admission ([`super::access`]), then, for calls that
-//! change something, the body rules, then the handler, then the audit line ([`super::audit`]).
+//! The middlewares of the agent's API. [`guard`], which every request passes: admission
+//! ([`super::access`]), then routing, then the audit line ([`super::audit`]). [`body_rules`], on
+//! the routes only (so a method a path does not have gets `405`, not a body complaint): the body
+//! rules of calls that change something.
 //!
 //! Body rules of mutating calls:
 //! - **`Content-Type: application/json`** on every PUT and on any other mutating call that
@@ -38,16 +40,18 @@ pub(super) async fn guard(State(auth): State<Auth>, req: Request, next: Next) ->
         .map_or(Caller::Unknown, |c| c.0.clone());
     let method = req.method().clone();
     let uri = req.uri().to_string();
-    let (response, change, refused) = match admit(&auth, &caller, req).await {
-        Ok((req, change)) => (next.run(req).await, change, false),
-        Err(refusal) => (refusal.into_response(), None, true),
+    let (response, refused) = match admit(&auth, &caller, req) {
+        Ok(req) => (next.run(req).await, false),
+        Err(refusal) => (refusal.into_response(), true),
     };
+    let outcome = response.extensions().get::<BodyOutcome>();
+    let refused = refused || outcome.is_some_and(|o| o.refused);
     if refused || mutating(&method) {
         audit::record(
             &caller,
             &method,
             &uri,
-            change.as_deref(),
+            outcome.and_then(|o| o.change.as_deref()),
             response.status(),
             refused,
         );
@@ -55,18 +59,52 @@ pub(super) async fn guard(State(auth): State<Auth>, req: Request, next: Next) ->
     response
 }
 
-/// Admits the request, and buffers and checks the body of a mutating call. Returns the request
-/// to run and what it asks to change.
-async fn admit(
-    auth: &Auth,
-    caller: &Caller,
-    mut req: Request,
-) -> Result<(Request, Option<String>), Refusal> {
+/// What [`body_rules`] found, handed back to [`guard`] (which writes the audit line) on the
+/// response.
+#[derive(Clone)]
+struct BodyOutcome {
+    /// What the call asks to change, for the audit line.
+    change: Option<String>,
+    /// The body broke a rule (413, 415).
+    refused: bool,
+}
+
+/// Admits the caller (socket credentials, token, `Host`).
+fn admit(auth: &Auth, caller: &Caller, mut req: Request) -> Result<Request, Refusal> {
     let disclosure = auth.admit(caller, req.method(), req.uri().path(), req.headers())?;
     req.extensions_mut().insert(disclosure);
+    Ok(req)
+}
+
+/// The body rules of a mutating call, run only on a route that exists for the method (a
+/// `route_layer`): a method the path does not have gets the router's `405`, whatever it carries.
+pub(super) async fn body_rules(req: Request, next: Next) -> Response {
     if !mutating(req.method()) {
-        return Ok((req, None));
+        return next.run(req).await;
     }
+    match checked_body(req).await {
+        Ok((req, change)) => {
+            let mut response = next.run(req).await;
+            response.extensions_mut().insert(BodyOutcome {
+                change: Some(change),
+                refused: false,
+            });
+            response
+        }
+        Err(refusal) => {
+            let mut response = refusal.into_response();
+            response.extensions_mut().insert(BodyOutcome {
+                change: None,
+                refused: true,
+            });
+            response
+        }
+    }
+}
+
+/// Buffers and checks the body of a mutating call. Returns the request to run and what it asks
+/// to change.
+async fn checked_body(req: Request) -> Result<(Request, String), Refusal> {
     let (parts, body) = req.into_parts();
     let declared = parts
         .headers
@@ -85,7 +123,7 @@ async fn admit(
         ));
     }
     let change = audit::change(&parts.method, parts.uri.path(), &bytes);
-    Ok((Request::from_parts(parts, Body::from(bytes)), Some(change)))
+    Ok((Request::from_parts(parts, Body::from(bytes)), change))
 }
 
 fn too_large() -> Refusal {

@@ -1,8 +1,8 @@
 //! The HTTP API (axum 0.8): thin handlers over [`Agent`]; docs/api.md describes every endpoint.
 //!
 //! - `access.rs`: who may call (the socket's peer credentials, TCP's token and `Host`);
-//! - `guard.rs`: the middleware every request passes (admission, JSON content type, body size,
-//!   audit line); `audit.rs`: the audit log;
+//! - `guard.rs`: the middleware every request passes (admission, audit line) and the body rules
+//!   of the routes (JSON content type, body size); `audit.rs`: the audit log;
 //! - `listen.rs`: the Unix socket and the TCP listener, served with the caller attached;
 //! - `metrics.rs`: `GET /metrics`.
 //!
@@ -64,7 +64,9 @@ pub fn router(agent: Agent, auth: Auth) -> Router {
         .route("/v1/openapi.json", get(openapi));
     #[cfg(feature = "test-hooks")]
     let r = debug::routes(r, &agent);
-    r.fallback(not_found)
+    r.route_layer(middleware::from_fn(guard::body_rules))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(auth, guard::guard))
         .with_state(agent)
 }
@@ -73,6 +75,18 @@ async fn not_found() -> AgentError {
     AgentError::NotFound(
         "no such endpoint; see docs/api.md or GET /v1/openapi.json (/v1/health, /v1/services, /v1/stats, /v1/slowdown, /v1/slowdown/renew, /metrics)".into(),
     )
+}
+
+async fn method_not_allowed(method: axum::http::Method) -> Response {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        Json(crate::api::ErrorBody {
+            error: format!(
+                "this endpoint has no {method}; see docs/api.md or GET /v1/openapi.json for its methods"
+            ),
+        }),
+    )
+        .into_response()
 }
 
 fn parse<T: DeserializeOwned>(body: &[u8], example: &str) -> Result<T, AgentError> {

@@ -10,8 +10,8 @@
 //!    (`Origin`) → else `403`;
 //! 3. a declared body (`Content-Length`) must fit [`MAX_BODY`] → else `413` (a body without a
 //!    length is cut at the same size by the handler that reads it);
-//! 4. a call with a body (POST, PUT, PATCH) must say `Content-Type: application/json` → else
-//!    `415`: HTML forms cannot send JSON, and a cross-site `fetch` that does is preflighted
+//! 4. a call with a body (POST, PUT, PATCH) to a route that takes that method (a method the
+//!    path lacks gets `405`) must say `Content-Type: application/json` → else `415`: HTML forms cannot send JSON, and a cross-site `fetch` that does is preflighted
 //!    (which this server never approves: it sends no CORS headers).
 
 use std::sync::Arc;
@@ -31,7 +31,7 @@ use super::ApiError;
 /// cheap to refuse.
 pub const MAX_BODY: usize = 64 * 1024;
 
-/// Runs the four checks; `hosts` is the server's [`HostAllowList`].
+/// Runs checks 1–3 before routing; `hosts` is the server's [`HostAllowList`].
 pub(super) async fn check_request(
     State(hosts): State<Arc<HostAllowList>>,
     req: Request,
@@ -75,17 +75,33 @@ fn refusal(hosts: &HostAllowList, req: &Request) -> Option<ApiError> {
     if declared.is_some_and(|n| n > MAX_BODY as u64) {
         return Some(too_large());
     }
-    let has_body = matches!(*method, Method::POST | Method::PUT | Method::PATCH);
-    if has_body && !is_json(header(header::CONTENT_TYPE)) {
-        return Some(ApiError(
+    None
+}
+
+/// Check 4, on the routes only (a `route_layer`), so that a method a path does not have gets
+/// `405` whatever it carries.
+pub(super) async fn check_json(req: Request, next: Next) -> Response {
+    match not_json(&req) {
+        Some(e) => e.into_response(),
+        None => next.run(req).await,
+    }
+}
+
+fn not_json(req: &Request) -> Option<ApiError> {
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let has_body = matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH);
+    (has_body && !is_json(content_type)).then(|| {
+        ApiError(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             format!(
                 "send the body as JSON with `Content-Type: application/json` (curl: -H 'Content-Type: application/json'); got `{}`",
-                header(header::CONTENT_TYPE).unwrap_or("no Content-Type")
+                content_type.unwrap_or("no Content-Type")
             ),
-        ));
-    }
-    None
+        )
+    })
 }
 
 /// The `413` of a body over [`MAX_BODY`].
