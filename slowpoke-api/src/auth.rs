@@ -1,23 +1,18 @@
-//! The one bearer-token rule of both HTTP servers: the node agent and `slowpoke serve`.
+//! The bearer-token rules of both HTTP servers: the node agent and `slowpoke serve`.
 //!
-//! Both servers follow the same steps, and differ only in parameters of a [`BearerPolicy`]:
+//! The coordinator's rule is a [`BearerPolicy`]:
 //!
 //! 1. **Tokens are normalised once**: surrounding whitespace (a token file's newline) is trimmed
 //!    and an empty token is no token ([`normalize`], [`read_token_file`]).
 //! 2. **Off loopback a token is mandatory** ([`BearerPolicy::for_listen`]): a server reachable
 //!    from other machines refuses to start without one, instead of serving everybody.
-//! 3. **With a token, the [`Scope`] says which calls carry it**: the agent asks it of mutating
-//!    calls only ([`Scope::Mutations`]: its reads are monitoring data), the coordinator of every
+//! 3. **With a token, the [`Scope`] says which calls carry it**: the coordinator asks it of every
 //!    call ([`Scope::Every`]: its results are the user's data). The comparison is constant-time
-//!    (`subtle`), so the answer's timing does not leak how much of a guess was right.
+//!    (`subtle`, [`bearer_matches`]), so the answer's timing does not leak how much of a guess
+//!    was right.
 //! 4. **Without a token, a server may still insist on a loopback `Host`**
 //!    ([`BearerPolicy::loopback_host_only_without_token`]): then a web page of another site cannot
-//!    reach it through DNS rebinding (a name it controls pointed at 127.0.0.1). The coordinator
-//!    does; the agent does not (yet).
-//!
-//! Tightening a rule is a change of parameters here, not a third copy: the agent checking `Host`
-//! too is one builder call in its `Auth::for_listen`; a listener other than TCP (a root-only Unix
-//! socket, which needs no token) is one more case of [`token_required`].
+//!    reach it through DNS rebinding (a name it controls pointed at 127.0.0.1).
 //!
 //! The pieces both servers share besides the policy: [`TokenFile`] / [`TokenSource`] (token
 //! files that must be private and are re-read when rotated, `auth/token_file.rs`) and
@@ -51,8 +46,9 @@ pub const AGENT_TOKEN_ENV: &str = "SLOWPOKE_AGENT_TOKEN";
 /// Which calls must carry the token when the server has one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Scope {
-    /// Calls that change something (any method but GET, HEAD, OPTIONS). The agent's scope: its
-    /// reads (health, stats, metrics) are monitoring data that scrapers fetch without secrets.
+    /// Calls that change something (any method but GET, HEAD, OPTIONS), for a server whose reads
+    /// are public monitoring data. Neither server uses it today: the agent's TCP listener
+    /// (`slowpoke-agent/src/http/access.rs`) needs the token on every call but a status-only health.
     Mutations,
     /// Every call. The coordinator's scope: listing experiments shows the user's results.
     Every,
