@@ -75,7 +75,11 @@ fn a_coordinator_killed_mid_experiment_leaves_nothing_slowed_after_its_lease() {
     // Over TCP every call needs the token (docs/security.md); the coordinator reads it from a
     // private file.
     let router = agent.router(Auth::for_listen(addr, Some(TOKEN)).expect("auth"));
-    rt.spawn(async move { axum::serve(listener, router).await });
+    rt.spawn(slowpoke_agent::http::serve_tcp(
+        listener,
+        router,
+        std::future::pending(),
+    ));
 
     let results = TempDir::new("lease-kill-results");
     let token_file = results.path().join("agent.token");
