@@ -313,7 +313,7 @@ fn a_cgroup_service_lists_its_cgroups_and_the_guardian_resumes_a_newcomer_in_the
             "{{\"cgroup\":{:?}}}",
             cg.path().display().to_string()
         )),
-        None,
+        Some(&agent.token),
     );
     assert_eq!(code, 200, "{body}");
     let text = state_text(state.path());
