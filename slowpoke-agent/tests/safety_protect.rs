@@ -603,3 +603,65 @@ fn the_kernel_heartbeat_lives_and_stops_with_the_agent() {
     let s = service_stats(&agent, "web");
     assert!(s["stale_stops"].as_u64().unwrap() >= 1, "{s}");
 }
+
+/// An agent without `CAP_KILL` (a unit or container that dropped it) cannot stop another user's
+/// process: that stop is refused (`EPERM`), counted and said, never counted as a pause taken;
+/// the root-owned member of the same service is still paused.
+#[test]
+fn a_stop_the_kernel_refuses_is_counted_and_said_not_taken_for_a_pause() {
+    let mut theirs = Command::new("sleep");
+    theirs.arg("1000").stdin(Stdio::null());
+    hostile::as_nobody(&mut theirs);
+    let theirs = Proc {
+        child: theirs.spawn().expect("sleep as nobody"),
+        port: 0,
+        dir: None,
+    };
+    let ours = agent_util::sleeper();
+    let state = TempDir::new("pr-nokill");
+    let agent = AgentProc::start_with(&state, &[], |c| {
+        hostile::without_cap_kill(c);
+    });
+    let (code, info) = put_service(
+        &agent,
+        "mixed",
+        &format!("{{\"pids\":[{},{}]}}", ours.pid(), theirs.pid()),
+    );
+    assert_eq!(code, 200, "{info}");
+
+    let (code, body) = agent.call("POST", "/v1/debug/pause/mixed?ns=200000000", None);
+    assert_eq!(code, 200, "{body}");
+    let out = json(&body);
+    assert_eq!(out["pids"], serde_json::json!([ours.pid()]), "{out}");
+    assert_eq!(out["refused"], serde_json::json!([theirs.pid()]), "{out}");
+    assert!(out["achieved_ns"].as_u64() >= Some(150_000_000), "{out}");
+    assert!(!agent_util::is_stopped(theirs.pid()));
+    assert_eq!(agent.call("DELETE", "/v1/services/mixed", None).0, 204);
+
+    // Only the refused member: no pause is taken at all.
+    let (code, info) = put_service(
+        &agent,
+        "theirs",
+        &format!("{{\"pids\":[{}]}}", theirs.pid()),
+    );
+    assert_eq!(code, 200, "{info}");
+    let (code, body) = agent.call("POST", "/v1/debug/pause/theirs?ns=200000000", None);
+    assert_eq!(code, 200, "{body}");
+    let out = json(&body);
+    assert_eq!(
+        (out["achieved_ns"].as_u64(), out["pids"].clone()),
+        (Some(0), serde_json::json!([])),
+        "{out}"
+    );
+    let stats = service_stats(&agent, "theirs");
+    assert_eq!(stats["refused_stops"], 1, "{stats}");
+    assert!(
+        stats["warnings"].to_string().contains("CAP_KILL"),
+        "the refusal is said: {stats}"
+    );
+    let (_, metrics) = agent.call("GET", "/metrics", None);
+    assert!(
+        metrics.contains("slowpoke_refused_stops_total{service=\"theirs\"} 1\n"),
+        "{metrics}"
+    );
+}

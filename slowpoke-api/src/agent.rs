@@ -123,6 +123,11 @@ pub struct ServiceStats {
     /// or not beating): the pause went the user-space way, or not at all.
     #[serde(default)]
     pub stale_stops: u64,
+    /// Stops of the service's processes the kernel refused (`EPERM`: the agent lacks
+    /// `CAP_KILL` for a process of another user): those processes were not paused, and the
+    /// plan's effect on them is missing.
+    #[serde(default)]
+    pub refused_stops: u64,
     /// True when the service's traffic makes visit counting approximate (HTTP/2, pipelining).
     #[serde(default)]
     pub visits_approximate: bool,

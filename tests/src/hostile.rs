@@ -4,7 +4,9 @@
 //!   e.g. the pid a stopped member had before it died — a resume must not reach the newcomer;
 //! - [`deny_close_range`]: a child whose `close_range(2)` fails with `ENOSYS` (a seccomp filter),
 //!   as on old kernels and in sandboxes — the guardian must still close what it must;
-//! - [`as_nobody`]: a child running as user `nobody` — an unprivileged caller.
+//! - [`as_nobody`]: a child running as user `nobody` — an unprivileged caller;
+//! - [`without_cap_kill`]: a root child without `CAP_KILL` — an agent that may not signal other
+//!   users' processes (a container or unit that dropped it).
 //!
 //! All need root (`clone3`'s `set_tid` needs `CAP_SYS_ADMIN` in the pid namespace).
 
@@ -246,6 +248,24 @@ pub fn nobody() -> (u32, u32) {
 pub fn as_nobody(cmd: &mut Command) -> &mut Command {
     let (uid, gid) = nobody();
     cmd.uid(uid).gid(gid)
+}
+
+/// `CAP_KILL` in `<linux/capability.h>`.
+const CAP_KILL: libc::c_ulong = 5;
+
+/// Runs the command as root without `CAP_KILL`: the capability leaves the bounding set before
+/// exec, so the exec'd program (uid 0) does not get it back (its permitted set is the bounding
+/// set), and it may signal only processes of its own user.
+pub fn without_cap_kill(cmd: &mut Command) -> &mut Command {
+    let hook = || {
+        // SAFETY: prctl(PR_CAPBSET_DROP) changes only this (child) process; async-signal-safe.
+        if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, CAP_KILL, 0, 0, 0) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    };
+    // SAFETY: the hook makes one prctl call and allocates nothing.
+    unsafe { cmd.pre_exec(hook) }
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use crate::{
     sys::{
         clock::{monotonic_ns, sleep_cancellable, sleep_then_spin},
         procfs,
-        signal::{resume_pid, stop_pid},
+        signal::{Stop, resume_pid, stop_pid},
     },
 };
 
@@ -24,6 +24,10 @@ pub struct PauseOutcome {
     pub end_ns: u64,
     /// Processes stopped and resumed.
     pub pids: Vec<u32>,
+    /// Processes the kernel refused to stop (`EPERM`: the agent lacks `CAP_KILL` for them): not
+    /// paused, and not in `pids`. When no process could be stopped the pause is not taken
+    /// (`achieved_ns` 0).
+    pub refused: Vec<u32>,
 }
 
 /// Why a pause was made.
@@ -163,6 +167,7 @@ pub fn pause_processes(
             start_ns: monotonic_ns(),
             end_ns: monotonic_ns(),
             pids: Vec::new(),
+            refused: Vec::new(),
         };
     }
     let now = monotonic_ns();
@@ -170,13 +175,30 @@ pub fn pause_processes(
         Some((_, at)) if at <= now && now - at < 1_000_000_000 => at,
         _ => now,
     };
+    let mut refused = Vec::new();
     for &p in &targets {
-        if Some(p) != kernel_stop.map(|k| k.0) {
-            stop_pid(p);
+        if Some(p) != kernel_stop.map(|k| k.0)
+            && let Stop::Refused(_) = stop_pid(p)
+        {
+            refused.push(p);
         }
     }
+    targets.retain(|p| !refused.contains(p));
     if let Some(hook) = on_stopped {
         hook();
+    }
+    if targets.is_empty() {
+        // Nothing could be stopped: no pause to time (and none to record as taken).
+        let _ = state.set(owner, &[]);
+        let end_ns = monotonic_ns();
+        return PauseOutcome {
+            requested_ns: duration_ns,
+            achieved_ns: 0,
+            start_ns,
+            end_ns,
+            pids: targets,
+            refused,
+        };
     }
     let deadline = start_ns + duration_ns;
     match margin {
@@ -203,6 +225,7 @@ pub fn pause_processes(
         start_ns,
         end_ns,
         pids: targets,
+        refused,
     }
 }
 

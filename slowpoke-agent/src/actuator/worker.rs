@@ -69,6 +69,9 @@ pub struct ActuatorStats {
     /// Requests to pay at another service's pause that were ignored because this service was
     /// pausing already.
     pub synchronized_skipped: u64,
+    /// Stops of this service's processes the kernel refused (`EPERM`: no `CAP_KILL` for a
+    /// process of another user): those processes were not paused.
+    pub refused_stops: u64,
 }
 
 pub(super) enum Command {
@@ -128,6 +131,8 @@ pub(super) struct Worker {
     /// When the last pause ended: a pay request sent before it is stale.
     last_pause_end_ns: u64,
     margin: SpinMargin,
+    /// The refused-stop warning was logged (once per actuator; the counter says how often).
+    warned_refused: bool,
 }
 
 /// How often an active actuator looks at the debt for idleness.
@@ -149,6 +154,7 @@ impl Worker {
             last_change_ns: monotonic_ns(),
             last_pause_end_ns: 0,
             margin: SpinMargin::new(),
+            warned_refused: false,
         }
     }
 
@@ -222,6 +228,20 @@ impl Worker {
             },
         );
         self.shared.pausing.store(false, Ordering::SeqCst);
+        if !out.refused.is_empty() {
+            lock(&self.shared.stats).refused_stops += out.refused.len() as u64;
+            if !std::mem::replace(&mut self.warned_refused, true) {
+                tracing::warn!(
+                    service = %self.shared.name,
+                    pids = ?out.refused,
+                    "the kernel refused to stop these processes (EPERM): the agent lacks CAP_KILL for them, so they are not paused and the prediction misses their share; run the agent as root with CAP_KILL (docs/security.md)"
+                );
+            }
+        }
+        if out.pids.is_empty() {
+            // No process could be stopped: no pause was taken.
+            return out;
+        }
         self.last_pause_end_ns = out.end_ns;
         self.budget.record(out.start_ns, out.end_ns);
         {
@@ -326,7 +346,13 @@ impl Worker {
                 None
             };
             let out = self.pause(pay, kernel_stop, kind, hook.as_deref());
-            lock(&self.shared.stats).paid_ns += out.achieved_ns;
+            let mut s = lock(&self.shared.stats);
+            s.paid_ns += out.achieved_ns;
+            if out.pids.is_empty() {
+                // Nothing could be stopped: the debt is given up (counted as dropped), or every
+                // later visit would ask for the same impossible pause again.
+                s.dropped_ns += pay.saturating_sub(out.achieved_ns);
+            }
         } else if let Some((tgid, at)) = kernel_stop {
             // Nothing may be paid: release the process the kernel stopped; the time it was
             // stopped is still a pause (and counts against the cap).

@@ -49,6 +49,12 @@ impl Agent {
                     "multiplexed or pipelined traffic seen (e.g. HTTP/2): visit counts are approximate".into(),
                 );
             }
+            if a.refused_stops > 0 {
+                warnings.push(format!(
+                    "{} stops of this service's processes were refused (EPERM): the agent lacks CAP_KILL for them, so they were not paused; run the agent as root with CAP_KILL (docs/security.md)",
+                    a.refused_stops
+                ));
+            }
             if let Some(why) = &a.realtime_off
                 && a.pauses > 0
             {
@@ -73,6 +79,7 @@ impl Agent {
                     spin_ns: kc.spin_ns,
                     denied_stops: kc.denied_stops,
                     stale_stops: kc.stale_stops,
+                    refused_stops: a.refused_stops,
                     visits_approximate: kc.visits_approximate,
                     warnings,
                 },

@@ -77,6 +77,12 @@ const FAMILIES: &[Family] = &[
         |s| s.stale_stops as f64,
     ),
     (
+        "slowpoke_refused_stops_total",
+        "counter",
+        "Stops of the service's processes the kernel refused (EPERM: no CAP_KILL for them).",
+        |s| s.refused_stops as f64,
+    ),
+    (
         "slowpoke_cpu_seconds_total",
         "counter",
         "CPU time of the service's processes.",

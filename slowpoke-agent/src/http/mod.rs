@@ -271,6 +271,7 @@ mod debug {
             "requested_ns": out.requested_ns,
             "achieved_ns": out.achieved_ns,
             "pids": out.pids,
+            "refused": out.refused,
         }))
         .into_response())
     }

@@ -1,9 +1,29 @@
 //! Stopping and resuming whole processes (`SIGSTOP` / `SIGCONT` to a thread group).
 
-/// SIGSTOP one process (the whole thread group). False when it is gone.
-pub fn stop_pid(pid: u32) -> bool {
+/// What a `SIGSTOP` did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    Stopped,
+    /// No such process any more.
+    Gone,
+    /// The kernel refused the signal (the errno: `EPERM` when the agent lacks `CAP_KILL` for a
+    /// process of another user), or the pid is 0 or 1, which is never signalled.
+    Refused(i32),
+}
+
+/// SIGSTOP one process (the whole thread group).
+pub fn stop_pid(pid: u32) -> Stop {
+    if pid <= 1 {
+        return Stop::Refused(libc::EPERM);
+    }
     // SAFETY: kill with a positive pid signals exactly that process.
-    pid > 1 && unsafe { libc::kill(pid as libc::pid_t, libc::SIGSTOP) } == 0
+    if unsafe { libc::kill(pid as libc::pid_t, libc::SIGSTOP) } == 0 {
+        return Stop::Stopped;
+    }
+    match std::io::Error::last_os_error().raw_os_error() {
+        Some(libc::ESRCH) => Stop::Gone,
+        e => Stop::Refused(e.unwrap_or(libc::EPERM)),
+    }
 }
 
 /// SIGCONT one process. False when it is gone.
