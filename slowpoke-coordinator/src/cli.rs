@@ -13,15 +13,18 @@ use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
 use slowpoke_coordinator::agents::{self, AgentClient as _, HttpAgent, SharedAgent};
 use slowpoke_coordinator::experiment::{
-    self, App, AttachedApp, Backends, LoadConfig, LoadStarter as _, Monitor, ProfileSpec, Repeat,
-    RunError, Safety, Timing, WhatIfSpec,
+    self, Backends, LoadConfig, LoadStarter as _, Monitor, ProfileSpec, Repeat, RunError, Safety,
+    Timing, WhatIfSpec,
 };
 use slowpoke_coordinator::lease::{DEFAULT_LEASE, Lease, MIN_LEASE};
 use slowpoke_coordinator::model::{Optimization, OptimizationModel as _};
 #[cfg(feature = "in-process")]
 use slowpoke_coordinator::real::InProcessAgent;
-use slowpoke_coordinator::real::{CommandTruthApp, EmuApp, RealLoadStarter, TruthCommands};
+use slowpoke_coordinator::real::{CommandTruthApp, EmuApps, RealLoadStarter, TruthCommands};
 use slowpoke_coordinator::results::{self, ResultStore, StoredResult};
+use slowpoke_coordinator::spec_builder::{
+    self, AppFields, AppRequest, BuildError, Capacity, Emulator, Factor, Field, OptimizationFields,
+};
 use slowpoke_coordinator::{plot, report};
 
 #[derive(Parser, Debug)]
@@ -448,13 +451,9 @@ impl CommonArgs {
             cfg.method = m.to_ascii_uppercase();
         }
         for h in &self.header {
-            let (k, v) = h
-                .split_once(':')
-                .with_context(|| format!("--header `{h}`: write 'Name: value'"))?;
-            if k.trim().is_empty() {
-                bail!("--header `{h}`: the header name is empty");
-            }
-            cfg.headers.push((k.trim().to_owned(), v.trim().to_owned()));
+            cfg.headers.push(
+                slowpoke_load::parse_header(h).map_err(|e| anyhow::anyhow!("--header: {e}"))?,
+            );
         }
         cfg.body.clone_from(&self.body);
         if let Some(c) = self.connections {
@@ -518,110 +517,42 @@ impl CommonArgs {
     }
 
     /// The app described by --topology or --service/--entry (not started yet).
-    fn app_plan(&self) -> anyhow::Result<AppPlan> {
-        match (&self.topology, self.service.is_empty()) {
-            (Some(_), false) => bail!("give either --topology or --service, not both"),
-            (Some(t), true) => {
-                if self.entry.is_some() {
-                    bail!("--entry goes with --service; an emulated app (--topology) has its own");
-                }
-                let sets = self
-                    .set
-                    .iter()
-                    .map(|s| {
-                        s.parse::<slowpoke_emu::Set>()
-                            .map_err(|e| anyhow::anyhow!("--set {s}: {e}"))
-                    })
-                    .collect::<anyhow::Result<Vec<_>>>()?;
-                let topo = slowpoke_emu::load(t)
-                    .with_context(|| format!("cannot load the topology {}", t.display()))?;
-                Ok(AppPlan::Emulated {
-                    path: t.clone(),
-                    sets,
-                    services: topo.services.keys().cloned().collect(),
-                })
-            }
-            (None, false) => {
-                if !self.set.is_empty() {
-                    bail!("--set changes an emulated app (--topology)");
-                }
-                let entry = self
-                    .entry
-                    .clone()
-                    .context("--service needs --entry URL (where end-to-end requests enter)")?;
-                if experiment::url_port(&entry).is_none() {
-                    bail!("--entry `{entry}` is not an http://host:port/path URL");
-                }
-                let mut services = BTreeMap::new();
-                for s in &self.service {
-                    let (name, spec) = slowpoke_api::selector::parse_service_arg(s)
-                        .map_err(|e| anyhow::anyhow!("--service {e}"))?;
-                    if services.insert(name.clone(), spec).is_some() {
-                        bail!("--service `{name}` is given twice");
-                    }
-                }
-                Ok(AppPlan::Attached(AttachedApp {
-                    services,
-                    entry,
-                    entry_service: self.entry_service.clone(),
-                }))
-            }
-            (None, true) => bail!(
-                "say which app: --topology FILE (an emulated app) or --service NAME=SELECTOR ... --entry URL (a running one)"
-            ),
+    fn app_request(&self) -> anyhow::Result<AppRequest> {
+        if self.topology.is_some() && self.entry.is_some() && self.service.is_empty() {
+            bail!("--entry goes with --service; an emulated app (--topology) has its own");
         }
-    }
-}
-
-enum AppPlan {
-    Emulated {
-        path: PathBuf,
-        sets: Vec<slowpoke_emu::Set>,
-        services: Vec<String>,
-    },
-    Attached(AttachedApp),
-}
-
-impl AppPlan {
-    fn service_names(&self) -> Vec<String> {
-        match self {
-            AppPlan::Emulated { services, .. } => services.clone(),
-            AppPlan::Attached(a) => a.services.keys().cloned().collect(),
-        }
-    }
-
-    fn start(self) -> anyhow::Result<Box<dyn App>> {
-        Ok(match self {
-            AppPlan::Emulated { path, sets, .. } => Box::new(EmuApp::start(&path, &sets)?),
-            AppPlan::Attached(a) => Box::new(a),
+        let services = self
+            .service
+            .iter()
+            .map(|s| {
+                slowpoke_api::selector::parse_service_arg(s)
+                    .map_err(|e| anyhow::anyhow!("--service {e}"))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        spec_builder::app(AppFields {
+            topology: self.topology.clone(),
+            set: self.set.clone(),
+            services,
+            entry: self.entry.clone(),
+            entry_service: self.entry_service.clone(),
         })
+        .map_err(|e| flags(&e))
     }
 }
 
-fn parse_speedup(s: &str) -> anyhow::Result<f64> {
-    let t = s.trim();
-    let num = t.strip_suffix(['x', 'X']).unwrap_or(t);
-    num.trim()
-        .parse::<f64>()
-        .map_err(|_| anyhow::anyhow!("--speedup `{s}`: write a factor like 2x or 1.5x"))
+/// The CLI's words for a request's fields: its flags.
+fn flag(f: Field) -> String {
+    match f {
+        Field::Topology => "--topology FILE".into(),
+        Field::Entry => "--entry URL".into(),
+        Field::Services => "--service".into(),
+        f => format!("--{}", f.as_str().replace('_', "-")),
+    }
 }
 
-fn parse_capacity(s: &str) -> anyhow::Result<Optimization> {
-    let num = |x: &str| {
-        x.trim()
-            .parse::<f64>()
-            .map_err(|_| anyhow::anyhow!("--capacity `{s}`: `{x}` is not a number of req/s"))
-    };
-    Ok(match s.split_once(':') {
-        Some((old, new)) => Optimization::Capacity {
-            old_rps: Some(num(old)?),
-            new_rps: num(new)?,
-        },
-        None => Optimization::Capacity {
-            old_rps: None,
-            new_rps: num(s)?,
-        },
-    })
+/// A request error in the CLI's words.
+fn flags(e: &BuildError) -> anyhow::Error {
+    anyhow::anyhow!(e.render(flag))
 }
 
 impl WhatIfArgs {
@@ -649,32 +580,14 @@ impl WhatIfArgs {
     }
 
     fn optimization(&self) -> anyhow::Result<Optimization> {
-        let mut given = Vec::new();
-        if let Some(s) = &self.speedup {
-            given.push(Optimization::Speedup(parse_speedup(s)?));
-        }
-        if let Some(d) = self.delta_us {
-            given.push(Optimization::DeltaUs(d));
-        }
-        if let Some(p) = self.percent {
-            given.push(Optimization::Percent(p));
-        }
-        if let Some(c) = self.cores {
-            given.push(Optimization::Cores(c));
-        }
-        if let Some(c) = &self.capacity {
-            given.push(parse_capacity(c)?);
-        }
-        match given.as_slice() {
-            [one] => {
-                one.validate()?;
-                Ok(*one)
-            }
-            [] => bail!(
-                "say what the optimization is: one of --speedup 2x, --delta-us N, --percent P, --cores N, --capacity OLD:NEW"
-            ),
-            _ => bail!("give only one of --speedup, --delta-us, --percent, --cores, --capacity"),
-        }
+        spec_builder::optimization(&OptimizationFields {
+            speedup: self.speedup.clone().map(Factor::Text),
+            delta_us: self.delta_us,
+            percent: self.percent,
+            cores: self.cores,
+            capacity: self.capacity.clone().map(Capacity::Text),
+        })
+        .map_err(|e| flags(&e))
     }
 }
 
@@ -830,6 +743,15 @@ fn start_in_process(
     )
 }
 
+/// Starts the emulated apps of `--topology`.
+#[allow(
+    clippy::unnecessary_wraps,
+    reason = "None once the emulator is an optional feature of the binary"
+)]
+fn emulator() -> Option<&'static dyn Emulator> {
+    Some(&EmuApps)
+}
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -899,8 +821,8 @@ fn prepare(
     truth: Option<TruthCommands>,
     lease: Lease,
 ) -> anyhow::Result<Prepared> {
-    let plan = c.app_plan()?;
-    let names = plan.service_names();
+    let plan = c.app_request()?;
+    let names = plan.service_names(emulator()).map_err(anyhow::Error::msg)?;
     if let Some(t) = target
         && !names.iter().any(|n| n == t)
     {
@@ -909,17 +831,19 @@ fn prepare(
             names.join(", ")
         );
     }
-    if let AppPlan::Attached(a) = &plan {
+    if plan.topology.is_none()
+        && let Some(entry) = &plan.entry
+    {
         // Fail fast, before any agent is touched.
         let mut probe = load.clone();
-        probe.url.clone_from(&a.entry);
+        probe.url.clone_from(entry);
         if let Err(e) = RealLoadStarter.probe(&probe) {
-            bail!("the entry URL {} does not answer: {e}", a.entry);
+            bail!("the entry URL {entry} does not answer: {e}");
         }
     }
     let rt = runtime()?;
     let agents = connect_agents(&rt, c)?;
-    let mut app = plan.start()?;
+    let mut app = plan.start(emulator()).map_err(anyhow::Error::msg)?;
     if let Some(commands) = truth {
         app = Box::new(CommandTruthApp::new(app, commands));
     }
@@ -1112,7 +1036,11 @@ fn profile(mut a: ProfileArgs) -> anyhow::Result<()> {
             .validate()
             .with_context(|| format!("--percents {pct}"))?;
     }
-    let plan_names = a.common.app_plan()?.service_names();
+    let plan_names = a
+        .common
+        .app_request()?
+        .service_names(emulator())
+        .map_err(anyhow::Error::msg)?;
     for s in &a.only {
         if !plan_names.contains(s) {
             bail!(
@@ -1202,7 +1130,7 @@ fn serve(a: &ServeArgs) -> anyhow::Result<()> {
             .clone()
             .unwrap_or_else(ResultStore::default_dir),
         agents: set.agents.clone(),
-        launcher: Arc::new(server::RealLauncher),
+        launcher: Arc::new(server::RealLauncher::with_emulator(Arc::new(EmuApps))),
         policy,
         lease,
     };

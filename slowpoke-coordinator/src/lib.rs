@@ -27,4 +27,5 @@ pub mod real;
 pub mod report;
 pub mod results;
 pub mod server;
+pub mod spec_builder;
 pub use slowpoke_stats as stats;

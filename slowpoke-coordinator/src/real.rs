@@ -13,6 +13,7 @@ use anyhow::Context as _;
 use slowpoke_api::agent as api;
 
 use crate::experiment::{App, Load, LoadConfig, LoadStarter, LoadWindow, TruthChange};
+use crate::spec_builder::Emulator;
 
 #[cfg(feature = "in-process")]
 mod in_process;
@@ -334,6 +335,31 @@ impl App for EmuApp {
 impl Drop for EmuApp {
     fn drop(&mut self) {
         let _ = self.restore_truth();
+    }
+}
+
+/// The [`Emulator`] of the `slowpoke` binary: starts [`EmuApp`]s from topology files.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EmuApps;
+
+/// `svc.endpoint.key=value` changes, parsed.
+fn parse_sets(set: &[String]) -> Result<Vec<slowpoke_emu::Set>, String> {
+    set.iter()
+        .map(|s| s.parse().map_err(|e| format!("set `{s}`: {e}")))
+        .collect()
+}
+
+impl Emulator for EmuApps {
+    fn service_names(&self, path: &Path, set: &[String]) -> Result<Vec<String>, String> {
+        parse_sets(set)?;
+        let topology = slowpoke_emu::load(path)
+            .map_err(|e| format!("cannot load the topology {}: {e:#}", path.display()))?;
+        Ok(topology.services.keys().cloned().collect())
+    }
+
+    fn start(&self, path: &Path, set: &[String]) -> Result<Box<dyn App>, String> {
+        let app = EmuApp::start(path, &parse_sets(set)?).map_err(|e| format!("{e:#}"))?;
+        Ok(Box::new(app))
     }
 }
 

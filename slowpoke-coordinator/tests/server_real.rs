@@ -11,7 +11,7 @@ use std::time::Duration;
 use server_common::{call, temp_dir};
 use slowpoke_coordinator::agents::SharedAgent;
 use slowpoke_coordinator::lease::DEFAULT_LEASE;
-use slowpoke_coordinator::real::InProcessAgent;
+use slowpoke_coordinator::real::{EmuApps, InProcessAgent};
 use slowpoke_coordinator::server::{self, RealLauncher, ServeConfig};
 
 #[test]
@@ -42,7 +42,7 @@ fn a_what_if_on_the_emulated_chain_through_the_api() {
         token: None,
         results_dir: temp_dir("real"),
         agents: vec![Arc::new(agent) as SharedAgent],
-        launcher: Arc::new(RealLauncher),
+        launcher: Arc::new(RealLauncher::with_emulator(Arc::new(EmuApps))),
         policy: server::ServePolicy {
             topology_dir: Some(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/topologies").into()),
             ..server::ServePolicy::default()
