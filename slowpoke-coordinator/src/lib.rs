@@ -1,6 +1,6 @@
 //! Slowpoke coordinator (library): the virtual-speedup model, the profiling loop, agent clients
-//! and result storage. The `slowpoke` binary is a thin CLI over it; an HTTP server can drive the
-//! same [`experiment::spawn_what_if`] / [`experiment::spawn_profile`].
+//! and result storage. The `slowpoke` binary (crate `slowpoke-cli`) is a thin CLI over it; the
+//! HTTP server ([`server`]) drives the same [`experiment::spawn_what_if`] / [`experiment::spawn_profile`].
 //!
 //! - [`model`]: pure maths (r, p, c, Δ, δ, d_s, X_pred), docs/model.md derives it.
 //! - [`stats`]: robust statistics over repetitions.
@@ -8,16 +8,17 @@
 //! - [`experiment`]: the runner (windows, interleaving, precision, safety, cleanup).
 //! - [`lease`]: the experiment's owner id and lease on the agents, renewed while it runs.
 //! - [`results`]: JSON files under a results directory.
-//! - [`real`]: the real agent (in-process, feature `in-process`), load generator and emulated app.
-//! - [`plot`]: the causal-profile and evaluation SVGs.
-//! - [`eval`]: the accuracy evaluation suite against ground truth.
+//! - [`real`]: the real agent (in-process, feature `in-process`), load generator and scripted
+//!   ground truth; emulated apps (the test bed) are `slowpoke-eval`'s, passed in as a
+//!   [`spec_builder::Emulator`].
+//! - [`spec_builder`]: the rules of a request (optimization, app) shared by the CLI and server.
+//! - [`plot`]: the what-if and causal-profile SVGs (plotters).
 //! - [`fake`]: a fake app + agent + load obeying the model exactly, for tests.
 
 // Doc comments are full of maths (r_s, X_pred, 1/X_slow) that are not code.
 #![allow(clippy::doc_markdown)]
 
 pub mod agents;
-pub mod eval;
 pub mod experiment;
 pub mod fake;
 pub mod lease;
@@ -27,4 +28,5 @@ pub mod real;
 pub mod report;
 pub mod results;
 pub mod server;
+pub mod spec_builder;
 pub use slowpoke_stats as stats;

@@ -1,14 +1,21 @@
-//! The causal profile as an SVG: predicted throughput vs optimization (% of each service's
-//! per-visit time), one line per service, with the baseline as a dashed reference.
+//! The workspace's one SVG stack (plotters): a causal profile as predicted throughput vs
+//! optimization (% of each service's per-visit time), one line per service, with the baseline as
+//! a dashed reference; a what-if as bars (baseline, slowed down, predicted and, when measured,
+//! truth) with their 95 % intervals. The CLI writes them to files, the server answers
+//! `GET /v1/experiments/{id}/plot.svg` with [`result_svg`], the evaluation draws its own chart
+//! with [`COLORS`] and [`err`].
 
 use std::path::Path;
 
+use plotters::coord::ranged1d::SegmentValue;
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use crate::experiment::ProfileResult;
+use crate::experiment::{ProfileResult, WhatIfResult};
+use crate::results::StoredResult;
 
-/// The series colours, shared with the evaluation plot (`eval::plot`).
-pub(crate) const COLORS: [RGBColor; 8] = [
+/// The series colours, shared with the evaluation plot.
+pub const COLORS: [RGBColor; 8] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
@@ -18,6 +25,14 @@ pub(crate) const COLORS: [RGBColor; 8] = [
     RGBColor(227, 119, 194),
     RGBColor(127, 127, 127),
 ];
+
+/// The chart of any stored result: a what-if's bars or a profile's curves.
+pub fn result_svg(r: &StoredResult) -> anyhow::Result<String> {
+    match r {
+        StoredResult::WhatIf(w) => what_if_svg(w),
+        StoredResult::Profile(p) => profile_svg(p),
+    }
+}
 
 /// Writes the profile plot to `path` (SVG).
 pub fn write_profile_svg(result: &ProfileResult, path: &Path) -> anyhow::Result<()> {
@@ -105,6 +120,177 @@ pub fn profile_svg(result: &ProfileResult) -> anyhow::Result<String> {
     Ok(out)
 }
 
-pub(crate) fn err(e: impl std::fmt::Display) -> anyhow::Error {
+/// A plotters error as the reason a plot could not be drawn.
+pub fn err(e: impl std::fmt::Display) -> anyhow::Error {
     anyhow::anyhow!("drawing the plot: {e}")
+}
+
+/// The class of a what-if's bars in the SVG: the web page and its tests find the bars by it.
+const BAR_CLASS: &str = r#"class="bar""#;
+
+/// One bar of a what-if chart: its label, value, interval and colour.
+struct Bar {
+    label: &'static str,
+    value: f64,
+    low: f64,
+    high: f64,
+    color: RGBColor,
+}
+
+/// The what-if as bars: baseline, slowed down, predicted and (when measured) truth, each with
+/// its 95 % interval (an open-ended interval is drawn up to the frame).
+pub fn what_if_svg(r: &WhatIfResult) -> anyhow::Result<String> {
+    let mut bars = vec![
+        Bar {
+            label: "baseline",
+            value: r.baseline_rps,
+            low: r.baseline_ci_low,
+            high: r.baseline_ci_high,
+            color: COLORS[7],
+        },
+        Bar {
+            label: "slowed down",
+            value: r.slow_rps,
+            low: r.slow_ci_low,
+            high: r.slow_ci_high,
+            color: RGBColor(188, 189, 34),
+        },
+        Bar {
+            label: "predicted",
+            value: r.predicted_rps,
+            low: r.predicted_ci_low,
+            high: r.predicted_ci_high,
+            color: COLORS[0],
+        },
+    ];
+    if let Some(t) = r.truth_rps {
+        bars.push(Bar {
+            label: "truth",
+            value: t,
+            low: r.truth_ci_low.unwrap_or(t),
+            high: r.truth_ci_high.unwrap_or(t),
+            color: COLORS[2],
+        });
+    }
+    let top = bars
+        .iter()
+        .flat_map(|b| [b.value, b.high])
+        .filter(|v| v.is_finite())
+        .fold(0.0, f64::max);
+    let top = if top > 0.0 { top * 1.1 } else { 1.0 };
+    let labels: Vec<&str> = bars.iter().map(|b| b.label).collect();
+    let mut out = String::new();
+    {
+        let root = SVGBackend::with_string(&mut out, (640, 360)).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(
+                format!("what if {}: {}", r.target, r.optimization),
+                ("sans-serif", 18),
+            )
+            .margin(12)
+            .x_label_area_size(30)
+            .y_label_area_size(60)
+            // A discrete range includes its end: bars 0..=n-1, one segment each.
+            .build_cartesian_2d((0..bars.len() - 1).into_segmented(), 0.0..top)
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .light_line_style(WHITE)
+            .x_label_formatter(&|v| match v {
+                SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => {
+                    labels.get(*i).copied().unwrap_or_default().to_owned()
+                }
+                SegmentValue::Last => String::new(),
+            })
+            .y_desc("throughput (req/s)")
+            .draw()
+            .map_err(err)?;
+        chart
+            .draw_series(bars.iter().enumerate().map(|(i, b)| {
+                let mut rect = Rectangle::new(
+                    [
+                        (SegmentValue::Exact(i), 0.0),
+                        (SegmentValue::Exact(i + 1), b.value.max(0.0)),
+                    ],
+                    b.color.filled(),
+                );
+                rect.set_margin(0, 0, 20, 20);
+                rect
+            }))
+            .map_err(err)?;
+        for (i, b) in bars.iter().enumerate() {
+            let high = if b.high.is_finite() { b.high } else { top };
+            if b.low.is_finite() && high > b.low {
+                let x = SegmentValue::CenterOf(i);
+                chart
+                    .draw_series(std::iter::once(PathElement::new(
+                        vec![(x.clone(), b.low), (x, high)],
+                        BLACK.stroke_width(1),
+                    )))
+                    .map_err(err)?;
+            }
+            chart
+                .draw_series(std::iter::once(Text::new(
+                    format!("{:.0}", b.value),
+                    (SegmentValue::CenterOf(i), b.value.max(0.0)),
+                    ("sans-serif", 13)
+                        .into_font()
+                        .color(&BLACK)
+                        .pos(Pos::new(HPos::Center, VPos::Bottom)),
+                )))
+                .map_err(err)?;
+        }
+        root.present().map_err(err)?;
+    }
+    Ok(mark_bars(&out, &bars))
+}
+
+/// Gives the bars' rectangles their class: plotters writes each filled rectangle as one
+/// `<rect .../>` line with its `fill`, and no other rectangle has a bar's colour.
+fn mark_bars(svg: &str, bars: &[Bar]) -> String {
+    let fills: Vec<String> = bars
+        .iter()
+        .map(|b| {
+            let RGBColor(r, g, bl) = b.color;
+            format!(r##"fill="#{r:02X}{g:02X}{bl:02X}""##)
+        })
+        .collect();
+    let mut out = String::with_capacity(svg.len() + 16 * bars.len());
+    for line in svg.lines() {
+        match line.strip_prefix("<rect ") {
+            Some(rest) if fills.iter().any(|f| rest.contains(f.as_str())) => {
+                out.push_str("<rect ");
+                out.push_str(BAR_CLASS);
+                out.push(' ');
+                out.push_str(rest);
+            }
+            _ => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bars_are_marked_by_their_colour_only() {
+        let bars = [Bar {
+            label: "predicted",
+            value: 1.0,
+            low: 1.0,
+            high: 1.0,
+            color: COLORS[0],
+        }];
+        let svg =
+            "<svg>\n<rect x=\"0\" fill=\"#FFFFFF\"/>\n<rect x=\"1\" fill=\"#1F77B4\"/>\n</svg>\n";
+        assert_eq!(
+            mark_bars(svg, &bars),
+            "<svg>\n<rect x=\"0\" fill=\"#FFFFFF\"/>\n<rect class=\"bar\" x=\"1\" fill=\"#1F77B4\"/>\n</svg>\n"
+        );
+    }
 }

@@ -341,17 +341,13 @@ fn eval(root: &Path, args: &[String]) -> Result<()> {
     setup::ensure()?;
     run(cargo(root).args(["build", "--release", "--bins"]))?;
     // The real-server suite starts Debian's servers through the test kit: it is the
-    // coordinator's `eval_real` example, not a suite of the `slowpoke` binary.
+    // `eval_real` example of slowpoke-eval, not a suite of the `slowpoke` binary.
     if let Some(rest) = real_suite_args(args) {
-        return run(
-            cargo_run_release(root, "slowpoke-coordinator", "--example", "eval_real").args(rest),
-        );
+        return run(cargo_run_release(root, "slowpoke-eval", "--example", "eval_real").args(rest));
     }
-    run(
-        cargo_run_release(root, "slowpoke-coordinator", "--bin", "slowpoke")
-            .arg("eval")
-            .args(args),
-    )
+    run(cargo_run_release(root, "slowpoke-cli", "--bin", "slowpoke")
+        .arg("eval")
+        .args(args))
 }
 
 /// `--suite real` (or `--suite=real`) anywhere in `args`: the other arguments.

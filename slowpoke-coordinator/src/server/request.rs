@@ -1,5 +1,6 @@
 //! How the body of `POST /v1/experiments` ([`ExperimentRequest`], a wire type of the
-//! `slowpoke-api` crate) becomes a [`WhatIfSpec`] or a [`ProfileSpec`]: [`check`].
+//! `slowpoke-api` crate) becomes a [`WhatIfSpec`] or a [`ProfileSpec`]: [`check`]. The rules it
+//! shares with the CLI (the optimization, the app, headers) are [`crate::spec_builder`]'s.
 //!
 //! Every error says which field to fix: the request is the CLI's flags as fields, and the
 //! messages name those fields. Numbers and lists are bounded ([`limits`]): anyone who can reach
@@ -7,28 +8,16 @@
 //! load generator allocates per connection: the process aborts) or an experiment running for a
 //! week.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use slowpoke_api::agent::ServiceSpec;
-pub use slowpoke_api::coordinator::{Capacity, CapacityRange, ExperimentRequest, Factor, Kind};
 use slowpoke_api::selector::parse_selector;
+
+pub use crate::spec_builder::AppRequest;
+pub use slowpoke_api::coordinator::{Capacity, CapacityRange, ExperimentRequest, Factor, Kind};
 
 use crate::experiment::{LoadConfig, ProfileSpec, Repeat, Safety, Timing, WhatIfSpec};
 use crate::model::{Optimization, OptimizationModel as _};
-
-/// The app an experiment runs against, as the request describes it.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct AppRequest {
-    /// An emulated app to start (`slowpoke what-if --topology FILE`).
-    pub topology: Option<PathBuf>,
-    /// Services of a running app, name → selector.
-    pub services: BTreeMap<String, ServiceSpec>,
-    /// The entry URL (always set for a running app; an override for a topology).
-    pub entry: Option<String>,
-    /// `--set svc.endpoint.key=value` changes of the topology.
-    pub set: Vec<slowpoke_emu::Set>,
-}
+use crate::spec_builder::{self, AppFields, OptimizationFields};
 
 /// The experiment itself.
 #[derive(Debug, Clone, PartialEq)]
@@ -129,158 +118,40 @@ fn at_most(what: &str, len: usize, max: usize) -> Result<(), String> {
     Ok(())
 }
 
-fn parse_factor(f: &Factor) -> Result<f64, String> {
-    let k = match f {
-        Factor::Number(k) => *k,
-        Factor::Text(t) => {
-            let t = t.trim();
-            let digits = t.strip_suffix(['x', 'X']).unwrap_or(t).trim();
-            digits.parse::<f64>().map_err(|_| {
-                format!("`speedup` must be a factor such as 2 or \"2x\" (got \"{t}\")")
-            })?
-        }
-    };
-    if !k.is_finite() || k <= 1.0 {
-        return Err(format!(
-            "`speedup` must be more than 1 (2 means twice as fast; got {k})"
-        ));
-    }
-    Ok(k)
-}
-
-/// `"NEW"` or `"OLD:NEW"`, req/s.
-fn parse_capacity(t: &str) -> Result<(Option<f64>, f64), String> {
-    let bad = || {
-        format!(
-            "`capacity` must be NEW or \"OLD:NEW\" in req/s, e.g. \"10000:20000\" (got \"{t}\")"
-        )
-    };
-    let num = |s: &str| s.trim().parse::<f64>().map_err(|_| bad());
-    match t.split_once(':') {
-        Some((old, new)) => Ok((Some(num(old)?), num(new)?)),
-        None => Ok((None, num(t)?)),
-    }
-}
-
-fn parse_header(h: &str) -> Result<(String, String), String> {
-    let (k, v) = h
-        .split_once(':')
-        .ok_or_else(|| format!("header `{h}`: write \"Name: value\""))?;
-    let k = k.trim();
-    if k.is_empty() || k.contains(char::is_whitespace) {
-        return Err(format!("header `{h}`: the name must be one word"));
-    }
-    Ok((k.to_owned(), v.trim().to_owned()))
-}
-
-const OPTIMIZATIONS: &str = "speedup, delta_us, percent, cores or capacity";
-
 /// The optimization: exactly one of the five ways to state it.
 fn optimization(req: &ExperimentRequest) -> Result<Optimization, String> {
-    let mut given: Vec<(&str, Optimization)> = Vec::new();
-    if let Some(f) = &req.speedup {
-        given.push(("speedup", Optimization::Speedup(parse_factor(f)?)));
-    }
-    if let Some(d) = req.delta_us {
-        given.push(("delta_us", Optimization::DeltaUs(d)));
-    }
-    if let Some(p) = req.percent {
-        given.push(("percent", Optimization::Percent(p)));
-    }
-    if let Some(n) = req.cores {
-        given.push(("cores", Optimization::Cores(n)));
-    }
-    if let Some(c) = &req.capacity {
-        let (old_rps, new_rps) = match c {
-            Capacity::New(n) => (None, *n),
-            Capacity::Text(t) => parse_capacity(t)?,
-            Capacity::Range(r) => (r.old_rps, r.new_rps),
-        };
-        given.push(("capacity", Optimization::Capacity { old_rps, new_rps }));
-    }
-    match given.as_slice() {
-        [] => Err(format!(
-            "no optimization given: add one of {OPTIMIZATIONS}, e.g. \"speedup\": \"2x\""
-        )),
-        [(_, o)] => {
-            o.validate().map_err(|e| e.to_string())?;
-            Ok(*o)
-        }
-        more => Err(format!(
-            "give exactly one optimization, not {} ({})",
-            more.len(),
-            more.iter()
-                .map(|(n, _)| *n)
-                .collect::<Vec<_>>()
-                .join(" and ")
-        )),
-    }
+    spec_builder::optimization(&OptimizationFields {
+        speedup: req.speedup.clone(),
+        delta_us: req.delta_us,
+        percent: req.percent,
+        cores: req.cores,
+        capacity: req.capacity.clone(),
+    })
+    .map_err(|e| e.to_string())
 }
 
 fn app(req: &ExperimentRequest) -> Result<AppRequest, String> {
-    let entry = match &req.entry {
-        Some(e) if !(e.starts_with("http://") || e.starts_with("https://")) => {
-            return Err(format!(
-                "`entry` must be an http:// URL such as http://127.0.0.1:8080/ (got `{e}`)"
-            ));
-        }
-        e => e.clone(),
-    };
-    match (&req.topology, req.services.is_empty()) {
-        (Some(_), false) => Err(
-            "give either `topology` (an emulated app) or `services` (a running app), not both"
-                .into(),
-        ),
-        (None, true) => Err(
-            "no app given: add `services` ({\"cart\": \"port:8080\", ...}) with `entry`, or `topology`"
-                .into(),
-        ),
-        (Some(t), true) => {
-            if t.trim().is_empty() {
-                return Err("`topology` is empty: give the path of a topology file".into());
-            }
-            let set = req
-                .set
-                .iter()
-                .map(|s| s.parse().map_err(|e| format!("`set`: {e}")))
-                .collect::<Result<_, String>>()?;
-            Ok(AppRequest {
-                topology: Some(PathBuf::from(t)),
-                services: BTreeMap::new(),
-                entry,
-                set,
-            })
-        }
-        (None, false) => {
-            let Some(entry) = entry else {
-                return Err(
-                    "`services` needs `entry`: the URL the load hits, e.g. http://127.0.0.1:8080/"
-                        .into(),
-                );
-            };
-            let mut services = BTreeMap::new();
-            for (name, sel) in &req.services {
-                if name.trim().is_empty() || name.contains('/') {
-                    return Err(format!(
-                        "service name `{name}` must be non-empty and have no `/`"
-                    ));
-                }
-                let spec = parse_selector(sel).map_err(|e| format!("service `{name}`: {e}"))?;
-                services.insert(name.clone(), spec);
-            }
-            if !req.set.is_empty() {
-                return Err(
-                    "`set` changes a topology: it does not apply to `services`".into(),
-                );
-            }
-            Ok(AppRequest {
-                topology: None,
-                services,
-                entry: Some(entry),
-                set: Vec::new(),
-            })
-        }
+    if req.topology.as_ref().is_some_and(|t| t.trim().is_empty()) {
+        return Err("`topology` is empty: give the path of a topology file".into());
     }
+    let services = req
+        .services
+        .iter()
+        .map(|(name, sel)| {
+            parse_selector(sel)
+                .map(|spec| (name.clone(), spec))
+                .map_err(|e| format!("service `{name}`: {e}"))
+        })
+        .collect::<Result<_, String>>()?;
+    spec_builder::app(AppFields {
+        topology: req.topology.as_ref().map(PathBuf::from),
+        set: req.set.clone(),
+        services,
+        entry: req.entry.clone(),
+        // The server hands `entry_service` to the runner in the spec.
+        entry_service: None,
+    })
+    .map_err(|e| e.to_string())
 }
 
 fn load(req: &ExperimentRequest) -> Result<LoadConfig, String> {
@@ -298,7 +169,7 @@ fn load(req: &ExperimentRequest) -> Result<LoadConfig, String> {
     load.headers = req
         .headers
         .iter()
-        .map(|h| parse_header(h))
+        .map(|h| slowpoke_load::parse_header(h).map_err(|e| format!("`headers`: {e}")))
         .collect::<Result<_, _>>()?;
     load.body.clone_from(&req.body);
     if let Some(t) = positive("timeout", req.timeout, limits::SECONDS)? {
@@ -570,7 +441,7 @@ mod tests {
             ),
             (
                 r#"{"services": {"a": "port:1"}, "target": "a", "percent": 10}"#.to_owned(),
-                "needs `entry`",
+                "services needs entry",
             ),
             (
                 r#"{"services": {"a": "nginx"}, "entry": "http://x/", "target": "a", "percent": 10}"#

@@ -44,7 +44,8 @@ use slowpoke_coordinator::experiment::{
     self, Backends, LoadConfig, Monitor, ProfileSpec, Repeat, Safety, Timing, WhatIfSpec,
 };
 use slowpoke_coordinator::model::Optimization;
-use slowpoke_coordinator::real::{EmuApp, InProcessAgent};
+use slowpoke_coordinator::real::InProcessAgent;
+use slowpoke_eval::EmuApp;
 use slowpoke_stats::round4 as r;
 
 use crate::{

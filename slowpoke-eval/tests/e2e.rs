@@ -15,7 +15,8 @@ use slowpoke_coordinator::experiment::{
 };
 use slowpoke_coordinator::lease::{DEFAULT_LEASE, Lease};
 use slowpoke_coordinator::model::Optimization;
-use slowpoke_coordinator::real::{EmuApp, InProcessAgent, RealLoadStarter};
+use slowpoke_coordinator::real::{InProcessAgent, RealLoadStarter};
+use slowpoke_eval::EmuApp;
 
 fn topology() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/topologies/chain3.json")

@@ -9,11 +9,11 @@
 use std::sync::Arc;
 
 use slowpoke_coordinator::agents::SharedAgent;
-use slowpoke_coordinator::eval::runner::{self, EvalOptions, Placement, Setting};
-use slowpoke_coordinator::eval::suite::{self, CaseKind, SuiteName};
 use slowpoke_coordinator::experiment::Monitor;
 use slowpoke_coordinator::real::InProcessAgent;
 use slowpoke_coordinator::results::ResultStore;
+use slowpoke_eval::runner::{self, EvalOptions, Placement, Setting};
+use slowpoke_eval::suite::{self, CaseKind, SuiteName};
 
 #[test]
 fn eval_runs_the_harder_cases_writes_its_report_and_resumes() {

@@ -11,18 +11,19 @@ use anyhow::{Context as _, bail};
 use serde::{Deserialize, Serialize};
 use slowpoke_api::agent as api;
 
-use super::suite::{Case, CaseKind};
-use super::summary::{self, Point};
-use crate::agents::SharedAgent;
-use crate::experiment::{
+use crate::emu_app::{EmuApp, TruthOn};
+use crate::suite::{Case, CaseKind};
+use crate::summary::{self, Point};
+use slowpoke_coordinator::agents::SharedAgent;
+use slowpoke_coordinator::experiment::{
     self, App, Backends, LoadConfig, Monitor, Repeat, Safety, TargetUseRecord, Timing, TruthChange,
     WhatIfResult, WhatIfSpec,
 };
-use crate::lease::Lease;
-use crate::model::{Optimization, TargetUse};
-use crate::real::{EmuApp, RealLoadStarter, TruthOn};
-use crate::results::{ResultStore, StoredResult};
-use crate::stats;
+use slowpoke_coordinator::lease::Lease;
+use slowpoke_coordinator::model::{Optimization, TargetUse};
+use slowpoke_coordinator::real::RealLoadStarter;
+use slowpoke_coordinator::results::{ResultStore, StoredResult};
+use slowpoke_coordinator::stats;
 
 /// How the agents apply a plan: actuator, synchronization and pause quantum.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -386,7 +387,7 @@ pub fn write_outputs(dir: &Path, file: &ResultsFile) -> anyhow::Result<()> {
             &file.points,
         ),
     )?;
-    write("plot.svg", &super::plot::eval_svg(&file.points)?)?;
+    write("plot.svg", &crate::plot::eval_svg(&file.points)?)?;
     Ok(())
 }
 

@@ -162,8 +162,8 @@ pub fn group_stats(group: &str, points: &[&Point]) -> GroupStats {
             .then(|| errs.iter().filter(|e| e.abs() <= 5.0).count() as f64 / n as f64 * 100.0),
         pause_rmse_pct: rmse(&pause),
         strawman_rmse_pct: rmse(&straw),
-        noise_floor_pct: crate::stats::median(&noise),
-        prediction_noise_pct: crate::stats::median(&pred_noise),
+        noise_floor_pct: slowpoke_coordinator::stats::median(&noise),
+        prediction_noise_pct: slowpoke_coordinator::stats::median(&pred_noise),
     }
 }
 

@@ -27,13 +27,13 @@ use anyhow::{Context as _, Result, bail};
 use clap::Parser;
 use slowpoke_api::agent as api;
 use slowpoke_coordinator::agents::SharedAgent;
-use slowpoke_coordinator::eval::runner::{self, EvalOptions, Setting};
-use slowpoke_coordinator::eval::summary::{self, Point};
 use slowpoke_coordinator::experiment::{
     self, AttachedApp, Backends, LoadConfig, Monitor, Repeat, Safety, Timing, WhatIfSpec,
 };
 use slowpoke_coordinator::model::Optimization;
 use slowpoke_coordinator::real::{CommandTruthApp, InProcessAgent, RealLoadStarter, TruthCommands};
+use slowpoke_eval::runner::{self, EvalOptions, Setting};
+use slowpoke_eval::summary::{self, Point};
 use slowpoke_tests::{NginxMemcached, Proc, TempDir, haproxy, nginx_workers_script};
 
 const CASES: [&str; 3] = ["nginx-workers", "nginx-cpus", "haproxy-nginx-workers"];

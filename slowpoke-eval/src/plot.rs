@@ -4,8 +4,8 @@
 
 use plotters::prelude::*;
 
-use super::summary::Point;
-use crate::plot::{COLORS, err};
+use crate::summary::Point;
+use slowpoke_coordinator::plot::{COLORS, err};
 
 /// The evaluation plot: predicted vs true throughput, one colour per family, the diagonal and
 /// ±5 % lines; hollow marks are points not scored (true gain under 10 %).

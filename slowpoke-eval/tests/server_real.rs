@@ -1,18 +1,31 @@
 //! The server over the real backends, as `slowpoke serve` wires them: the in-process agent
 //! (root + BPF), the emulated chain3 app started from its topology by [`RealLauncher`], the real
 //! closed-loop load. Ignored by default (it needs root and takes ~15 s):
-//! `cargo test -p slowpoke-coordinator --test server_real -- --ignored`.
-
-mod server_common;
+//! `cargo test -p slowpoke-eval --features in-process --test server_real -- --ignored`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use server_common::{call, temp_dir};
 use slowpoke_coordinator::agents::SharedAgent;
 use slowpoke_coordinator::lease::DEFAULT_LEASE;
 use slowpoke_coordinator::real::InProcessAgent;
 use slowpoke_coordinator::server::{self, RealLauncher, ServeConfig};
+use slowpoke_eval::EmuApps;
+use slowpoke_tests::TempDir;
+
+/// One call to the server: its status and its JSON body.
+fn call(method: &str, url: &str, body: Option<&str>) -> (u16, serde_json::Value) {
+    let req = ureq::request(method, url).set("Content-Type", "application/json");
+    let res = match body {
+        Some(b) => req.send_string(b),
+        None => req.call(),
+    };
+    let resp = match res {
+        Ok(r) | Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{method} {url}: {e}"),
+    };
+    (resp.status(), resp.into_json().unwrap())
+}
 
 #[test]
 #[ignore = "needs root and BPF; run with --ignored"]
@@ -37,12 +50,13 @@ fn a_what_if_on_the_emulated_chain_through_the_api() {
         .block_on(InProcessAgent::start(slowpoke_agent::AgentConfig::default()))
         .expect("the in-process agent starts (root?)");
     let inner = agent.agent().clone();
+    let results = TempDir::new("server-real");
     let cfg = ServeConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         token: None,
-        results_dir: temp_dir("real"),
+        results_dir: results.path().to_owned(),
         agents: vec![Arc::new(agent) as SharedAgent],
-        launcher: Arc::new(RealLauncher),
+        launcher: Arc::new(RealLauncher::with_emulator(Arc::new(EmuApps))),
         policy: server::ServePolicy {
             topology_dir: Some(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/topologies").into()),
             ..server::ServePolicy::default()
@@ -62,12 +76,12 @@ fn a_what_if_on_the_emulated_chain_through_the_api() {
         r#"{{"topology": "{topology}", "target": "middle", "speedup": 2, "truth": true,
             "connections": 32, "warmup": 1, "window": 1, "repetitions": 3, "precision": 0}}"#
     );
-    let a = call("POST", &format!("{base}/v1/experiments"), Some(&body), None);
-    assert_eq!(a.status, 202, "{}", a.text);
-    let id = a.json()["id"].as_str().unwrap().to_owned();
+    let (status, a) = call("POST", &format!("{base}/v1/experiments"), Some(&body));
+    assert_eq!(status, 202, "{a}");
+    let id = a["id"].as_str().unwrap().to_owned();
     let url = format!("{base}/v1/experiments/{id}");
     let v = loop {
-        let v = call("GET", &url, None, None).json();
+        let (_, v) = call("GET", &url, None);
         if !matches!(v["status"].as_str(), Some("queued" | "running")) {
             break v;
         }
@@ -80,7 +94,7 @@ fn a_what_if_on_the_emulated_chain_through_the_api() {
         r["baseline_rps"], r["predicted_rps"], r["truth_rps"], r["error_pct"]
     );
     assert!(r["predicted_rps"].as_f64().unwrap() > r["baseline_rps"].as_f64().unwrap());
-    let agents = call("GET", &format!("{base}/v1/agents"), None, None).json();
+    let (_, agents) = call("GET", &format!("{base}/v1/agents"), None);
     assert_eq!(agents[0]["status"], "ok", "{agents}");
     let plan = inner.slowdown();
     assert!(plan.services.is_empty(), "a plan is left: {plan:?}");

@@ -1,0 +1,232 @@
+//! `slowpoke eval`: the accuracy suites of `slowpoke-eval` against the emulator's ground truth
+//! (feature `emu`).
+
+use std::path::PathBuf;
+
+use anyhow::bail;
+use clap::Args;
+use slowpoke_coordinator::experiment::Monitor;
+use slowpoke_coordinator::results::ResultStore;
+
+use crate::common::{budget_arg, precision_arg, stopped_share_arg};
+use crate::connect::connect;
+use crate::progress::{cancel_on_signal, runtime};
+
+#[derive(Args, Debug)]
+pub(crate) struct EvalArgs {
+    /// `quick`: 6 families x 3 points (about 20 min); `full`: every family x sync/async x
+    /// leaf/inner target x 5 points, plus the mutex and scaling cases (hours; resumable).
+    #[arg(long, default_value = "quick")]
+    pub(crate) suite: String,
+    /// Where results.json, report.md, plot.svg and the topologies go
+    /// (default target/slowpoke-eval/<suite>).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) out: Option<PathBuf>,
+    /// Continue the results already in --out (measured points are kept, failed ones rerun).
+    #[arg(long)]
+    pub(crate) resume: bool,
+    /// Only these families (e.g. chain,fanout,mutex).
+    #[arg(long, value_delimiter = ',', value_name = "F,..")]
+    pub(crate) families: Vec<String>,
+    /// Replace every case's points: Δ as % of the target's configured work (10..90), or
+    /// thread counts for the scaling case.
+    #[arg(long, value_delimiter = ',', value_name = "P,..")]
+    pub(crate) points: Vec<f64>,
+    /// Actuator settings to compare, each run on every point back to back: pause-<ms>ms,
+    /// sync-<ms>ms (synchronized pauses) or spin (default: sync-10ms, the what-if default).
+    #[arg(long, value_delimiter = ',', value_name = "S,..")]
+    pub(crate) settings: Vec<String>,
+    /// Placements: shared (every service on every CPU) and/or pinned (the target alone on one
+    /// CPU). Default shared.
+    #[arg(long, value_delimiter = ',', value_name = "P,..")]
+    pub(crate) placements: Vec<String>,
+    /// Repetitions per point (base, slow, truth interleaved; the middle 3 of 5 are kept).
+    #[arg(long, default_value_t = 5)]
+    pub(crate) repetitions: usize,
+    /// Length of one measurement window, seconds.
+    #[arg(
+        long,
+        default_value_t = 3.0,
+        value_name = "S",
+        allow_negative_numbers = true
+    )]
+    pub(crate) duration: f64,
+    /// After --repetitions, keep repeating a point (base, slow, truth) until the prediction's
+    /// 95 % CI half-width is at most this % (0: off, the default) or --budget runs out.
+    #[arg(
+        long,
+        default_value_t = 0.0,
+        value_name = "PCT",
+        allow_negative_numbers = true
+    )]
+    pub(crate) precision: f64,
+    /// Most seconds one point may take while repeating for --precision.
+    #[arg(
+        long,
+        default_value_t = 240.0,
+        value_name = "S",
+        allow_negative_numbers = true
+    )]
+    pub(crate) budget: f64,
+    /// Connections of the closed-loop load.
+    #[arg(long, default_value_t = 64)]
+    pub(crate) connections: usize,
+    /// Safety cap of the in-process agent: most of its time a service may spend stopped. A
+    /// what-if that removes a share s of the bottleneck's time pauses the others about s of the
+    /// time, so the suite's large points need more than the agent's everyday 0.5 [default:
+    /// 0.95; a running agent keeps its own].
+    #[arg(long, value_name = "SHARE")]
+    pub(crate) max_stopped_share: Option<f64>,
+    #[arg(long = "agent", value_name = "URL")]
+    pub(crate) agent: Vec<String>,
+    #[arg(long, value_name = "FILE")]
+    pub(crate) agent_token_file: Option<PathBuf>,
+    #[arg(long, value_name = "DIR")]
+    pub(crate) agent_state_dir: Option<PathBuf>,
+    #[arg(long, value_name = "DIR")]
+    pub(crate) results_dir: Option<PathBuf>,
+    /// Print the summary as one JSON object on stdout (progress stays on stderr).
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// The in-process agent's safety cap in `slowpoke eval` when `--max-stopped-share` is not given.
+pub(crate) const EVAL_MAX_STOPPED_SHARE: f64 = 0.95;
+
+#[expect(
+    clippy::too_many_lines,
+    reason = "the flags' checks, the suite's run and its summary table, in the order `slowpoke eval` does them"
+)]
+pub(crate) fn eval(a: &EvalArgs) -> anyhow::Result<()> {
+    use slowpoke_eval::{runner, suite, summary};
+    let which: suite::SuiteName = a.suite.parse().map_err(anyhow::Error::msg)?;
+    let mut cases = suite::cases(which, &a.families).map_err(anyhow::Error::msg)?;
+    if !a.points.is_empty() {
+        if let Some(p) = a
+            .points
+            .iter()
+            .find(|p| !(p.is_finite() && **p > 0.0 && **p < 100.0))
+        {
+            bail!("--points: {p} is not a percentage between 0 and 100 (exclusive)");
+        }
+        for c in &mut cases {
+            c.points.clone_from(&a.points);
+        }
+    }
+    let settings: Vec<runner::Setting> = if a.settings.is_empty() {
+        vec![runner::Setting::default()]
+    } else {
+        a.settings
+            .iter()
+            .map(|s| s.parse().map_err(anyhow::Error::msg))
+            .collect::<anyhow::Result<_>>()?
+    };
+    let placements: Vec<runner::Placement> = if a.placements.is_empty() {
+        vec![runner::Placement::Shared]
+    } else {
+        a.placements
+            .iter()
+            .map(|s| s.parse().map_err(anyhow::Error::msg))
+            .collect::<anyhow::Result<_>>()?
+    };
+    if a.repetitions == 0 {
+        bail!("--repetitions must be at least 1");
+    }
+    if !(a.duration.is_finite() && a.duration > 0.0) {
+        bail!(
+            "--duration must be a positive number of seconds (got {})",
+            a.duration
+        );
+    }
+    if a.connections == 0 {
+        bail!("--connections must be at least 1");
+    }
+    if let Some(share) = a.max_stopped_share {
+        stopped_share_arg(share)?;
+    }
+    let opts = runner::EvalOptions {
+        suite: a.suite.clone(),
+        out_dir: a
+            .out
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("target/slowpoke-eval").join(&a.suite)),
+        resume: a.resume,
+        settings,
+        placements,
+        repetitions: a.repetitions,
+        window_s: a.duration,
+        precision_pct: precision_arg(a.precision)?,
+        budget_s: budget_arg(a.budget)?,
+        connections: a.connections,
+    };
+    let store = ResultStore::new(
+        a.results_dir
+            .clone()
+            .unwrap_or_else(ResultStore::default_dir),
+    );
+    let rt = runtime()?;
+    let set = connect(
+        &rt,
+        &a.agent,
+        a.agent_token_file.as_deref(),
+        a.agent_state_dir.as_deref(),
+        a.max_stopped_share,
+        Some(EVAL_MAX_STOPPED_SHARE),
+    )?;
+    let monitor = Monitor::new();
+    cancel_on_signal(&rt, &monitor);
+    eprintln!(
+        "slowpoke eval: suite `{}`, {} cases, results in {}",
+        a.suite,
+        cases.len(),
+        opts.out_dir.display()
+    );
+    let r = runner::run(&cases, &opts, &set.agents, &store, &monitor, &|line| {
+        eprintln!("{line}");
+    });
+    set.shutdown(&rt);
+    let file = r?;
+    let sum = summary::summarize(&file.points);
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "suite": a.suite,
+                "out": opts.out_dir,
+                "points": file.points.len(),
+                "summary": sum,
+            })
+        );
+    } else {
+        for (setting, groups) in &sum.settings {
+            println!("setting {setting}:");
+            println!(
+                "  {:<16} {:>6} {:>8} {:>10} {:>10} {:>10} {:>11}",
+                "family", "points", "RMSE", "max |err|", "within 5%", "no change", "noise floor"
+            );
+            let f = |x: Option<f64>| x.map_or_else(|| "-".into(), |v| format!("{v:.1}%"));
+            for g in groups {
+                println!(
+                    "  {:<16} {:>6} {:>8} {:>10} {:>10} {:>10} {:>11}",
+                    g.group,
+                    g.points,
+                    f(g.rmse_pct),
+                    f(g.max_abs_error_pct),
+                    f(g.within_5_pct),
+                    f(g.strawman_rmse_pct),
+                    f(g.noise_floor_pct)
+                );
+            }
+        }
+        println!(
+            "report: {}\nplot:   {}\npoints: {}",
+            opts.out_dir.join("report.md").display(),
+            opts.out_dir.join("plot.svg").display(),
+            opts.out_dir.join("results.json").display()
+        );
+    }
+    if monitor.is_cancelled() {
+        bail!("cancelled; run again with --resume to continue");
+    }
+    Ok(())
+}
