@@ -336,6 +336,8 @@ pub fn app(f: AppFields) -> Result<AppRequest, BuildError> {
 pub trait Emulator: Send + Sync {
     /// The services of the topology at `path` with `set` applied, checked without starting it.
     fn service_names(&self, path: &Path, set: &[String]) -> Result<Vec<String>, String>;
+    /// Checks the `set` overrides' syntax (`SERVICE.FIELD=VALUE`), before anything starts.
+    fn check_sets(&self, set: &[String]) -> Result<(), String>;
     /// Starts the app (on this node, services on loopback); it stops when dropped.
     fn start(&self, path: &Path, set: &[String]) -> Result<Box<dyn App>, String>;
 }
@@ -350,6 +352,15 @@ impl AppRequest {
             Some(path) => emulator.ok_or(NO_EMULATOR)?.service_names(path, &self.set),
             None => Ok(self.services.keys().cloned().collect()),
         }
+    }
+
+    /// What can be checked before anything starts: a topology needs an emulator, and its `set`
+    /// overrides must parse.
+    pub fn check(&self, emulator: Option<&dyn Emulator>) -> Result<(), String> {
+        if self.topology.is_some() {
+            emulator.ok_or(NO_EMULATOR)?.check_sets(&self.set)?;
+        }
+        Ok(())
     }
 
     /// Starts an emulated app, or describes the running one to the runner.

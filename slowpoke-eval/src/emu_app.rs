@@ -235,6 +235,10 @@ fn parse_sets(set: &[String]) -> Result<Vec<slowpoke_emu::Set>, String> {
 }
 
 impl Emulator for EmuApps {
+    fn check_sets(&self, set: &[String]) -> Result<(), String> {
+        parse_sets(set).map(drop)
+    }
+
     fn service_names(&self, path: &Path, set: &[String]) -> Result<Vec<String>, String> {
         parse_sets(set)?;
         let topology = slowpoke_emu::load(path)

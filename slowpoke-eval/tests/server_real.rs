@@ -103,3 +103,65 @@ fn a_what_if_on_the_emulated_chain_through_the_api() {
     rt.block_on(served).unwrap().unwrap();
     rt.block_on(inner.shutdown());
 }
+
+/// A topology request is checked when it arrives: a `set` override that does not parse, or a
+/// server built without the emulator, is a `400` that names the fix — not a `202` and an
+/// experiment that fails later. (No agent is needed: the app is checked first.)
+#[test]
+fn a_topology_request_is_checked_on_arrival() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let results = TempDir::new("server-topology-check");
+    let serve = |launcher: RealLauncher| {
+        let cfg = ServeConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            token: None,
+            results_dir: results.path().to_owned(),
+            agents: Vec::new(),
+            launcher: Arc::new(launcher),
+            policy: server::ServePolicy {
+                topology_dir: Some(
+                    concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/topologies").into(),
+                ),
+                ..server::ServePolicy::default()
+            },
+            lease: DEFAULT_LEASE,
+        };
+        let (listener, state) = rt.block_on(server::bind(&cfg)).unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        rt.spawn(server::serve_on(listener, state, std::future::pending()));
+        base
+    };
+    let post = |base: &str, set: &str| {
+        let body = format!(
+            r#"{{"topology": "chain3.json", "set": [{set}], "target": "middle", "speedup": 2}}"#
+        );
+        call("POST", &format!("{base}/v1/experiments"), Some(&body))
+    };
+
+    let with_emulator = serve(RealLauncher::with_emulator(Arc::new(EmuApps)));
+    let (status, a) = post(&with_emulator, r#""middle.cpu_us""#);
+    assert_eq!(status, 400, "{a}");
+    assert!(
+        a["error"].as_str().unwrap().contains("middle.cpu_us"),
+        "{a}"
+    );
+    // A good override passes the check (and meets the missing agents next).
+    let (status, a) = post(&with_emulator, r#""middle.cpu_us=500""#);
+    assert_eq!(status, 400, "{a}");
+    assert!(a["error"].as_str().unwrap().contains("no agent"), "{a}");
+
+    let without = serve(RealLauncher::default());
+    let (status, a) = post(&without, "");
+    assert_eq!(status, 400, "{a}");
+    assert!(
+        a["error"]
+            .as_str()
+            .unwrap()
+            .contains("without the emulator"),
+        "{a}"
+    );
+}

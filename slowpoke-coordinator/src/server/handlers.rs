@@ -156,6 +156,11 @@ pub(super) async fn post_experiment(
         ))
     })?;
     let mut checked = request::check(&req).map_err(bad_request)?;
+    state
+        .inner
+        .launcher
+        .check(&checked.app)
+        .map_err(bad_request)?;
     let agents = state
         .inner
         .policy

@@ -68,6 +68,10 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7272";
 /// Called on a blocking thread: it may start an emulated app and wait for it to listen.
 pub trait Launcher: Send + Sync {
     fn backends(&self, app: &AppRequest, agents: Vec<SharedAgent>) -> Result<Backends, String>;
+    /// What can be refused with a `400` when the request arrives, before anything starts.
+    fn check(&self, _app: &AppRequest) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// The real launcher: a running app (`services` + `entry`) or an emulated app started from
@@ -88,6 +92,10 @@ impl RealLauncher {
 }
 
 impl Launcher for RealLauncher {
+    fn check(&self, app: &AppRequest) -> Result<(), String> {
+        app.check(self.emulator.as_deref())
+    }
+
     fn backends(&self, app: &AppRequest, agents: Vec<SharedAgent>) -> Result<Backends, String> {
         Ok(Backends {
             agents,
