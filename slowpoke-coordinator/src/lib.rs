@@ -4,14 +4,15 @@
 //!
 //! - [`model`]: pure maths (r, p, c, Δ, δ, d_s, X_pred), docs/model.md derives it.
 //! - [`stats`]: robust statistics over repetitions.
-//! - [`agents`]: [`agents::AgentClient`] over HTTP or in-process.
+//! - [`agents`]: [`agents::AgentClient`] over HTTP (TCP or the node daemon's socket) or in-process.
 //! - [`experiment`]: the runner (windows, interleaving, precision, safety, cleanup).
 //! - [`lease`]: the experiment's owner id and lease on the agents, renewed while it runs.
 //! - [`results`]: JSON files under a results directory.
-//! - [`real`]: the real agent (in-process, feature `in-process`), load generator and emulated app.
+//! - [`real`]: the real load generator and emulated app (and the in-process agent's old path).
 //! - [`plot`]: the causal-profile and evaluation SVGs.
 //! - [`eval`]: the accuracy evaluation suite against ground truth.
-//! - [`fake`]: a fake app + agent + load obeying the model exactly, for tests.
+//! - `fake` (only under `cfg(test)` or the cargo feature `fake`, never in a release library): a
+//!   fake app + agent + load obeying the model exactly, for tests.
 
 // Doc comments are full of maths (r_s, X_pred, 1/X_slow) that are not code.
 #![allow(clippy::doc_markdown)]
@@ -19,6 +20,7 @@
 pub mod agents;
 pub mod eval;
 pub mod experiment;
+#[cfg(any(test, feature = "fake"))]
 pub mod fake;
 pub mod lease;
 pub mod model;
