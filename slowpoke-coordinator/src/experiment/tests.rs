@@ -467,3 +467,55 @@ async fn spawned_experiments_can_be_observed_and_cancelled() {
     assert!(matches!(e, RunError::Cancelled));
     assert_clean(&w);
 }
+
+#[test]
+fn bad_specs_name_the_field_and_its_unit() {
+    let w = FakeWorld::chain();
+    let fails = |s: &WhatIfSpec| {
+        run_what_if(s, &mut w.backends(), &Monitor::new())
+            .unwrap_err()
+            .to_string()
+    };
+    let mut s = spec(Optimization::DeltaUs(100.0));
+    s.timing.window_s = 0.0;
+    assert_eq!(
+        fails(&s),
+        "`timing.window_s`, the length of a measurement window, must be more than 0 seconds (got 0)"
+    );
+    let mut s = spec(Optimization::DeltaUs(100.0));
+    s.timing.quantum_us = Some(-1.0);
+    assert_eq!(
+        fails(&s),
+        "`timing.quantum_us` must be a non-negative number of µs (got -1)"
+    );
+    let mut s = spec(Optimization::DeltaUs(100.0));
+    s.repeat.repetitions = 0;
+    assert_eq!(fails(&s), "`repeat.repetitions` must be at least 1 (got 0)");
+    let mut s = spec(Optimization::DeltaUs(100.0));
+    s.repeat.precision_pct = Some(0.0);
+    assert!(fails(&s).starts_with("`repeat.precision_pct` must be a positive percentage"));
+
+    let profile = |p: ProfileSpec| {
+        run_profile(&p, &mut w.backends(), &Monitor::new())
+            .unwrap_err()
+            .to_string()
+    };
+    let e = profile(ProfileSpec {
+        percents: Vec::new(),
+        ..ProfileSpec::default()
+    });
+    assert_eq!(
+        e,
+        "`percents` is empty: give at least one percentage to sweep"
+    );
+    let e = profile(ProfileSpec {
+        repetitions: 0,
+        ..ProfileSpec::default()
+    });
+    assert!(
+        e.starts_with("`repetitions`, the sweeps of a profile"),
+        "{e}"
+    );
+    // Nothing was started for a spec refused up front.
+    assert!(w.log().is_empty(), "{:?}", w.log());
+}
