@@ -10,6 +10,7 @@ use slowpoke_api::agent as api;
 use super::error::RunError;
 use crate::model::{Optimization, OptimizationModel as _};
 
+/// What the requests of the load look like.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct LoadConfig {
@@ -73,6 +74,16 @@ impl Default for Timing {
     }
 }
 
+fn yes() -> bool {
+    true
+}
+
+/// The pause quantum the coordinator asks for, µs. Every stop/resume costs the paused service
+/// some wall time beyond the pause itself (waking its threads again), so fewer, longer pauses
+/// bias the slowed-down throughput less. Measured on chain3 (e2e test, −400 µs, 2 runs each):
+/// prediction error −12.3/−10.9 % at 1 ms, −3.6/+0.6 % at 5 ms, −1.7/−1.0 % at 10 ms.
+pub const DEFAULT_QUANTUM_US: f64 = 10_000.0;
+
 /// The actuators a user can pick (`--actuator`, `"actuator"` in the HTTP API).
 pub const ACTUATORS: &str = "synchronized, per-service or spin";
 
@@ -92,19 +103,7 @@ impl Timing {
         self.synchronized = synchronized;
         Ok(())
     }
-}
 
-fn yes() -> bool {
-    true
-}
-
-/// The pause quantum the coordinator asks for, µs. Every stop/resume costs the paused service
-/// some wall time beyond the pause itself (waking its threads again), so fewer, longer pauses
-/// bias the slowed-down throughput less. Measured on chain3 (e2e test, −400 µs, 2 runs each):
-/// prediction error −12.3/−10.9 % at 1 ms, −3.6/+0.6 % at 5 ms, −1.7/−1.0 % at 10 ms.
-pub const DEFAULT_QUANTUM_US: f64 = 10_000.0;
-
-impl Timing {
     /// Every length a non-negative number, the window more than none.
     fn validate(&self) -> Result<(), RunError> {
         for (field, unit, v) in [
