@@ -3,8 +3,8 @@
 //! One continuous closed-loop load runs for the whole experiment (the app and the load are never
 //! restarted between points, plans change live). Measurements are WINDOWS: agent stats and load
 //! counters are snapshotted at t0 and t1. A calibration baseline window gives r_s, p_s, c_s (and
-//! so Δ, δ and the pause plan); then repetitions are interleaved — base, slow, [truth], base,
-//! slow, [truth], ... — because throughput drifts by a few percent over minutes on a shared
+//! so Δ, δ and the pause plan); then repetitions are interleaved — base, slow, (truth), base,
+//! slow, (truth), ... — because throughput drifts by a few percent over minutes on a shared
 //! machine and interleaving spreads that drift evenly over the three kinds of run.
 //!
 //! Every exit path (success, error, cancellation, panic) removes the plan from every agent and
