@@ -1,8 +1,8 @@
 //! One what-if. A calibration window fixes the model's parameters, Δ, δ and the pause plan;
-//! then repetitions of (baseline, slowed-down, ground-truth when asked) windows, interleaved because
-//! throughput drifts over minutes on a shared machine and interleaving spreads that drift evenly
-//! over the kinds of window; they go on until the repetitions asked for are done and the
-//! prediction is precise enough, or the budget is spent. The prediction is
+//! then repetitions of baseline, slowed-down and (when asked) ground-truth windows, interleaved
+//! because throughput drifts over minutes on a shared machine and interleaving spreads that
+//! drift evenly over the kinds of window; they go on until the repetitions asked for are done and
+//! the prediction is precise enough, or the budget is spent. The prediction is
 //! X_pred = min(1/(1/X_slow − δ), node bound) with its interval (docs/model.md).
 
 use std::time::Instant;
@@ -130,7 +130,8 @@ impl<'a> Calibrated<'a> {
         })
     }
 
-    /// Repetitions of (base, slow, truth when asked) windows until [`Calibrated::stop_reason`] gives one.
+    /// Repetitions of (base, slow, truth when asked) windows until
+    /// [`Calibrated::stop_reason`] gives one.
     fn repeat(
         &self,
         s: &mut Session<'_>,
