@@ -5,6 +5,9 @@
 //! exactly 1/X_slow = 1/X_opt + δ, so a correct runner predicts the truth exactly (up to the
 //! injected noise). Counters are integrated over real time, dilated ×1000 so that short test
 //! windows still see many visits. Every call is logged, in order, for interleaving tests.
+//!
+//! Test-only: compiled under `cfg(test)` and with the cargo feature `fake` (which `cargo xtask
+//! test` turns on for the integration tests), never into the release library.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -4,7 +4,7 @@
 //!
 //! - [`model`]: pure maths (r, p, c, Δ, δ, d_s, X_pred), docs/model.md derives it.
 //! - [`stats`]: robust statistics over repetitions.
-//! - [`agents`]: [`agents::AgentClient`] over HTTP or in-process.
+//! - [`agents`]: [`agents::AgentClient`] over HTTP (TCP or the node daemon's socket) or in-process.
 //! - [`experiment`]: the runner (windows, interleaving, precision, safety, cleanup).
 //! - [`lease`]: the experiment's owner id and lease on the agents, renewed while it runs.
 //! - [`results`]: JSON files under a results directory.
@@ -13,13 +13,15 @@
 //!   [`spec_builder::Emulator`].
 //! - [`spec_builder`]: the rules of a request (optimization, app) shared by the CLI and server.
 //! - [`plot`]: the what-if and causal-profile SVGs (plotters).
-//! - [`fake`]: a fake app + agent + load obeying the model exactly, for tests.
+//! - `fake` (only under `cfg(test)` or the cargo feature `fake`, never in a release library): a
+//!   fake app + agent + load obeying the model exactly, for tests.
 
 // Doc comments are full of maths (r_s, X_pred, 1/X_slow) that are not code.
 #![allow(clippy::doc_markdown)]
 
 pub mod agents;
 pub mod experiment;
+#[cfg(any(test, feature = "fake"))]
 pub mod fake;
 pub mod lease;
 pub mod model;

@@ -12,10 +12,9 @@ use slowpoke_api::agent as api;
 
 use crate::experiment::{App, Load, LoadConfig, LoadStarter, LoadWindow, TruthChange};
 
+/// The in-process agent lives with the other agent clients; its old path stays valid.
 #[cfg(feature = "in-process")]
-mod in_process;
-#[cfg(feature = "in-process")]
-pub use in_process::InProcessAgent;
+pub use crate::agents::InProcessAgent;
 
 // ---------------------------------------------------------------------------------------------
 // Load

@@ -136,7 +136,7 @@ fn a_target_that_runs_dry_in_the_slowed_down_runs_is_reported() {
     assert!(
         r.warnings
             .iter()
-            .any(|w| w.contains("ran dry") && w.contains("--connections")),
+            .any(|w| w.contains("ran dry") && w.contains("raise the load's `connections`")),
         "{:#?}",
         r.warnings
     );

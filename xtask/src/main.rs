@@ -200,9 +200,11 @@ fn cargo_run_release(root: &Path, package: &str, kind: &str, name: &str) -> Comm
     cmd
 }
 
-/// The agent's test-only feature, for `cargo build`/`cargo test` at the workspace root. Never a
-/// `[dependencies]` feature: feature unification would carry it into release binaries.
-pub(crate) const AGENT_TEST_HOOKS: &str = "slowpoke-agent/test-hooks";
+/// The test-only features, for `cargo build`/`cargo test` at the workspace root: the agent's test
+/// hooks and the coordinator's fake world (`slowpoke_coordinator::fake`, which the runner's and
+/// the server's integration tests need: they declare it in `required-features`). Never
+/// `[dependencies]` features: feature unification would carry them into release binaries.
+pub(crate) const TEST_FEATURES: &str = "slowpoke-agent/test-hooks,slowpoke-coordinator/fake";
 
 fn test(root: &Path, no_lint: bool, no_fuzz: bool, args: &[String]) -> Result<()> {
     setup_all(root)?;
@@ -223,12 +225,25 @@ fn test(root: &Path, no_lint: bool, no_fuzz: bool, args: &[String]) -> Result<()
             "-D",
             "warnings",
         ]))?;
+        // The coordinator's tests on its fake world exist only with its `fake` feature.
+        run(cargo(root).args([
+            "clippy",
+            "-p",
+            "slowpoke-coordinator",
+            "--all-targets",
+            "--features",
+            "fake",
+            "--",
+            "-D",
+            "warnings",
+        ]))?;
         fuzz::clippy(root)?;
     }
     // Build everything first so test binaries can find each other's executables. The agent's
     // test hooks (the manual pause endpoint, running without kernel programs) exist only with
-    // its `test-hooks` feature: the tests and the agent binary they spawn are built with it.
-    run(cargo(root).args(["build", "--all-targets", "--features", AGENT_TEST_HOOKS]))?;
+    // its `test-hooks` feature, the coordinator's fake world only with its `fake` feature: the
+    // tests and the agent binary they spawn are built with both.
+    run(cargo(root).args(["build", "--all-targets", "--features", TEST_FEATURES]))?;
     // The end-to-end tests measure throughput of emulated apps: a debug emulator spends more on
     // HTTP than the topologies' configured work, so they run the release one.
     run(cargo(root).args([
@@ -248,7 +263,7 @@ fn test(root: &Path, no_lint: bool, no_fuzz: bool, args: &[String]) -> Result<()
     // Timing-sensitive integration tests (pause precision) share 2 cores: two test threads at most.
     let mut cmd = cargo(root);
     cmd.env("SLOWPOKE_EMU_BIN", &emu)
-        .args(["test", "--features", AGENT_TEST_HOOKS, "--no-fail-fast"])
+        .args(["test", "--features", TEST_FEATURES, "--no-fail-fast"])
         .args(["--", "--test-threads=2"])
         .args(args);
     let tests = run(&mut cmd);

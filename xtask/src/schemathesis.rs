@@ -85,12 +85,7 @@ pub fn ensure_installed(root: &Path) -> Result<PathBuf> {
 pub fn run_boxed(root: &Path, opts: &Options, build: bool) -> Result<()> {
     ensure_installed(root)?;
     if build {
-        run(cargo(root).args([
-            "build",
-            "--all-targets",
-            "--features",
-            crate::AGENT_TEST_HOOKS,
-        ]))?;
+        run(cargo(root).args(["build", "--all-targets", "--features", crate::TEST_FEATURES]))?;
     }
     let started = Instant::now();
     // Through cargo rather than `current_exe`: the build above may have replaced this binary.

@@ -5,7 +5,7 @@
 
 use slowpoke_api::agent as api;
 
-use crate::agents::{AgentClient, AgentError};
+use super::{AgentClient, AgentError};
 
 /// The node agent running inside this process (one node, no daemon needed).
 pub struct InProcessAgent {

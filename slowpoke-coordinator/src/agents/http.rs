@@ -1,0 +1,212 @@
+//! [`HttpAgent`]: an agent reached over its HTTP API, on TCP with the bearer token or through
+//! the node daemon's Unix socket ([`super::unix_http`]) without one.
+
+use std::time::Duration;
+
+use serde::{Serialize, de::DeserializeOwned};
+use slowpoke_api::agent as api;
+
+use super::unix_http::{self, socket_path};
+use super::{AgentClient, AgentError};
+
+/// An agent reached over its HTTP API: TCP (`--agent http://host:7171`, with the bearer token)
+/// or the node daemon's Unix socket (`unix:/run/slowpoke/agent.sock`, never with a token).
+pub struct HttpAgent {
+    base: String,
+    token: Option<String>,
+    transport: Transport,
+}
+
+enum Transport {
+    Tcp(ureq::Agent),
+    Unix(std::path::PathBuf),
+}
+
+/// How long one call to an agent may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl HttpAgent {
+    /// `base` is e.g. `http://10.0.0.2:7171` or `unix:/run/slowpoke/agent.sock`; `token` is sent
+    /// as a bearer token over TCP (agents listening on TCP require it on every call). Over the
+    /// socket it is never sent: the socket's owner and mode are the authentication there.
+    pub fn new(base: &str, token: Option<String>) -> HttpAgent {
+        if let Some(path) = socket_path(base) {
+            return HttpAgent {
+                base: base.to_owned(),
+                token: None,
+                transport: Transport::Unix(path),
+            };
+        }
+        HttpAgent {
+            base: base.trim_end_matches('/').to_owned(),
+            token: slowpoke_api::auth::normalize(token),
+            transport: Transport::Tcp(
+                ureq::AgentBuilder::new()
+                    .timeout_connect(Duration::from_secs(3))
+                    .timeout(CALL_TIMEOUT)
+                    .build(),
+            ),
+        }
+    }
+
+    /// One exchange within `timeout`: `(status, body)`, or `Err` when no answer came
+    /// (unreachable).
+    fn exchange(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<(u16, String), AgentError> {
+        let unreachable = |detail: String| AgentError::Unreachable {
+            agent: self.base.clone(),
+            detail,
+        };
+        let http = match &self.transport {
+            Transport::Unix(socket) => {
+                return unix_http::request(socket, method, path, body, timeout)
+                    .map_err(|e| unreachable(e.to_string()));
+            }
+            Transport::Tcp(http) => http,
+        };
+        let mut req = http
+            .request(method, &format!("{}{path}", self.base))
+            .timeout(timeout);
+        if let Some(t) = &self.token {
+            req = req.set("Authorization", &format!("Bearer {t}"));
+        }
+        let res = match body {
+            Some(b) => req.set("Content-Type", "application/json").send_bytes(b),
+            None => req.call(),
+        };
+        match res {
+            Ok(resp) => {
+                let status = resp.status();
+                let text = resp.into_string().map_err(|e| self.failed(&e))?;
+                Ok((status, text))
+            }
+            Err(ureq::Error::Status(status, resp)) => {
+                Ok((status, resp.into_string().unwrap_or_default()))
+            }
+            Err(ureq::Error::Transport(t)) => Err(unreachable(t.to_string())),
+        }
+    }
+
+    fn call<B: Serialize, R: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<Option<R>, AgentError> {
+        self.call_within(method, path, body, CALL_TIMEOUT)
+    }
+
+    /// [`Self::call`] answered within `timeout` or given up (unreachable).
+    fn call_within<B: Serialize, R: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&B>,
+        timeout: Duration,
+    ) -> Result<Option<R>, AgentError> {
+        let what = format!("{method} {path}");
+        let body = body
+            .map(serde_json::to_vec)
+            .transpose()
+            .map_err(|e| self.failed(&e))?;
+        let (status, text) = self.exchange(method, path, body.as_deref(), timeout)?;
+        if !(200..300).contains(&status) {
+            let message = serde_json::from_str::<api::ErrorBody>(&text)
+                .map(|b| b.error)
+                .unwrap_or(text);
+            return Err(AgentError::Rejected {
+                agent: self.base.clone(),
+                what,
+                status,
+                message,
+            });
+        }
+        if status == 204 || text.trim().is_empty() {
+            return Ok(None);
+        }
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| AgentError::Failed {
+                agent: self.base.clone(),
+                message: format!("unexpected answer to {what}: {e}"),
+            })
+    }
+
+    fn failed(&self, e: &dyn std::fmt::Display) -> AgentError {
+        AgentError::Failed {
+            agent: self.base.clone(),
+            message: e.to_string(),
+        }
+    }
+
+    fn expect<R>(&self, r: Option<R>, what: &str) -> Result<R, AgentError> {
+        r.ok_or_else(|| AgentError::Failed {
+            agent: self.base.clone(),
+            message: format!("empty answer to {what}"),
+        })
+    }
+}
+
+impl AgentClient for HttpAgent {
+    fn name(&self) -> String {
+        self.base.clone()
+    }
+
+    fn health(&self) -> Result<api::Health, AgentError> {
+        let r = self.call::<(), _>("GET", "/v1/health", None)?;
+        self.expect(r, "GET /v1/health")
+    }
+
+    fn put_service(
+        &self,
+        name: &str,
+        spec: &api::ServiceSpec,
+    ) -> Result<api::ServiceInfo, AgentError> {
+        let path = format!("/v1/services/{name}");
+        let r = self.call("PUT", &path, Some(spec))?;
+        self.expect(r, &path)
+    }
+
+    fn delete_service(&self, name: &str) -> Result<(), AgentError> {
+        self.call::<(), serde_json::Value>("DELETE", &format!("/v1/services/{name}"), None)
+            .map(drop)
+    }
+
+    fn stats(&self) -> Result<api::Stats, AgentError> {
+        let r = self.call::<(), _>("GET", "/v1/stats", None)?;
+        self.expect(r, "GET /v1/stats")
+    }
+
+    fn set_slowdown(&self, plan: &api::SlowdownPlan) -> Result<(), AgentError> {
+        self.call::<_, serde_json::Value>("PUT", "/v1/slowdown", Some(plan))
+            .map(drop)
+    }
+
+    fn clear_slowdown(&self, owner: &str) -> Result<(), AgentError> {
+        // Owners are `[A-Za-z0-9._:@-]` (crate::lease::Lease): nothing to escape in a query.
+        let path = format!("/v1/slowdown?owner={owner}");
+        self.call::<(), serde_json::Value>("DELETE", &path, None)
+            .map(drop)
+    }
+
+    fn renew_lease(&self, owner: &str, lease: Duration) -> Result<(), AgentError> {
+        let body = api::LeaseRenewal {
+            owner: owner.to_owned(),
+            lease_ms: Some(u64::try_from(lease.as_millis()).unwrap_or(u64::MAX)),
+        };
+        // Answered within a third of the lease or given up: the keeper tries again then, and a
+        // hung agent must not hold up the renewals of the others.
+        self.call_within::<_, serde_json::Value>(
+            "POST",
+            "/v1/slowdown/renew",
+            Some(&body),
+            (lease / 3).max(Duration::from_millis(100)),
+        )
+        .map(drop)
+    }
+}

@@ -1,0 +1,84 @@
+//! Talking to node agents: one trait, [`AgentClient`], with an HTTP implementation (many nodes,
+//! `--agent http://host:7171`, or the node's daemon through its Unix socket,
+//! `unix:/run/slowpoke/agent.sock`) and an in-process one (one node, the default). The runner
+//! only ever sees the trait, so both take the same code path.
+//!
+//! Services spanning agents: every service is registered on every agent; the agent(s) where its
+//! selector resolves to processes own it. Counters of a service are summed over its owners.
+//!
+//! Rooms: the trait and its error here; [`HttpAgent`] in `http.rs` (over `unix_http.rs` for the
+//! socket); finding this node's daemon and the token in `local.rs`; registering services in
+//! `registration.rs`; stats snapshots and windows in `stats.rs`; the in-process agent in
+//! `in_process.rs` (feature `in-process`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use slowpoke_api::agent as api;
+
+mod http;
+#[cfg(feature = "in-process")]
+mod in_process;
+mod local;
+mod registration;
+mod stats;
+mod unix_http;
+
+pub use http::HttpAgent;
+#[cfg(feature = "in-process")]
+pub use in_process::InProcessAgent;
+pub use local::{DEFAULT_AGENT_STATE_DIR, local_daemon, local_socket, read_token};
+pub use registration::{RegisterError, Registration, register_services, unregister_services};
+pub use stats::{NodeWindow, StatsSnapshot, StatsWindow, snapshot, window};
+pub use unix_http::socket_path;
+
+/// An agent failed or could not be reached.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AgentError {
+    #[error(
+        "agent {agent} is unreachable ({detail}): is `slowpoke-agent` running there and is the URL right?"
+    )]
+    Unreachable { agent: String, detail: String },
+    #[error("agent {agent} refused {what}: {message} (HTTP {status})")]
+    Rejected {
+        agent: String,
+        what: String,
+        status: u16,
+        message: String,
+    },
+    #[error("agent {agent}: {message}")]
+    Failed { agent: String, message: String },
+}
+
+/// One node agent, as the coordinator uses it. Mirrors the agent's HTTP API (see
+/// `slowpoke_api::agent`); every call is blocking and bounded in time.
+pub trait AgentClient: Send + Sync {
+    /// How to name this agent to the user (its URL, or `in-process`).
+    fn name(&self) -> String;
+    fn health(&self) -> Result<api::Health, AgentError>;
+    fn put_service(
+        &self,
+        name: &str,
+        spec: &api::ServiceSpec,
+    ) -> Result<api::ServiceInfo, AgentError>;
+    fn delete_service(&self, name: &str) -> Result<(), AgentError>;
+    fn stats(&self) -> Result<api::Stats, AgentError>;
+    /// Installs a plan; its `owner` and `lease_ms` say who holds it and for how long.
+    fn set_slowdown(&self, plan: &api::SlowdownPlan) -> Result<(), AgentError>;
+    /// Removes the plan on behalf of `owner` (refused while another owner's lease is live).
+    fn clear_slowdown(&self, owner: &str) -> Result<(), AgentError>;
+    /// Extends `owner`'s lease on the plan in force to `lease` from now, without applying the
+    /// plan again (`POST /v1/slowdown/renew`).
+    fn renew_lease(&self, owner: &str, lease: Duration) -> Result<(), AgentError>;
+}
+
+/// Shared handle to any agent.
+pub type SharedAgent = Arc<dyn AgentClient>;
+
+/// Removes `owner`'s slowdown plan from every agent; returns the failures (never stops early).
+pub fn clear_everywhere(agents: &[SharedAgent], owner: &str) -> Vec<AgentError> {
+    agents
+        .iter()
+        .filter_map(|a| a.clear_slowdown(owner).err())
+        .collect()
+}

@@ -1,0 +1,200 @@
+//! Stats snapshots of every agent and what happened between two of them (a measurement
+//! window), per service summed over the agents.
+
+use std::collections::BTreeMap;
+
+use slowpoke_api::agent as api;
+
+use super::{AgentError, SharedAgent};
+use crate::model::ServiceSample;
+
+/// One snapshot of every agent's stats, in agent order.
+#[derive(Debug, Clone, Default)]
+pub struct StatsSnapshot {
+    pub agents: Vec<api::Stats>,
+}
+
+/// Takes a snapshot of every agent.
+pub fn snapshot(agents: &[SharedAgent]) -> Result<StatsSnapshot, AgentError> {
+    agents
+        .iter()
+        .map(|a| a.stats())
+        .collect::<Result<Vec<_>, _>>()
+        .map(|agents| StatsSnapshot { agents })
+}
+
+/// What happened between two snapshots, per service summed over agents.
+#[derive(Debug, Clone, Default)]
+pub struct StatsWindow {
+    /// Visits and CPU per second of the window; cores as now.
+    pub samples: BTreeMap<String, ServiceSample>,
+    /// Pause debt owed (ns) during the window, per service.
+    pub owed_ns: BTreeMap<String, u64>,
+    /// Debt the agents' safety cap dropped (ns) during the window, per service.
+    pub dropped_ns: BTreeMap<String, u64>,
+    /// Achieved pause time (ns) during the window, per service.
+    pub pause_ns: BTreeMap<String, u64>,
+    /// Services whose visits are approximate (HTTP/2, pipelining).
+    pub approximate: Vec<String>,
+    /// Agents' warnings, prefixed with the service.
+    pub warnings: Vec<String>,
+    /// Unregistered dependencies the agents saw (`from -> addr:port (comm)`).
+    pub unregistered: Vec<String>,
+    /// Share of each agent's node CPUs that was busy (agents that report `node`), in order.
+    pub node_busy: Vec<f64>,
+    /// The same nodes with their CPUs and the visits per second each served per service.
+    pub nodes: Vec<NodeWindow>,
+}
+
+/// One agent's node during a window.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NodeWindow {
+    pub cpus: f64,
+    /// Share of the node's CPUs that was busy (0..1).
+    pub busy_share: f64,
+    /// Visits per second of each service on this node.
+    pub visits: BTreeMap<String, f64>,
+    /// CPUs the registered services on this node used (CPU-seconds per second).
+    pub app_cores: f64,
+}
+
+/// Differences of two snapshots. Each agent's counters are divided by its own clock's window
+/// (`timestamp_ns`), so agents sampled a few ms apart still give consistent rates.
+pub fn window(before: &StatsSnapshot, after: &StatsSnapshot) -> StatsWindow {
+    let mut w = StatsWindow::default();
+    for (b, a) in before.agents.iter().zip(&after.agents) {
+        let secs = a.timestamp_ns.saturating_sub(b.timestamp_ns) as f64 / 1e9;
+        // This agent's own rates, for its node's record below.
+        let mut node_visits = BTreeMap::new();
+        let mut node_cpu_ns = 0.0;
+        for (name, sa) in &a.services {
+            let sb = b.services.get(name).cloned().unwrap_or_default();
+            let dv = sa.visits.saturating_sub(sb.visits) as f64;
+            let dc = sa.cpu_ns.saturating_sub(sb.cpu_ns) as f64;
+            let dw = sa.wait_ns.saturating_sub(sb.wait_ns) as f64;
+            let (visits, cpu_ns, wait_ns) = if secs > 0.0 {
+                (dv / secs, dc / secs, dw / secs)
+            } else {
+                (0.0, 0.0, 0.0)
+            };
+            node_visits.insert(name.clone(), visits);
+            node_cpu_ns += cpu_ns;
+            let cores = if sa.pids.is_empty() { 0.0 } else { sa.cores };
+            let sample = ServiceSample {
+                visits,
+                cpu_ns,
+                wait_ns,
+                cores,
+            };
+            let e = w.samples.entry(name.clone()).or_default();
+            *e = e.merged(sample);
+            *w.owed_ns.entry(name.clone()).or_default() += sa.owed_ns.saturating_sub(sb.owed_ns);
+            *w.dropped_ns.entry(name.clone()).or_default() +=
+                sa.dropped_ns.saturating_sub(sb.dropped_ns);
+            *w.pause_ns.entry(name.clone()).or_default() += sa.pause_ns.saturating_sub(sb.pause_ns);
+            if sa.visits_approximate && !w.approximate.contains(name) {
+                w.approximate.push(name.clone());
+            }
+            for warn in &sa.warnings {
+                let line = format!("{name}: {warn}");
+                if !w.warnings.contains(&line) {
+                    w.warnings.push(line);
+                }
+            }
+        }
+        if let (Some(nb), Some(na)) = (&b.node, &a.node) {
+            let total = na.cpu_total_ns.saturating_sub(nb.cpu_total_ns);
+            if total > 0 {
+                let busy = na.cpu_busy_ns.saturating_sub(nb.cpu_busy_ns);
+                let busy_share = busy as f64 / total as f64;
+                w.node_busy.push(busy_share);
+                w.nodes.push(NodeWindow {
+                    cpus: f64::from(na.cpus),
+                    busy_share,
+                    visits: node_visits,
+                    app_cores: node_cpu_ns / 1e9,
+                });
+            }
+        }
+        for d in &a.unregistered_dependencies {
+            // A loopback endpoint nobody listens on is a client's ephemeral port (the other end
+            // of an accepted connection), not a dependency.
+            let loopback = d
+                .addr
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+            if loopback && d.pid.is_none() {
+                continue;
+            }
+            let line = match &d.comm {
+                Some(c) => format!("{} -> {}:{} ({c})", d.from, d.addr, d.port),
+                None => format!("{} -> {}:{}", d.from, d.addr, d.port),
+            };
+            if !w.unregistered.contains(&line) {
+                w.unregistered.push(line);
+            }
+        }
+    }
+    w
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_reports_the_busy_share_of_each_node() {
+        let stats = |busy: u64, total: u64| api::Stats {
+            timestamp_ns: total,
+            node: Some(api::NodeStats {
+                cpus: 2,
+                cpu_busy_ns: busy,
+                cpu_total_ns: total,
+            }),
+            ..Default::default()
+        };
+        let before = StatsSnapshot {
+            agents: vec![stats(1_000, 2_000), api::Stats::default()],
+        };
+        let after = StatsSnapshot {
+            agents: vec![stats(1_900, 3_000), api::Stats::default()],
+        };
+        // 900 of 1000 ns busy on the first node; the second reports no node counters.
+        let w = window(&before, &after);
+        assert_eq!(w.node_busy, vec![0.9]);
+    }
+
+    #[test]
+    fn window_sums_replicas_and_uses_each_agents_clock() {
+        let stats = |ts: u64, visits: u64, cpu: u64, pids: Vec<u32>| api::Stats {
+            timestamp_ns: ts,
+            services: [(
+                "cart".to_owned(),
+                api::ServiceStats {
+                    visits,
+                    cpu_ns: cpu,
+                    cores: 2.0,
+                    pids,
+                    ..Default::default()
+                },
+            )]
+            .into(),
+            ..Default::default()
+        };
+        let before = StatsSnapshot {
+            agents: vec![stats(0, 0, 0, vec![1]), stats(10, 0, 0, vec![])],
+        };
+        let after = StatsSnapshot {
+            agents: vec![
+                stats(2_000_000_000, 2000, 400_000_000, vec![1]),
+                stats(1_000_000_010, 500, 0, vec![]),
+            ],
+        };
+        let w = window(&before, &after);
+        let s = w.samples["cart"];
+        // 1000/s on agent 0 plus 500/s on agent 1; cores only where the service has processes.
+        assert!((s.visits - 1500.0).abs() < 1e-9);
+        assert!((s.cpu_ns - 200_000_000.0).abs() < 1e-6);
+        assert!((s.cores - 2.0).abs() < 1e-12);
+    }
+}

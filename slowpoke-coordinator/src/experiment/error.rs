@@ -1,0 +1,57 @@
+//! [`RunError`]: why an experiment failed. Every message says what to change, naming the spec's
+//! fields (`entry_service`, `truth`, ...) rather than one caller's flags: the CLI and the HTTP
+//! server both run experiments.
+
+use crate::agents::{AgentError, RegisterError};
+use crate::model::ModelError;
+
+/// Why an experiment failed. Whatever the reason, no delay is left installed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RunError {
+    #[error("{0}")]
+    BadSpec(String),
+    #[error("unknown target `{target}`: the app's services are {known}")]
+    UnknownTarget { target: String, known: String },
+    #[error(transparent)]
+    Register(#[from] RegisterError),
+    #[error(transparent)]
+    Agent(#[from] AgentError),
+    #[error("the entry URL {url} does not answer: {detail}")]
+    EntryUnreachable { url: String, detail: String },
+    #[error(
+        "cannot tell which service owns the entry port {port} of {url} (services listening on it: {candidates}); name the entry service in `entry_service`"
+    )]
+    UnknownEntry {
+        url: String,
+        port: u16,
+        candidates: String,
+    },
+    #[error("cannot start the load: {0}")]
+    Load(String),
+    #[error(
+        "aborted: the load saw {pct:.1} % errors during the {phase} window (limit {limit_pct:.1} %); every delay was removed. Check the app's health or lower the optimization"
+    )]
+    LoadErrors {
+        phase: String,
+        pct: f64,
+        limit_pct: f64,
+    },
+    #[error(
+        "aborted: the agents' safety cap dropped pause debt of {services} during the {phase} window (the plan asks for more pause than the cap allows); every delay was removed. Try a smaller optimization, or raise the agents' safety cap (--max-stopped-share)"
+    )]
+    CapHit { phase: String, services: String },
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error("ground truth: {0}")]
+    Truth(String),
+    #[error("cancelled; every delay was removed")]
+    Cancelled,
+    #[error(
+        "aborted: the plan's lease on agent {agent} could not be renewed ({detail}), so the plan may have lapsed during the {phase} window, which is therefore invalid; every delay was removed. Check that the agent is reachable, or give a longer --lease"
+    )]
+    LeaseLost {
+        agent: String,
+        phase: String,
+        detail: String,
+    },
+}

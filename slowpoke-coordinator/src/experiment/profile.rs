@@ -1,0 +1,361 @@
+//! A causal profile: every service (or the ones named) optimized by every percentage of its
+//! p_s, each point predicted as a what-if is, over sweeps that each begin with a baseline window.
+//! The app and the load stay up for the whole profile; only the plan changes between points.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use crate::model::{self, Optimization, OptimizationModel as _, Parameters, Resolved, TargetUse};
+use crate::stats;
+
+use super::app::{Backends, require_services};
+use super::error::RunError;
+use super::monitor::Monitor;
+use super::result::{ProfileCurve, ProfilePoint, ProfileResult, new_id, now_rfc3339};
+use super::session::{Session, Setup, in_session};
+use super::shortfall::{target_use_record, target_use_warning};
+use super::spec::ProfileSpec;
+
+/// Most sweeps a profile with a precision target runs.
+const MAX_PROFILE_SWEEPS: usize = 30;
+
+/// Runs a causal profile (blocking): every service, every percentage, `repetitions` times,
+/// each sweep preceded by a baseline window.
+pub fn run_profile(
+    spec: &ProfileSpec,
+    backends: &mut Backends,
+    monitor: &Monitor,
+) -> Result<ProfileResult, RunError> {
+    let started = Instant::now();
+    spec.validate()?;
+    if let Some(list) = &spec.services {
+        require_services(backends.app.as_ref(), list)?;
+    }
+    let setup = Setup {
+        load: &spec.load,
+        timing: spec.timing,
+        safety: spec.safety,
+        entry_service: spec.entry_service.as_deref(),
+    };
+    in_session(backends, &setup, monitor, |s| {
+        let mut sweep = Sweep::calibrate(spec, s)?;
+        let mut rep = 0;
+        loop {
+            rep += 1;
+            sweep.baseline(s, rep)?;
+            sweep.points(s, rep)?;
+            if sweep.done(rep, started) {
+                break;
+            }
+        }
+        Ok(sweep.result(s, rep, started))
+    })
+}
+
+/// One point of the profile, a service optimized by a percentage, and what its windows gave.
+struct PointSeries {
+    service: String,
+    percent: f64,
+    /// Δ and δ, or why the optimization cannot be resolved (then the point is never measured).
+    resolved: Result<Resolved, String>,
+    /// X_slow of each sweep, req/s.
+    slow_rps: Vec<f64>,
+    /// The node-CPU bound for this optimization, from each baseline window.
+    node_bounds: Vec<f64>,
+    /// The service's use of its cores in each slowed-down window.
+    slow_use: Vec<TargetUse>,
+    /// Why the point is no longer measured (the agents' safety cap was hit).
+    failed: Option<String>,
+}
+
+impl PointSeries {
+    fn new(service: &str, percent: f64, params: &Parameters) -> Result<Self, RunError> {
+        let resolved = Optimization::Percent(percent)
+            .resolve(service, params.get(service)?)
+            .map_err(|e| e.to_string());
+        Ok(PointSeries {
+            service: service.to_owned(),
+            percent,
+            resolved,
+            slow_rps: Vec::new(),
+            node_bounds: Vec::new(),
+            slow_use: Vec::new(),
+            failed: None,
+        })
+    }
+
+    /// The pause prediction's CI half-width, % (None before the point is measured).
+    fn half_width_pct(&self) -> Option<f64> {
+        let r = self.resolved.as_ref().ok()?;
+        let est = stats::trimmed(&self.slow_rps)?;
+        Some(
+            est.map_increasing(|x| model::predict(x, r.delta_per_request_ns).ok())
+                .map_or(f64::INFINITY, |p| p.half_width_pct()),
+        )
+    }
+
+    /// The point as the result shows it, against the profile's baseline `base` (req/s).
+    fn point(&self, base: f64) -> ProfilePoint {
+        let node_bound = stats::median_with_spread(&self.node_bounds);
+        let mut p = ProfilePoint {
+            node_bound_rps: node_bound.map(|b| b.value),
+            achieved_precision_pct: None,
+            percent: self.percent,
+            delta_us: 0.0,
+            delta_ns_per_request: 0.0,
+            slow_rps: None,
+            predicted_rps: None,
+            predicted_ci_low: None,
+            predicted_ci_high: None,
+            gain_pct: None,
+            error: None,
+        };
+        let r = match &self.resolved {
+            Ok(r) => r,
+            Err(e) => {
+                p.error = Some(e.clone());
+                return p;
+            }
+        };
+        p.delta_us = r.delta_ns / 1e3;
+        p.delta_ns_per_request = r.delta_per_request_ns;
+        if let Some(f) = &self.failed {
+            p.error = Some(f.clone());
+            return p;
+        }
+        let Some(est) = stats::trimmed(&self.slow_rps) else {
+            p.error = Some("not measured".into());
+            return p;
+        };
+        p.slow_rps = Some(est.value);
+        match est.map_increasing(|x| model::predict(x, r.delta_per_request_ns).ok()) {
+            Some(pred) => {
+                p.achieved_precision_pct = Some(pred.half_width_pct());
+                let pred = node_bound.map_or(pred, |b| pred.min(b));
+                p.predicted_rps = Some(pred.value);
+                p.predicted_ci_low = Some(pred.ci_low);
+                p.predicted_ci_high = Some(pred.ci_high);
+                p.gain_pct = Some((pred.value - base) / base * 100.0);
+            }
+            None => {
+                p.error = model::predict(est.value, r.delta_per_request_ns)
+                    .err()
+                    .map(|e| e.to_string());
+            }
+        }
+        p
+    }
+}
+
+/// The whole profile: the calibration, the baselines and every point.
+struct Sweep<'a> {
+    spec: &'a ProfileSpec,
+    params: Parameters,
+    /// The services swept, in the spec's order or the parameters' (every service with visits).
+    targets: Vec<String>,
+    /// Every point: each target × each percentage, in that order.
+    points: Vec<PointSeries>,
+    /// X_base of each sweep, req/s.
+    base_rps: Vec<f64>,
+    /// Each target's use of its cores in the baseline windows.
+    base_use: BTreeMap<String, Vec<TargetUse>>,
+    /// Windows measured or skipped so far, for the progress bar.
+    done: usize,
+}
+
+impl<'a> Sweep<'a> {
+    /// The calibration window: the model's parameters, the services to sweep, their points.
+    fn calibrate(spec: &'a ProfileSpec, s: &mut Session<'_>) -> Result<Self, RunError> {
+        s.monitor
+            .update(|p| p.phase = "calibration baseline".into());
+        let cal = s.measure("calibration", 0)?;
+        let params = s.parameters(&cal)?;
+        let targets: Vec<String> = match &spec.services {
+            Some(list) => list.clone(),
+            None => params
+                .services
+                .iter()
+                .filter(|(_, p)| p.r > 0.0 && p.p_ns > 0.0)
+                .map(|(n, _)| n.clone())
+                .collect(),
+        };
+        let mut points = Vec::new();
+        for t in &targets {
+            for &pct in &spec.percents {
+                points.push(PointSeries::new(t, pct, &params)?);
+            }
+        }
+        Ok(Sweep {
+            spec,
+            params,
+            targets,
+            points,
+            base_rps: Vec::new(),
+            base_use: BTreeMap::new(),
+            done: 0,
+        })
+    }
+
+    /// The share of the planned windows done, for the progress bar.
+    fn fraction(&self) -> f64 {
+        let total = self.spec.repetitions * (1 + self.points.len());
+        (self.done as f64 / total as f64).min(0.99)
+    }
+
+    /// The baseline window that begins sweep `rep`: X_base, every point's node bound, every
+    /// target's use of its cores.
+    fn baseline(&mut self, s: &mut Session<'_>, rep: usize) -> Result<(), RunError> {
+        let sweeps = self.spec.repetitions.max(rep);
+        let fraction = self.fraction();
+        s.monitor.update(|p| {
+            p.phase = format!("sweep {rep}/{sweeps}: baseline");
+            p.fraction = fraction;
+        });
+        let b = s.measure("base", rep)?;
+        for point in &mut self.points {
+            if let Ok(res) = &point.resolved {
+                let r_t = self
+                    .params
+                    .services
+                    .get(&point.service)
+                    .map_or(0.0, |x| x.r);
+                point
+                    .node_bounds
+                    .extend(b.node_bound(&point.service, r_t, res.delta_ns));
+            }
+        }
+        self.base_rps.push(b.load.rps);
+        for t in &self.targets {
+            self.base_use
+                .entry(t.clone())
+                .or_default()
+                .extend(b.target_use(t));
+        }
+        self.done += 1;
+        Ok(())
+    }
+
+    /// One slowed-down window per point of sweep `rep`. A point whose plan hits the agents'
+    /// safety cap is marked and skipped from then on; any other error ends the profile.
+    fn points(&mut self, s: &mut Session<'_>, rep: usize) -> Result<(), RunError> {
+        let sweeps = self.spec.repetitions.max(rep);
+        for i in 0..self.points.len() {
+            self.done += 1;
+            let fraction = self.fraction();
+            let point = &mut self.points[i];
+            let Ok(res) = &point.resolved else { continue };
+            if point.failed.is_some() {
+                continue;
+            }
+            let (t, pct) = (&point.service, point.percent);
+            s.monitor.update(|p| {
+                p.phase = format!("sweep {rep}/{sweeps}: {t} -{pct} %");
+                p.fraction = fraction;
+            });
+            let plan = model::pause_plan(&self.params, t, res.delta_per_request_ns);
+            s.set_plan(&plan)?;
+            let m = s.measure(&format!("slow:{t}:{pct}"), rep);
+            s.clear_plan()?;
+            match m {
+                Ok(m) => {
+                    point.slow_use.extend(m.target_use(t));
+                    point.slow_rps.push(m.load.rps);
+                }
+                Err(RunError::CapHit { .. }) => {
+                    point.failed = Some("the agents' safety cap was hit".into());
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// True after sweep `rep` when the sweeps asked for are done and, with a precision target,
+    /// every measured point's pause prediction is precise enough or time or sweeps ran out.
+    fn done(&self, rep: usize, started: Instant) -> bool {
+        if rep < self.spec.repetitions {
+            return false;
+        }
+        let Some(precision) = self.spec.precision_pct else {
+            return true;
+        };
+        let worst = self
+            .points
+            .iter()
+            .filter_map(PointSeries::half_width_pct)
+            .fold(0.0, f64::max);
+        worst <= precision
+            || started.elapsed().as_secs_f64() >= self.spec.budget_s
+            || rep >= MAX_PROFILE_SWEEPS
+    }
+
+    /// A warning for every point whose target ran dry or was crowded out while the others
+    /// were paused.
+    fn shortfall_warnings(&self) -> Vec<String> {
+        self.points
+            .iter()
+            .filter_map(|p| {
+                let base = self.base_use.get(&p.service)?;
+                let c = self.params.services.get(&p.service).map_or(0.0, |x| x.c);
+                let w = target_use_record(base, &p.slow_use)
+                    .and_then(|u| target_use_warning(&u, &p.service, c))?;
+                Some(format!("{} −{} %: {w}", p.service, p.percent))
+            })
+            .collect()
+    }
+
+    /// One curve per target, the one with the largest gain first.
+    fn curves(&self, base: f64) -> Vec<ProfileCurve> {
+        let mut curves: Vec<ProfileCurve> = self
+            .targets
+            .iter()
+            .map(|t| {
+                let points: Vec<ProfilePoint> = self
+                    .points
+                    .iter()
+                    .filter(|p| p.service == *t)
+                    .map(|p| p.point(base))
+                    .collect();
+                let max_gain_pct = points
+                    .iter()
+                    .filter_map(|p| p.gain_pct)
+                    .fold(None, |m: Option<f64>, g| Some(m.map_or(g, |m| m.max(g))));
+                ProfileCurve {
+                    service: t.clone(),
+                    p_us: self.params.services[t].p_ns / 1e3,
+                    points,
+                    max_gain_pct,
+                }
+            })
+            .collect();
+        curves.sort_by(|a, b| {
+            b.max_gain_pct
+                .unwrap_or(f64::NEG_INFINITY)
+                .total_cmp(&a.max_gain_pct.unwrap_or(f64::NEG_INFINITY))
+        });
+        curves
+    }
+
+    /// The profile's result after `sweeps` sweeps.
+    fn result(&self, s: &mut Session<'_>, sweeps: usize, started: Instant) -> ProfileResult {
+        for w in self.shortfall_warnings() {
+            s.warnings.push(w);
+        }
+        let base = stats::mad_filtered(&self.base_rps).expect("at least one repetition");
+        ProfileResult {
+            id: new_id("profile", &s.entry),
+            created: now_rfc3339(),
+            entry: s.entry.clone(),
+            entry_url: s.entry_url.clone(),
+            baseline_rps: base.value,
+            baseline_ci_low: base.ci_low,
+            baseline_ci_high: base.ci_high,
+            services: s.rows(&self.params, None, None),
+            curves: self.curves(base.value),
+            repetitions: sweeps,
+            warnings: s.warnings.take(),
+            windows: std::mem::take(&mut s.windows),
+            duration_s: started.elapsed().as_secs_f64(),
+        }
+    }
+}

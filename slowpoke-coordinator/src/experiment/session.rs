@@ -1,0 +1,364 @@
+//! The session: the app's services registered on every agent, the entry service found, the
+//! load running, and the [`PlanGuard`] that removes every delay however the experiment ends.
+//! What-if and profile both run inside one ([`in_session`]); cleanup on every exit path
+//! (success, error, cancellation, panic) is [`PlanGuard`]'s `Drop` and [`Session::finish`],
+//! which `Drop` calls too.
+
+use std::sync::Arc;
+
+use slowpoke_api::agent as api;
+
+use crate::agents::{self, Registration, SharedAgent};
+use crate::lease::{Lease, LeaseKeeper};
+use crate::model::{Parameters, PausePlan};
+
+use super::app::{App, Backends, Load, LoadStarter, TruthChange};
+use super::entry::find_entry;
+use super::error::RunError;
+use super::monitor::Monitor;
+use super::result::{ServiceRow, WindowRecord};
+use super::spec::{LoadConfig, Safety, Timing};
+use super::warnings::Warnings;
+use super::window::{Measured, window_secs};
+
+/// Keeps the experiment's plan alive while it runs and removes it when dropped, whatever the
+/// exit path (panics included). While a plan is installed its lease is renewed on every agent
+/// ([`LeaseKeeper`]); if this process dies without dropping the guard (SIGKILL, out of memory),
+/// the renewals stop and the agents remove the plan themselves when the lease lapses.
+pub struct PlanGuard {
+    agents: Vec<SharedAgent>,
+    keeper: LeaseKeeper,
+}
+
+impl PlanGuard {
+    pub fn new(agents: &[SharedAgent], lease: Lease) -> PlanGuard {
+        PlanGuard {
+            agents: agents.to_vec(),
+            keeper: LeaseKeeper::start(agents, lease),
+        }
+    }
+
+    pub fn lease(&self) -> &Lease {
+        self.keeper.lease()
+    }
+}
+
+impl Drop for PlanGuard {
+    fn drop(&mut self) {
+        self.keeper.removed();
+        for e in agents::clear_everywhere(&self.agents, self.keeper.lease().owner()) {
+            tracing::error!("could not remove the slowdown plan: {e}");
+        }
+    }
+}
+
+/// The parts of a spec every kind of experiment has: how the session runs.
+pub(super) struct Setup<'a> {
+    pub load: &'a LoadConfig,
+    pub timing: Timing,
+    pub safety: Safety,
+    /// The entry service when the spec names it.
+    pub entry_service: Option<&'a str>,
+}
+
+/// Opens a session (services registered, entry found), starts the load, runs `body` in it, and
+/// whatever happens closes it (plan removed, truth restored, load stopped, services
+/// unregistered) and marks the progress done.
+pub(super) fn in_session<T>(
+    backends: &mut Backends,
+    setup: &Setup<'_>,
+    monitor: &Monitor,
+    body: impl FnOnce(&mut Session<'_>) -> Result<T, RunError>,
+) -> Result<T, RunError> {
+    let starter = Arc::clone(&backends.load);
+    let mut s = Session::open(backends, setup, monitor)?;
+    let r = s
+        .start_load(starter.as_ref(), setup.load)
+        .and_then(|()| body(&mut s));
+    s.finish();
+    monitor.update(|p| {
+        p.finished = true;
+        p.fraction = 1.0;
+        p.phase = match &r {
+            Ok(_) => "done".into(),
+            Err(e) => format!("failed: {e}"),
+        };
+    });
+    r
+}
+
+/// App + agents + load for one experiment.
+pub(super) struct Session<'a> {
+    agents: &'a [SharedAgent],
+    app: &'a mut dyn App,
+    load: Option<Box<dyn Load>>,
+    pub(super) monitor: &'a Monitor,
+    safety: Safety,
+    timing: Timing,
+    reg: Registration,
+    registered: Vec<String>,
+    /// The service whose visits are the end-to-end requests.
+    pub(super) entry: String,
+    /// The URL the load hits.
+    pub(super) entry_url: String,
+    /// Every window measured so far, for the result.
+    pub(super) windows: Vec<WindowRecord>,
+    pub(super) warnings: Warnings,
+    truth_applied: bool,
+    finished: bool,
+    guard: PlanGuard,
+}
+
+impl<'a> Session<'a> {
+    /// Registers the services and finds the entry service. A stale plan of this owner (an
+    /// earlier crash) is removed first, so that it cannot bias the baseline; another
+    /// experiment's plan whose lease is live is refused by the agents with 409 naming it: two
+    /// experiments must not overlap.
+    fn open(
+        backends: &'a mut Backends,
+        setup: &Setup<'_>,
+        monitor: &'a Monitor,
+    ) -> Result<Session<'a>, RunError> {
+        if backends.agents.is_empty() {
+            return Err(RunError::BadSpec("no agent to talk to".into()));
+        }
+        let guard = PlanGuard::new(&backends.agents, backends.lease.clone());
+        let agents = backends.agents.as_slice();
+        let app = backends.app.as_mut();
+        let services = app.services();
+        if services.is_empty() {
+            return Err(RunError::BadSpec("the app has no services".into()));
+        }
+        monitor.update(|p| p.phase = "registering services".into());
+        if let Some(e) = agents::clear_everywhere(agents, guard.lease().owner())
+            .into_iter()
+            .next()
+        {
+            return Err(e.into());
+        }
+        let reg = agents::register_services(agents, &services)?;
+        let entry_url = if setup.load.url.is_empty() {
+            app.entry_url()
+        } else {
+            setup.load.url.clone()
+        };
+        let named = setup
+            .entry_service
+            .map(str::to_owned)
+            .or_else(|| app.entry_service());
+        let mut session = Session {
+            agents,
+            app,
+            load: None,
+            monitor,
+            safety: setup.safety,
+            timing: setup.timing,
+            reg,
+            registered: services.keys().cloned().collect(),
+            entry: String::new(),
+            entry_url,
+            windows: Vec::new(),
+            warnings: Warnings::default(),
+            truth_applied: false,
+            finished: false,
+            guard,
+        };
+        match find_entry(named, &session.reg, &session.registered, &session.entry_url) {
+            Ok(entry) => {
+                session.entry = entry;
+                Ok(session)
+            }
+            Err(e) => {
+                session.finish();
+                Err(e)
+            }
+        }
+    }
+
+    /// Probes the entry (a non-2xx answer is a warning, no answer an error), starts the load
+    /// and warms up.
+    fn start_load(&mut self, starter: &dyn LoadStarter, cfg: &LoadConfig) -> Result<(), RunError> {
+        let mut cfg = cfg.clone();
+        cfg.url.clone_from(&self.entry_url);
+        self.monitor
+            .update(|p| p.phase = format!("probing {}", self.entry_url));
+        match starter.probe(&cfg) {
+            Ok(status) if (200..300).contains(&status) => {}
+            Ok(status) => self.warnings.push(format!(
+                "the entry URL answered HTTP {status} to a probe: non-2xx answers count as errors"
+            )),
+            Err(detail) => {
+                return Err(RunError::EntryUnreachable {
+                    url: self.entry_url.clone(),
+                    detail,
+                });
+            }
+        }
+        self.load = Some(starter.start(&cfg).map_err(RunError::Load)?);
+        self.monitor.update(|p| p.phase = "warming up".into());
+        self.monitor.sleep(self.timing.warmup_s)
+    }
+
+    /// Measures one window (agents' stats and the load's counters at its start and end),
+    /// records it, and checks the load's errors and the agents' safety cap.
+    pub(super) fn measure(&mut self, phase: &str, repetition: usize) -> Result<Measured, RunError> {
+        if self.monitor.is_cancelled() {
+            return Err(RunError::Cancelled);
+        }
+        let load = self
+            .load
+            .as_mut()
+            .ok_or_else(|| RunError::Load("the load is not running".into()))?;
+        let before = agents::snapshot(self.agents)?;
+        load.begin_window();
+        self.monitor.sleep(self.timing.window_s)?;
+        let lw = load.end_window();
+        let after = agents::snapshot(self.agents)?;
+        // A plan whose lease may have lapsed was perhaps not in force for the whole window.
+        if let Some(lost) = self.guard.keeper.lost() {
+            return Err(RunError::LeaseLost {
+                agent: lost.agent,
+                phase: phase.to_owned(),
+                detail: lost.detail,
+            });
+        }
+        let m = Measured {
+            load: lw,
+            agents: agents::window(&before, &after),
+        };
+        let secs = window_secs(&before, &after);
+        self.windows
+            .push(m.record(phase, repetition, &self.entry, secs));
+        self.monitor.update(|p| {
+            p.windows_done += 1;
+            p.last_rps = Some(lw.rps);
+        });
+        m.note_warnings(phase, &mut self.warnings);
+        m.check_safety(phase, &self.safety, &mut self.warnings)?;
+        Ok(m)
+    }
+
+    /// Installs `plan` on every agent, under this experiment's lease, and lets it settle.
+    pub(super) fn set_plan(&mut self, plan: &PausePlan) -> Result<(), RunError> {
+        let lease = self.guard.lease();
+        let wire = api::SlowdownPlan {
+            owner: Some(lease.owner().to_owned()),
+            lease_ms: Some(lease.millis()),
+            lease_remaining_ms: None,
+            mode: self.timing.mode,
+            quantum_ns: self.timing.quantum_us.map(|us| (us * 1e3) as u64),
+            synchronized: self.timing.synchronized,
+            services: plan
+                .delays_ns
+                .iter()
+                .map(|(n, d)| {
+                    (
+                        n.clone(),
+                        api::ServiceDelay {
+                            delay_per_visit_ns: d.round() as u64,
+                        },
+                    )
+                })
+                .collect(),
+        };
+        self.guard.keeper.installing();
+        for a in self.agents {
+            a.set_slowdown(&wire)?;
+        }
+        self.monitor.sleep(self.timing.settle_s)
+    }
+
+    /// Removes the plan from every agent.
+    pub(super) fn clear_plan(&mut self) -> Result<(), RunError> {
+        self.guard.keeper.removed();
+        if let Some(e) = agents::clear_everywhere(self.agents, self.guard.lease().owner())
+            .into_iter()
+            .next()
+        {
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// Really applies `change` to `target` (ground truth), lets it settle, measures a `truth`
+    /// window and undoes the change. A failure on the way leaves the change to
+    /// [`Session::finish`].
+    pub(super) fn measure_truth(
+        &mut self,
+        target: &str,
+        change: TruthChange,
+        repetition: usize,
+    ) -> Result<Measured, RunError> {
+        self.app
+            .apply_truth(target, change)
+            .map_err(RunError::Truth)?;
+        self.truth_applied = true;
+        self.monitor.sleep(self.timing.settle_s)?;
+        let m = self.measure("truth", repetition);
+        self.app.restore_truth().map_err(RunError::Truth)?;
+        self.truth_applied = false;
+        m
+    }
+
+    /// The model's parameters from one window, relative to the entry service.
+    pub(super) fn parameters(&self, m: &Measured) -> Result<Parameters, RunError> {
+        Ok(Parameters::from_samples(&m.agents.samples, &self.entry)?)
+    }
+
+    /// The result's table of services: parameters, delays, and the agents that own each.
+    pub(super) fn rows(
+        &self,
+        params: &Parameters,
+        target: Option<&str>,
+        plan: Option<&PausePlan>,
+    ) -> Vec<ServiceRow> {
+        params
+            .services
+            .iter()
+            .map(|(name, s)| ServiceRow {
+                name: name.clone(),
+                r: s.r,
+                p_us: s.p_ns / 1e3,
+                c: s.c,
+                d_us: plan.and_then(|p| p.delays_ns.get(name)).map(|d| d / 1e3),
+                is_target: target == Some(name.as_str()),
+                is_entry: *name == self.entry,
+                agents: self
+                    .reg
+                    .owners
+                    .get(name)
+                    .map(|o| o.iter().map(|&i| self.agents[i].name()).collect())
+                    .unwrap_or_default(),
+            })
+            .collect()
+    }
+
+    /// Removes every delay, restores the truth change, stops the load, unregisters. Idempotent.
+    fn finish(&mut self) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        self.guard.keeper.removed();
+        for e in agents::clear_everywhere(self.agents, self.guard.lease().owner()) {
+            tracing::error!("could not remove the slowdown plan: {e}");
+        }
+        if self.truth_applied {
+            if let Err(e) = self.app.restore_truth() {
+                tracing::error!("could not restore the ground-truth change: {e}");
+            }
+            self.truth_applied = false;
+        }
+        if let Some(mut l) = self.load.take() {
+            l.stop();
+        }
+        agents::unregister_services(self.agents, &self.registered);
+        self.registered.clear();
+    }
+}
+
+impl Drop for Session<'_> {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}

@@ -1,0 +1,178 @@
+//! One measurement window, after the fact: what the load saw and the agents counted
+//! ([`Measured`]), the record the result keeps of it, the warnings it gives and the safety
+//! limits it must stay within.
+
+use crate::agents::{StatsSnapshot, StatsWindow};
+use crate::model::{self, TargetUse};
+
+use super::app::LoadWindow;
+use super::error::RunError;
+use super::result::WindowRecord;
+use super::spec::Safety;
+use super::warnings::Warnings;
+
+/// Share of a node's CPUs busy in the baseline above which the result warns that the node may
+/// be the real limit after the optimization.
+pub const NODE_SATURATED: f64 = 0.9;
+
+/// One measured window.
+pub(super) struct Measured {
+    pub load: LoadWindow,
+    pub agents: StatsWindow,
+}
+
+impl Measured {
+    /// A service's cores in use and run-queue wait during the window (None when no agent
+    /// reports it): the ran-dry / crowded-out check compares them between kinds of window.
+    pub(super) fn target_use(&self, service: &str) -> Option<TargetUse> {
+        self.agents.samples.get(service).map(|x| TargetUse {
+            cores: x.cpu_ns / 1e9,
+            wait: x.wait_ns / 1e9,
+        })
+    }
+
+    /// The node-CPU bound of a baseline window for removing `delta_ns` of CPU per visit of
+    /// `target` (None when no agent reports its node).
+    pub(super) fn node_bound(&self, target: &str, r_target: f64, delta_ns: f64) -> Option<f64> {
+        let total_t: f64 = self
+            .agents
+            .nodes
+            .iter()
+            .map(|n| n.visits.get(target).copied().unwrap_or(0.0))
+            .sum();
+        let nodes: Vec<model::NodeLoad> = self
+            .agents
+            .nodes
+            .iter()
+            .map(|n| model::NodeLoad {
+                cpus: n.cpus,
+                busy_share: n.busy_share,
+                app_cores: n.app_cores,
+                target_share: if total_t > 0.0 {
+                    n.visits.get(target).copied().unwrap_or(0.0) / total_t
+                } else {
+                    0.0
+                },
+            })
+            .collect();
+        model::node_bound(
+            self.load.rps,
+            &nodes,
+            r_target,
+            delta_ns,
+            model::NODE_MAX_BUSY,
+        )
+    }
+
+    /// The window as the result records it. `secs` is the agents' own length of the window.
+    pub(super) fn record(
+        &self,
+        phase: &str,
+        repetition: usize,
+        entry: &str,
+        secs: f64,
+    ) -> WindowRecord {
+        WindowRecord {
+            phase: phase.to_owned(),
+            repetition,
+            rps: self.load.rps,
+            error_ratio: self.load.error_ratio,
+            p99_us: self.load.p99_us,
+            owed_per_request_us: self.owed_per_request_us(entry, secs),
+            node_busy: self.agents.node_busy.clone(),
+            app_cores: self.agents.nodes.iter().map(|n| n.app_cores).collect(),
+        }
+    }
+
+    /// Each paused service should owe δ per end-to-end request: the mean over the services that
+    /// owed anything, µs (None without pauses or without entry visits).
+    fn owed_per_request_us(&self, entry: &str, secs: f64) -> Option<f64> {
+        let entry_visits = self.agents.samples.get(entry).map_or(0.0, |s| s.visits);
+        let owing: Vec<u64> = self
+            .agents
+            .owed_ns
+            .values()
+            .copied()
+            .filter(|&o| o > 0)
+            .collect();
+        (!owing.is_empty() && entry_visits > 0.0).then(|| {
+            let mean = owing.iter().sum::<u64>() as f64 / owing.len() as f64;
+            mean / (entry_visits * secs) / 1e3
+        })
+    }
+
+    /// What the window tells about the measurement's quality: the agents' own warnings,
+    /// unregistered dependencies, approximate visit counts, a saturated node in a baseline, a
+    /// CPU-bound load generator.
+    pub(super) fn note_warnings(&self, phase: &str, warnings: &mut Warnings) {
+        for w in &self.agents.warnings {
+            warnings.once(w.clone());
+        }
+        warnings.unregistered(self.agents.unregistered.iter().cloned());
+        for s in &self.agents.approximate {
+            warnings.once(format!(
+                "visits of `{s}` are approximate (HTTP/2 or pipelining): r and d for it are estimates"
+            ));
+        }
+        if phase == "base" && self.agents.node_busy.iter().any(|&b| b > NODE_SATURATED) {
+            warnings.once(format!(
+                "a node's CPUs were over {:.0} % busy during the baseline: the node, not one \
+                 service, may limit the optimized app, and pausing cannot reproduce that limit, \
+                 so the prediction may be high (docs/model.md, \"Co-located services\")",
+                NODE_SATURATED * 100.0
+            ));
+        }
+        if self.load.generator_bound {
+            warnings.once("the load generator was CPU-bound in some windows: throughput may be the generator's, not the app's".to_owned());
+        }
+    }
+
+    /// The safety limits: too many load errors abort; pause debt dropped by an agent's safety
+    /// cap aborts too, or is a warning when `safety` allows it.
+    pub(super) fn check_safety(
+        &self,
+        phase: &str,
+        safety: &Safety,
+        warnings: &mut Warnings,
+    ) -> Result<(), RunError> {
+        if self.load.error_ratio > safety.max_error_ratio {
+            return Err(RunError::LoadErrors {
+                phase: phase.to_owned(),
+                pct: self.load.error_ratio * 100.0,
+                limit_pct: safety.max_error_ratio * 100.0,
+            });
+        }
+        let capped: Vec<String> = self
+            .agents
+            .dropped_ns
+            .iter()
+            .filter(|&(_, &d)| d > 0)
+            .map(|(n, _)| format!("`{n}`"))
+            .collect();
+        if capped.is_empty() {
+            return Ok(());
+        }
+        let services = capped.join(", ");
+        if safety.abort_on_cap {
+            return Err(RunError::CapHit {
+                phase: phase.to_owned(),
+                services,
+            });
+        }
+        warnings.push(format!(
+            "the agents' safety cap dropped pause debt of {services} in the {phase} window"
+        ));
+        Ok(())
+    }
+}
+
+/// The window's length by the first agent's clock, seconds.
+pub(super) fn window_secs(before: &StatsSnapshot, after: &StatsSnapshot) -> f64 {
+    before
+        .agents
+        .first()
+        .zip(after.agents.first())
+        .map_or(0.0, |(b, a)| {
+            a.timestamp_ns.saturating_sub(b.timestamp_ns) as f64 / 1e9
+        })
+}
