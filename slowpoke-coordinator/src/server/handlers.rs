@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use super::request::{self, ExperimentRequest, Kind, Spec};
 use super::state::{CANCEL_WAIT, Entry};
 use super::views::{listed_summary, result_view, stored_summary};
-use super::{ApiError, AppState, guard, policy, run};
+use super::{ApiError, AppState, blocking, guard, policy, run};
 use crate::experiment::{self, Monitor};
 use crate::lease::Lease;
 use crate::results::StoredResult;
@@ -32,19 +32,6 @@ fn not_found(id: &str) -> ApiError {
         format!("no experiment `{id}` (GET /v1/experiments lists them)"),
     )
 }
-
-/// Runs blocking work (file system, agent calls) off the runtime.
-pub(super) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| {
-        ApiError(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("internal error: {e}"),
-        )
-    })?
-}
-
 /// Ids are file names in the results directory: refuse anything that could leave it.
 fn valid_id(id: &str) -> bool {
     !id.is_empty()

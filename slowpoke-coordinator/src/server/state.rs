@@ -9,7 +9,7 @@ use slowpoke_api::auth::{BearerPolicy, HostAllowList};
 use slowpoke_api::coordinator::Status;
 use tokio::sync::watch;
 
-use super::handlers::blocking;
+use super::blocking;
 use super::request::Kind;
 use super::{ApiError, Launcher, ServeConfig, ServePolicy};
 use crate::agents::SharedAgent;
