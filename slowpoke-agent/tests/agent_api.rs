@@ -6,7 +6,7 @@ mod agent_util;
 
 use agent_util::{TOKEN, TempDir, call, json, python_http_server, serve, start_agent, token_file};
 use slowpoke_agent::Auth;
-use slowpoke_tests::openapi::{
+use slowpoke_testkit::openapi::{
     assert_answer_matches, documented_routes, router_paths, served_routes,
 };
 

@@ -19,7 +19,7 @@ use slowpoke_agent::{
     api::Mode,
     kernel::{Kernel, MAX_PROTECTED_PIDS, PauseRequest, cgroup_v2_id},
 };
-use slowpoke_tests::cgroup::ScratchCgroup;
+use slowpoke_testkit::cgroup::ScratchCgroup;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 const SERVER: u32 = 0;

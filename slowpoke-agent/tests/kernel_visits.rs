@@ -11,7 +11,7 @@ use std::{
 
 use kernel_support::{KeepAlive, get_once, load_kernel, nginx_server, python_server, serial};
 use slowpoke_agent::kernel::cgroup_v2_id;
-use slowpoke_tests::cgroup::ScratchCgroup;
+use slowpoke_testkit::cgroup::ScratchCgroup;
 
 const SERVER: u32 = 0;
 const CLIENT: u32 = 1;
@@ -199,13 +199,13 @@ fn kernel_pipelined_requests_flag_visits_approximate() {
 #[test]
 fn kernel_other_listening_ports_are_neither_visits_nor_calls() {
     let _serial = serial();
-    let admin = slowpoke_tests::free_port();
-    let server = slowpoke_tests::Nginx {
+    let admin = slowpoke_testkit::free_port();
+    let server = slowpoke_testkit::Nginx {
         workers: 0,
         http_extra: format!(
             "server {{ listen 127.0.0.1:{admin}; location / {{ return 200 \"admin\"; }} }}"
         ),
-        ..slowpoke_tests::Nginx::default()
+        ..slowpoke_testkit::Nginx::default()
     }
     .start();
     let mut kernel = load_kernel();
@@ -213,7 +213,7 @@ fn kernel_other_listening_ports_are_neither_visits_nor_calls() {
 
     // Only the visit port known: the admin port's answers look like outgoing calls.
     kernel.set_listen_ports(SERVER, &[server.port]).unwrap();
-    slowpoke_tests::get_once(admin, "/");
+    slowpoke_testkit::get_once(admin, "/");
     let c = kernel.counters(SERVER).unwrap();
     assert_eq!((c.visits, c.calls_out), (0, 1), "{c:?}");
 
@@ -224,10 +224,10 @@ fn kernel_other_listening_ports_are_neither_visits_nor_calls() {
         .set_server_ports(SERVER, &[server.port], &[admin])
         .unwrap();
     for _ in 0..5 {
-        assert_eq!(slowpoke_tests::get_once(admin, "/").0, 200);
+        assert_eq!(slowpoke_testkit::get_once(admin, "/").0, 200);
     }
     for _ in 0..3 {
-        assert_eq!(slowpoke_tests::get_once(server.port, "/hello.txt").0, 200);
+        assert_eq!(slowpoke_testkit::get_once(server.port, "/hello.txt").0, 200);
     }
     let c = kernel.counters(SERVER).unwrap();
     assert_eq!((c.visits, c.calls_out), (3, 0), "{c:?}");

@@ -23,7 +23,7 @@ use slowpoke_agent::safety::{
     guardian::Guardian,
     state::{StateFile, read_listed},
 };
-use slowpoke_tests::{
+use slowpoke_testkit::{
     cgroup::ScratchCgroup,
     hostile::{ChosenPid, deny_close_range, spawn_with_pid, unused_pid},
 };

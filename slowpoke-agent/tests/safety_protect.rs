@@ -26,7 +26,7 @@ use std::{
 use agent_util::{
     AgentProc, Proc, TempDir, call, json, proc_state, single_threaded_server, spawn_listening,
 };
-use slowpoke_tests::{cgroup::ScratchCgroup, hostile};
+use slowpoke_testkit::{cgroup::ScratchCgroup, hostile};
 
 /// `dir/name`, a symlink to `target`: a program started through it is named `name` in
 /// `/proc/PID/comm` (the kernel names a process after the path it executed).

@@ -22,7 +22,7 @@ use std::{
 };
 
 use agent_util::{TEST_HOOKS, TempDir, free_port, json, sleeper, token_file, wait_for};
-use slowpoke_tests::hostile::{as_nobody, nobody};
+use slowpoke_testkit::hostile::{as_nobody, nobody};
 
 /// Who runs the client.
 #[derive(Clone, Copy, Debug)]

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use slowpoke_agent::{Agent, AgentConfig, Auth};
-use slowpoke_tests::{NginxMemcached, TempDir, children, is_stopped, wait_for};
+use slowpoke_testkit::{NginxMemcached, TempDir, children, is_stopped, wait_for};
 
 /// The app's own users: GETs from two threads until dropped (at most 30 s).
 struct Users {

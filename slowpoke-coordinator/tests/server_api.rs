@@ -15,7 +15,7 @@ use slowpoke_coordinator::experiment::{Monitor, ProfileSpec, run_profile};
 use slowpoke_coordinator::fake::FakeWorld;
 use slowpoke_coordinator::results::{ResultStore, StoredResult};
 use slowpoke_coordinator::server;
-use slowpoke_tests::openapi::{
+use slowpoke_testkit::openapi::{
     assert_answer_matches, documented_routes, router_paths, served_routes,
 };
 

@@ -138,7 +138,7 @@ fn invalid_topologies_are_rejected_naming_file_field_and_value() {
 #[test]
 fn shipped_topologies_are_valid() {
     let mut n = 0;
-    for entry in std::fs::read_dir(topologies_dir()).expect("tests/topologies") {
+    for entry in std::fs::read_dir(topologies_dir()).expect("testkit/topologies") {
         let p = entry.expect("entry").path();
         if p.extension().is_some_and(|e| e == "json") {
             let t = slowpoke_emu::load(&p).unwrap_or_else(|e| panic!("{e}"));

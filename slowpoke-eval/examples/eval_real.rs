@@ -34,7 +34,7 @@ use slowpoke_coordinator::model::Optimization;
 use slowpoke_coordinator::real::{CommandTruthApp, InProcessAgent, RealLoadStarter, TruthCommands};
 use slowpoke_eval::runner::{self, EvalOptions, Setting};
 use slowpoke_eval::summary::{self, Point};
-use slowpoke_tests::{NginxMemcached, Proc, TempDir, haproxy, nginx_workers_script};
+use slowpoke_testkit::{NginxMemcached, Proc, TempDir, haproxy, nginx_workers_script};
 
 const CASES: [&str; 3] = ["nginx-workers", "nginx-cpus", "haproxy-nginx-workers"];
 

@@ -19,7 +19,7 @@ use slowpoke_coordinator::real::{InProcessAgent, RealLoadStarter};
 use slowpoke_eval::EmuApp;
 
 fn topology() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/topologies/chain3.json")
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../testkit/topologies/chain3.json")
 }
 
 /// The tests measure throughput on 2 shared cores: one app at a time.

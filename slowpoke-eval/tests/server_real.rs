@@ -11,7 +11,7 @@ use slowpoke_coordinator::lease::DEFAULT_LEASE;
 use slowpoke_coordinator::real::InProcessAgent;
 use slowpoke_coordinator::server::{self, RealLauncher, ServeConfig};
 use slowpoke_eval::EmuApps;
-use slowpoke_tests::TempDir;
+use slowpoke_testkit::TempDir;
 
 /// One call to the server: its status and its JSON body.
 fn call(method: &str, url: &str, body: Option<&str>) -> (u16, serde_json::Value) {
@@ -58,7 +58,7 @@ fn a_what_if_on_the_emulated_chain_through_the_api() {
         agents: vec![Arc::new(agent) as SharedAgent],
         launcher: Arc::new(RealLauncher::with_emulator(Arc::new(EmuApps))),
         policy: server::ServePolicy {
-            topology_dir: Some(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/topologies").into()),
+            topology_dir: Some(concat!(env!("CARGO_MANIFEST_DIR"), "/../testkit/topologies").into()),
             ..server::ServePolicy::default()
         },
         lease: DEFAULT_LEASE,
@@ -124,7 +124,7 @@ fn a_topology_request_is_checked_on_arrival() {
             launcher: Arc::new(launcher),
             policy: server::ServePolicy {
                 topology_dir: Some(
-                    concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/topologies").into(),
+                    concat!(env!("CARGO_MANIFEST_DIR"), "/../testkit/topologies").into(),
                 ),
                 ..server::ServePolicy::default()
             },

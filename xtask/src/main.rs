@@ -281,7 +281,7 @@ fn test(root: &Path, no_lint: bool, no_fuzz: bool, args: &[String]) -> Result<()
 fn demo(root: &Path, args: &[String]) -> Result<()> {
     setup::ensure()?;
     run(cargo(root).args(["build", "--release", "--bins"]))?;
-    let topology = root.join("tests/topologies/shop.json");
+    let topology = root.join("testkit/topologies/shop.json");
     let delta_us = half_of_configured_work(&topology, "cart")?;
     let mut cmd = Command::new(target_dir(root).join("release/slowpoke"));
     cmd.current_dir(root)

@@ -10,10 +10,10 @@ use std::{
 };
 
 use slowpoke_agent::{Agent, AgentConfig};
-// The generic pieces come from the shared test kit (crate slowpoke-tests); not every test binary
+// The generic pieces come from the shared test kit (crate slowpoke-testkit); not every test binary
 // uses every one.
 #[allow(unused_imports)]
-pub use slowpoke_tests::{TempDir, children, free_port, is_stopped, proc_state, wait_for};
+pub use slowpoke_testkit::{TempDir, children, free_port, is_stopped, proc_state, wait_for};
 
 /// A child process killed on drop (continued first, should a test have left it stopped).
 pub struct Proc {

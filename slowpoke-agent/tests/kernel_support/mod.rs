@@ -11,8 +11,8 @@ use std::{
 };
 
 use slowpoke_agent::kernel::Kernel;
-// The generic pieces come from the shared test kit (crate slowpoke-tests).
-use slowpoke_tests::{TempDir, free_port};
+// The generic pieces come from the shared test kit (crate slowpoke-testkit).
+use slowpoke_testkit::{TempDir, free_port};
 
 /// The tests of one binary track the test process itself: run them one at a time.
 pub fn serial() -> MutexGuard<'static, ()> {

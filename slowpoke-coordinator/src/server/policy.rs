@@ -241,7 +241,7 @@ fn topology_dir(dir: &Path) -> Result<PathBuf, String> {
         .filter(|c| c.is_dir())
         .ok_or_else(|| {
             format!(
-                "the server's --topology-dir {} is not a directory: give the directory holding the topology files (e.g. tests/topologies of a checkout)",
+                "the server's --topology-dir {} is not a directory: give the directory holding the topology files (e.g. testkit/topologies of a checkout)",
                 dir.display()
             )
         })

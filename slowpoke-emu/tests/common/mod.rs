@@ -18,7 +18,7 @@ pub fn bin() -> PathBuf {
 }
 
 pub fn topologies_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/topologies")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testkit/topologies")
 }
 
 pub fn start(topo: impl Into<slowpoke_emu::TopologySource>, sets: &[Set]) -> RunningApp {

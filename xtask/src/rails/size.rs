@@ -1,7 +1,7 @@
 //! Rail 2: no product source file over [`MAX_LINES`] lines.
 //!
 //! Product code is every `src/**/*.rs` of a workspace member; `tests/`, `examples/` and `benches/`
-//! are not, and neither is the test kit (`tests/src`, see [`TEST_KIT_PACKAGES`]). Files that may
+//! are not, and neither is the test kit (`testkit/src`, see [`TEST_KIT_PACKAGES`]). Files that may
 //! still exceed the limit until a named issue splits them are listed, with the reason, in
 //! [`ALLOW_LIST`]; a listed file that now fits (or is gone) is itself a finding, so the list only
 //! shrinks. Why: a file this long holds several concerns, and nobody reads it whole before

@@ -11,7 +11,7 @@ use cargo_metadata::{MetadataCommand, TargetKind};
 
 /// The test kit: a library, but test code (fixtures for the integration tests), so the product
 /// rules on file size do not apply to it.
-pub const TEST_KIT_PACKAGES: &[&str] = &["slowpoke-tests"];
+pub const TEST_KIT_PACKAGES: &[&str] = &["slowpoke-testkit"];
 
 pub struct Workspace {
     pub root: PathBuf,

@@ -16,7 +16,7 @@ use std::{
 
 use serde_json::json;
 use slowpoke_bench::machine::{process_cpu_ns, thread_cpu_ns};
-use slowpoke_tests::{KeepAlive, Nginx};
+use slowpoke_testkit::{KeepAlive, Nginx};
 
 use crate::{
     Options,

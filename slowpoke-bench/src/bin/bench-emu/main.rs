@@ -7,7 +7,7 @@
 //!    `--zero-connections`: service CPU per visit (`/proc/<pid>/task/*/schedstat` deltas, cross-checked with
 //!    the process CPU clock the control `/stats` reports, divided by the visits `/stats` counted) and the load
 //!    generator's CPU per request;
-//! 2. **shop** (`tests/topologies/shop.json`) under `--shop-connections`: a window with cart at its configured
+//! 2. **shop** (`testkit/topologies/shop.json`) under `--shop-connections`: a window with cart at its configured
 //!    work (1500 µs), then cart's work halved **live** on the same instance (and restored at the end of the
 //!    round): throughput of both, their ratio, the generator's CPU per request and share of the machine.
 //!
@@ -53,7 +53,7 @@ struct Args {
     /// Worker threads of the load generator
     #[arg(long, default_value_t = 1)]
     generator_threads: usize,
-    /// The shop topology [default: tests/topologies/shop.json of the workspace]
+    /// The shop topology [default: testkit/topologies/shop.json of the workspace]
     #[arg(long)]
     shop: Option<PathBuf>,
 }
@@ -110,7 +110,7 @@ fn real_main() -> Result<()> {
     let load_start = LoadAvg::read();
     let binary = emu_binary()?;
     let shop_path = cfg.args.shop.clone().unwrap_or_else(|| {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/topologies/shop.json")
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../testkit/topologies/shop.json")
     });
     let shop_topo = topology::load(&shop_path)?;
     let target_full = shop_topo

@@ -4,7 +4,7 @@
 //! one JSON object on stdout; progress goes to stderr. Needs root (the in-process agent loads the
 //! kernel programs) and the release emulator (`$SLOWPOKE_EMU_BIN`, else next to this binary).
 //!
-//! 1. **what-ifs**: the emulated app of `--topology` (default `tests/topologies/shop.json`) is
+//! 1. **what-ifs**: the emulated app of `--topology` (default `testkit/topologies/shop.json`) is
 //!    started once; its expected bottleneck T gets 5 what-ifs, Δ = 10, 30, 50, 70, 90 % of the
 //!    CPU work the topology configures for T per visit, each with `experiment::run_what_if` at the
 //!    defaults the CLI uses (`Timing::default()`, `Repeat::default()`: 5 repetitions, then more
@@ -59,7 +59,7 @@ use crate::{
 #[derive(Debug, Parser)]
 #[command(name = "bench-whatif")]
 struct Args {
-    /// The emulated app [default: tests/topologies/shop.json of the workspace]
+    /// The emulated app [default: testkit/topologies/shop.json of the workspace]
     #[arg(long)]
     topology: Option<PathBuf>,
     /// Optimizations, % of the configured per-visit CPU work of the bottleneck
@@ -98,7 +98,7 @@ fn real_main() -> Result<()> {
     let topology_path = args
         .topology
         .clone()
-        .unwrap_or_else(|| root.join("tests/topologies/shop.json"));
+        .unwrap_or_else(|| root.join("testkit/topologies/shop.json"));
     let loadavg_start = loadavg();
     let uptime_start = uptime();
     let date_utc = experiment::now_rfc3339();

@@ -1,6 +1,6 @@
 //! The test kit's real servers answer as the other tests expect.
 
-use slowpoke_tests::{KeepAlive, Nginx, NginxMemcached, get_once, haproxy, is_stopped};
+use slowpoke_testkit::{KeepAlive, Nginx, NginxMemcached, get_once, haproxy, is_stopped};
 
 #[test]
 fn nginx_memcached_app_serves_the_cached_item_over_keep_alive() {
@@ -21,7 +21,7 @@ fn haproxy_forwards_to_nginx() {
     let proxy = haproxy(nginx.port);
     let (status, _, received) = get_once(proxy.port, "/hello.txt");
     assert_eq!(status, 200);
-    assert!(received > slowpoke_tests::BODY.len() as u64);
+    assert!(received > slowpoke_testkit::BODY.len() as u64);
 }
 
 #[test]

@@ -5,7 +5,7 @@
 
 use std::process::Command;
 
-use slowpoke_tests::{
+use slowpoke_testkit::{
     NginxMemcached, TempDir, is_stopped, nginx_live_workers, nginx_workers_script, workspace_bin,
 };
 

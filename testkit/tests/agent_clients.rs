@@ -17,7 +17,7 @@ use std::{
     time::Duration,
 };
 
-use slowpoke_tests::{TempDir, free_port, python_http_server, wait_for, workspace_bin};
+use slowpoke_testkit::{TempDir, free_port, python_http_server, wait_for, workspace_bin};
 
 /// A `slowpoke-agent` daemon on `state` (socket `state/agent.sock`), also on TCP with a token
 /// file; its log in `state/agent.log`. Killed on drop.

@@ -3,7 +3,7 @@
 //! child processes that never outlive a test (and are continued before being killed, should a
 //! test leave them stopped), and polling with deadlines instead of sleeps.
 //!
-//! The integration tests that span crates live in `tests/tests/`. [`cgroup`] holds scratch cgroup
+//! The integration tests that span crates live in `testkit/tests/`. [`cgroup`] holds scratch cgroup
 //! v2 directories, [`hostile`] processes that test the agent's safety (a chosen pid, a failing
 //! `close_range`, user `nobody`), and `openapi` (feature `openapi`) checks a server against its
 //! API document. The benchmarks (`slowpoke-bench`) use the real servers too; their statistics
