@@ -58,7 +58,9 @@ fn a_what_if_on_the_emulated_chain_through_the_api() {
         agents: vec![Arc::new(agent) as SharedAgent],
         launcher: Arc::new(RealLauncher::with_emulator(Arc::new(EmuApps))),
         policy: server::ServePolicy {
-            topology_dir: Some(concat!(env!("CARGO_MANIFEST_DIR"), "/../testkit/topologies").into()),
+            topology_dir: Some(
+                concat!(env!("CARGO_MANIFEST_DIR"), "/../testkit/topologies").into(),
+            ),
             ..server::ServePolicy::default()
         },
         lease: DEFAULT_LEASE,

@@ -60,7 +60,10 @@ pub fn config(world: &FakeWorld, results_dir: PathBuf) -> ServeConfig {
 
 /// The repository's `testkit/topologies` directory.
 pub fn topologies_dir() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../testkit/topologies"))
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../testkit/topologies"
+    ))
 }
 
 /// A server running on its own runtime; stopped (gracefully) when dropped.
