@@ -12,6 +12,8 @@ use slowpoke_coordinator::lease::{DEFAULT_LEASE, Lease, MIN_LEASE};
 use slowpoke_coordinator::results::ResultStore;
 use slowpoke_coordinator::spec_builder::{self, AppFields, AppRequest, BuildError, Field};
 
+use crate::connect::AgentArgs;
+
 /// Where the app is, how to load it, which agents to use. Also the keys of `--experiment FILE`.
 #[derive(Args, Debug, Default, Deserialize)]
 #[serde(default, rename_all = "kebab-case")]
@@ -62,22 +64,14 @@ pub(crate) struct CommonArgs {
     /// them.
     #[arg(long, value_name = "KIND")]
     pub(crate) actuator: Option<String>,
-    /// A node agent's URL (repeatable): http://host:7171 (with --agent-token-file) or
-    /// unix:/path/agent.sock. Default: the daemon on this node (its socket
-    /// /run/slowpoke/agent.sock) when one runs, else an agent in this process.
-    #[arg(long = "agent", value_name = "URL")]
-    pub(crate) agent: Vec<String>,
-    /// File holding the agents' bearer token (default $SLOWPOKE_AGENT_TOKEN).
-    #[arg(long, value_name = "FILE")]
-    pub(crate) agent_token_file: Option<PathBuf>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub(crate) agents: AgentArgs,
     /// Lease of the plans on the agents, seconds (default 15): renewed while the experiment
     /// runs; if slowpoke dies (killed, out of memory, cut off), the agents remove its plan and
     /// resume every service within this long. At most the agents' --max-lease-s.
     #[arg(long, value_name = "S", allow_negative_numbers = true)]
     pub(crate) lease: Option<f64>,
-    /// State directory of the in-process agent (default /run/slowpoke; one agent per directory).
-    #[arg(long, value_name = "DIR")]
-    pub(crate) agent_state_dir: Option<PathBuf>,
     /// Safety cap of the in-process agent: the most of any second a service may spend stopped
     /// (default 0.5). Removing a share s of the bottleneck's time (or doubling its cores,
     /// s = 1/2) pauses the others about s of the time: large what-ifs need more.
@@ -138,10 +132,8 @@ impl CommonArgs {
         merge_opt(&mut self.max_errors, f.max_errors);
         merge_opt(&mut self.quantum_us, f.quantum_us);
         merge_opt(&mut self.actuator, f.actuator);
-        merge_vec(&mut self.agent, f.agent);
-        merge_opt(&mut self.agent_token_file, f.agent_token_file);
+        self.agents.merge(f.agents);
         merge_opt(&mut self.lease, f.lease);
-        merge_opt(&mut self.agent_state_dir, f.agent_state_dir);
         merge_opt(&mut self.max_stopped_share, f.max_stopped_share);
         merge_opt(&mut self.results_dir, f.results_dir);
     }

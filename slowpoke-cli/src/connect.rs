@@ -1,7 +1,7 @@
 //! Which agents an experiment talks to: `--agent` URLs, else the daemon on this node (its
 //! socket), else an agent in this process (feature `in-process`, needs root).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 #[cfg(feature = "in-process")]
@@ -11,7 +11,34 @@ use slowpoke_coordinator::agents::{self, AgentClient as _, HttpAgent, SharedAgen
 #[cfg(feature = "in-process")]
 use slowpoke_coordinator::real::InProcessAgent;
 
-use crate::common::{CommonArgs, stopped_share_arg};
+use crate::common::{CommonArgs, merge_opt, merge_vec, stopped_share_arg};
+
+/// How to reach the node agents: the flags of every subcommand that runs experiments (also keys
+/// of `--experiment FILE`).
+#[derive(clap::Args, Debug, Default, serde::Deserialize)]
+#[serde(default, rename_all = "kebab-case")]
+pub(crate) struct AgentArgs {
+    /// A node agent's URL (repeatable): http://host:7171 (with --agent-token-file) or
+    /// unix:/path/agent.sock. Default: the daemon on this node (its socket
+    /// /run/slowpoke/agent.sock) when one runs, else an agent in this process.
+    #[arg(long = "agent", value_name = "URL")]
+    pub(crate) agent: Vec<String>,
+    /// File holding the agents' bearer token (default $SLOWPOKE_AGENT_TOKEN).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) agent_token_file: Option<PathBuf>,
+    /// State directory of the in-process agent (default /run/slowpoke; one agent per directory).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) agent_state_dir: Option<PathBuf>,
+}
+
+impl AgentArgs {
+    /// The command line's values win over the experiment file's.
+    pub(crate) fn merge(&mut self, f: AgentArgs) {
+        merge_vec(&mut self.agent, f.agent);
+        merge_opt(&mut self.agent_token_file, f.agent_token_file);
+        merge_opt(&mut self.agent_state_dir, f.agent_state_dir);
+    }
+}
 
 /// The agents an experiment uses, and the in-process one to shut down at the end.
 pub(crate) struct AgentSet {
@@ -69,14 +96,7 @@ pub(crate) fn connect_agents(
     if let Some(share) = c.max_stopped_share {
         stopped_share_arg(share)?;
     }
-    connect(
-        rt,
-        &c.agent,
-        c.agent_token_file.as_deref(),
-        c.agent_state_dir.as_deref(),
-        c.max_stopped_share,
-        None,
-    )
+    connect(rt, &c.agents, c.max_stopped_share, None)
 }
 
 /// `--agent` URLs when given; else the daemon on this node, else an agent in this process.
@@ -84,12 +104,15 @@ pub(crate) fn connect_agents(
 /// warning), `in_process_share` the command's own default for an agent in this process.
 pub(crate) fn connect(
     rt: &tokio::runtime::Runtime,
-    urls: &[String],
-    token_file: Option<&Path>,
-    state_dir: Option<&Path>,
+    to: &AgentArgs,
     max_stopped_share: Option<f64>,
     in_process_share: Option<f64>,
 ) -> anyhow::Result<AgentSet> {
+    let (urls, token_file, state_dir) = (
+        &to.agent,
+        to.agent_token_file.as_deref(),
+        to.agent_state_dir.as_deref(),
+    );
     let ignored_cap = || {
         if max_stopped_share.is_some() {
             eprintln!(

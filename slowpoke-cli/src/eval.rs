@@ -9,7 +9,7 @@ use slowpoke_coordinator::experiment::Monitor;
 use slowpoke_coordinator::results::ResultStore;
 
 use crate::common::{budget_arg, precision_arg, stopped_share_arg};
-use crate::connect::connect;
+use crate::connect::{AgentArgs, connect};
 use crate::progress::{cancel_on_signal, runtime};
 
 #[derive(Args, Debug)]
@@ -77,12 +77,8 @@ pub(crate) struct EvalArgs {
     /// 0.95; a running agent keeps its own].
     #[arg(long, value_name = "SHARE")]
     pub(crate) max_stopped_share: Option<f64>,
-    #[arg(long = "agent", value_name = "URL")]
-    pub(crate) agent: Vec<String>,
-    #[arg(long, value_name = "FILE")]
-    pub(crate) agent_token_file: Option<PathBuf>,
-    #[arg(long, value_name = "DIR")]
-    pub(crate) agent_state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) agents: AgentArgs,
     #[arg(long, value_name = "DIR")]
     pub(crate) results_dir: Option<PathBuf>,
     /// Print the summary as one JSON object on stdout (progress stays on stderr).
@@ -167,9 +163,7 @@ pub(crate) fn eval(a: &EvalArgs) -> anyhow::Result<()> {
     let rt = runtime()?;
     let set = connect(
         &rt,
-        &a.agent,
-        a.agent_token_file.as_deref(),
-        a.agent_state_dir.as_deref(),
+        &a.agents,
         a.max_stopped_share,
         Some(EVAL_MAX_STOPPED_SHARE),
     )?;

@@ -9,7 +9,7 @@ use slowpoke_coordinator::results::ResultStore;
 use slowpoke_coordinator::server;
 
 use crate::common::lease_arg;
-use crate::connect::connect;
+use crate::connect::{AgentArgs, connect};
 use crate::progress::runtime;
 
 #[derive(Args, Debug)]
@@ -23,15 +23,8 @@ pub(crate) struct ServeArgs {
     /// Where results are stored and read from.
     #[arg(long, value_name = "DIR")]
     pub(crate) results_dir: Option<PathBuf>,
-    /// Node agents (repeatable). Default: the daemon on this node (its socket
-    /// /run/slowpoke/agent.sock), else an agent in this process.
-    #[arg(long = "agent", value_name = "URL")]
-    pub(crate) agent: Vec<String>,
-    #[arg(long, value_name = "FILE")]
-    pub(crate) agent_token_file: Option<PathBuf>,
-    /// State directory of the in-process agent (default /run/slowpoke).
-    #[arg(long, value_name = "DIR")]
-    pub(crate) agent_state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) agents: AgentArgs,
     /// A name this server answers to besides localhost, 127.0.0.1, [::1] and the listen address
     /// (the Host header; repeatable; needs --token-file).
     #[arg(long = "allowed-host", value_name = "NAME")]
@@ -68,14 +61,7 @@ pub(crate) fn serve(a: &ServeArgs) -> anyhow::Result<()> {
     policy.check_start(token.is_some())?;
     let lease = lease_arg(a.lease)?;
     let rt = runtime()?;
-    let set = connect(
-        &rt,
-        &a.agent,
-        a.agent_token_file.as_deref(),
-        a.agent_state_dir.as_deref(),
-        None,
-        None,
-    )?;
+    let set = connect(&rt, &a.agents, None, None)?;
     let cfg = server::ServeConfig {
         listen: a.listen,
         token,
