@@ -5,7 +5,7 @@
 use plotters::prelude::*;
 
 use crate::summary::Point;
-use slowpoke_coordinator::plot::{COLORS, err};
+use slowpoke_coordinator::plot::{COLORS, err, legend};
 
 /// The evaluation plot: predicted vs true throughput, one colour per family, the diagonal and
 /// ±5 % lines; hollow marks are points not scored (true gain under 10 %).
@@ -76,13 +76,7 @@ pub fn eval_svg(points: &[Point]) -> anyhow::Result<String> {
                 .label(*fam)
                 .legend(move |(x, y)| Circle::new((x + 10, y), 4, color.filled()));
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::UpperLeft)
-            .draw()
-            .map_err(err)?;
+        legend(&mut chart)?;
         root.present().map_err(err)?;
     }
     Ok(out)
