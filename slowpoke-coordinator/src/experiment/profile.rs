@@ -166,10 +166,7 @@ struct Sweep<'a> {
 impl<'a> Sweep<'a> {
     /// The calibration window: the model's parameters, the services to sweep, their points.
     fn calibrate(spec: &'a ProfileSpec, s: &mut Session<'_>) -> Result<Self, RunError> {
-        s.monitor
-            .update(|p| p.phase = "calibration baseline".into());
-        let cal = s.measure("calibration", 0)?;
-        let params = s.parameters(&cal)?;
+        let params = s.calibrate()?;
         let targets: Vec<String> = match &spec.services {
             Some(list) => list.clone(),
             None => params

@@ -300,6 +300,14 @@ impl<'a> Session<'a> {
         m
     }
 
+    /// The calibration window (the first baseline) and the model's parameters from it.
+    pub(super) fn calibrate(&mut self) -> Result<Parameters, RunError> {
+        self.monitor
+            .update(|p| p.phase = "calibration baseline".into());
+        let cal = self.measure("calibration", 0)?;
+        self.parameters(&cal)
+    }
+
     /// The model's parameters from one window, relative to the entry service.
     pub(super) fn parameters(&self, m: &Measured) -> Result<Parameters, RunError> {
         Ok(Parameters::from_samples(&m.agents.samples, &self.entry)?)

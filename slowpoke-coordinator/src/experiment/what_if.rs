@@ -109,10 +109,7 @@ impl<'a> Calibrated<'a> {
     /// The calibration window: the model's parameters, the optimization in numbers (Δ, δ) and
     /// the pause plan.
     fn measure(spec: &'a WhatIfSpec, s: &mut Session<'_>) -> Result<Self, RunError> {
-        s.monitor
-            .update(|p| p.phase = "calibration baseline".into());
-        let cal = s.measure("calibration", 0)?;
-        let params = s.parameters(&cal)?;
+        let params = s.calibrate()?;
         let t = *params.get(&spec.target)?;
         let resolved = spec.optimization.resolve(&spec.target, &t)?;
         let plan = model::pause_plan(&params, &spec.target, resolved.delta_per_request_ns);
