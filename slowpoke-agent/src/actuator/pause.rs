@@ -25,9 +25,16 @@ pub struct PauseOutcome {
     /// Processes stopped and resumed.
     pub pids: Vec<u32>,
     /// Processes the kernel refused to stop (`EPERM`: the agent lacks `CAP_KILL` for them): not
-    /// paused, and not in `pids`. When no process could be stopped the pause is not taken
-    /// (`achieved_ns` 0).
+    /// paused, and not in `pids`. When every member was refused the pause is not taken
+    /// (`achieved_ns` 0, `pids` empty): see [`PauseOutcome::refused_entirely`].
     pub refused: Vec<u32>,
+}
+
+impl PauseOutcome {
+    /// Every member was refused, so no pause was taken.
+    pub fn refused_entirely(&self) -> bool {
+        self.pids.is_empty() && !self.refused.is_empty()
+    }
 }
 
 /// Why a pause was made.
@@ -187,8 +194,10 @@ pub fn pause_processes(
     if let Some(hook) = on_stopped {
         hook();
     }
-    if targets.is_empty() {
-        // Nothing could be stopped: no pause to time (and none to record as taken).
+    if targets.is_empty() && !refused.is_empty() {
+        // Nothing could be stopped: no pause to time (and none to record as taken). (A service
+        // with no running member, e.g. all stopped by someone else, still waits out its pause,
+        // as it always did: its debt is paid by time.)
         let _ = state.set(owner, &[]);
         let end_ns = monotonic_ns();
         return PauseOutcome {
@@ -254,5 +263,19 @@ mod tests {
             m.observe(0);
         }
         assert_eq!(m.margin_ns(), SpinMargin::MIN_NS.max(SpinMargin::SLACK_NS));
+    }
+
+    /// A service with no member to stop (all already stopped by someone else, or none yet)
+    /// still waits out its pause, so its debt is paid by time; only members the kernel refused
+    /// make a pause "not taken".
+    #[test]
+    fn a_pause_with_no_member_to_stop_still_waits_its_time() {
+        let dir = std::env::temp_dir().join(format!("slowpoke-pause-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let state = StateFile::new(&dir);
+        let out = pause_processes(&[], 2_000_000, None, &state, "t", PauseControl::default());
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(out.achieved_ns >= 2_000_000, "{out:?}");
+        assert!(out.refused.is_empty() && !out.refused_entirely(), "{out:?}");
     }
 }

@@ -238,7 +238,7 @@ impl Worker {
                 );
             }
         }
-        if out.pids.is_empty() {
+        if out.refused_entirely() {
             // No process could be stopped: no pause was taken.
             return out;
         }
@@ -348,7 +348,7 @@ impl Worker {
             let out = self.pause(pay, kernel_stop, kind, hook.as_deref());
             let mut s = lock(&self.shared.stats);
             s.paid_ns += out.achieved_ns;
-            if out.pids.is_empty() {
+            if out.refused_entirely() {
                 // Nothing could be stopped: the debt is given up (counted as dropped), or every
                 // later visit would ask for the same impossible pause again.
                 s.dropped_ns += pay.saturating_sub(out.achieved_ns);
