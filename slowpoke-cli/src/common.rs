@@ -12,8 +12,6 @@ use slowpoke_coordinator::lease::{DEFAULT_LEASE, Lease, MIN_LEASE};
 use slowpoke_coordinator::results::ResultStore;
 use slowpoke_coordinator::spec_builder::{self, AppFields, AppRequest, BuildError, Field};
 
-use crate::connect::AgentArgs;
-
 /// Where the app is, how to load it, which agents to use. Also the keys of `--experiment FILE`.
 #[derive(Args, Debug, Default, Deserialize)]
 #[serde(default, rename_all = "kebab-case")]
@@ -90,6 +88,33 @@ pub(crate) struct CommonArgs {
     #[arg(long, value_name = "FILE")]
     #[serde(skip)]
     pub(crate) experiment: Option<PathBuf>,
+}
+
+/// How to reach the node agents: the flags of every subcommand that runs experiments (also keys
+/// of `--experiment FILE`).
+#[derive(Args, Debug, Default, Deserialize)]
+#[serde(default, rename_all = "kebab-case")]
+pub(crate) struct AgentArgs {
+    /// A node agent's URL (repeatable): http://host:7171 (with --agent-token-file) or
+    /// unix:/path/agent.sock. Default: the daemon on this node (its socket
+    /// /run/slowpoke/agent.sock) when one runs, else an agent in this process.
+    #[arg(long = "agent", value_name = "URL")]
+    pub(crate) agent: Vec<String>,
+    /// File holding the agents' bearer token (default $SLOWPOKE_AGENT_TOKEN).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) agent_token_file: Option<PathBuf>,
+    /// State directory of the in-process agent (default /run/slowpoke; one agent per directory).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) agent_state_dir: Option<PathBuf>,
+}
+
+impl AgentArgs {
+    /// The command line's values win over the experiment file's.
+    pub(crate) fn merge(&mut self, f: AgentArgs) {
+        merge_vec(&mut self.agent, f.agent);
+        merge_opt(&mut self.agent_token_file, f.agent_token_file);
+        merge_opt(&mut self.agent_state_dir, f.agent_state_dir);
+    }
 }
 
 pub(crate) fn read_experiment_file<T: for<'de> Deserialize<'de>>(path: &Path) -> anyhow::Result<T> {

@@ -1,7 +1,7 @@
 //! Which agents an experiment talks to: `--agent` URLs, else the daemon on this node (its
 //! socket), else an agent in this process (feature `in-process`, needs root).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 #[cfg(feature = "in-process")]
@@ -11,34 +11,7 @@ use slowpoke_coordinator::agents::{self, AgentClient as _, HttpAgent, SharedAgen
 #[cfg(feature = "in-process")]
 use slowpoke_coordinator::real::InProcessAgent;
 
-use crate::common::{CommonArgs, merge_opt, merge_vec, stopped_share_arg};
-
-/// How to reach the node agents: the flags of every subcommand that runs experiments (also keys
-/// of `--experiment FILE`).
-#[derive(clap::Args, Debug, Default, serde::Deserialize)]
-#[serde(default, rename_all = "kebab-case")]
-pub(crate) struct AgentArgs {
-    /// A node agent's URL (repeatable): http://host:7171 (with --agent-token-file) or
-    /// unix:/path/agent.sock. Default: the daemon on this node (its socket
-    /// /run/slowpoke/agent.sock) when one runs, else an agent in this process.
-    #[arg(long = "agent", value_name = "URL")]
-    pub(crate) agent: Vec<String>,
-    /// File holding the agents' bearer token (default $SLOWPOKE_AGENT_TOKEN).
-    #[arg(long, value_name = "FILE")]
-    pub(crate) agent_token_file: Option<PathBuf>,
-    /// State directory of the in-process agent (default /run/slowpoke; one agent per directory).
-    #[arg(long, value_name = "DIR")]
-    pub(crate) agent_state_dir: Option<PathBuf>,
-}
-
-impl AgentArgs {
-    /// The command line's values win over the experiment file's.
-    pub(crate) fn merge(&mut self, f: AgentArgs) {
-        merge_vec(&mut self.agent, f.agent);
-        merge_opt(&mut self.agent_token_file, f.agent_token_file);
-        merge_opt(&mut self.agent_state_dir, f.agent_state_dir);
-    }
-}
+use crate::common::{AgentArgs, CommonArgs, stopped_share_arg};
 
 /// The agents an experiment uses, and the in-process one to shut down at the end.
 pub(crate) struct AgentSet {

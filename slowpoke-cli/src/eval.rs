@@ -8,8 +8,9 @@ use clap::Args;
 use slowpoke_coordinator::experiment::Monitor;
 use slowpoke_coordinator::results::ResultStore;
 
+use crate::common::AgentArgs;
 use crate::common::{budget_arg, precision_arg, stopped_share_arg};
-use crate::connect::{AgentArgs, connect};
+use crate::connect::connect;
 use crate::progress::{cancel_on_signal, runtime};
 
 #[derive(Args, Debug)]

@@ -8,8 +8,9 @@ use clap::Args;
 use slowpoke_coordinator::results::ResultStore;
 use slowpoke_coordinator::server;
 
+use crate::common::AgentArgs;
 use crate::common::lease_arg;
-use crate::connect::{AgentArgs, connect};
+use crate::connect::connect;
 use crate::progress::runtime;
 
 #[derive(Args, Debug)]
