@@ -255,6 +255,11 @@ pub enum TokenFileError {
     Empty {
         path: PathBuf,
     },
+    /// The token holds a character an HTTP header cannot carry (`bad`; only visible ASCII can).
+    Unsendable {
+        path: PathBuf,
+        bad: char,
+    },
     /// Group or others may read or write the file (`real`: the file behind any symlinks).
     Exposed {
         path: PathBuf,
@@ -274,6 +279,12 @@ impl fmt::Display for TokenFileError {
             TokenFileError::Empty { path } => write!(
                 f,
                 "the token file {} is empty: put a long random string in it (e.g. `(umask 077; openssl rand -hex 32 > {})`)",
+                path.display(),
+                path.display()
+            ),
+            TokenFileError::Unsendable { path, bad } => write!(
+                f,
+                "the token in {} holds {bad:?}, which an `Authorization` header cannot carry (only visible ASCII, no spaces): write a new token (e.g. `(umask 077; openssl rand -hex 32 > {})`)",
                 path.display(),
                 path.display()
             ),

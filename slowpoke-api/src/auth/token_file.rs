@@ -82,6 +82,14 @@ fn read_private(path: &Path) -> Result<(String, Stamp), TokenFileError> {
     let token = normalize(Some(text)).ok_or_else(|| TokenFileError::Empty {
         path: path.to_owned(),
     })?;
+    // `Authorization: Bearer <token>` carries visible ASCII only: a token with anything else
+    // could never be sent, and every client would be locked out with a puzzling 401.
+    if let Some(bad) = token.chars().find(|c| !c.is_ascii_graphic()) {
+        return Err(TokenFileError::Unsendable {
+            path: path.to_owned(),
+            bad,
+        });
+    }
     Ok((token, Stamp::of(&meta)))
 }
 
@@ -270,6 +278,24 @@ mod tests {
         .expect("chmod");
         let t = TokenFile::open(&d.0.join("link")).expect("0400 behind symlinks");
         assert_eq!(t.current().as_deref(), Ok("k8s"));
+    }
+
+    #[test]
+    fn a_token_no_header_can_carry_is_refused_naming_the_character() {
+        let d = dir("unsendable");
+        let f = d.0.join("token");
+        for bad in ["p\u{e4}ss", "two words", "tab\there"] {
+            write(&f, &format!("{bad}\n"), 0o600);
+            let e = TokenFile::open(&f).unwrap_err();
+            assert!(
+                matches!(e, TokenFileError::Unsendable { .. }),
+                "{bad:?}: {e}"
+            );
+            assert!(e.to_string().contains("visible ASCII"), "{e}");
+        }
+        write(&f, "  ok-Token_123~!\n", 0o600);
+        let t = TokenFile::open(&f).expect("visible ASCII, trimmed");
+        assert_eq!(t.current().as_deref(), Ok("ok-Token_123~!"));
     }
 
     #[test]
