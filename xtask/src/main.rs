@@ -8,6 +8,7 @@ mod fuzz;
 mod rails;
 mod schemathesis;
 mod setup;
+mod tally;
 
 use std::{
     path::{Path, PathBuf},
@@ -266,16 +267,25 @@ fn test(root: &Path, no_lint: bool, no_fuzz: bool, args: &[String]) -> Result<()
         .args(["test", "--features", TEST_FEATURES, "--no-fail-fast"])
         .args(["--", "--test-threads=2"])
         .args(args);
-    let tests = run(&mut cmd);
-    if no_fuzz {
-        return tests;
+    let (status, tally) = tally::run_counting(&mut cmd)?;
+    let tests = if status.success() {
+        Ok(())
+    } else {
+        Err(anyhow::anyhow!("cargo test failed: {status}"))
+    };
+    if !no_fuzz {
+        // After the tests, whatever they said: a fuzz crash is worth knowing about either way.
+        let fuzzed = fuzz::smoke(root);
+        let schema = schemathesis::run_boxed(root, &schemathesis::Options::smoke(), false);
+        if let Err(e) = fuzzed.and(schema) {
+            eprintln!("xtask: {e:#}");
+            println!("{}", tally.closing_line());
+            return Err(e);
+        }
     }
-    // After the tests, whatever they said: a fuzz crash is worth knowing about either way.
-    let fuzzed = fuzz::smoke(root);
-    let schema = schemathesis::run_boxed(root, &schemathesis::Options::smoke(), false);
-    tests?;
-    fuzzed?;
-    schema
+    // The run's closing line, after everything else (fuzz and schemathesis print their own).
+    println!("{}", tally.closing_line());
+    tests
 }
 
 fn demo(root: &Path, args: &[String]) -> Result<()> {
