@@ -8,8 +8,8 @@ mod view;
 
 pub use request::{Capacity, CapacityRange, ExperimentRequest, Factor, Kind};
 pub use result::{
-    Optimization, ProfileCurve, ProfilePoint, ProfileResult, ServiceRow, StopReason, TargetUse,
-    TargetUseRecord, WhatIfResult, WindowRecord,
+    Limit, Optimization, PredictedBy, ProfileCurve, ProfilePoint, ProfileResult, RegimeRecord,
+    ServiceRow, StopReason, TargetUse, TargetUseRecord, WhatIfResult, WindowRecord,
 };
 pub use view::{
     AgentView, ExperimentResult, ExperimentSummary, ExperimentView, ProgressView, Status,

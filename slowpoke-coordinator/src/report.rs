@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 
 use crate::experiment::{ProfileResult, StopReason, WhatIfResult};
+use slowpoke_api::coordinator::{Limit, PredictedBy, RegimeRecord};
 
 fn rps(x: f64) -> String {
     if x.is_finite() {
@@ -64,6 +65,9 @@ pub fn what_if_table(r: &WhatIfResult) -> String {
             r.baseline_error_pct.unwrap_or(f64::NAN)
         );
     }
+    if let Some(g) = &r.regime {
+        let _ = writeln!(s, "  limit        {}", regime_line(g));
+    }
     let stop = match r.stop_reason {
         StopReason::Repetitions => "the configured repetitions ran".to_owned(),
         StopReason::PrecisionReached => format!(
@@ -109,6 +113,33 @@ pub fn what_if_table(r: &WhatIfResult) -> String {
 }
 
 /// The causal profile as a ranked table.
+/// What limited the app in the baseline and what made the prediction, in one line.
+fn regime_line(g: &RegimeRecord) -> String {
+    let service = g.service.as_deref().unwrap_or("?");
+    let limit = match g.limit {
+        Limit::Target => format!(
+            "the target's own cores ({:.0} % busy)",
+            g.utilization * 100.0
+        ),
+        Limit::OtherService => format!(
+            "`{service}`'s own cores ({:.0} % busy), not the target's",
+            g.utilization * 100.0
+        ),
+        Limit::Node => format!("the node's CPUs ({:.0} % busy)", g.node_busy * 100.0),
+        Limit::Unsaturated => format!(
+            "nothing CPU-saturated (busiest `{service}` {:.0} %, node {:.0} %): a lock, I/O or the load",
+            g.utilization * 100.0,
+            g.node_busy * 100.0
+        ),
+    };
+    let by = match g.predicted_by {
+        PredictedBy::Pauses => "the pauses",
+        PredictedBy::NodeBound => "the node bound",
+        PredictedBy::BottleneckLaw => "the bottleneck law",
+    };
+    format!("{limit}; predicted by {by}")
+}
+
 pub fn profile_table(r: &ProfileResult) -> String {
     let mut s = String::new();
     let _ = writeln!(

@@ -321,6 +321,12 @@ pub fn fill_point(point: Point, r: &WhatIfResult) -> Point {
         predicted_rps: Some(r.predicted_rps),
         pause_predicted_rps: Some(r.pause_predicted_rps),
         node_bound_rps: r.node_bound_rps,
+        regime: r.regime.as_ref().map(|g| {
+            serde_json::to_value(g.limit)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default()
+        }),
         truth_rps: truth,
         error_pct: r.error_pct,
         strawman_error_pct: r.baseline_error_pct,
@@ -345,6 +351,7 @@ fn empty_point(case: &Case, setting: &Setting, placement: Placement, pct: f64) -
         mode: case.mode.clone(),
         target: case.target.clone(),
         role: case.role.name().into(),
+        shape: case.shape.into(),
         kind: match case.kind {
             CaseKind::Work => "work",
             CaseKind::Lock => "lock",

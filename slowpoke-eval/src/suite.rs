@@ -6,7 +6,9 @@
 //! limits the app only when its own work outweighs half of everything else's (docs/evaluation.md,
 //! "How the suite is built"). Shaping gives the target one worker thread and scales its CPU work
 //! to `TARGET_SHARE` of the CPU per end-to-end request; the other services keep the generator's
-//! work, threads, calls and sizes.
+//! work, threads, calls and sizes. Beside each shaped case, the suites run the same topology
+//! *unshaped* (the generator's own work and threads, no dominant service), where the node's
+//! CPUs rather than one service tend to limit the app (docs/model.md, "Which limit binds").
 
 use std::collections::BTreeMap;
 
@@ -60,6 +62,9 @@ pub struct Case {
     /// The target's parallelism as a user would declare it to the agent (`cores` of its
     /// service spec) instead of the measured min(CPUs, serving threads).
     pub target_cores: Option<f64>,
+    /// `shaped` (the target made the bottleneck), `unshaped` (the generator's topology as is)
+    /// or `hand-built` (the harder cases).
+    pub shape: &'static str,
 }
 
 /// Share of the app's CPU per end-to-end request that shaping gives the target. Above one half
@@ -139,13 +144,14 @@ pub fn cases(suite: SuiteName, families: &[String]) -> Result<Vec<Case>, String>
                 let topo = generated(family, mode)?;
                 let (target, role) = pick_target(&topo, None)?;
                 out.push(shaped_case(
-                    topo,
+                    topo.clone(),
                     family.name(),
                     mode,
                     &target,
                     role,
                     &QUICK_POINTS,
                 )?);
+                out.push(unshaped_case(topo, family.name(), mode, &QUICK_POINTS)?);
             }
         }
         SuiteName::Full => {
@@ -168,6 +174,7 @@ pub fn cases(suite: SuiteName, families: &[String]) -> Result<Vec<Case>, String>
                             &FULL_POINTS,
                         )?);
                     }
+                    out.push(unshaped_case(topo, family.name(), mode, &FULL_POINTS)?);
                 }
             }
             out.extend(harder_cases().into_iter().filter(|c| wanted(&c.family)));
@@ -298,6 +305,33 @@ fn shaped_case(
         points: points.to_vec(),
         topology,
         target_cores: None,
+        shape: "shaped",
+    })
+}
+
+/// The generator's topology as is: the target is the service with the largest configured CPU
+/// per end-to-end request, with the generator's work and threads (no dominant service).
+pub fn unshaped_case(
+    topo: Topology,
+    family: &str,
+    mode: Mode,
+    points: &[f64],
+) -> Result<Case, String> {
+    let (target, role) = pick_target(&topo, None)?;
+    let id = format!("{family}-{}-unshaped", mode_name(mode));
+    let mut topology = slowpoke_emu::topology::with_expectations(topo);
+    topology.name = format!("eval-{id}");
+    Ok(Case {
+        id,
+        family: family.to_owned(),
+        mode: mode_name(mode).to_owned(),
+        target,
+        role,
+        kind: CaseKind::Work,
+        points: points.to_vec(),
+        topology,
+        target_cores: None,
+        shape: "unshaped",
     })
 }
 
@@ -373,6 +407,7 @@ fn mutex_case() -> Case {
         points: vec![20.0, 40.0, 60.0],
         topology: three_tier("mutex", middle),
         target_cores: None,
+        shape: "hand-built",
     }
 }
 
@@ -394,6 +429,7 @@ fn scaling_case() -> Case {
         // them, which the agent cannot see (it counts serving threads): declare the one thread,
         // as the service's owner would.
         target_cores: Some(1.0),
+        shape: "hand-built",
     }
 }
 
@@ -402,17 +438,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn quick_suite_has_six_families_and_three_points_each() {
+    fn quick_suite_has_six_families_shaped_and_unshaped_and_three_points_each() {
         let cases = cases(SuiteName::Quick, &[]).unwrap();
-        assert_eq!(cases.len(), 6);
+        assert_eq!(cases.len(), 12);
         let families: std::collections::BTreeSet<_> = cases.iter().map(|c| &c.family).collect();
         assert_eq!(families.len(), 6);
         assert!(cases.iter().all(|c| c.points.len() == 3));
+        for f in families {
+            for shape in ["shaped", "unshaped"] {
+                let n = cases
+                    .iter()
+                    .filter(|c| &c.family == f && c.shape == shape)
+                    .count();
+                assert_eq!(n, 1, "{f} {shape}");
+            }
+        }
+        // Unshaped means the generator's own work: no service shaped to dominate.
+        let unshaped = cases.iter().find(|c| c.shape == "unshaped").unwrap();
+        let generated = generated(QUICK_FAMILIES[0].0, QUICK_FAMILIES[0].1).unwrap();
+        for (name, svc) in &unshaped.topology.services {
+            assert_eq!(svc.threads, generated.services[name].threads, "{name}");
+        }
     }
 
     #[test]
     fn shaped_target_takes_its_share_of_the_cpu_and_limits_throughput() {
         for c in cases(SuiteName::Quick, &[]).unwrap() {
+            if c.shape != "shaped" {
+                continue;
+            }
             let (others, r_t) = others_work_us(&c.topology, &c.target);
             let t = &c.topology.services[&c.target];
             assert_eq!(t.threads, 1, "{}", c.id);
@@ -454,7 +508,7 @@ mod tests {
     #[test]
     fn families_filter_and_unknown_family() {
         let c = cases(SuiteName::Quick, &["chain".into()]).unwrap();
-        assert_eq!(c.len(), 1);
+        assert_eq!(c.len(), 2);
         let e = cases(SuiteName::Quick, &["chian".into()]).unwrap_err();
         assert!(e.contains("unknown family `chian`"), "{e}");
         let e = cases(SuiteName::Quick, &["mutex".into()]).unwrap_err();

@@ -20,6 +20,14 @@ pub struct Point {
     pub target: String,
     /// leaf | inner.
     pub role: String,
+    /// shaped (the target made the bottleneck) | unshaped (the generator's topology) |
+    /// hand-built.
+    #[serde(default)]
+    pub shape: String,
+    /// What limited the app in the baseline, as the what-if found it: target, other_service,
+    /// node, unsaturated.
+    #[serde(default)]
+    pub regime: Option<String>,
     /// work | lock | scaling.
     pub kind: String,
     /// Actuator setting (e.g. `pause-10ms`, `spin`, `sync-10ms`).
@@ -132,6 +140,20 @@ pub struct GroupStats {
     /// Median CI half-width of the predictions.
     #[serde(default)]
     pub prediction_noise_pct: Option<f64>,
+    /// The RMSE with the ground truth's own noise taken out: √max(0, RMSE² − mean(SE²)), SE
+    /// the standard error of each point's truth (its CI half-width over t). What is left is the
+    /// prediction's error, its own noise included.
+    #[serde(default)]
+    pub rmse_without_truth_noise_pct: Option<f64>,
+}
+
+/// Standard error of a point's ground truth, %: its 95 % CI half-width over Student's t for
+/// the trimmed mean's degrees of freedom (n − 2g − 1, g = ⌊n/5⌋).
+fn truth_se_pct(p: &Point) -> Option<f64> {
+    let n = p.repetitions;
+    let df = n.saturating_sub(2 * (n / 5) + 1);
+    let t = slowpoke_coordinator::stats::t975(df);
+    p.truth_noise_pct.filter(|_| t.is_finite()).map(|h| h / t)
 }
 
 fn rmse(v: &[f64]) -> Option<f64> {
@@ -147,6 +169,15 @@ pub fn group_stats(group: &str, points: &[&Point]) -> GroupStats {
     let noise: Vec<f64> = real.iter().filter_map(|p| p.truth_noise_pct).collect();
     let pred_noise: Vec<f64> = real.iter().filter_map(|p| p.predicted_noise_pct).collect();
     let n = errs.len();
+    let se: Vec<f64> = real.iter().filter_map(|p| truth_se_pct(p)).collect();
+    let denoised = rmse(&errs).map(|r| {
+        let var = if se.is_empty() {
+            0.0
+        } else {
+            se.iter().map(|x| x * x).sum::<f64>() / se.len() as f64
+        };
+        (r * r - var).max(0.0).sqrt()
+    });
     GroupStats {
         group: group.to_owned(),
         points: n,
@@ -164,6 +195,7 @@ pub fn group_stats(group: &str, points: &[&Point]) -> GroupStats {
         strawman_rmse_pct: rmse(&straw),
         noise_floor_pct: slowpoke_coordinator::stats::median(&noise),
         prediction_noise_pct: slowpoke_coordinator::stats::median(&pred_noise),
+        rmse_without_truth_noise_pct: denoised,
     }
 }
 
@@ -190,6 +222,17 @@ pub fn summarize(points: &[Point]) -> Summary {
                 fams.entry(p.family.as_str()).or_default().push(p);
             }
             let mut groups: Vec<GroupStats> = fams.iter().map(|(f, v)| group_stats(f, v)).collect();
+            // The same points by shape and by the regime the what-ifs found.
+            let mut by: BTreeMap<String, Vec<&Point>> = BTreeMap::new();
+            for p in &ps {
+                if !p.shape.is_empty() {
+                    by.entry(format!("shape:{}", p.shape)).or_default().push(p);
+                }
+                if let Some(r) = &p.regime {
+                    by.entry(format!("regime:{r}")).or_default().push(p);
+                }
+            }
+            groups.extend(by.iter().map(|(g, v)| group_stats(g, v)));
             groups.push(group_stats("overall", &ps));
             (setting, groups)
         })
@@ -229,11 +272,11 @@ pub fn markdown(title: &str, context: &str, points: &[Point]) -> String {
         let _ = writeln!(s, "## Setting `{setting}`\n");
         let _ = writeln!(
             s,
-            "| family | points | RMSE | mean \\|err\\| | max \\|err\\| | within 5 % | pause only RMSE | \"no change\" RMSE | noise floor | prediction CI | not scored (gain < {MIN_TRUE_GAIN_PCT:.0} %) | failed |"
+            "| group | points | RMSE | RMSE less truth noise | mean \\|err\\| | max \\|err\\| | within 5 % | pause only RMSE | \"no change\" RMSE | noise floor | prediction CI | not scored (gain < {MIN_TRUE_GAIN_PCT:.0} %) | failed |"
         );
         let _ = writeln!(
             s,
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
         );
         for g in groups {
             let name = if g.group == "overall" {
@@ -243,9 +286,10 @@ pub fn markdown(title: &str, context: &str, points: &[Point]) -> String {
             };
             let _ = writeln!(
                 s,
-                "| {name} | {} | {} | {} | {} | {} | {} | {} | {} | ±{} | {} | {} |",
+                "| {name} | {} | {} | {} | {} | {} | {} | {} | {} | {} | ±{} | {} | {} |",
                 g.points,
                 pct(g.rmse_pct),
+                pct(g.rmse_without_truth_noise_pct),
                 pct(g.mean_abs_error_pct),
                 pct(g.max_abs_error_pct),
                 pct(g.within_5_pct),
@@ -323,6 +367,8 @@ mod tests {
             mode: "sync".into(),
             target: "s1".into(),
             role: "leaf".into(),
+            shape: "shaped".into(),
+            regime: Some("target".into()),
             kind: "work".into(),
             setting: "pause-10ms".into(),
             placement: "shared".into(),
@@ -372,6 +418,10 @@ mod tests {
         assert!((g.pause_rmse_pct.unwrap() - 2.0 * (12.5_f64).sqrt()).abs() < 1e-9);
         assert!((g.noise_floor_pct.unwrap() - 1.0).abs() < 1e-9);
         assert!((g.prediction_noise_pct.unwrap() - 3.0).abs() < 1e-9);
+        // 5 repetitions keep 3: df 2, t 4.303; SE 1/4.303 %, taken out of the RMSE.
+        let se: f64 = 1.0 / 4.303;
+        let want = (12.5 - se * se).sqrt();
+        assert!((g.rmse_without_truth_noise_pct.unwrap() - want).abs() < 1e-9);
     }
 
     #[test]
@@ -386,10 +436,22 @@ mod tests {
         let s = summarize(&ps);
         assert_eq!(s.settings.len(), 2);
         let pause = &s.settings["pause-10ms/shared"];
-        assert_eq!(pause.len(), 3); // chain, fanout, overall
-        assert_eq!(pause[2].group, "overall");
+        // chain, fanout, then the same points by shape and by regime, overall.
+        let groups: Vec<&str> = pause.iter().map(|g| g.group.as_str()).collect();
+        assert_eq!(
+            groups,
+            [
+                "chain",
+                "fanout",
+                "regime:target",
+                "shape:shaped",
+                "overall"
+            ]
+        );
+        let overall = pause.last().unwrap();
+        assert_eq!(overall.points, 2);
+        assert!((overall.within_5_pct.unwrap() - 50.0).abs() < 1e-9);
         assert_eq!(pause[2].points, 2);
-        assert!((pause[2].within_5_pct.unwrap() - 50.0).abs() < 1e-9);
         let md = markdown("t", "c", &ps);
         assert!(md.contains("## Setting `spin/shared`"), "{md}");
         assert_eq!(md.matches("| chain-sync-leaf |").count(), 2, "{md}");

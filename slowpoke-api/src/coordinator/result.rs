@@ -48,6 +48,55 @@ impl std::fmt::Display for Optimization {
 pub struct TargetUse {
     pub cores: f64,
     pub wait: f64,
+    /// CPU time per visit, µs (0 when the window saw no visit of the target): a target that costs
+    /// less per visit while the others are paused gets a speedup the plan did not ask for.
+    #[serde(default)]
+    pub per_visit_us: f64,
+}
+
+/// What limited the app in the baseline (docs/model.md, "Which limit binds").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum Limit {
+    /// The target's own cores: pausing the others emulates the optimization.
+    Target,
+    /// Another service's own cores: the target's optimization gains little until that changes.
+    OtherService,
+    /// The node's CPUs, shared by services none of which was at its own limit: the prediction
+    /// follows the CPU each request costs on the node.
+    Node,
+    /// Nothing measured as CPU was saturated (a lock, I/O, sleeps, the load): the pauses
+    /// emulate the optimization.
+    Unsaturated,
+}
+
+/// What made the prediction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum PredictedBy {
+    /// The virtual speedup: 1/(1/X_slow − δ).
+    Pauses,
+    /// The node-CPU bound: the optimized app runs out of the node's CPUs first.
+    NodeBound,
+    /// The bottleneck law from the baseline's loads: a service's own cores bind first.
+    BottleneckLaw,
+}
+
+/// The regime found in the baseline and how the prediction was made from it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RegimeRecord {
+    pub limit: Limit,
+    /// The service at its limit (target, other_service) or the busiest one (node, unsaturated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// That service's share of its cores on a CPU in the baseline (0..1).
+    pub utilization: f64,
+    /// The busiest node's busy share in the baseline (0..1; 0 when no agent reports nodes).
+    pub node_busy: f64,
+    pub predicted_by: PredictedBy,
 }
 
 /// The target's use of its cores in the baseline and slowed-down runs.
@@ -180,6 +229,13 @@ pub struct WhatIfResult {
     /// paused makes the prediction too low (docs/model.md, "Requests in flight", "Shared cores").
     #[serde(default)]
     pub target_use: Option<TargetUseRecord>,
+    /// Which limit bound the app in the baseline and what made the prediction.
+    #[serde(default)]
+    pub regime: Option<RegimeRecord>,
+    /// The target's own saving under the pauses taken off δ, ns per end-to-end request
+    /// (r_T·(p_base − p_slow)/c_T; 0 unless the target limited the app; docs/model.md).
+    #[serde(default)]
+    pub target_cost_correction_ns: f64,
     pub truth_rps: Option<f64>,
     pub truth_ci_low: Option<f64>,
     pub truth_ci_high: Option<f64>,

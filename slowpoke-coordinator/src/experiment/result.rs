@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 pub use slowpoke_api::coordinator::{
-    ProfileCurve, ProfilePoint, ProfileResult, ServiceRow, StopReason, TargetUseRecord,
-    WhatIfResult, WindowRecord,
+    Limit, PredictedBy, ProfileCurve, ProfilePoint, ProfileResult, RegimeRecord, ServiceRow,
+    StopReason, TargetUseRecord, WhatIfResult, WindowRecord,
 };
 
 fn civil(secs: u64) -> (i64, u32, u32, u32, u32, u32) {

@@ -13,9 +13,11 @@ pub fn target_use_record(base: &[TargetUse], slowed: &[TargetUse]) -> Option<Tar
     let median = |w: &[TargetUse]| {
         let cores: Vec<f64> = w.iter().map(|u| u.cores).collect();
         let wait: Vec<f64> = w.iter().map(|u| u.wait).collect();
+        let per_visit: Vec<f64> = w.iter().map(|u| u.per_visit_us).collect();
         Some(TargetUse {
             cores: stats::median(&cores)?,
             wait: stats::median(&wait)?,
+            per_visit_us: stats::median(&per_visit)?,
         })
     };
     Some(TargetUseRecord {

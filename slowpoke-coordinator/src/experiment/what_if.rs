@@ -2,21 +2,27 @@
 //! then repetitions of baseline, slowed-down and (when asked) ground-truth windows, interleaved
 //! because throughput drifts over minutes on a shared machine and interleaving spreads that
 //! drift evenly over the kinds of window; they go on until the repetitions asked for are done and
-//! the prediction is precise enough, or the budget is spent. The prediction is
-//! X_pred = min(1/(1/X_slow − δ), node bound) with its interval (docs/model.md).
+//! the prediction is precise enough, or the budget is spent. The baseline tells which limit
+//! binds the app; while a service's own cores do, the prediction is
+//! X_pred = min(1/(1/X_slow − δ), node bound), while the node's CPUs do, the lower of the node
+//! bound and the bottleneck law (docs/model.md, "Which limit binds").
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use crate::model::{
-    self, Optimization, OptimizationModel as _, Parameters, PausePlan, Resolved, ServiceParams,
-    TargetUse,
+    self, Optimization, OptimizationModel as _, Parameters, PausePlan, Regime, Resolved,
+    ServiceLoad, ServiceParams, TargetUse,
 };
 use crate::stats::{self, Estimate};
 
 use super::app::{Backends, TruthChange, require_services};
 use super::error::RunError;
 use super::monitor::Monitor;
-use super::result::{StopReason, TargetUseRecord, WhatIfResult, new_id, now_rfc3339};
+use super::result::{
+    Limit, PredictedBy, RegimeRecord, StopReason, TargetUseRecord, WhatIfResult, new_id,
+    now_rfc3339,
+};
 use super::session::{Session, Setup, in_session};
 use super::shortfall::{target_use_record, target_use_warning};
 use super::spec::WhatIfSpec;
@@ -55,6 +61,12 @@ pub fn run_what_if(
 struct Series {
     /// The node-CPU bound computed from each baseline window.
     node_bound: Vec<f64>,
+    /// The bottleneck law's bound on the optimized app from each baseline window.
+    bottleneck: Vec<f64>,
+    /// Every service's load and the busiest node's busy share in each baseline window: they
+    /// decide the regime.
+    loads: Vec<BTreeMap<String, ServiceLoad>>,
+    node_busy: Vec<f64>,
     base: Vec<f64>,
     slow: Vec<f64>,
     truth: Vec<f64>,
@@ -127,6 +139,15 @@ impl<'a> Calibrated<'a> {
         })
     }
 
+    /// How much more the target can serve with the optimization: p_T/(p_T − Δ) for less work
+    /// per visit, N/c_T for N cores.
+    fn target_speedup(&self) -> f64 {
+        match self.spec.optimization {
+            Optimization::Cores(n) => n / self.t.c,
+            _ => self.t.p_ns / (self.t.p_ns - self.resolved.delta_ns),
+        }
+    }
+
     /// Repetitions of (base, slow, truth when asked) windows until
     /// [`Calibrated::stop_reason`] gives one.
     fn repeat(
@@ -177,6 +198,16 @@ impl<'a> Calibrated<'a> {
         if let Some(bound) = b.node_bound(target, self.t.r, cpu_removed_ns) {
             series.node_bound.push(bound);
         }
+        let loads = b.service_loads();
+        if let Some((_, bound)) =
+            model::bottleneck_bound(b.load.rps, &loads, target, self.target_speedup())
+        {
+            series.bottleneck.push(bound);
+        }
+        series.loads.push(loads);
+        series
+            .node_busy
+            .extend(b.agents.node_busy.iter().copied().reduce(f64::max));
         series.base.push(b.load.rps);
         series.p50.push(b.load.p50_us);
         series.p99.push(b.load.p99_us);
@@ -255,8 +286,9 @@ impl<'a> Calibrated<'a> {
         None
     }
 
-    /// The warnings about the prediction: the node, not the target, limits the optimized app;
-    /// the target ran dry or was crowded out. Returns the target's use of its cores.
+    /// The warnings about the prediction: which limit made it when not the pauses; the
+    /// target's cost changed under the pauses; the target ran dry or was crowded out. Returns
+    /// the target's use of its cores.
     fn warn_about(
         &self,
         s: &mut Session<'_>,
@@ -264,14 +296,43 @@ impl<'a> Calibrated<'a> {
         p: &Prediction,
     ) -> Option<TargetUseRecord> {
         let target = &self.spec.target;
-        if p.node_bound.is_some_and(|nb| nb < p.pause.value) {
-            s.warnings.push(format!(
+        let busy = p.regime.node_busy * 100.0;
+        match (p.regime.limit, p.regime.predicted_by) {
+            (Limit::Node, by) => s.warnings.push(format!(
+                "the node's CPUs, not one service, limited the app in the baseline ({busy:.0} % busy, no service at its own limit): pausing the others cannot show the gain there, so the prediction is the {} ({:.0} req/s; the pauses alone predict {:.0}) (docs/model.md, \"Which limit binds\")",
+                match by {
+                    PredictedBy::BottleneckLaw => "bottleneck law from the baseline's loads",
+                    _ => "node bound: the CPU a request costs on the node",
+                },
+                p.pred.value,
+                p.pause.value
+            )),
+            (_, PredictedBy::NodeBound) => s.warnings.push(format!(
                 "the node's CPUs, not `{target}`, limit the optimized app: the prediction is the node bound ({:.0} req/s), below what pausing alone predicts ({:.0} req/s)",
                 p.pred.value, p.pause.value
-            ));
+            )),
+            _ => {}
         }
         let used = target_use_record(&series.target_base, &series.target_slow);
         tracing::debug!(%target, c = self.t.c, ?used, "target use: baseline, slowed down");
+        if let Some(u) = used {
+            let (pb, ps) = (u.baseline.per_visit_us, u.slowed.per_visit_us);
+            if pb > 0.0 && ps > 0.0 && ((ps - pb) / pb).abs() > model::TARGET_COST_CHANGED {
+                let taken = match p.correction_ns {
+                    Some(c) => format!(
+                        "the prediction takes that difference off δ ({:.1} µs per request)",
+                        c / 1e3
+                    ),
+                    None => format!(
+                        "`{target}` did not limit the app, so the prediction does not correct for it"
+                    ),
+                };
+                s.warnings.push(format!(
+                    "`{target}` spent {ps:.1} µs of CPU per visit while the others were paused against {pb:.1} µs in the baseline ({:+.1} %): {taken} (docs/model.md, \"The target's own cost under the pauses\")",
+                    (ps - pb) / pb * 100.0
+                ));
+            }
+        }
         if let Some(w) = used.and_then(|u| target_use_warning(&u, target, self.t.c)) {
             s.warnings.push(w);
         }
@@ -287,7 +348,12 @@ impl<'a> Calibrated<'a> {
         started: Instant,
     ) -> Result<WhatIfResult, RunError> {
         let spec = self.spec;
-        let p = Prediction::new(series, self.resolved.delta_per_request_ns)?;
+        let p = Prediction::new(
+            series,
+            self.resolved.delta_per_request_ns,
+            &spec.target,
+            &self.t,
+        )?;
         let target_use = self.warn_about(s, series, &p);
         let truth = stats::trimmed(&series.truth);
         if let Some(t) = truth {
@@ -319,6 +385,8 @@ impl<'a> Calibrated<'a> {
             pause_predicted_rps: p.pause.value,
             node_bound_rps: p.node_bound,
             target_use,
+            regime: Some(p.regime.clone()),
+            target_cost_correction_ns: p.correction_ns.unwrap_or(0.0),
             truth_rps: truth.map(|t| t.value),
             truth_ci_low: truth.map(|t| t.ci_low),
             truth_ci_high: truth.map(|t| t.ci_high),
@@ -347,30 +415,135 @@ struct Prediction {
     base: Estimate,
     /// X_slow: the slowed-down windows, trimmed.
     slow: Estimate,
-    /// What pausing alone predicts: 1/(1/X_slow − δ).
+    /// What pausing alone predicts: 1/(1/X_slow − (δ − correction)).
     pause: Estimate,
     /// The node-CPU bound (median over the baseline windows), when the agents report nodes.
     node_bound: Option<f64>,
-    /// X_pred: `pause` capped by the node bound, whose spread over the baseline windows is part
-    /// of the interval when it binds.
+    /// X_pred with its interval: by regime, the pause prediction capped by the node bound, or
+    /// the lower of the node bound and the bottleneck law; a bound's spread over the baseline
+    /// windows is its interval.
     pred: Estimate,
+    /// The regime and what made `pred`.
+    regime: RegimeRecord,
+    /// The target's own saving under the pauses taken off δ, ns per request (None when the
+    /// target did not limit the app: no correction).
+    correction_ns: Option<f64>,
 }
 
 impl Prediction {
-    fn new(series: &Series, delta_per_request_ns: f64) -> Result<Prediction, RunError> {
-        let d = delta_per_request_ns;
+    fn new(
+        series: &Series,
+        delta_per_request_ns: f64,
+        target: &str,
+        t: &ServiceParams,
+    ) -> Result<Prediction, RunError> {
+        let node_busy = series.node_busy_median();
+        let regime = model::classify(&median_loads(&series.loads), &node_busy);
+        let target_limits = matches!(&regime, Regime::Service { name, .. } if name == target);
+        let correction_ns = target_limits.then(|| {
+            let p = |w: &[TargetUse]| {
+                let v: Vec<f64> = w.iter().map(|u| u.per_visit_us * 1e3).collect();
+                stats::median(&v).unwrap_or(0.0)
+            };
+            model::target_cost_correction_ns(
+                t.r,
+                t.c,
+                p(&series.target_base),
+                p(&series.target_slow),
+            )
+        });
+        let d = delta_per_request_ns - correction_ns.unwrap_or(0.0);
         let base = stats::mad_filtered(&series.base).expect("at least one repetition");
         let slow = stats::trimmed(&series.slow).expect("at least one repetition");
         let pause = slow
             .map_increasing(|x| model::predict(x, d).ok())
             .ok_or_else(|| model::predict(slow.value, d).unwrap_err())?;
-        let bound = stats::median_with_spread(&series.node_bound);
+        let node = stats::median_with_spread(&series.node_bound);
+        let law = stats::median_with_spread(&series.bottleneck);
+        let (pred, predicted_by) = match (&regime, node, law) {
+            // The node's CPUs bind: pausing cannot show the gain; the CPU per request does.
+            (Regime::Node { .. }, Some(n), Some(l)) if l.value < n.value => {
+                (l, PredictedBy::BottleneckLaw)
+            }
+            (Regime::Node { .. }, Some(n), _) => (n, PredictedBy::NodeBound),
+            (Regime::Node { .. }, None, Some(l)) => (l, PredictedBy::BottleneckLaw),
+            (_, Some(n), _) if n.value < pause.value => (pause.min(n), PredictedBy::NodeBound),
+            _ => (pause, PredictedBy::Pauses),
+        };
         Ok(Prediction {
             base,
             slow,
             pause,
-            node_bound: bound.map(|b| b.value),
-            pred: bound.map_or(pause, |b| pause.min(b)),
+            node_bound: node.map(|b| b.value),
+            pred,
+            regime: regime_record(&regime, target, predicted_by, node_busy.first().copied()),
+            correction_ns,
         })
+    }
+}
+
+impl Series {
+    /// The busiest node's busy share, median over the baseline windows (empty without nodes).
+    fn node_busy_median(&self) -> Vec<f64> {
+        stats::median(&self.node_busy).into_iter().collect()
+    }
+}
+
+/// Each service's load, median over the baseline windows.
+fn median_loads(windows: &[BTreeMap<String, ServiceLoad>]) -> BTreeMap<String, ServiceLoad> {
+    let mut names: Vec<&String> = windows.iter().flat_map(|w| w.keys()).collect();
+    names.sort();
+    names.dedup();
+    names
+        .into_iter()
+        .map(|name| {
+            let med = |f: fn(&ServiceLoad) -> f64| {
+                let v: Vec<f64> = windows.iter().filter_map(|w| w.get(name)).map(f).collect();
+                stats::median(&v).unwrap_or(0.0)
+            };
+            let load = ServiceLoad {
+                busy: med(|l| l.busy),
+                wait: med(|l| l.wait),
+                cores: med(|l| l.cores),
+            };
+            (name.clone(), load)
+        })
+        .collect()
+}
+
+/// The regime as the result records it.
+fn regime_record(
+    regime: &Regime,
+    target: &str,
+    predicted_by: PredictedBy,
+    node_busy: Option<f64>,
+) -> RegimeRecord {
+    let (limit, service, utilization) = match regime {
+        Regime::Service { name, utilization } => {
+            let limit = if name == target {
+                Limit::Target
+            } else {
+                Limit::OtherService
+            };
+            (limit, Some(name.clone()), *utilization)
+        }
+        Regime::Node { .. } => (Limit::Node, None, 0.0),
+        Regime::Unsaturated {
+            busiest,
+            utilization,
+            ..
+        } => (
+            Limit::Unsaturated,
+            (!busiest.is_empty()).then(|| busiest.clone()),
+            *utilization,
+        ),
+    };
+    let node_busy = node_busy.unwrap_or(0.0);
+    RegimeRecord {
+        limit,
+        service,
+        utilization,
+        node_busy,
+        predicted_by,
     }
 }

@@ -2,8 +2,10 @@
 //! ([`Measured`]), the record the result keeps of it, the warnings it gives and the safety
 //! limits it must stay within.
 
+use std::collections::BTreeMap;
+
 use crate::agents::{StatsSnapshot, StatsWindow};
-use crate::model::{self, TargetUse};
+use crate::model::{self, ServiceLoad, TargetUse};
 
 use super::app::LoadWindow;
 use super::error::RunError;
@@ -28,7 +30,29 @@ impl Measured {
         self.agents.samples.get(service).map(|x| TargetUse {
             cores: x.cpu_ns / 1e9,
             wait: x.wait_ns / 1e9,
+            per_visit_us: if x.visits > 0.0 {
+                x.cpu_ns / x.visits / 1e3
+            } else {
+                0.0
+            },
         })
+    }
+
+    /// Every service's cores on a CPU and waiting for one, and its parallelism: what decides
+    /// the regime ([`model::classify`]).
+    pub(super) fn service_loads(&self) -> BTreeMap<String, ServiceLoad> {
+        self.agents
+            .samples
+            .iter()
+            .map(|(name, x)| {
+                let load = ServiceLoad {
+                    busy: x.cpu_ns / 1e9,
+                    wait: x.wait_ns / 1e9,
+                    cores: x.cores,
+                };
+                (name.clone(), load)
+            })
+            .collect()
     }
 
     /// The node-CPU bound of a baseline window for removing `delta_ns` of CPU per visit of
@@ -117,8 +141,9 @@ impl Measured {
         if phase == "base" && self.agents.node_busy.iter().any(|&b| b > NODE_SATURATED) {
             warnings.once(format!(
                 "a node's CPUs were over {:.0} % busy during the baseline: the node, not one \
-                 service, may limit the optimized app, and pausing cannot reproduce that limit, \
-                 so the prediction may be high (docs/model.md, \"Co-located services\")",
+                 service, may limit the optimized app, which pausing cannot reproduce; a what-if \
+                 then predicts from the node's CPU per request (its result's `regime`; \
+                 docs/model.md, \"Which limit binds\")",
                 NODE_SATURATED * 100.0
             ));
         }

@@ -7,6 +7,15 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+mod node;
+mod regime;
+
+pub use node::{NODE_MAX_BUSY, NodeLoad, node_bound};
+pub use regime::{
+    Bounds, NODE_SATURATED_BUSY, Regime, SERVICE_SATURATED, ServiceLoad, bottleneck_bound,
+    classify, node_regime_prediction, target_cost_correction_ns,
+};
+
 /// Nanoseconds in a second.
 pub const NS_PER_S: f64 = 1e9;
 
@@ -336,22 +345,13 @@ pub fn predict(x_slow_rps: f64, delta_per_request_ns: f64) -> Result<f64, ModelE
     Ok(NS_PER_S / rest)
 }
 
-/// One node's CPU during a baseline window (co-located services; docs/model.md).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct NodeLoad {
-    /// CPUs of the node.
-    pub cpus: f64,
-    /// Share of those CPUs that was busy (0..1), whatever ran on them.
-    pub busy_share: f64,
-    /// CPUs the app's services on this node used (CPU-seconds per second).
-    pub app_cores: f64,
-    /// Share of the target's visits this node served (0..1; 0 when T runs elsewhere).
-    pub target_share: f64,
-}
-
 /// Lowest share of its cores the target must keep busy in the slowed-down runs, relative to the
 /// baseline, for the virtual speedup to hold ([`target_shortfall`]).
 pub const TARGET_KEPT_BUSY: f64 = 0.85;
+
+/// Relative change of the target's CPU per visit between the baseline and the slowed-down runs
+/// above which the result says so (docs/model.md, "The target's own cost").
+pub const TARGET_COST_CHANGED: f64 = 0.03;
 
 /// How the target spent its time over a window (a wire type: results carry it).
 pub use slowpoke_api::coordinator::TargetUse;
@@ -389,51 +389,17 @@ pub fn target_shortfall(base: TargetUse, slow: TargetUse, c: f64) -> Option<Shor
     })
 }
 
-/// Highest share of a node's CPUs a saturated closed-loop app reaches here: the optimized app
-/// is bounded by this share of the node, not by 100 % (idle gaps between requests, wake-ups).
-pub const NODE_MAX_BUSY: f64 = 0.97;
-
-/// The node-CPU bound on the optimized throughput, req/s: when services share a node's CPUs,
-/// the optimized app cannot use more than `max_busy` of them. Per node, the app's services
-/// spent `b = app_cores/X_base` CPU-seconds per request in the baseline and the optimization
-/// removes `r_T·share·Δ` of that; everything else that kept the node busy (load generator,
-/// agent, kernel threads, other programs) is taken as a constant `busy − app_cores`:
-/// `X ≤ (max_busy·cpus − other) / (b − r_T·share·Δ)`. The tightest node wins; None when no
-/// node reports.
-pub fn node_bound(
-    x_base_rps: f64,
-    nodes: &[NodeLoad],
-    r_target: f64,
-    delta_ns: f64,
-    max_busy: f64,
-) -> Option<f64> {
-    if x_base_rps.is_nan() || x_base_rps <= 0.0 {
-        return None;
-    }
-    nodes
-        .iter()
-        .filter(|n| n.cpus > 0.0 && n.app_cores > 0.0)
-        .map(|n| {
-            let other = (n.busy_share * n.cpus - n.app_cores).max(0.0);
-            let per_request_s = n.app_cores / x_base_rps;
-            let left = per_request_s - r_target * n.target_share * delta_ns / NS_PER_S;
-            let room = (max_busy * n.cpus - other).max(0.0);
-            if left > 0.0 {
-                room / left
-            } else {
-                f64::INFINITY
-            }
-        })
-        .min_by(f64::total_cmp)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn a_target_that_works_less_in_the_slowed_down_runs_is_reported_with_the_reason() {
-        let u = |cores, wait| TargetUse { cores, wait };
+        let u = |cores, wait| TargetUse {
+            cores,
+            wait,
+            per_visit_us: 0.0,
+        };
         // Busy 95 % of its one core in the baseline, 60 % while the others were paused, and it
         // did not wait for a CPU more than before: it idled.
         let r = target_shortfall(u(0.95, 0.05), u(0.60, 0.06), 1.0);
@@ -447,50 +413,6 @@ mod tests {
         assert_eq!(target_shortfall(u(0.6, 0.0), u(0.1, 0.0), 2.0), None);
         assert_eq!(target_shortfall(u(f64::NAN, 0.0), u(0.1, 0.0), 1.0), None);
         assert_eq!(target_shortfall(u(1.0, 0.0), u(0.1, 0.0), 0.0), None);
-    }
-
-    #[test]
-    fn node_bound_by_hand() {
-        // 2 CPUs 80 % busy at 1000 req/s, 1.4 of them the app's (1.4 ms of CPU per request),
-        // 0.2 something else. T (r = 1, all here) loses 0.4 ms per visit: 1.0 ms per request
-        // left, room 0.97·2 − 0.2 = 1.74 CPUs: at most 1740 req/s.
-        let n = NodeLoad {
-            cpus: 2.0,
-            busy_share: 0.8,
-            app_cores: 1.4,
-            target_share: 1.0,
-        };
-        close(
-            node_bound(1000.0, &[n], 1.0, 400_000.0, 0.97).unwrap(),
-            1740.0,
-            1e-6,
-        );
-        // T elsewhere: the node still caps the app at its own rate, (2 − 0.2)/1.4 ms.
-        let other = NodeLoad {
-            target_share: 0.0,
-            ..n
-        };
-        close(
-            node_bound(1000.0, &[other], 1.0, 400_000.0, 1.0).unwrap(),
-            1285.714,
-            1e-3,
-        );
-        // The tightest node wins; a node without the app's services does not bound.
-        let idle = NodeLoad {
-            cpus: 4.0,
-            busy_share: 0.5,
-            app_cores: 0.0,
-            target_share: 0.0,
-        };
-        let b = node_bound(1000.0, &[n, other, idle], 1.0, 400_000.0, 1.0).unwrap();
-        close(b, 1285.714, 1e-3);
-        assert_eq!(node_bound(1000.0, &[idle], 1.0, 1.0, 1.0), None);
-        assert_eq!(node_bound(0.0, &[n], 1.0, 1.0, 1.0), None);
-        // Removing all of the node's app work leaves no bound.
-        assert_eq!(
-            node_bound(1000.0, &[n], 1.0, 1_400_000.0, 1.0),
-            Some(f64::INFINITY)
-        );
     }
 
     fn close(a: f64, b: f64, tol: f64) {
