@@ -57,6 +57,11 @@ struct Args {
     /// beyond it is dropped and reported.
     #[arg(long, default_value_t = 0.5)]
     max_stopped_share: f64,
+    /// The most a slowdown plan may ask for in its own `max_stopped_share` (F between
+    /// --max-stopped-share and 1), which applies while that plan is in force: large virtual
+    /// speedups stop the other services most of the time. More is refused with 400.
+    #[arg(long, default_value_t = slowpoke_agent::DEFAULT_MAX_PLAN_STOPPED_SHARE, value_name = "F")]
+    max_plan_stopped_share: f64,
     /// A process name (as in /proc/PID/comm; `*` matches any run of characters) the agent never
     /// stops, whatever a selector says. Repeatable; the names given replace the default list
     /// (sshd*, systemd, systemd-*, init, getty, agetty, login, dbus-*, kubelet, containerd,
@@ -134,6 +139,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
             args.max_stopped_share
         );
     }
+    if !(args.max_stopped_share..=1.0).contains(&args.max_plan_stopped_share) {
+        bail!(
+            "--max-plan-stopped-share must be between --max-stopped-share ({}) and 1, got {}",
+            args.max_stopped_share,
+            args.max_plan_stopped_share
+        );
+    }
     let mut protect = ProtectRules {
         allow_uids: args.allow_uid,
         allow_cgroups: args.allow_cgroup,
@@ -162,6 +174,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         quantum_ns: args.quantum_us.saturating_mul(1000),
         max_delay_per_visit_ns: args.max_delay_ms.saturating_mul(1_000_000),
         max_stopped_share: args.max_stopped_share,
+        max_plan_stopped_share: args.max_plan_stopped_share,
         #[cfg(feature = "test-hooks")]
         test_hooks: args.test_hooks,
         ..AgentConfig::default()

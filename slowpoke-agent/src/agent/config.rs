@@ -19,6 +19,13 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(15);
 /// Longest lease the agent grants unless its operator says otherwise (`--max-lease-s`).
 pub const DEFAULT_MAX_LEASE: Duration = Duration::from_mins(5);
 
+/// The most a plan may ask for in `max_stopped_share` unless the operator says otherwise
+/// (`--max-plan-stopped-share`). Large enough for a virtual speedup of 90 % of a busy service's
+/// time (the others stopped about 90 % of the time, docs/model.md "The stopped share a plan
+/// needs"), small enough that every service still runs at least 100 ms of every second, so the
+/// health checks and timeouts of a second or more around it keep seeing it alive.
+pub const DEFAULT_MAX_PLAN_STOPPED_SHARE: f64 = 0.9;
+
 /// The shortest [`AgentConfig::progress_limit`].
 const PROGRESS_LIMIT_MIN: Duration = Duration::from_secs(5);
 
@@ -33,6 +40,10 @@ pub struct AgentConfig {
     pub max_delay_per_visit_ns: u64,
     /// Safety cap: largest share of wall time a service may spend stopped (default 0.5).
     pub max_stopped_share: f64,
+    /// The most a plan may ask for in its own `max_stopped_share`, which applies while the plan
+    /// is in force (default 0.9, `--max-plan-stopped-share`; at least `max_stopped_share`, at
+    /// most 1).
+    pub max_plan_stopped_share: f64,
     /// Sliding window of the safety cap (default 1 s).
     pub stop_window: Duration,
     /// How often selectors are re-resolved (default 250 ms).
@@ -67,6 +78,7 @@ impl Default for AgentConfig {
             quantum_ns: DEFAULT_QUANTUM_NS,
             max_delay_per_visit_ns: 100_000_000,
             max_stopped_share: 0.5,
+            max_plan_stopped_share: DEFAULT_MAX_PLAN_STOPPED_SHARE,
             stop_window: Duration::from_secs(1),
             resolve_interval: Duration::from_millis(250),
             idle_interval: Duration::from_millis(50),
@@ -88,6 +100,13 @@ impl AgentConfig {
             return Err(AgentError::BadRequest(format!(
                 "max_stopped_share must be in (0, 1], got {}",
                 self.max_stopped_share
+            )));
+        }
+        if !(self.max_stopped_share..=1.0).contains(&self.max_plan_stopped_share) {
+            return Err(AgentError::BadRequest(format!(
+                "max_plan_stopped_share (--max-plan-stopped-share) must be between the default cap \
+                 max_stopped_share (--max-stopped-share, {}) and 1, got {}",
+                self.max_stopped_share, self.max_plan_stopped_share
             )));
         }
         if !(1_000..=1_000_000_000).contains(&self.quantum_ns) {
