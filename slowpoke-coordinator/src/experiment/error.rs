@@ -41,7 +41,7 @@ pub enum RunError {
     )]
     CapHit { phase: String, services: String },
     #[error(
-        "cannot run this optimization: its plan stops `{service}` about {needed_pct:.0} % of the time, more than the {ceiling_pct:.0} % agent {agent} lets a plan ask for (slowpoke-agent --max-plan-stopped-share); it was refused before any slowed-down window. Try a smaller optimization, or have the agent's operator raise --max-plan-stopped-share (at most 1)"
+        "cannot run this optimization: its plan stops `{service}` about {needed_pct:.0} % of the time, more than agent {agent} lets a plan ask for ({ceiling_pct:.0} %, slowpoke-agent --max-plan-stopped-share); it was refused before any slowed-down window. Try a smaller optimization, or have the agent's operator raise --max-plan-stopped-share (at most 1; slowpoke's in-process agent allows at least --max-stopped-share)"
     )]
     StopShareOverCeiling {
         service: String,
