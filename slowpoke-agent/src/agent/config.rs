@@ -41,8 +41,8 @@ pub struct AgentConfig {
     /// Safety cap: largest share of wall time a service may spend stopped (default 0.5).
     pub max_stopped_share: f64,
     /// The most a plan may ask for in its own `max_stopped_share`, which applies while the plan
-    /// is in force (default 0.9, `--max-plan-stopped-share`; at least `max_stopped_share`, at
-    /// most 1).
+    /// is in force (default 0.9, `--max-plan-stopped-share`; at most 1). A default cap above it
+    /// raises it: see [`AgentConfig::plan_ceiling`].
     pub max_plan_stopped_share: f64,
     /// Sliding window of the safety cap (default 1 s).
     pub stop_window: Duration,
@@ -102,11 +102,10 @@ impl AgentConfig {
                 self.max_stopped_share
             )));
         }
-        if !(self.max_stopped_share..=1.0).contains(&self.max_plan_stopped_share) {
+        if !(self.max_plan_stopped_share > 0.0 && self.max_plan_stopped_share <= 1.0) {
             return Err(AgentError::BadRequest(format!(
-                "max_plan_stopped_share (--max-plan-stopped-share) must be between the default cap \
-                 max_stopped_share (--max-stopped-share, {}) and 1, got {}",
-                self.max_stopped_share, self.max_plan_stopped_share
+                "max_plan_stopped_share (--max-plan-stopped-share) must be in (0, 1], got {}",
+                self.max_plan_stopped_share
             )));
         }
         if !(1_000..=1_000_000_000).contains(&self.quantum_ns) {
@@ -139,6 +138,12 @@ impl AgentConfig {
             )));
         }
         Ok(())
+    }
+
+    /// The most a plan may ask for: `max_plan_stopped_share`, or the default cap when that is
+    /// higher (an operator who lets every service be stopped 95 % of the time lets plans too).
+    pub fn plan_ceiling(&self) -> f64 {
+        self.max_plan_stopped_share.max(self.max_stopped_share)
     }
 
     /// The lease lengths clients may ask for.

@@ -98,7 +98,7 @@ impl Agent {
             )));
         }
         if let Some(share) = plan.max_stopped_share {
-            let ceiling = self.inner.cfg.max_plan_stopped_share;
+            let ceiling = self.inner.cfg.plan_ceiling();
             if !(share > 0.0 && share <= ceiling) {
                 return Err(AgentError::BadRequest(format!(
                     "max_stopped_share {share} asked by the plan is not in (0, {ceiling}]: this \

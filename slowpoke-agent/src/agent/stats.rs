@@ -92,7 +92,7 @@ impl Agent {
             unregistered_dependencies,
             stop_cap: Some(api::StopCap {
                 max_stopped_share: self.inner.cfg.max_stopped_share,
-                max_plan_stopped_share: self.inner.cfg.max_plan_stopped_share,
+                max_plan_stopped_share: self.inner.cfg.plan_ceiling(),
                 in_force: share,
             }),
             node: procfs::node_cpu().map(|(cpus, cpu_busy_ns, cpu_total_ns)| api::NodeStats {
