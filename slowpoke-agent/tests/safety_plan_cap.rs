@@ -33,12 +33,9 @@ fn stats(agent: &AgentProc) -> serde_json::Value {
     json(&b)
 }
 
-/// `stop_cap.in_force` of `GET /v1/stats`.
-fn cap_in_force(agent: &AgentProc) -> f64 {
-    let s = stats(agent);
-    s["stop_cap"]["in_force"]
-        .as_f64()
-        .unwrap_or_else(|| panic!("stop_cap.in_force in {s}"))
+/// `stop_cap.in_force` of `GET /v1/stats`, as JSON (the shares are exact decimals on the wire).
+fn cap_in_force(agent: &AgentProc) -> serde_json::Value {
+    stats(agent)["stop_cap"]["in_force"].clone()
 }
 
 fn pause_ns(agent: &AgentProc) -> f64 {
@@ -106,7 +103,7 @@ fn a_plan_raises_the_cap_within_the_ceiling_while_it_is_in_force() {
     }
     let (_, now) = agent.call("GET", "/v1/slowdown", None);
     assert!(json(&now)["max_stopped_share"].is_null(), "{now}");
-    assert_eq!(cap_in_force(&agent), 0.5);
+    assert_eq!(cap_in_force(&agent), serde_json::json!(0.5));
     let default_share = stopped_share(&agent, server.port);
 
     // Within the ceiling: the service is stopped well above the default 0.5.
@@ -116,7 +113,7 @@ fn a_plan_raises_the_cap_within_the_ceiling_while_it_is_in_force() {
         Some(&plan("\"max_stopped_share\":0.85,")),
     );
     assert_eq!(c, 200, "{b}");
-    assert_eq!(cap_in_force(&agent), 0.85);
+    assert_eq!(cap_in_force(&agent), serde_json::json!(0.85));
     let raised = stopped_share(&agent, server.port);
     assert!(
         raised > 0.75 && default_share < 0.65,
@@ -126,7 +123,7 @@ fn a_plan_raises_the_cap_within_the_ceiling_while_it_is_in_force() {
     // Removed: the default returns.
     let (c, b) = agent.call("DELETE", "/v1/slowdown", None);
     assert!(c == 200 || c == 204, "{c} {b}");
-    assert_eq!(cap_in_force(&agent), 0.5);
+    assert_eq!(cap_in_force(&agent), serde_json::json!(0.5));
 
     // Lapsed: the default returns too, and a plan without its own cap is held to it again.
     let (c, b) = agent.call(
@@ -135,9 +132,9 @@ fn a_plan_raises_the_cap_within_the_ceiling_while_it_is_in_force() {
         Some(&plan("\"max_stopped_share\":0.85,\"lease_ms\":300,")),
     );
     assert_eq!(c, 200, "{b}");
-    assert_eq!(cap_in_force(&agent), 0.85);
+    assert_eq!(cap_in_force(&agent), serde_json::json!(0.85));
     wait_for(Duration::from_secs(5), "the lease lapsed", || {
-        (cap_in_force(&agent) == 0.5).then_some(())
+        (cap_in_force(&agent) == serde_json::json!(0.5)).then_some(())
     });
     let (c, b) = agent.call("PUT", "/v1/slowdown", Some(&plan("")));
     assert_eq!(c, 200, "{b}");

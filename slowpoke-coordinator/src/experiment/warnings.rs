@@ -5,6 +5,7 @@
 //! unregistered dependencies (there can be hundreds) one summary line.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
 
 /// The warnings so far, in the order they were first seen.
 #[derive(Debug, Default)]
@@ -160,13 +161,13 @@ fn collapse(lines: &[String]) -> Vec<String> {
                 let hi = all.max_by(|a, b| value(a).total_cmp(&value(b)));
                 match (lo, hi) {
                     (Some(lo), Some(hi)) if value(lo) < value(hi) => {
-                        out.push_str(&format!("{lo}–{hi}"));
+                        let _ = write!(out, "{lo}–{hi}");
                     }
                     _ => out.push_str(n0),
                 }
             }
             if g.len() > 1 {
-                out.push_str(&format!(" (said {} times)", g.len()));
+                let _ = write!(out, " (said {} times)", g.len());
             }
             out
         })
