@@ -24,7 +24,9 @@ pub mod registry;
 pub mod safety;
 pub mod sys;
 
-pub use agent::{Agent, AgentConfig, DEFAULT_LEASE, DEFAULT_MAX_LEASE};
+pub use agent::{
+    Agent, AgentConfig, DEFAULT_LEASE, DEFAULT_MAX_LEASE, DEFAULT_MAX_PLAN_STOPPED_SHARE,
+};
 pub use error::AgentError;
 pub use http::Auth;
 

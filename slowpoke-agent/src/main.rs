@@ -57,6 +57,12 @@ struct Args {
     /// beyond it is dropped and reported.
     #[arg(long, default_value_t = 0.5)]
     max_stopped_share: f64,
+    /// The most a slowdown plan may ask for in its own `max_stopped_share` (F between
+    /// --max-stopped-share and 1), which applies while that plan is in force: large virtual
+    /// speedups stop the other services most of the time. More is refused with 400. [default:
+    /// 0.9, or --max-stopped-share when higher]
+    #[arg(long, value_name = "F")]
+    max_plan_stopped_share: Option<f64>,
     /// A process name (as in /proc/PID/comm; `*` matches any run of characters) the agent never
     /// stops, whatever a selector says. Repeatable; the names given replace the default list
     /// (sshd*, systemd, systemd-*, init, getty, agetty, login, dbus-*, kubelet, containerd,
@@ -134,6 +140,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
             args.max_stopped_share
         );
     }
+    if let Some(ceiling) = args.max_plan_stopped_share
+        && !(args.max_stopped_share..=1.0).contains(&ceiling)
+    {
+        bail!(
+            "--max-plan-stopped-share must be between --max-stopped-share ({}) and 1, got {ceiling}",
+            args.max_stopped_share
+        );
+    }
     let mut protect = ProtectRules {
         allow_uids: args.allow_uid,
         allow_cgroups: args.allow_cgroup,
@@ -162,6 +176,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         quantum_ns: args.quantum_us.saturating_mul(1000),
         max_delay_per_visit_ns: args.max_delay_ms.saturating_mul(1_000_000),
         max_stopped_share: args.max_stopped_share,
+        max_plan_stopped_share: args
+            .max_plan_stopped_share
+            .unwrap_or(slowpoke_agent::DEFAULT_MAX_PLAN_STOPPED_SHARE),
         #[cfg(feature = "test-hooks")]
         test_hooks: args.test_hooks,
         ..AgentConfig::default()

@@ -167,6 +167,26 @@ pub struct Stats {
     /// for (docs/model.md, "Co-located services").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<NodeStats>,
+    /// The safety cap on stopped time: the agent's default, the most a plan may ask for, and
+    /// the cap in force now. A client reads it before it installs a plan, to ask for the share
+    /// its plan needs ([`SlowdownPlan::max_stopped_share`]) or to refuse up front. Absent from
+    /// agents older than the field: they accept no per-plan cap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_cap: Option<StopCap>,
+}
+
+/// The safety cap on the share of wall time a service may spend stopped (any sliding 1 s
+/// window), as `GET /v1/stats` reports it. Shares are in (0, 1].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct StopCap {
+    /// The cap outside plans that ask for their own (`--max-stopped-share`, default 0.5).
+    pub max_stopped_share: f64,
+    /// The most a plan may ask for in `max_stopped_share` (`--max-plan-stopped-share`, default
+    /// 0.9): the operator's bound on what a network client may ask.
+    pub max_plan_stopped_share: f64,
+    /// The cap in force now: the plan's when it asked for one, else the default.
+    pub in_force: f64,
 }
 
 /// CPU of the whole node (`/proc/stat`), monotonic counters.
@@ -231,6 +251,15 @@ pub struct SlowdownPlan {
     /// `[A-Za-z0-9._:@-]{1,128}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// The share of wall time each service of the plan may spend stopped while this plan is in
+    /// force (its lease), instead of the agent's default cap (`--max-stopped-share`, 0.5): a
+    /// virtual speedup of Δ stops the other services about that share of the time, more than
+    /// the default allows for large Δ. When the plan is removed, replaced or lapses the default
+    /// returns. At most the agent's ceiling (`--max-plan-stopped-share`, default 0.9; both in
+    /// `GET /v1/stats` → `stop_cap`), above it 400 and nothing changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(exclusive_minimum = 0.0, maximum = 1.0))]
+    pub max_stopped_share: Option<f64>,
     /// Answers only (ignored in a PUT): what is left of the lease, ms. Absent when no plan holds
     /// a lease (no services).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -74,12 +74,13 @@ pub(crate) fn connect_agents(
 
 /// `--agent` URLs when given; else the daemon on this node, else an agent in this process.
 /// `max_stopped_share` is the user's `--max-stopped-share` (a running agent keeps its own: a
-/// warning), `in_process_share` the command's own default for an agent in this process.
+/// warning), `in_process_ceiling` the command's own most a plan may ask of an agent in this
+/// process (default the agent's, 0.9; at least `max_stopped_share`).
 pub(crate) fn connect(
     rt: &tokio::runtime::Runtime,
     to: &AgentArgs,
     max_stopped_share: Option<f64>,
-    in_process_share: Option<f64>,
+    in_process_ceiling: Option<f64>,
 ) -> anyhow::Result<AgentSet> {
     let (urls, token_file, state_dir) = (
         &to.agent,
@@ -110,15 +111,18 @@ pub(crate) fn connect(
         ignored_cap();
         return Ok(AgentSet::remote(vec![Arc::new(local)]));
     }
-    start_in_process(rt, state_dir, max_stopped_share.or(in_process_share))
+    start_in_process(rt, state_dir, max_stopped_share, in_process_ceiling)
 }
 
-/// No agent is running on this node: start one in this process (needs root).
+/// No agent is running on this node: start one in this process (needs root). The user's
+/// `--max-stopped-share` is its default cap; a plan may ask for up to `plan_ceiling` (default
+/// the agent's) or that cap, whichever is higher (`AgentConfig::plan_ceiling`).
 #[cfg(feature = "in-process")]
 pub(crate) fn start_in_process(
     rt: &tokio::runtime::Runtime,
     state_dir: Option<&Path>,
     max_stopped_share: Option<f64>,
+    plan_ceiling: Option<f64>,
 ) -> anyhow::Result<AgentSet> {
     let mut cfg = slowpoke_agent::AgentConfig::default();
     if let Some(d) = state_dir {
@@ -126,6 +130,9 @@ pub(crate) fn start_in_process(
     }
     if let Some(share) = max_stopped_share {
         cfg.max_stopped_share = share;
+    }
+    if let Some(ceiling) = plan_ceiling {
+        cfg.max_plan_stopped_share = ceiling;
     }
     let agent = rt
         .block_on(InProcessAgent::start(cfg))
@@ -143,6 +150,7 @@ pub(crate) fn start_in_process(
     _rt: &tokio::runtime::Runtime,
     state_dir: Option<&Path>,
     _max_stopped_share: Option<f64>,
+    _plan_ceiling: Option<f64>,
 ) -> anyhow::Result<AgentSet> {
     bail!(
         "no --agent given and no agent daemon answers on {}; this slowpoke was built \

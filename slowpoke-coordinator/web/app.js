@@ -210,6 +210,15 @@ function servicesTable(services) {
 
 function profileTables(r) {
   const percents = [...new Set(r.curves.flatMap((c) => c.points.map((p) => p.percent)))].sort((a, b) => a - b);
+  // A point without a number says why (e.g. the agents cannot stop the others that long): its
+  // cell refers to the numbered reason below the table, never a bare dash.
+  const reasons = [];
+  const cell = (c, pt) => {
+    if (pt && pt.predicted_rps !== null && pt.predicted_rps !== undefined) return num(pt.predicted_rps);
+    if (!pt || !pt.error) return "–";
+    reasons.push(c.service + " −" + pt.percent + " %: " + pt.error);
+    return "n/a (" + reasons.length + ")";
+  };
   const curves = el("table", { id: "result-table" },
     el("thead", {}, el("tr", {}, el("th", {}, "service"), el("th", { class: "num" }, "best gain"),
       ...percents.map((p) => el("th", { class: "num" }, "−" + p + " %")))),
@@ -217,12 +226,12 @@ function profileTables(r) {
       el("td", {}, c.service), el("td", { class: "num" }, pct(c.max_gain_pct)),
       ...percents.map((p) => {
         const pt = c.points.find((q) => q.percent === p);
-        return el("td", { class: "num", title: pt && pt.error ? pt.error : "" },
-          pt && pt.predicted_rps !== null ? num(pt.predicted_rps) : "–");
+        return el("td", { class: "num", title: pt && pt.error ? pt.error : "" }, cell(c, pt));
       })))));
   const head = el("p", {}, "Causal profile: baseline " + num(r.baseline_rps) + " req/s " +
     ci(r.baseline_ci_low, r.baseline_ci_high) + ", entry " + r.entry + "; predicted req/s per optimization:");
-  return el("div", {}, head, curves, el("h3", {}, "Services"), servicesTable(r.services));
+  const why = reasons.length ? el("ol", { class: "point-errors" }, ...reasons.map((w) => el("li", {}, w))) : "";
+  return el("div", {}, head, curves, why, el("h3", {}, "Services"), servicesTable(r.services));
 }
 
 async function refreshAgents() {

@@ -39,6 +39,15 @@ fn run_on_chain3(
 
 /// Runs `run` on a fresh chain3 with the in-process agent (`connections` names its state dir).
 fn on_chain3<T>(connections: usize, run: impl FnOnce(&mut Backends) -> T) -> T {
+    on_chain3_with(connections, |_| {}, run)
+}
+
+/// As [`on_chain3`], with the in-process agent's settings changed by `agent` first.
+fn on_chain3_with<T>(
+    connections: usize,
+    agent: impl FnOnce(&mut slowpoke_agent::AgentConfig),
+    run: impl FnOnce(&mut Backends) -> T,
+) -> T {
     let _alone = ONE_AT_A_TIME
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -52,10 +61,11 @@ fn on_chain3<T>(connections: usize, run: impl FnOnce(&mut Backends) -> T) -> T {
         std::process::id(),
         connections
     ));
-    let cfg = slowpoke_agent::AgentConfig {
+    let mut cfg = slowpoke_agent::AgentConfig {
         state_dir: state,
         ..slowpoke_agent::AgentConfig::default()
     };
+    agent(&mut cfg);
     let agent = rt
         .block_on(InProcessAgent::start(cfg))
         .expect("start the in-process agent (root and the kernel programs are needed)");
@@ -164,6 +174,87 @@ fn a_target_that_runs_dry_in_the_slowed_down_runs_is_reported() {
         p.warnings
             .iter()
             .any(|w| w.starts_with("middle −40 %") && w.contains("ran dry")),
+        "{:#?}",
+        p.warnings
+    );
+}
+
+/// An agent that stops a service at most 30 % of the time, and lets a plan ask for 50 %.
+fn low_ceiling(cfg: &mut slowpoke_agent::AgentConfig) {
+    cfg.max_stopped_share = 0.3;
+    cfg.max_plan_stopped_share = 0.5;
+}
+
+/// Removing 90 % of the bottleneck's time needs the others stopped about 80 % of the time:
+/// more than the agent lets a plan ask for, so the what-if is refused right after the
+/// calibration, before any slowed-down window, saying the share, the ceiling and the options.
+#[test]
+fn a_what_if_needing_more_stopped_time_than_the_agent_allows_is_refused_up_front() {
+    let spec = WhatIfSpec {
+        target: "middle".into(),
+        optimization: Optimization::Percent(90.0),
+        load: LoadConfig::default(),
+        timing: timing(),
+        repeat: Repeat::fixed(3),
+        safety: Safety::default(),
+        truth: false,
+        entry_service: None,
+    };
+    let monitor = Monitor::new();
+    let (r, owed) = on_chain3_with(spec.load.connections, low_ceiling, |b| {
+        let r = run_what_if(&spec, b, &monitor);
+        let stats = b.agents[0].stats().expect("stats");
+        let owed: u64 = stats.services.values().map(|s| s.owed_ns).sum();
+        (r, owed)
+    });
+    let e = r.expect_err("refused").to_string();
+    for part in [
+        "cannot run this optimization",
+        "more than agent in-process lets a plan ask for (50 %",
+        "--max-plan-stopped-share",
+        "smaller optimization",
+    ] {
+        assert!(e.contains(part), "`{part}` in: {e}");
+    }
+    assert_eq!(
+        monitor.progress().windows_done,
+        1,
+        "only the calibration window ran: {e}"
+    );
+    assert_eq!(owed, 0, "no plan was ever in force");
+}
+
+/// A profile runs the points the agent allows — −40 % needs more than the agent's default
+/// 30 % and gets it by asking — and marks the point it cannot run with the reason.
+#[test]
+fn a_profile_marks_the_point_over_the_ceiling_and_runs_the_others() {
+    let spec = ProfileSpec {
+        services: Some(vec!["middle".into()]),
+        percents: vec![40.0, 90.0],
+        load: LoadConfig::default(),
+        timing: timing(),
+        repetitions: 2,
+        ..ProfileSpec::default()
+    };
+    let p = on_chain3_with(spec.load.connections, low_ceiling, |b| {
+        run_profile(&spec, b, &Monitor::new())
+    })
+    .expect("the profile runs");
+    eprintln!("{}", slowpoke_coordinator::report::profile_table(&p));
+    let points = &p.curves[0].points;
+    assert!(
+        points[0].predicted_rps.is_some() && points[0].error.is_none(),
+        "−40 % runs: {:?}",
+        points[0]
+    );
+    let why = points[1].error.as_deref().unwrap_or_default();
+    assert!(
+        points[1].slow_rps.is_none() && why.contains("--max-plan-stopped-share"),
+        "−90 % is marked with the reason: {:?}",
+        points[1]
+    );
+    assert!(
+        !p.warnings.iter().any(|w| w.contains("safety cap")),
         "{:#?}",
         p.warnings
     );

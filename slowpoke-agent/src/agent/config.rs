@@ -19,6 +19,13 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(15);
 /// Longest lease the agent grants unless its operator says otherwise (`--max-lease-s`).
 pub const DEFAULT_MAX_LEASE: Duration = Duration::from_mins(5);
 
+/// The most a plan may ask for in `max_stopped_share` unless the operator says otherwise
+/// (`--max-plan-stopped-share`). Large enough for a virtual speedup of 90 % of a busy service's
+/// time (the others stopped about 90 % of the time, docs/model.md "The stopped share a plan
+/// needs"), small enough that every service still runs at least 100 ms of every second, so the
+/// health checks and timeouts of a second or more around it keep seeing it alive.
+pub const DEFAULT_MAX_PLAN_STOPPED_SHARE: f64 = 0.9;
+
 /// The shortest [`AgentConfig::progress_limit`].
 const PROGRESS_LIMIT_MIN: Duration = Duration::from_secs(5);
 
@@ -33,6 +40,10 @@ pub struct AgentConfig {
     pub max_delay_per_visit_ns: u64,
     /// Safety cap: largest share of wall time a service may spend stopped (default 0.5).
     pub max_stopped_share: f64,
+    /// The most a plan may ask for in its own `max_stopped_share`, which applies while the plan
+    /// is in force (default 0.9, `--max-plan-stopped-share`; at most 1). A default cap above it
+    /// raises it: see [`AgentConfig::plan_ceiling`].
+    pub max_plan_stopped_share: f64,
     /// Sliding window of the safety cap (default 1 s).
     pub stop_window: Duration,
     /// How often selectors are re-resolved (default 250 ms).
@@ -67,6 +78,7 @@ impl Default for AgentConfig {
             quantum_ns: DEFAULT_QUANTUM_NS,
             max_delay_per_visit_ns: 100_000_000,
             max_stopped_share: 0.5,
+            max_plan_stopped_share: DEFAULT_MAX_PLAN_STOPPED_SHARE,
             stop_window: Duration::from_secs(1),
             resolve_interval: Duration::from_millis(250),
             idle_interval: Duration::from_millis(50),
@@ -88,6 +100,12 @@ impl AgentConfig {
             return Err(AgentError::BadRequest(format!(
                 "max_stopped_share must be in (0, 1], got {}",
                 self.max_stopped_share
+            )));
+        }
+        if !(self.max_plan_stopped_share > 0.0 && self.max_plan_stopped_share <= 1.0) {
+            return Err(AgentError::BadRequest(format!(
+                "max_plan_stopped_share (--max-plan-stopped-share) must be in (0, 1], got {}",
+                self.max_plan_stopped_share
             )));
         }
         if !(1_000..=1_000_000_000).contains(&self.quantum_ns) {
@@ -120,6 +138,12 @@ impl AgentConfig {
             )));
         }
         Ok(())
+    }
+
+    /// The most a plan may ask for: `max_plan_stopped_share`, or the default cap when that is
+    /// higher (an operator who lets every service be stopped 95 % of the time lets plans too).
+    pub fn plan_ceiling(&self) -> f64 {
+        self.max_plan_stopped_share.max(self.max_stopped_share)
     }
 
     /// The lease lengths clients may ask for.

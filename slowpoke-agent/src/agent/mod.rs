@@ -37,7 +37,7 @@ use std::{
     time::Duration,
 };
 
-pub use config::{AgentConfig, DEFAULT_LEASE, DEFAULT_MAX_LEASE};
+pub use config::{AgentConfig, DEFAULT_LEASE, DEFAULT_MAX_LEASE, DEFAULT_MAX_PLAN_STOPPED_SHARE};
 
 use crate::{
     actuator::Actuator,
@@ -100,6 +100,8 @@ struct State {
     /// Plans removed because their lease lapsed (`slowpoke_lease_expired_total`).
     leases_expired: u64,
     quantum_ns: u64,
+    /// The stopped-share cap in force: the plan's `max_stopped_share` while it holds one, else
+    /// the agent's default.
     max_stopped_share: f64,
 }
 

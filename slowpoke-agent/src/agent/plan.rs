@@ -97,6 +97,17 @@ impl Agent {
                 "quantum_ns must be between 1000 (1 µs) and 1000000000 (1 s), got {q}"
             )));
         }
+        if let Some(share) = plan.max_stopped_share {
+            let ceiling = self.inner.cfg.plan_ceiling();
+            if !(share > 0.0 && share <= ceiling) {
+                return Err(AgentError::BadRequest(format!(
+                    "max_stopped_share {share} asked by the plan is not in (0, {ceiling}]: this \
+                     agent lets a plan stop a service at most {ceiling} of the time \
+                     (--max-plan-stopped-share); ask for less (a smaller optimization needs \
+                     less), or have the agent's operator raise --max-plan-stopped-share (at most 1)"
+                )));
+            }
+        }
         if plan.synchronized && plan.mode != Mode::Pause {
             return Err(AgentError::BadRequest(
                 "synchronized applies to pauses only (mode \"pause\"): spin delays are spent in \
@@ -141,6 +152,15 @@ impl Agent {
                 s.actuator.set_config(quantum, st.max_stopped_share);
             }
         }
+        // The plan's own stopped-share cap while it holds services; the default otherwise (a
+        // plan removed, replaced by one without its own, or lapsed).
+        let share = if plan.services.is_empty() {
+            plan.max_stopped_share = None;
+            self.inner.cfg.max_stopped_share
+        } else {
+            plan.max_stopped_share
+                .unwrap_or(self.inner.cfg.max_stopped_share)
+        };
         let old = std::mem::take(&mut st.plan.services);
         // Removed (or zeroed, or mode changed): stop the debt, pay what is left, forget the pids.
         for (name, old_d) in &old {
@@ -164,6 +184,13 @@ impl Agent {
             // flush; resume once more in case.
             for &p in &svc.resolved.pids {
                 resume_pid(p);
+            }
+        }
+        // After the removed delays paid their debt under the old cap, before the new ones owe.
+        if share.to_bits() != st.max_stopped_share.to_bits() {
+            st.max_stopped_share = share;
+            for s in st.services.values() {
+                s.actuator.set_config(quantum, share);
             }
         }
         for (name, d) in &plan.services {

@@ -38,7 +38,8 @@ impl Agent {
             if a.dropped_ns > 0 {
                 warnings.push(format!(
                     "safety cap reached: {:.1} ms of pause debt dropped (a service may be stopped at \
-                     most {:.0} % of any {} ms); lower the delays or raise --max-stopped-share",
+                     most {:.0} % of any {} ms); lower the delays, or let the plan ask for more (its max_stopped_share, up to \
+                     --max-plan-stopped-share) or raise --max-stopped-share",
                     a.dropped_ns as f64 / 1e6,
                     share * 100.0,
                     window.as_millis()
@@ -89,6 +90,11 @@ impl Agent {
             timestamp_ns: monotonic_ns(),
             services,
             unregistered_dependencies,
+            stop_cap: Some(api::StopCap {
+                max_stopped_share: self.inner.cfg.max_stopped_share,
+                max_plan_stopped_share: self.inner.cfg.plan_ceiling(),
+                in_force: share,
+            }),
             node: procfs::node_cpu().map(|(cpus, cpu_busy_ns, cpu_total_ns)| api::NodeStats {
                 cpus,
                 cpu_busy_ns,

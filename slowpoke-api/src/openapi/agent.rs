@@ -9,7 +9,7 @@ use super::BearerScheme;
 use crate::ErrorBody;
 use crate::agent::{
     ExcludedProcess, Health, LeaseRenewal, Mode, NodeStats, ServiceDelay, ServiceInfo, ServiceList,
-    ServiceSpec, ServiceStats, SlowdownPlan, Stats, UnregisteredDependency,
+    ServiceSpec, ServiceStats, SlowdownPlan, Stats, StopCap, UnregisteredDependency,
 };
 
 #[derive(utoipa::OpenApi)]
@@ -34,7 +34,8 @@ use crate::agent::{
     ),
     components(schemas(
         ErrorBody, ExcludedProcess, Health, LeaseRenewal, Mode, NodeStats, ServiceDelay, ServiceInfo,
-        ServiceList, ServiceSpec, ServiceStats, SlowdownPlan, Stats, UnregisteredDependency
+        ServiceList, ServiceSpec, ServiceStats, SlowdownPlan, Stats, StopCap,
+        UnregisteredDependency
     )),
     modifiers(&BearerScheme)
 )]

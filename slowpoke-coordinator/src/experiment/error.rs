@@ -37,9 +37,18 @@ pub enum RunError {
         limit_pct: f64,
     },
     #[error(
-        "aborted: the agents' safety cap dropped pause debt of {services} during the {phase} window (the plan asks for more pause than the cap allows); every delay was removed. Try a smaller optimization, or raise the agents' safety cap (--max-stopped-share)"
+        "aborted: the agents' safety cap dropped pause debt of {services} during the {phase} window (the plan asks for more pause than the cap allows); every delay was removed. Try a smaller optimization, or raise the agents' safety cap (--max-stopped-share, or --max-plan-stopped-share, the most a plan may ask for)"
     )]
     CapHit { phase: String, services: String },
+    #[error(
+        "cannot run this optimization: its plan stops `{service}` about {needed_pct:.0} % of the time, more than agent {agent} lets a plan ask for ({ceiling_pct:.0} %, slowpoke-agent --max-plan-stopped-share); it was refused before any slowed-down window. Try a smaller optimization, or have the agent's operator raise --max-plan-stopped-share (at most 1; slowpoke's in-process agent allows at least --max-stopped-share)"
+    )]
+    StopShareOverCeiling {
+        service: String,
+        needed_pct: f64,
+        agent: String,
+        ceiling_pct: f64,
+    },
     #[error(transparent)]
     Model(#[from] ModelError),
     #[error("ground truth: {0}")]

@@ -21,6 +21,7 @@
 //!   finds the entry service;
 //! - `window`: one measured window, its record, its warnings and safety limits; `warnings`
 //!   collects them for the result;
+//! - `stop_share`: the share of time a plan stops each service, and what to ask the agents for;
 //! - `what_if`, `profile`: the two protocols; `shortfall`: did the target keep working;
 //! - `monitor`: [`Progress`] and cancellation; `spawn`: the async API;
 //! - `result`: the wire result types, ids and timestamps; `error`: [`RunError`].
@@ -35,6 +36,7 @@ mod session;
 mod shortfall;
 mod spawn;
 mod spec;
+mod stop_share;
 mod warnings;
 mod what_if;
 mod window;

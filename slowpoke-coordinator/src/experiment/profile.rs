@@ -64,7 +64,8 @@ struct PointSeries {
     node_bounds: Vec<f64>,
     /// The service's use of its cores in each slowed-down window.
     slow_use: Vec<TargetUse>,
-    /// Why the point is no longer measured (the agents' safety cap was hit).
+    /// Why the point is not measured (any more): its plan needs the others stopped longer than
+    /// the agents let a plan ask for, or the agents' safety cap was hit.
     failed: Option<String>,
 }
 
@@ -179,7 +180,14 @@ impl<'a> Sweep<'a> {
         let mut points = Vec::new();
         for t in &targets {
             for &pct in &spec.percents {
-                points.push(PointSeries::new(t, pct, &params)?);
+                let mut point = PointSeries::new(t, pct, &params)?;
+                // Up front: a point whose plan the agents cannot stop the others long enough
+                // for is marked with the reason and never run; the others run.
+                if let Ok(r) = &point.resolved {
+                    let plan = model::pause_plan(&params, t, r.delta_per_request_ns);
+                    point.failed = s.stop_share_asks(&plan).err().map(|e| e.to_string());
+                }
+                points.push(point);
             }
         }
         Ok(Sweep {

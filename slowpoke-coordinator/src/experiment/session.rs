@@ -18,6 +18,7 @@ use super::error::RunError;
 use super::monitor::Monitor;
 use super::result::{ServiceRow, WindowRecord};
 use super::spec::{LoadConfig, Safety, Timing};
+use super::stop_share;
 use super::warnings::Warnings;
 use super::window::{Measured, window_secs};
 
@@ -107,6 +108,12 @@ pub(super) struct Session<'a> {
     truth_applied: bool,
     finished: bool,
     guard: PlanGuard,
+    /// Visits per second of each service in the calibration window (summed over agents): what
+    /// a plan's stopped share is computed from.
+    visits_per_s: std::collections::BTreeMap<String, f64>,
+    /// Each agent's stopped-share caps as its last stats reported them (None: an agent older
+    /// than per-plan caps), in agent order.
+    stop_caps: Vec<Option<api::StopCap>>,
 }
 
 impl<'a> Session<'a> {
@@ -162,6 +169,8 @@ impl<'a> Session<'a> {
             truth_applied: false,
             finished: false,
             guard,
+            visits_per_s: std::collections::BTreeMap::new(),
+            stop_caps: Vec::new(),
         };
         match find_entry(named, &session.reg, &session.registered, &session.entry_url) {
             Ok(entry) => {
@@ -227,6 +236,7 @@ impl<'a> Session<'a> {
             agents: agents::window(&before, &after),
         };
         let secs = window_secs(&before, &after);
+        self.stop_caps = after.agents.iter().map(|a| a.stop_cap).collect();
         self.windows
             .push(m.record(phase, repetition, &self.entry, secs));
         self.monitor.update(|p| {
@@ -238,13 +248,43 @@ impl<'a> Session<'a> {
         Ok(m)
     }
 
-    /// Installs `plan` on every agent, under this experiment's lease, and lets it settle.
+    /// The stopped-share cap to ask each agent for with `plan` (None: its default covers the
+    /// need), in agent order; an error naming the need, the agent's ceiling and the options
+    /// when an agent does not let a plan stop a service that long. Spin delays stop nothing.
+    /// What-ifs and profiles call it right after calibration, so that a plan that cannot run
+    /// is refused before any slowed-down window.
+    pub(super) fn stop_share_asks(&self, plan: &PausePlan) -> Result<Vec<Option<f64>>, RunError> {
+        let need = match self.timing.mode {
+            api::Mode::Pause => stop_share::needed(&self.visits_per_s, plan),
+            api::Mode::Spin => None,
+        };
+        self.agents
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                let cap = self.stop_caps.get(i).copied().flatten();
+                stop_share::ask(need.as_ref(), cap.as_ref()).map_err(|o| {
+                    RunError::StopShareOverCeiling {
+                        service: o.need.service,
+                        needed_pct: o.need.share * 100.0,
+                        agent: a.name(),
+                        ceiling_pct: o.ceiling * 100.0,
+                    }
+                })
+            })
+            .collect()
+    }
+
+    /// Installs `plan` on every agent, under this experiment's lease, asking each for the
+    /// stopped share the plan needs ([`Session::stop_share_asks`]), and lets it settle.
     pub(super) fn set_plan(&mut self, plan: &PausePlan) -> Result<(), RunError> {
+        let asks = self.stop_share_asks(plan)?;
         let lease = self.guard.lease();
         let wire = api::SlowdownPlan {
             owner: Some(lease.owner().to_owned()),
             lease_ms: Some(lease.millis()),
             lease_remaining_ms: None,
+            max_stopped_share: None,
             mode: self.timing.mode,
             quantum_ns: self.timing.quantum_us.map(|us| (us * 1e3) as u64),
             synchronized: self.timing.synchronized,
@@ -262,8 +302,11 @@ impl<'a> Session<'a> {
                 .collect(),
         };
         self.guard.keeper.installing();
-        for a in self.agents {
-            a.set_slowdown(&wire)?;
+        for (a, ask) in self.agents.iter().zip(asks) {
+            a.set_slowdown(&api::SlowdownPlan {
+                max_stopped_share: ask,
+                ..wire.clone()
+            })?;
         }
         self.monitor.sleep(self.timing.settle_s)
     }
@@ -305,6 +348,12 @@ impl<'a> Session<'a> {
         self.monitor
             .update(|p| p.phase = "calibration baseline".into());
         let cal = self.measure("calibration", 0)?;
+        self.visits_per_s = cal
+            .agents
+            .samples
+            .iter()
+            .map(|(n, x)| (n.clone(), x.visits))
+            .collect();
         self.parameters(&cal)
     }
 

@@ -125,6 +125,8 @@ impl<'a> Calibrated<'a> {
         let t = *params.get(&spec.target)?;
         let resolved = spec.optimization.resolve(&spec.target, &t)?;
         let plan = model::pause_plan(&params, &spec.target, resolved.delta_per_request_ns);
+        // Up front: a plan the agents cannot stop the others long enough for never runs.
+        s.stop_share_asks(&plan)?;
         for u in &plan.unvisited {
             s.warnings.push(format!(
                 "`{u}` saw no visits in the baseline: it is not paused (is it on the request path?)"

@@ -184,9 +184,7 @@ impl Measured {
                 services,
             });
         }
-        warnings.push(format!(
-            "the agents' safety cap dropped pause debt of {services} in the {phase} window"
-        ));
+        warnings.cap_dropped(services, phase);
         Ok(())
     }
 }
