@@ -121,6 +121,10 @@ fn regime_line(g: &RegimeRecord) -> String {
             "the target's own cores ({:.0} % busy)",
             g.utilization * 100.0
         ),
+        Limit::Service => format!(
+            "`{service}`'s own cores ({:.0} % busy)",
+            g.utilization * 100.0
+        ),
         Limit::OtherService => format!(
             "`{service}`'s own cores ({:.0} % busy), not the target's",
             g.utilization * 100.0
@@ -150,6 +154,9 @@ pub fn profile_table(r: &ProfileResult) -> String {
         rps(r.baseline_rps),
         ci(r.baseline_ci_low, r.baseline_ci_high)
     );
+    if let Some(g) = &r.regime {
+        let _ = writeln!(s, "  limit: {}", regime_line(g));
+    }
     let percents: Vec<f64> = r
         .curves
         .first()

@@ -63,6 +63,8 @@ pub enum Limit {
     Target,
     /// Another service's own cores: the target's optimization gains little until that changes.
     OtherService,
+    /// A service's own cores (a profile, which has no single target: `service` names it).
+    Service,
     /// The node's CPUs, shared by services none of which was at its own limit: the prediction
     /// follows the CPU each request costs on the node.
     Node,
@@ -285,6 +287,9 @@ pub struct ProfilePoint {
     /// 95 % CI half-width of the pause prediction, %.
     #[serde(default)]
     pub achieved_precision_pct: Option<f64>,
+    /// What made `predicted_rps` (by the profile's `regime`).
+    #[serde(default)]
+    pub predicted_by: Option<PredictedBy>,
 }
 
 /// The profile curve of one service.
@@ -317,6 +322,10 @@ pub struct ProfileResult {
     pub services: Vec<ServiceRow>,
     /// Ranked by `max_gain_pct`, best first.
     pub curves: Vec<ProfileCurve>,
+    /// Which limit bound the app in the baseline windows (`limit` is `service`, not `target`:
+    /// a profile has no single target) and what made most points' predictions.
+    #[serde(default)]
+    pub regime: Option<RegimeRecord>,
     pub repetitions: usize,
     pub warnings: Vec<String>,
     pub windows: Vec<WindowRecord>,

@@ -22,7 +22,8 @@
 //! - `window`: one measured window, its record, its warnings and safety limits; `warnings`
 //!   collects them for the result;
 //! - `stop_share`: the share of time a plan stops each service, and what to ask the agents for;
-//! - `what_if`, `profile`: the two protocols; `shortfall`: did the target keep working;
+//! - `what_if`, `profile`: the two protocols; `regime`: which limit binds and what that makes
+//!   a point's prediction; `shortfall`: did the target keep working;
 //! - `monitor`: [`Progress`] and cancellation; `spawn`: the async API;
 //! - `result`: the wire result types, ids and timestamps; `error`: [`RunError`].
 
@@ -31,6 +32,7 @@ mod entry;
 mod error;
 mod monitor;
 mod profile;
+mod regime;
 mod result;
 mod session;
 mod shortfall;

@@ -5,13 +5,17 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use crate::model::{self, Optimization, OptimizationModel as _, Parameters, Resolved, TargetUse};
+use crate::model::{
+    self, Optimization, OptimizationModel as _, Parameters, Regime, Resolved, ServiceParams,
+    TargetUse,
+};
 use crate::stats;
 
 use super::app::{Backends, require_services};
 use super::error::RunError;
 use super::monitor::Monitor;
-use super::result::{ProfileCurve, ProfilePoint, ProfileResult, new_id, now_rfc3339};
+use super::regime::{Baselines, cost_correction, decide};
+use super::result::{PredictedBy, ProfileCurve, ProfilePoint, ProfileResult, new_id, now_rfc3339};
 use super::session::{Session, Setup, in_session};
 use super::shortfall::{target_use_record, target_use_warning};
 use super::spec::ProfileSpec;
@@ -62,6 +66,8 @@ struct PointSeries {
     slow_rps: Vec<f64>,
     /// The node-CPU bound for this optimization, from each baseline window.
     node_bounds: Vec<f64>,
+    /// The bottleneck law's bound for this optimization, from each baseline window.
+    bottleneck: Vec<f64>,
     /// The service's use of its cores in each slowed-down window.
     slow_use: Vec<TargetUse>,
     /// Why the point is not measured (any more): its plan needs the others stopped longer than
@@ -80,6 +86,7 @@ impl PointSeries {
             resolved,
             slow_rps: Vec::new(),
             node_bounds: Vec::new(),
+            bottleneck: Vec::new(),
             slow_use: Vec::new(),
             failed: None,
         })
@@ -95,8 +102,16 @@ impl PointSeries {
         )
     }
 
-    /// The point as the result shows it, against the profile's baseline `base` (req/s).
-    fn point(&self, base: f64) -> ProfilePoint {
+    /// The point as the result shows it, against the profile's baseline `base` (req/s), by the
+    /// profile's `regime`; `base_use` is the service's use of its cores in the baselines, `t` its
+    /// parameters.
+    fn point(
+        &self,
+        base: f64,
+        regime: &Regime,
+        base_use: &[TargetUse],
+        t: &ServiceParams,
+    ) -> ProfilePoint {
         let node_bound = stats::median_with_spread(&self.node_bounds);
         let mut p = ProfilePoint {
             node_bound_rps: node_bound.map(|b| b.value),
@@ -110,6 +125,7 @@ impl PointSeries {
             predicted_ci_high: None,
             gain_pct: None,
             error: None,
+            predicted_by: None,
         };
         let r = match &self.resolved {
             Ok(r) => r,
@@ -129,19 +145,21 @@ impl PointSeries {
             return p;
         };
         p.slow_rps = Some(est.value);
-        match est.map_increasing(|x| model::predict(x, r.delta_per_request_ns).ok()) {
-            Some(pred) => {
-                p.achieved_precision_pct = Some(pred.half_width_pct());
-                let pred = node_bound.map_or(pred, |b| pred.min(b));
+        let correction = cost_correction(regime, &self.service, base_use, &self.slow_use, t.r, t.c);
+        let d = r.delta_per_request_ns - correction.unwrap_or(0.0);
+        match est.map_increasing(|x| model::predict(x, d).ok()) {
+            Some(pause) => {
+                p.achieved_precision_pct = Some(pause.half_width_pct());
+                let law = stats::median_with_spread(&self.bottleneck);
+                let (pred, by) = decide(regime, pause, node_bound, law);
+                p.predicted_by = Some(by);
                 p.predicted_rps = Some(pred.value);
                 p.predicted_ci_low = Some(pred.ci_low);
                 p.predicted_ci_high = Some(pred.ci_high);
                 p.gain_pct = Some((pred.value - base) / base * 100.0);
             }
             None => {
-                p.error = model::predict(est.value, r.delta_per_request_ns)
-                    .err()
-                    .map(|e| e.to_string());
+                p.error = model::predict(est.value, d).err().map(|e| e.to_string());
             }
         }
         p
@@ -160,6 +178,8 @@ struct Sweep<'a> {
     base_rps: Vec<f64>,
     /// Each target's use of its cores in the baseline windows.
     base_use: BTreeMap<String, Vec<TargetUse>>,
+    /// What the baseline windows say about the limits: they decide the regime.
+    baselines: Baselines,
     /// Windows measured or skipped so far, for the progress bar.
     done: usize,
 }
@@ -197,6 +217,7 @@ impl<'a> Sweep<'a> {
             points,
             base_rps: Vec::new(),
             base_use: BTreeMap::new(),
+            baselines: Baselines::default(),
             done: 0,
         })
     }
@@ -217,18 +238,23 @@ impl<'a> Sweep<'a> {
             p.fraction = fraction;
         });
         let b = s.measure("base", rep)?;
+        let loads = b.service_loads();
         for point in &mut self.points {
             if let Ok(res) = &point.resolved {
-                let r_t = self
-                    .params
-                    .services
-                    .get(&point.service)
-                    .map_or(0.0, |x| x.r);
+                let t = self.params.services.get(&point.service);
+                let r_t = t.map_or(0.0, |x| x.r);
                 point
                     .node_bounds
                     .extend(b.node_bound(&point.service, r_t, res.delta_ns));
+                // The service serves p/(p − Δ) times as much once optimized.
+                let speedup = t.map_or(1.0, |x| x.p_ns / (x.p_ns - res.delta_ns));
+                point.bottleneck.extend(
+                    model::bottleneck_bound(b.load.rps, &loads, &point.service, speedup)
+                        .map(|(_, bound)| bound),
+                );
             }
         }
+        self.baselines.add(&b);
         self.base_rps.push(b.load.rps);
         for t in &self.targets {
             self.base_use
@@ -310,7 +336,7 @@ impl<'a> Sweep<'a> {
     }
 
     /// One curve per target, the one with the largest gain first.
-    fn curves(&self, base: f64) -> Vec<ProfileCurve> {
+    fn curves(&self, base: f64, regime: &Regime) -> Vec<ProfileCurve> {
         let mut curves: Vec<ProfileCurve> = self
             .targets
             .iter()
@@ -319,7 +345,10 @@ impl<'a> Sweep<'a> {
                     .points
                     .iter()
                     .filter(|p| p.service == *t)
-                    .map(|p| p.point(base))
+                    .map(|p| {
+                        let base_use = self.base_use.get(t).map_or(&[][..], Vec::as_slice);
+                        p.point(base, regime, base_use, &self.params.services[t])
+                    })
                     .collect();
                 let max_gain_pct = points
                     .iter()
@@ -347,6 +376,11 @@ impl<'a> Sweep<'a> {
             s.warnings.push(w);
         }
         let base = stats::mad_filtered(&self.base_rps).expect("at least one repetition");
+        let regime = self.baselines.regime();
+        let curves = self.curves(base.value, &regime);
+        let regime = self
+            .baselines
+            .record(&regime, None, most_common_by(&curves));
         ProfileResult {
             id: new_id("profile", &s.entry),
             created: now_rfc3339(),
@@ -356,11 +390,27 @@ impl<'a> Sweep<'a> {
             baseline_ci_low: base.ci_low,
             baseline_ci_high: base.ci_high,
             services: s.rows(&self.params, None, None),
-            curves: self.curves(base.value),
+            curves,
+            regime: Some(regime),
             repetitions: sweeps,
             warnings: s.warnings.take(),
             windows: std::mem::take(&mut s.windows),
             duration_s: started.elapsed().as_secs_f64(),
         }
     }
+}
+
+/// What made most of the points' predictions (the pauses when no point has one).
+fn most_common_by(curves: &[ProfileCurve]) -> PredictedBy {
+    let all: Vec<PredictedBy> = curves
+        .iter()
+        .flat_map(|c| c.points.iter().filter_map(|p| p.predicted_by))
+        .collect();
+    let count = |k: PredictedBy| all.iter().filter(|b| **b == k).count();
+    // Ties go to the first: the pauses, then the node bound.
+    [PredictedBy::NodeBound, PredictedBy::BottleneckLaw]
+        .into_iter()
+        .fold(PredictedBy::Pauses, |best, k| {
+            if count(k) > count(best) { k } else { best }
+        })
 }

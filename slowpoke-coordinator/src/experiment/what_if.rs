@@ -7,18 +7,18 @@
 //! X_pred = min(1/(1/X_slow − δ), node bound), while the node's CPUs do, the lower of the node
 //! bound and the bottleneck law (docs/model.md, "Which limit binds").
 
-use std::collections::BTreeMap;
 use std::time::Instant;
 
 use crate::model::{
-    self, Optimization, OptimizationModel as _, Parameters, PausePlan, Regime, Resolved,
-    ServiceLoad, ServiceParams, TargetUse,
+    self, Optimization, OptimizationModel as _, Parameters, PausePlan, Resolved, ServiceParams,
+    TargetUse,
 };
 use crate::stats::{self, Estimate};
 
 use super::app::{Backends, TruthChange, require_services};
 use super::error::RunError;
 use super::monitor::Monitor;
+use super::regime::{Baselines, cost_correction, decide};
 use super::result::{
     Limit, PredictedBy, RegimeRecord, StopReason, TargetUseRecord, WhatIfResult, new_id,
     now_rfc3339,
@@ -63,10 +63,8 @@ struct Series {
     node_bound: Vec<f64>,
     /// The bottleneck law's bound on the optimized app from each baseline window.
     bottleneck: Vec<f64>,
-    /// Every service's load and the busiest node's busy share in each baseline window: they
-    /// decide the regime.
-    loads: Vec<BTreeMap<String, ServiceLoad>>,
-    node_busy: Vec<f64>,
+    /// What the baseline windows say about the limits: they decide the regime.
+    baselines: Baselines,
     base: Vec<f64>,
     slow: Vec<f64>,
     truth: Vec<f64>,
@@ -200,16 +198,15 @@ impl<'a> Calibrated<'a> {
         if let Some(bound) = b.node_bound(target, self.t.r, cpu_removed_ns) {
             series.node_bound.push(bound);
         }
-        let loads = b.service_loads();
-        if let Some((_, bound)) =
-            model::bottleneck_bound(b.load.rps, &loads, target, self.target_speedup())
-        {
+        if let Some((_, bound)) = model::bottleneck_bound(
+            b.load.rps,
+            &b.service_loads(),
+            target,
+            self.target_speedup(),
+        ) {
             series.bottleneck.push(bound);
         }
-        series.loads.push(loads);
-        series
-            .node_busy
-            .extend(b.agents.node_busy.iter().copied().reduce(f64::max));
+        series.baselines.add(&b);
         series.base.push(b.load.rps);
         series.p50.push(b.load.p50_us);
         series.p99.push(b.load.p99_us);
@@ -439,21 +436,15 @@ impl Prediction {
         target: &str,
         t: &ServiceParams,
     ) -> Result<Prediction, RunError> {
-        let node_busy = series.node_busy_median();
-        let regime = model::classify(&median_loads(&series.loads), &node_busy);
-        let target_limits = matches!(&regime, Regime::Service { name, .. } if name == target);
-        let correction_ns = target_limits.then(|| {
-            let p = |w: &[TargetUse]| {
-                let v: Vec<f64> = w.iter().map(|u| u.per_visit_us * 1e3).collect();
-                stats::median(&v).unwrap_or(0.0)
-            };
-            model::target_cost_correction_ns(
-                t.r,
-                t.c,
-                p(&series.target_base),
-                p(&series.target_slow),
-            )
-        });
+        let regime = series.baselines.regime();
+        let correction_ns = cost_correction(
+            &regime,
+            target,
+            &series.target_base,
+            &series.target_slow,
+            t.r,
+            t.c,
+        );
         let d = delta_per_request_ns - correction_ns.unwrap_or(0.0);
         let base = stats::mad_filtered(&series.base).expect("at least one repetition");
         let slow = stats::trimmed(&series.slow).expect("at least one repetition");
@@ -462,90 +453,15 @@ impl Prediction {
             .ok_or_else(|| model::predict(slow.value, d).unwrap_err())?;
         let node = stats::median_with_spread(&series.node_bound);
         let law = stats::median_with_spread(&series.bottleneck);
-        let (pred, predicted_by) = match (&regime, node, law) {
-            // The node's CPUs bind: pausing cannot show the gain; the CPU per request does.
-            (Regime::Node { .. }, Some(n), Some(l)) if l.value < n.value => {
-                (l, PredictedBy::BottleneckLaw)
-            }
-            (Regime::Node { .. }, Some(n), _) => (n, PredictedBy::NodeBound),
-            (Regime::Node { .. }, None, Some(l)) => (l, PredictedBy::BottleneckLaw),
-            (_, Some(n), _) if n.value < pause.value => (pause.min(n), PredictedBy::NodeBound),
-            _ => (pause, PredictedBy::Pauses),
-        };
+        let (pred, predicted_by) = decide(&regime, pause, node, law);
         Ok(Prediction {
             base,
             slow,
             pause,
             node_bound: node.map(|b| b.value),
             pred,
-            regime: regime_record(&regime, target, predicted_by, node_busy.first().copied()),
+            regime: series.baselines.record(&regime, Some(target), predicted_by),
             correction_ns,
         })
-    }
-}
-
-impl Series {
-    /// The busiest node's busy share, median over the baseline windows (empty without nodes).
-    fn node_busy_median(&self) -> Vec<f64> {
-        stats::median(&self.node_busy).into_iter().collect()
-    }
-}
-
-/// Each service's load, median over the baseline windows.
-fn median_loads(windows: &[BTreeMap<String, ServiceLoad>]) -> BTreeMap<String, ServiceLoad> {
-    let mut names: Vec<&String> = windows.iter().flat_map(|w| w.keys()).collect();
-    names.sort();
-    names.dedup();
-    names
-        .into_iter()
-        .map(|name| {
-            let med = |f: fn(&ServiceLoad) -> f64| {
-                let v: Vec<f64> = windows.iter().filter_map(|w| w.get(name)).map(f).collect();
-                stats::median(&v).unwrap_or(0.0)
-            };
-            let load = ServiceLoad {
-                busy: med(|l| l.busy),
-                wait: med(|l| l.wait),
-                cores: med(|l| l.cores),
-            };
-            (name.clone(), load)
-        })
-        .collect()
-}
-
-/// The regime as the result records it.
-fn regime_record(
-    regime: &Regime,
-    target: &str,
-    predicted_by: PredictedBy,
-    node_busy: Option<f64>,
-) -> RegimeRecord {
-    let (limit, service, utilization) = match regime {
-        Regime::Service { name, utilization } => {
-            let limit = if name == target {
-                Limit::Target
-            } else {
-                Limit::OtherService
-            };
-            (limit, Some(name.clone()), *utilization)
-        }
-        Regime::Node { .. } => (Limit::Node, None, 0.0),
-        Regime::Unsaturated {
-            busiest,
-            utilization,
-            ..
-        } => (
-            Limit::Unsaturated,
-            (!busiest.is_empty()).then(|| busiest.clone()),
-            *utilization,
-        ),
-    };
-    let node_busy = node_busy.unwrap_or(0.0);
-    RegimeRecord {
-        limit,
-        service,
-        utilization,
-        node_busy,
-        predicted_by,
     }
 }
