@@ -14,7 +14,7 @@ use crate::stats;
 use super::app::{Backends, require_services};
 use super::error::RunError;
 use super::monitor::Monitor;
-use super::regime::{Baselines, cost_correction, decide};
+use super::regime::{Baselines, NodeBounds, cost_correction, decide};
 use super::result::{PredictedBy, ProfileCurve, ProfilePoint, ProfileResult, new_id, now_rfc3339};
 use super::session::{Session, Setup, in_session};
 use super::shortfall::{target_use_record, target_use_warning};
@@ -64,8 +64,8 @@ struct PointSeries {
     resolved: Result<Resolved, String>,
     /// X_slow of each sweep, req/s.
     slow_rps: Vec<f64>,
-    /// The node-CPU bound for this optimization, from each baseline window.
-    node_bounds: Vec<f64>,
+    /// The node-CPU bounds for this optimization, from each baseline window.
+    node_bounds: NodeBounds,
     /// The bottleneck law's bound for this optimization, from each baseline window.
     bottleneck: Vec<f64>,
     /// The service's use of its cores in each slowed-down window.
@@ -85,7 +85,7 @@ impl PointSeries {
             percent,
             resolved,
             slow_rps: Vec::new(),
-            node_bounds: Vec::new(),
+            node_bounds: NodeBounds::default(),
             bottleneck: Vec::new(),
             slow_use: Vec::new(),
             failed: None,
@@ -112,7 +112,7 @@ impl PointSeries {
         base_use: &[TargetUse],
         t: &ServiceParams,
     ) -> ProfilePoint {
-        let node_bound = stats::median_with_spread(&self.node_bounds);
+        let node_bound = self.node_bounds.estimate(regime);
         let mut p = ProfilePoint {
             node_bound_rps: node_bound.map(|b| b.value),
             achieved_precision_pct: None,
@@ -243,9 +243,7 @@ impl<'a> Sweep<'a> {
             if let Ok(res) = &point.resolved {
                 let t = self.params.services.get(&point.service);
                 let r_t = t.map_or(0.0, |x| x.r);
-                point
-                    .node_bounds
-                    .extend(b.node_bound(&point.service, r_t, res.delta_ns));
+                point.node_bounds.add(&b, &point.service, r_t, res.delta_ns);
                 // The service serves p/(p − Δ) times as much once optimized.
                 let speedup = t.map_or(1.0, |x| x.p_ns / (x.p_ns - res.delta_ns));
                 point.bottleneck.extend(

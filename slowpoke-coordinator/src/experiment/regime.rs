@@ -73,6 +73,35 @@ impl Baselines {
     }
 }
 
+/// The node-CPU bound of one optimization from each baseline window, two ways: with each node
+/// at most [`model::NODE_MAX_BUSY`] busy (or its baseline share if higher) — a node that may get
+/// busier — and with each node at its own baseline share — a node the regime found saturated,
+/// whose baseline share is what it sustains for this app.
+#[derive(Debug, Default)]
+pub(super) struct NodeBounds {
+    may_get_busier: Vec<f64>,
+    saturated: Vec<f64>,
+}
+
+impl NodeBounds {
+    /// Adds the bounds of baseline window `b` for removing `delta_ns` of CPU per visit of
+    /// `target` (visited `r` times per request).
+    pub(super) fn add(&mut self, b: &Measured, target: &str, r: f64, delta_ns: f64) {
+        self.may_get_busier
+            .extend(b.node_bound(target, r, delta_ns, model::NODE_MAX_BUSY));
+        self.saturated
+            .extend(b.node_bound(target, r, delta_ns, 0.0));
+    }
+
+    /// The bound the `regime` calls for: median over the windows, their spread as its interval.
+    pub(super) fn estimate(&self, regime: &Regime) -> Option<Estimate> {
+        match regime {
+            Regime::Node { .. } => stats::median_with_spread(&self.saturated),
+            _ => stats::median_with_spread(&self.may_get_busier),
+        }
+    }
+}
+
 /// Each service's load, median over the windows.
 fn median_loads(windows: &[BTreeMap<String, ServiceLoad>]) -> BTreeMap<String, ServiceLoad> {
     let mut names: Vec<&String> = windows.iter().flat_map(|w| w.keys()).collect();

@@ -18,7 +18,7 @@ use crate::stats::{self, Estimate};
 use super::app::{Backends, TruthChange, require_services};
 use super::error::RunError;
 use super::monitor::Monitor;
-use super::regime::{Baselines, cost_correction, decide};
+use super::regime::{Baselines, NodeBounds, cost_correction, decide};
 use super::result::{
     Limit, PredictedBy, RegimeRecord, StopReason, TargetUseRecord, WhatIfResult, new_id,
     now_rfc3339,
@@ -59,8 +59,8 @@ pub fn run_what_if(
 /// What the windows of the repetitions measured.
 #[derive(Default)]
 struct Series {
-    /// The node-CPU bound computed from each baseline window.
-    node_bound: Vec<f64>,
+    /// The node-CPU bounds computed from each baseline window.
+    node_bounds: NodeBounds,
     /// The bottleneck law's bound on the optimized app from each baseline window.
     bottleneck: Vec<f64>,
     /// What the baseline windows say about the limits: they decide the regime.
@@ -195,9 +195,7 @@ impl<'a> Calibrated<'a> {
             Optimization::Cores(_) => 0.0,
             _ => self.resolved.delta_ns,
         };
-        if let Some(bound) = b.node_bound(target, self.t.r, cpu_removed_ns) {
-            series.node_bound.push(bound);
-        }
+        series.node_bounds.add(&b, target, self.t.r, cpu_removed_ns);
         if let Some((_, bound)) = model::bottleneck_bound(
             b.load.rps,
             &b.service_loads(),
@@ -451,7 +449,7 @@ impl Prediction {
         let pause = slow
             .map_increasing(|x| model::predict(x, d).ok())
             .ok_or_else(|| model::predict(slow.value, d).unwrap_err())?;
-        let node = stats::median_with_spread(&series.node_bound);
+        let node = series.node_bounds.estimate(&regime);
         let law = stats::median_with_spread(&series.bottleneck);
         let (pred, predicted_by) = decide(&regime, pause, node, law);
         Ok(Prediction {

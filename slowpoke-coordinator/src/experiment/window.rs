@@ -56,8 +56,16 @@ impl Measured {
     }
 
     /// The node-CPU bound of a baseline window for removing `delta_ns` of CPU per visit of
-    /// `target` (None when no agent reports its node).
-    pub(super) fn node_bound(&self, target: &str, r_target: f64, delta_ns: f64) -> Option<f64> {
+    /// `target` (None when no agent reports its node), with each node busy at most
+    /// `max(max_busy, its baseline busy share)`: [`model::NODE_MAX_BUSY`] for a node that may get
+    /// busier, 0 for one known saturated at its baseline share (the node regime).
+    pub(super) fn node_bound(
+        &self,
+        target: &str,
+        r_target: f64,
+        delta_ns: f64,
+        max_busy: f64,
+    ) -> Option<f64> {
         let total_t: f64 = self
             .agents
             .nodes
@@ -79,13 +87,7 @@ impl Measured {
                 },
             })
             .collect();
-        model::node_bound(
-            self.load.rps,
-            &nodes,
-            r_target,
-            delta_ns,
-            model::NODE_MAX_BUSY,
-        )
+        model::node_bound(self.load.rps, &nodes, r_target, delta_ns, max_busy)
     }
 
     /// The window as the result records it. `secs` is the agents' own length of the window.

@@ -15,6 +15,10 @@ pub const SERVICE_SATURATED: f64 = 0.9;
 /// apps keep these nodes 0.97–0.99 busy, unsaturated ones stay below 0.9.
 pub const NODE_SATURATED_BUSY: f64 = 0.95;
 
+/// Busy share of a node above which a service that waits for a CPU longer than it runs is taken
+/// to contend for the node's CPUs rather than to be limited by its own threads.
+pub const NODE_CONTENDED_BUSY: f64 = 0.9;
+
 /// How one service used its cores over the baseline (cores' worth, i.e. CPU-seconds per
 /// second): on a CPU (`busy`), runnable but waiting for one (`wait`), and how many it can use.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -86,12 +90,18 @@ pub fn classify(services: &BTreeMap<String, ServiceLoad>, node_busy: &[f64]) -> 
     if node >= NODE_SATURATED_BUSY {
         return Regime::Node { busy: node };
     }
-    // Not saturated on a CPU, but runnable all the time on a node with CPU to spare: its own
-    // threads are the limit (they wait for something the node's accounting puts in the run
-    // queue, e.g. a CPU quota).
+    // Not on a CPU long enough, but runnable all the time. Mostly waiting for a CPU on a busy
+    // node: the services contend for the node's CPUs, which is the node's limit showing through
+    // the run queue (a node can stay a few % short of fully busy while threads queue: wake-up
+    // latency). Mostly on a CPU, or on a node with CPU to spare: its own threads are the limit
+    // (e.g. a CPU quota the node's accounting puts in the run queue).
     if let Some((name, runnable)) = busiest_by(ServiceLoad::runnable)
         && runnable >= SERVICE_SATURATED
     {
+        let l = services[&name];
+        if l.wait >= l.busy && node >= NODE_CONTENDED_BUSY {
+            return Regime::Node { busy: node };
+        }
         return Regime::Service {
             name,
             utilization: runnable,
@@ -219,6 +229,10 @@ mod tests {
             classify(&quota, &[0.5]),
             Regime::Service { name, .. } if name == "q"
         ));
+        // Runnable all the time but mostly waiting for a CPU on a node 92 % busy (measured on
+        // dag-cross async, unshaped: 0.38 of 2 cores on a CPU, 1.7 waiting): the node.
+        let contended = map(&[("s3", load(0.38, 1.7, 2.0)), ("s0", load(0.43, 0.3, 1.0))]);
+        assert_eq!(classify(&contended, &[0.92]), Regime::Node { busy: 0.92 });
         assert!(matches!(
             classify(&BTreeMap::new(), &[]),
             Regime::Unsaturated { .. }
