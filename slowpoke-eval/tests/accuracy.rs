@@ -19,10 +19,11 @@ use slowpoke_coordinator::results::ResultStore;
 use slowpoke_eval::runner::{self, EvalOptions, Placement, Setting};
 use slowpoke_eval::suite::{self, SuiteName};
 
-/// Largest |error| a point may have, %. The quick suite's clean run measured these points within
-/// ±3 % (docs/results/eval-quick-20261206/); on a loaded 2-core machine a 2 s window's throughput
-/// moves by up to ±5 %, and the model magnifies X_slow's noise at Δ = 50 % by about 1.5: a bound
-/// of 10 % holds there while catching a model that misses like the pause-only one did (−17 %).
+/// Largest |error| a point may have, %. Both clean quick-suite runs measured these points within
+/// ±1.7 % (`docs/results/eval-quick-20261206a`, `-b`); on a loaded 2-core machine a 2 s window's
+/// throughput moves by up to ±5 %, and the model magnifies `X_slow`'s noise at Δ = 50 % by about
+/// 1.5: a bound of 10 % holds there while catching a model that misses like the pause-only one
+/// did (−17 %).
 const MAX_ABS_ERROR_PCT: f64 = 10.0;
 
 #[test]
