@@ -15,7 +15,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::{run, setup, target_dir};
+use crate::{run, run_logged, setup, target_dir};
 
 /// cargo-fuzz itself builds with the stable toolchain; 0.13.2 does here (rustc 1.95). The targets
 /// build with nightly (libFuzzer's coverage instrumentation needs `-Z` flags).
@@ -60,17 +60,21 @@ pub fn clippy(root: &Path) -> Result<()> {
 /// Builds the targets (all, or `only`) and runs each for `seconds`.
 pub fn fuzz(root: &Path, seconds: u64, only: Option<&str>) -> Result<()> {
     let targets = selected(root, only)?;
-    run_targets(root, &targets, seconds)
+    run_targets(root, &targets, seconds, None)
 }
 
-/// The smoke run of `cargo xtask test`: every target, [`SMOKE_SECONDS`] in total.
+/// The smoke run of `cargo xtask test`: every target, [`SMOKE_SECONDS`] in total, libFuzzer's
+/// progress lines in `target/fuzz/logs/TARGET.log` rather than in the test run's output.
 pub fn smoke(root: &Path) -> Result<()> {
     let targets = targets(root)?;
     let each = (SMOKE_SECONDS / targets.len() as u64).max(1);
-    run_targets(root, &targets, each)
+    let logs = target_dir(root).join("fuzz/logs");
+    run_targets(root, &targets, each, Some(&logs))
 }
 
-fn run_targets(root: &Path, targets: &[String], seconds: u64) -> Result<()> {
+/// Builds and runs `targets`, each for `seconds`; with `logs`, each run's output goes to
+/// `logs/TARGET.log`.
+fn run_targets(root: &Path, targets: &[String], seconds: u64, logs: Option<&Path>) -> Result<()> {
     ensure_cargo_fuzz()?;
     let started = Instant::now();
     run(&mut cargo_fuzz(root, "build"))?;
@@ -80,7 +84,8 @@ fn run_targets(root: &Path, targets: &[String], seconds: u64) -> Result<()> {
     );
     let mut crashes = Vec::new();
     for target in targets {
-        if let Some(crash) = run_one(root, target, seconds)? {
+        let log = logs.map(|dir| dir.join(format!("{target}.log")));
+        if let Some(crash) = run_one(root, target, seconds, log.as_deref())? {
             crashes.push(crash);
         }
     }
@@ -101,7 +106,7 @@ fn run_targets(root: &Path, targets: &[String], seconds: u64) -> Result<()> {
 }
 
 /// Runs one target for `seconds`; on a crash, a line naming the target and its reproducer.
-fn run_one(root: &Path, target: &str, seconds: u64) -> Result<Option<String>> {
+fn run_one(root: &Path, target: &str, seconds: u64, log: Option<&Path>) -> Result<Option<String>> {
     let corpus = target_dir(root).join("fuzz/corpus").join(target);
     std::fs::create_dir_all(&corpus).with_context(|| format!("creating {}", corpus.display()))?;
     let seeds = root.join("fuzz/seeds").join(target);
@@ -116,9 +121,13 @@ fn run_one(root: &Path, target: &str, seconds: u64) -> Result<Option<String>> {
         "-print_final_stats=1",
     ]);
     cmd.arg(format!("-dict={}", dict.display()));
-    let shown = format!("{cmd:?}");
-    eprintln!("xtask: {shown}");
-    let status = cmd.status().with_context(|| format!("starting {shown}"))?;
+    let status = if let Some(log) = log {
+        run_logged(&mut cmd, log)?
+    } else {
+        let shown = format!("{cmd:?}");
+        eprintln!("xtask: {shown}");
+        cmd.status().with_context(|| format!("starting {shown}"))?
+    };
     if status.success() {
         return Ok(None);
     }
@@ -126,7 +135,7 @@ fn run_one(root: &Path, target: &str, seconds: u64) -> Result<Option<String>> {
     Ok(Some(match newest_since(&artifacts, since) {
         Some(file) => format!("  {target}: {}", file.display()),
         None => format!(
-            "  {target}: failed ({status}) without a reproducer in {}; see the output above",
+            "  {target}: failed ({status}) without a reproducer in {}; see its output",
             artifacts.display()
         ),
     }))

@@ -130,6 +130,7 @@ fn main() -> Result<()> {
                 max_examples,
                 seed,
                 extra: args,
+                log: None,
             };
             if in_namespace {
                 schemathesis::run_inside(&root, &opts)
@@ -172,6 +173,42 @@ pub(crate) fn run(cmd: &mut Command) -> Result<()> {
     }
     Ok(())
 }
+
+/// Runs a command with its standard output and error going to `log` (created afresh), as the
+/// steps `xtask test` runs after the tests do: their own chatter (libFuzzer's progress lines,
+/// schemathesis's pytest-like report) stays in the file and out of the test run's output. A
+/// failure prints the log's last lines and says where the rest is.
+pub(crate) fn run_logged(cmd: &mut Command, log: &Path) -> Result<std::process::ExitStatus> {
+    let shown = format!("{cmd:?}");
+    if let Some(dir) = log.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let file = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    let err = file.try_clone().context("duplicating a log file handle")?;
+    eprintln!("xtask: {shown} (output in {})", log.display());
+    let status = cmd
+        .stdout(file)
+        .stderr(err)
+        .status()
+        .with_context(|| format!("starting {shown}"))?;
+    if !status.success() {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = &lines[lines.len().saturating_sub(LOG_TAIL_LINES)..];
+        eprintln!(
+            "xtask: {shown} failed ({status}); its last {} lines (all of it in {}):",
+            tail.len(),
+            log.display()
+        );
+        for line in tail {
+            eprintln!("  | {line}");
+        }
+    }
+    Ok(status)
+}
+
+/// How much of a failed logged step's output [`run_logged`] shows.
+const LOG_TAIL_LINES: usize = 60;
 
 /// Cargo's target directory (`$CARGO_TARGET_DIR` or `<root>/target`).
 pub(crate) fn target_dir(root: &Path) -> PathBuf {
@@ -268,7 +305,13 @@ fn test(root: &Path, no_lint: bool, no_fuzz: bool, args: &[String]) -> Result<()
         .args(["--", "--test-threads=2"])
         .args(args);
     let (status, tally) = tally::run_counting(&mut cmd)?;
-    let tests = if status.success() {
+    let tests = if status.success() && args.is_empty() && tally.passed == 0 {
+        // Unfiltered, a run that passed nothing ran nothing: never a green run.
+        Err(anyhow::anyhow!(
+            "cargo test ran no test ({} test binaries reported)",
+            tally.binaries
+        ))
+    } else if status.success() {
         Ok(())
     } else {
         Err(anyhow::anyhow!("cargo test failed: {status}"))
@@ -276,14 +319,14 @@ fn test(root: &Path, no_lint: bool, no_fuzz: bool, args: &[String]) -> Result<()
     if !no_fuzz {
         // After the tests, whatever they said: a fuzz crash is worth knowing about either way.
         let fuzzed = fuzz::smoke(root);
-        let schema = schemathesis::run_boxed(root, &schemathesis::Options::smoke(), false);
+        let schema = schemathesis::run_boxed(root, &schemathesis::Options::smoke(root), false);
         if let Err(e) = fuzzed.and(schema) {
             eprintln!("xtask: {e:#}");
             println!("{}", tally.closing_line());
             return Err(e);
         }
     }
-    // The run's closing line, after everything else (fuzz and schemathesis print their own).
+    // The run's closing line, after everything else (fuzz and schemathesis log to files).
     println!("{}", tally.closing_line());
     tests
 }

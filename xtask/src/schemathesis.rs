@@ -25,7 +25,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::{cargo, run, setup, target_dir};
+use crate::{cargo, run, run_logged, setup, target_dir};
 
 const SCHEMATHESIS_VERSION: &str = "4.32.5";
 /// Debian's Python (package `python3-venv`), not whatever `python3` is first on PATH.
@@ -44,15 +44,18 @@ pub struct Options {
     pub seed: u64,
     /// More arguments for `schemathesis run`.
     pub extra: Vec<String>,
+    /// Where the whole run's output goes instead of the terminal (the run of `xtask test`).
+    pub log: Option<PathBuf>,
 }
 
 impl Options {
     /// The short run of `cargo xtask test`.
-    pub fn smoke() -> Options {
+    pub fn smoke(root: &Path) -> Options {
         Options {
             max_examples: SMOKE_EXAMPLES,
             seed: 13,
             extra: Vec::new(),
+            log: Some(target_dir(root).join("schemathesis/smoke.log")),
         }
     }
 }
@@ -99,12 +102,25 @@ pub fn run_boxed(root: &Path, opts: &Options, build: bool) -> Result<()> {
         .arg(format!("--seed={}", opts.seed))
         .arg("--")
         .args(&opts.extra);
-    let r = run(&mut cmd);
+    let r = match &opts.log {
+        Some(log) => run_logged(&mut cmd, log).and_then(|status| {
+            if status.success() {
+                eprintln!("xtask: schemathesis: both APIs conform");
+                Ok(())
+            } else {
+                Err(anyhow::anyhow!(
+                    "schemathesis failed ({status}): see {}",
+                    log.display()
+                ))
+            }
+        }),
+        None => run(&mut cmd),
+    };
     eprintln!(
         "xtask: schemathesis took {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    r.context("schemathesis found problems (or could not run): see its output above")
+    r.context("schemathesis found problems (or could not run): see its output")
 }
 
 /// The run itself, already inside the namespace.

@@ -1,8 +1,9 @@
 //! Counting the tests a `cargo test` run executed. Cargo prints one `test result:` line per test
-//! binary and no total; the last lines of `cargo xtask test` come from the fuzz and schemathesis
-//! runs after the tests (whose closing line looks like pytest's). So the test run's output is
-//! passed through unchanged while its `test result:` lines are summed, and `xtask test` closes
-//! with one plain line, `tests: N passed, N failed, N skipped`, that anyone (and CI) can read.
+//! binary and no total. The test run's output is passed through unchanged while its `test
+//! result:` lines are summed; the fuzz and schemathesis runs after it write their own chatter
+//! (libFuzzer's progress, schemathesis's pytest-like report) to log files under `target/`, and
+//! `xtask test` closes with one plain line, `tests: N passed, N failed, N skipped`, that anyone
+//! (and CI) can read. An unfiltered run that passed no test fails.
 
 use std::{
     io::{BufRead as _, BufReader, Write as _},
