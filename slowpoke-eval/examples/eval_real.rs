@@ -252,7 +252,7 @@ fn real_main() -> Result<()> {
                 },
                 timing: Timing {
                     window_s: args.duration,
-                    ..Timing::default()
+                    ..Timing::THOROUGH
                 },
                 repeat: Repeat::fixed(args.repetitions),
                 safety: Safety::default(),

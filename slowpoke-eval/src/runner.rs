@@ -535,7 +535,7 @@ pub fn run(
                     quantum_us: Some(setting.quantum_us),
                     mode: setting.mode,
                     synchronized: setting.synchronized,
-                    ..Timing::default()
+                    ..Timing::THOROUGH
                 },
                 repeat: Repeat {
                     repetitions: opts.repetitions,

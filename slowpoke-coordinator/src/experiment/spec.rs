@@ -61,17 +61,34 @@ pub struct Timing {
     pub synchronized: bool,
 }
 
+/// The defaults answer a what-if in about 15 s here (`cargo xtask bench whatif` measures them
+/// side by side with the protocol before, [`Timing::THOROUGH`]: docs/coordinator.md).
 impl Default for Timing {
     fn default() -> Self {
         Timing {
-            warmup_s: 3.0,
-            window_s: 2.0,
-            settle_s: 0.5,
+            warmup_s: 2.0,
+            window_s: 1.0,
+            settle_s: 0.25,
             quantum_us: Some(DEFAULT_QUANTUM_US),
             mode: api::Mode::Pause,
             synchronized: true,
         }
     }
+}
+
+impl Timing {
+    /// The windows of the what-if protocol until 2026-12-06 (3 s warm-up, 2 s windows, 0.5 s
+    /// settle): about twice as long per repetition as the defaults. The accuracy suites keep
+    /// it, so that their runs stay comparable across that change; `bench whatif` compares it
+    /// with the defaults.
+    pub const THOROUGH: Timing = Timing {
+        warmup_s: 3.0,
+        window_s: 2.0,
+        settle_s: 0.5,
+        quantum_us: Some(DEFAULT_QUANTUM_US),
+        mode: api::Mode::Pause,
+        synchronized: true,
+    };
 }
 
 fn yes() -> bool {
@@ -136,7 +153,8 @@ pub struct Repeat {
     pub repetitions: usize,
     /// Keep repeating until the prediction's 95 % CI half-width is at most this % (None: never).
     pub precision_pct: Option<f64>,
-    /// Stop repeating for precision after this many seconds of the experiment.
+    /// Stop repeating for precision when another repetition would end after this many seconds
+    /// of the experiment.
     pub budget_s: f64,
     /// Never more repetitions than this.
     pub max_repetitions: usize,
@@ -147,13 +165,28 @@ impl Default for Repeat {
         Repeat {
             repetitions: 5,
             precision_pct: Some(3.0),
-            budget_s: 120.0,
+            budget_s: DEFAULT_BUDGET_S,
             max_repetitions: 30,
         }
     }
 }
 
+/// When a what-if stops repeating for its precision by default, seconds since it began: a
+/// repetition that would end later does not start. Five repetitions of the default windows end
+/// after about 14 s, so noisy windows stop there with the precision they reached (`--budget`
+/// buys more).
+pub const DEFAULT_BUDGET_S: f64 = 15.0;
+
 impl Repeat {
+    /// The repetitions of the what-if protocol until 2026-12-06: 5, then more until 3 %
+    /// precision or 120 s (with [`Timing::THOROUGH`]).
+    pub const THOROUGH: Repeat = Repeat {
+        repetitions: 5,
+        precision_pct: Some(3.0),
+        budget_s: 120.0,
+        max_repetitions: 30,
+    };
+
     /// Exactly `n` repetitions, no precision target (tests, benchmarks, scripted runs).
     pub fn fixed(n: usize) -> Repeat {
         Repeat {

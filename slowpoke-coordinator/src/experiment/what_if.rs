@@ -157,6 +157,7 @@ impl<'a> Calibrated<'a> {
         started: Instant,
     ) -> Result<StopReason, RunError> {
         let mut rep = 0;
+        let reps_began = Instant::now();
         loop {
             rep += 1;
             let step = Step {
@@ -175,7 +176,7 @@ impl<'a> Calibrated<'a> {
                 step.enter(2, "ground truth");
                 self.ground_truth(s, series, rep)?;
             }
-            if let Some(reason) = self.stop_reason(series, rep, started) {
+            if let Some(reason) = self.stop_reason(series, rep, started, reps_began) {
                 return Ok(reason);
             }
         }
@@ -259,9 +260,15 @@ impl<'a> Calibrated<'a> {
     }
 
     /// Why to stop after repetition `rep`, or None to go on: once the repetitions asked for are
-    /// done, when there is no precision target, the prediction is precise enough, or time or
-    /// repetitions ran out.
-    fn stop_reason(&self, series: &Series, rep: usize, started: Instant) -> Option<StopReason> {
+    /// done, when there is no precision target, the prediction is precise enough, or another
+    /// repetition would end after the budget, or the repetitions ran out.
+    fn stop_reason(
+        &self,
+        series: &Series,
+        rep: usize,
+        started: Instant,
+        reps_began: Instant,
+    ) -> Option<StopReason> {
         let repeat = &self.spec.repeat;
         if rep < repeat.repetitions {
             return None;
@@ -275,8 +282,11 @@ impl<'a> Calibrated<'a> {
         if pred.map_or(f64::INFINITY, |p| p.half_width_pct()) <= precision {
             return Some(StopReason::PrecisionReached);
         }
-        if started.elapsed().as_secs_f64() >= repeat.budget_s
-            || rep >= repeat.max_repetitions.max(repeat.repetitions)
+        // A repetition that would end after the budget does not start: the mean repetition so
+        // far says how long the next one takes.
+        let elapsed = started.elapsed().as_secs_f64();
+        let next_ends = elapsed + reps_began.elapsed().as_secs_f64() / rep as f64;
+        if next_ends > repeat.budget_s || rep >= repeat.max_repetitions.max(repeat.repetitions)
         {
             return Some(StopReason::BudgetExhausted);
         }

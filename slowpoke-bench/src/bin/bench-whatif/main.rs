@@ -27,6 +27,7 @@
 //! [`agent_overhead`] runs `bench-agent` (4).
 
 mod agent_overhead;
+mod compare;
 mod load;
 mod report;
 
@@ -51,7 +52,10 @@ use slowpoke_stats::round4 as r;
 use crate::{
     agent_overhead::agent_overhead,
     load::Recorder,
-    report::{Report, build_report, cpu_json, profile_json, what_if_point},
+    report::{
+        GOAL_PER_POINT_S, Report, build_report, cpu_json, profile_json, repeat_json, timing_json,
+        what_if_point,
+    },
 };
 
 /// Time to answer a 5-point what-if at the coordinator's default precision, with the load
@@ -71,6 +75,9 @@ struct Args {
     /// Skip the separate what-ifs (only the shared-baseline sweep)
     #[arg(long)]
     no_whatif: bool,
+    /// Rounds of the what-ifs: each runs every Δ with both protocols and a ground truth
+    #[arg(long, default_value_t = 2)]
+    rounds: usize,
     /// Smoke test of this program, NOT the defaults: 1 repetition, no precision target, 0.5 s
     /// windows and warm-up, 1 profile sweep
     #[arg(long)]
@@ -163,58 +170,79 @@ fn real_main() -> Result<()> {
     let log = phases.clone();
     monitor.on_progress(move |p| log.seen(&p.phase, p.last_rps));
 
-    let (timing, repeat) = if args.quick {
-        (
-            Timing {
-                warmup_s: 0.5,
-                window_s: 0.5,
-                ..Timing::default()
-            },
-            Repeat::fixed(1),
-        )
-    } else {
-        (Timing::default(), Repeat::default())
-    };
+    let [default, thorough] = compare::protocols(args.quick);
+    let (truth_timing, truth_repeat) = compare::truth_protocol(args.quick);
 
-    // 1. What-ifs.
+    // 1. What-ifs: the default protocol and the thorough one side by side, and a ground truth.
     let mut points = Vec::new();
     let mut whatif_windows = Vec::new();
-    let whatif_started = Instant::now();
+    let mut whatif_total_s = 0.0;
     let whatif_percents: &[f64] = if args.no_whatif { &[] } else { &args.percents };
-    for &pct in whatif_percents {
-        let delta_us = configured_cpu_us * pct / 100.0;
-        eprintln!("bench-whatif: what-if {target} −{pct} % (Δ = {delta_us:.0} µs) ...");
-        let spec = WhatIfSpec {
-            target: target.clone(),
-            optimization: Optimization::DeltaUs(delta_us),
-            load: LoadConfig::default(),
-            timing,
-            repeat,
-            safety: Safety::default(),
-            truth: false,
-            entry_service: None,
-        };
-        recorder.take();
-        phases.reset();
-        let t = Instant::now();
-        let result = experiment::run_what_if(&spec, &mut backends, &monitor);
-        let wall_s = t.elapsed().as_secs_f64();
-        let windows = recorder.take();
-        let mut point = what_if_point(pct, delta_us, wall_s, &spec, result, &windows);
-        point["phases"] = phases.json();
-        // Setup: registering the services, probing the entry, starting the load.
-        if let Some(t) = point["phases"].as_array().and_then(|ps| {
-            ps.iter()
-                .find(|p| p[0] == "warming up")
-                .and_then(|p| p[1].as_f64())
-        }) && point["time_split"].is_object()
-        {
-            point["time_split"]["setup_s"] = json!(r(t));
+    let spec_for = |delta_us: f64, timing: Timing, repeat: Repeat, truth: bool| WhatIfSpec {
+        target: target.clone(),
+        optimization: Optimization::DeltaUs(delta_us),
+        load: LoadConfig::default(),
+        timing,
+        repeat,
+        safety: Safety::default(),
+        truth,
+        entry_service: None,
+    };
+    for round in 0..args.rounds {
+        for (index, &pct) in whatif_percents.iter().enumerate() {
+            let delta_us = configured_cpu_us * pct / 100.0;
+            let mut runs = Vec::new();
+            for which in compare::order(round, index) {
+                let protocol = [default, thorough][which];
+                eprintln!(
+                    "bench-whatif: round {}/{}: what-if {target} −{pct} % (Δ = {delta_us:.0} µs), {} protocol ...",
+                    round + 1,
+                    args.rounds,
+                    protocol.name
+                );
+                let spec = spec_for(delta_us, protocol.timing, protocol.repeat, false);
+                recorder.take();
+                phases.reset();
+                let t = Instant::now();
+                let result = experiment::run_what_if(&spec, &mut backends, &monitor);
+                let wall_s = t.elapsed().as_secs_f64();
+                let windows = recorder.take();
+                let mut point = what_if_point(pct, delta_us, wall_s, &spec, result, &windows);
+                point["protocol"] = json!(protocol.name);
+                point["round"] = json!(round);
+                point["phases"] = phases.json();
+                // Setup: registering the services, probing the entry, starting the load.
+                if let Some(t) = point["phases"].as_array().and_then(|ps| {
+                    ps.iter()
+                        .find(|p| p[0] == "warming up")
+                        .and_then(|p| p[1].as_f64())
+                }) && point["time_split"].is_object()
+                {
+                    point["time_split"]["setup_s"] = json!(r(t));
+                }
+                if protocol.name == default.name {
+                    whatif_total_s += wall_s;
+                    whatif_windows.extend(windows);
+                }
+                runs.push(point);
+            }
+            eprintln!("bench-whatif: round {}: ground truth at −{pct} % ...", round + 1);
+            let spec = spec_for(delta_us, truth_timing, truth_repeat, true);
+            recorder.take();
+            phases.reset();
+            let t = Instant::now();
+            let truth = match experiment::run_what_if(&spec, &mut backends, &monitor) {
+                Ok(res) => compare::truth_json(&res, t.elapsed().as_secs_f64()),
+                Err(e) => json!({"error": e.to_string()}),
+            };
+            for mut point in runs {
+                compare::attach_error(&mut point, &truth);
+                point["truth"] = truth.clone();
+                points.push(point);
+            }
         }
-        points.push(point);
-        whatif_windows.extend(windows);
     }
-    let whatif_total_s = whatif_started.elapsed().as_secs_f64();
+
 
     // 2. The same points as one profile sweep of the target.
     let profile = if args.no_profile {
@@ -267,11 +295,17 @@ fn real_main() -> Result<()> {
         target: &target,
         configured_cpu_us,
         quick: args.quick,
-        timing,
-        repeat,
+        timing: default.timing,
+        repeat: default.repeat,
         agent_start_s,
         app_start_s,
-        points,
+        comparison: json!({
+            "summary": compare::summary(&points, GOAL_PER_POINT_S),
+            "thorough": {"timing": timing_json(&thorough.timing), "repeat": repeat_json(&thorough.repeat)},
+            "truth": {"timing": timing_json(&truth_timing), "repeat": repeat_json(&truth_repeat)},
+            "thorough_runs": points.iter().filter(|p| p["protocol"] == thorough.name).cloned().collect::<Vec<_>>(),
+        }),
+        points: points.into_iter().filter(|p| p["protocol"] == default.name).collect(),
         whatif_total_s,
         whatif_load: cpu_json(&whatif_windows),
         profile,

@@ -168,6 +168,20 @@ pub(crate) fn profile_json(
     })
 }
 
+/// The goal for one what-if without ground truth, seconds (issue #15).
+pub(crate) const GOAL_PER_POINT_S: f64 = 15.0;
+
+/// A [`Timing`] as the report shows it.
+pub(crate) fn timing_json(t: &Timing) -> Value {
+    json!({"warmup_s": t.warmup_s, "window_s": t.window_s, "settle_s": t.settle_s, "quantum_us": t.quantum_us})
+}
+
+/// A [`Repeat`] as the report shows it.
+pub(crate) fn repeat_json(rp: &Repeat) -> Value {
+    json!({"repetitions": rp.repetitions, "precision_pct": rp.precision_pct,
+           "budget_s": rp.budget_s, "max_repetitions": rp.max_repetitions})
+}
+
 /// Everything the report says, gathered by the protocol.
 pub(crate) struct Report<'a> {
     pub(crate) date_utc: String,
@@ -182,6 +196,8 @@ pub(crate) struct Report<'a> {
     pub(crate) agent_start_s: f64,
     pub(crate) app_start_s: f64,
     pub(crate) points: Vec<Value>,
+    /// The default protocol against the thorough one ([`crate::compare`]).
+    pub(crate) comparison: Value,
     pub(crate) whatif_total_s: f64,
     pub(crate) whatif_load: Value,
     pub(crate) profile: Value,
@@ -198,7 +214,7 @@ pub(crate) fn build_report(rep: Report<'_>) -> Value {
         .collect();
     let n = walls.len().max(1) as f64;
     let per_point = rep.whatif_total_s / n;
-    let goal_s = 15.0;
+    let goal_s = GOAL_PER_POINT_S;
     let slow_points: Vec<Value> = rep
         .points
         .iter()
@@ -243,16 +259,15 @@ pub(crate) fn build_report(rep: Report<'_>) -> Value {
             "target": rep.target,
             "target_configured_cpu_us": rep.configured_cpu_us,
             "quick": rep.quick,
-            "timing": {"warmup_s": rep.timing.warmup_s, "window_s": rep.timing.window_s,
-                       "settle_s": rep.timing.settle_s, "quantum_us": rep.timing.quantum_us},
-            "repeat": {"repetitions": rep.repeat.repetitions, "precision_pct": rep.repeat.precision_pct,
-                       "budget_s": rep.repeat.budget_s, "max_repetitions": rep.repeat.max_repetitions},
+            "timing": timing_json(&rep.timing),
+            "repeat": repeat_json(&rep.repeat),
             "connections": LoadConfig::default().connections,
-            "truth": false,
+            "truth": "per round, a separate ground-truth what-if (comparison.truth)",
             "agent": "in-process (real::InProcessAgent)",
         },
         "setup": {"agent_start_s": r(rep.agent_start_s), "app_start_s": r(rep.app_start_s)},
         "whatif": whatif,
+        "comparison": rep.comparison,
         "profile": rep.profile,
         "agent_overhead": rep.agent_overhead,
     })
