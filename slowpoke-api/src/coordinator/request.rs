@@ -144,13 +144,14 @@ pub struct ExperimentRequest {
 
     // Measurement.
     /// One measurement window, seconds, at most 600 (the CLI's `--duration`, alias `duration`;
-    /// default 2, profile 1).
+    /// default 1).
     #[serde(default, alias = "duration")]
     pub window: Option<f64>,
-    /// Load before the first window, seconds, at most 600 (default 3).
+    /// Load before the first window, seconds, at most 600 (default 2; profile 3).
     #[serde(default)]
     pub warmup: Option<f64>,
-    /// Wait after a plan change before measuring, seconds, at most 600 (default 0.5).
+    /// Wait after a plan change before measuring, seconds, at most 600 (default 0.25; profile
+    /// 0.5).
     #[serde(default)]
     pub settle: Option<f64>,
     /// Pause quantum, µs (the CLI's `--quantum-us`; default 10000).
@@ -167,8 +168,8 @@ pub struct ExperimentRequest {
     /// (default 3 for a what-if, off for a profile).
     #[serde(default)]
     pub precision: Option<f64>,
-    /// Time budget for repeating towards the precision, seconds, at most 3600 (default 120;
-    /// profile 300).
+    /// Time budget for repeating towards the precision, seconds, at most 3600 (default 15: a
+    /// what-if starts no repetition that would end after it; profile 300).
     #[serde(default)]
     pub budget: Option<f64>,
     /// What-if: cap on repetitions for `precision` (default 30).

@@ -286,8 +286,7 @@ impl<'a> Calibrated<'a> {
         // far says how long the next one takes.
         let elapsed = started.elapsed().as_secs_f64();
         let next_ends = elapsed + reps_began.elapsed().as_secs_f64() / rep as f64;
-        if next_ends > repeat.budget_s || rep >= repeat.max_repetitions.max(repeat.repetitions)
-        {
+        if next_ends > repeat.budget_s || rep >= repeat.max_repetitions.max(repeat.repetitions) {
             return Some(StopReason::BudgetExhausted);
         }
         None

@@ -12,8 +12,8 @@ mod regime;
 
 pub use node::{NODE_MAX_BUSY, NodeLoad, node_bound};
 pub use regime::{
-    Bounds, NODE_CONTENDED_BUSY, NODE_SATURATED_BUSY, Regime, SERVICE_SATURATED, ServiceLoad,
-    bottleneck_bound, classify, node_regime_prediction, target_cost_correction_ns,
+    NODE_CONTENDED_BUSY, NODE_SATURATED_BUSY, Regime, SERVICE_SATURATED, ServiceLoad,
+    bottleneck_bound, classify, target_cost_correction_ns,
 };
 
 /// Nanoseconds in a second.

@@ -144,25 +144,6 @@ pub fn bottleneck_bound(
         .min_by(|a, b| a.1.total_cmp(&b.1))
 }
 
-/// The two bounds that make the node-limited regime's prediction (each None when unknown).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Bounds {
-    /// The node-CPU bound ([`super::node_bound`]) with the node's own baseline busy share.
-    pub node: Option<f64>,
-    /// The tightest service's [`bottleneck_bound`].
-    pub service: Option<f64>,
-}
-
-/// The node-limited regime's prediction: the node's CPUs serve `X_base·b/(b − r_T·Δ)` once a
-/// request costs `r_T·Δ` less of them, until some service's own cores bind: the lower of the two
-/// bounds (None when neither is known).
-pub fn node_regime_prediction(b: Bounds) -> Option<f64> {
-    match (b.node, b.service) {
-        (Some(n), Some(s)) => Some(n.min(s)),
-        (n, s) => n.or(s),
-    }
-}
-
 /// The target's own per-visit cost changed under the pauses: it spent `p_slow_ns` of CPU per
 /// visit in the slowed-down runs against `p_base_ns` in the baseline (less contention, more work
 /// per wake-up while the others are stopped). While the target limits the slowed-down run, that
@@ -255,16 +236,6 @@ mod tests {
         let (name, b) = bottleneck_bound(1000.0, &s, "t", 4.0).unwrap();
         assert_eq!((name.as_str(), b), ("a", 4000.0));
         assert_eq!(bottleneck_bound(0.0, &s, "t", 2.0), None);
-        let both = Bounds {
-            node: Some(1800.0),
-            service: Some(2500.0),
-        };
-        assert_eq!(node_regime_prediction(both), Some(1800.0));
-        let only = Bounds {
-            node: None,
-            service: Some(2500.0),
-        };
-        assert_eq!(node_regime_prediction(only), Some(2500.0));
     }
 
     #[test]

@@ -119,13 +119,15 @@ fn estimate(xs: &[f64]) -> Value {
 /// Per protocol: time and error over its runs; then the two paired by (Δ, round): the ratio of
 /// their times and the difference of their absolute errors, with 95 % intervals (trimmed means).
 pub(crate) fn summary(points: &[Value], goal_s: f64) -> Value {
-    let of = |name: &str| -> Vec<&Value> {
-        points.iter().filter(|p| p["protocol"] == name).collect()
-    };
+    let of =
+        |name: &str| -> Vec<&Value> { points.iter().filter(|p| p["protocol"] == name).collect() };
     let per = |name: &str| -> Value {
         let runs = of(name);
         let walls: Vec<f64> = runs.iter().filter_map(|p| p["wall_s"].as_f64()).collect();
-        let errs: Vec<f64> = runs.iter().filter_map(|p| p["error_pct"].as_f64()).collect();
+        let errs: Vec<f64> = runs
+            .iter()
+            .filter_map(|p| p["error_pct"].as_f64())
+            .collect();
         let abs: Vec<f64> = errs.iter().map(|e| e.abs()).collect();
         let precision: Vec<f64> = runs
             .iter()

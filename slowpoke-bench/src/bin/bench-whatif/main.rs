@@ -226,7 +226,10 @@ fn real_main() -> Result<()> {
                 }
                 runs.push(point);
             }
-            eprintln!("bench-whatif: round {}: ground truth at −{pct} % ...", round + 1);
+            eprintln!(
+                "bench-whatif: round {}: ground truth at −{pct} % ...",
+                round + 1
+            );
             let spec = spec_for(delta_us, truth_timing, truth_repeat, true);
             recorder.take();
             phases.reset();
@@ -242,7 +245,6 @@ fn real_main() -> Result<()> {
             }
         }
     }
-
 
     // 2. The same points as one profile sweep of the target.
     let profile = if args.no_profile {
@@ -305,7 +307,10 @@ fn real_main() -> Result<()> {
             "truth": {"timing": timing_json(&truth_timing), "repeat": repeat_json(&truth_repeat)},
             "thorough_runs": points.iter().filter(|p| p["protocol"] == thorough.name).cloned().collect::<Vec<_>>(),
         }),
-        points: points.into_iter().filter(|p| p["protocol"] == default.name).collect(),
+        points: points
+            .into_iter()
+            .filter(|p| p["protocol"] == default.name)
+            .collect(),
         whatif_total_s,
         whatif_load: cpu_json(&whatif_windows),
         profile,
