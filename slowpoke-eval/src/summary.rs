@@ -34,9 +34,13 @@ pub struct Point {
     pub setting: String,
     /// shared | pinned.
     pub placement: String,
-    /// Δ as % of the target's configured per-visit work (for scaling: the new thread count).
+    /// Δ as % of the target's configured per-visit work (for scaling: the new thread count; for
+    /// a real saving: % of the target's measured CPU per request).
     pub delta_pct: f64,
     pub delta_us: f64,
+    /// A real saving's Δ, measured independently of the product: its 95 % CI half-width, % of Δ.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta_noise_pct: Option<f64>,
     #[serde(default)]
     pub baseline_rps: Option<f64>,
     #[serde(default)]
@@ -374,6 +378,7 @@ mod tests {
             placement: "shared".into(),
             delta_pct: 50.0,
             delta_us: 500.0,
+            delta_noise_pct: None,
             baseline_rps: Some(100.0),
             predicted_rps: err.map(|e| 150.0 * (1.0 + e / 100.0)),
             pause_predicted_rps: None,

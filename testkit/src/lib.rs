@@ -5,7 +5,8 @@
 //!
 //! The integration tests that span crates live in `testkit/tests/`. [`cgroup`] holds scratch cgroup
 //! v2 directories, [`hostile`] processes that test the agent's safety (a chosen pid, a failing
-//! `close_range`, user `nobody`), and `openapi` (feature `openapi`) checks a server against its
+//! `close_range`, user `nobody`), [`swap`] live configuration changes of running servers (the
+//! real-server evaluation's ground truth), and `openapi` (feature `openapi`) checks a server against its
 //! API document. The benchmarks (`slowpoke-bench`) use the real servers too; their statistics
 //! live in `slowpoke-stats`.
 
@@ -13,6 +14,7 @@ pub mod cgroup;
 pub mod hostile;
 #[cfg(feature = "openapi")]
 pub mod openapi;
+pub mod swap;
 
 use std::{
     io::{BufRead as _, BufReader, Read as _, Write as _},
@@ -363,14 +365,19 @@ impl NginxMemcached {
 
     /// The same app with a page of `page_bytes` (nginx's CPU work per request grows with it).
     pub fn with_page(workers: u32, page_bytes: usize) -> NginxMemcached {
+        NginxMemcached::with_location(workers, page_bytes, GZIP_6)
+    }
+
+    /// The same app with `directives` in the page's `location` instead of [`GZIP_6`] (the
+    /// real-server evaluation's per-request savings: another compression level, body rewrites).
+    pub fn with_location(workers: u32, page_bytes: usize, directives: &str) -> NginxMemcached {
         let memcached = memcached(2);
         memcached_set(memcached.port, "/item", &compressible_text(page_bytes));
         let nginx = Nginx {
             workers,
             server_extra: format!(
                 "location /item {{ set $memcached_key $uri; memcached_pass 127.0.0.1:{}; \
-                 default_type text/plain; gzip on; gzip_comp_level 6; gzip_min_length 0; \
-                 gzip_types text/plain; }}",
+                 default_type text/plain; {directives} }}",
                 memcached.port
             ),
             http_extra: String::new(),
@@ -384,6 +391,9 @@ impl NginxMemcached {
         }
     }
 }
+
+/// The page's default treatment: gzip at level 6 for clients that accept it.
+pub const GZIP_6: &str = "gzip on; gzip_comp_level 6; gzip_min_length 0; gzip_types text/plain;";
 
 /// `len` bytes of text made of a few words in a fixed pseudo-random order (compresses ~4:1).
 pub fn compressible_text(len: usize) -> Vec<u8> {

@@ -13,6 +13,10 @@
 //! - `haproxy-nginx-workers`: haproxy → nginx (1 worker) → memcached, the first case behind a
 //!   proxy (three services, the proxy and the cache paused).
 //!
+//! Three more cases ask what a real per-request saving in the target would give (`--delta-us`,
+//! Δ measured independently of the product; [`savings`]): `nginx-gzip`, `nginx-subfilter`,
+//! `haproxy-lua`.
+//!
 //! Each case runs `--runs` what-ifs on the same servers (one instance per case), each with
 //! `--repetitions` interleaved (base, slow, truth) windows of `--duration` s. Writes
 //! results.json, report.md and plot.svg to `--out` after every point (`--resume` continues) and
@@ -36,9 +40,20 @@ use slowpoke_eval::runner::{self, EvalOptions, Setting};
 use slowpoke_eval::summary::{self, Point};
 use slowpoke_testkit::{NginxMemcached, Proc, TempDir, haproxy, nginx_workers_script};
 
-const CASES: [&str; 3] = ["nginx-workers", "nginx-cpus", "haproxy-nginx-workers"];
+mod savings;
 
-/// Accuracy of scaling what-ifs on nginx, memcached and haproxy against real changes.
+const SCALING: [&str; 3] = ["nginx-workers", "nginx-cpus", "haproxy-nginx-workers"];
+
+/// Every case: the scaling ones, then the savings.
+fn all_cases() -> Vec<&'static str> {
+    SCALING
+        .iter()
+        .chain(savings::SAVINGS.iter())
+        .copied()
+        .collect()
+}
+
+/// Accuracy of scaling and saving what-ifs on nginx, memcached and haproxy against real changes.
 #[derive(Debug, Parser)]
 #[command(name = "eval_real")]
 struct Args {
@@ -66,6 +81,15 @@ struct Args {
     /// Size of the page nginx compresses, KiB (its CPU work per request)
     #[arg(long, default_value_t = 64)]
     page_kib: usize,
+    /// Saving cases: rounds of the independent Δ measurement (each: both configurations)
+    #[arg(long, default_value_t = 3)]
+    delta_rounds: usize,
+    /// Saving cases: seconds of load per configuration and round of the Δ measurement
+    #[arg(long, default_value_t = 4.0)]
+    delta_secs: f64,
+    /// Saving cases: only measure Δ and print it (no what-if; to size a saving)
+    #[arg(long)]
+    delta_only: bool,
 }
 
 fn main() {
@@ -83,6 +107,17 @@ struct Running {
     services: BTreeMap<String, api::ServiceSpec>,
     entry: String,
     truth: TruthCommands,
+}
+
+/// What a case asks: web gets 2 cores, or its target saves the Δ measured beforehand.
+struct Question {
+    target: &'static str,
+    optimization: Optimization,
+    kind: &'static str,
+    /// Δ in % of the target's baseline CPU per request (saving), or 2 (threads, scaling).
+    delta_pct: f64,
+    delta_noise_pct: Option<f64>,
+    text: String,
 }
 
 fn port_service(port: u16) -> api::ServiceSpec {
@@ -156,7 +191,7 @@ fn start(case: &str, page_kib: usize) -> Result<Running> {
                 _scripts: scripts,
             })
         }
-        other => bail!("unknown case `{other}`: one of {}", CASES.join(", ")),
+        other => bail!("unknown case `{other}`: one of {}", all_cases().join(", ")),
     }
 }
 
@@ -167,12 +202,12 @@ fn start(case: &str, page_kib: usize) -> Result<Running> {
 fn real_main() -> Result<()> {
     let args = Args::parse();
     let cases: Vec<String> = if args.cases.is_empty() {
-        CASES.iter().map(|s| (*s).to_owned()).collect()
+        all_cases().iter().map(|s| (*s).to_owned()).collect()
     } else {
         args.cases.clone()
     };
-    if let Some(c) = cases.iter().find(|c| !CASES.contains(&c.as_str())) {
-        bail!("unknown case `{c}`: one of {}", CASES.join(", "));
+    if let Some(c) = cases.iter().find(|c| !all_cases().contains(&c.as_str())) {
+        bail!("unknown case `{c}`: one of {}", all_cases().join(", "));
     }
     if args.runs == 0 || args.repetitions == 0 {
         bail!("--runs and --repetitions must be at least 1");
@@ -193,7 +228,14 @@ fn real_main() -> Result<()> {
     std::fs::create_dir_all(&opts.out_dir)
         .with_context(|| format!("cannot create {}", opts.out_dir.display()))?;
     let mut file = runner::open_results(&opts)?;
-    let done: std::collections::BTreeSet<String> = file.points.iter().map(Point::key).collect();
+    // A point is done when its run of its case has a result without an error (a saving case's
+    // Δ is measured again, so its key's Δ is not known before).
+    let done: std::collections::BTreeSet<String> = file
+        .points
+        .iter()
+        .filter(|p| p.error.is_none())
+        .map(|p| p.topology.clone())
+        .collect();
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -224,32 +266,61 @@ fn real_main() -> Result<()> {
     let mut n = 0;
     'cases: for case in &cases {
         let todo: Vec<usize> = (1..=args.runs)
-            .filter(|k| {
-                !done.contains(&summary::point_key(
-                    &format!("{case}-run{k}"),
-                    &setting.name(),
-                    "shared",
-                    2.0,
-                ))
-            })
+            .filter(|k| !done.contains(&format!("{case}-run{k}")))
             .collect();
         n += args.runs - todo.len();
         if todo.is_empty() {
             continue;
         }
-        let running = start(case, args.page_kib)?;
+        let load = LoadConfig {
+            connections: args.connections,
+            headers: vec![("Accept-Encoding".into(), "gzip".into())],
+            ..LoadConfig::default()
+        };
+        let (running, question) = if SCALING.contains(&case.as_str()) {
+            let running = start(case, args.page_kib)?;
+            let question = Question {
+                target: "web",
+                optimization: Optimization::Cores(2.0),
+                kind: "scaling",
+                delta_pct: 2.0,
+                delta_noise_pct: None,
+                text: "what if web got 2 cores".into(),
+            };
+            (running, question)
+        } else {
+            let (running, target, root) = savings::start(case, args.page_kib)?;
+            eprintln!("{case}: measuring Δ of `{target}` independently ...");
+            let d =
+                savings::measure_delta(&running, root, &load, args.delta_rounds, args.delta_secs)?;
+            eprintln!(
+                "{case}: Δ = {:.1} ± {:.1} µs per request ({:.1} → {:.1} µs of CPU)",
+                d.delta, d.half_width, d.base, d.optimized
+            );
+            if args.delta_only {
+                continue;
+            }
+            if d.delta.is_nan() || d.delta <= 0.0 {
+                bail!("{case}: the optimized configuration saved no CPU ({d:?})");
+            }
+            let question = Question {
+                target,
+                optimization: Optimization::DeltaUs(d.delta),
+                kind: "saving",
+                delta_pct: d.delta / d.base * 100.0,
+                delta_noise_pct: Some(d.half_width / d.delta * 100.0),
+                text: format!("what if {target} spent {:.0} µs less per request", d.delta),
+            };
+            (running, question)
+        };
         for k in todo {
             n += 1;
-            let label = format!("[{n}/{total}] {case} run {k}: what if web got 2 cores");
+            let label = format!("[{n}/{total}] {case} run {k}: {}", question.text);
             eprintln!("{label} ...");
             let spec = WhatIfSpec {
-                target: "web".into(),
-                optimization: Optimization::Cores(2.0),
-                load: LoadConfig {
-                    connections: args.connections,
-                    headers: vec![("Accept-Encoding".into(), "gzip".into())],
-                    ..LoadConfig::default()
-                },
+                target: question.target.into(),
+                optimization: question.optimization,
+                load: load.clone(),
                 timing: Timing {
                     window_s: args.duration,
                     ..Timing::THOROUGH
@@ -274,12 +345,18 @@ fn real_main() -> Result<()> {
                 family: case.clone(),
                 topology: format!("{case}-run{k}"),
                 mode: "real".into(),
-                target: "web".into(),
-                role: "inner".into(),
-                kind: "scaling".into(),
+                target: question.target.into(),
+                role: if question.target == "proxy" {
+                    "entry"
+                } else {
+                    "inner"
+                }
+                .into(),
+                kind: question.kind.into(),
                 setting: setting.name(),
                 placement: "shared".into(),
-                delta_pct: 2.0,
+                delta_pct: question.delta_pct,
+                delta_noise_pct: question.delta_noise_pct,
                 ..Point::default()
             };
             let point = match experiment::run_what_if(&spec, &mut backends, &monitor) {
