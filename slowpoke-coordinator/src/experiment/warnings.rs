@@ -37,6 +37,11 @@ impl Warnings {
         self.lines.iter().any(|w| w.starts_with(prefix))
     }
 
+    /// Forgets the lines starting with `prefix`: a later, more specific warning says the same.
+    pub(super) fn forget(&mut self, prefix: &str) {
+        self.lines.retain(|w| !w.starts_with(prefix));
+    }
+
     pub(super) fn unregistered(&mut self, deps: impl IntoIterator<Item = String>) {
         self.unregistered.extend(deps);
     }
@@ -186,6 +191,8 @@ mod tests {
         w.push("b".into());
         w.push("b".into());
         assert!(w.said("b") && !w.said("c"));
+        w.forget("b");
+        assert!(!w.said("b"));
         w.unregistered((0..7).map(|i| format!("front -> 10.0.0.{i}:80")));
         w.unregistered(["front -> 10.0.0.0:80".to_owned()]);
         let lines = w.take();

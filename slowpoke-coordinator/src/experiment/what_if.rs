@@ -26,6 +26,7 @@ use super::result::{
 use super::session::{Session, Setup, in_session};
 use super::shortfall::{target_use_record, target_use_warning};
 use super::spec::WhatIfSpec;
+use super::window::NODE_BUSY_WARNING;
 
 /// Runs one what-if to the end (blocking). `monitor` observes and cancels it.
 pub fn run_what_if(
@@ -304,7 +305,9 @@ impl<'a> Calibrated<'a> {
         let target = &self.spec.target;
         let busy = p.regime.node_busy * 100.0;
         match (p.regime.limit, p.regime.predicted_by) {
-            (Limit::Node, by) => s.warnings.push(format!(
+            (Limit::Node, by) => {
+                s.warnings.forget(NODE_BUSY_WARNING);
+                s.warnings.push(format!(
                 "the node's CPUs, not one service, limited the app in the baseline ({busy:.0} % busy, no service at its own limit): pausing the others cannot show the gain there, so the prediction is the {} ({:.0} req/s; the pauses alone predict {:.0}) (docs/model.md, \"Which limit binds\")",
                 match by {
                     PredictedBy::BottleneckLaw => "bottleneck law from the baseline's loads",
@@ -312,7 +315,8 @@ impl<'a> Calibrated<'a> {
                 },
                 p.pred.value,
                 p.pause.value
-            )),
+            ));
+            }
             (_, PredictedBy::NodeBound) => s.warnings.push(format!(
                 "the node's CPUs, not `{target}`, limit the optimized app: the prediction is the node bound ({:.0} req/s), below what pausing alone predicts ({:.0} req/s)",
                 p.pred.value, p.pause.value

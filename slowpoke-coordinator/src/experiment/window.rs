@@ -17,6 +17,10 @@ use super::warnings::Warnings;
 /// be the real limit after the optimization.
 pub const NODE_SATURATED: f64 = 0.9;
 
+/// How the warning about a busy node in a baseline window begins (a what-if that finds the node
+/// limiting replaces it with its own, more specific one).
+pub(super) const NODE_BUSY_WARNING: &str = "a node's CPUs were over";
+
 /// One measured window.
 pub(super) struct Measured {
     pub load: LoadWindow,
@@ -142,7 +146,7 @@ impl Measured {
         }
         if phase == "base" && self.agents.node_busy.iter().any(|&b| b > NODE_SATURATED) {
             warnings.once(format!(
-                "a node's CPUs were over {:.0} % busy during the baseline: the node, not one \
+                "{NODE_BUSY_WARNING} {:.0} % busy during the baseline: the node, not one \
                  service, may limit the optimized app, which pausing cannot reproduce; a what-if \
                  then predicts from the node's CPU per request (its result's `regime`; \
                  docs/model.md, \"Which limit binds\")",
