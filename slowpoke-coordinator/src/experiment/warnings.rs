@@ -184,6 +184,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_forgotten_line_is_gone_and_the_others_stay() {
+        let mut w = Warnings::default();
+        w.push("a node's CPUs were over 90 % busy".into());
+        w.push("b".into());
+        w.forget("a node's CPUs");
+        assert!(!w.said("a node") && w.said("b"));
+        assert_eq!(w.take(), ["b"]);
+    }
+
+    #[test]
     fn lines_said_once_stay_once_and_dependencies_are_summarized() {
         let mut w = Warnings::default();
         w.once("a".into());
@@ -191,8 +201,6 @@ mod tests {
         w.push("b".into());
         w.push("b".into());
         assert!(w.said("b") && !w.said("c"));
-        w.forget("b");
-        assert!(!w.said("b"));
         w.unregistered((0..7).map(|i| format!("front -> 10.0.0.{i}:80")));
         w.unregistered(["front -> 10.0.0.0:80".to_owned()]);
         let lines = w.take();
