@@ -41,6 +41,9 @@ pub struct UpOptions {
     pub json: bool,
     /// The agent to start; None: build the debug `slowpoke-agent` and use it.
     pub agent_bin: Option<PathBuf>,
+    /// One token in every node's token file: the coordinator takes a single
+    /// `--agent-token-file` for all its agents.
+    pub same_token: bool,
 }
 
 /// Where one node's agent is, as printed.
@@ -77,9 +80,20 @@ pub fn up(root: &Path, opts: &UpOptions) -> Result<()> {
     let base = target_dir(root).join("cluster");
     let _ = std::fs::remove_dir_all(&base);
     let mut infos = Vec::new();
+    let shared = random_token()?;
     // An error drops `cluster`, which removes the nodes and every agent started in them.
     for node in cluster.nodes() {
-        infos.push(start_agent(node, &agent_bin, &base.join(&node.name))?);
+        let token = if opts.same_token {
+            shared.clone()
+        } else {
+            random_token()?
+        };
+        infos.push(start_agent(
+            node,
+            &agent_bin,
+            &base.join(&node.name),
+            &token,
+        )?);
     }
     for info in &infos {
         wait_ready(info)?;
@@ -122,12 +136,17 @@ pub fn down() -> Result<()> {
     Ok(())
 }
 
-fn start_agent(node: &cluster::Node, agent_bin: &Path, dir: &Path) -> Result<NodeInfo> {
+fn start_agent(
+    node: &cluster::Node,
+    agent_bin: &Path,
+    dir: &Path,
+    token: &str,
+) -> Result<NodeInfo> {
     let state_dir = dir.join("state");
     std::fs::create_dir_all(&state_dir)
         .with_context(|| format!("creating {}", state_dir.display()))?;
     let token_file = dir.join("token");
-    write_private(&token_file, &random_token()?)?;
+    write_private(&token_file, token)?;
     let agent_log = dir.join("agent.log");
     let log = std::fs::File::create(&agent_log)
         .with_context(|| format!("creating {}", agent_log.display()))?;

@@ -129,6 +129,10 @@ enum ClusterAction {
         /// The agent binary to start [default: build and use the debug `slowpoke-agent`].
         #[arg(long, value_name = "PATH")]
         agent_bin: Option<PathBuf>,
+        /// The same token in every node's token file, so that one coordinator
+        /// (`--agent-token-file`, a single token for all agents) can drive them all.
+        #[arg(long)]
+        same_token: bool,
     },
     /// Stop the agents and remove every node, link and cgroup of a cluster.
     Down,
@@ -172,12 +176,14 @@ fn main() -> Result<()> {
                 nodes,
                 json,
                 agent_bin,
+                same_token,
             } => cluster::up(
                 &root,
                 &cluster::UpOptions {
                     nodes,
                     json,
                     agent_bin,
+                    same_token,
                 },
             ),
             ClusterAction::Down => cluster::down(),
