@@ -137,7 +137,16 @@ impl Cluster {
     /// stdin, stdout and stderr as `cmd` sets them. The process is killed when the returned
     /// [`Proc`] drops, and anyway when the cluster goes down.
     pub fn spawn(&self, i: usize, cmd: &mut Command) -> Proc {
-        let child = spawn_in(self.node(i), Place::Work, cmd)
+        self.spawn_at(i, Place::Work, cmd)
+    }
+
+    /// Like [`Cluster::spawn`], in the node's daemon sub-cgroup: for its agent.
+    pub fn spawn_daemon(&self, i: usize, cmd: &mut Command) -> Proc {
+        self.spawn_at(i, Place::Daemon, cmd)
+    }
+
+    fn spawn_at(&self, i: usize, place: Place, cmd: &mut Command) -> Proc {
+        let child = spawn_in(self.node(i), place, cmd)
             .unwrap_or_else(|e| panic!("starting {cmd:?} in node {i}: {e}"));
         Proc {
             child,

@@ -1,21 +1,24 @@
 //! `testkit::cluster` against the real kernel (root): nodes talk over the bridge, a process
-//! spawned in a node is in its cgroup and cpuset, and a cluster whose owner was killed (SIGKILL) is
-//! removed by the next `clean_leftovers`.
+//! spawned in a node is in its cgroup and cpuset, a cluster whose owner was killed (SIGKILL) is
+//! removed by the next `clean_leftovers`, and an agent in a node answers over the bridge and
+//! selects only its node's processes (needs the debug `slowpoke-agent`: `cargo build --bins`).
 //!
 //! Every cluster uses the same names (`spk-*`), so the tests take turns ([`LOCK`]).
 
 use std::{
     io::{BufRead as _, BufReader, Write as _},
     net::{SocketAddr, TcpStream},
+    os::unix::fs::PermissionsExt as _,
     process::{Command, Stdio},
     sync::Mutex,
     time::Duration,
 };
 
 use slowpoke_testkit::{
+    TempDir,
     cgroup::cgroup2_mount,
     cluster::{BRIDGE, BRIDGE_ADDR, Cluster},
-    proc_state, wait_for,
+    proc_state, wait_for, workspace_bin,
 };
 
 static LOCK: Mutex<()> = Mutex::new(());
@@ -230,4 +233,101 @@ fn drop_removes_everything() {
         matches!(proc_state(pid), None | Some('Z')),
         "sleep {pid} survived"
     );
+}
+
+/// `PUT`/`GET` on an agent over TCP; status and body.
+fn call(method: &str, url: &str, token: &str, body: Option<&str>) -> (u16, String) {
+    let req = ureq::request(method, url)
+        .timeout(Duration::from_secs(10))
+        .set("Authorization", &format!("Bearer {token}"));
+    let answer = match body {
+        Some(b) => req.set("Content-Type", "application/json").send_string(b),
+        None => req.call(),
+    };
+    match answer {
+        Ok(r) | Err(ureq::Error::Status(_, r)) => (r.status(), r.into_string().unwrap_or_default()),
+        Err(e) => panic!("{method} {url}: {e}"),
+    }
+}
+
+/// The agent of `cargo xtask cluster up`, as it starts it: in node 1's daemon cgroup, on node
+/// 1's address, confined to node 1's cgroup. Reached from the root namespace across the bridge,
+/// it takes only node 1's process of a name that runs in both nodes.
+#[test]
+fn an_agent_in_a_node_is_reached_over_the_bridge_and_selects_only_its_node() {
+    let _turn = turn();
+    let cluster = Cluster::up(2);
+    let dir = TempDir::new("cluster-agent");
+    // A name no other process on the machine has.
+    let probe = dir.path().join("spkprobe");
+    std::fs::copy("/bin/sleep", &probe).unwrap();
+    let mine = cluster.spawn(1, Command::new(&probe).arg("60"));
+    let theirs = cluster.spawn(2, Command::new(&probe).arg("60"));
+    let token = "cluster-s3cret";
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, token).unwrap();
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::create_dir(dir.path().join("state")).unwrap();
+    let node = cluster.node(1);
+    let base = format!("http://{}:7171", node.addr);
+    let log = dir.path().join("agent.log");
+    let mut agent = cluster.spawn_daemon(
+        1,
+        Command::new(workspace_bin("slowpoke-agent"))
+            .args(["--listen", &format!("{}:7171", node.addr), "--token-file"])
+            .arg(&token_file)
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .arg("--allow-cgroup")
+            .arg(&node.cgroup)
+            .args(["--log-level", "warn"])
+            .env_remove("SLOWPOKE_AGENT_TOKEN")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap()),
+    );
+    wait_for(Duration::from_secs(30), "the agent over the bridge", || {
+        if let Ok(Some(st)) = agent.child.try_wait() {
+            panic!(
+                "the agent exited ({st}): {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        TcpStream::connect_timeout(
+            &SocketAddr::from((node.addr, 7171)),
+            Duration::from_millis(200),
+        )
+        .ok()
+    });
+    assert_eq!(
+        call("GET", &format!("{base}/v1/health"), token, None).0,
+        200
+    );
+    assert_eq!(
+        call("GET", &format!("{base}/v1/services"), "wrong", None).0,
+        401
+    );
+
+    let (code, body) = call(
+        "PUT",
+        &format!("{base}/v1/services/probe"),
+        token,
+        Some(r#"{"comm":"spkprobe"}"#),
+    );
+    assert_eq!(code, 200, "{body}");
+    let info: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(info["pids"], serde_json::json!([mine.pid()]), "{body}");
+    let excluded = info["excluded"].as_array().unwrap();
+    assert!(
+        excluded.iter().any(|e| e["pid"] == theirs.pid()
+            && e["reason"].as_str().unwrap().contains("--allow-cgroup")),
+        "{body}"
+    );
+    // Node 2's process alone: refused, as for any process the agent never stops.
+    let (code, body) = call(
+        "PUT",
+        &format!("{base}/v1/services/other"),
+        token,
+        Some(&format!(r#"{{"pids":[{}]}}"#, theirs.pid())),
+    );
+    assert_eq!(code, 403, "{body}");
 }
