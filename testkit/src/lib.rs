@@ -4,13 +4,15 @@
 //! test leave them stopped), and polling with deadlines instead of sleeps.
 //!
 //! The integration tests that span crates live in `testkit/tests/`. [`cgroup`] holds scratch cgroup
-//! v2 directories, [`hostile`] processes that test the agent's safety (a chosen pid, a failing
-//! `close_range`, user `nobody`), [`swap`] live configuration changes of running servers (the
-//! real-server evaluation's ground truth), and `openapi` (feature `openapi`) checks a server against its
-//! API document. The benchmarks (`slowpoke-bench`) use the real servers too; their statistics
+//! v2 directories, [`cluster`] N nodes on this machine (network namespaces on a bridge, cpusets),
+//! [`hostile`] processes that test the agent's safety (a chosen pid, a failing `close_range`, user
+//! `nobody`), [`swap`] live configuration changes of running servers (the real-server evaluation's
+//! ground truth), and `openapi` (feature `openapi`) checks a server against its API document. The
+//! benchmarks (`slowpoke-bench`) use the real servers too; their statistics
 //! live in `slowpoke-stats`.
 
 pub mod cgroup;
+pub mod cluster;
 pub mod hostile;
 #[cfg(feature = "openapi")]
 pub mod openapi;

@@ -4,6 +4,7 @@
 //! `schemathesis` attack the request parsing of both HTTP APIs (docs/security/fuzz.md); `test`
 //! runs both briefly after the tests.
 
+mod cluster;
 mod fuzz;
 mod rails;
 mod schemathesis;
@@ -83,6 +84,13 @@ enum Task {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// A cluster on this machine (docs/multi-node.md): `up` makes N nodes (a network namespace
+    /// on the bridge spk-br0 and a cgroup with a cpuset each) with one agent per node; `down`
+    /// stops the agents and removes everything, also what an interrupted `up` left.
+    Cluster {
+        #[command(subcommand)]
+        action: ClusterAction,
+    },
     /// Set up, build, start the 9-service shop app and ask: what if cart did half its CPU work?
     Demo {
         /// Also pass these arguments to `slowpoke what-if`.
@@ -106,6 +114,28 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum ClusterAction {
+    /// Bring up the nodes and start an agent in each (prints where they are).
+    Up {
+        /// How many nodes (more than this machine has CPUs share them).
+        #[arg(long, default_value_t = 2)]
+        nodes: usize,
+        /// Print a JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// The agent binary to start [default: build and use the debug `slowpoke-agent`].
+        #[arg(long, value_name = "PATH")]
+        agent_bin: Option<PathBuf>,
+        /// The same token in every node's token file, so that one coordinator
+        /// (`--agent-token-file`, a single token for all agents) can drive them all.
+        #[arg(long)]
+        same_token: bool,
+    },
+    /// Stop the agents and remove every node, link and cgroup of a cluster.
+    Down,
 }
 
 fn main() -> Result<()> {
@@ -141,6 +171,23 @@ fn main() -> Result<()> {
         Task::Rails { json, no_build } => {
             rails::run(&root, json, rails::Options { builds: !no_build })
         }
+        Task::Cluster { action } => match action {
+            ClusterAction::Up {
+                nodes,
+                json,
+                agent_bin,
+                same_token,
+            } => cluster::up(
+                &root,
+                &cluster::UpOptions {
+                    nodes,
+                    json,
+                    agent_bin,
+                    same_token,
+                },
+            ),
+            ClusterAction::Down => cluster::down(),
+        },
         Task::Demo { args } => demo(&root, &args),
         Task::Bench { which, args } => bench(&root, &which, &args),
         Task::Eval { args } => eval(&root, &args),

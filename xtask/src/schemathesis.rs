@@ -285,7 +285,7 @@ fn supports_allow_cgroup(agent: &Path) -> Result<bool> {
 }
 
 /// A bearer token of 32 random bytes, hex.
-fn random_token() -> Result<String> {
+pub(crate) fn random_token() -> Result<String> {
     let mut bytes = [0u8; 32];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
     Ok(bytes.iter().fold(String::new(), |mut s, b| {
@@ -294,7 +294,7 @@ fn random_token() -> Result<String> {
     }))
 }
 
-fn write_private(path: &Path, text: &str) -> Result<()> {
+pub(crate) fn write_private(path: &Path, text: &str) -> Result<()> {
     use std::os::unix::fs::OpenOptionsExt as _;
     let mut f = std::fs::OpenOptions::new()
         .write(true)
