@@ -231,3 +231,53 @@ async fn cgroup_selector_v2_and_v1_quota() {
     agent.shutdown().await;
     drop((a, b));
 }
+
+/// A service of an app spread over nodes may have no process on this one (`may_be_absent`): it
+/// registers with no members, and a process that appears later joins at the next resolution.
+/// Without the flag the same selector is refused; protected processes are refused either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_absent_from_this_node_registers_empty_and_fills_later() {
+    let state = TempDir::new("reg-absent");
+    let agent = start_agent(&state).await;
+    // A process name nothing else on the machine has: a copy of sleep under that name.
+    let bin = state.path().join("spkabsentzz");
+    std::fs::copy("/bin/sleep", &bin).expect("copying /bin/sleep");
+    let absent = |s: &mut ServiceSpec| {
+        s.comm = Some("spkabsentzz".into());
+        s.may_be_absent = true;
+    };
+    let e = agent
+        .put_service("late", spec(|s| s.comm = Some("spkabsentzz".into())))
+        .expect_err("no such process yet, and the flag is not set");
+    assert!(e.to_string().contains("matches no process"), "{e}");
+    let info = agent
+        .put_service("late", spec(absent))
+        .expect("absent from this node is allowed with may_be_absent");
+    assert!(info.pids.is_empty(), "{info:?}");
+    let mut late = std::process::Command::new(&bin)
+        .arg("1000")
+        .spawn()
+        .expect("starting the renamed sleep");
+    let pid = late.id();
+    wait_for(Duration::from_secs(10), "the late process to join", || {
+        agent
+            .service("late")
+            .ok()
+            .filter(|s| s.pids == vec![pid])
+            .map(|_| ())
+    });
+    let _ = late.kill();
+    let _ = late.wait();
+    // pid 1 is protected, not absent: still refused.
+    let e = agent
+        .put_service(
+            "init",
+            spec(|s| {
+                s.pids = Some(vec![1]);
+                s.may_be_absent = true;
+            }),
+        )
+        .expect_err("pid 1 is never a member");
+    assert!(e.to_string().contains("never stops"), "{e}");
+    agent.shutdown().await;
+}

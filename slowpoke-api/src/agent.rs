@@ -40,6 +40,14 @@ pub struct ServiceSpec {
     /// Listening ports of the service when they cannot be discovered from /proc.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub listen_ports: Option<Vec<u16>>,
+    /// The service may have no process on this agent's node (an app spread over several
+    /// nodes; the coordinator sets it when it talks to more than one agent): when the selector
+    /// matches nothing here, or only processes outside the agent's `--allow-cgroup` (another
+    /// node's, on a shared kernel), registering succeeds with no members (`pids: []`), and
+    /// processes that appear later join at the next resolution. Without it, such a selector is
+    /// refused (400, or 403 for protected processes), which catches a mistyped selector.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub may_be_absent: bool,
 }
 
 /// A registered service as the agent sees it now (`GET /v1/services`, `PUT` answer).

@@ -330,4 +330,18 @@ fn an_agent_in_a_node_is_reached_over_the_bridge_and_selects_only_its_node() {
         Some(&format!(r#"{{"pids":[{}]}}"#, theirs.pid())),
     );
     assert_eq!(code, 403, "{body}");
+    // ... unless the service may be absent from this node (the coordinator's registration with
+    // several agents): node 2's process is not refused then, just not a member here.
+    let (code, body) = call(
+        "PUT",
+        &format!("{base}/v1/services/other"),
+        token,
+        Some(&format!(
+            r#"{{"pids":[{}],"may_be_absent":true}}"#,
+            theirs.pid()
+        )),
+    );
+    assert_eq!(code, 200, "{body}");
+    let info: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(info["pids"], serde_json::json!([]), "{body}");
 }

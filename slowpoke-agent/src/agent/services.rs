@@ -19,10 +19,13 @@ use crate::{
     error::AgentError,
     kernel::{MAX_SERVICES, ServiceId},
     registry::{self, CpuAccount, Resolved, Selector, WaitAccount},
+    safety::protect::OUTSIDE_ALLOWED_CGROUPS,
 };
 
 impl Agent {
-    /// Registers (or replaces) a service. Its selector must match at least one process now.
+    /// Registers (or replaces) a service. Its selector must match at least one process now,
+    /// unless the spec says the service `may_be_absent` from this node and nothing it matches
+    /// is refused for another reason than lying outside `--allow-cgroup`.
     pub fn put_service(&self, name: &str, spec: ServiceSpec) -> Result<ServiceInfo, AgentError> {
         self.check_running()?;
         registry::validate_name(name)?;
@@ -30,7 +33,11 @@ impl Agent {
         selector.check_process_ids()?;
         let protection = self.protection();
         let resolved = selector.resolve(spec.listen_ports.as_deref(), &protection)?;
-        if resolved.pids.is_empty() {
+        let elsewhere = resolved
+            .excluded
+            .iter()
+            .all(|e| e.reason == OUTSIDE_ALLOWED_CGROUPS);
+        if resolved.pids.is_empty() && !(spec.may_be_absent && elsewhere) {
             return Err(selector.nothing_matched(&resolved.excluded));
         }
         if !resolved.excluded.is_empty() {

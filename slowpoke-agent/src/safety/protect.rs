@@ -27,6 +27,11 @@ use std::{
 
 use crate::sys::procfs;
 
+/// Why a process outside the `--allow-cgroup` directories is not a member. On a node of a
+/// cluster sharing one kernel those are the other nodes' processes: a service registered with
+/// `may_be_absent` that matches only such processes is absent here, not refused.
+pub const OUTSIDE_ALLOWED_CGROUPS: &str = "outside the cgroups allowed by --allow-cgroup";
+
 /// Process names (`/proc/PID/comm`, `*` matches any run of characters) the agent never stops
 /// unless `--protect-comm` replaces the list: the node's init and its core daemons, the ways in
 /// (a frozen sshd or getty locks the operator out), the message bus systemd needs, the container
@@ -264,7 +269,7 @@ impl<'a> Protection<'a> {
         if let Some(allowed) = &self.allowed
             && !allowed.contains(&pid)
         {
-            return Some("outside the cgroups allowed by --allow-cgroup".into());
+            return Some(OUTSIDE_ALLOWED_CGROUPS.into());
         }
         None
     }

@@ -28,18 +28,25 @@ impl Registration {
     }
 }
 
-/// Registers every service on every agent. A service that resolves to processes on no agent is
-/// an error naming it (after unregistering what was registered).
+/// Registers every service on every agent. With more than one agent, a service may live on
+/// some nodes only: it is registered with `may_be_absent`, so that an agent where it has no
+/// process answers with no members instead of refusing it. A service that resolves to
+/// processes on no agent is an error naming it (after unregistering what was registered).
 pub fn register_services(
     agents: &[SharedAgent],
     services: &BTreeMap<String, api::ServiceSpec>,
 ) -> Result<Registration, RegisterError> {
     let mut reg = Registration::default();
+    let spread = agents.len() > 1;
     for (name, spec) in services {
         let mut owners = Vec::new();
         let mut ports = Vec::new();
+        let spec = api::ServiceSpec {
+            may_be_absent: spec.may_be_absent || spread,
+            ..spec.clone()
+        };
         for (i, agent) in agents.iter().enumerate() {
-            let info = agent.put_service(name, spec).map_err(|e| {
+            let info = agent.put_service(name, &spec).map_err(|e| {
                 unregister_services(agents, &services.keys().cloned().collect::<Vec<_>>());
                 RegisterError::Agent(e)
             })?;
