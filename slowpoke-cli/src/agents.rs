@@ -1,4 +1,4 @@
-//! `slowpoke agents`: the node agents and their health.
+//! `slowpoke agents`: the node agents, their health, kernel features and clock offset.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -27,7 +27,12 @@ pub(crate) struct AgentRow {
     pub(crate) status: String,
     pub(crate) version: Option<String>,
     pub(crate) features: BTreeMap<String, String>,
+    /// The agent's clock against this machine's (`CLOCK_MONOTONIC`), from timed calls.
+    pub(crate) clock: Option<agents::ClockOffset>,
 }
+
+/// Timed calls per agent for its clock offset.
+const CLOCK_CALLS: usize = 5;
 
 pub(crate) fn list_agents(a: &AgentArgs) -> anyhow::Result<()> {
     let urls = if a.agent.is_empty() {
@@ -47,6 +52,9 @@ pub(crate) fn list_agents(a: &AgentArgs) -> anyhow::Result<()> {
                 status: h.status,
                 version: Some(h.version),
                 features: h.features,
+                clock: agents::clock_offset(ag.as_ref(), CLOCK_CALLS)
+                    .ok()
+                    .flatten(),
             },
             Err(e) => AgentRow {
                 agent: ag.name(),
@@ -54,6 +62,7 @@ pub(crate) fn list_agents(a: &AgentArgs) -> anyhow::Result<()> {
                 status: e.to_string(),
                 version: None,
                 features: BTreeMap::new(),
+                clock: None,
             },
         })
         .collect();
@@ -69,6 +78,13 @@ pub(crate) fn list_agents(a: &AgentArgs) -> anyhow::Result<()> {
             );
             if !r.healthy {
                 println!("    {}", r.status);
+            }
+            if let Some(c) = &r.clock {
+                println!(
+                    "    clock: {:+.3} ms ± {:.3} ms against this machine's",
+                    c.offset_ns as f64 / 1e6,
+                    c.uncertainty_ns as f64 / 1e6
+                );
             }
             for (k, v) in &r.features {
                 println!("    {k}: {v}");

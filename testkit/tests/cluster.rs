@@ -306,6 +306,21 @@ fn an_agent_in_a_node_is_reached_over_the_bridge_and_selects_only_its_node() {
         call("GET", &format!("{base}/v1/services"), "wrong", None).0,
         401
     );
+    // `slowpoke agents` from the root namespace: healthy, and its clock offset estimate holds
+    // the true one — the nodes share this machine's clock, so 0.
+    let out = Command::new(workspace_bin("slowpoke"))
+        .args(["agents", "--json", "--agent", &base, "--agent-token-file"])
+        .arg(&token_file)
+        .output()
+        .expect("running slowpoke agents");
+    assert!(out.status.success(), "{out:?}");
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let clock = &rows[0]["clock"];
+    let (offset, within) = (
+        clock["offset_ns"].as_i64().expect("an offset"),
+        clock["uncertainty_ns"].as_i64().expect("its uncertainty"),
+    );
+    assert!(offset.abs() <= within, "{clock}");
 
     let (code, body) = call(
         "PUT",

@@ -8,7 +8,8 @@
 //!
 //! Rooms: the trait and its error here; [`HttpAgent`] in `http.rs` (over `unix_http.rs` for the
 //! socket); finding this node's daemon and the token in `local.rs`; registering services in
-//! `registration.rs`; stats snapshots and windows in `stats.rs`; the in-process agent in
+//! `registration.rs`; stats snapshots and windows in `stats.rs`, which also times calls to
+//! measure an agent's clock offset, estimated in `clock.rs`; the in-process agent in
 //! `in_process.rs` (feature `in-process`).
 
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use std::time::Duration;
 
 use slowpoke_api::agent as api;
 
+mod clock;
 mod http;
 #[cfg(feature = "in-process")]
 mod in_process;
@@ -24,12 +26,13 @@ mod registration;
 mod stats;
 mod unix_http;
 
+pub use clock::{ClockOffset, ClockSample, estimate as estimate_clock_offset};
 pub use http::HttpAgent;
 #[cfg(feature = "in-process")]
 pub use in_process::InProcessAgent;
 pub use local::{DEFAULT_AGENT_STATE_DIR, local_daemon, local_socket, read_token};
 pub use registration::{RegisterError, Registration, register_services, unregister_services};
-pub use stats::{NodeWindow, StatsSnapshot, StatsWindow, snapshot, window};
+pub use stats::{NodeWindow, StatsSnapshot, StatsWindow, clock_offset, snapshot, window};
 pub use unix_http::socket_path;
 
 /// An agent failed or could not be reached.

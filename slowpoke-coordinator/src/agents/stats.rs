@@ -5,13 +5,45 @@ use std::collections::BTreeMap;
 
 use slowpoke_api::agent as api;
 
-use super::{AgentError, SharedAgent};
+use super::clock::{ClockOffset, ClockSample, estimate};
+use super::{AgentClient, AgentError, SharedAgent};
 use crate::model::ServiceSample;
 
 /// One snapshot of every agent's stats, in agent order.
 #[derive(Debug, Clone, Default)]
 pub struct StatsSnapshot {
     pub agents: Vec<api::Stats>,
+}
+
+/// This process's `CLOCK_MONOTONIC`, ns: the clock the agents stamp their stats with.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into memory we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// `agent`'s clock against this process's, from `calls` timed `GET /v1/stats`
+/// (`clock.rs`); None when no call gave a usable sample.
+pub fn clock_offset(
+    agent: &dyn AgentClient,
+    calls: usize,
+) -> Result<Option<ClockOffset>, AgentError> {
+    let mut samples = Vec::with_capacity(calls);
+    for _ in 0..calls {
+        let sent_ns = monotonic_ns();
+        let stats = agent.stats()?;
+        let received_ns = monotonic_ns();
+        samples.push(ClockSample {
+            sent_ns,
+            agent_ns: stats.timestamp_ns,
+            received_ns,
+        });
+    }
+    Ok(estimate(&samples))
 }
 
 /// Takes a snapshot of every agent.
