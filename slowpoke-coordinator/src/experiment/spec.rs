@@ -65,13 +65,12 @@ pub struct Timing {
 /// side by side with the protocol before, [`Timing::THOROUGH`]: docs/coordinator.md).
 impl Default for Timing {
     fn default() -> Self {
+        // Shorter windows than the thorough protocol, the same actuator.
         Timing {
             warmup_s: 2.0,
             window_s: 1.0,
             settle_s: 0.25,
-            quantum_us: Some(DEFAULT_QUANTUM_US),
-            mode: api::Mode::Pause,
-            synchronized: true,
+            ..Timing::THOROUGH
         }
     }
 }
@@ -162,11 +161,10 @@ pub struct Repeat {
 
 impl Default for Repeat {
     fn default() -> Self {
+        // The thorough protocol's repetitions, within a deadline instead of 120 s.
         Repeat {
-            repetitions: 5,
-            precision_pct: Some(3.0),
             budget_s: DEFAULT_BUDGET_S,
-            max_repetitions: 30,
+            ..Repeat::THOROUGH
         }
     }
 }

@@ -228,14 +228,10 @@ fn real_main() -> Result<()> {
     std::fs::create_dir_all(&opts.out_dir)
         .with_context(|| format!("cannot create {}", opts.out_dir.display()))?;
     let mut file = runner::open_results(&opts)?;
-    // A point is done when its run of its case has a result without an error (a saving case's
-    // Δ is measured again, so its key's Δ is not known before).
-    let done: std::collections::BTreeSet<String> = file
-        .points
-        .iter()
-        .filter(|p| p.error.is_none())
-        .map(|p| p.topology.clone())
-        .collect();
+    // A point is done when its run of its case has a result (`open_results` dropped the failed
+    // ones); by run, not by key: a saving case's Δ is measured again, so its key is not known.
+    let done: std::collections::BTreeSet<String> =
+        file.points.iter().map(|p| p.topology.clone()).collect();
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
