@@ -10,6 +10,8 @@
 //! - [`coordinator`]: the coordinator's request, view and result types (`/v1/experiments`, ...);
 //! - [`selector`]: `port:8080`-style selectors of the CLI and of experiment requests;
 //! - [`auth`]: the one bearer-token rule both servers enforce;
+//! - [`cluster`]: the cluster description (nodes, their agents and tokens) the coordinator and the
+//!   emulator read;
 //! - `openapi` (feature `openapi`): the OpenAPI documents of both APIs, generated from these types.
 //!
 //! Fixed interface (docs/api.md, docs/coordinator-api.md): extend, don't rename.
@@ -19,6 +21,7 @@
 
 pub mod agent;
 pub mod auth;
+pub mod cluster;
 pub mod coordinator;
 #[cfg(feature = "openapi")]
 pub mod openapi;

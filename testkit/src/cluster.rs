@@ -32,6 +32,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use slowpoke_api::cluster::ClusterNode;
+
 use crate::{Proc, cgroup::cgroup2_mount};
 
 /// Every interface, namespace and cgroup of a cluster starts with this.
@@ -64,6 +66,25 @@ pub struct Node {
     pub daemon_cgroup: PathBuf,
     /// The v1 cpuset directory on a hybrid node (None on pure cgroup v2).
     pub cpuset_v1: Option<PathBuf>,
+}
+
+impl Node {
+    /// This node in a cluster description (`slowpoke_api::cluster`, what `--cluster FILE` reads):
+    /// its address, the agent at `agent_url` with its `token_file`, and how a process enters it
+    /// (network namespace, cgroups, cpus).
+    pub fn describe(&self, agent_url: &str, token_file: Option<PathBuf>) -> ClusterNode {
+        ClusterNode {
+            name: self.name.clone(),
+            address: self.addr.into(),
+            agent: agent_url.to_owned(),
+            token_file,
+            netns: Some(self.name.clone()),
+            cgroups: std::iter::once(self.cgroup.clone())
+                .chain(self.cpuset_v1.clone())
+                .collect(),
+            cpus: Some(self.cpus.clone()),
+        }
+    }
 }
 
 /// Where a spawned process goes inside its node.

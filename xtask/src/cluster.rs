@@ -19,6 +19,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
+use slowpoke_api::cluster::ClusterFile;
 use slowpoke_testkit::cluster::{self, Cluster, Place};
 
 use crate::{
@@ -98,6 +99,8 @@ pub fn up(root: &Path, opts: &UpOptions) -> Result<()> {
     for info in &infos {
         wait_ready(info)?;
     }
+    let description = base.join(CLUSTER_FILE);
+    write_description(&description, cluster.nodes(), &infos)?;
     cluster.keep();
     if opts.json {
         println!("{}", serde_json::to_string_pretty(&infos)?);
@@ -113,11 +116,33 @@ pub fn up(root: &Path, opts: &UpOptions) -> Result<()> {
             );
         }
         println!(
+            "cluster description: {} (slowpoke --cluster, slowpoke-emu run --cluster)",
+            description.display()
+        );
+        println!(
             "(logs: {}/spk-n*/agent.log; stop with `cargo xtask cluster down`)",
             base.display()
         );
     }
     Ok(())
+}
+
+/// The cluster description `up` writes beside the nodes' directories (target/cluster/).
+pub const CLUSTER_FILE: &str = "cluster.json";
+
+/// Writes the cluster description (`slowpoke_api::cluster`): each node's address, agent and token
+/// file (relative to the file), and how to enter it (network namespace, cgroups, cpus).
+fn write_description(path: &Path, nodes: &[cluster::Node], infos: &[NodeInfo]) -> Result<()> {
+    let file = ClusterFile {
+        nodes: nodes
+            .iter()
+            .zip(infos)
+            .map(|(n, i)| n.describe(&i.agent_url, Some(PathBuf::from(&n.name).join("token"))))
+            .collect(),
+    };
+    file.check().map_err(anyhow::Error::msg)?;
+    std::fs::write(path, serde_json::to_string_pretty(&file)? + "\n")
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// Stops the agents (SIGTERM, then whatever is left is killed) and removes the cluster.
