@@ -7,15 +7,17 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, anyhow, bail};
+use slowpoke_api::cluster::ClusterFile;
 use tracing::Level;
 
+use crate::placement::PlaceArg;
 pub use crate::runner::{AppInfo, ServiceInfo};
 use crate::service::ServiceStats;
 use crate::topology::{Set, TopologySource};
@@ -50,14 +52,27 @@ pub fn find_binary() -> PathBuf {
 pub struct StartOptions {
     pub topology: TopologySource,
     pub sets: Vec<Set>,
-    /// Bind address of every service (`127.0.0.1` by default).
+    /// Bind address of every service (`127.0.0.1` by default; unused by a cluster run).
     pub bind: String,
-    /// Fixed ports from here (see `slowpoke-emu run --base-port`); None = ephemeral ports.
+    /// Fixed ports from here (see `slowpoke-emu run --base-port`); None = ephemeral ports (a cluster
+    /// run: [`crate::placement::CLUSTER_BASE_PORT`]).
     pub base_port: Option<u16>,
+    /// Run the app across the nodes of a cluster description instead of on this machine.
+    pub cluster: Option<ClusterStart>,
     /// The binary to run; None = [`find_binary`].
     pub binary: Option<PathBuf>,
     /// How long to wait for every service to listen.
     pub timeout: Duration,
+}
+
+/// A cluster run: one `slowpoke-emu run --cluster FILE --node N` per node that hosts services, each
+/// entering its node itself (test bed) and calling the other nodes' services over the network.
+#[derive(Debug, Clone)]
+pub struct ClusterStart {
+    /// The cluster description (`slowpoke_api::cluster::ClusterFile`).
+    pub file: PathBuf,
+    /// Placements over the topology's `node` fields (e.g. from [`crate::placement::spread`]).
+    pub place: Vec<PlaceArg>,
 }
 
 impl StartOptions {
@@ -67,24 +82,33 @@ impl StartOptions {
             sets: Vec::new(),
             bind: "127.0.0.1".into(),
             base_port: None,
+            cluster: None,
             binary: None,
             timeout: Duration::from_mins(1),
         }
     }
 }
 
-/// An emulated application running in child processes. Dropping it stops every service; if this process dies
-/// the runner sees its stdin close and stops them too.
+/// An emulated application running in child processes (one runner, or one per node of a cluster
+/// run). Dropping it stops every service; if this process dies each runner sees its stdin close and
+/// stops its services too.
 #[derive(Debug)]
 pub struct RunningApp {
     pub services: BTreeMap<String, ServiceInfo>,
     /// URL of the entry endpoint.
     pub entry: String,
-    /// The full line the runner printed.
+    /// The line the runner printed (a cluster run: the runners' lines merged, `runner_pid` and
+    /// `host` of the first).
     pub info: AppInfo,
-    runner: Child,
-    stdin: Option<ChildStdin>,
+    runners: Vec<Runner>,
     temp_file: Option<PathBuf>,
+}
+
+/// One `slowpoke-emu run` child: stopping it (also on drop) stops its services.
+#[derive(Debug)]
+struct Runner {
+    child: Child,
+    stdin: Option<ChildStdin>,
     stderr_tail: Arc<Mutex<Vec<String>>>,
 }
 
@@ -118,35 +142,153 @@ impl RunningApp {
                 (p.clone(), Some(p))
             }
         };
+        let mut app = RunningApp {
+            services: BTreeMap::new(),
+            entry: String::new(),
+            info: AppInfo {
+                services: BTreeMap::new(),
+                entry: String::new(),
+                runner_pid: 0,
+                host: String::new(),
+            },
+            runners: Vec::new(),
+            temp_file,
+        };
         let bin = opts.binary.clone().unwrap_or_else(find_binary);
-        let mut cmd = Command::new(&bin);
-        cmd.arg("run")
-            .arg(&path)
-            .arg("--bind")
-            .arg(&opts.bind)
-            .arg("--exit-on-stdin-eof");
+        let mut common = vec!["run".into(), path.clone().into_os_string()];
+        common.push("--exit-on-stdin-eof".into());
         if let Some(b) = opts.base_port {
-            cmd.arg("--base-port").arg(b.to_string());
+            common.extend(["--base-port".into(), b.to_string().into()]);
         }
         for s in &opts.sets {
-            cmd.arg("--set").arg(s.to_string());
+            common.extend(["--set".into(), s.to_string().into()]);
         }
+        let per_runner: Vec<Vec<std::ffi::OsString>> = match &opts.cluster {
+            None => vec![vec!["--bind".into(), opts.bind.clone().into()]],
+            Some(c) => cluster_runner_args(&path, c)?,
+        };
+        for extra in per_runner {
+            let (runner, info) = Runner::start(&bin, &common, &extra, &path, opts.timeout)?;
+            app.runners.push(runner);
+            if app.info.runner_pid == 0 {
+                app.info.runner_pid = info.runner_pid;
+                app.info.host = info.host;
+                app.info.entry = info.entry;
+            }
+            app.info.services.extend(info.services);
+        }
+        app.services = app.info.services.clone();
+        app.entry = app.info.entry.clone();
+        Ok(app)
+    }
+
+    /// Pid of the (first) runner process.
+    pub fn runner_pid(&self) -> u32 {
+        self.info.runner_pid
+    }
+
+    /// Every pid of every service.
+    pub fn pids(&self) -> Vec<u32> {
+        self.services
+            .values()
+            .flat_map(|s| s.pids.iter().copied())
+            .collect()
+    }
+
+    /// `http://host:port` of a service (its service port; a cluster run: at its node's address).
+    pub fn service_url(&self, service: &str) -> Result<String> {
+        let s = self
+            .services
+            .get(service)
+            .ok_or_else(|| anyhow!("no service {service:?} in this app"))?;
+        Ok(format!("http://{}:{}", self.info.host_of(s), s.port))
+    }
+
+    /// `GET /stats` of one service.
+    pub fn stats(&self, service: &str) -> Result<ServiceStats> {
+        self.control(service)?.stats()
+    }
+
+    /// `GET /stats` of every service.
+    pub fn all_stats(&self) -> Result<BTreeMap<String, ServiceStats>> {
+        self.services
+            .keys()
+            .map(|s| Ok((s.clone(), self.stats(s)?)))
+            .collect()
+    }
+
+    /// Stops every service and waits for the runners (also done by `Drop`).
+    pub fn stop(mut self) -> Result<()> {
+        self.shutdown();
+        Ok(())
+    }
+
+    fn shutdown(&mut self) {
+        // All runners stop their services at once; then each is waited for.
+        for r in &mut self.runners {
+            r.signal_stop();
+        }
+        for r in &mut self.runners {
+            r.shutdown();
+        }
+        if let Some(p) = self.temp_file.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// The per-runner arguments of a cluster run: one runner per node that hosts services, in the
+/// description's order.
+fn cluster_runner_args(path: &Path, c: &ClusterStart) -> Result<Vec<Vec<std::ffi::OsString>>> {
+    let topo = crate::topology::load(path)?;
+    let file = ClusterFile::load(&c.file).map_err(anyhow::Error::msg)?;
+    let placement = crate::placement::place(&topo, &file, &c.place).map_err(anyhow::Error::msg)?;
+    Ok(file
+        .nodes
+        .iter()
+        .filter(|n| placement.values().any(|p| *p == n.name))
+        .map(|n| {
+            let mut a: Vec<std::ffi::OsString> = vec![
+                "--cluster".into(),
+                c.file.clone().into_os_string(),
+                "--node".into(),
+                n.name.clone().into(),
+            ];
+            for p in &c.place {
+                a.extend(["--place".into(), p.to_string().into()]);
+            }
+            a
+        })
+        .collect())
+}
+
+impl Runner {
+    /// Starts `bin common extra` and waits for its JSON line.
+    fn start(
+        bin: &Path,
+        common: &[std::ffi::OsString],
+        extra: &[std::ffi::OsString],
+        path: &Path,
+        timeout: Duration,
+    ) -> Result<(Runner, AppInfo)> {
+        let mut cmd = Command::new(bin);
+        cmd.args(common).args(extra);
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut runner = cmd.spawn().with_context(|| {
+        let mut child = cmd.spawn().with_context(|| {
             format!(
                 "starting {} (set {} to the slowpoke-emu binary if it is elsewhere)",
                 bin.display(),
                 super::client::BIN_ENV
             )
         })?;
-        let stdin = runner.stdin.take();
-        let stdout = runner.stdout.take().expect("piped");
-        let stderr = runner.stderr.take().expect("piped");
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().expect("piped");
+        let stderr = child.stderr.take().expect("piped");
         let stderr_tail = Arc::new(Mutex::new(Vec::new()));
         let tail = stderr_tail.clone();
-        let runner_pid = runner.id();
+        let runner_pid = child.id();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 forward_log_line(runner_pid, &line);
@@ -165,58 +307,46 @@ impl RunningApp {
             let _ = tx.send(res);
             let _ = std::io::copy(&mut r, &mut std::io::sink());
         });
-        let mut app = RunningApp {
-            services: BTreeMap::new(),
-            entry: String::new(),
-            info: AppInfo {
-                services: BTreeMap::new(),
-                entry: String::new(),
-                runner_pid: runner.id(),
-                host: String::new(),
-            },
-            runner,
+        let mut runner = Runner {
+            child,
             stdin,
-            temp_file,
             stderr_tail,
         };
-        let deadline = Instant::now() + opts.timeout;
+        let what = || {
+            let extra: Vec<_> = extra.iter().map(|a| a.to_string_lossy()).collect();
+            format!("slowpoke-emu run {} {}", path.display(), extra.join(" "))
+        };
+        let deadline = Instant::now() + timeout;
         let line = loop {
             match rx.recv_timeout(Duration::from_millis(50)) {
                 Ok(Ok(l)) if !l.trim().is_empty() => break l,
                 Ok(_) | Err(mpsc::RecvTimeoutError::Disconnected) => {
                     // EOF: the runner failed; let its stderr arrive.
-                    let status = app.wait_exit(Duration::from_secs(2));
+                    let status = runner.wait_exit(Duration::from_secs(2));
                     std::thread::sleep(Duration::from_millis(50));
                     bail!(
-                        "slowpoke-emu run {} failed ({}): {}",
-                        path.display(),
+                        "{} failed ({}): {}",
+                        what(),
                         status.map_or_else(|| "still running".into(), |s| s.to_string()),
-                        app.stderr_tail.lock().expect("tail").join("\n")
+                        runner.stderr_tail.lock().expect("tail").join("\n")
                     );
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     if Instant::now() > deadline {
-                        bail!(
-                            "slowpoke-emu run {}: services not listening after {:?}",
-                            path.display(),
-                            opts.timeout
-                        );
+                        bail!("{}: services not listening after {timeout:?}", what());
                     }
                 }
             }
         };
         let info: AppInfo = serde_json::from_str(line.trim())
             .with_context(|| format!("parsing the runner's line {line:?}"))?;
-        app.services = info.services.clone();
-        app.entry = info.entry.clone();
-        app.info = info;
-        Ok(app)
+        Ok((runner, info))
     }
 
     fn wait_exit(&mut self, d: Duration) -> Option<std::process::ExitStatus> {
         let deadline = Instant::now() + d;
         loop {
-            if let Ok(Some(s)) = self.runner.try_wait() {
+            if let Ok(Some(s)) = self.child.try_wait() {
                 return Some(s);
             }
             if Instant::now() > deadline {
@@ -226,60 +356,29 @@ impl RunningApp {
         }
     }
 
-    /// Pid of the runner process.
-    pub fn runner_pid(&self) -> u32 {
-        self.runner.id()
-    }
-
-    /// Every pid of every service.
-    pub fn pids(&self) -> Vec<u32> {
-        self.services
-            .values()
-            .flat_map(|s| s.pids.iter().copied())
-            .collect()
-    }
-
-    /// `http://host:port` of a service (its service port).
-    pub fn service_url(&self, service: &str) -> Result<String> {
-        let s = self
-            .services
-            .get(service)
-            .ok_or_else(|| anyhow!("no service {service:?} in this app"))?;
-        Ok(format!("http://{}:{}", self.info.host, s.port))
-    }
-
-    /// `GET /stats` of one service.
-    pub fn stats(&self, service: &str) -> Result<ServiceStats> {
-        self.control(service)?.stats()
-    }
-
-    /// `GET /stats` of every service.
-    pub fn all_stats(&self) -> Result<BTreeMap<String, ServiceStats>> {
-        self.services
-            .keys()
-            .map(|s| Ok((s.clone(), self.stats(s)?)))
-            .collect()
-    }
-
-    /// Stops every service and waits for the runner (also done by `Drop`).
-    pub fn stop(mut self) -> Result<()> {
-        self.shutdown();
-        Ok(())
+    /// Closes stdin and sends SIGTERM: the runner stops its services and exits.
+    fn signal_stop(&mut self) {
+        self.stdin.take();
+        if matches!(self.child.try_wait(), Ok(None)) {
+            // SAFETY: SIGTERM to our own child.
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        }
     }
 
     fn shutdown(&mut self) {
-        self.stdin.take();
-        if matches!(self.runner.try_wait(), Ok(None)) {
-            // SAFETY: SIGTERM to our own child; the runner stops its services and exits.
-            unsafe { libc::kill(self.runner.id() as i32, libc::SIGTERM) };
-            if self.wait_exit(Duration::from_secs(5)).is_none() {
-                let _ = self.runner.kill();
-                let _ = self.runner.wait();
-            }
+        self.signal_stop();
+        if matches!(self.child.try_wait(), Ok(None))
+            && self.wait_exit(Duration::from_secs(5)).is_none()
+        {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
         }
-        if let Some(p) = self.temp_file.take() {
-            let _ = std::fs::remove_file(p);
-        }
+    }
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        self.shutdown();
     }
 }
 

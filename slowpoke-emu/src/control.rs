@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, anyhow, bail};
 
 use crate::client::RunningApp;
-use crate::runner::AppInfo;
+use crate::runner::{AppInfo, ServiceInfo};
 use crate::service::ServiceStats;
 use crate::topology::{ENDPOINT_KEYS, LIVE_SERVICE_KEYS};
 
@@ -220,6 +220,15 @@ impl AppInfo {
             .with_context(|| format!("{}: not a slowpoke-emu run line", path.display()))
     }
 
+    /// Host part of `s`'s URLs: its own (a cluster run: its node's address), else the app's.
+    pub fn host_of<'a>(&'a self, s: &'a ServiceInfo) -> &'a str {
+        match (&s.host, self.host.as_str()) {
+            (Some(h), _) => h,
+            (None, "") => "127.0.0.1",
+            (None, h) => h,
+        }
+    }
+
     /// The control handle of one of the app's services.
     pub fn control(&self, service: &str) -> Result<ServiceControl> {
         let s = self.services.get(service).ok_or_else(|| {
@@ -228,11 +237,7 @@ impl AppInfo {
                 self.services.keys().cloned().collect::<Vec<_>>().join(", ")
             )
         })?;
-        let host = if self.host.is_empty() {
-            "127.0.0.1"
-        } else {
-            &self.host
-        };
+        let host = self.host_of(s);
         Ok(ServiceControl {
             service: service.to_owned(),
             url: format!("http://{host}:{}", s.control_port),

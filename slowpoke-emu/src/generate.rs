@@ -161,6 +161,7 @@ impl Gen {
                 threads,
                 max_threads: None,
                 port: None,
+                node: None,
                 endpoints: BTreeMap::from([(EP.to_owned(), ep)]),
             },
         );

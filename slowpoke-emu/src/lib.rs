@@ -10,13 +10,15 @@ pub mod busy;
 pub mod client;
 pub mod control;
 pub mod generate;
+pub mod placement;
 pub mod runner;
 pub mod service;
 pub mod topology;
 
-pub use client::{RunningApp, StartOptions, find_binary};
+pub use client::{ClusterStart, RunningApp, StartOptions, find_binary};
 pub use control::{Scope, ServiceControl, Setting};
 pub use generate::{Family, GenSpec, generate};
+pub use placement::{PlaceArg, Placement};
 pub use runner::{AppInfo, RunOptions, ServiceInfo};
 pub use service::{ServiceSettings, ServiceStats};
 pub use topology::{

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use clap::{Parser, Subcommand};
+use slowpoke_emu::placement::{self, ClusterArgs, PlaceArg};
 use slowpoke_emu::topology::{self, Set};
 use slowpoke_emu::{AppInfo, Family, GenSpec, Mode, RunOptions, Scope, ServiceControl, Setting};
 
@@ -41,11 +42,23 @@ enum Cmd {
         /// Topology JSON file.
         file: PathBuf,
         /// Address every service binds.
-        #[arg(long, default_value = "127.0.0.1")]
+        #[arg(long, default_value = "127.0.0.1", conflicts_with = "cluster")]
         bind: IpAddr,
-        /// Service i (name order) listens on P+i, its control port on P+N+i (default: ephemeral ports).
+        /// Service i (name order) listens on P+i, its control port on P+N+i (default: ephemeral ports;
+        /// 7300 with --cluster, where every node must know the others' ports).
         #[arg(long)]
         base_port: Option<u16>,
+        /// Cluster description (JSON, see docs/multi-node.md): run only the services placed on --node,
+        /// bound to that node's address, calling the other nodes' services at their addresses.
+        #[arg(long, requires = "node")]
+        cluster: Option<PathBuf>,
+        /// The node of the cluster description this runner runs (enters its network namespace and
+        /// cgroups first when the description gives them and this process is not inside yet).
+        #[arg(long, requires = "cluster")]
+        node: Option<String>,
+        /// Put SERVICE on NODE, whatever the topology's "node" says. Repeatable.
+        #[arg(long = "place", value_name = "SERVICE=NODE", requires = "cluster")]
+        place: Vec<PlaceArg>,
         /// Change a setting before starting: svc.endpoint.key=value (cpu_us, lock_us, sleep_us, wait_us,
         /// response_bytes) or svc.key=value (threads, max_threads). Repeatable.
         #[arg(long = "set", value_name = "SETTING")]
@@ -144,17 +157,37 @@ fn init_logging(filter: &str) -> Result<()> {
     Ok(())
 }
 
+/// Reads the cluster description and moves this process into `node` (test bed) before any thread
+/// exists, so every service started later inherits the node's network namespace and cgroups.
+fn enter_node(path: &std::path::Path, node: String, place: Vec<PlaceArg>) -> Result<ClusterArgs> {
+    let file = slowpoke_api::cluster::ClusterFile::load(path).map_err(anyhow::Error::msg)?;
+    let this =
+        placement::find_node(&file, &node).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    if placement::enter(this).map_err(anyhow::Error::msg)? {
+        tracing::debug!("entered node {node}");
+    }
+    Ok(ClusterArgs { file, node, place })
+}
+
 fn real_main(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Run {
             file,
             bind,
             base_port,
+            cluster,
+            node,
+            place,
             sets,
             info_file,
             exit_on_stdin_eof,
         } => {
+            let cluster = match (cluster, node) {
+                (Some(path), Some(node)) => Some(enter_node(&path, node, place)?),
+                _ => None,
+            };
             let opts = RunOptions {
+                cluster,
                 bind,
                 base_port,
                 exit_on_stdin_eof,

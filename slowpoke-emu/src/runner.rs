@@ -18,6 +18,7 @@ use anyhow::{Context as _, Result, bail};
 use nix::sys::signal::{SigSet, Signal};
 use serde::{Deserialize, Serialize};
 
+use crate::placement::{CLUSTER_BASE_PORT, ClusterArgs, ClusterRun};
 use crate::service::{CONTROL_FD, SERVICE_FD, ServeSpec};
 use crate::topology::{self, Set, Topology};
 
@@ -43,6 +44,13 @@ pub struct ServiceInfo {
     pub port: u16,
     /// Control port (`GET /stats`, `PUT /set`; not a visit).
     pub control_port: u16,
+    /// The node it runs on (cluster runs only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// Host part of its URLs when it differs per service (cluster runs: its node's address);
+    /// absent: the app's `host`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
     /// `threads` at start (live changes show in the control `/stats`).
     #[serde(default)]
     pub threads: u32,
@@ -63,6 +71,9 @@ pub struct RunOptions {
     pub info_file: Option<std::path::PathBuf>,
     /// Log filter handed to every service process (`serve --log-level`), e.g. `info` or `warn`.
     pub log_level: String,
+    /// Run only one node's part of the app (`--cluster F --node N`): `bind` is then that node's
+    /// address and the ports are fixed (`base_port`, default [`CLUSTER_BASE_PORT`]).
+    pub cluster: Option<ClusterArgs>,
 }
 
 /// Host part of URLs for a bind address.
@@ -101,6 +112,20 @@ pub fn run(mut topo: Topology, label: &str, sets: &[Set], opts: &RunOptions) -> 
         topo.apply(s).map_err(|e| anyhow::anyhow!("{label}: {e}"))?;
     }
     topo.validate_named(label)?;
+    let cluster = opts
+        .cluster
+        .as_ref()
+        .map(|c| ClusterRun::new(&topo, &c.file, &c.node, &c.place))
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("{label}: {e}"))?;
+    let (bind, base_port) = match &cluster {
+        Some(c) => (
+            c.node.address,
+            Some(opts.base_port.unwrap_or(CLUSTER_BASE_PORT)),
+        ),
+        None => (opts.bind, opts.base_port),
+    };
+    let is_local = |name: &str| cluster.as_ref().is_none_or(|c| c.is_local(name));
 
     // Block the signals we wait for before any thread exists, so only the waiting thread sees them.
     let mut mask = SigSet::empty();
@@ -110,32 +135,39 @@ pub fn run(mut topo: Topology, label: &str, sets: &[Set], opts: &RunOptions) -> 
     mask.thread_block().context("blocking signals")?;
 
     let n = topo.services.len();
-    let host = url_host(opts.bind);
-    let mut listeners = BTreeMap::new();
+    let host = url_host(bind);
+    // Planned ports (0 = ephemeral); a cluster run plans them all, so it knows the other nodes'.
+    let mut ports = BTreeMap::new();
     for (i, (name, svc)) in topo.services.iter().enumerate() {
         let port = svc
             .port
-            .or(opts.base_port.map(|b| b.saturating_add(i as u16)))
+            .or(base_port.map(|b| b.saturating_add(i as u16)))
             .unwrap_or(0);
-        let cport = opts
-            .base_port
-            .map_or(0, |b| b.saturating_add((n + i) as u16));
+        let cport = base_port.map_or(0, |b| b.saturating_add((n + i) as u16));
+        ports.insert(name.clone(), (port, cport));
+    }
+    let mut listeners = BTreeMap::new();
+    for (name, &(port, cport)) in &ports {
+        if !is_local(name) {
+            continue;
+        }
         let s = listen(
-            opts.bind,
+            bind,
             port,
             &format!("service {name} ({label}: services.{name})"),
         )?;
-        let c = listen(
-            opts.bind,
-            cport,
-            &format!("the control port of service {name}"),
-        )?;
+        let c = listen(bind, cport, &format!("the control port of service {name}"))?;
         listeners.insert(name.clone(), (s, c));
     }
-    let ports: BTreeMap<String, (u16, u16)> = listeners
-        .iter()
-        .map(|(k, (s, c))| Ok((k.clone(), (s.local_addr()?.port(), c.local_addr()?.port()))))
-        .collect::<Result<_>>()?;
+    for (k, (s, c)) in &listeners {
+        ports.insert(k.clone(), (s.local_addr()?.port(), c.local_addr()?.port()));
+    }
+    // Where a service is reached: its node's address in a cluster run, else this runner's host.
+    let host_of = |name: &str| {
+        cluster
+            .as_ref()
+            .map_or_else(|| host.clone(), |c| url_host(c.address(name)))
+    };
 
     let exe = std::env::current_exe().context("locating the slowpoke-emu binary")?;
     let (tx, rx) = mpsc::channel::<Event>();
@@ -144,11 +176,17 @@ pub fn run(mut topo: Topology, label: &str, sets: &[Set], opts: &RunOptions) -> 
     let mut infos = BTreeMap::new();
     let mut ready_rx = Vec::new();
     for (name, svc) in &topo.services {
+        if !is_local(name) {
+            continue;
+        }
         let peers = svc
             .endpoints
             .values()
             .flat_map(|e| e.calls.iter())
-            .map(|c| (c.service.clone(), format!("{host}:{}", ports[&c.service].0)))
+            .map(|c| {
+                let to = format!("{}:{}", host_of(&c.service), ports[&c.service].0);
+                (c.service.clone(), to)
+            })
             .collect();
         let spec = ServeSpec {
             name: name.clone(),
@@ -230,6 +268,8 @@ pub fn run(mut topo: Topology, label: &str, sets: &[Set], opts: &RunOptions) -> 
                 pids: vec![pid],
                 port,
                 control_port,
+                node: cluster.as_ref().map(|c| c.node.name.clone()),
+                host: cluster.as_ref().map(|_| host.clone()),
                 threads: svc.threads,
                 max_threads: svc.runtime_threads(),
             },
@@ -255,7 +295,11 @@ pub fn run(mut topo: Topology, label: &str, sets: &[Set], opts: &RunOptions) -> 
     let entry_port = ports[&topo.entry.service].0;
     let info = AppInfo {
         services: infos,
-        entry: format!("http://{host}:{entry_port}/{}", topo.entry.endpoint),
+        entry: format!(
+            "http://{}:{entry_port}/{}",
+            host_of(&topo.entry.service),
+            topo.entry.endpoint
+        ),
         runner_pid: me as u32,
         host,
     };

@@ -369,6 +369,7 @@ fn service(threads: u32, cpu_us: f64, lock_us: f64, calls: &[&str]) -> slowpoke_
         threads,
         max_threads: None,
         port: None,
+        node: None,
         endpoints: BTreeMap::from([("work".to_owned(), ep)]),
     }
 }

@@ -68,6 +68,11 @@ pub struct Service {
     /// Fixed service port (optional; otherwise `--base-port` + index or an ephemeral port).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
+    /// The node this service runs on when the app spans a cluster (`slowpoke-emu run --cluster F --node N`):
+    /// a node name of the cluster description (`[A-Za-z0-9._-]{1,63}`). Ignored when run on one machine;
+    /// `--place SERVICE=NODE` overrides it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
     /// Endpoints by name; endpoint `x` is served at path `/x`.
     pub endpoints: BTreeMap<String, Endpoint>,
 }

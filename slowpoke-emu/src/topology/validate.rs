@@ -13,6 +13,14 @@ fn valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
+/// The cluster description's rule for node names (`slowpoke_api::cluster`).
+pub(crate) fn valid_node_name(name: &str) -> bool {
+    (1..=63).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
 impl Topology {
     /// Checks names, references, numbers and cycles; see [`Topology::validate_named`].
     pub fn validate(&self) -> Result<(), TopologyError> {
@@ -82,6 +90,15 @@ impl Topology {
                         &format!("already used by service {other}"),
                     ));
                 }
+            }
+            if let Some(node) = &svc.node
+                && !valid_node_name(node)
+            {
+                return Err(bad(
+                    format!("{sfield}.node"),
+                    format!("{node:?}"),
+                    "node names are 1 to 63 of A-Z a-z 0-9 . _ - (a node of the cluster description)",
+                ));
             }
             if svc.endpoints.is_empty() {
                 return Err(bad(
@@ -269,5 +286,26 @@ mod tests {
         let t = parse(r#"{"entry":{"service":"a","endpoint":"x"},"services":{"a":{"endpoints":{"x":{"calls":[{"service":"zz","endpoint":"q"}]}}}}}"#, "f.json").unwrap();
         let e = t.validate_named("f.json").unwrap_err().to_string();
         assert!(e.contains("calls[0].service") && e.contains("zz"), "{e}");
+    }
+
+    #[test]
+    fn a_node_name_follows_the_cluster_descriptions_rule() {
+        let with_node = |node: &str| {
+            parse(
+                &format!(r#"{{"entry":{{"service":"a","endpoint":"x"}},"services":{{"a":{{"node":{node:?},"endpoints":{{"x":{{}}}}}}}}}}"#),
+                "f.json",
+            )
+            .unwrap()
+            .validate_named("f.json")
+        };
+        assert!(with_node("spk-n1").is_ok());
+        assert!(with_node("host.example_2").is_ok());
+        let e = with_node("a b").unwrap_err().to_string();
+        assert!(
+            e.contains("services.a.node") && e.contains("\"a b\""),
+            "{e}"
+        );
+        assert!(with_node("").is_err());
+        assert!(with_node(&"n".repeat(64)).is_err());
     }
 }
