@@ -4,10 +4,11 @@
 //! `--topology` / `topology`.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use slowpoke_api::agent as api;
+use slowpoke_api::cluster::ClusterFile;
 use slowpoke_coordinator::experiment::{App, TruthChange};
 use slowpoke_coordinator::spec_builder::Emulator;
 
@@ -58,6 +59,28 @@ pub struct EmuApp {
 impl EmuApp {
     /// Starts `path` with `sets` applied (`svc.endpoint.key=value`), services on 127.0.0.1.
     pub fn start(path: &Path, sets: &[slowpoke_emu::Set]) -> anyhow::Result<EmuApp> {
+        Self::start_opts(path, sets, None)
+    }
+
+    /// Starts `path` across the nodes of a cluster description: one `slowpoke-emu run --cluster
+    /// --node` per node that hosts services (placed by the topology's `node` fields and
+    /// `cluster.place`, e.g. [`slowpoke_emu::placement::spread`]). The services' selectors stay
+    /// pids + listen ports, which every agent of the one-machine test bed can see (each agent's
+    /// `--allow-cgroup` leaves the other nodes' processes out); on real machines run
+    /// `slowpoke-emu run --cluster F --node N` on each machine and register `port:` selectors.
+    pub fn start_on(
+        path: &Path,
+        sets: &[slowpoke_emu::Set],
+        cluster: &slowpoke_emu::ClusterStart,
+    ) -> anyhow::Result<EmuApp> {
+        Self::start_opts(path, sets, Some(cluster))
+    }
+
+    fn start_opts(
+        path: &Path,
+        sets: &[slowpoke_emu::Set],
+        cluster: Option<&slowpoke_emu::ClusterStart>,
+    ) -> anyhow::Result<EmuApp> {
         let mut topology = slowpoke_emu::load(path)
             .with_context(|| format!("cannot load the topology {}", path.display()))?;
         for s in sets {
@@ -65,7 +88,9 @@ impl EmuApp {
                 .apply(s)
                 .map_err(|e| anyhow::anyhow!("--set {s}: {e}"))?;
         }
-        let app = slowpoke_emu::RunningApp::start(&topology, &[], "127.0.0.1")
+        let mut opts = slowpoke_emu::StartOptions::new(&topology);
+        opts.cluster = cluster.cloned();
+        let app = slowpoke_emu::RunningApp::start_with(&opts)
             .with_context(|| format!("cannot start the emulated app {}", path.display()))?;
         Ok(EmuApp {
             app,
@@ -223,9 +248,67 @@ impl Drop for EmuApp {
     }
 }
 
-/// The [`Emulator`] of the `slowpoke` binary: starts [`EmuApp`]s from topology files.
+/// The [`Emulator`] of the `slowpoke` binary: starts [`EmuApp`]s from topology files on this
+/// machine; [`EmuApps::on_cluster`] gives one that spreads them over a cluster's nodes.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct EmuApps;
+
+impl EmuApps {
+    /// The emulator for `--topology F --cluster C.json`: every app starts across the nodes of
+    /// the description at `cluster` (see [`ClusterEmuApps`]).
+    pub fn on_cluster(cluster: impl Into<PathBuf>) -> ClusterEmuApps {
+        ClusterEmuApps {
+            cluster: cluster.into(),
+        }
+    }
+}
+
+/// An [`Emulator`] that starts each app across the nodes of a cluster description
+/// ([`EmuApp::start_on`]). Services go where the topology's `node` fields say; a topology that
+/// places none is spread round robin in name order over all the description's nodes (a
+/// topology that places only some is an error naming the others). Test bed convenience: the
+/// services are selected by pid, as every agent on one machine sees every pid.
+#[derive(Debug, Clone)]
+pub struct ClusterEmuApps {
+    /// The cluster description (`slowpoke_api::cluster::ClusterFile`).
+    pub cluster: PathBuf,
+}
+
+impl ClusterEmuApps {
+    /// Where this topology's services go: `spread` over every node when it places none.
+    fn placement(&self, path: &Path) -> Result<slowpoke_emu::ClusterStart, String> {
+        let topology = slowpoke_emu::load(path)
+            .map_err(|e| format!("cannot load the topology {}: {e:#}", path.display()))?;
+        let mut start = slowpoke_emu::ClusterStart {
+            file: self.cluster.clone(),
+            place: Vec::new(),
+        };
+        if topology.services.values().all(|s| s.node.is_none()) {
+            let file = ClusterFile::load(&self.cluster)?;
+            let nodes: Vec<String> = file.nodes.iter().map(|n| n.name.clone()).collect();
+            let spread = slowpoke_emu::placement::spread(&topology, &nodes, None);
+            start.place = slowpoke_emu::PlaceArg::all(&spread);
+        }
+        Ok(start)
+    }
+}
+
+impl Emulator for ClusterEmuApps {
+    fn check_sets(&self, set: &[String]) -> Result<(), String> {
+        EmuApps.check_sets(set)
+    }
+
+    fn service_names(&self, path: &Path, set: &[String]) -> Result<Vec<String>, String> {
+        EmuApps.service_names(path, set)
+    }
+
+    fn start(&self, path: &Path, set: &[String]) -> Result<Box<dyn App>, String> {
+        let cluster = self.placement(path)?;
+        let app =
+            EmuApp::start_on(path, &parse_sets(set)?, &cluster).map_err(|e| format!("{e:#}"))?;
+        Ok(Box::new(app))
+    }
+}
 
 /// `svc.endpoint.key=value` changes, parsed.
 fn parse_sets(set: &[String]) -> Result<Vec<slowpoke_emu::Set>, String> {

@@ -19,4 +19,4 @@ pub mod runner;
 pub mod suite;
 pub mod summary;
 
-pub use emu_app::{EmuApp, EmuApps, TruthOn};
+pub use emu_app::{ClusterEmuApps, EmuApp, EmuApps, TruthOn};
