@@ -1,5 +1,6 @@
 //! `slowpoke-emu run`: binds every service's sockets, starts one child process per service, prints the
 //! [`AppInfo`] line once all serve, and tears everything down on SIGINT/SIGTERM (or stdin EOF when asked).
+//! With [`RunOptions::cluster`] it runs one node's part of the app (see [`crate::placement`]).
 //!
 //! No orphans: children sit in their own process group (killed as a whole) and have `PR_SET_PDEATHSIG`
 //! = SIGKILL, so they die with the runner even when the runner is killed with SIGKILL.
