@@ -25,7 +25,7 @@ mod config;
 mod dispatch;
 mod heartbeat;
 mod lease;
-mod peer_sync;
+pub mod peer_sync;
 mod plan;
 mod protect;
 mod resolver;

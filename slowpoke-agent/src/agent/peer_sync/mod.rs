@@ -15,7 +15,7 @@
 //! a read timeout so it notices shutdown. Sending happens on the pause thread, non-blocking: a
 //! full socket buffer drops the datagram (counted), it never delays the pause.
 
-pub(super) mod message;
+pub mod message;
 
 use std::{
     io,
