@@ -99,7 +99,125 @@ fn random_key() -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::{sync::Arc, time::Duration};
+
     use super::*;
+    use crate::agents::{AgentClient, AgentError};
+
+    /// An agent that only answers its health, with this sync address.
+    struct Health(&'static str, Option<&'static str>);
+
+    impl AgentClient for Health {
+        fn name(&self) -> String {
+            self.0.into()
+        }
+        fn health(&self) -> Result<api::Health, AgentError> {
+            Ok(api::Health {
+                status: "ok".into(),
+                sync_addr: self.1.map(String::from),
+                ..api::Health::default()
+            })
+        }
+        fn put_service(
+            &self,
+            _: &str,
+            _: &api::ServiceSpec,
+        ) -> Result<api::ServiceInfo, AgentError> {
+            unreachable!()
+        }
+        fn delete_service(&self, _: &str) -> Result<(), AgentError> {
+            unreachable!()
+        }
+        fn stats(&self) -> Result<api::Stats, AgentError> {
+            unreachable!()
+        }
+        fn set_slowdown(&self, _: &api::SlowdownPlan) -> Result<(), AgentError> {
+            unreachable!()
+        }
+        fn clear_slowdown(&self, _: &str) -> Result<(), AgentError> {
+            unreachable!()
+        }
+        fn renew_lease(&self, _: &str, _: Duration) -> Result<(), AgentError> {
+            unreachable!()
+        }
+    }
+
+    fn agents(list: &[(&'static str, Option<&'static str>)]) -> Vec<SharedAgent> {
+        list.iter()
+            .map(|&(n, a)| Arc::new(Health(n, a)) as SharedAgent)
+            .collect()
+    }
+
+    fn synchronized() -> api::SlowdownPlan {
+        api::SlowdownPlan {
+            synchronized: true,
+            ..api::SlowdownPlan::default()
+        }
+    }
+
+    #[test]
+    fn several_agents_with_sync_addresses_get_each_other_once_per_experiment() {
+        let agents = agents(&[
+            ("n1", Some("10.77.0.11:7172")),
+            ("n2", Some("10.77.0.12:7172")),
+        ]);
+        let mut w = Warnings::default();
+        let mut peering = SyncPeering::default();
+        let first = peering
+            .for_agents(&agents, &synchronized(), &mut w)
+            .to_vec();
+        let p1 = first[0].as_ref().expect("peers for n1");
+        let p2 = first[1].as_ref().expect("peers for n2");
+        assert_eq!(p1.peers, ["10.77.0.12:7172"]);
+        assert_eq!(p2.peers, ["10.77.0.11:7172"]);
+        assert_eq!(p1.key, p2.key);
+        // The next plan of the same experiment: the same key.
+        assert_eq!(peering.for_agents(&agents, &synchronized(), &mut w), first);
+        assert!(w.take().is_empty());
+    }
+
+    #[test]
+    fn an_agent_without_a_usable_sync_address_leaves_every_node_on_its_own() {
+        for (addr, why) in [
+            (None, "has no sync address"),
+            (Some("0.0.0.0:7172"), "cannot reach"),
+        ] {
+            let agents = agents(&[("n1", Some("10.77.0.11:7172")), ("n2", addr)]);
+            let mut w = Warnings::default();
+            let got = SyncPeering::default()
+                .for_agents(&agents, &synchronized(), &mut w)
+                .to_vec();
+            assert_eq!(got, [None, None]);
+            let said = w.take();
+            assert!(
+                said.len() == 1
+                    && said[0]
+                        .starts_with("pauses are synchronized within each node only: agent n2")
+                    && said[0].contains(why),
+                "{said:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn one_agent_or_an_unsynchronized_plan_has_no_peers() {
+        let two = agents(&[
+            ("n1", Some("10.77.0.11:7172")),
+            ("n2", Some("10.77.0.12:7172")),
+        ]);
+        let mut w = Warnings::default();
+        let plain = api::SlowdownPlan::default();
+        assert_eq!(
+            SyncPeering::default().for_agents(&two, &plain, &mut w),
+            [None, None]
+        );
+        let one = agents(&[("n1", Some("10.77.0.11:7172"))]);
+        assert_eq!(
+            SyncPeering::default().for_agents(&one, &synchronized(), &mut w),
+            [None]
+        );
+        assert!(w.take().is_empty());
+    }
 
     #[test]
     fn each_agent_gets_the_others_and_one_key() {
