@@ -91,7 +91,11 @@ impl Agent {
                     refused_stops: a.refused_stops,
                     visits_approximate: kc.visits_approximate,
                     warnings,
-                    recent_pauses: last_pauses(&svc.actuator.recent_pauses(), recent_pauses),
+                    recent_pauses: if recent_pauses == 0 {
+                        Vec::new()
+                    } else {
+                        last_pauses(&svc.actuator.recent_pauses(), recent_pauses)
+                    },
                 },
             );
         }
