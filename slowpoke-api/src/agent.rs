@@ -143,7 +143,7 @@ pub struct ServiceStats {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
     /// The service's last pauses, oldest first: only when asked with
-    /// `GET /v1/stats?recent_pauses=N` (at most N, at most 512), absent otherwise. For
+    /// `GET /v1/stats?recent_pauses=N` (N from 0 to 512), absent otherwise. For
     /// diagnostics and benchmarks (how close synchronized pauses are, on one node or across
     /// nodes: all times are the node's `CLOCK_MONOTONIC`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

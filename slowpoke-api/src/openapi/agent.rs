@@ -84,11 +84,11 @@ fn put_service() {}
 fn delete_service() {}
 
 #[utoipa::path(get, path = "/v1/stats", tag = "stats",
-    params(("recent_pauses" = Option<u32>, Query,
-        description = "Also list each service's last N pauses (`recent_pauses`; more than 512 gives 512)")),
+    params(("recent_pauses" = Option<u32>, Query, minimum = 0, maximum = 512,
+        description = "Also list each service's last N pauses (`recent_pauses`, 0 to 512)")),
     responses(
         (status = 200, description = "Monotonic counters of every service and of the node", body = Stats),
-        (status = 400, description = "`recent_pauses` is not a non-negative integer", body = ErrorBody)))]
+        (status = 400, description = "`recent_pauses` is not an integer from 0 to 512", body = ErrorBody)))]
 fn stats() {}
 
 #[utoipa::path(get, path = "/v1/slowdown", tag = "slowdown",
