@@ -15,6 +15,9 @@ use slowpoke_agent::{
 };
 use slowpoke_api::auth::{AGENT_TOKEN_ENV, TokenSource};
 
+/// The sync socket's port when --sync-listen is derived from --listen (the API's 7171 plus one).
+const DEFAULT_SYNC_PORT: u16 = 7172;
+
 /// Slowpoke node agent: counts visits of registered services with eBPF and pauses whole services
 /// to apply a virtual-speedup plan. Serves its HTTP API on a root-only Unix socket (and on TCP
 /// when asked) until SIGINT or SIGTERM.
@@ -34,6 +37,13 @@ struct Args {
     /// it only on a trusted network or behind a TLS proxy or mesh.
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
+    /// Take peer agents' synchronized-pause datagrams on this UDP address (e.g.
+    /// 10.77.0.11:7172): with it, a synchronized plan's pauses line up across nodes (the plan's
+    /// `sync_peers`; datagrams are authenticated with the plan's key). [default: with --listen,
+    /// its IP and port 7172 (skipped with a warning when taken); without --listen, none: an agent
+    /// on its Unix socket alone takes no network input]
+    #[arg(long, value_name = "ADDR")]
+    sync_listen: Option<SocketAddr>,
     /// A Host name TCP callers may use besides the listen address and localhost (repeatable;
     /// other names are refused: DNS rebinding).
     #[arg(long = "allowed-host", value_name = "NAME")]
@@ -179,6 +189,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         max_plan_stopped_share: args
             .max_plan_stopped_share
             .unwrap_or(slowpoke_agent::DEFAULT_MAX_PLAN_STOPPED_SHARE),
+        sync_listen: args.sync_listen.or_else(|| {
+            args.listen
+                .map(|l| SocketAddr::new(l.ip(), DEFAULT_SYNC_PORT))
+        }),
+        sync_listen_defaulted: args.sync_listen.is_none(),
         #[cfg(feature = "test-hooks")]
         test_hooks: args.test_hooks,
         ..AgentConfig::default()

@@ -142,6 +142,28 @@ pub struct ServiceStats {
     /// Human-readable warnings (cap reached, approximate visits, ...).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// The service's last pauses, oldest first: only when asked with
+    /// `GET /v1/stats?recent_pauses=N` (N from 0 to 512), absent otherwise. For
+    /// diagnostics and benchmarks (how close synchronized pauses are, on one node or across
+    /// nodes: all times are the node's `CLOCK_MONOTONIC`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent_pauses: Vec<PauseInfo>,
+}
+
+/// One pause of a service as its actuator made it (`GET /v1/stats?recent_pauses=N`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PauseInfo {
+    /// Why it was made: `kernel` (the service's own debt reached the quantum), `synchronized`
+    /// (another service's pause, on this node or a peer node's, made it pay what it owed),
+    /// `idle` (debt below the quantum paid when the service went idle), `flush` (the delay was
+    /// removed), `manual`.
+    pub kind: String,
+    /// `CLOCK_MONOTONIC` of the stop and of the last resume sent.
+    pub start_ns: u64,
+    pub end_ns: u64,
+    /// What the pause asked for (the achieved time is `end_ns - start_ns`).
+    pub requested_ns: u64,
 }
 
 /// An outgoing connection of a registered service to an endpoint that belongs to no registered
@@ -181,6 +203,32 @@ pub struct Stats {
     /// agents older than the field: they accept no per-plan cap.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_cap: Option<StopCap>,
+    /// The datagrams of synchronized pauses between nodes (the agent's `--sync-listen`
+    /// socket); absent when the agent has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_sync: Option<PeerSyncStats>,
+}
+
+/// Counters of the synchronized-pause datagrams this agent sent to and took from its peers
+/// (monotonic since the agent started). A datagram is dropped, and counted under the first
+/// reason that applies, when it is malformed, when no plan with `sync_peers` is in force, when
+/// its MAC does not verify with the plan's key, or when its sequence number does not exceed the
+/// last one accepted from its sender (a replay or a reordering).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PeerSyncStats {
+    /// The UDP address the agent receives on (`--sync-listen`).
+    pub addr: String,
+    /// Datagrams sent (one per peer per quantum pause of a delayed service here).
+    pub sent: u64,
+    /// Sends the kernel refused or could not queue (non-blocking: never waited for).
+    pub send_failed: u64,
+    /// Valid datagrams taken: each made every delayed service here pay what it owed.
+    pub accepted: u64,
+    pub dropped_malformed: u64,
+    pub dropped_no_plan: u64,
+    pub dropped_bad_mac: u64,
+    pub dropped_replayed: u64,
 }
 
 /// The safety cap on the share of wall time a service may spend stopped (any sliding 1 s
@@ -272,6 +320,35 @@ pub struct SlowdownPlan {
     /// a lease (no services).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_remaining_ms: Option<u64>,
+    /// Synchronized pauses between nodes: when a delayed service here starts a quantum pause,
+    /// the agent sends a datagram to every peer, and a peer's datagram makes every delayed
+    /// service here pay what it owes at once, so a synchronized plan's phases line up across
+    /// nodes. Only with `synchronized: true` and mode `pause`, on an agent started with a sync
+    /// socket (`--sync-listen`); 400 otherwise. The coordinator fills it when an experiment
+    /// spans several agents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_peers: Option<SyncPeers>,
+}
+
+/// The peers of a synchronized plan (`SlowdownPlan::sync_peers`) and the key that
+/// authenticates their datagrams.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct SyncPeers {
+    /// 64 hex digits: a fresh random 32-byte key per experiment, shared by its agents. Every
+    /// datagram carries an HMAC-SHA256 under it, so only a holder of the plan (which only an
+    /// authenticated caller can install) can make a service pause. Required in a PUT; never
+    /// shown back (absent from `GET /v1/slowdown`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[0-9a-fA-F]{64}$"))]
+    pub key: String,
+    /// The other agents' sync addresses (`IP:PORT`, as their `GET /v1/health` reports
+    /// `sync_addr`), at most 256. Empty: this node sends nothing (it still takes peers'
+    /// datagrams).
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_items = 256))]
+    pub peers: Vec<String>,
 }
 
 /// `POST /v1/slowdown/renew` body: extends the lease of the plan in force without applying it
@@ -309,6 +386,11 @@ pub struct Health {
     /// watchdog resumed processes while the agent was stopped or hung.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// The UDP address (`IP:PORT`) where this agent takes its peers' synchronized-pause
+    /// datagrams (`--sync-listen`), for the coordinator to hand to the other agents in
+    /// `SlowdownPlan::sync_peers`; absent when the agent has none, and in a status-only answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_addr: Option<String>,
 }
 
 impl Health {
@@ -321,6 +403,7 @@ impl Health {
             features: BTreeMap::new(),
             reasons: Vec::new(),
             warnings: Vec::new(),
+            sync_addr: None,
         }
     }
 }

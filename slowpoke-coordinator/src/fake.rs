@@ -287,6 +287,7 @@ impl AgentClient for FakeAgent {
             features: BTreeMap::new(),
             reasons: Vec::new(),
             warnings: Vec::new(),
+            sync_addr: None,
         })
     }
     fn put_service(

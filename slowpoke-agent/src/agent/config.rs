@@ -1,6 +1,6 @@
 //! The agent's settings and their validation (checked once, at start).
 
-use std::{path::PathBuf, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use crate::{
     error::AgentError,
@@ -64,6 +64,13 @@ pub struct AgentConfig {
     /// outsider, hung), the guardian resumes every listed process, and keeps doing so while it
     /// stays stuck (default 1 s; see `safety/watchdog.rs`).
     pub watchdog_after: Duration,
+    /// The UDP address where peer agents' synchronized-pause datagrams arrive (`--sync-listen`;
+    /// default none: an agent without it takes no network input, and refuses plans with
+    /// `sync_peers`).
+    pub sync_listen: Option<SocketAddr>,
+    /// `sync_listen` was derived (from `--listen`), not asked for: when it cannot be bound the
+    /// agent runs without a sync socket instead of failing.
+    pub sync_listen_defaulted: bool,
     /// TEST ONLY (cargo feature `test-hooks`, absent from release builds). Keep running when the
     /// kernel programs do not load (no visits, no plans) and enable the manual pause endpoint
     /// `POST /v1/debug/pause/{name}`.
@@ -87,6 +94,8 @@ impl Default for AgentConfig {
             default_lease: DEFAULT_LEASE,
             max_lease: DEFAULT_MAX_LEASE,
             watchdog_after: Duration::from_secs(1),
+            sync_listen: None,
+            sync_listen_defaulted: false,
             #[cfg(feature = "test-hooks")]
             test_hooks: false,
         }

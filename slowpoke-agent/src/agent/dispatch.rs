@@ -1,13 +1,18 @@
 //! Between the kernel programs and the actuators: the kernel's pause requests routed to the
 //! service's actuator, the kernel's debt as each actuator's [`DebtSource`], the hooks that make a
-//! synchronized plan pause every service together, and manual pauses.
+//! synchronized plan pause every service together (and, with `sync_peers`, tell the peer agents),
+//! and manual pauses.
 
 use std::{
     collections::BTreeMap,
     sync::{Arc, PoisonError, atomic::Ordering},
 };
 
-use super::{Agent, Service, SharedKernel, lock, unknown_service};
+use super::{
+    Agent, Service, SharedKernel, lock,
+    peer_sync::{PeerSync, Session, parse_peers},
+    unknown_service,
+};
 use crate::{
     actuator::{DebtSource, OnKernelPause, PauseOutcome, PauseRecord, PayHandle},
     api::{Mode, SlowdownPlan},
@@ -134,8 +139,14 @@ impl Agent {
 }
 
 /// Synchronized pause plans: each delayed service's quantum pause makes every other delayed
-/// service of the plan pay what it owes at once. Any other plan: no hooks.
-pub(super) fn set_sync_hooks(services: &BTreeMap<String, Service>, plan: &SlowdownPlan) {
+/// service of the plan pay what it owes at once and, with `sync_peers`, tells the peer agents
+/// to do the same (and their datagrams make these services pay: the session given to
+/// `peer_sync`). Any other plan: no hooks, no session.
+pub(super) fn set_sync_hooks(
+    services: &BTreeMap<String, Service>,
+    plan: &SlowdownPlan,
+    peer_sync: Option<&Arc<PeerSync>>,
+) {
     let members: Vec<&str> = if plan.synchronized && plan.mode == Mode::Pause {
         plan.services
             .iter()
@@ -145,14 +156,33 @@ pub(super) fn set_sync_hooks(services: &BTreeMap<String, Service>, plan: &Slowdo
     } else {
         Vec::new()
     };
+    let handles = |except: Option<&str>| -> Vec<PayHandle> {
+        members
+            .iter()
+            .filter(|&&m| Some(m) != except)
+            .filter_map(|m| services.get(*m).map(|s| s.actuator.pay_handle()))
+            .collect()
+    };
+    // Validated with the plan: a bad key or peer cannot get here.
+    let session = plan
+        .sync_peers
+        .as_ref()
+        .filter(|_| plan.synchronized && plan.mode == Mode::Pause)
+        .and_then(|sp| parse_peers(sp).ok())
+        .map(|(key, peers)| Arc::new(Session::new(key, peers, handles(None))));
+    if let Some(p) = peer_sync {
+        p.set_session(session.clone());
+    }
+    let network = peer_sync.cloned().zip(session);
     for (name, svc) in services {
         let hook: Option<OnKernelPause> = members.contains(&name.as_str()).then(|| {
-            let others: Vec<PayHandle> = members
-                .iter()
-                .filter(|&&m| m != name)
-                .filter_map(|m| services.get(*m).map(|s| s.actuator.pay_handle()))
-                .collect();
+            let others = handles(Some(name));
+            let network = network.clone();
             let hook: OnKernelPause = Arc::new(move || {
+                // The network first: its datagrams take longer to act than a local wake-up.
+                if let Some((sync, session)) = &network {
+                    sync.broadcast(session);
+                }
                 for o in &others {
                     o.pay_now();
                 }

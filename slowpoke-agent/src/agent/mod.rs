@@ -6,8 +6,9 @@
 //! agent's [`Progress`]), a dispatcher (routes the kernel's pause requests to the service's
 //! actuator without going through the async runtime; if their stream ends, stops all pausing),
 //! a lease watcher (removes a plan whose lease lapsed), the kernel heartbeat's beater and the
-//! watchdog feeder (each goes on only while the progress is fresh), and one pause thread per
-//! service (`actuator/`).
+//! watchdog feeder (each goes on only while the progress is fresh), the peer-sync receiver
+//! (with a sync socket: peers' synchronized-pause datagrams), and one pause thread per service
+//! (`actuator/`).
 //!
 //! Lock order: `state` before `kernel`. Pause threads take only `kernel` (through `KernelDebt`
 //! in `dispatch.rs`), never `state`, so flushing an actuator while holding `state` is safe.
@@ -16,12 +17,15 @@
 //! resolver thread), `protect.rs` (protected processes: the registry's guard, the kernel's deny
 //! maps), `heartbeat.rs` (the progress the kernel heartbeat vouches for), `plan.rs` (slowdown
 //! plans), `lease.rs` (their owners and leases), `dispatch.rs` (kernel <-> actuators, manual
-//! pauses), `stats.rs` (the counters snapshot); this file holds the agent's state and lifecycle.
+//! pauses), `peer_sync/` (synchronized pauses between nodes: the UDP datagrams and their
+//! receiver thread), `stats.rs` (the counters snapshot); this file holds the agent's state and
+//! lifecycle.
 
 mod config;
 mod dispatch;
 mod heartbeat;
 mod lease;
+pub mod peer_sync;
 mod plan;
 mod protect;
 mod resolver;
@@ -39,11 +43,12 @@ use std::{
 
 pub use config::{AgentConfig, DEFAULT_LEASE, DEFAULT_MAX_LEASE, DEFAULT_MAX_PLAN_STOPPED_SHARE};
 
+use self::peer_sync::PeerSync;
 use crate::{
     actuator::Actuator,
     api::{self, Mode, ServiceSpec, SlowdownPlan},
     error::AgentError,
-    kernel::{Beater, Kernel, ServiceId},
+    kernel::{Beater, Kernel, PauseRequest, ServiceId},
     registry::{CpuAccount, Resolved, Selector, WaitAccount},
     safety::{
         guardian::Guardian,
@@ -86,6 +91,8 @@ struct Inner {
     /// delays are refused from then on.
     events_lost: Mutex<Option<String>>,
     lock: Mutex<Option<AgentLock>>,
+    /// The sync socket (`--sync-listen`): synchronized pauses between nodes.
+    peer_sync: Option<Arc<PeerSync>>,
     stopping: AtomicBool,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
@@ -199,7 +206,9 @@ impl Agent {
             }
             None => None,
         };
+        let peer_sync = bind_sync_socket(&cfg)?;
         let inner = Arc::new(Inner {
+            peer_sync,
             kernel,
             kernel_error,
             features,
@@ -231,27 +240,51 @@ impl Agent {
         let agent = Agent { inner };
         // Before any service exists: the agent, its guardian, pid 1 and the agent's cgroup.
         agent.protect_in_kernel(&lock(&agent.inner.state), &agent.protection());
-        if let Some(rx) = requests {
-            let a = agent.clone();
-            std::thread::Builder::new()
-                .name("pause-dispatch".into())
-                .spawn(move || a.dispatch(rx))
-                .map_err(|e| AgentError::Internal(format!("cannot start the dispatcher: {e}")))?;
-        }
-        let a = agent.clone();
-        let resolver = std::thread::Builder::new()
-            .name("resolver".into())
-            .spawn(move || a.resolve_loop())
-            .map_err(|e| AgentError::Internal(format!("cannot start the resolver: {e}")))?;
-        lock(&agent.inner.threads).push(resolver);
-        let a = agent.clone();
-        let leases = std::thread::Builder::new()
-            .name("lease-watch".into())
-            .spawn(move || a.lease_loop())
-            .map_err(|e| AgentError::Internal(format!("cannot start the lease watcher: {e}")))?;
-        lock(&agent.inner.threads).push(leases);
+        agent.start_threads(requests)?;
         tracing::info!(state_dir = %agent.inner.cfg.state_dir.display(), "agent started");
         Ok(agent)
+    }
+
+    /// The dispatcher (with kernel programs), the resolver, the lease watcher and the peer-sync
+    /// receiver (with a sync socket).
+    fn start_threads(
+        &self,
+        requests: Option<tokio::sync::mpsc::UnboundedReceiver<PauseRequest>>,
+    ) -> Result<(), AgentError> {
+        let spawn = |name: &str, what: &str, f: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(f)
+                .map_err(|e| AgentError::Internal(format!("cannot start the {what}: {e}")))
+        };
+        if let Some(rx) = requests {
+            let a = self.clone();
+            spawn(
+                "pause-dispatch",
+                "dispatcher",
+                Box::new(move || a.dispatch(rx)),
+            )?;
+        }
+        let a = self.clone();
+        let resolver = spawn("resolver", "resolver", Box::new(move || a.resolve_loop()))?;
+        lock(&self.inner.threads).push(resolver);
+        let a = self.clone();
+        let leases = spawn(
+            "lease-watch",
+            "lease watcher",
+            Box::new(move || a.lease_loop()),
+        )?;
+        lock(&self.inner.threads).push(leases);
+        if let Some(sync) = self.inner.peer_sync.clone() {
+            let a = self.clone();
+            let receiver = spawn(
+                "peer-sync",
+                "peer-sync receiver",
+                Box::new(move || sync.receive_loop(&a.inner.stopping)),
+            )?;
+            lock(&self.inner.threads).push(receiver);
+        }
+        Ok(())
     }
 
     pub fn config(&self) -> &AgentConfig {
@@ -291,6 +324,11 @@ impl Agent {
             features,
             reasons,
             warnings: self.watchdog_warning().into_iter().collect(),
+            sync_addr: self
+                .inner
+                .peer_sync
+                .as_ref()
+                .map(|p| p.local_addr().to_string()),
         }
     }
 
@@ -398,6 +436,31 @@ impl Agent {
         }
         drop(lock(&self.inner.lock).take());
         tracing::info!("agent stopped");
+    }
+}
+
+/// The sync socket the settings ask for. A defaulted address that is taken (another agent on
+/// the same IP) leaves the agent without one, with a warning; an explicit one must bind.
+fn bind_sync_socket(cfg: &AgentConfig) -> Result<Option<Arc<PeerSync>>, AgentError> {
+    let Some(addr) = cfg.sync_listen else {
+        return Ok(None);
+    };
+    match PeerSync::bind(addr) {
+        Ok(p) => {
+            tracing::info!(addr = %p.local_addr(), "synchronized pauses between nodes: listening");
+            Ok(Some(Arc::new(p)))
+        }
+        Err(e) if cfg.sync_listen_defaulted => {
+            tracing::warn!(
+                "no sync socket: cannot bind UDP {addr} ({e}); plans with sync_peers are refused \
+                 (give a free address with --sync-listen)"
+            );
+            Ok(None)
+        }
+        Err(e) => Err(AgentError::Unavailable(format!(
+            "cannot bind the sync socket on UDP {addr}: {e} (is another agent using it? choose \
+             another --sync-listen)"
+        ))),
     }
 }
 

@@ -4,9 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Agent, State, dispatch::set_sync_hooks, lock};
+use super::{Agent, State, dispatch::set_sync_hooks, lock, peer_sync::parse_peers};
 use crate::{
-    api::{Mode, SlowdownPlan},
+    api::{self, Mode, SlowdownPlan},
     error::AgentError,
     safety::lease::{ANONYMOUS, Lease, validate_owner},
     sys::signal::resume_pid,
@@ -108,6 +108,9 @@ impl Agent {
                 )));
             }
         }
+        if let Some(sp) = &plan.sync_peers {
+            self.validate_sync_peers(plan, sp)?;
+        }
         if plan.synchronized && plan.mode != Mode::Pause {
             return Err(AgentError::BadRequest(
                 "synchronized applies to pauses only (mode \"pause\"): spin delays are spent in \
@@ -132,6 +135,30 @@ impl Agent {
                     .unwrap_or("unknown reason")
             )));
         }
+        Ok(())
+    }
+
+    fn validate_sync_peers(
+        &self,
+        plan: &SlowdownPlan,
+        sp: &api::SyncPeers,
+    ) -> Result<(), AgentError> {
+        if !plan.synchronized || plan.mode != Mode::Pause {
+            return Err(AgentError::BadRequest(
+                "sync_peers synchronizes pauses between nodes: it needs \"synchronized\": true \
+                 and mode \"pause\"; set both, or drop sync_peers"
+                    .into(),
+            ));
+        }
+        if self.inner.peer_sync.is_none() {
+            return Err(AgentError::BadRequest(
+                "this agent has no sync socket, so it can take no peer's datagrams: start it with \
+                 --sync-listen IP:PORT (or --listen, which implies port 7172 on its IP), or drop \
+                 sync_peers"
+                    .into(),
+            ));
+        }
+        parse_peers(sp).map_err(AgentError::BadRequest)?;
         Ok(())
     }
 
@@ -206,7 +233,11 @@ impl Agent {
             }
             svc.actuator.set_active(pause);
         }
-        set_sync_hooks(&st.services, &plan);
+        set_sync_hooks(&st.services, &plan, self.inner.peer_sync.as_ref());
+        // The key stays with the session: `GET /v1/slowdown` shows the peers, not the key.
+        if let Some(sp) = &mut plan.sync_peers {
+            sp.key.clear();
+        }
         if plan.services.is_empty() {
             // Nothing left to hold (removed, or its last service deleted): nobody is blocked.
             plan.owner = None;

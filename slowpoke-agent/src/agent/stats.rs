@@ -1,10 +1,12 @@
 //! The counters snapshot (`GET /v1/stats`, `/metrics`): kernel counters, actuator counters,
-//! CPU time and cores of every service, the node's CPU, and dependencies nobody registered.
+//! CPU time and cores of every service, the node's CPU, dependencies nobody registered, the
+//! peer-sync datagrams and, when asked, each service's last pauses.
 
 use std::collections::{BTreeMap, HashMap};
 
 use super::{Agent, Service, lock};
 use crate::{
+    actuator::{PauseKind, PauseRecord, RECENT_PAUSES},
     api,
     kernel::{Kernel, KernelCounters, ServiceId},
     sys::{clock::monotonic_ns, procfs},
@@ -13,6 +15,12 @@ use crate::{
 impl Agent {
     /// A snapshot of every service's counters.
     pub fn stats(&self) -> api::Stats {
+        self.stats_with_pauses(0)
+    }
+
+    /// [`Agent::stats`] with each service's last `recent_pauses` pauses (at most
+    /// [`RECENT_PAUSES`]).
+    pub fn stats_with_pauses(&self, recent_pauses: usize) -> api::Stats {
         let mut st = lock(&self.inner.state);
         let share = st.max_stopped_share;
         let window = self.inner.cfg.stop_window;
@@ -83,6 +91,11 @@ impl Agent {
                     refused_stops: a.refused_stops,
                     visits_approximate: kc.visits_approximate,
                     warnings,
+                    recent_pauses: if recent_pauses == 0 {
+                        Vec::new()
+                    } else {
+                        last_pauses(&svc.actuator.recent_pauses(), recent_pauses)
+                    },
                 },
             );
         }
@@ -100,8 +113,29 @@ impl Agent {
                 cpu_busy_ns,
                 cpu_total_ns,
             }),
+            peer_sync: self.inner.peer_sync.as_ref().map(|p| p.stats()),
         }
     }
+}
+
+/// The last `n` of `records` (oldest first), as the wire shows them.
+fn last_pauses(records: &[PauseRecord], n: usize) -> Vec<api::PauseInfo> {
+    records[records.len().saturating_sub(n.min(RECENT_PAUSES))..]
+        .iter()
+        .map(|r| api::PauseInfo {
+            kind: match r.kind {
+                PauseKind::Kernel => "kernel",
+                PauseKind::Synchronized => "synchronized",
+                PauseKind::Idle => "idle",
+                PauseKind::Flush => "flush",
+                PauseKind::Manual => "manual",
+            }
+            .into(),
+            start_ns: r.start_ns,
+            end_ns: r.end_ns,
+            requested_ns: r.requested_ns,
+        })
+        .collect()
 }
 
 /// Outgoing endpoints that belong to no registered service (an unpaused hidden dependency).

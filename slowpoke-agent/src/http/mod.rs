@@ -32,6 +32,7 @@ pub use guard::MAX_BODY_BYTES;
 pub use listen::{SOCKET_FILE, SocketFile, bind_socket, serve_tcp, serve_unix};
 
 use crate::{
+    actuator::RECENT_PAUSES,
     agent::Agent,
     api::{LeaseRenewal, ServiceSpec, SlowdownPlan},
     error::AgentError,
@@ -151,8 +152,31 @@ async fn delete_service(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn stats(State(a): State<Agent>) -> Result<Response, AgentError> {
-    Ok(Json(blocking(move || Ok(a.stats())).await?).into_response())
+/// `GET /v1/stats?recent_pauses=N`: N > 0 adds each service's last N pauses (N at most
+/// [`RECENT_PAUSES`], 400 above).
+#[derive(serde::Deserialize)]
+struct StatsQuery {
+    #[serde(default)]
+    recent_pauses: usize,
+}
+
+async fn stats(
+    State(a): State<Agent>,
+    query: Result<Query<StatsQuery>, QueryRejection>,
+) -> Result<Response, AgentError> {
+    let Query(q) = query.map_err(|e| {
+        AgentError::BadRequest(format!(
+            "{e}; the only parameter is recent_pauses=N (each service's last N pauses, at most 512)"
+        ))
+    })?;
+    let n = q.recent_pauses;
+    if n > RECENT_PAUSES {
+        return Err(AgentError::BadRequest(format!(
+            "recent_pauses is at most {RECENT_PAUSES} (each service keeps its last \
+             {RECENT_PAUSES} pauses), got {n}"
+        )));
+    }
+    Ok(Json(blocking(move || Ok(a.stats_with_pauses(n))).await?).into_response())
 }
 
 async fn get_slowdown(State(a): State<Agent>) -> impl IntoResponse {

@@ -8,8 +8,9 @@ use super::BearerScheme;
 
 use crate::ErrorBody;
 use crate::agent::{
-    ExcludedProcess, Health, LeaseRenewal, Mode, NodeStats, ServiceDelay, ServiceInfo, ServiceList,
-    ServiceSpec, ServiceStats, SlowdownPlan, Stats, StopCap, UnregisteredDependency,
+    ExcludedProcess, Health, LeaseRenewal, Mode, NodeStats, PauseInfo, PeerSyncStats, ServiceDelay,
+    ServiceInfo, ServiceList, ServiceSpec, ServiceStats, SlowdownPlan, Stats, StopCap, SyncPeers,
+    UnregisteredDependency,
 };
 
 #[derive(utoipa::OpenApi)]
@@ -35,7 +36,7 @@ use crate::agent::{
     components(schemas(
         ErrorBody, ExcludedProcess, Health, LeaseRenewal, Mode, NodeStats, ServiceDelay, ServiceInfo,
         ServiceList, ServiceSpec, ServiceStats, SlowdownPlan, Stats, StopCap,
-        UnregisteredDependency
+        UnregisteredDependency, PauseInfo, PeerSyncStats, SyncPeers
     )),
     modifiers(&BearerScheme)
 )]
@@ -83,7 +84,11 @@ fn put_service() {}
 fn delete_service() {}
 
 #[utoipa::path(get, path = "/v1/stats", tag = "stats",
-    responses((status = 200, description = "Monotonic counters of every service and of the node", body = Stats)))]
+    params(("recent_pauses" = Option<u32>, Query, minimum = 0, maximum = 512,
+        description = "Also list each service's last N pauses (`recent_pauses`, 0 to 512)")),
+    responses(
+        (status = 200, description = "Monotonic counters of every service and of the node", body = Stats),
+        (status = 400, description = "`recent_pauses` is not an integer from 0 to 512", body = ErrorBody)))]
 fn stats() {}
 
 #[utoipa::path(get, path = "/v1/slowdown", tag = "slowdown",
@@ -94,7 +99,7 @@ fn get_slowdown() {}
     request_body(content = SlowdownPlan, description = "Per-visit delays of registered services, with a lease (`lease_ms`, default 15 s) and an `owner` (default `anonymous`)"),
     responses(
         (status = 200, description = "The plan now in force", body = SlowdownPlan),
-        (status = 400, description = "Bad plan (unknown service, delay above the limit, spin with synchronized, lease above the agent's maximum, bad owner)", body = ErrorBody),
+        (status = 400, description = "Bad plan (unknown service, delay above the limit, spin with synchronized, lease above the agent's maximum, bad owner, sync_peers without synchronized pauses or without the agent's sync socket, a bad key or peer address)", body = ErrorBody),
         (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
         (status = 413, description = "Body larger than 64 KiB", body = ErrorBody),
         (status = 415, description = "Body not sent as `application/json`", body = ErrorBody),

@@ -39,6 +39,7 @@ mod shortfall;
 mod spawn;
 mod spec;
 mod stop_share;
+mod sync_peers;
 mod warnings;
 mod what_if;
 mod window;

@@ -19,6 +19,7 @@ use super::monitor::Monitor;
 use super::result::{ServiceRow, WindowRecord};
 use super::spec::{LoadConfig, Safety, Timing};
 use super::stop_share;
+use super::sync_peers::SyncPeering;
 use super::warnings::Warnings;
 use super::window::{Measured, window_secs};
 
@@ -114,6 +115,8 @@ pub(super) struct Session<'a> {
     /// Each agent's stopped-share caps as its last stats reported them (None: an agent older
     /// than per-plan caps), in agent order.
     stop_caps: Vec<Option<api::StopCap>>,
+    /// Each agent's `sync_peers`, decided at the experiment's first plan.
+    sync_peers: SyncPeering,
 }
 
 impl<'a> Session<'a> {
@@ -171,6 +174,7 @@ impl<'a> Session<'a> {
             guard,
             visits_per_s: std::collections::BTreeMap::new(),
             stop_caps: Vec::new(),
+            sync_peers: SyncPeering::default(),
         };
         match find_entry(named, &session.reg, &session.registered, &session.entry_url) {
             Ok(entry) => {
@@ -288,6 +292,7 @@ impl<'a> Session<'a> {
             mode: self.timing.mode,
             quantum_ns: self.timing.quantum_us.map(|us| (us * 1e3) as u64),
             synchronized: self.timing.synchronized,
+            sync_peers: None,
             services: plan
                 .delays_ns
                 .iter()
@@ -301,10 +306,14 @@ impl<'a> Session<'a> {
                 })
                 .collect(),
         };
+        let peers = self
+            .sync_peers
+            .for_agents(self.agents, &wire, &mut self.warnings);
         self.guard.keeper.installing();
-        for (a, ask) in self.agents.iter().zip(asks) {
+        for ((a, ask), sync_peers) in self.agents.iter().zip(asks).zip(peers) {
             a.set_slowdown(&api::SlowdownPlan {
                 max_stopped_share: ask,
+                sync_peers: sync_peers.clone(),
                 ..wire.clone()
             })?;
         }

@@ -11,9 +11,14 @@ use std::{
 /// Bytes of one request and of its response.
 pub(crate) const MESSAGE: usize = 64;
 
-/// The request/response server (child process mode): 64-byte request -> 64-byte response.
+/// The request/response server (child process mode): 64-byte request -> 64-byte response. On
+/// loopback at `PORT`, or on `IP:PORT` (a cluster node's address, `sync-cluster`).
 pub(crate) fn serve(port: &str) {
-    let listener = TcpListener::bind(("127.0.0.1", port.parse::<u16>().unwrap())).unwrap();
+    let listener = match port.parse::<std::net::SocketAddr>() {
+        Ok(addr) => TcpListener::bind(addr),
+        Err(_) => TcpListener::bind(("127.0.0.1", port.parse::<u16>().unwrap())),
+    }
+    .unwrap();
     println!("ready");
     for stream in listener.incoming() {
         let Ok(mut stream) = stream else { continue };

@@ -4,7 +4,7 @@
 //! ```text
 //! cargo run --release -p slowpoke-bench --bin bench-agent [-- --rounds 7 --seconds 2]
 //!     [--pauses 200] [--time-wait 10000] [--sync-visits 200]
-//!     [--only hook,tracked,echo,nginx,pause,resolve,sync]
+//!     [--only hook,tracked,echo,nginx,pause,resolve,sync,sync-cluster]
 //! ```
 //!
 //! 1. `hook`: time per socket call of a process no service tracks, programs attached vs.
@@ -38,11 +38,17 @@
 //!    time that overlapped A's; mean and 95 % CI over the rounds, and of the per-round
 //!    difference of the overlap shares (synchronized − not, percentage points; without
 //!    synchronization B pays once, at the end, so a ratio would divide by ≈ 0).
+//! 6. `sync-cluster`: the same across two nodes of the cluster test bed (root; real agent
+//!    processes, the release `slowpoke-agent` next to this binary): A on node 1, B on node 2,
+//!    plans synchronized with and without `sync_peers` (interleaved); the share of A's quantum
+//!    pauses B joined, the start skew across nodes (median, p90, max; pooled too) and the
+//!    stopped-time overlap (see [`cluster_sync`]).
 //!
 //! One module per part: [`hook`] (1, and the tracked call), [`throughput`] (2), [`pause`] (3,
-//! with the [`probe`] child), [`resolve`] (4), [`sync`] (5); [`echo`] is the request/response
+//! with the [`probe`] child), [`resolve`] (4), [`sync`] (5), [`cluster_sync`] (6); [`echo`] is the request/response
 //! server child, [`harness`] the kernel programs and library agent the parts measure with.
 
+mod cluster_sync;
 mod echo;
 mod harness;
 mod hook;
@@ -78,11 +84,11 @@ struct Options {
     /// Listings of each kind per round (resolve measurement).
     #[arg(long, default_value_t = 20)]
     lists: usize,
-    /// Visits of each service per run (sync measurement).
+    /// Visits of each service per run (sync and sync-cluster measurements).
     #[arg(long, default_value_t = 200)]
     sync_visits: usize,
     /// Parts to run (all by default).
-    #[arg(long, value_delimiter = ',', value_parser = ["hook", "tracked", "echo", "nginx", "pause", "resolve", "sync"])]
+    #[arg(long, value_delimiter = ',', value_parser = ["hook", "tracked", "echo", "nginx", "pause", "resolve", "sync", "sync-cluster"])]
     only: Vec<String>,
     /// Internal: be the echo server child on this port.
     #[arg(long, hide = true, value_name = "PORT")]
@@ -150,6 +156,12 @@ fn main() {
     }
     if o.runs("sync") {
         report.insert("synchronized_pauses".into(), sync::sync_closeness(&o));
+    }
+    if o.runs("sync-cluster") {
+        report.insert(
+            "synchronized_pauses_between_nodes".into(),
+            cluster_sync::sync_cluster(&o),
+        );
     }
     report.insert("loadavg_end".into(), json!(loadavg()));
     println!(
