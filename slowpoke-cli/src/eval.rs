@@ -178,9 +178,17 @@ pub(crate) fn eval(a: &EvalArgs) -> anyhow::Result<()> {
         cases.len(),
         opts.out_dir.display()
     );
-    let r = runner::run(&cases, &opts, &set.agents, &store, &monitor, &|line| {
-        eprintln!("{line}");
-    });
+    let r = runner::run(
+        &cases,
+        &opts,
+        &set.agents,
+        None,
+        &store,
+        &monitor,
+        &|line| {
+            eprintln!("{line}");
+        },
+    );
     set.shutdown(&rt);
     let file = r?;
     let sum = summary::summarize(&file.points);

@@ -102,6 +102,10 @@ pub enum Placement {
     /// The target alone on the last CPU, every other service on the others (the control case:
     /// the target's core is its own, as with one service per node).
     Pinned,
+    /// Spread over the nodes of a cluster description (round robin in name order, the target on
+    /// the first node), each node's services measured and paused by that node's agent
+    /// ([`ClusterSetup`]; docs/multi-node.md).
+    Cluster,
 }
 
 impl Placement {
@@ -109,6 +113,7 @@ impl Placement {
         match self {
             Placement::Shared => "shared",
             Placement::Pinned => "pinned",
+            Placement::Cluster => "cluster",
         }
     }
 }
@@ -119,9 +124,25 @@ impl std::str::FromStr for Placement {
         match s {
             "shared" => Ok(Placement::Shared),
             "pinned" => Ok(Placement::Pinned),
-            other => Err(format!("placement `{other}`: use shared or pinned")),
+            "cluster" => Ok(Placement::Cluster),
+            other => Err(format!(
+                "placement `{other}`: use shared, pinned or cluster"
+            )),
         }
     }
+}
+
+/// Where placement `cluster` runs: the cluster description the emulator spreads each case over,
+/// and the agents of its nodes.
+#[derive(Clone)]
+pub struct ClusterSetup {
+    /// The cluster description (`slowpoke_api::cluster::ClusterFile`, e.g. the one `cargo xtask
+    /// cluster up` writes).
+    pub file: PathBuf,
+    /// Its nodes' names, in the file's order (the target goes on the first).
+    pub nodes: Vec<String>,
+    /// One agent per node.
+    pub agents: Vec<SharedAgent>,
 }
 
 /// What to run and where to write it.
@@ -229,6 +250,50 @@ fn pin(pids: &[u32], cpus: &[usize]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Starts the case's app: on this node, or spread over `cluster`'s nodes with the target on the
+/// first (placement `cluster`).
+fn start_app(
+    case: &Case,
+    topo_path: &Path,
+    truth_on: TruthOn,
+    on_cluster: bool,
+    cluster: Option<&ClusterSetup>,
+) -> anyhow::Result<SharedApp> {
+    let mut emu = match (on_cluster, cluster) {
+        (false, _) => EmuApp::start(topo_path, &[])?,
+        (true, None) => bail!(
+            "placement `cluster` needs a cluster: give --cluster FILE (e.g. the target/cluster/cluster.json of `cargo xtask cluster up`)"
+        ),
+        (true, Some(c)) => {
+            let first = c.nodes.first().context("the cluster has no node")?;
+            let placement = slowpoke_emu::placement::spread(
+                &case.topology,
+                &c.nodes,
+                Some((case.target.as_str(), first.as_str())),
+            );
+            let start = slowpoke_emu::ClusterStart {
+                file: c.file.clone(),
+                place: slowpoke_emu::placement::PlaceArg::all(&placement),
+            };
+            EmuApp::start_on(topo_path, &[], &start)?
+        }
+    }
+    .with_truth_on(truth_on);
+    if let Some(c) = case.target_cores {
+        emu = emu.with_cores(&case.target, c);
+    }
+    Ok(SharedApp(Arc::new(Mutex::new(emu))))
+}
+
+/// Unpins a pinned app before it goes (a later case starts fresh processes anyway), then drops it.
+fn unpin(app: Option<(bool, SharedApp)>, placed: Option<Placement>) {
+    if let Some((_, app)) = app
+        && placed == Some(Placement::Pinned)
+    {
+        let _ = place(&app, "", Placement::Shared);
+    }
+}
+
 fn place(app: &SharedApp, target: &str, placement: Placement) -> anyhow::Result<()> {
     let n = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     let all: Vec<usize> = (0..n).collect();
@@ -239,6 +304,9 @@ fn place(app: &SharedApp, target: &str, placement: Placement) -> anyhow::Result<
             Placement::Pinned if n < 2 => bail!("--placement pinned needs at least 2 CPUs"),
             Placement::Pinned if name == target => vec![n - 1],
             Placement::Pinned => (0..n - 1).collect(),
+            Placement::Cluster => {
+                bail!("placement `cluster` runs on the cluster's nodes: not pinned here")
+            }
         };
         pin(&info.pids, &cpus)?;
     }
@@ -464,6 +532,7 @@ pub fn run(
     cases: &[Case],
     opts: &EvalOptions,
     agents: &[SharedAgent],
+    cluster: Option<&ClusterSetup>,
     store: &ResultStore,
     monitor: &Monitor,
     say: &dyn Fn(&str),
@@ -507,17 +576,23 @@ pub fn run(
         } else {
             TruthOn::Cpu
         };
-        let mut emu = EmuApp::start(&topo_path, &[])?.with_truth_on(truth_on);
-        if let Some(c) = case.target_cores {
-            emu = emu.with_cores(&case.target, c);
-        }
-        let app = SharedApp(Arc::new(Mutex::new(emu)));
+        // One running app per case and kind of placement: on this node (`shared`, `pinned`:
+        // re-pinned in place) or spread over the cluster's nodes.
+        let mut app: Option<(bool, SharedApp)> = None;
         let mut placed = None;
         for (placement, pct, setting) in &todo {
-            if placed != Some(*placement) {
-                place(&app, &case.target, *placement)?;
-                placed = Some(*placement);
+            let on_cluster = *placement == Placement::Cluster;
+            if app.as_ref().is_none_or(|(c, _)| *c != on_cluster) {
+                unpin(app.take(), placed);
+                let started = start_app(case, &topo_path, truth_on, on_cluster, cluster)?;
+                app = Some((on_cluster, started));
+                placed = None;
             }
+            let (_, app) = app.as_ref().expect("started above");
+            if !on_cluster && placed != Some(*placement) {
+                place(app, &case.target, *placement)?;
+            }
+            placed = Some(*placement);
             n += 1;
             let optimization = match case.kind {
                 CaseKind::Scaling => Optimization::Cores(*pct),
@@ -560,6 +635,10 @@ pub fn run(
                 placement.name()
             );
             say(&format!("{label} ..."));
+            let agents = match (on_cluster, cluster) {
+                (true, Some(c)) => &c.agents[..],
+                _ => agents,
+            };
             let mut backends = Backends {
                 agents: agents.to_vec(),
                 app: Box::new(app.clone()),
@@ -594,11 +673,7 @@ pub fn run(
                 break;
             }
         }
-        // Unpin before the app goes (a later case starts fresh processes anyway).
-        if placed == Some(Placement::Pinned) {
-            let _ = place(&app, &case.target, Placement::Shared);
-        }
-        drop(app);
+        unpin(app, placed);
         if monitor.is_cancelled() {
             say("cancelled: run again with --resume to continue");
             break;

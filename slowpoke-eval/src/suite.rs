@@ -85,6 +85,9 @@ pub const MIN_TARGET_WORK_US: f64 = 300.0;
 pub enum SuiteName {
     Quick,
     Full,
+    /// The quick suite's cases, meant to run both on one node (placement `shared`) and spread
+    /// over the nodes of a cluster (placement `cluster`), interleaved (docs/evaluation.md).
+    Cluster,
 }
 
 impl std::str::FromStr for SuiteName {
@@ -93,8 +96,9 @@ impl std::str::FromStr for SuiteName {
         match s {
             "quick" => Ok(SuiteName::Quick),
             "full" => Ok(SuiteName::Full),
+            "cluster" => Ok(SuiteName::Cluster),
             other => Err(format!(
-                "unknown suite `{other}`: use quick or full (the real-server suite runs from the workspace: cargo xtask eval --suite real)"
+                "unknown suite `{other}`: use quick, full or cluster (the real-server suite runs from the workspace: cargo xtask eval --suite real)"
             )),
         }
     }
@@ -136,7 +140,7 @@ pub fn cases(suite: SuiteName, families: &[String]) -> Result<Vec<Case>, String>
     let wanted = |name: &str| families.is_empty() || families.iter().any(|f| f == name);
     let mut out = Vec::new();
     match suite {
-        SuiteName::Quick => {
+        SuiteName::Quick | SuiteName::Cluster => {
             for (family, mode) in QUICK_FAMILIES {
                 if !wanted(family.name()) {
                     continue;

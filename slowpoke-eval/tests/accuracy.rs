@@ -64,8 +64,8 @@ fn a_few_points_stay_within_the_bound_and_find_their_regime() {
     };
     let store = ResultStore::new(dir.join("results"));
     let say = |l: &str| eprintln!("{l}");
-    let file =
-        runner::run(&cases, &opts, &agents, &store, &Monitor::new(), &say).expect("the points");
+    let file = runner::run(&cases, &opts, &agents, None, &store, &Monitor::new(), &say)
+        .expect("the points");
     rt.block_on(inner.shutdown());
 
     assert_eq!(file.points.len(), 2, "{:#?}", file.points);

@@ -59,7 +59,8 @@ fn eval_runs_the_harder_cases_writes_its_report_and_resumes() {
     let lines = std::sync::Mutex::new(Vec::<String>::new());
     let say = |l: &str| lines.lock().unwrap().push(l.to_owned());
 
-    let file = runner::run(&cases, &opts, &agents, &store, &monitor, &say).expect("the suite");
+    let file =
+        runner::run(&cases, &opts, &agents, None, &store, &monitor, &say).expect("the suite");
     assert_eq!(file.points.len(), 2, "{:#?}", file.points);
     assert_eq!(file.precision_pct, Some(0.001));
     for p in &file.points {
@@ -97,7 +98,7 @@ fn eval_runs_the_harder_cases_writes_its_report_and_resumes() {
 
     // Without --resume an existing results directory is refused, untouched.
     let before = std::fs::read_to_string(opts.out_dir.join("results.json")).unwrap();
-    let e = runner::run(&cases, &opts, &agents, &store, &monitor, &say).unwrap_err();
+    let e = runner::run(&cases, &opts, &agents, None, &store, &monitor, &say).unwrap_err();
     assert!(format!("{e:#}").contains("--resume"), "{e:#}");
     assert_eq!(
         std::fs::read_to_string(opts.out_dir.join("results.json")).unwrap(),
@@ -113,6 +114,7 @@ fn eval_runs_the_harder_cases_writes_its_report_and_resumes() {
             ..opts.clone()
         },
         &agents,
+        None,
         &store,
         &monitor,
         &say,
