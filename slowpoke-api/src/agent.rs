@@ -181,6 +181,11 @@ pub struct Stats {
     /// agents older than the field: they accept no per-plan cap.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_cap: Option<StopCap>,
+    /// This run of the agent: a random id drawn at its start. Counters are monotonic only
+    /// within one run: a client that sees the id change between two snapshots knows the agent
+    /// restarted (and lost its counters, services and plan) in between. Absent from older agents.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub instance: String,
 }
 
 /// The safety cap on the share of wall time a service may spend stopped (any sliding 1 s
@@ -201,11 +206,12 @@ pub struct StopCap {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NodeStats {
-    /// Online CPUs.
+    /// The node's CPUs: the agent's `--node-cpus` (e.g. a test-bed node's cpuset), else every
+    /// online CPU.
     pub cpus: u32,
-    /// CPU time spent busy (everything but idle and iowait), all CPUs summed.
+    /// CPU time spent busy (everything but idle and iowait), the node's CPUs summed.
     pub cpu_busy_ns: u64,
-    /// All CPU time (busy + idle + iowait), all CPUs summed.
+    /// All CPU time (busy + idle + iowait), the node's CPUs summed.
     pub cpu_total_ns: u64,
 }
 
@@ -309,6 +315,9 @@ pub struct Health {
     /// watchdog resumed processes while the agent was stopped or hung.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// This run of the agent (as in [`Stats::instance`]); absent in a status-only answer.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub instance: String,
 }
 
 impl Health {
@@ -321,6 +330,7 @@ impl Health {
             features: BTreeMap::new(),
             reasons: Vec::new(),
             warnings: Vec::new(),
+            instance: String::new(),
         }
     }
 }

@@ -64,6 +64,10 @@ pub struct AgentConfig {
     /// outsider, hung), the guardian resumes every listed process, and keeps doing so while it
     /// stays stuck (default 1 s; see `safety/watchdog.rs`).
     pub watchdog_after: Duration,
+    /// The node's CPUs (`--node-cpus`): what the node stats of `GET /v1/stats` count, so that
+    /// a node confined to a cpuset (a test-bed node, a VM slice) reports its own CPUs and the
+    /// coordinator's node bound is per node. None: every online CPU.
+    pub node_cpus: Option<Vec<u32>>,
     /// TEST ONLY (cargo feature `test-hooks`, absent from release builds). Keep running when the
     /// kernel programs do not load (no visits, no plans) and enable the manual pause endpoint
     /// `POST /v1/debug/pause/{name}`.
@@ -87,6 +91,7 @@ impl Default for AgentConfig {
             default_lease: DEFAULT_LEASE,
             max_lease: DEFAULT_MAX_LEASE,
             watchdog_after: Duration::from_secs(1),
+            node_cpus: None,
             #[cfg(feature = "test-hooks")]
             test_hooks: false,
         }

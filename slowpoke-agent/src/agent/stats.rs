@@ -95,11 +95,14 @@ impl Agent {
                 max_plan_stopped_share: self.inner.cfg.plan_ceiling(),
                 in_force: share,
             }),
-            node: procfs::node_cpu().map(|(cpus, cpu_busy_ns, cpu_total_ns)| api::NodeStats {
-                cpus,
-                cpu_busy_ns,
-                cpu_total_ns,
-            }),
+            instance: self.inner.instance.clone(),
+            node: procfs::node_cpu(self.inner.cfg.node_cpus.as_deref()).map(
+                |(cpus, cpu_busy_ns, cpu_total_ns)| api::NodeStats {
+                    cpus,
+                    cpu_busy_ns,
+                    cpu_total_ns,
+                },
+            ),
         }
     }
 }

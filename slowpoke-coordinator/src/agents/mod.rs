@@ -34,7 +34,9 @@ pub use http::HttpAgent;
 pub use in_process::InProcessAgent;
 pub use local::{DEFAULT_AGENT_STATE_DIR, local_daemon, local_socket, read_token};
 pub use registration::{RegisterError, Registration, register_services, unregister_services};
-pub use stats::{NodeWindow, StatsSnapshot, StatsWindow, clock_offset, snapshot, window};
+pub use stats::{
+    NodeWindow, StatsSnapshot, StatsWindow, clock_offset, restart_between, snapshot, window,
+};
 pub use unix_http::socket_path;
 
 /// An agent failed or could not be reached.
@@ -80,6 +82,16 @@ pub trait AgentClient: Send + Sync {
     /// Extends `owner`'s lease on the plan in force to `lease` from now, without applying the
     /// plan again (`POST /v1/slowdown/renew`).
     fn renew_lease(&self, owner: &str, lease: Duration) -> Result<(), AgentError>;
+}
+
+/// How messages name an agent: `spk-n2 (http://10.77.0.12:7171)`, or its URL alone.
+pub fn label(a: &dyn AgentClient) -> String {
+    let (name, url) = (a.name(), a.url());
+    if name == url {
+        name
+    } else {
+        format!("{name} ({url})")
+    }
 }
 
 /// Shared handle to any agent.

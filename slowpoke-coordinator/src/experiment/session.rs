@@ -14,7 +14,7 @@ use crate::model::{Parameters, PausePlan};
 
 use super::app::{App, Backends, Load, LoadStarter, TruthChange};
 use super::entry::find_entry;
-use super::error::RunError;
+use super::error::{RunError, during};
 use super::monitor::Monitor;
 use super::result::{ServiceRow, WindowRecord};
 use super::spec::{LoadConfig, Safety, Timing};
@@ -114,6 +114,9 @@ pub(super) struct Session<'a> {
     /// Each agent's stopped-share caps as its last stats reported them (None: an agent older
     /// than per-plan caps), in agent order.
     stop_caps: Vec<Option<api::StopCap>>,
+    /// Each agent's stats at the session's first snapshot, in agent order (empty before it):
+    /// every later snapshot must come from the same run of the agent ([`agents::restart_between`]).
+    first_stats: Vec<api::Stats>,
 }
 
 impl<'a> Session<'a> {
@@ -171,6 +174,7 @@ impl<'a> Session<'a> {
             guard,
             visits_per_s: std::collections::BTreeMap::new(),
             stop_caps: Vec::new(),
+            first_stats: Vec::new(),
         };
         match find_entry(named, &session.reg, &session.registered, &session.entry_url) {
             Ok(entry) => {
@@ -214,15 +218,15 @@ impl<'a> Session<'a> {
         if self.monitor.is_cancelled() {
             return Err(RunError::Cancelled);
         }
+        let before = self.snapshot(phase)?;
         let load = self
             .load
             .as_mut()
             .ok_or_else(|| RunError::Load("the load is not running".into()))?;
-        let before = agents::snapshot(self.agents)?;
         load.begin_window();
         self.monitor.sleep(self.timing.window_s)?;
         let lw = load.end_window();
-        let after = agents::snapshot(self.agents)?;
+        let after = self.snapshot(phase)?;
         // A plan whose lease may have lapsed was perhaps not in force for the whole window.
         if let Some(lost) = self.guard.keeper.lost() {
             return Err(RunError::LeaseLost {
@@ -246,6 +250,59 @@ impl<'a> Session<'a> {
         m.note_warnings(phase, &mut self.warnings);
         m.check_safety(phase, &self.safety, &mut self.warnings)?;
         Ok(m)
+    }
+
+    /// Every agent's stats, each checked to come from the run of the agent the session began
+    /// with: an agent that stopped answering or restarted ends the experiment, named.
+    fn snapshot(&mut self, phase: &str) -> Result<agents::StatsSnapshot, RunError> {
+        let snap = agents::snapshot(self.agents).map_err(|e| self.agent_failed(e, phase))?;
+        if self.first_stats.is_empty() {
+            self.first_stats.clone_from(&snap.agents);
+        }
+        for ((a, first), now) in self.agents.iter().zip(&self.first_stats).zip(&snap.agents) {
+            if let Some(detail) = agents::restart_between(first, now) {
+                return Err(RunError::AgentRestarted {
+                    agent: agents::label(a.as_ref()),
+                    during: during(phase),
+                    detail,
+                });
+            }
+        }
+        Ok(snap)
+    }
+
+    /// An agent's failure in the experiment's words: one that does not answer is lost (its
+    /// plan lapses with the lease), one that answers with another instance id restarted.
+    fn agent_failed(&self, e: agents::AgentError, phase: &str) -> RunError {
+        match e {
+            agents::AgentError::Unreachable { agent, detail } => RunError::AgentLost {
+                agent,
+                during: during(phase),
+                detail,
+                lease_s: self.guard.lease().duration().as_secs_f64(),
+            },
+            e => {
+                // A refusal (e.g. of a plan naming services it no longer knows) from an agent
+                // that restarted since the session began is told as the restart.
+                let restarted = self
+                    .agents
+                    .iter()
+                    .zip(&self.first_stats)
+                    .find_map(|(a, first)| {
+                        let now = a.stats().ok()?;
+                        let detail = agents::restart_between(first, &now)?;
+                        Some((agents::label(a.as_ref()), detail))
+                    });
+                match restarted {
+                    Some((agent, detail)) => RunError::AgentRestarted {
+                        agent,
+                        during: during(phase),
+                        detail,
+                    },
+                    None => e.into(),
+                }
+            }
+        }
     }
 
     /// The stopped-share cap to ask each agent for with `plan` (None: its default covers the
@@ -306,7 +363,8 @@ impl<'a> Session<'a> {
             a.set_slowdown(&api::SlowdownPlan {
                 max_stopped_share: ask,
                 ..wire.clone()
-            })?;
+            })
+            .map_err(|e| self.agent_failed(e, "installing the slowdown plan"))?;
         }
         self.monitor.sleep(self.timing.settle_s)
     }
@@ -318,7 +376,7 @@ impl<'a> Session<'a> {
             .into_iter()
             .next()
         {
-            return Err(e.into());
+            return Err(self.agent_failed(e, "removing the slowdown plan"));
         }
         Ok(())
     }
