@@ -35,7 +35,8 @@ pub use in_process::InProcessAgent;
 pub use local::{DEFAULT_AGENT_STATE_DIR, local_daemon, local_socket, read_token};
 pub use registration::{RegisterError, Registration, register_services, unregister_services};
 pub use stats::{
-    NodeWindow, StatsSnapshot, StatsWindow, clock_offset, restart_between, snapshot, window,
+    NodeWindow, StatsSnapshot, StatsWindow, clock_offset, restart_between, snapshot,
+    snapshot_within, window,
 };
 pub use unix_http::socket_path;
 

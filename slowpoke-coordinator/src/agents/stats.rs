@@ -79,6 +79,31 @@ pub fn restart_between(before: &api::Stats, after: &api::Stats) -> Option<String
         })
 }
 
+/// Like [`snapshot`], trying an agent that does not answer again until `grace` has passed
+/// since the first try. An agent that restarts (a crash and its service manager's restart, a
+/// redeploy) is away for a moment: with the grace, the coordinator sees it come back as another
+/// instance and can say that it restarted, instead of calling it lost.
+pub fn snapshot_within(
+    agents: &[SharedAgent],
+    grace: std::time::Duration,
+) -> Result<StatsSnapshot, AgentError> {
+    let deadline = std::time::Instant::now() + grace;
+    agents
+        .iter()
+        .map(|a| {
+            loop {
+                match a.stats() {
+                    Err(AgentError::Unreachable { .. }) if std::time::Instant::now() < deadline => {
+                        std::thread::sleep(std::time::Duration::from_millis(100));
+                    }
+                    r => break r,
+                }
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(|agents| StatsSnapshot { agents })
+}
+
 /// What happened between two snapshots, per service summed over agents.
 #[derive(Debug, Clone, Default)]
 pub struct StatsWindow {

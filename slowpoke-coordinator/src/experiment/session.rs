@@ -53,6 +53,11 @@ impl Drop for PlanGuard {
     }
 }
 
+/// How long an agent that stopped answering is tried again before the experiment calls it lost:
+/// an agent restarting comes back within it (as another instance, which ends the experiment with
+/// a message saying it restarted).
+const RESTART_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The parts of a spec every kind of experiment has: how the session runs.
 pub(super) struct Setup<'a> {
     pub load: &'a LoadConfig,
@@ -255,7 +260,8 @@ impl<'a> Session<'a> {
     /// Every agent's stats, each checked to come from the run of the agent the session began
     /// with: an agent that stopped answering or restarted ends the experiment, named.
     fn snapshot(&mut self, phase: &str) -> Result<agents::StatsSnapshot, RunError> {
-        let snap = agents::snapshot(self.agents).map_err(|e| self.agent_failed(e, phase))?;
+        let snap = agents::snapshot_within(self.agents, RESTART_GRACE)
+            .map_err(|e| self.agent_failed(e, phase))?;
         if self.first_stats.is_empty() {
             self.first_stats.clone_from(&snap.agents);
         }
