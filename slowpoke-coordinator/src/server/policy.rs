@@ -336,6 +336,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_request_names_a_cluster_agent_by_its_node_or_its_url() {
+        let n1: SharedAgent = std::sync::Arc::new(
+            crate::agents::HttpAgent::new("http://10.0.0.1:7171", None).on_node("n1"),
+        );
+        let server = [n1];
+        for name in ["n1", "http://10.0.0.1:7171/"] {
+            let chosen = choose_agents(&[name.to_owned()], &server).unwrap();
+            assert!(std::sync::Arc::ptr_eq(&chosen[0], &server[0]), "{name}");
+        }
+        let Err(e) = choose_agents(&["n2".to_owned()], &server) else {
+            panic!("an agent the server does not have was chosen")
+        };
+        assert!(
+            e.contains("agent `n2` is not one of this server's agents (n1)"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn entry_hosts_parse_and_match() {
         let h: EntryHost = "Shop.Internal:8080".parse().unwrap();
         assert_eq!(h.to_string(), "shop.internal:8080");
