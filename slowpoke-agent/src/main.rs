@@ -94,6 +94,11 @@ struct Args {
     /// that name no lease get 15 s (or this maximum, if lower).
     #[arg(long, default_value_t = 300.0, value_name = "S")]
     max_lease_s: f64,
+    /// The node's CPUs, in cpuset syntax (`0-3,6`): the node stats of GET /v1/stats (`cpus`,
+    /// busy and total time) count only these, for a node confined to a cpuset. Default: every
+    /// online CPU.
+    #[arg(long, value_name = "LIST")]
+    node_cpus: Option<String>,
     /// Log filter (error, warn, info, debug, trace, or a tracing directive such as
     /// `slowpoke_agent=debug`).
     #[arg(long, default_value = "info")]
@@ -103,6 +108,24 @@ struct Args {
     #[cfg(feature = "test-hooks")]
     #[arg(long, hide = true)]
     test_hooks: bool,
+}
+
+/// `--node-cpus LIST`: the CPUs, each of which must be online (a CPU with no line in /proc/stat
+/// would silently count as nothing).
+fn node_cpus(list: Option<&str>) -> anyhow::Result<Option<Vec<u32>>> {
+    let Some(list) = list else {
+        return Ok(None);
+    };
+    let cpus = slowpoke_api::cluster::parse_cpu_list(list)
+        .map_err(|e| anyhow::anyhow!("--node-cpus: {e}"))?;
+    let online = slowpoke_agent::sys::procfs::node_cpu(Some(&cpus)).map_or(0, |(n, _, _)| n);
+    if online as usize != cpus.len() {
+        bail!(
+            "--node-cpus {list}: only {online} of these {} CPUs are online (see /sys/devices/system/cpu/online): give the node's online CPUs",
+            cpus.len()
+        );
+    }
+    Ok(Some(cpus))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -128,6 +151,11 @@ fn main() -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?
         .block_on(run(args))
+}
+
+/// `--sync-listen`, else `--listen`'s IP with the default sync port, else none.
+fn sync_listen(sync_listen: Option<SocketAddr>, listen: Option<SocketAddr>) -> Option<SocketAddr> {
+    sync_listen.or_else(|| listen.map(|l| SocketAddr::new(l.ip(), DEFAULT_SYNC_PORT)))
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
@@ -189,11 +217,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         max_plan_stopped_share: args
             .max_plan_stopped_share
             .unwrap_or(slowpoke_agent::DEFAULT_MAX_PLAN_STOPPED_SHARE),
-        sync_listen: args.sync_listen.or_else(|| {
-            args.listen
-                .map(|l| SocketAddr::new(l.ip(), DEFAULT_SYNC_PORT))
-        }),
+        sync_listen: sync_listen(args.sync_listen, args.listen),
         sync_listen_defaulted: args.sync_listen.is_none(),
+        node_cpus: node_cpus(args.node_cpus.as_deref())?,
         #[cfg(feature = "test-hooks")]
         test_hooks: args.test_hooks,
         ..AgentConfig::default()

@@ -203,6 +203,11 @@ pub struct Stats {
     /// agents older than the field: they accept no per-plan cap.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_cap: Option<StopCap>,
+    /// This run of the agent: a random id drawn at its start. Counters are monotonic only
+    /// within one run: a client that sees the id change between two snapshots knows the agent
+    /// restarted (and lost its counters, services and plan) in between. Absent from older agents.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub instance: String,
     /// The datagrams of synchronized pauses between nodes (the agent's `--sync-listen`
     /// socket); absent when the agent has none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -249,11 +254,12 @@ pub struct StopCap {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NodeStats {
-    /// Online CPUs.
+    /// The node's CPUs: the agent's `--node-cpus` (e.g. a test-bed node's cpuset), else every
+    /// online CPU.
     pub cpus: u32,
-    /// CPU time spent busy (everything but idle and iowait), all CPUs summed.
+    /// CPU time spent busy (everything but idle and iowait), the node's CPUs summed.
     pub cpu_busy_ns: u64,
-    /// All CPU time (busy + idle + iowait), all CPUs summed.
+    /// All CPU time (busy + idle + iowait), the node's CPUs summed.
     pub cpu_total_ns: u64,
 }
 
@@ -391,6 +397,9 @@ pub struct Health {
     /// `SlowdownPlan::sync_peers`; absent when the agent has none, and in a status-only answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sync_addr: Option<String>,
+    /// This run of the agent (as in [`Stats::instance`]); absent in a status-only answer.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub instance: String,
 }
 
 impl Health {
@@ -404,6 +413,7 @@ impl Health {
             reasons: Vec::new(),
             warnings: Vec::new(),
             sync_addr: None,
+            instance: String::new(),
         }
     }
 }

@@ -141,6 +141,27 @@ impl ClusterFile {
     }
 }
 
+/// A CPU list in the kernel's cpuset syntax (`0-2,5` -> `[0, 1, 2, 5]`; sorted, no
+/// duplicates): a node's `cpus` here, `slowpoke-agent --node-cpus`, `cpuset.cpus` files.
+pub fn parse_cpu_list(text: &str) -> Result<Vec<u32>, String> {
+    let bad = || format!("`{}` is not a CPU list: write e.g. 0-3,6", text.trim());
+    let mut cpus = Vec::new();
+    for part in text.trim().split(',') {
+        let (a, b) = part.split_once('-').unwrap_or((part, part));
+        let (a, b): (u32, u32) = (
+            a.trim().parse().map_err(|_| bad())?,
+            b.trim().parse().map_err(|_| bad())?,
+        );
+        if a > b || b - a > 65_535 {
+            return Err(bad());
+        }
+        cpus.extend(a..=b);
+    }
+    cpus.sort_unstable();
+    cpus.dedup();
+    Ok(cpus)
+}
+
 fn valid_name(s: &str) -> bool {
     (1..=63).contains(&s.len())
         && s.bytes()
@@ -170,6 +191,16 @@ mod tests {
         assert_eq!(f.node("spk-n2").unwrap().token_file, None);
         assert_eq!(f.names(), "spk-n1, spk-n2");
         assert!(f.node("spk-n3").is_none());
+    }
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(parse_cpu_list("0-2,5\n"), Ok(vec![0, 1, 2, 5]));
+        assert_eq!(parse_cpu_list("1"), Ok(vec![1]));
+        assert_eq!(parse_cpu_list("3,1,1-2"), Ok(vec![1, 2, 3]));
+        for bad in ["", "a", "2-1", "1,", "-1", "0-70000"] {
+            assert!(parse_cpu_list(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

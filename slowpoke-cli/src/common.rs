@@ -100,7 +100,13 @@ pub(crate) struct AgentArgs {
     /// /run/slowpoke/agent.sock) when one runs, else an agent in this process.
     #[arg(long = "agent", value_name = "URL")]
     pub(crate) agent: Vec<String>,
-    /// File holding the agents' bearer token (default $SLOWPOKE_AGENT_TOKEN).
+    /// A cluster description (JSON, docs/multi-node.md; `cargo xtask cluster up` writes
+    /// target/cluster/cluster.json): one agent per node, each with its own token file, named by
+    /// its node. Instead of --agent.
+    #[arg(long, value_name = "FILE", env = "SLOWPOKE_CLUSTER")]
+    pub(crate) cluster: Option<PathBuf>,
+    /// File holding the agents' bearer token (default $SLOWPOKE_AGENT_TOKEN); with --cluster,
+    /// the token of the nodes that name no token file.
     #[arg(long, value_name = "FILE")]
     pub(crate) agent_token_file: Option<PathBuf>,
     /// State directory of the in-process agent (default /run/slowpoke; one agent per directory).
@@ -111,7 +117,11 @@ pub(crate) struct AgentArgs {
 impl AgentArgs {
     /// The command line's values win over the experiment file's.
     pub(crate) fn merge(&mut self, f: AgentArgs) {
-        merge_vec(&mut self.agent, f.agent);
+        // Either way of naming the agents on the command line replaces the file's.
+        if self.agent.is_empty() && self.cluster.is_none() {
+            self.agent = f.agent;
+            self.cluster = f.cluster;
+        }
         merge_opt(&mut self.agent_token_file, f.agent_token_file);
         merge_opt(&mut self.agent_state_dir, f.agent_state_dir);
     }

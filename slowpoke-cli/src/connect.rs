@@ -1,5 +1,6 @@
-//! Which agents an experiment talks to: `--agent` URLs, else the daemon on this node (its
-//! socket), else an agent in this process (feature `in-process`, needs root).
+//! Which agents an experiment talks to: `--cluster FILE`'s nodes or `--agent` URLs, else the
+//! daemon on this node (its socket), else an agent in this process (feature `in-process`, needs
+//! root).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -62,6 +63,26 @@ pub(crate) fn http_agents(
         .collect()
 }
 
+/// The agents `to` names explicitly: the cluster description's nodes (each with its own token)
+/// or the `--agent` URLs; empty when it names none. Both at once is an error: which token goes
+/// to which agent would be a guess.
+pub(crate) fn named_agents(to: &AgentArgs) -> anyhow::Result<Vec<SharedAgent>> {
+    match &to.cluster {
+        Some(file) if !to.agent.is_empty() => bail!(
+            "--cluster {} and --agent both name the agents: give one (the cluster description lists every node's agent and token; SLOWPOKE_CLUSTER counts as --cluster)",
+            file.display()
+        ),
+        Some(file) => Ok(
+            agents::cluster_agents(file, to.agent_token_file.as_deref())?
+                .into_iter()
+                .map(|a| Arc::new(a) as SharedAgent)
+                .collect(),
+        ),
+        None if to.agent.is_empty() => Ok(Vec::new()),
+        None => http_agents(&to.agent, to.agent_token_file.as_deref()),
+    }
+}
+
 pub(crate) fn connect_agents(
     rt: &tokio::runtime::Runtime,
     c: &CommonArgs,
@@ -72,7 +93,8 @@ pub(crate) fn connect_agents(
     connect(rt, &c.agents, c.max_stopped_share, None)
 }
 
-/// `--agent` URLs when given; else the daemon on this node, else an agent in this process.
+/// `--cluster` nodes or `--agent` URLs when given; else the daemon on this node, else an agent
+/// in this process.
 /// `max_stopped_share` is the user's `--max-stopped-share` (a running agent keeps its own: a
 /// warning), `in_process_ceiling` the command's own most a plan may ask of an agent in this
 /// process (default the agent's, 0.9; at least `max_stopped_share`).
@@ -82,11 +104,7 @@ pub(crate) fn connect(
     max_stopped_share: Option<f64>,
     in_process_ceiling: Option<f64>,
 ) -> anyhow::Result<AgentSet> {
-    let (urls, token_file, state_dir) = (
-        &to.agent,
-        to.agent_token_file.as_deref(),
-        to.agent_state_dir.as_deref(),
-    );
+    let state_dir = to.agent_state_dir.as_deref();
     let ignored_cap = || {
         if max_stopped_share.is_some() {
             eprintln!(
@@ -94,9 +112,9 @@ pub(crate) fn connect(
             );
         }
     };
-    if !urls.is_empty() {
+    let list = named_agents(to)?;
+    if !list.is_empty() {
         ignored_cap();
-        let list = http_agents(urls, token_file)?;
         for a in &list {
             a.health()?;
         }

@@ -38,7 +38,7 @@ enum Command {
     /// Sweep optimizations of every service: a ranked table and an SVG plot.
     Profile(profile::ProfileArgs),
     /// List the node agents and their health.
-    Agents(agents::AgentArgs),
+    Agents(agents::ListArgs),
     /// List or show stored results.
     Results(results::ResultsArgs),
     /// HTTP API and web page (default 127.0.0.1:7272); docs/coordinator-api.md.

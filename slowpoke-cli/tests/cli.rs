@@ -452,3 +452,81 @@ fn an_experiment_file_says_the_same_as_the_options() {
         "--delta-us must be a positive",
     );
 }
+
+#[test]
+fn a_cluster_description_names_each_agent_by_its_node() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let srv = fake_server();
+    let dir = std::env::temp_dir().join(format!("slowpoke-cli-cluster-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let token = dir.join("n1-token");
+    std::fs::write(&token, "secret-n1").expect("token");
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).expect("mode");
+    let cluster = dir.join("cluster.json");
+    std::fs::write(
+        &cluster,
+        format!(
+            r#"{{"nodes": [
+                {{"name": "n1", "address": "10.9.0.1", "agent": "{}", "token_file": "n1-token"}},
+                {{"name": "n2", "address": "10.9.0.2", "agent": "http://127.0.0.1:1"}}
+            ]}}"#,
+            srv.url
+        ),
+    )
+    .expect("cluster file");
+    let cluster = cluster.to_str().expect("utf-8 path");
+
+    // One row per node, named by the node; the dead one says which node and URL it is.
+    let (code, out, err) = slowpoke(&["agents", "--cluster", cluster, "--json"]);
+    assert_eq!(code, 1, "one of two agents is down: {out} {err}");
+    let rows: serde_json::Value = serde_json::from_str(&out).expect("JSON rows");
+    assert_eq!(rows[0]["agent"], "n1");
+    assert_eq!(rows[0]["url"], srv.url.as_str());
+    assert_eq!(rows[0]["healthy"], true);
+    assert_eq!(rows[1]["agent"], "n2");
+    assert_eq!(rows[1]["healthy"], false);
+    let status = rows[1]["status"].as_str().expect("status");
+    assert!(
+        status.contains("agent n2 (http://127.0.0.1:1) is unreachable"),
+        "{status}"
+    );
+    assert!(err.contains("1 of 2 agents are not healthy"), "{err}");
+
+    // --cluster and --agent (or SLOWPOKE_CLUSTER and --agent) cannot both name the agents.
+    fails_with(
+        &["agents", "--cluster", cluster, "--agent", &srv.url],
+        "both name the agents",
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_slowpoke"))
+        .args(["agents", "--agent", &srv.url])
+        .env("SLOWPOKE_CLUSTER", cluster)
+        .output()
+        .expect("run slowpoke");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("SLOWPOKE_CLUSTER counts as --cluster"),
+        "{err}"
+    );
+    // An experiment reaches the nodes' agents too, and names the one that does not answer.
+    let entry = format!("{}/", srv.url);
+    fails_with(
+        &[
+            "what-if",
+            "--service",
+            "cart=port:1",
+            "--entry",
+            &entry,
+            "--target",
+            "cart",
+            "--speedup",
+            "2x",
+            "--cluster",
+            cluster,
+        ],
+        "agent n2 (http://127.0.0.1:1) is unreachable",
+    );
+    // A token file that is not there names its node.
+    std::fs::remove_file(&token).expect("rm token");
+    fails_with(&["agents", "--cluster", cluster], "node n1");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -55,6 +55,10 @@ struct State {
     owner: Option<String>,
     probe_fails: bool,
     fail_stats_after: Option<usize>,
+    /// From this `GET /v1/stats` call on, the agent is a new run: another instance id and its
+    /// counters started again.
+    restart_at: Option<usize>,
+    instance: String,
     stats_calls: usize,
 }
 
@@ -133,6 +137,8 @@ impl FakeWorld {
                 owner: None,
                 probe_fails: false,
                 fail_stats_after: None,
+                restart_at: None,
+                instance: "fake-1".into(),
                 stats_calls: 0,
             })),
         }
@@ -215,6 +221,11 @@ impl FakeWorld {
     pub fn set_fail_stats_after(&self, n: usize) {
         self.lock().fail_stats_after = Some(n);
     }
+    /// The agent restarts right before the n-th `GET /v1/stats` call: a new instance id, its
+    /// counters from zero.
+    pub fn set_restart_at(&self, n: usize) {
+        self.lock().restart_at = Some(n);
+    }
     /// Every call, in order: `set_slowdown`, `clear_slowdown`, `truth`, `restore`, `window`, ...
     pub fn log(&self) -> Vec<String> {
         self.lock().log.clone()
@@ -256,6 +267,8 @@ impl FakeWorld {
             owner: None,
             probe_fails: false,
             fail_stats_after: None,
+            restart_at: None,
+            instance: String::new(),
             stats_calls: 0,
         };
         copy.plan.clear();
@@ -288,6 +301,7 @@ impl AgentClient for FakeAgent {
             reasons: Vec::new(),
             warnings: Vec::new(),
             sync_addr: None,
+            instance: self.0.lock().instance.clone(),
         })
     }
     fn put_service(
@@ -333,6 +347,11 @@ impl AgentClient for FakeAgent {
             });
         }
         s.advance();
+        if s.restart_at == Some(s.stats_calls) {
+            s.instance = "fake-2".into();
+            s.visits.clear();
+            s.cpu.clear();
+        }
         let ts = ((s.last - s.t0).as_secs_f64() * DILATION * 1e9) as u64;
         let services = s
             .services
@@ -356,6 +375,7 @@ impl AgentClient for FakeAgent {
         Ok(api::Stats {
             timestamp_ns: ts,
             services,
+            instance: s.instance.clone(),
             ..Default::default()
         })
     }

@@ -540,19 +540,9 @@ fn online_cpus() -> io::Result<Vec<u32>> {
     parse_cpu_list(&read(Path::new("/sys/devices/system/cpu/online"))?)
 }
 
-/// `0-2,5` -> [0, 1, 2, 5].
+/// `0-2,5` -> [0, 1, 2, 5] (`slowpoke_api::cluster::parse_cpu_list`).
 fn parse_cpu_list(text: &str) -> io::Result<Vec<u32>> {
-    let bad = || io::Error::other(format!("unexpected CPU list {text:?}"));
-    let mut cpus = Vec::new();
-    for part in text.trim().split(',').filter(|p| !p.is_empty()) {
-        let (a, b) = part.split_once('-').unwrap_or((part, part));
-        let (a, b): (u32, u32) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
-        cpus.extend(a..=b);
-    }
-    if cpus.is_empty() {
-        return Err(bad());
-    }
-    Ok(cpus)
+    slowpoke_api::cluster::parse_cpu_list(text).map_err(io::Error::other)
 }
 
 fn make_dir(dir: &Path) -> io::Result<()> {

@@ -13,6 +13,7 @@
 
 pub mod cgroup;
 pub mod cluster;
+pub mod cluster_agent;
 pub mod hostile;
 #[cfg(feature = "openapi")]
 pub mod openapi;

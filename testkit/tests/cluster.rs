@@ -8,7 +8,6 @@
 use std::{
     io::{BufRead as _, BufReader, Write as _},
     net::{SocketAddr, TcpStream},
-    os::unix::fs::PermissionsExt as _,
     process::{Command, Stdio},
     sync::Mutex,
     time::Duration,
@@ -18,6 +17,7 @@ use slowpoke_testkit::{
     TempDir,
     cgroup::cgroup2_mount,
     cluster::{BRIDGE, BRIDGE_ADDR, Cluster},
+    cluster_agent::NodeAgent,
     proc_state, wait_for, workspace_bin,
 };
 
@@ -250,9 +250,10 @@ fn call(method: &str, url: &str, token: &str, body: Option<&str>) -> (u16, Strin
     }
 }
 
-/// The agent of `cargo xtask cluster up`, as it starts it: in node 1's daemon cgroup, on node
-/// 1's address, confined to node 1's cgroup. Reached from the root namespace across the bridge,
-/// it takes only node 1's process of a name that runs in both nodes.
+/// The agents of `cargo xtask cluster up`, as it starts them (`cluster_agent`): in each node's
+/// daemon cgroup, on the node's address, confined to the node's cgroup and CPUs, each with its
+/// own token. `slowpoke agents --cluster` reaches both across the bridge, each with its token.
+/// Node 1's agent takes only node 1's process of a name that runs in both nodes.
 #[test]
 fn an_agent_in_a_node_is_reached_over_the_bridge_and_selects_only_its_node() {
     let _turn = turn();
@@ -263,41 +264,26 @@ fn an_agent_in_a_node_is_reached_over_the_bridge_and_selects_only_its_node() {
     std::fs::copy("/bin/sleep", &probe).unwrap();
     let mine = cluster.spawn(1, Command::new(&probe).arg("60"));
     let theirs = cluster.spawn(2, Command::new(&probe).arg("60"));
-    let token = "cluster-s3cret";
-    let token_file = dir.path().join("token");
-    std::fs::write(&token_file, token).unwrap();
-    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
-    std::fs::create_dir(dir.path().join("state")).unwrap();
-    let node = cluster.node(1);
-    let base = format!("http://{}:7171", node.addr);
-    let log = dir.path().join("agent.log");
-    let mut agent = cluster.spawn_daemon(
-        1,
-        Command::new(workspace_bin("slowpoke-agent"))
-            .args(["--listen", &format!("{}:7171", node.addr), "--token-file"])
-            .arg(&token_file)
-            .arg("--state-dir")
-            .arg(dir.path().join("state"))
-            .arg("--allow-cgroup")
-            .arg(&node.cgroup)
-            .args(["--log-level", "warn"])
-            .env_remove("SLOWPOKE_AGENT_TOKEN")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap()),
-    );
-    wait_for(Duration::from_secs(30), "the agent over the bridge", || {
-        if let Ok(Some(st)) = agent.child.try_wait() {
-            panic!(
-                "the agent exited ({st}): {}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-        }
-        TcpStream::connect_timeout(
-            &SocketAddr::from((node.addr, 7171)),
-            Duration::from_millis(200),
-        )
-        .ok()
-    });
+    let agents: Vec<NodeAgent> = cluster
+        .nodes()
+        .iter()
+        .map(|n| {
+            let token = format!("{}-s3cret", n.name);
+            NodeAgent::start(
+                n,
+                &workspace_bin("slowpoke-agent"),
+                &dir.path().join(&n.name),
+                &token,
+                &["--log-level", "warn"],
+            )
+            .unwrap()
+        })
+        .collect();
+    for a in &agents {
+        a.wait_ready(Duration::from_secs(30)).unwrap();
+    }
+    let (base, token) = (agents[0].url.clone(), agents[0].token.clone());
+    let token = token.as_str();
     assert_eq!(
         call("GET", &format!("{base}/v1/health"), token, None).0,
         200
@@ -306,21 +292,58 @@ fn an_agent_in_a_node_is_reached_over_the_bridge_and_selects_only_its_node() {
         call("GET", &format!("{base}/v1/services"), "wrong", None).0,
         401
     );
-    // `slowpoke agents` from the root namespace: healthy, and its clock offset estimate holds
-    // the true one — the nodes share this machine's clock, so 0.
+    // Node 2's token does not open node 1's agent.
+    assert_eq!(
+        call(
+            "GET",
+            &format!("{base}/v1/services"),
+            &agents[1].token,
+            None
+        )
+        .0,
+        401
+    );
+    // Its node stats count the node's one CPU (--node-cpus), not the machine's.
+    let (_, stats) = call("GET", &format!("{base}/v1/stats"), token, None);
+    let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    assert_eq!(stats["node"]["cpus"], 1, "{stats}");
+    assert!(
+        stats["instance"].as_str().is_some_and(|i| i.len() == 16),
+        "{stats}"
+    );
+    // `slowpoke agents --cluster` from the root namespace: both nodes by name, healthy, each
+    // reached with its own token, and each clock offset estimate holds the true one — the nodes
+    // share this machine's clock, so 0.
+    let description = dir.path().join("cluster.json");
+    let file = slowpoke_api::cluster::ClusterFile {
+        nodes: cluster
+            .nodes()
+            .iter()
+            .zip(&agents)
+            .map(|(n, a)| n.describe(&a.url, Some(a.token_file.clone())))
+            .collect(),
+    };
+    std::fs::write(&description, serde_json::to_string(&file).unwrap()).unwrap();
     let out = Command::new(workspace_bin("slowpoke"))
-        .args(["agents", "--json", "--agent", &base, "--agent-token-file"])
-        .arg(&token_file)
+        .args(["agents", "--json", "--cluster"])
+        .arg(&description)
+        .env_remove("SLOWPOKE_AGENT_TOKEN")
         .output()
         .expect("running slowpoke agents");
     assert!(out.status.success(), "{out:?}");
     let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let clock = &rows[0]["clock"];
-    let (offset, within) = (
-        clock["offset_ns"].as_i64().expect("an offset"),
-        clock["uncertainty_ns"].as_i64().expect("its uncertainty"),
-    );
-    assert!(offset.abs() <= within, "{clock}");
+    for (i, a) in agents.iter().enumerate() {
+        let row = &rows[i];
+        assert_eq!(row["agent"], a.node.as_str(), "{rows}");
+        assert_eq!(row["url"], a.url.as_str(), "{rows}");
+        assert_eq!(row["healthy"], true, "{rows}");
+        let clock = &row["clock"];
+        let (offset, within) = (
+            clock["offset_ns"].as_i64().expect("an offset"),
+            clock["uncertainty_ns"].as_i64().expect("its uncertainty"),
+        );
+        assert!(offset.abs() <= within, "{clock}");
+    }
 
     let (code, body) = call(
         "PUT",

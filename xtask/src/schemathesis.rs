@@ -16,8 +16,6 @@
 //!   be stopped and the agent must still answer.
 
 use std::{
-    fmt::Write as _,
-    io::Read as _,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -286,25 +284,12 @@ fn supports_allow_cgroup(agent: &Path) -> Result<bool> {
 
 /// A bearer token of 32 random bytes, hex.
 pub(crate) fn random_token() -> Result<String> {
-    let mut bytes = [0u8; 32];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
-    Ok(bytes.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    }))
+    Ok(slowpoke_testkit::cluster_agent::random_token()?)
 }
 
 pub(crate) fn write_private(path: &Path, text: &str) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    std::io::Write::write_all(&mut f, text.as_bytes())?;
-    Ok(())
+    slowpoke_testkit::cluster_agent::write_private(path, text)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 fn log_file(dir: &Path, name: &str) -> Result<std::fs::File> {

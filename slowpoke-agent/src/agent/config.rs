@@ -71,6 +71,10 @@ pub struct AgentConfig {
     /// `sync_listen` was derived (from `--listen`), not asked for: when it cannot be bound the
     /// agent runs without a sync socket instead of failing.
     pub sync_listen_defaulted: bool,
+    /// The node's CPUs (`--node-cpus`): what the node stats of `GET /v1/stats` count, so that
+    /// a node confined to a cpuset (a test-bed node, a VM slice) reports its own CPUs and the
+    /// coordinator's node bound is per node. None: every online CPU.
+    pub node_cpus: Option<Vec<u32>>,
     /// TEST ONLY (cargo feature `test-hooks`, absent from release builds). Keep running when the
     /// kernel programs do not load (no visits, no plans) and enable the manual pause endpoint
     /// `POST /v1/debug/pause/{name}`.
@@ -96,6 +100,7 @@ impl Default for AgentConfig {
             watchdog_after: Duration::from_secs(1),
             sync_listen: None,
             sync_listen_defaulted: false,
+            node_cpus: None,
             #[cfg(feature = "test-hooks")]
             test_hooks: false,
         }

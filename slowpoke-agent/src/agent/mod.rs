@@ -70,6 +70,8 @@ type SharedKernel = Arc<Mutex<Option<Kernel>>>;
 
 struct Inner {
     cfg: AgentConfig,
+    /// This run's random id (`instance` in health and stats): clients tell a restart by it.
+    instance: String,
     kernel: SharedKernel,
     /// Why the kernel programs are not loaded (only with test hooks: otherwise start fails).
     kernel_error: Option<String>,
@@ -235,6 +237,7 @@ impl Agent {
             lock: Mutex::new(Some(agent_lock)),
             stopping: AtomicBool::new(false),
             threads: Mutex::new(Vec::new()),
+            instance: new_instance_id(),
             cfg,
         });
         let agent = Agent { inner };
@@ -329,6 +332,7 @@ impl Agent {
                 .peer_sync
                 .as_ref()
                 .map(|p| p.local_addr().to_string()),
+            instance: self.inner.instance.clone(),
         }
     }
 
@@ -502,4 +506,21 @@ impl std::fmt::Debug for Agent {
             .field("state_dir", &self.inner.cfg.state_dir)
             .finish_non_exhaustive()
     }
+}
+
+/// A random id for this run of the agent (16 hex digits from the kernel's random source; the
+/// pid and start time if that cannot be read): a restart changes it.
+fn new_instance_id() -> String {
+    use std::io::Read as _;
+    let mut bytes = [0u8; 8];
+    let random = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
+    let id = if random.is_ok() {
+        u64::from_ne_bytes(bytes)
+    } else {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        now ^ u64::from(std::process::id()).rotate_left(40)
+    };
+    format!("{id:016x}")
 }

@@ -108,12 +108,15 @@ impl Agent {
                 max_plan_stopped_share: self.inner.cfg.plan_ceiling(),
                 in_force: share,
             }),
-            node: procfs::node_cpu().map(|(cpus, cpu_busy_ns, cpu_total_ns)| api::NodeStats {
-                cpus,
-                cpu_busy_ns,
-                cpu_total_ns,
-            }),
             peer_sync: self.inner.peer_sync.as_ref().map(|p| p.stats()),
+            instance: self.inner.instance.clone(),
+            node: procfs::node_cpu(self.inner.cfg.node_cpus.as_deref()).map(
+                |(cpus, cpu_busy_ns, cpu_total_ns)| api::NodeStats {
+                    cpus,
+                    cpu_busy_ns,
+                    cpu_total_ns,
+                },
+            ),
         }
     }
 }

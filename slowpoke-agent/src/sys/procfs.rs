@@ -169,28 +169,50 @@ pub fn ns_per_tick() -> u64 {
     }
 }
 
-/// The node's CPU counters from /proc/stat: (online CPUs, busy ns, total ns), all CPUs summed.
-pub fn node_cpu() -> Option<(u32, u64, u64)> {
-    parse_proc_stat(&fs::read_to_string("/proc/stat").ok()?, ns_per_tick())
+/// The node's CPU counters from /proc/stat: (CPUs, busy ns, total ns), summed over `only`'s
+/// CPUs (a node's cpuset, `--node-cpus`) or, when None, over every online CPU.
+pub fn node_cpu(only: Option<&[u32]>) -> Option<(u32, u64, u64)> {
+    parse_proc_stat(&fs::read_to_string("/proc/stat").ok()?, ns_per_tick(), only)
 }
 
-/// Parses the aggregate `cpu` line and counts the `cpuN` lines of /proc/stat.
-pub fn parse_proc_stat(text: &str, ns_per_tick: u64) -> Option<(u32, u64, u64)> {
-    let mut lines = text.lines();
-    let total_line = lines.next()?.strip_prefix("cpu ")?;
-    let ticks: Vec<u64> = total_line
-        .split_ascii_whitespace()
-        .filter_map(|v| v.parse().ok())
-        .collect();
+/// Sums /proc/stat's CPU lines: the aggregate `cpu` line and the count of `cpuN` lines when
+/// `only` is None; else the `cpuN` lines whose N is in `only`, and their count (a listed CPU
+/// that is offline has no line and is not counted). None when no line matches.
+pub fn parse_proc_stat(
+    text: &str,
+    ns_per_tick: u64,
+    only: Option<&[u32]>,
+) -> Option<(u32, u64, u64)> {
     // user nice system idle iowait irq softirq steal (guest time is already in user/nice).
-    let field = |i: usize| ticks.get(i).copied().unwrap_or(0);
-    let idle = field(3) + field(4);
-    let total: u64 = (0..8).map(field).sum();
-    let cpus = lines
-        .take_while(|l| l.starts_with("cpu"))
-        .filter(|l| l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
-        .count() as u32;
-    Some((cpus, (total - idle) * ns_per_tick, total * ns_per_tick))
+    let busy_total = |fields: &str| {
+        let ticks: Vec<u64> = fields
+            .split_ascii_whitespace()
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        let field = |i: usize| ticks.get(i).copied().unwrap_or(0);
+        let total: u64 = (0..8).map(field).sum();
+        (total - (field(3) + field(4)), total)
+    };
+    let per_cpu = text.lines().filter_map(|l| {
+        let rest = l.strip_prefix("cpu")?;
+        let (n, fields) = rest.split_once(' ')?;
+        Some((n.parse::<u32>().ok()?, fields))
+    });
+    let (cpus, busy, total) = match only {
+        None => {
+            let (busy, total) = busy_total(text.lines().next()?.strip_prefix("cpu ")?);
+            (per_cpu.count() as u32, busy, total)
+        }
+        Some(set) => {
+            per_cpu
+                .filter(|(n, _)| set.contains(n))
+                .fold((0, 0, 0), |(c, b, t), (_, f)| {
+                    let (busy, total) = busy_total(f);
+                    (c + 1, b + busy, t + total)
+                })
+        }
+    };
+    (cpus > 0).then_some((cpus, busy * ns_per_tick, total * ns_per_tick))
 }
 
 /// Thread ids of a process.
@@ -486,7 +508,21 @@ mod tests {
         let text = "cpu  100 5 50 800 20 3 2 0 0 0\ncpu0 50 2 25 400 10 1 1 0 0 0\n\
                     cpu1 50 3 25 400 10 2 1 0 0 0\nintr 1 2 3\n";
         // busy = user+nice+system+irq+softirq+steal = 100+5+50+3+2+0; total adds idle+iowait.
-        assert_eq!(parse_proc_stat(text, 10), Some((2, 1600, 9800)));
+        assert_eq!(parse_proc_stat(text, 10, None), Some((2, 1600, 9800)));
+    }
+
+    #[test]
+    fn node_cpu_of_a_cpuset_counts_only_its_lines() {
+        let text = "cpu  100 5 50 800 20 3 2 0 0 0\ncpu0 50 2 25 400 10 1 1 0 0 0\n\
+                    cpu1 50 3 25 300 10 2 1 0 0 0\ncpu2 1 1 1 1 1 1 1 1 0 0\nintr 1 2 3\n";
+        // cpu1: busy 50+3+25+2+1+0 = 81, total adds idle 300 + iowait 10 = 391.
+        assert_eq!(parse_proc_stat(text, 10, Some(&[1])), Some((1, 810, 3910)));
+        // cpu0 + cpu2: busy 79 + 6, total 489 + 8; an offline CPU (7) has no line.
+        assert_eq!(
+            parse_proc_stat(text, 10, Some(&[0, 2, 7])),
+            Some((2, 850, 4970))
+        );
+        assert_eq!(parse_proc_stat(text, 10, Some(&[9])), None);
     }
 
     use super::*;

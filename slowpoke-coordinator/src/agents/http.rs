@@ -15,6 +15,8 @@ pub struct HttpAgent {
     base: String,
     token: Option<String>,
     transport: Transport,
+    /// The node this agent runs on, from a cluster description: what messages call it.
+    node: Option<String>,
 }
 
 enum Transport {
@@ -24,6 +26,11 @@ enum Transport {
 
 /// How long one call to an agent may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a clean-up call (removing a plan, unregistering a service) may take: an agent that
+/// stopped answering must not hold up the clean-up of the others, and its plan lapses with its
+/// lease anyway.
+const CLEANUP_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl HttpAgent {
     /// `base` is e.g. `http://10.0.0.2:7171` or `unix:/run/slowpoke/agent.sock`; `token` is sent
@@ -35,6 +42,7 @@ impl HttpAgent {
                 base: base.to_owned(),
                 token: None,
                 transport: Transport::Unix(path),
+                node: None,
             };
         }
         HttpAgent {
@@ -46,6 +54,29 @@ impl HttpAgent {
                     .timeout(CALL_TIMEOUT)
                     .build(),
             ),
+            node: None,
+        }
+    }
+
+    /// Names the agent by its node (a cluster description's node name): `name()` is then the
+    /// node, and errors say `node (URL)`.
+    #[must_use]
+    pub fn on_node(mut self, node: &str) -> HttpAgent {
+        self.node = Some(node.to_owned());
+        self
+    }
+
+    /// The bearer token this agent is sent (tests of the cluster description).
+    #[cfg(test)]
+    pub(crate) fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
+    /// How errors name the agent: `spk-n2 (http://10.77.0.12:7171)`, or the URL alone.
+    fn label(&self) -> String {
+        match &self.node {
+            Some(n) => format!("{n} ({})", self.base),
+            None => self.base.clone(),
         }
     }
 
@@ -59,7 +90,7 @@ impl HttpAgent {
         timeout: Duration,
     ) -> Result<(u16, String), AgentError> {
         let unreachable = |detail: String| AgentError::Unreachable {
-            agent: self.base.clone(),
+            agent: self.label(),
             detail,
         };
         let http = match &self.transport {
@@ -120,7 +151,7 @@ impl HttpAgent {
                 .map(|b| b.error)
                 .unwrap_or(text);
             return Err(AgentError::Rejected {
-                agent: self.base.clone(),
+                agent: self.label(),
                 what,
                 status,
                 message,
@@ -132,21 +163,21 @@ impl HttpAgent {
         serde_json::from_str(&text)
             .map(Some)
             .map_err(|e| AgentError::Failed {
-                agent: self.base.clone(),
+                agent: self.label(),
                 message: format!("unexpected answer to {what}: {e}"),
             })
     }
 
     fn failed(&self, e: &dyn std::fmt::Display) -> AgentError {
         AgentError::Failed {
-            agent: self.base.clone(),
+            agent: self.label(),
             message: e.to_string(),
         }
     }
 
     fn expect<R>(&self, r: Option<R>, what: &str) -> Result<R, AgentError> {
         r.ok_or_else(|| AgentError::Failed {
-            agent: self.base.clone(),
+            agent: self.label(),
             message: format!("empty answer to {what}"),
         })
     }
@@ -154,6 +185,10 @@ impl HttpAgent {
 
 impl AgentClient for HttpAgent {
     fn name(&self) -> String {
+        self.node.clone().unwrap_or_else(|| self.base.clone())
+    }
+
+    fn url(&self) -> String {
         self.base.clone()
     }
 
@@ -173,7 +208,8 @@ impl AgentClient for HttpAgent {
     }
 
     fn delete_service(&self, name: &str) -> Result<(), AgentError> {
-        self.call::<(), serde_json::Value>("DELETE", &format!("/v1/services/{name}"), None)
+        let path = format!("/v1/services/{name}");
+        self.call_within::<(), serde_json::Value>("DELETE", &path, None, CLEANUP_TIMEOUT)
             .map(drop)
     }
 
@@ -190,7 +226,7 @@ impl AgentClient for HttpAgent {
     fn clear_slowdown(&self, owner: &str) -> Result<(), AgentError> {
         // Owners are `[A-Za-z0-9._:@-]` (crate::lease::Lease): nothing to escape in a query.
         let path = format!("/v1/slowdown?owner={owner}");
-        self.call::<(), serde_json::Value>("DELETE", &path, None)
+        self.call_within::<(), serde_json::Value>("DELETE", &path, None, CLEANUP_TIMEOUT)
             .map(drop)
     }
 

@@ -7,7 +7,7 @@
 //! selector resolves to processes own it. Counters of a service are summed over its owners.
 //!
 //! Rooms: the trait and its error here; [`HttpAgent`] in `http.rs` (over `unix_http.rs` for the
-//! socket); finding this node's daemon and the token in `local.rs`; registering services in
+//! socket), one per node of a cluster description in `cluster.rs`; finding this node's daemon and the token in `local.rs`; registering services in
 //! `registration.rs`; stats snapshots and windows in `stats.rs`, which also times calls to
 //! measure an agent's clock offset, estimated in `clock.rs`; the in-process agent in
 //! `in_process.rs` (feature `in-process`).
@@ -18,6 +18,7 @@ use std::time::Duration;
 use slowpoke_api::agent as api;
 
 mod clock;
+mod cluster;
 mod http;
 #[cfg(feature = "in-process")]
 mod in_process;
@@ -27,12 +28,16 @@ mod stats;
 mod unix_http;
 
 pub use clock::{ClockOffset, ClockSample, estimate as estimate_clock_offset};
+pub use cluster::{agents_of as cluster_agents_of, cluster_agents};
 pub use http::HttpAgent;
 #[cfg(feature = "in-process")]
 pub use in_process::InProcessAgent;
 pub use local::{DEFAULT_AGENT_STATE_DIR, local_daemon, local_socket, read_token};
 pub use registration::{RegisterError, Registration, register_services, unregister_services};
-pub use stats::{NodeWindow, StatsSnapshot, StatsWindow, clock_offset, snapshot, window};
+pub use stats::{
+    NodeWindow, StatsSnapshot, StatsWindow, clock_offset, restart_between, snapshot,
+    snapshot_within, window,
+};
 pub use unix_http::socket_path;
 
 /// An agent failed or could not be reached.
@@ -56,8 +61,13 @@ pub enum AgentError {
 /// One node agent, as the coordinator uses it. Mirrors the agent's HTTP API (see
 /// `slowpoke_api::agent`); every call is blocking and bounded in time.
 pub trait AgentClient: Send + Sync {
-    /// How to name this agent to the user (its URL, or `in-process`).
+    /// How to name this agent to the user: its node's name when a cluster description named
+    /// it, else its URL (or `in-process`).
     fn name(&self) -> String;
+    /// Where the agent is reached (its URL); the name when it has no other.
+    fn url(&self) -> String {
+        self.name()
+    }
     fn health(&self) -> Result<api::Health, AgentError>;
     fn put_service(
         &self,
@@ -75,13 +85,49 @@ pub trait AgentClient: Send + Sync {
     fn renew_lease(&self, owner: &str, lease: Duration) -> Result<(), AgentError>;
 }
 
+/// How messages name an agent: `spk-n2 (http://10.77.0.12:7171)`, or its URL alone.
+pub fn label(a: &dyn AgentClient) -> String {
+    let (name, url) = (a.name(), a.url());
+    if name == url {
+        name
+    } else {
+        format!("{name} ({url})")
+    }
+}
+
 /// Shared handle to any agent.
 pub type SharedAgent = Arc<dyn AgentClient>;
 
 /// Removes `owner`'s slowdown plan from every agent; returns the failures (never stops early).
+/// The agents are asked at the same time, so one that stopped answering delays the others'
+/// clean-up by nothing and the whole by one call's timeout at most.
 pub fn clear_everywhere(agents: &[SharedAgent], owner: &str) -> Vec<AgentError> {
-    agents
-        .iter()
-        .filter_map(|a| a.clear_slowdown(owner).err())
+    on_every_agent(agents, |a| a.clear_slowdown(owner))
+        .into_iter()
+        .filter_map(Result::err)
         .collect()
+}
+
+/// `f` on every agent at the same time (one thread each when there are several), results in
+/// agent order.
+pub fn on_every_agent<T: Send>(
+    agents: &[SharedAgent],
+    f: impl Fn(&dyn AgentClient) -> T + Sync,
+) -> Vec<T> {
+    if agents.len() < 2 {
+        return agents.iter().map(|a| f(a.as_ref())).collect();
+    }
+    std::thread::scope(|s| {
+        let handles: Vec<_> = agents
+            .iter()
+            .map(|a| {
+                let f = &f;
+                s.spawn(move || f(a.as_ref()))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    })
 }

@@ -77,15 +77,22 @@ pub fn register_services(
     Ok(reg)
 }
 
-/// Best-effort removal of the services from every agent.
+/// Best-effort removal of the services from every agent, the agents at the same time; an agent
+/// that does not answer is not asked again (one call's timeout per dead agent, not one per
+/// service).
 pub fn unregister_services(agents: &[SharedAgent], names: &[String]) {
-    for agent in agents {
+    super::on_every_agent(agents, |agent| {
         for name in names {
-            if let Err(e) = agent.delete_service(name) {
-                tracing::debug!("unregistering {name}: {e}");
+            match agent.delete_service(name) {
+                Ok(()) => {}
+                Err(e @ AgentError::Unreachable { .. }) => {
+                    tracing::debug!("unregistering {name}: {e}");
+                    return;
+                }
+                Err(e) => tracing::debug!("unregistering {name}: {e}"),
             }
         }
-    }
+    });
 }
 
 /// Registration failed.

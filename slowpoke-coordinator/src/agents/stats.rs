@@ -55,6 +55,55 @@ pub fn snapshot(agents: &[SharedAgent]) -> Result<StatsSnapshot, AgentError> {
         .map(|agents| StatsSnapshot { agents })
 }
 
+/// Why `after` cannot follow `before` (two stats of one agent): the agent restarted in
+/// between, so its counters started again. Told by its `instance` id changing, and, for agents
+/// too old to report one, by a registered service vanishing or its visits going backwards
+/// (visits are the kernel's monotonic counters while the agent runs).
+pub fn restart_between(before: &api::Stats, after: &api::Stats) -> Option<String> {
+    if before.instance != after.instance {
+        return Some(format!(
+            "its instance id changed from `{}` to `{}`",
+            before.instance, after.instance
+        ));
+    }
+    before
+        .services
+        .iter()
+        .find_map(|(name, b)| match after.services.get(name) {
+            None => Some(format!("service `{name}` is no longer registered there")),
+            Some(a) if a.visits < b.visits => Some(format!(
+                "the visits of `{name}` went back from {} to {}",
+                b.visits, a.visits
+            )),
+            Some(_) => None,
+        })
+}
+
+/// Like [`snapshot`], trying an agent that does not answer again until `grace` has passed
+/// since the first try. An agent that restarts (a crash and its service manager's restart, a
+/// redeploy) is away for a moment: with the grace, the coordinator sees it come back as another
+/// instance and can say that it restarted, instead of calling it lost.
+pub fn snapshot_within(
+    agents: &[SharedAgent],
+    grace: std::time::Duration,
+) -> Result<StatsSnapshot, AgentError> {
+    let deadline = std::time::Instant::now() + grace;
+    agents
+        .iter()
+        .map(|a| {
+            loop {
+                match a.stats() {
+                    Err(AgentError::Unreachable { .. }) if std::time::Instant::now() < deadline => {
+                        std::thread::sleep(std::time::Duration::from_millis(100));
+                    }
+                    r => break r,
+                }
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(|agents| StatsSnapshot { agents })
+}
+
 /// What happened between two snapshots, per service summed over agents.
 #[derive(Debug, Clone, Default)]
 pub struct StatsWindow {
@@ -228,5 +277,33 @@ mod tests {
         assert!((s.visits - 1500.0).abs() < 1e-9);
         assert!((s.cpu_ns - 200_000_000.0).abs() < 1e-6);
         assert!((s.cores - 2.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_restart_is_told_by_the_instance_or_by_counters_going_back() {
+        let stats = |instance: &str, visits: Option<u64>| api::Stats {
+            instance: instance.to_owned(),
+            services: visits
+                .map(|v| {
+                    let s = api::ServiceStats {
+                        visits: v,
+                        ..Default::default()
+                    };
+                    [("cart".to_owned(), s)].into()
+                })
+                .unwrap_or_default(),
+            ..Default::default()
+        };
+        assert_eq!(
+            restart_between(&stats("a", Some(5)), &stats("a", Some(9))),
+            None
+        );
+        let e = restart_between(&stats("a", Some(5)), &stats("b", Some(9))).unwrap();
+        assert!(e.contains("instance id changed from `a` to `b`"), "{e}");
+        // An agent without instance ids: its counters say it.
+        let e = restart_between(&stats("", Some(5)), &stats("", Some(2))).unwrap();
+        assert!(e.contains("went back from 5 to 2"), "{e}");
+        let e = restart_between(&stats("", Some(5)), &stats("", None)).unwrap();
+        assert!(e.contains("`cart` is no longer registered"), "{e}");
     }
 }

@@ -63,4 +63,36 @@ pub enum RunError {
         phase: String,
         detail: String,
     },
+    #[error(
+        "aborted: agent {agent} stopped answering during {during}: {detail}; every delay was removed from the agents still reachable, and its plan lapses with its lease within {lease_s:.0} s (the agent then resumes everything on its own). Check that node and its agent, then run the experiment again"
+    )]
+    AgentLost {
+        agent: String,
+        during: String,
+        detail: String,
+        lease_s: f64,
+    },
+    #[error(
+        "aborted: agent {agent} restarted during {during} ({detail}): a restarted agent has lost its counters, services and plan, so the windows cannot be compared; every delay was removed. Run the experiment again once the agent is up (see its log for why it restarted)"
+    )]
+    AgentRestarted {
+        agent: String,
+        during: String,
+        detail: String,
+    },
+}
+
+/// How messages name the moment of an experiment a `phase` (a window's) stands for.
+pub(super) fn during(phase: &str) -> String {
+    if phase.starts_with("slow") {
+        "the slowed-down windows".into()
+    } else if phase == "base" {
+        "the baseline windows".into()
+    } else if phase == "truth" {
+        "the ground-truth window".into()
+    } else if phase.contains(' ') {
+        phase.into()
+    } else {
+        format!("the {phase} window")
+    }
 }

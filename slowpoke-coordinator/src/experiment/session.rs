@@ -14,7 +14,7 @@ use crate::model::{Parameters, PausePlan};
 
 use super::app::{App, Backends, Load, LoadStarter, TruthChange};
 use super::entry::find_entry;
-use super::error::RunError;
+use super::error::{RunError, during};
 use super::monitor::Monitor;
 use super::result::{ServiceRow, WindowRecord};
 use super::spec::{LoadConfig, Safety, Timing};
@@ -53,6 +53,11 @@ impl Drop for PlanGuard {
         }
     }
 }
+
+/// How long an agent that stopped answering is tried again before the experiment calls it lost:
+/// an agent restarting comes back within it (as another instance, which ends the experiment with
+/// a message saying it restarted).
+const RESTART_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The parts of a spec every kind of experiment has: how the session runs.
 pub(super) struct Setup<'a> {
@@ -117,6 +122,9 @@ pub(super) struct Session<'a> {
     stop_caps: Vec<Option<api::StopCap>>,
     /// Each agent's `sync_peers`, decided at the experiment's first plan.
     sync_peers: SyncPeering,
+    /// Each agent's stats at the session's first snapshot, in agent order (empty before it):
+    /// every later snapshot must come from the same run of the agent ([`agents::restart_between`]).
+    first_stats: Vec<api::Stats>,
 }
 
 impl<'a> Session<'a> {
@@ -175,6 +183,7 @@ impl<'a> Session<'a> {
             visits_per_s: std::collections::BTreeMap::new(),
             stop_caps: Vec::new(),
             sync_peers: SyncPeering::default(),
+            first_stats: Vec::new(),
         };
         match find_entry(named, &session.reg, &session.registered, &session.entry_url) {
             Ok(entry) => {
@@ -218,15 +227,15 @@ impl<'a> Session<'a> {
         if self.monitor.is_cancelled() {
             return Err(RunError::Cancelled);
         }
+        let before = self.snapshot(phase)?;
         let load = self
             .load
             .as_mut()
             .ok_or_else(|| RunError::Load("the load is not running".into()))?;
-        let before = agents::snapshot(self.agents)?;
         load.begin_window();
         self.monitor.sleep(self.timing.window_s)?;
         let lw = load.end_window();
-        let after = agents::snapshot(self.agents)?;
+        let after = self.snapshot(phase)?;
         // A plan whose lease may have lapsed was perhaps not in force for the whole window.
         if let Some(lost) = self.guard.keeper.lost() {
             return Err(RunError::LeaseLost {
@@ -250,6 +259,60 @@ impl<'a> Session<'a> {
         m.note_warnings(phase, &mut self.warnings);
         m.check_safety(phase, &self.safety, &mut self.warnings)?;
         Ok(m)
+    }
+
+    /// Every agent's stats, each checked to come from the run of the agent the session began
+    /// with: an agent that stopped answering or restarted ends the experiment, named.
+    fn snapshot(&mut self, phase: &str) -> Result<agents::StatsSnapshot, RunError> {
+        let snap = agents::snapshot_within(self.agents, RESTART_GRACE)
+            .map_err(|e| self.agent_failed(e, phase))?;
+        if self.first_stats.is_empty() {
+            self.first_stats.clone_from(&snap.agents);
+        }
+        for ((a, first), now) in self.agents.iter().zip(&self.first_stats).zip(&snap.agents) {
+            if let Some(detail) = agents::restart_between(first, now) {
+                return Err(RunError::AgentRestarted {
+                    agent: agents::label(a.as_ref()),
+                    during: during(phase),
+                    detail,
+                });
+            }
+        }
+        Ok(snap)
+    }
+
+    /// An agent's failure in the experiment's words: one that does not answer is lost (its
+    /// plan lapses with the lease), one that answers with another instance id restarted.
+    fn agent_failed(&self, e: agents::AgentError, phase: &str) -> RunError {
+        match e {
+            agents::AgentError::Unreachable { agent, detail } => RunError::AgentLost {
+                agent,
+                during: during(phase),
+                detail,
+                lease_s: self.guard.lease().duration().as_secs_f64(),
+            },
+            e => {
+                // A refusal (e.g. of a plan naming services it no longer knows) from an agent
+                // that restarted since the session began is told as the restart.
+                let restarted = self
+                    .agents
+                    .iter()
+                    .zip(&self.first_stats)
+                    .find_map(|(a, first)| {
+                        let now = a.stats().ok()?;
+                        let detail = agents::restart_between(first, &now)?;
+                        Some((agents::label(a.as_ref()), detail))
+                    });
+                match restarted {
+                    Some((agent, detail)) => RunError::AgentRestarted {
+                        agent,
+                        during: during(phase),
+                        detail,
+                    },
+                    None => e.into(),
+                }
+            }
+        }
     }
 
     /// The stopped-share cap to ask each agent for with `plan` (None: its default covers the
@@ -308,14 +371,16 @@ impl<'a> Session<'a> {
         };
         let peers = self
             .sync_peers
-            .for_agents(self.agents, &wire, &mut self.warnings);
+            .for_agents(self.agents, &wire, &mut self.warnings)
+            .to_vec();
         self.guard.keeper.installing();
         for ((a, ask), sync_peers) in self.agents.iter().zip(asks).zip(peers) {
             a.set_slowdown(&api::SlowdownPlan {
                 max_stopped_share: ask,
-                sync_peers: sync_peers.clone(),
+                sync_peers,
                 ..wire.clone()
-            })?;
+            })
+            .map_err(|e| self.agent_failed(e, "installing the slowdown plan"))?;
         }
         self.monitor.sleep(self.timing.settle_s)
     }
@@ -327,7 +392,7 @@ impl<'a> Session<'a> {
             .into_iter()
             .next()
         {
-            return Err(e.into());
+            return Err(self.agent_failed(e, "removing the slowdown plan"));
         }
         Ok(())
     }

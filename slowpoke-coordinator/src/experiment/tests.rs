@@ -308,8 +308,40 @@ fn agent_failures_leave_no_plan() {
         &Monitor::new(),
     )
     .unwrap_err();
-    assert!(e.to_string().contains("unreachable"), "{e}");
+    let e = e.to_string();
+    assert!(
+        e.contains(
+            "agent fake stopped answering during the slowed-down windows: connection refused"
+        ) && e.contains("its plan lapses with its lease within 15 s"),
+        "{e}"
+    );
     assert_clean(&w);
+}
+
+#[test]
+fn an_agent_restarted_mid_experiment_ends_it_with_a_message_saying_so() {
+    // Calibration takes stats calls 1-2, base 3-4, slow 5-6: the agent restarts between the
+    // baseline and the slowed-down window (its instance id changes), or within the baseline
+    // window (its counters start again too).
+    for (at, during) in [(5, "the slowed-down windows"), (4, "the baseline windows")] {
+        let w = FakeWorld::chain();
+        w.set_restart_at(at);
+        let e = run_what_if(
+            &spec(Optimization::DeltaUs(100.0)),
+            &mut w.backends(),
+            &Monitor::new(),
+        )
+        .unwrap_err();
+        assert!(matches!(e, RunError::AgentRestarted { .. }), "{e}");
+        let e = e.to_string();
+        assert!(
+            e.contains(&format!("agent fake restarted during {during}"))
+                && e.contains("instance id changed from `fake-1` to `fake-2`")
+                && e.contains("lost its counters"),
+            "{e}"
+        );
+        assert_clean(&w);
+    }
 }
 
 #[test]

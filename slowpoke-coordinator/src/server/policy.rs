@@ -4,8 +4,9 @@
 //! The coordinator may run as root (its agent in-process) and holds an agent token; a request
 //! comes from whoever can reach it. So a request chooses only among what the operator allowed:
 //!
-//! - **agents**: only agents the server was started with (`--agent`), so the server's agent
-//!   token never travels to a URL a caller names;
+//! - **agents**: only agents the server was started with (`--agent`, or `--cluster`'s nodes,
+//!   which a request may name by node or URL), so the server's agent tokens never travel to a
+//!   URL a caller names;
 //! - **`entry`**: the load goes only to allowed hosts (`--allow-entry-host`; default loopback),
 //!   so the server is no load cannon against arbitrary machines;
 //! - **`topology`**: a file inside one directory (`--topology-dir`; default none), so a request
@@ -248,7 +249,8 @@ fn topology_dir(dir: &Path) -> Result<PathBuf, String> {
 }
 
 /// The agents of an experiment: every agent of the server when the request names none, else
-/// the named ones, each of which must be the server's own (by its name, e.g. its URL).
+/// the named ones, each of which must be the server's own (by its node's name from `--cluster`,
+/// or its URL).
 fn choose_agents(named: &[String], server: &[SharedAgent]) -> Result<Vec<SharedAgent>, String> {
     if named.is_empty() {
         return Ok(server.to_vec());
@@ -256,10 +258,10 @@ fn choose_agents(named: &[String], server: &[SharedAgent]) -> Result<Vec<SharedA
     let mut chosen: Vec<SharedAgent> = Vec::new();
     for url in named {
         let want = url.trim().trim_end_matches('/');
-        let Some(a) = server.iter().find(|a| a.name() == want) else {
+        let Some(a) = server.iter().find(|a| a.name() == want || a.url() == want) else {
             let names = server.iter().map(|a| a.name()).collect::<Vec<_>>();
             return Err(format!(
-                "agent `{url}` is not one of this server's agents ({}): a request may only choose among the agents the server was started with (--agent), so that the server's agent token goes nowhere else; leave `agents` out to use them all",
+                "agent `{url}` is not one of this server's agents ({}): a request may only choose among the agents the server was started with (--agent or --cluster), so that the server's agent token goes nowhere else; leave `agents` out to use them all",
                 if names.is_empty() {
                     "it has none".to_owned()
                 } else {
@@ -332,6 +334,25 @@ pub(super) fn evict_finished<T>(list: &mut Vec<T>, keep: usize, active: impl Fn(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_names_a_cluster_agent_by_its_node_or_its_url() {
+        let n1: SharedAgent = std::sync::Arc::new(
+            crate::agents::HttpAgent::new("http://10.0.0.1:7171", None).on_node("n1"),
+        );
+        let server = [n1];
+        for name in ["n1", "http://10.0.0.1:7171/"] {
+            let chosen = choose_agents(&[name.to_owned()], &server).unwrap();
+            assert!(std::sync::Arc::ptr_eq(&chosen[0], &server[0]), "{name}");
+        }
+        let Err(e) = choose_agents(&["n2".to_owned()], &server) else {
+            panic!("an agent the server does not have was chosen")
+        };
+        assert!(
+            e.contains("agent `n2` is not one of this server's agents (n1)"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn entry_hosts_parse_and_match() {
