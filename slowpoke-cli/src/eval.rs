@@ -10,7 +10,7 @@ use slowpoke_coordinator::results::ResultStore;
 
 use crate::common::AgentArgs;
 use crate::common::{budget_arg, precision_arg, stopped_share_arg};
-use crate::connect::connect;
+use crate::connect::{AgentSet, connect, named_agents};
 use crate::progress::{cancel_on_signal, runtime};
 
 #[derive(Args, Debug)]
@@ -37,8 +37,9 @@ pub(crate) struct EvalArgs {
     /// sync-<ms>ms (synchronized pauses) or spin (default: sync-10ms, the what-if default).
     #[arg(long, value_delimiter = ',', value_name = "S,..")]
     pub(crate) settings: Vec<String>,
-    /// Placements: shared (every service on every CPU) and/or pinned (the target alone on one
-    /// CPU). Default shared.
+    /// Placements: shared (every service on every CPU), pinned (the target alone on one CPU)
+    /// and/or cluster (spread over --cluster's nodes, the target on the first). Default shared;
+    /// suite `cluster`: shared,cluster.
     #[arg(long, value_delimiter = ',', value_name = "P,..")]
     pub(crate) placements: Vec<String>,
     /// Repetitions per point (base, slow, truth interleaved; the middle 3 of 5 are kept).
@@ -77,6 +78,8 @@ pub(crate) struct EvalArgs {
     /// point's plan asks for the share it needs, up to 0.95 here (or this cap if higher).
     #[arg(long, value_name = "SHARE")]
     pub(crate) max_stopped_share: Option<f64>,
+    /// The agents of placements shared and pinned (default: this node's); `--cluster FILE` is
+    /// the cluster of placement `cluster` (its nodes and their agents).
     #[command(flatten)]
     pub(crate) agents: AgentArgs,
     #[arg(long, value_name = "DIR")]
@@ -121,7 +124,7 @@ pub(crate) fn eval(a: &EvalArgs) -> anyhow::Result<()> {
             .collect::<anyhow::Result<_>>()?
     };
     let placements: Vec<runner::Placement> = if a.placements.is_empty() {
-        vec![runner::Placement::Shared]
+        default_placements(which)
     } else {
         a.placements
             .iter()
@@ -164,12 +167,7 @@ pub(crate) fn eval(a: &EvalArgs) -> anyhow::Result<()> {
             .unwrap_or_else(ResultStore::default_dir),
     );
     let rt = runtime()?;
-    let set = connect(
-        &rt,
-        &a.agents,
-        a.max_stopped_share,
-        Some(EVAL_MAX_PLAN_STOPPED_SHARE),
-    )?;
+    let (set, cluster) = eval_agents(&rt, a, &opts.placements)?;
     let monitor = Monitor::new();
     cancel_on_signal(&rt, &monitor);
     eprintln!(
@@ -182,7 +180,7 @@ pub(crate) fn eval(a: &EvalArgs) -> anyhow::Result<()> {
         &cases,
         &opts,
         &set.agents,
-        None,
+        cluster.as_ref(),
         &store,
         &monitor,
         &|line| {
@@ -234,4 +232,71 @@ pub(crate) fn eval(a: &EvalArgs) -> anyhow::Result<()> {
         bail!("cancelled; run again with --resume to continue");
     }
     Ok(())
+}
+
+/// Placements when `--placements` is not given: both sides of the comparison for suite
+/// `cluster`, else `shared`.
+fn default_placements(
+    suite: slowpoke_eval::suite::SuiteName,
+) -> Vec<slowpoke_eval::runner::Placement> {
+    use slowpoke_eval::{runner::Placement, suite::SuiteName};
+    match suite {
+        SuiteName::Cluster => vec![Placement::Shared, Placement::Cluster],
+        _ => vec![Placement::Shared],
+    }
+}
+
+/// The agents of the placements on this node (`--agent`, the node's daemon or one in this
+/// process; none when only placement `cluster` runs) and the cluster of placement `cluster`
+/// (`--cluster`: its nodes and their agents, each answering).
+fn eval_agents(
+    rt: &tokio::runtime::Runtime,
+    a: &EvalArgs,
+    placements: &[slowpoke_eval::runner::Placement],
+) -> anyhow::Result<(AgentSet, Option<slowpoke_eval::runner::ClusterSetup>)> {
+    use slowpoke_eval::runner::{ClusterSetup, Placement};
+    let on_cluster = placements.contains(&Placement::Cluster);
+    let cluster = match (&a.agents.cluster, on_cluster) {
+        (None, true) => bail!(
+            "placement `cluster` needs --cluster FILE (a cluster description, e.g. the target/cluster/cluster.json that `cargo xtask cluster up` writes; docs/multi-node.md)"
+        ),
+        (Some(f), false) => bail!(
+            "--cluster {} is the cluster of placement `cluster`: add it to --placements (suite `cluster` runs shared,cluster)",
+            f.display()
+        ),
+        (None, false) => None,
+        (Some(file), true) => {
+            let desc =
+                slowpoke_api::cluster::ClusterFile::load(file).map_err(anyhow::Error::msg)?;
+            let agents = named_agents(&AgentArgs {
+                cluster: Some(file.clone()),
+                agent_token_file: a.agents.agent_token_file.clone(),
+                ..AgentArgs::default()
+            })?;
+            for agent in &agents {
+                agent.health()?;
+            }
+            Some(ClusterSetup {
+                file: file.clone(),
+                nodes: desc.nodes.iter().map(|n| n.name.clone()).collect(),
+                agents,
+            })
+        }
+    };
+    let local = if placements.iter().any(|p| *p != Placement::Cluster) {
+        connect(
+            rt,
+            &AgentArgs {
+                agent: a.agents.agent.clone(),
+                cluster: None,
+                agent_token_file: a.agents.agent_token_file.clone(),
+                agent_state_dir: a.agents.agent_state_dir.clone(),
+            },
+            a.max_stopped_share,
+            Some(EVAL_MAX_PLAN_STOPPED_SHARE),
+        )?
+    } else {
+        AgentSet::remote(Vec::new())
+    };
+    Ok((local, cluster))
 }

@@ -460,9 +460,37 @@ fn eval(root: &Path, args: &[String]) -> Result<()> {
     if let Some(rest) = real_suite_args(args) {
         return run(cargo_run_release(root, "slowpoke-eval", "--example", "eval_real").args(rest));
     }
+    // The cluster suite needs a cluster: bring up two nodes with the release agent unless the
+    // caller names one, and take it down afterwards whatever happens.
+    if suite_is(args, "cluster") && !args.iter().any(|a| a.starts_with("--cluster")) {
+        cluster::up(
+            root,
+            &cluster::UpOptions {
+                nodes: 2,
+                json: false,
+                agent_bin: Some(target_dir(root).join("release/slowpoke-agent")),
+                same_token: false,
+            },
+        )?;
+        let file = target_dir(root).join("cluster").join(cluster::CLUSTER_FILE);
+        let r = run(cargo_run_release(root, "slowpoke-cli", "--bin", "slowpoke")
+            .arg("eval")
+            .args(args)
+            .arg("--cluster")
+            .arg(&file));
+        let down = cluster::down();
+        return r.and(down);
+    }
     run(cargo_run_release(root, "slowpoke-cli", "--bin", "slowpoke")
         .arg("eval")
         .args(args))
+}
+
+/// `--suite NAME` or `--suite=NAME` among `args`.
+fn suite_is(args: &[String], name: &str) -> bool {
+    args.iter()
+        .any(|a| a.strip_prefix("--suite=") == Some(name))
+        || args.windows(2).any(|w| w[0] == "--suite" && w[1] == name)
 }
 
 /// `--suite real` (or `--suite=real`) anywhere in `args`: the other arguments.
@@ -509,5 +537,11 @@ mod tests {
         );
         assert_eq!(real_suite_args(&v(&["--suite", "quick"])), None);
         assert_eq!(real_suite_args(&v(&[])), None);
+        assert!(super::suite_is(&v(&["--suite", "cluster"]), "cluster"));
+        assert!(super::suite_is(
+            &v(&["--out", "d", "--suite=cluster"]),
+            "cluster"
+        ));
+        assert!(!super::suite_is(&v(&["--suite", "quick"]), "cluster"));
     }
 }
