@@ -7,7 +7,15 @@ use libfuzzer_sys::fuzz_target;
 use slowpoke_api::agent::ServiceSpec;
 use slowpoke_fuzz::assert_round_trip;
 
-const FIELDS: [&str; 6] = ["ports", "pids", "cgroup", "comm", "cores", "listen_ports"];
+const FIELDS: [&str; 7] = [
+    "ports",
+    "pids",
+    "cgroup",
+    "comm",
+    "cores",
+    "listen_ports",
+    "may_be_absent",
+];
 
 fuzz_target!(|body: &[u8]| {
     let Ok(spec) = serde_json::from_slice::<ServiceSpec>(body) else {
