@@ -99,6 +99,12 @@ struct Args {
     /// online CPU.
     #[arg(long, value_name = "LIST")]
     node_cpus: Option<String>,
+    /// The node is this cgroup (v2 directory) of a bigger machine: the node stats' busy time is
+    /// the CPU time of the processes inside it (`cpu.stat`), not of everything on --node-cpus.
+    /// For a node that shares its CPUs with programs that are not on it in the setting being
+    /// modelled (the one-machine cluster's load generator). Default: everything on the CPUs.
+    #[arg(long, value_name = "PATH")]
+    node_cgroup: Option<PathBuf>,
     /// Log filter (error, warn, info, debug, trace, or a tracing directive such as
     /// `slowpoke_agent=debug`).
     #[arg(long, default_value = "info")]
@@ -126,6 +132,20 @@ fn node_cpus(list: Option<&str>) -> anyhow::Result<Option<Vec<u32>>> {
         );
     }
     Ok(Some(cpus))
+}
+
+/// `--node-cgroup PATH`: a cgroup v2 directory whose `cpu.stat` can be read.
+fn node_cgroup(path: Option<PathBuf>) -> anyhow::Result<Option<PathBuf>> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    if slowpoke_agent::sys::procfs::cgroup_cpu_ns(&path).is_none() {
+        bail!(
+            "--node-cgroup {}: no readable cpu.stat with usage_usec there: give a cgroup v2 directory (e.g. /sys/fs/cgroup/<node>)",
+            path.display()
+        );
+    }
+    Ok(Some(path))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -220,6 +240,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         sync_listen: sync_listen(args.sync_listen, args.listen),
         sync_listen_defaulted: args.sync_listen.is_none(),
         node_cpus: node_cpus(args.node_cpus.as_deref())?,
+        node_cgroup: node_cgroup(args.node_cgroup)?,
         #[cfg(feature = "test-hooks")]
         test_hooks: args.test_hooks,
         ..AgentConfig::default()

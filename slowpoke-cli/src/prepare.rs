@@ -20,6 +20,21 @@ pub(crate) const EMULATOR: Option<&dyn Emulator> = Some(&slowpoke_eval::EmuApps)
 #[cfg(not(feature = "emu"))]
 pub(crate) const EMULATOR: Option<&dyn Emulator> = None;
 
+/// With `--cluster`, a `--topology` app is spread over the cluster's nodes (each service where
+/// the topology's `"node"` puts it, else round robin; docs/multi-node.md).
+#[cfg(feature = "emu")]
+fn cluster_emulator(c: &CommonArgs) -> Option<Box<dyn Emulator>> {
+    c.agents
+        .cluster
+        .as_ref()
+        .map(|f| Box::new(slowpoke_eval::EmuApps::on_cluster(f.clone())) as Box<dyn Emulator>)
+}
+
+#[cfg(not(feature = "emu"))]
+fn cluster_emulator(_c: &CommonArgs) -> Option<Box<dyn Emulator>> {
+    None
+}
+
 pub(crate) struct Prepared {
     pub(crate) rt: tokio::runtime::Runtime,
     pub(crate) agents: AgentSet,
@@ -57,7 +72,11 @@ pub(crate) fn prepare(
     }
     let rt = runtime()?;
     let agents = connect_agents(&rt, c)?;
-    let mut app = plan.start(EMULATOR).map_err(anyhow::Error::msg)?;
+    let mut app = match cluster_emulator(c) {
+        Some(on_cluster) => plan.start(Some(&*on_cluster)),
+        None => plan.start(EMULATOR),
+    }
+    .map_err(anyhow::Error::msg)?;
     if let Some(commands) = truth {
         app = Box::new(CommandTruthApp::new(app, commands));
     }

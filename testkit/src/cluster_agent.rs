@@ -3,8 +3,9 @@
 //! agent protects every process of its own cgroup, so inside the node's cgroup it would protect
 //! the whole node), listening on the node's address only, with a token file of its own (mode
 //! 0600), a state directory of its own, `--allow-cgroup` the node's cgroup (it cannot stop
-//! anything outside its node) and `--node-cpus` the node's cpuset (its node stats count only the
-//! node's CPUs).
+//! anything outside its node), `--node-cpus` the node's cpuset (its node stats count only the
+//! node's CPUs) and `--node-cgroup` the node's cgroup (their busy time is the node's processes',
+//! not the load generator's that shares the CPUs here but would run elsewhere on a real cluster).
 
 use std::{
     io::{self, Read as _, Write as _},
@@ -65,6 +66,8 @@ impl NodeAgent {
             .arg(&node.cgroup)
             .arg("--node-cpus")
             .arg(&node.cpus)
+            .arg("--node-cgroup")
+            .arg(&node.cgroup)
             .args(extra)
             .env_remove("SLOWPOKE_AGENT_TOKEN")
             .stdin(Stdio::null())

@@ -75,6 +75,10 @@ pub struct AgentConfig {
     /// a node confined to a cpuset (a test-bed node, a VM slice) reports its own CPUs and the
     /// coordinator's node bound is per node. None: every online CPU.
     pub node_cpus: Option<Vec<u32>>,
+    /// The node is this cgroup v2 directory (`--node-cgroup`): the node stats' busy time is its
+    /// processes' CPU time, so programs on the same CPUs but not on the node (the one-machine
+    /// cluster's load generator) do not count as the node's load. None: everything on the CPUs.
+    pub node_cgroup: Option<std::path::PathBuf>,
     /// TEST ONLY (cargo feature `test-hooks`, absent from release builds). Keep running when the
     /// kernel programs do not load (no visits, no plans) and enable the manual pause endpoint
     /// `POST /v1/debug/pause/{name}`.
@@ -101,6 +105,7 @@ impl Default for AgentConfig {
             sync_listen: None,
             sync_listen_defaulted: false,
             node_cpus: None,
+            node_cgroup: None,
             #[cfg(feature = "test-hooks")]
             test_hooks: false,
         }

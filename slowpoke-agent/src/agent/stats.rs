@@ -13,6 +13,22 @@ use crate::{
 };
 
 impl Agent {
+    /// The node's CPUs (`--node-cpus`) and their busy time: everything on them (/proc/stat) or,
+    /// with `--node-cgroup`, the node's own processes' (its `cpu.stat`). Counters: only their
+    /// differences between two snapshots mean anything.
+    fn node_stats(&self) -> Option<api::NodeStats> {
+        let (cpus, busy, total) = procfs::node_cpu(self.inner.cfg.node_cpus.as_deref())?;
+        let cpu_busy_ns = match &self.inner.cfg.node_cgroup {
+            Some(dir) => procfs::cgroup_cpu_ns(dir)?,
+            None => busy,
+        };
+        Some(api::NodeStats {
+            cpus,
+            cpu_busy_ns,
+            cpu_total_ns: total,
+        })
+    }
+
     /// A snapshot of every service's counters.
     pub fn stats(&self) -> api::Stats {
         self.stats_with_pauses(0)
@@ -110,13 +126,7 @@ impl Agent {
             }),
             peer_sync: self.inner.peer_sync.as_ref().map(|p| p.stats()),
             instance: self.inner.instance.clone(),
-            node: procfs::node_cpu(self.inner.cfg.node_cpus.as_deref()).map(
-                |(cpus, cpu_busy_ns, cpu_total_ns)| api::NodeStats {
-                    cpus,
-                    cpu_busy_ns,
-                    cpu_total_ns,
-                },
-            ),
+            node: self.node_stats(),
         }
     }
 }

@@ -175,6 +175,19 @@ pub fn node_cpu(only: Option<&[u32]>) -> Option<(u32, u64, u64)> {
     parse_proc_stat(&fs::read_to_string("/proc/stat").ok()?, ns_per_tick(), only)
 }
 
+/// CPU time of every process in a cgroup v2 directory, ns (`usage_usec` of its `cpu.stat`).
+pub fn cgroup_cpu_ns(dir: &Path) -> Option<u64> {
+    parse_cpu_stat_usage(&fs::read_to_string(dir.join("cpu.stat")).ok()?)
+}
+
+/// `usage_usec` of a `cpu.stat`, in ns.
+pub fn parse_cpu_stat_usage(text: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("usage_usec "))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|us| us.saturating_mul(1000))
+}
+
 /// Sums /proc/stat's CPU lines: the aggregate `cpu` line and the count of `cpuN` lines when
 /// `only` is None; else the `cpuN` lines whose N is in `only`, and their count (a listed CPU
 /// that is offline has no line and is not counted). None when no line matches.
@@ -503,6 +516,14 @@ pub fn read_small(path: &Path) -> io::Result<String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn cpu_stat_usage_in_ns() {
+        let text = "usage_usec 69210739\nuser_usec 17960009\nsystem_usec 51250729\n";
+        assert_eq!(parse_cpu_stat_usage(text), Some(69_210_739_000));
+        assert_eq!(parse_cpu_stat_usage("user_usec 1\n"), None);
+        assert_eq!(parse_cpu_stat_usage("usage_usec x\n"), None);
+    }
+
     #[test]
     fn node_cpu_sums_busy_and_counts_cpus() {
         let text = "cpu  100 5 50 800 20 3 2 0 0 0\ncpu0 50 2 25 400 10 1 1 0 0 0\n\

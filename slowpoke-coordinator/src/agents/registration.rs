@@ -16,6 +16,27 @@ pub struct Registration {
 }
 
 impl Registration {
+    /// The `host:port` endpoints where registered services listen as other nodes reach them:
+    /// each listening port at the host of every agent that owns the service (its URL's host).
+    /// A call from one node to a registered service on another is not an unregistered
+    /// dependency, though the calling node's agent cannot know that port.
+    pub fn served_endpoints(&self, agents: &[super::SharedAgent]) -> Vec<String> {
+        let mut out = Vec::new();
+        for (service, owners) in &self.owners {
+            let ports = self
+                .listen_ports
+                .get(service)
+                .map_or(&[][..], Vec::as_slice);
+            for &i in owners {
+                let Some(host) = agents.get(i).and_then(|a| url_host(&a.url())) else {
+                    continue;
+                };
+                out.extend(ports.iter().map(|p| format!("{host}:{p}")));
+            }
+        }
+        out
+    }
+
     /// The service that listens on `port`, if exactly one does.
     pub fn owner_of_port(&self, port: u16) -> Option<&str> {
         let mut it = self
@@ -108,4 +129,33 @@ pub enum RegisterError {
         services: Vec<String>,
         agents: String,
     },
+}
+
+/// The host part of `http://HOST:PORT/...` (None for other URLs, e.g. `unix:` sockets).
+fn url_host(url: &str) -> Option<String> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))?;
+    let authority = rest.split('/').next()?;
+    let host = match authority.rsplit_once(':') {
+        Some((h, _)) => h,
+        None => authority,
+    };
+    (!host.is_empty()).then(|| host.to_owned())
+}
+
+#[cfg(test)]
+mod served_tests {
+    #[test]
+    fn the_host_of_an_agent_url() {
+        assert_eq!(
+            super::url_host("http://10.77.0.11:7171").as_deref(),
+            Some("10.77.0.11")
+        );
+        assert_eq!(
+            super::url_host("https://node-a/x").as_deref(),
+            Some("node-a")
+        );
+        assert_eq!(super::url_host("unix:/run/slowpoke/agent.sock"), None);
+    }
 }

@@ -46,13 +46,39 @@ pub fn clock_offset(
     Ok(estimate(&samples))
 }
 
-/// Takes a snapshot of every agent.
+/// Takes a snapshot of every agent, all at once: each agent's window then starts and ends
+/// within one call's latency of the others' (asked one after another, the last agent's window
+/// would lag the first's by every earlier call's round trip).
 pub fn snapshot(agents: &[SharedAgent]) -> Result<StatsSnapshot, AgentError> {
-    agents
-        .iter()
-        .map(|a| a.stats())
-        .collect::<Result<Vec<_>, _>>()
-        .map(|agents| StatsSnapshot { agents })
+    on_every_agent(agents, |a| a.stats())
+}
+
+/// `call` on every agent in parallel (one thread each; in order; the first error wins).
+fn on_every_agent(
+    agents: &[SharedAgent],
+    call: impl Fn(&SharedAgent) -> Result<api::Stats, AgentError> + Sync,
+) -> Result<StatsSnapshot, AgentError> {
+    if let [one] = agents {
+        return call(one).map(|s| StatsSnapshot { agents: vec![s] });
+    }
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = agents
+            .iter()
+            .map(|a| (a, scope.spawn(|| call(a))))
+            .collect();
+        handles
+            .into_iter()
+            .map(|(a, h)| {
+                h.join().unwrap_or_else(|_| {
+                    Err(AgentError::Failed {
+                        agent: a.name(),
+                        message: "the stats call panicked".into(),
+                    })
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .map(|agents| StatsSnapshot { agents })
 }
 
 /// Why `after` cannot follow `before` (two stats of one agent): the agent restarted in
@@ -88,20 +114,16 @@ pub fn snapshot_within(
     grace: std::time::Duration,
 ) -> Result<StatsSnapshot, AgentError> {
     let deadline = std::time::Instant::now() + grace;
-    agents
-        .iter()
-        .map(|a| {
-            loop {
-                match a.stats() {
-                    Err(AgentError::Unreachable { .. }) if std::time::Instant::now() < deadline => {
-                        std::thread::sleep(std::time::Duration::from_millis(100));
-                    }
-                    r => break r,
+    on_every_agent(agents, |a| {
+        loop {
+            match a.stats() {
+                Err(AgentError::Unreachable { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
                 }
+                r => break r,
             }
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map(|agents| StatsSnapshot { agents })
+        }
+    })
 }
 
 /// What happened between two snapshots, per service summed over agents.
@@ -125,6 +147,19 @@ pub struct StatsWindow {
     pub node_busy: Vec<f64>,
     /// The same nodes with their CPUs and the visits per second each served per service.
     pub nodes: Vec<NodeWindow>,
+}
+
+impl StatsWindow {
+    /// Leaves out the unregistered dependencies that are calls to `served` endpoints
+    /// (`host:port` of registered services on other nodes, [`super::Registration::served_endpoints`]).
+    pub fn forget_served(&mut self, served: &[String]) {
+        self.unregistered.retain(|line| {
+            !served.iter().any(|e| {
+                let to = format!("-> {e}");
+                line.ends_with(&to) || line.contains(&format!("{to} "))
+            })
+        });
+    }
 }
 
 /// One agent's node during a window.
@@ -222,6 +257,27 @@ pub fn window(before: &StatsSnapshot, after: &StatsSnapshot) -> StatsWindow {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn calls_to_registered_services_on_other_nodes_are_not_unregistered_dependencies() {
+        let mut w = StatsWindow {
+            unregistered: vec![
+                "s0 -> 10.77.0.12:7301".into(),
+                "s1 -> 10.77.0.11:7302 (emu)".into(),
+                "s1 -> 10.77.0.11:73020".into(),
+                "s2 -> 10.0.0.9:7301".into(),
+            ],
+            ..StatsWindow::default()
+        };
+        w.forget_served(&["10.77.0.12:7301".into(), "10.77.0.11:7302".into()]);
+        assert_eq!(
+            w.unregistered,
+            vec![
+                "s1 -> 10.77.0.11:73020".to_owned(),
+                "s2 -> 10.0.0.9:7301".to_owned()
+            ]
+        );
+    }
 
     #[test]
     fn window_reports_the_busy_share_of_each_node() {

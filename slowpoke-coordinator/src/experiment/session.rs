@@ -244,9 +244,11 @@ impl<'a> Session<'a> {
                 detail: lost.detail,
             });
         }
+        let mut agents_window = agents::window(&before, &after);
+        agents_window.forget_served(&self.reg.served_endpoints(self.agents));
         let m = Measured {
             load: lw,
-            agents: agents::window(&before, &after),
+            agents: agents_window,
         };
         let secs = window_secs(&before, &after);
         self.stop_caps = after.agents.iter().map(|a| a.stop_cap).collect();
