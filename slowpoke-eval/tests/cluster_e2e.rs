@@ -104,6 +104,10 @@ fn a_what_if_across_two_nodes_matches_the_ground_truth() {
     let r = run_what_if(&spec, &mut backends, &Monitor::new()).expect("the experiment runs");
     drop(backends);
     eprintln!("{}", slowpoke_coordinator::report::what_if_table(&r));
+    // The whole result, for docs/results/ (docs/multi-node.md quotes it).
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cluster-e2e-result.json");
+    std::fs::write(&out, serde_json::to_string_pretty(&r).unwrap()).unwrap();
+    eprintln!("result: {}", out.display());
 
     // Each service was found on its own node only, and the paused ones are node 2's.
     let row = |name: &str| {
