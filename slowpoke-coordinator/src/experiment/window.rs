@@ -62,7 +62,8 @@ impl Measured {
     /// The node-CPU bound of a baseline window for removing `delta_ns` of CPU per visit of
     /// `target` (None when no agent reports its node), with each node busy at most
     /// `max(max_busy, its baseline busy share)`: [`model::NODE_MAX_BUSY`] for a node that may get
-    /// busier, 0 for one known saturated at its baseline share (the node regime).
+    /// busier, 0 for one known saturated at its baseline share (the node regime; a node below
+    /// [`model::NODE_SATURATED_BUSY`] in the baseline still may get busier then).
     pub(super) fn node_bound(
         &self,
         target: &str,
@@ -91,7 +92,26 @@ impl Measured {
                 },
             })
             .collect();
-        model::node_bound(self.load.rps, &nodes, r_target, delta_ns, max_busy)
+        // Known saturated (`max_busy` 0) applies to the saturated nodes only: with services
+        // spread over several nodes, one node's CPUs may bind while another's stay mostly idle,
+        // and that one can get busier like any node ([`model::NODE_MAX_BUSY`]).
+        nodes
+            .iter()
+            .filter_map(|n| {
+                let cap = if max_busy == 0.0 && n.busy_share < model::NODE_SATURATED_BUSY {
+                    model::NODE_MAX_BUSY
+                } else {
+                    max_busy
+                };
+                model::node_bound(
+                    self.load.rps,
+                    std::slice::from_ref(n),
+                    r_target,
+                    delta_ns,
+                    cap,
+                )
+            })
+            .min_by(f64::total_cmp)
     }
 
     /// The window as the result records it. `secs` is the agents' own length of the window.
@@ -204,4 +224,45 @@ pub(super) fn window_secs(before: &StatsSnapshot, after: &StatsSnapshot) -> f64 
         .map_or(0.0, |(b, a)| {
             a.timestamp_ns.saturating_sub(b.timestamp_ns) as f64 / 1e9
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agents::NodeWindow;
+
+    /// The first cluster evaluation's baseline: the target's node saturated, the other node
+    /// 29 % busy. Known saturated (cap 0) must hold the first node at its share only; the
+    /// second may get busier, or it would bound the app at its baseline rate.
+    #[test]
+    fn a_saturated_node_does_not_freeze_an_idle_one() {
+        let node = |busy: f64, app: f64, target: f64| NodeWindow {
+            cpus: 1.0,
+            busy_share: busy,
+            visits: [("t".to_owned(), target)].into_iter().collect(),
+            app_cores: app,
+        };
+        let m = Measured {
+            load: LoadWindow {
+                rps: 452.0,
+                ..LoadWindow::default()
+            },
+            agents: StatsWindow {
+                nodes: vec![node(1.0, 0.98, 452.0), node(0.289, 0.261, 0.0)],
+                ..StatsWindow::default()
+            },
+        };
+        // Node 1: 2168 µs per request, 1038 µs of it removed: 0.98 / 1130 µs = 867 req/s.
+        let b = m.node_bound("t", 1.0, 1_038_000.0, 0.0).unwrap();
+        assert!((b - 867.0).abs() < 5.0, "{b}");
+        // One node (the single-node case): its own share, as before.
+        let one = Measured {
+            agents: StatsWindow {
+                nodes: vec![node(1.0, 0.98, 452.0)],
+                ..StatsWindow::default()
+            },
+            ..m
+        };
+        assert!((one.node_bound("t", 1.0, 1_038_000.0, 0.0).unwrap() - b).abs() < 1e-9);
+    }
 }
