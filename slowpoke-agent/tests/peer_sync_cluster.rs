@@ -8,7 +8,6 @@
 use std::{
     io::{Read as _, Write as _},
     net::{SocketAddr, TcpStream, UdpSocket},
-    os::unix::fs::PermissionsExt as _,
     path::Path,
     process::{Command, Stdio},
     sync::{
@@ -22,8 +21,9 @@ use std::{
 use serde_json::{Value, json};
 use slowpoke_agent::agent::peer_sync::message::{self, Sender};
 use slowpoke_testkit::{
-    Proc, TempDir,
+    TempDir,
     cluster::{BRIDGE, Cluster},
+    cluster_agent::NodeAgent,
     wait_for, workspace_bin,
 };
 
@@ -62,39 +62,18 @@ fn call(method: &str, url: &str, body: Option<Value>) -> Value {
     }
 }
 
-fn start_agent(cluster: &Cluster, i: usize, dir: &Path, token_file: &Path) -> (Proc, String) {
-    let node = cluster.node(i);
-    let state = dir.join(format!("state{i}"));
-    std::fs::create_dir(&state).unwrap();
-    let log = dir.join(format!("agent{i}.log"));
-    let mut agent = cluster.spawn_daemon(
-        i,
-        Command::new(workspace_bin("slowpoke-agent"))
-            .args(["--listen", &format!("{}:7171", node.addr), "--token-file"])
-            .arg(token_file)
-            .arg("--state-dir")
-            .arg(&state)
-            .arg("--allow-cgroup")
-            .arg(&node.cgroup)
-            .args(["--log-level", "warn"])
-            .env_remove("SLOWPOKE_AGENT_TOKEN")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap()),
-    );
-    let base = format!("http://{}:7171", node.addr);
-    wait_for(Duration::from_secs(30), "the agent over the bridge", || {
-        if let Ok(Some(st)) = agent.child.try_wait() {
-            panic!(
-                "agent {i} exited ({st}): {}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-        }
-        TcpStream::connect_timeout(
-            &SocketAddr::from((node.addr, 7171)),
-            Duration::from_millis(200),
-        )
-        .ok()
-    });
+/// Node `i`'s agent (testkit's `NodeAgent`, as `cargo xtask cluster up` starts it) and its URL.
+fn start_agent(cluster: &Cluster, i: usize, dir: &Path) -> (NodeAgent, String) {
+    let agent = NodeAgent::start(
+        cluster.node(i),
+        &workspace_bin("slowpoke-agent"),
+        &dir.join(format!("n{i}")),
+        TOKEN,
+        &["--log-level", "warn"],
+    )
+    .unwrap();
+    agent.wait_ready(Duration::from_secs(30)).unwrap();
+    let base = agent.url.clone();
     (agent, base)
 }
 
@@ -160,9 +139,6 @@ fn a_quantum_pause_on_node_1_makes_node_2_pay_at_once_and_forged_datagrams_do_no
     wait_for_free_test_bed();
     let cluster = Cluster::up(2);
     let dir = TempDir::new("peer-sync");
-    let token_file = dir.path().join("token");
-    std::fs::write(&token_file, TOKEN).unwrap();
-    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
     let (n1, n2) = (cluster.node(1).addr, cluster.node(2).addr);
     let _echo1 = cluster.spawn(
         1,
@@ -172,8 +148,8 @@ fn a_quantum_pause_on_node_1_makes_node_2_pay_at_once_and_forged_datagrams_do_no
         2,
         Command::new("python3").args(["-c", ECHO, &n2.to_string()]),
     );
-    let (_a1, base1) = start_agent(&cluster, 1, dir.path(), &token_file);
-    let (_a2, base2) = start_agent(&cluster, 2, dir.path(), &token_file);
+    let (_a1, base1) = start_agent(&cluster, 1, dir.path());
+    let (_a2, base2) = start_agent(&cluster, 2, dir.path());
     let sync1 = call("GET", &format!("{base1}/v1/health"), None)["sync_addr"].clone();
     let sync2 = call("GET", &format!("{base2}/v1/health"), None)["sync_addr"].clone();
     assert_eq!(

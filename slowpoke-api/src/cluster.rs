@@ -115,7 +115,7 @@ impl ClusterFile {
             return Err("\"nodes\" is empty: list at least one node with its agent".into());
         }
         for (i, n) in self.nodes.iter().enumerate() {
-            if !valid_name(&n.name) {
+            if !valid_node_name(&n.name) {
                 return Err(format!(
                     "node {i}: name `{}` must be 1 to 63 of A-Z a-z 0-9 . _ -",
                     n.name
@@ -162,7 +162,8 @@ pub fn parse_cpu_list(text: &str) -> Result<Vec<u32>, String> {
     Ok(cpus)
 }
 
-fn valid_name(s: &str) -> bool {
+/// A node name: 1 to 63 of `A-Z a-z 0-9 . _ -` (what topologies place services on too).
+pub fn valid_node_name(s: &str) -> bool {
     (1..=63).contains(&s.len())
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))

@@ -11,7 +11,6 @@
 
 use std::{path::Path, time::Duration};
 
-use slowpoke_api::cluster::ClusterFile;
 use slowpoke_coordinator::agents::{SharedAgent, cluster_agents};
 use slowpoke_coordinator::experiment::{
     Backends, LoadConfig, Monitor, Repeat, Safety, Timing, WhatIfSpec, new_id, run_what_if,
@@ -24,7 +23,7 @@ use slowpoke_eval::EmuApp;
 use slowpoke_testkit::{
     TempDir,
     cluster::Cluster,
-    cluster_agent::{NodeAgent, random_token},
+    cluster_agent::{NodeAgent, random_token, write_description},
     workspace_bin,
 };
 
@@ -50,15 +49,7 @@ fn a_what_if_across_two_nodes_matches_the_ground_truth() {
         a.wait_ready(Duration::from_secs(30)).unwrap();
     }
     let description = dir.path().join("cluster.json");
-    let file = ClusterFile {
-        nodes: cluster
-            .nodes()
-            .iter()
-            .zip(&agents)
-            .map(|(n, a)| n.describe(&a.url, Some(a.token_file.clone())))
-            .collect(),
-    };
-    std::fs::write(&description, serde_json::to_string(&file).unwrap()).unwrap();
+    write_description(cluster.nodes(), &agents, &description).unwrap();
 
     let (n1, n2) = (&cluster.node(1).name, &cluster.node(2).name);
     let place = |service: &str, node: &str| PlaceArg {

@@ -135,6 +135,23 @@ impl NodeAgent {
     }
 }
 
+/// Writes the cluster description (`slowpoke_api::cluster`, what `--cluster FILE` reads) of
+/// `nodes` with their `agents` (same order) to `path`: each node's address, its agent's URL and
+/// token file, and how to enter it.
+pub fn write_description(nodes: &[Node], agents: &[NodeAgent], path: &Path) -> io::Result<()> {
+    let file = slowpoke_api::cluster::ClusterFile {
+        nodes: nodes
+            .iter()
+            .zip(agents)
+            .map(|(n, a)| n.describe(&a.url, Some(a.token_file.clone())))
+            .collect(),
+    };
+    std::fs::write(
+        path,
+        serde_json::to_string_pretty(&file).map_err(io::Error::other)?,
+    )
+}
+
 /// SIGTERM to every process in the nodes' daemon cgroups (the agents and their guardians),
 /// then waits up to `timeout` for them to exit: a terminated agent resumes what it stopped and
 /// detaches its kernel programs, which SIGKILL would leave to its guardian. Returns the pids

@@ -17,7 +17,7 @@ use slowpoke_testkit::{
     TempDir,
     cgroup::cgroup2_mount,
     cluster::{BRIDGE, BRIDGE_ADDR, Cluster},
-    cluster_agent::NodeAgent,
+    cluster_agent::{NodeAgent, write_description},
     proc_state, wait_for, workspace_bin,
 };
 
@@ -315,15 +315,7 @@ fn an_agent_in_a_node_is_reached_over_the_bridge_and_selects_only_its_node() {
     // reached with its own token, and each clock offset estimate holds the true one — the nodes
     // share this machine's clock, so 0.
     let description = dir.path().join("cluster.json");
-    let file = slowpoke_api::cluster::ClusterFile {
-        nodes: cluster
-            .nodes()
-            .iter()
-            .zip(&agents)
-            .map(|(n, a)| n.describe(&a.url, Some(a.token_file.clone())))
-            .collect(),
-    };
-    std::fs::write(&description, serde_json::to_string(&file).unwrap()).unwrap();
+    write_description(cluster.nodes(), &agents, &description).unwrap();
     let out = Command::new(workspace_bin("slowpoke"))
         .args(["agents", "--json", "--cluster"])
         .arg(&description)

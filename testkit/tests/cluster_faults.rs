@@ -25,7 +25,7 @@ use std::{
 use slowpoke_testkit::{
     Proc, TempDir,
     cluster::Cluster,
-    cluster_agent::{NodeAgent, random_token},
+    cluster_agent::{NodeAgent, random_token, write_description},
     proc_state, wait_for, workspace_bin,
 };
 
@@ -60,15 +60,7 @@ fn bed() -> Bed {
         a.wait_ready(Duration::from_secs(30)).unwrap();
     }
     let description = dir.path().join("cluster.json");
-    let file = slowpoke_api::cluster::ClusterFile {
-        nodes: cluster
-            .nodes()
-            .iter()
-            .zip(&agents)
-            .map(|(n, a)| n.describe(&a.url, Some(a.token_file.clone())))
-            .collect(),
-    };
-    std::fs::write(&description, serde_json::to_string(&file).unwrap()).unwrap();
+    write_description(cluster.nodes(), &agents, &description).unwrap();
     let topology = Path::new(env!("CARGO_MANIFEST_DIR")).join("topologies/chain3.json");
     let mut app = cluster.spawn(
         1,

@@ -13,14 +13,6 @@ fn valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
-/// The cluster description's rule for node names (`slowpoke_api::cluster`).
-pub(crate) fn valid_node_name(name: &str) -> bool {
-    (1..=63).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-}
-
 impl Topology {
     /// Checks names, references, numbers and cycles; see [`Topology::validate_named`].
     pub fn validate(&self) -> Result<(), TopologyError> {
@@ -92,7 +84,7 @@ impl Topology {
                 }
             }
             if let Some(node) = &svc.node
-                && !valid_node_name(node)
+                && !slowpoke_api::cluster::valid_node_name(node)
             {
                 return Err(bad(
                     format!("{sfield}.node"),

@@ -15,7 +15,6 @@
 use std::{
     io::{BufRead as _, BufReader, Read as _, Write as _},
     net::{SocketAddr, TcpStream},
-    os::unix::fs::PermissionsExt as _,
     path::Path,
     process::{Command, Stdio},
     time::Duration,
@@ -23,7 +22,7 @@ use std::{
 
 use serde_json::{Value, json};
 use slowpoke_stats::{median, nearest_rank};
-use slowpoke_testkit::{Proc, TempDir, cluster::Cluster, wait_for, workspace_bin};
+use slowpoke_testkit::{Proc, TempDir, cluster::Cluster, cluster_agent, workspace_bin};
 
 use crate::{Options, echo::MESSAGE, summary};
 
@@ -38,7 +37,7 @@ const KEY: &str = "0b30557a9bc0e70b2f46d83a1c5e7f90a2b4c6d8e0f1a3b5c7d9e1f2a4b6c
 struct NodeAgent {
     base: String,
     sync_addr: String,
-    _proc: Proc,
+    _agent: cluster_agent::NodeAgent,
 }
 
 fn call(method: &str, url: &str, body: Option<Value>) -> Value {
@@ -56,36 +55,17 @@ fn call(method: &str, url: &str, body: Option<Value>) -> Value {
 }
 
 fn start_agent(cluster: &Cluster, i: usize, dir: &Path) -> NodeAgent {
-    let node = cluster.node(i);
-    let state = dir.join(format!("state{i}"));
-    std::fs::create_dir(&state).unwrap();
-    let log = dir.join(format!("agent{i}.log"));
-    let mut proc = cluster.spawn_daemon(
-        i,
-        Command::new(workspace_bin("slowpoke-agent"))
-            .args(["--listen", &format!("{}:7171", node.addr), "--token-file"])
-            .arg(dir.join("token"))
-            .arg("--state-dir")
-            .arg(&state)
-            .arg("--allow-cgroup")
-            .arg(&node.cgroup)
-            // A is stopped most of the time by design: no cap.
-            .args(["--max-stopped-share", "1", "--log-level", "warn"])
-            .env_remove("SLOWPOKE_AGENT_TOKEN")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap()),
-    );
-    let addr = SocketAddr::from((node.addr, 7171));
-    wait_for(Duration::from_secs(30), "the agent", || {
-        if let Ok(Some(st)) = proc.child.try_wait() {
-            panic!(
-                "agent {i} exited ({st}): {}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-        }
-        TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()
-    });
-    let base = format!("http://{addr}");
+    let agent = cluster_agent::NodeAgent::start(
+        cluster.node(i),
+        &workspace_bin("slowpoke-agent"),
+        &dir.join(format!("n{i}")),
+        TOKEN,
+        // A is stopped most of the time by design: no cap.
+        &["--max-stopped-share", "1", "--log-level", "warn"],
+    )
+    .unwrap();
+    agent.wait_ready(Duration::from_secs(30)).unwrap();
+    let base = agent.url.clone();
     let sync_addr = call("GET", &format!("{base}/v1/health"), None)["sync_addr"]
         .as_str()
         .expect("the agent reports its sync_addr")
@@ -93,7 +73,7 @@ fn start_agent(cluster: &Cluster, i: usize, dir: &Path) -> NodeAgent {
     NodeAgent {
         base,
         sync_addr,
-        _proc: proc,
+        _agent: agent,
     }
 }
 
@@ -225,9 +205,6 @@ fn run(agents: &[NodeAgent; 2], conns: &mut [TcpStream; 2], peers: bool, visits:
 pub(crate) fn sync_cluster(o: &Options) -> Value {
     let cluster = Cluster::up(2);
     let dir = TempDir::new("bench-sync-cluster");
-    let token = dir.path().join("token");
-    std::fs::write(&token, TOKEN).unwrap();
-    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
     let servers = [start_server(&cluster, 1), start_server(&cluster, 2)];
     let agents = [
         start_agent(&cluster, 1, dir.path()),
