@@ -15,9 +15,12 @@ pub mod cgroup;
 pub mod cluster;
 pub mod cluster_agent;
 pub mod hostile;
+pub mod listen;
 #[cfg(feature = "openapi")]
 pub mod openapi;
 pub mod swap;
+
+pub use listen::{start_listening, wait_listening};
 
 use std::{
     io::{BufRead as _, BufReader, Read as _, Write as _},
@@ -137,20 +140,6 @@ impl Drop for Proc {
     }
 }
 
-/// Waits until something accepts connections on 127.0.0.1:`port` (sends no data).
-pub fn wait_listening(child: &mut Child, port: u16, what: &str) {
-    wait_for(
-        Duration::from_secs(15),
-        &format!("{what} listening on {port}"),
-        || {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("{what} exited before listening on {port}: {status}");
-            }
-            TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ())
-        },
-    );
-}
-
 fn spawn(cmd: &mut Command, what: &str) -> Child {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -191,15 +180,15 @@ impl Nginx {
     pub fn start(&self) -> Proc {
         let dir = TempDir::new("nginx");
         std::fs::write(dir.path().join("hello.txt"), BODY).expect("writing hello.txt");
-        let port = free_port();
-        let d = dir.path().display();
-        let (master, workers) = if self.workers == 0 {
-            ("off", 1)
-        } else {
-            ("on", self.workers)
-        };
-        let conf = format!(
-            "daemon off; master_process {master}; worker_processes {workers}; pid {d}/nginx.pid;\n\
+        let (child, port) = start_listening("nginx", |port| {
+            let d = dir.path().display();
+            let (master, workers) = if self.workers == 0 {
+                ("off", 1)
+            } else {
+                ("on", self.workers)
+            };
+            let conf = format!(
+                "daemon off; master_process {master}; worker_processes {workers}; pid {d}/nginx.pid;\n\
              error_log {d}/error.log;\n\
              events {{ worker_connections 1024; }}\n\
              http {{ access_log off; keepalive_requests 1000000;\n\
@@ -207,20 +196,20 @@ impl Nginx {
              fastcgi_temp_path {d}/fcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n\
              {http_extra}\n\
              server {{ listen 127.0.0.1:{port}; root {d}; {server_extra} }} }}\n",
-            http_extra = self.http_extra,
-            server_extra = self.server_extra,
-        );
-        std::fs::write(dir.path().join("nginx.conf"), conf).expect("writing nginx.conf");
-        let mut child = spawn(
-            Command::new("/usr/sbin/nginx")
-                .arg("-p")
-                .arg(dir.path())
-                .arg("-c")
-                .arg(dir.path().join("nginx.conf"))
-                .args(["-e", "stderr"]),
-            "/usr/sbin/nginx",
-        );
-        wait_listening(&mut child, port, "nginx");
+                http_extra = self.http_extra,
+                server_extra = self.server_extra,
+            );
+            std::fs::write(dir.path().join("nginx.conf"), conf).expect("writing nginx.conf");
+            spawn(
+                Command::new("/usr/sbin/nginx")
+                    .arg("-p")
+                    .arg(dir.path())
+                    .arg("-c")
+                    .arg(dir.path().join("nginx.conf"))
+                    .args(["-e", "stderr"]),
+                "/usr/sbin/nginx",
+            )
+        });
         if self.workers > 0 {
             let master = child.id();
             wait_for(Duration::from_secs(15), "nginx workers", || {
@@ -282,21 +271,21 @@ pub fn nginx_live_workers(master: u32) -> usize {
 pub fn python_http_server() -> Proc {
     let dir = TempDir::new("python");
     std::fs::write(dir.path().join("hello.txt"), BODY).expect("writing hello.txt");
-    let port = free_port();
-    let mut child = spawn(
-        Command::new("python3")
-            .args([
-                "-m",
-                "http.server",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--directory",
-            ])
-            .arg(dir.path()),
-        "python3 -m http.server",
-    );
-    wait_listening(&mut child, port, "python3 -m http.server");
+    let (child, port) = start_listening("python3 -m http.server", |port| {
+        spawn(
+            Command::new("python3")
+                .args([
+                    "-m",
+                    "http.server",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--directory",
+                ])
+                .arg(dir.path()),
+            "python3 -m http.server",
+        )
+    });
     Proc {
         child,
         port,
@@ -306,25 +295,25 @@ pub fn python_http_server() -> Proc {
 
 /// Debian's memcached on a free loopback port with `threads` worker threads.
 pub fn memcached(threads: u32) -> Proc {
-    let port = free_port();
-    let mut child = spawn(
-        Command::new("/usr/bin/memcached").args([
-            "-l",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-U",
-            "0",
-            "-t",
-            &threads.to_string(),
-            "-m",
-            "64",
-            "-u",
-            "root",
-        ]),
-        "/usr/bin/memcached",
-    );
-    wait_listening(&mut child, port, "memcached");
+    let (child, port) = start_listening("memcached", |port| {
+        spawn(
+            Command::new("/usr/bin/memcached").args([
+                "-l",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-U",
+                "0",
+                "-t",
+                &threads.to_string(),
+                "-m",
+                "64",
+                "-u",
+                "root",
+            ]),
+            "/usr/bin/memcached",
+        )
+    });
     Proc {
         child,
         port,
@@ -418,23 +407,23 @@ pub fn compressible_text(len: usize) -> Vec<u8> {
 /// Debian's haproxy in front of `backend_port`, on a free port.
 pub fn haproxy(backend_port: u16) -> Proc {
     let dir = TempDir::new("haproxy");
-    let port = free_port();
-    let conf = format!(
-        "global\n  maxconn 4096\n\
+    let (child, port) = start_listening("haproxy", |port| {
+        let conf = format!(
+            "global\n  maxconn 4096\n\
          defaults\n  mode http\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n\
          frontend fe\n  bind 127.0.0.1:{port}\n  default_backend be\n\
          backend be\n  http-reuse always\n  server s1 127.0.0.1:{backend_port}\n"
-    );
-    let cfg = dir.path().join("haproxy.cfg");
-    std::fs::write(&cfg, conf).expect("writing haproxy.cfg");
-    let mut child = spawn(
-        Command::new("/usr/sbin/haproxy")
-            .arg("-db")
-            .arg("-f")
-            .arg(&cfg),
-        "/usr/sbin/haproxy",
-    );
-    wait_listening(&mut child, port, "haproxy");
+        );
+        let cfg = dir.path().join("haproxy.cfg");
+        std::fs::write(&cfg, conf).expect("writing haproxy.cfg");
+        spawn(
+            Command::new("/usr/sbin/haproxy")
+                .arg("-db")
+                .arg("-f")
+                .arg(&cfg),
+            "/usr/sbin/haproxy",
+        )
+    });
     Proc {
         child,
         port,

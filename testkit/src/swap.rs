@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::{Proc, TempDir, children, free_port, spawn, wait_for, wait_listening};
+use crate::{Proc, TempDir, children, spawn, start_listening, wait_for};
 
 /// Writes `dir/swap.sh`: `sh swap.sh SRC DEST MASTER SIGNAL` copies SRC over DEST, sends SIGNAL
 /// to MASTER and returns once none of MASTER's children from before still runs and at least
@@ -108,26 +108,26 @@ pub fn lua_work(iterations: u32) -> String {
 /// its Lua file is `dir()/work.lua`.
 pub fn haproxy_lua(backend_port: u16, iterations: u32) -> Proc {
     let dir = TempDir::new("haproxy-lua");
-    let port = free_port();
     let lua = dir.path().join("work.lua");
     std::fs::write(&lua, lua_work(iterations)).expect("writing work.lua");
-    let conf = format!(
-        "global\n  maxconn 4096\n  nbthread 1\n  hard-stop-after 2s\n  lua-load {lua}\n\
+    let (child, port) = start_listening("haproxy", |port| {
+        let conf = format!(
+            "global\n  maxconn 4096\n  nbthread 1\n  hard-stop-after 2s\n  lua-load {lua}\n\
          defaults\n  mode http\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n\
          frontend fe\n  bind 127.0.0.1:{port}\n  http-request lua.work\n\
          \x20 http-response set-header x-work %[var(txn.work)]\n  default_backend be\n\
          backend be\n  http-reuse always\n  server s1 127.0.0.1:{backend_port}\n",
-        lua = lua.display()
-    );
-    let cfg = dir.path().join("haproxy.cfg");
-    std::fs::write(&cfg, conf).expect("writing haproxy.cfg");
-    let mut child = spawn(
-        Command::new("/usr/sbin/haproxy")
-            .args(["-W", "-db", "-f"])
-            .arg(&cfg),
-        "/usr/sbin/haproxy",
-    );
-    wait_listening(&mut child, port, "haproxy");
+            lua = lua.display()
+        );
+        let cfg = dir.path().join("haproxy.cfg");
+        std::fs::write(&cfg, conf).expect("writing haproxy.cfg");
+        spawn(
+            Command::new("/usr/sbin/haproxy")
+                .args(["-W", "-db", "-f"])
+                .arg(&cfg),
+            "/usr/sbin/haproxy",
+        )
+    });
     let master = child.id();
     wait_for(
         std::time::Duration::from_secs(15),

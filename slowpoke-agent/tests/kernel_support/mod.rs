@@ -7,12 +7,12 @@ use std::{
     path::Path,
     process::{Child, Command, Stdio},
     sync::{Mutex, MutexGuard},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use slowpoke_agent::kernel::Kernel;
 // The generic pieces come from the shared test kit (crate slowpoke-testkit).
-use slowpoke_testkit::{TempDir, free_port};
+use slowpoke_testkit::{TempDir, start_listening};
 
 /// The tests of one binary track the test process itself: run them one at a time.
 pub fn serial() -> MutexGuard<'static, ()> {
@@ -58,21 +58,6 @@ impl Drop for Server {
     }
 }
 
-/// Waits until something accepts connections on `port` (a readiness check, sends no data).
-fn wait_listening(child: &mut Child, port: u16, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("{what} exited before listening: {status}");
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what} is not listening on {port} after 10 s"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 pub const BODY: &str = "hello from slowpoke's kernel tests\n";
 
 fn write_site(dir: &Path) {
@@ -83,22 +68,22 @@ fn write_site(dir: &Path) {
 pub fn python_server() -> Server {
     let dir = TempDir::new("python");
     write_site(dir.path());
-    let port = free_port();
-    let mut child = Command::new("python3")
-        .args([
-            "-m",
-            "http.server",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--directory",
-        ])
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting python3 -m http.server");
-    wait_listening(&mut child, port, "python3 -m http.server");
+    let (child, port) = start_listening("python3 -m http.server", |port| {
+        Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--directory",
+            ])
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting python3 -m http.server")
+    });
     Server {
         child,
         port,
@@ -110,27 +95,27 @@ pub fn python_server() -> Server {
 pub fn nginx_server() -> Server {
     let dir = TempDir::new("nginx");
     write_site(dir.path());
-    let port = free_port();
-    let d = dir.path().display();
-    let conf = format!(
-        "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\n\
+    let (child, port) = start_listening("nginx", |port| {
+        let d = dir.path().display();
+        let conf = format!(
+            "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\n\
          error_log {d}/error.log;\nevents {{ worker_connections 64; }}\n\
          http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
          fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
          keepalive_requests 100000;\n  server {{\n    listen 127.0.0.1:{port};\n    root {d};\n  }}\n}}\n"
-    );
-    std::fs::write(dir.path().join("nginx.conf"), conf).expect("writing nginx.conf");
-    let mut child = Command::new("/usr/sbin/nginx")
-        .arg("-p")
-        .arg(dir.path())
-        .arg("-c")
-        .arg(dir.path().join("nginx.conf"))
-        .args(["-e", "stderr"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting /usr/sbin/nginx");
-    wait_listening(&mut child, port, "nginx");
+        );
+        std::fs::write(dir.path().join("nginx.conf"), conf).expect("writing nginx.conf");
+        Command::new("/usr/sbin/nginx")
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(dir.path().join("nginx.conf"))
+            .args(["-e", "stderr"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting /usr/sbin/nginx")
+    });
     Server {
         child,
         port,
