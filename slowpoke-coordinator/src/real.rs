@@ -61,6 +61,7 @@ impl LoadStarter for RealLoadStarter {
             connections: cfg.connections,
             timeout: Duration::from_secs_f64(cfg.timeout_s.max(0.001)),
             warmup: Duration::ZERO,
+            arrivals: slowpoke_load::Arrivals::Closed,
         };
         let generator = slowpoke_load::LoadGenerator::start(spec).map_err(|e| e.to_string())?;
         Ok(Box::new(RealLoad {

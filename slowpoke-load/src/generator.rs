@@ -5,32 +5,27 @@
 //! almost never contended); a snapshot locks each shard for the time of a histogram add and never stalls the load
 //! for longer than that.
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, mpsc};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use hdrhistogram::Histogram;
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper::header::CONNECTION;
-use hyper_util::rt::TokioIo;
+use http_body_util::Full;
+use hyper::client::conn::http1::SendRequest;
 use rand::SeedableRng;
 use rand::distributions::{Distribution, WeightedIndex};
 use rand_chacha::ChaCha8Rng;
-use tokio::net::TcpStream;
 
-use crate::cpu::{ThreadCpu, Totals};
-use crate::spec::{Plan, Target, validate};
-use crate::stats::{Snapshot, new_histogram};
+use crate::arrivals::Arrivals;
+use crate::cpu::Totals;
+use crate::exchange::{Outcome, one_request, outcome_of};
+use crate::open_counters::{OpenCounters, OpenReport};
+use crate::open_loop;
+use crate::shared::{FinishGuard, MEASURE, Shared, WARMUP};
+use crate::spec::{Plan, validate};
+use crate::stats::Snapshot;
 use crate::{LoadError, LoadSpec};
-
-/// Requests claimed before [`LoadGenerator::begin_measurement`] (warm-up, or all of them for a plain load).
-pub(crate) const WARMUP: usize = 0;
-/// Requests claimed after it.
-pub(crate) const MEASURE: usize = 1;
 
 /// How the generator runs (beyond the [`LoadSpec`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,132 +68,6 @@ struct Started {
     totals: Totals,
 }
 
-#[derive(Debug)]
-enum Outcome {
-    Ok,
-    Non2xx,
-    Timeout,
-    ConnError,
-}
-
-#[derive(Debug)]
-struct Stats {
-    completed_ok: u64,
-    non_2xx: u64,
-    timeouts: u64,
-    conn_errors: u64,
-    latency_us: Histogram<u64>,
-}
-
-impl Stats {
-    fn new() -> Self {
-        Stats {
-            completed_ok: 0,
-            non_2xx: 0,
-            timeouts: 0,
-            conn_errors: 0,
-            latency_us: new_histogram(),
-        }
-    }
-}
-
-/// Which epoch new requests belong to and, in a counted measurement, how many are left to send.
-#[derive(Debug)]
-struct Budget {
-    epoch: usize,
-    remaining: Option<u64>,
-}
-
-#[derive(Debug)]
-struct Shared {
-    shards: Vec<Mutex<[Stats; 2]>>,
-    budget: Mutex<Budget>,
-    /// Connections that found the budget exhausted (and went idle).
-    finished: Mutex<usize>,
-    finished_cv: Condvar,
-    origin: Instant,
-    /// Per connection: 1 + ns since `origin` of its last completed measured request (0: none yet).
-    last_done_ns: Vec<AtomicU64>,
-    /// All outcomes so far, any epoch (cheap progress counter).
-    outcomes: AtomicU64,
-    cpu: Arc<ThreadCpu>,
-    threads: usize,
-    connections: usize,
-}
-
-impl Shared {
-    fn claim(&self) -> Option<usize> {
-        let mut b = self.budget.lock().expect("budget lock");
-        match &mut b.remaining {
-            None => Some(b.epoch),
-            Some(0) => None,
-            Some(n) => {
-                *n -= 1;
-                Some(b.epoch)
-            }
-        }
-    }
-
-    fn record(
-        &self,
-        conn: usize,
-        epoch: usize,
-        outcome: &Outcome,
-        latency: Duration,
-        now: Instant,
-    ) {
-        {
-            let mut shard = self.shards[conn % self.shards.len()]
-                .lock()
-                .expect("stats lock");
-            let s = &mut shard[epoch];
-            match outcome {
-                Outcome::Ok => {
-                    s.completed_ok += 1;
-                    s.latency_us
-                        .saturating_record((latency.as_micros() as u64).max(1));
-                }
-                Outcome::Non2xx => s.non_2xx += 1,
-                Outcome::Timeout => s.timeouts += 1,
-                Outcome::ConnError => s.conn_errors += 1,
-            }
-        }
-        if epoch == MEASURE {
-            let ns = now.saturating_duration_since(self.origin).as_nanos() as u64;
-            self.last_done_ns[conn].store(ns + 1, Ordering::Relaxed);
-        }
-        self.outcomes.fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn mark_finished(&self) {
-        *self.finished.lock().expect("finished lock") += 1;
-        self.finished_cv.notify_all();
-    }
-
-    fn snapshot(&self, epochs: &[usize]) -> Snapshot {
-        let at = Instant::now();
-        let totals = self.cpu.totals();
-        let mut snap = Snapshot::empty(at, totals.cpu_ns, self.threads);
-        snap.sched_wait_ns = totals.wait_ns;
-        for shard in &self.shards {
-            let shard = shard.lock().expect("stats lock");
-            for &e in epochs {
-                let s = &shard[e];
-                snap.completed_ok += s.completed_ok;
-                snap.non_2xx += s.non_2xx;
-                snap.timeouts += s.timeouts;
-                snap.conn_errors += s.conn_errors;
-                if !s.latency_us.is_empty() {
-                    snap.latency_us
-                        .add(&s.latency_us)
-                        .expect("histograms share their bounds");
-                }
-            }
-        }
-        snap
-    }
-}
-
 impl LoadGenerator {
     /// Starts the connections on a dedicated runtime/threads of its own (works from inside a tokio runtime
     /// too, but blocks the calling thread for the probe). First sends one probe request to each distinct
@@ -227,25 +96,11 @@ impl LoadGenerator {
         let plan = validate(&spec)?;
         let spec_warmup = spec.warmup;
         let threads = options.worker_threads.max(1);
-        // A few more shards than worker threads keeps record() uncontended; fewer keeps snapshots cheap.
-        let n_shards = spec.connections.clamp(1, 8);
-        let shared = Arc::new(Shared {
-            shards: (0..n_shards)
-                .map(|_| Mutex::new([Stats::new(), Stats::new()]))
-                .collect(),
-            budget: Mutex::new(Budget {
-                epoch,
-                remaining: limit,
-            }),
-            finished: Mutex::new(0),
-            finished_cv: Condvar::new(),
-            origin: Instant::now(),
-            last_done_ns: (0..spec.connections).map(|_| AtomicU64::new(0)).collect(),
-            outcomes: AtomicU64::new(0),
-            cpu: Arc::new(ThreadCpu::default()),
-            threads,
-            connections: spec.connections,
-        });
+        let open = match &spec.arrivals {
+            Arrivals::Closed => None,
+            Arrivals::Open(schedule) => Some(OpenCounters::new(schedule.clone())),
+        };
+        let shared = Arc::new(Shared::new(spec.connections, threads, epoch, limit, open));
         let (ready_tx, ready_rx) = mpsc::channel::<Result<Started, LoadError>>();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let thread_shared = Arc::clone(&shared);
@@ -314,6 +169,11 @@ impl LoadGenerator {
     /// Connections of this load.
     pub fn connections(&self) -> usize {
         self.shared.connections
+    }
+
+    /// What the open loop did so far (None for a closed loop).
+    pub fn open_report(&self) -> Option<OpenReport> {
+        self.shared.open.as_ref().map(OpenCounters::report)
     }
 
     /// Outcomes (of any kind) so far: a cheaper progress counter than a snapshot.
@@ -417,6 +277,7 @@ fn drive(
     let plan = Arc::new(plan);
     let timeout = spec.timeout;
     let connections = spec.connections;
+    let mut pacer = None;
     rt.block_on(async {
         let probes = match probe_all(&plan, timeout).await {
             Ok(n) => n,
@@ -430,13 +291,34 @@ fn drive(
             at: Instant::now(),
             totals: shared.cpu.totals(),
         };
-        let handles: Vec<_> = (0..connections)
-            .map(|i| {
-                let shared = Arc::clone(shared);
-                let plan = Arc::clone(&plan);
-                tokio::spawn(async move { connection_loop(i, &shared, &plan, timeout, seed).await })
-            })
-            .collect();
+        let handles: Vec<_> = if shared.open.is_some() {
+            let (tx, rx) = open_loop::queue();
+            let handles = (0..connections)
+                .map(|i| {
+                    let (shared, plan, rx) =
+                        (Arc::clone(shared), Arc::clone(&plan), Arc::clone(&rx));
+                    tokio::spawn(open_loop::connection_worker(i, shared, plan, rx, timeout))
+                })
+                .collect();
+            match open_loop::start_pacer(Arc::clone(shared), Arc::clone(&plan), seed, tx) {
+                Ok(p) => pacer = Some(p),
+                Err(e) => {
+                    let _ = ready_tx.send(Err(LoadError::Runtime(e)));
+                    return;
+                }
+            }
+            handles
+        } else {
+            (0..connections)
+                .map(|i| {
+                    let shared = Arc::clone(shared);
+                    let plan = Arc::clone(&plan);
+                    tokio::spawn(
+                        async move { connection_loop(i, &shared, &plan, timeout, seed).await },
+                    )
+                })
+                .collect()
+        };
         let _ = ready_tx.send(Ok(started));
         // A dropped sender (generator dropped without stop) also ends the load.
         let _ = stop_rx.await;
@@ -447,6 +329,13 @@ fn drive(
             let _ = h.await;
         }
     });
+    // The pacer notices within its nap (20 ms) and retires its own CPU time.
+    if let Some(open) = &shared.open {
+        open.stop();
+    }
+    if let Some(p) = pacer {
+        let _ = p.join();
+    }
     // Not inside an async context here, so dropping the runtime may block: it joins its worker threads (whose
     // CPU time is retired by on_thread_stop) and drops the connection driver tasks.
     drop(rt);
@@ -489,15 +378,10 @@ async fn connection_loop(idx: usize, shared: &Shared, plan: &Plan, timeout: Dura
         .take(plan.addrs.len())
         .collect();
     let mut consecutive_failures: u32 = 0;
-    // Counts this connection as finished however the task ends (a panic included), so `run` never waits forever.
-    let mut finish = FinishGuard {
-        shared,
-        done: false,
-    };
+    let mut finish = FinishGuard::new(shared);
     loop {
         let Some(epoch) = shared.claim() else {
-            finish.done = true;
-            shared.mark_finished();
+            finish.finished();
             // Idle until the generator stops (which aborts this task).
             std::future::pending::<()>().await;
             return;
@@ -512,12 +396,7 @@ async fn connection_loop(idx: usize, shared: &Shared, plan: &Plan, timeout: Dura
         )
         .await;
         let now = Instant::now();
-        let outcome = match result {
-            Ok(status) if status.is_success() => Outcome::Ok,
-            Ok(_) => Outcome::Non2xx,
-            Err(Failure::Timeout) => Outcome::Timeout,
-            Err(Failure::Conn(_)) => Outcome::ConnError,
-        };
+        let outcome = outcome_of(&result);
         shared.record(idx, epoch, &outcome, now - start, now);
         if matches!(outcome, Outcome::ConnError) {
             consecutive_failures += 1;
@@ -528,100 +407,6 @@ async fn connection_loop(idx: usize, shared: &Shared, plan: &Plan, timeout: Dura
             }
         } else {
             consecutive_failures = 0;
-        }
-    }
-}
-
-struct FinishGuard<'a> {
-    shared: &'a Shared,
-    done: bool,
-}
-
-impl Drop for FinishGuard<'_> {
-    fn drop(&mut self) {
-        if !self.done {
-            self.shared.mark_finished();
-        }
-    }
-}
-
-#[derive(Debug)]
-enum Failure {
-    Timeout,
-    Conn(String),
-}
-
-impl std::fmt::Display for Failure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Failure::Timeout => write!(f, "no response within the timeout"),
-            Failure::Conn(e) => write!(f, "{e}"),
-        }
-    }
-}
-
-async fn connect(addr: SocketAddr) -> Result<SendRequest<Full<Bytes>>, Failure> {
-    let stream = TcpStream::connect(addr)
-        .await
-        .map_err(|e| Failure::Conn(format!("connect to {addr}: {e}")))?;
-    stream
-        .set_nodelay(true)
-        .map_err(|e| Failure::Conn(format!("TCP_NODELAY on {addr}: {e}")))?;
-    let (sender, conn) = http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| Failure::Conn(format!("HTTP handshake with {addr}: {e}")))?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    Ok(sender)
-}
-
-/// Sends one request on the connection in `slot` (connecting first if there is none or it closed) and reads
-/// the whole response. On a timeout or error the connection is dropped, so the next request reconnects.
-async fn one_request(
-    slot: &mut Option<SendRequest<Full<Bytes>>>,
-    addr: SocketAddr,
-    target: &Target,
-    timeout: Duration,
-) -> Result<hyper::StatusCode, Failure> {
-    let exchange = async {
-        if slot.as_ref().is_none_or(SendRequest::is_closed) {
-            *slot = Some(connect(addr).await?);
-        }
-        let sender = slot.as_mut().expect("connected above");
-        sender
-            .ready()
-            .await
-            .map_err(|e| Failure::Conn(format!("connection to {addr}: {e}")))?;
-        let resp = sender
-            .send_request(target.request())
-            .await
-            .map_err(|e| Failure::Conn(format!("request to {addr}: {e}")))?;
-        let status = resp.status();
-        let close = resp
-            .headers()
-            .get(CONNECTION)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
-        let mut body = resp.into_body();
-        while let Some(frame) = body.frame().await {
-            frame.map_err(|e| Failure::Conn(format!("response body from {addr}: {e}")))?;
-        }
-        Ok((status, close))
-    };
-    match tokio::time::timeout(timeout, exchange).await {
-        Ok(Ok((status, close))) => {
-            if close {
-                *slot = None;
-            }
-            Ok(status)
-        }
-        Ok(Err(f)) => {
-            *slot = None;
-            Err(f)
-        }
-        Err(_) => {
-            *slot = None;
-            Err(Failure::Timeout)
         }
     }
 }

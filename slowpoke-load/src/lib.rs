@@ -12,14 +12,21 @@
 //! Only 2xx responses count as throughput; non-2xx, timeouts and connection errors are counted apart.
 //! See docs/load.md for the CLI and the throughput definitions.
 
+mod arrivals;
 mod cpu;
+mod exchange;
 mod generator;
+mod open_counters;
+mod open_loop;
 mod run;
+mod shared;
 mod spec;
 mod stats;
 
+pub use arrivals::{Arrivals, Schedule};
 pub use generator::{GeneratorOptions, LoadGenerator};
 pub use hyper::Method;
+pub use open_counters::{MAX_BACKLOG, OpenReport};
 pub use run::{Report, RunLength, run, run_with};
 pub use spec::{LoadSpec, RequestTemplate, parse_duration, parse_header, parse_method, parse_mix};
 pub use stats::{Counts, GENERATOR_BOUND_BUSY, Snapshot, Window, online_cpus};

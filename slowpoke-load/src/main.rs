@@ -10,8 +10,8 @@ use anyhow::{Context, bail};
 use bytes::Bytes;
 use clap::Parser;
 use slowpoke_load::{
-    GeneratorOptions, LoadSpec, Report, RequestTemplate, RunLength, parse_duration, parse_header,
-    parse_method, parse_mix, run_with,
+    Arrivals, GeneratorOptions, LoadSpec, Report, RequestTemplate, RunLength, Schedule,
+    parse_duration, parse_header, parse_method, parse_mix, run_with,
 };
 
 /// Exit code when the run completed but too many requests failed.
@@ -21,11 +21,12 @@ const EXIT_TOO_MANY_ERRORS: u8 = 3;
 #[command(
     name = "slowpoke-load",
     version,
-    about = "Closed-loop HTTP/1.1 load generator: N keep-alive connections, each sends its next request as soon \
-             as the previous response arrived.",
+    about = "HTTP/1.1 load generator. Closed loop (default): N keep-alive connections, each sends its next \
+             request as soon as the previous response arrived. Open loop (--rate/--trace): requests sent at their \
+             due times whatever the responses, latency measured from the due time.",
     after_help = "Examples:\n  slowpoke-load -c 64 -d 10s http://127.0.0.1:8080/\n  slowpoke-load -n 100000 -m POST \
                   -H 'Content-Type: application/json' -b '{\"k\":1}' http://127.0.0.1:8080/api\n  slowpoke-load --mix \
-                  mix.json -d 5s --json\n\nExit status: 0 success; 1 bad input or unreachable entry; 2 bad command \
+                  mix.json -d 5s --json\n  slowpoke-load --rate 2000 -c 256 -d 30s http://127.0.0.1:8080/   # open loop, Poisson\n\nExit status: 0 success; 1 bad input or unreachable entry; 2 bad command \
                   line; 3 the run completed but its error ratio (non-2xx + timeouts + connection errors over all \
                   requests) exceeded --max-error-ratio."
 )]
@@ -80,6 +81,21 @@ struct Cli {
     /// Never draw a progress bar (it is drawn only when stderr is a terminal anyway).
     #[arg(long)]
     no_progress: bool,
+    /// Open loop: send requests at this mean rate (requests/s) whatever the responses, latency measured from
+    /// each request's due time (no coordinated omission); -c is then the most requests in flight at once.
+    #[arg(long, value_name = "REQ_PER_S")]
+    rate: Option<f64>,
+    /// How the open loop's requests are spaced: `poisson` (exponential gaps) or `uniform`.
+    #[arg(
+        long,
+        value_name = "KIND",
+        default_value = "poisson",
+        requires = "rate"
+    )]
+    arrivals: String,
+    /// Open loop replaying a trace: one arrival time per line, seconds; with --rate, scaled to that mean rate.
+    #[arg(long, value_name = "FILE", conflicts_with = "arrivals")]
+    trace: Option<PathBuf>,
 }
 
 fn duration_arg(s: &str) -> Result<Duration, String> {
@@ -111,6 +127,7 @@ fn run_cli(cli: &Cli) -> anyhow::Result<ExitCode> {
         connections: cli.connections,
         timeout: cli.timeout,
         warmup: cli.warmup,
+        arrivals: arrivals(cli)?,
     };
     let length = match (cli.requests, cli.duration) {
         (Some(n), _) => RunLength::Requests(n),
@@ -151,6 +168,24 @@ fn run_cli(cli: &Cli) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn arrivals(cli: &Cli) -> anyhow::Result<Arrivals> {
+    let schedule = match (&cli.trace, cli.rate) {
+        (Some(path), rate) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading --trace {}", path.display()))?;
+            Schedule::trace(&text, rate)
+                .with_context(|| format!("in --trace {}", path.display()))?
+        }
+        (None, None) => return Ok(Arrivals::Closed),
+        (None, Some(rate)) => match cli.arrivals.as_str() {
+            "poisson" => Schedule::poisson(rate)?,
+            "uniform" => Schedule::uniform(rate)?,
+            other => bail!("--arrivals {other}: use poisson or uniform"),
+        },
+    };
+    Ok(Arrivals::Open(schedule))
+}
+
 fn templates(cli: &Cli) -> anyhow::Result<Vec<RequestTemplate>> {
     if let Some(path) = &cli.mix {
         let text = std::fs::read_to_string(path)
@@ -185,10 +220,18 @@ fn header_line(spec: &LoadSpec, length: RunLength, threads: usize) -> String {
         RunLength::Requests(n) => format!("{n}-request test"),
     };
     let urls: Vec<&str> = spec.requests.iter().map(|t| t.url.as_str()).collect();
+    let shape = match &spec.arrivals {
+        Arrivals::Closed => format!("{} connections", spec.connections),
+        Arrivals::Open(s) => format!(
+            "open loop at {:.1} req/s ({} arrivals), at most {} in flight",
+            s.rate(),
+            s.kind(),
+            spec.connections
+        ),
+    };
     format!(
-        "Running {what} @ {}\n  {} connections, {threads} thread(s), warm-up {:.3}s, timeout {:.3}s",
+        "Running {what} @ {}\n  {shape}, {threads} thread(s), warm-up {:.3}s, timeout {:.3}s",
         urls.join(", "),
-        spec.connections,
         spec.warmup.as_secs_f64(),
         spec.timeout.as_secs_f64()
     )
@@ -233,6 +276,34 @@ fn summary(r: &Report) -> String {
         r.cpu_ns_per_request / 1e3,
         pct(r.generator_wait_share)
     );
+    if let Some(o) = &r.open_loop {
+        let _ = writeln!(
+            s,
+            "  Open loop:  target {:.1} req/s ({}); waited for a connection p50 {}  p99 {}  max {}; most waiting {}",
+            o.target_rps,
+            o.arrivals,
+            us(o.queue_wait_p50_us),
+            us(o.queue_wait_p99_us),
+            us(o.queue_wait_max_us),
+            o.max_backlog
+        );
+        if r.rps < 0.95 * o.target_rps {
+            let _ = writeln!(
+                s,
+                "  NOTE: {:.1} req/s completed, below the target {:.1}: the server (or -c {}) did not keep up, so \
+                 requests queued and their latency grew",
+                r.rps, o.target_rps, r.connections
+            );
+        }
+        if o.shed > 0 {
+            let _ = writeln!(
+                s,
+                "  WARNING: {} due requests were never sent: more than {} were already waiting",
+                o.shed,
+                slowpoke_load::MAX_BACKLOG
+            );
+        }
+    }
     let _ = writeln!(
         s,
         "  Also sent:  {} warm-up and {} probe request(s)",

@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
-use crate::generator::{GeneratorOptions, LoadGenerator, MEASURE, WARMUP};
+use crate::generator::{GeneratorOptions, LoadGenerator};
+use crate::open_counters::OpenReport;
+use crate::shared::{MEASURE, WARMUP};
 use crate::stats::{Snapshot, Window};
 use crate::{LoadError, LoadSpec};
 
@@ -69,6 +71,9 @@ pub struct Report {
     pub connections: usize,
     pub warmup_secs: f64,
     pub length: RunLength,
+    /// What the open loop did (absent for a closed loop).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub open_loop: Option<OpenReport>,
 }
 
 impl Deref for Report {
@@ -162,6 +167,7 @@ pub fn run_with(
     let warmup_requests = generator.epoch_snapshot(WARMUP).attempts();
     let probe_requests = generator.probe_requests();
     let connections = generator.connections();
+    let open_loop = generator.open_report();
     let final_snap = generator.stop();
     // CPU of the measurement: up to the final read (the generator's threads are retired by now, so this
     // includes the short shutdown; negligible against a measurement).
@@ -185,6 +191,7 @@ pub fn run_with(
         connections,
         warmup_secs: spec.warmup.as_secs_f64(),
         length,
+        open_loop,
     })
 }
 

@@ -10,6 +10,7 @@ use hyper::{HeaderMap, Method, Uri};
 use serde::Deserialize;
 
 use crate::LoadError;
+use crate::arrivals::Arrivals;
 
 /// One kind of request the generator sends. Among several templates, each request picks one at random with
 /// probability `weight / sum(weights)` (a weight of 0 is never picked, but may still serve as the probe).
@@ -37,27 +38,31 @@ impl RequestTemplate {
     }
 }
 
-/// The shape of a closed-loop load.
+/// The shape of a load.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoadSpec {
     pub requests: Vec<RequestTemplate>,
-    /// Keep-alive connections, each with at most one request in flight.
+    /// Keep-alive connections, each with at most one request in flight (in an open loop: the most requests in
+    /// flight at once).
     pub connections: usize,
     /// Per-request limit (connect + send + whole response); a request over it counts as a timeout and its
     /// connection is replaced.
     pub timeout: Duration,
     /// Used by [`crate::run`] only: load before the measurement starts. [`crate::LoadGenerator::start`] does not wait.
     pub warmup: Duration,
+    /// A closed loop (the default: the throughput model's load) or an open loop on a schedule.
+    pub arrivals: Arrivals,
 }
 
 impl Default for LoadSpec {
-    /// No requests yet, 64 connections, 10 s timeout, 1 s warm-up.
+    /// No requests yet, 64 connections, 10 s timeout, 1 s warm-up, a closed loop.
     fn default() -> Self {
         LoadSpec {
             requests: Vec::new(),
             connections: 64,
             timeout: Duration::from_secs(10),
             warmup: Duration::from_secs(1),
+            arrivals: Arrivals::Closed,
         }
     }
 }

@@ -158,3 +158,71 @@ fn mix_file_is_used() {
     assert_eq!(srv.count("/a") - 1 + srv.count("/b"), 100);
     assert!(srv.count("/b") > 0);
 }
+
+#[test]
+fn open_loop_from_the_command_line() {
+    let srv = TestServer::start();
+    let url = srv.url("/ok");
+    let o = cli(&[
+        "--json",
+        "--rate",
+        "1000",
+        "--arrivals",
+        "uniform",
+        "-n",
+        "200",
+        "--warmup",
+        "0s",
+        &url,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON object");
+    assert_eq!(v["completed_ok"], 200);
+    assert_eq!(v["open_loop"]["arrivals"], "uniform");
+    assert_eq!(v["open_loop"]["target_rps"], 1000.0);
+    assert!(v["open_loop"]["queue_wait_p99_us"].is_number(), "{v}");
+
+    // A trace: four arrivals 1 ms apart, replayed; the human summary names the open loop.
+    let dir = std::env::temp_dir().join(format!("slowpoke-load-trace-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let trace = dir.join("trace.txt");
+    std::fs::write(&trace, "0\n0.001\n0.002\n0.003\n").unwrap();
+    let o = cli(&[
+        "--trace",
+        trace.to_str().unwrap(),
+        "-n",
+        "100",
+        "--warmup",
+        "0s",
+        &url,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("open loop at 1000.0 req/s (trace arrivals)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Open loop:  target 1000.0 req/s (trace)"),
+        "{out}"
+    );
+
+    // Mistakes say what to fix.
+    let o = cli(&["--rate", "0", "-n", "10", &url]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("positive number of requests per second"),
+        "{}",
+        stderr(&o)
+    );
+    let o = cli(&["--rate", "10", "--arrivals", "bursty", "-n", "10", &url]);
+    assert!(
+        stderr(&o).contains("use poisson or uniform"),
+        "{}",
+        stderr(&o)
+    );
+    std::fs::write(&trace, "0\n0.5\n0.2\n").unwrap();
+    let o = cli(&["--trace", trace.to_str().unwrap(), "-n", "10", &url]);
+    assert!(stderr(&o).contains("line 3"), "{}", stderr(&o));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -5,7 +5,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{ClosingServer, TestServer, dead_url};
-use slowpoke_load::{LoadError, LoadGenerator, LoadSpec, RequestTemplate, RunLength, run};
+use slowpoke_load::{
+    Arrivals, LoadError, LoadGenerator, LoadSpec, RequestTemplate, RunLength, run,
+};
 
 fn spec(requests: Vec<RequestTemplate>, connections: usize, warmup_ms: u64) -> LoadSpec {
     LoadSpec {
@@ -13,6 +15,7 @@ fn spec(requests: Vec<RequestTemplate>, connections: usize, warmup_ms: u64) -> L
         connections,
         timeout: Duration::from_secs(5),
         warmup: Duration::from_millis(warmup_ms),
+        arrivals: Arrivals::Closed,
     }
 }
 

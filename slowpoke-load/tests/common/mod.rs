@@ -17,9 +17,11 @@ use tokio::net::TcpListener;
 /// Method, `x-test` header and body of a request.
 pub type LastRequest = (String, Option<String>, Bytes);
 
-/// A hyper server counting requests per path: `/fail` answers 500, `/hang` never answers, anything else 200.
+/// A hyper server counting requests per path: `/fail` answers 500, `/hang` never answers, `/gated` answers
+/// once the gate is open ([`TestServer::close_gate`]), anything else 200.
 pub struct TestServer {
     pub addr: SocketAddr,
+    gate: tokio::sync::watch::Sender<bool>,
     counts: Arc<Mutex<HashMap<String, u64>>>,
     /// Method, `x-test` header and body of the last request.
     last: Arc<Mutex<Option<LastRequest>>>,
@@ -45,6 +47,7 @@ impl TestServer {
         let last: Arc<Mutex<Option<LastRequest>>> = Arc::default();
         let c = Arc::clone(&counts);
         let l = Arc::clone(&last);
+        let (gate, gate_rx) = tokio::sync::watch::channel(true);
         rt.spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
@@ -52,10 +55,12 @@ impl TestServer {
                 };
                 let c = Arc::clone(&c);
                 let l = Arc::clone(&l);
+                let gate_rx = gate_rx.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
                         let c = Arc::clone(&c);
                         let l = Arc::clone(&l);
+                        let mut gate_rx = gate_rx.clone();
                         async move {
                             let path = req.uri().path().to_string();
                             let method = req.method().to_string();
@@ -73,6 +78,9 @@ impl TestServer {
                             *c.lock().unwrap().entry(path.clone()).or_default() += 1;
                             match path.as_str() {
                                 "/hang" => std::future::pending::<()>().await,
+                                "/gated" => {
+                                    let _ = gate_rx.wait_for(|open| *open).await;
+                                }
                                 "/fail" => {
                                     let mut r =
                                         Response::new(Full::new(Bytes::from_static(b"fail")));
@@ -92,10 +100,20 @@ impl TestServer {
         });
         TestServer {
             addr,
+            gate,
             counts,
             last,
             _rt: rt,
         }
+    }
+
+    /// From now on, `/gated` requests wait until [`TestServer::open_gate`].
+    pub fn close_gate(&self) {
+        self.gate.send_replace(false);
+    }
+
+    pub fn open_gate(&self) {
+        self.gate.send_replace(true);
     }
 
     pub fn url(&self, path: &str) -> String {

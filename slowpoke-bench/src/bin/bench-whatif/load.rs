@@ -54,6 +54,7 @@ impl LoadStarter for Recorder {
             connections: cfg.connections,
             timeout: std::time::Duration::from_secs_f64(cfg.timeout_s.max(0.001)),
             warmup: std::time::Duration::ZERO,
+            arrivals: slowpoke_load::Arrivals::Closed,
         };
         let generator = slowpoke_load::LoadGenerator::start(spec).map_err(|e| e.to_string())?;
         Ok(Box::new(RecordedLoad {
