@@ -9,7 +9,7 @@ use rand::{Rng as _, SeedableRng as _};
 use rand_chacha::ChaCha8Rng;
 
 use crate::topology::{
-    Call, Endpoint, EndpointRef, Mode, Sampling, Service, Topology, with_expectations,
+    Call, Endpoint, EndpointRef, Mode, Sampling, Service, Serving, Topology, with_expectations,
 };
 
 /// The generator families.
@@ -162,6 +162,7 @@ impl Gen {
                 max_threads: None,
                 port: None,
                 node: None,
+                serving: Serving::Async,
                 endpoints: BTreeMap::from([(EP.to_owned(), ep)]),
             },
         );

@@ -9,11 +9,14 @@
 pub mod busy;
 pub mod client;
 pub mod control;
+pub mod dist;
 pub mod generate;
 pub mod placement;
 pub mod runner;
+pub mod serve;
 pub mod service;
 pub mod topology;
+pub mod workers;
 
 pub use client::{ClusterStart, RunningApp, StartOptions, find_binary};
 pub use control::{Scope, ServiceControl, Setting};
@@ -22,6 +25,6 @@ pub use placement::{PlaceArg, Placement};
 pub use runner::{AppInfo, RunOptions, ServiceInfo};
 pub use service::{ServiceSettings, ServiceStats};
 pub use topology::{
-    Call, Endpoint, EndpointRef, Mode, Sampling, Service, Set, Topology, TopologyError,
-    TopologySource, expected_bottleneck, expected_visit_ratios, load,
+    Call, CpuDist, Endpoint, EndpointRef, Mode, Sampling, Service, Serving, Set, Topology,
+    TopologyError, TopologySource, expected_bottleneck, expected_visit_ratios, load,
 };

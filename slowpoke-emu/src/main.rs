@@ -196,7 +196,7 @@ fn real_main(cli: Cli) -> Result<()> {
             };
             slowpoke_emu::runner::run_file(&file, &sets, &opts)
         }
-        Cmd::Serve { .. } => slowpoke_emu::service::serve_main(),
+        Cmd::Serve { .. } => slowpoke_emu::serve::serve_main(),
         Cmd::Generate {
             family,
             size,

@@ -194,6 +194,7 @@ pub fn run(mut topo: Topology, label: &str, sets: &[Set], opts: &RunOptions) -> 
             threads: svc.threads,
             max_threads: svc.runtime_threads(),
             sampling: topo.sampling,
+            serving: svc.serving,
             endpoints: svc.endpoints.clone(),
             peers,
         };

@@ -9,7 +9,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::io::Write as _;
 use std::net::TcpListener as StdListener;
-use std::os::fd::FromRawFd as _;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -27,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::busy;
-use crate::topology::{Endpoint, LIVE_SERVICE_KEYS, Mode, Sampling};
+use crate::topology::{Endpoint, LIVE_SERVICE_KEYS, Mode, Sampling, Serving};
 
 /// File descriptor of the service listener in a `serve` process.
 pub const SERVICE_FD: i32 = 3;
@@ -44,6 +43,9 @@ pub struct ServeSpec {
     #[serde(default)]
     pub max_threads: u32,
     pub sampling: Sampling,
+    /// `async` or `thread-per-request` (the topology's `serving`).
+    #[serde(default)]
+    pub serving: Serving,
     pub endpoints: BTreeMap<String, Endpoint>,
     /// `host:port` of every service this one calls.
     pub peers: BTreeMap<String, String>,
@@ -179,7 +181,7 @@ impl Gate {
     }
 }
 
-type Body = Full<Bytes>;
+pub(crate) type Body = Full<Bytes>;
 
 struct EndpointState {
     config: RwLock<Arc<Endpoint>>,
@@ -189,7 +191,7 @@ struct EndpointState {
     calls: Vec<(Uri, AtomicU64)>,
 }
 
-struct State {
+pub(crate) struct State {
     name: String,
     gate: Gate,
     sampling: Sampling,
@@ -197,11 +199,35 @@ struct State {
     names: Vec<String>,
     endpoints: Vec<EndpointState>,
     lock: Mutex<()>,
-    client: Client<HttpConnector, Body>,
+    /// The shared client of an `async` service (None: each worker thread has its own, see [`State::client`]).
+    client: Option<Client<HttpConnector, Body>>,
     filler: Bytes,
 }
 
+thread_local! {
+    /// A `thread-per-request` worker's own client: its pooled connections are driven by its own
+    /// current-thread runtime, so a downstream call is sent from the thread that serves the request (a
+    /// connection owned by another worker's runtime would only make progress while that worker runs).
+    static WORKER_CLIENT: Client<HttpConnector, Body> = new_client();
+}
+
+fn new_client() -> Client<HttpConnector, Body> {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(usize::MAX)
+        .build(connector)
+}
+
 impl State {
+    /// The client downstream calls go through: the service's, or this worker thread's own.
+    fn client(&self) -> Client<HttpConnector, Body> {
+        match &self.client {
+            Some(c) => c.clone(),
+            None => WORKER_CLIENT.with(Client::clone),
+        }
+    }
+
     fn body(&self, n: u64) -> Bytes {
         let n = n as usize;
         if n <= self.filler.len() {
@@ -234,25 +260,13 @@ fn us_to_ns(us: f64) -> u64 {
     (us * 1000.0).round() as u64
 }
 
-/// Runs a service process until it is killed. Reads the [`ServeSpec`] from stdin.
-pub fn serve_main() -> Result<()> {
-    let mut text = String::new();
-    std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
-        .context("reading the serve spec from stdin")?;
-    let spec: ServeSpec = serde_json::from_str(&text).context("parsing the serve spec")?;
-    // SAFETY: the runner passes two listening TCP sockets as fds 3 and 4 and nothing else uses them.
-    let (svc, ctl) = unsafe {
-        (
-            StdListener::from_raw_fd(SERVICE_FD),
-            StdListener::from_raw_fd(CONTROL_FD),
-        )
-    };
-    serve(&spec, svc, ctl)
-}
-
-/// Serves `spec` on the two listeners with a runtime of `spec.max_threads` worker threads (default
-/// `spec.threads`), of which at most `spec.threads` do visits' work at once. Never returns Ok.
-pub fn serve(spec: &ServeSpec, service: StdListener, control: StdListener) -> Result<()> {
+/// The `async` model: serves `spec` on the two listeners with a runtime of `spec.max_threads` worker threads
+/// (default `spec.threads`), of which at most `spec.threads` do visits' work at once. Never returns Ok.
+pub(crate) fn serve_async(
+    spec: &ServeSpec,
+    service: StdListener,
+    control: StdListener,
+) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(runtime_threads(spec) as usize)
         .thread_name(format!("{}-worker", spec.name))
@@ -284,7 +298,7 @@ pub fn serve(spec: &ServeSpec, service: StdListener, control: StdListener) -> Re
     })
 }
 
-fn runtime_threads(spec: &ServeSpec) -> u32 {
+pub(crate) fn runtime_threads(spec: &ServeSpec) -> u32 {
     if spec.max_threads == 0 {
         spec.threads
     } else {
@@ -292,7 +306,7 @@ fn runtime_threads(spec: &ServeSpec) -> u32 {
     }
 }
 
-fn build_state(spec: &ServeSpec) -> Result<State> {
+pub(crate) fn build_state(spec: &ServeSpec) -> Result<State> {
     let max = runtime_threads(spec);
     anyhow::ensure!(
         (1..=max).contains(&spec.threads),
@@ -300,11 +314,7 @@ fn build_state(spec: &ServeSpec) -> Result<State> {
         spec.name,
         spec.threads
     );
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    let client = Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(usize::MAX)
-        .build(connector);
+    let client = spec.serving.is_async().then(new_client);
     let mut by_name = HashMap::new();
     let mut names = Vec::new();
     let mut endpoints = Vec::new();
@@ -343,8 +353,11 @@ fn build_state(spec: &ServeSpec) -> Result<State> {
     })
 }
 
-async fn accept_loop<F, Fut>(listener: tokio::net::TcpListener, label: String, handler: F)
-where
+pub(crate) async fn accept_loop<F, Fut>(
+    listener: tokio::net::TcpListener,
+    label: String,
+    handler: F,
+) where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
 {
@@ -390,7 +403,7 @@ fn json_reply<T: Serialize>(status: StatusCode, v: &T) -> Result<Response<Body>,
     Ok(resp)
 }
 
-async fn handle_visit(
+pub(crate) async fn handle_visit(
     st: Arc<State>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
@@ -412,7 +425,9 @@ async fn handle_visit(
         // The work that occupies a worker thread, at most `threads` visits at once. No await until the end of
         // this block: the permit never outlives one poll, nor is it held over waits and downstream calls.
         let _slot = st.gate.enter().await;
-        busy::burn(us_to_ns(cfg.cpu_us));
+        busy::burn(us_to_ns(
+            cfg.cpu_us * cfg.cpu_dist.factor(&mut rand::thread_rng()),
+        ));
         if cfg.lock_us > 0.0 {
             let _guard = st
                 .lock
@@ -468,7 +483,7 @@ async fn call_downstream(st: &State, uri: &Uri, request_bytes: u64) -> bool {
         .uri(uri.clone())
         .body(Full::new(st.body(request_bytes)));
     let Ok(req) = req else { return false };
-    match st.client.request(req).await {
+    match st.client().request(req).await {
         Ok(resp) => {
             let good = resp.status().is_success();
             resp.into_body().collect().await.is_ok() && good
@@ -612,7 +627,7 @@ fn apply_service_set(st: &State, changes: &[(String, f64)]) -> Result<ServiceSet
     })
 }
 
-async fn handle_control(
+pub(crate) async fn handle_control(
     st: Arc<State>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {

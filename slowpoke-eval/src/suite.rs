@@ -374,6 +374,7 @@ fn service(threads: u32, cpu_us: f64, lock_us: f64, calls: &[&str]) -> slowpoke_
         max_threads: None,
         port: None,
         node: None,
+        serving: slowpoke_emu::Serving::Async,
         endpoints: BTreeMap::from([("work".to_owned(), ep)]),
     }
 }

@@ -17,7 +17,9 @@ pub use ratios::{
     endpoint_visit_ratios, expected_bottleneck, expected_visit_ratios, reachable_services,
     service_demands_us, total_cpu_us_per_request, with_expectations,
 };
-pub use schema::{Call, Endpoint, EndpointRef, Expected, Mode, Sampling, Service, Topology};
+pub use schema::{
+    Call, CpuDist, Endpoint, EndpointRef, Expected, Mode, Sampling, Service, Serving, Topology,
+};
 pub use set::{ENDPOINT_KEYS, LIVE_SERVICE_KEYS, SERVICE_KEYS, Set};
 
 /// A problem with a topology, naming the file, the field (JSON path) and the value.

@@ -73,8 +73,29 @@ pub struct Service {
     /// `--place SERVICE=NODE` overrides it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    /// How requests are served: `async` (default: a tokio runtime, a visit may move between worker threads
+    /// and one thread interleaves many) or `thread-per-request` (each worker thread serves one connection at a
+    /// time and each of its requests from the first byte read to the last downstream call and the reply, like
+    /// Apache's worker MPM or `PostgreSQL`'s backends).
+    #[serde(default, skip_serializing_if = "Serving::is_async")]
+    pub serving: Serving,
     /// Endpoints by name; endpoint `x` is served at path `/x`.
     pub endpoints: BTreeMap<String, Endpoint>,
+}
+
+/// A service's serving model (see [`Service::serving`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Serving {
+    #[default]
+    Async,
+    ThreadPerRequest,
+}
+
+impl Serving {
+    pub fn is_async(&self) -> bool {
+        *self == Serving::Async
+    }
 }
 
 fn one() -> u32 {
@@ -93,9 +114,12 @@ impl Service {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Endpoint {
-    /// CPU time burnt per visit (µs of the worker thread's CPU clock).
+    /// CPU time burnt per visit (µs of the worker thread's CPU clock); with `cpu_dist`, the mean.
     #[serde(default)]
     pub cpu_us: f64,
+    /// How each visit's CPU time varies around `cpu_us` (default `fixed`: every visit exactly `cpu_us`).
+    #[serde(default, skip_serializing_if = "CpuDist::is_fixed")]
+    pub cpu_dist: CpuDist,
     /// CPU time burnt per visit while holding the process-wide mutex (µs; lock contention).
     #[serde(default)]
     pub lock_us: f64,
@@ -114,6 +138,30 @@ pub struct Endpoint {
     /// Downstream calls made per visit.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub calls: Vec<Call>,
+}
+
+/// The distribution of one visit's CPU time, always with mean `cpu_us` (so visit ratios, demands and the
+/// bottleneck stay what the file says); the heavy-tailed ones are where the order requests are served in
+/// matters for the tail latency. In JSON: `"fixed"`, `"exponential"`, `{"lognormal": {"sigma": 1.5}}`,
+/// `{"pareto": {"alpha": 1.5}}`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum CpuDist {
+    /// Every visit burns exactly `cpu_us`.
+    #[default]
+    Fixed,
+    /// Exponential (coefficient of variation 1).
+    Exponential,
+    /// Log-normal with this σ of the underlying normal (CV = √(e^σ² − 1): σ = 1.5 gives CV ≈ 2.9).
+    Lognormal { sigma: f64 },
+    /// Pareto with this shape α > 1 (the variance is infinite for α ≤ 2: a few visits are huge).
+    Pareto { alpha: f64 },
+}
+
+impl CpuDist {
+    pub fn is_fixed(&self) -> bool {
+        *self == CpuDist::Fixed
+    }
 }
 
 /// Sequential or parallel fan-out.

@@ -129,6 +129,13 @@ impl Topology {
                         ));
                     }
                 }
+                if let Some(why) = ep.cpu_dist.problem() {
+                    return Err(bad(
+                        format!("{efield}.cpu_dist"),
+                        format!("{:?}", ep.cpu_dist),
+                        why,
+                    ));
+                }
                 for (i, call) in ep.calls.iter().enumerate() {
                     let cfield = format!("{efield}.calls[{i}]");
                     let Some(target) = self.services.get(&call.service) else {
@@ -278,6 +285,43 @@ mod tests {
         let t = parse(r#"{"entry":{"service":"a","endpoint":"x"},"services":{"a":{"endpoints":{"x":{"calls":[{"service":"zz","endpoint":"q"}]}}}}}"#, "f.json").unwrap();
         let e = t.validate_named("f.json").unwrap_err().to_string();
         assert!(e.contains("calls[0].service") && e.contains("zz"), "{e}");
+    }
+
+    #[test]
+    fn cpu_distributions_parse_and_bad_ones_are_named() {
+        use crate::topology::CpuDist;
+        let with = |dist: &str| {
+            parse(
+                &format!(
+                    r#"{{"entry":{{"service":"a","endpoint":"x"}},"services":{{"a":{{"endpoints":{{"x":{{"cpu_us":100,"cpu_dist":{dist}}}}}}}}}}}"#
+                ),
+                "f.json",
+            )
+        };
+        let dist = |d: &str| with(d).unwrap().services["a"].endpoints["x"].cpu_dist;
+        assert_eq!(dist(r#""exponential""#), CpuDist::Exponential);
+        assert_eq!(
+            dist(r#"{"pareto":{"alpha":1.5}}"#),
+            CpuDist::Pareto { alpha: 1.5 }
+        );
+        assert_eq!(
+            dist(r#"{"lognormal":{"sigma":2}}"#),
+            CpuDist::Lognormal { sigma: 2.0 }
+        );
+        assert!(with(r#""gaussian""#).is_err());
+        assert!(
+            with(r#"{"pareto":{"alpha":1.5,"beta":2}}"#).is_err(),
+            "unknown keys are errors"
+        );
+        let e = with(r#"{"pareto":{"alpha":0.9}}"#)
+            .unwrap()
+            .validate_named("f.json")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("services.a.endpoints.x.cpu_dist") && e.contains("alpha"),
+            "{e}"
+        );
     }
 
     #[test]
