@@ -4,8 +4,6 @@
 //! delayed services of every node pay at the same moment (docs/multi-node.md, "Synchronized
 //! pauses between nodes").
 
-use std::fmt::Write as _;
-
 use slowpoke_api::agent::{self as api, Mode};
 
 use super::warnings::Warnings;
@@ -90,11 +88,7 @@ fn assign(addrs: &[String], key: &str) -> Vec<api::SyncPeers> {
 
 /// 32 random bytes as 64 hex digits (`rand`'s thread generator: ChaCha seeded from the OS).
 fn random_key() -> String {
-    let bytes: [u8; 32] = rand::random();
-    bytes.iter().fold(String::with_capacity(64), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    hex::encode(rand::random::<[u8; 32]>())
 }
 
 #[cfg(test)]

@@ -67,16 +67,9 @@ pub struct Message {
 }
 
 /// Parses a 64-hex-digit key; `None` when it is not exactly that.
-pub fn parse_key(hex: &str) -> Option<Key> {
-    let bytes = hex.as_bytes();
-    if bytes.len() != 64 {
-        return None;
-    }
+pub fn parse_key(text: &str) -> Option<Key> {
     let mut key = [0u8; 32];
-    for (k, pair) in key.iter_mut().zip(bytes.chunks_exact(2)) {
-        let digit = |c: u8| (c as char).to_digit(16);
-        *k = (digit(pair[0])? * 16 + digit(pair[1])?) as u8;
-    }
+    hex::decode_to_slice(text, &mut key).ok()?;
     Some(key)
 }
 
