@@ -35,7 +35,7 @@ const TCP_PSH: u32 = 0x08;
 const TCP_SYN: u32 = 0x02;
 
 // Counter slots per side (side s uses s * SLOTS + slot).
-const SLOTS: u32 = 16;
+const SLOTS: u32 = 18;
 const ESTABLISHED: u32 = 0;
 const LEN_CB: u32 = 1;
 const WRITE_CB: u32 = 2;
@@ -52,6 +52,10 @@ const RTT_CB: u32 = 12;
 const LATE_FLAGS: u32 = 13;
 const WRITE_FAIL: u32 = 14;
 const FOUND_SYN: u32 = 15;
+/// Options found whose payload differs from the previous one found on that side: how many of the
+/// distinct values written arrived (one flow at a time).
+const DISTINCT_FOUND: u32 = 16;
+const LAST_STAMP: u32 = 17;
 
 #[map]
 static COUNTERS: Array<u64> = Array::with_max_entries(2 * SLOTS, 0);
@@ -159,8 +163,18 @@ pub fn tail_hdropt(ctx: SockOpsContext) -> u32 {
                 }
                 let mut stamp = [0u8; 8];
                 stamp.copy_from_slice(&buf[4..12]);
+                let stamp = u64::from_be_bytes(stamp);
+                if let Some(p) = COUNTERS.get_ptr_mut(base + LAST_STAMP) {
+                    // SAFETY: a valid map slot.
+                    unsafe {
+                        if *p != stamp {
+                            *p = stamp;
+                            add(base + DISTINCT_FOUND, 1);
+                        }
+                    }
+                }
                 // SAFETY: as above.
-                let delay = unsafe { bpf_ktime_get_ns() }.wrapping_sub(u64::from_be_bytes(stamp));
+                let delay = unsafe { bpf_ktime_get_ns() }.wrapping_sub(stamp);
                 add(base + DELAY_SUM_NS, delay);
                 set_max(base + DELAY_MAX_NS, delay);
             }

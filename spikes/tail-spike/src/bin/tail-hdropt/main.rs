@@ -28,7 +28,7 @@ const OBJ: &str = "target/bpf-spike/bpfel-unknown-none/release/tail-hdropt";
 const CGROUP2: &str = "/sys/fs/cgroup/unified";
 const GROUP: &str = "tailspike";
 const PORT: u16 = 47_123;
-const SLOT_NAMES: [&str; 16] = [
+const SLOT_NAMES: [&str; 18] = [
     "established",
     "len_cb",
     "write_cb",
@@ -45,6 +45,8 @@ const SLOT_NAMES: [&str; 16] = [
     "late_flags",
     "write_fail",
     "found_syn",
+    "distinct_found",
+    "last_stamp",
 ];
 
 struct Spike {
@@ -76,8 +78,10 @@ impl Spike {
     }
 
     fn reset(&mut self) -> Result<()> {
-        for i in 0..32 {
+        for i in 0..36 {
             self.counters.set(i, 0, 0)?;
+        }
+        for i in 0..32 {
             self.ops.set(i, 0, 0)?;
         }
         Ok(())
@@ -90,7 +94,7 @@ impl Spike {
             for (i, name) in SLOT_NAMES.iter().enumerate() {
                 m.insert(
                     (*name).into(),
-                    self.counters.get(&(s * 16 + i as u32), 0)?.into(),
+                    self.counters.get(&(s * 18 + i as u32), 0)?.into(),
                 );
             }
             Ok(Value::Object(m))
