@@ -211,9 +211,9 @@ fn run(obj: &Path) -> Result<Value> {
                     json!({ "program": attached, "rtt_mean_us": slowpoke_stats::round4(mean) }),
                 );
                 if attached {
-                    on.extend(rtt)
+                    on.extend(rtt);
                 } else {
-                    off.extend(rtt)
+                    off.extend(rtt);
                 }
             }
         }
