@@ -19,8 +19,11 @@ use aya_ebpf::{
         BPF_SOCK_OPS_WRITE_HDR_OPT_CB, BPF_SOCK_OPS_WRITE_HDR_OPT_CB_FLAG,
     },
     helpers::{
-        bpf_ktime_get_ns,
-        generated::{bpf_load_hdr_opt, bpf_reserve_hdr_opt, bpf_store_hdr_opt},
+        bpf_ktime_get_ns, bpf_probe_read_kernel,
+        generated::{
+            bpf_load_hdr_opt, bpf_reserve_hdr_opt, bpf_setsockopt, bpf_skc_to_tcp_sock,
+            bpf_store_hdr_opt,
+        },
     },
     macros::{map, sock_ops},
     maps::Array,
@@ -62,6 +65,10 @@ static COUNTERS: Array<u64> = Array::with_max_entries(2 * SLOTS, 0);
 /// How many times each callback (`op`) ran, all sockets of the cgroup.
 #[map]
 static OPS: Array<u64> = Array::with_max_entries(32, 0);
+/// What the `iter/tcp` program did: `[0]` sockets of the test port seen, `[1]` flags set,
+/// `[2]` the last `bpf_setsockopt` error (negated errno), `[3]` sockets visited in all.
+#[map]
+static ITER: Array<u64> = Array::with_max_entries(4, 0);
 /// `[0]` = mode (see the crate doc), `[1]` = the passive side's port.
 #[map]
 static CONFIG: Array<u64> = Array::with_max_entries(4, 0);
@@ -192,6 +199,71 @@ pub fn tail_hdropt(ctx: SockOpsContext) -> u32 {
         _ => {}
     }
     1
+}
+
+const SOL_TCP: i32 = 6;
+const TCP_LISTEN: u8 = 10;
+/// `bpf_setsockopt(SOL_TCP, TCP_BPF_SOCK_OPS_CB_FLAGS)` (kernel 6.12+): a tcp socket's callback
+/// flags set from outside a `sock_ops` callback.
+const TCP_BPF_SOCK_OPS_CB_FLAGS: i32 = 1008;
+
+fn iter_add(i: u32, v: u64) {
+    if let Some(p) = ITER.get_ptr_mut(i) {
+        // SAFETY: a valid map slot.
+        unsafe { *p += v };
+    }
+}
+
+/// Switches the header-option callbacks on for connections that already exist (opened before
+/// the `sock_ops` program was attached): a `bpf_iter/tcp` program the user side runs once. Its
+/// context is the iterator's arguments as 8-byte slots: `meta`, `sk_common`, `uid`. Only
+/// connections (not listeners) whose local or remote port is `CONFIG[1]` are touched
+/// (`sock_common`: `skc_dport` at byte 12, big-endian, `skc_num` at 14, `skc_state` at 18; stable
+/// on x86-64 for years).
+#[unsafe(link_section = "iter/tcp")]
+#[unsafe(no_mangle)]
+pub extern "C" fn tail_iter_tcp(ctx: *mut u64) -> i32 {
+    // SAFETY: slot 1 of the iterator's context is the socket (null at the end).
+    let skc = unsafe { *ctx.add(1) } as *mut core::ffi::c_void;
+    if skc.is_null() {
+        return 0;
+    }
+    iter_add(3, 1);
+    // SAFETY: a kernel read of 8 bytes inside `struct sock_common`.
+    let Ok(f) = (unsafe { bpf_probe_read_kernel(skc.cast::<u8>().add(12).cast::<[u8; 8]>()) })
+    else {
+        return 0;
+    };
+    let dport = u64::from(u16::from_be_bytes([f[0], f[1]]));
+    let num = u64::from(u16::from_ne_bytes([f[2], f[3]]));
+    let port = config(1);
+    if (dport != port && num != port) || f[6] == TCP_LISTEN {
+        return 0;
+    }
+    iter_add(0, 1);
+    // SAFETY: the helper checks the socket's type and returns null for non-TCP sockets.
+    let tp = unsafe { bpf_skc_to_tcp_sock(skc) };
+    if tp.is_null() {
+        return 0;
+    }
+    let mut flags = HDR_FLAGS;
+    // SAFETY: `flags` is 4 bytes on the stack.
+    let rc = unsafe {
+        bpf_setsockopt(
+            tp.cast(),
+            SOL_TCP,
+            TCP_BPF_SOCK_OPS_CB_FLAGS,
+            (&raw mut flags).cast(),
+            4,
+        )
+    };
+    if rc == 0 {
+        iter_add(1, 1);
+    } else if let Some(p) = ITER.get_ptr_mut(2) {
+        // SAFETY: a valid map slot.
+        unsafe { *p = rc.unsigned_abs() };
+    }
+    0
 }
 
 #[cfg(not(test))]

@@ -1,7 +1,8 @@
 //! `sock_ops` TCP header options (spike question 3): loads `tail-spike-ebpf`'s program, attaches it
 //! to a cgroup-v2 group this process moves into, and checks on loopback and across a veth pair
 //! between two network namespaces whether the 8-byte option written by the caller's side is parsed
-//! by the callee's side: on data segments, on connections opened before the program was attached,
+//! by the callee's side: on data segments, on connections opened before the program was attached
+//! (and on them again once a `bpf_iter/tcp` program has switched their callbacks on),
 //! with the callbacks switched on late (from the RTT callback), with TSO/GRO on and off; then the
 //! cost per round trip with and without the program (3 interleaved rounds). Prints JSON.
 //!
@@ -11,15 +12,16 @@ mod net;
 
 use std::{
     fs,
+    io::Read,
     net::{SocketAddr, TcpStream},
     path::Path,
 };
 
 use anyhow::{Context, Result};
 use aya::{
-    Ebpf,
+    Btf, Ebpf,
     maps::{Array, MapData},
-    programs::{CgroupAttachMode, SockOps, sock_ops::SockOpsLinkId},
+    programs::{CgroupAttachMode, Iter, SockOps, sock_ops::SockOpsLinkId},
 };
 use serde_json::{Value, json};
 use tail_spike::{dist::summary, sched::mono_ns};
@@ -75,6 +77,43 @@ impl Spike {
             self.prog()?.detach(link)?;
         }
         Ok(())
+    }
+
+    /// Runs the `iter/tcp` program over every TCP socket of the root namespace, then of
+    /// [`net::NETNS`] (an iterator walks the namespace it was created in):
+    /// `{"seen","set","last_error","visited"}` summed over both.
+    fn run_iter(&mut self) -> Result<Value> {
+        let btf = Btf::from_sys_fs()?;
+        let prog: &mut Iter = self
+            .ebpf
+            .program_mut("tail_iter_tcp")
+            .context("iter")?
+            .try_into()?;
+        prog.load("tcp", &btf)?;
+        for in_netns in [false, true] {
+            let link = prog.attach()?;
+            let link = prog.take_link(link)?;
+            std::thread::scope(|scope| {
+                scope
+                    .spawn(move || -> Result<()> {
+                        if in_netns {
+                            net::enter_netns()?;
+                        }
+                        let mut sink = Vec::new();
+                        link.into_file()?.read_to_end(&mut sink)?;
+                        Ok(())
+                    })
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("iterator thread panicked"))?
+            })?;
+        }
+        let map = Array::<_, u64>::try_from(self.ebpf.map("ITER").context("ITER")?)?;
+        Ok(json!({
+            "seen": map.get(&0, 0)?,
+            "set": map.get(&1, 0)?,
+            "last_error": -(map.get(&2, 0)? as i64),
+            "visited": map.get(&3, 0)?,
+        }))
     }
 
     fn reset(&mut self) -> Result<()> {
@@ -161,6 +200,14 @@ fn run(obj: &Path) -> Result<Value> {
     pings(&mut old_lo, 200)?;
     pings(&mut old_veth, 200)?;
     out.insert("pre_attach_200_pings_each_lo_veth".into(), s.snapshot()?);
+    // The same connections after the iter/tcp program switched their callbacks on.
+    let iter = s.run_iter()?;
+    s.reset()?;
+    pings(&mut old_lo, 200)?;
+    pings(&mut old_veth, 200)?;
+    let mut after = s.snapshot()?;
+    after["iter"] = iter;
+    out.insert("pre_attach_after_iter_200_pings_each_lo_veth".into(), after);
 
     for (name, addr) in [("loopback", lo), ("veth", peer)] {
         s.reset()?;

@@ -85,6 +85,16 @@ impl Drop for Veth {
     }
 }
 
+/// Moves the calling thread into [`NETNS`].
+pub fn enter_netns() -> Result<()> {
+    let ns = File::open(format!("/run/netns/{NETNS}"))?;
+    // SAFETY: setns on this thread only, with a namespace fd.
+    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        bail!("setns: {}", std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Starts a server on `addr` (inside [`NETNS`] when `in_netns`) and returns once it listens.
 /// A connection whose first byte is `E` is echoed; `S` is drained to EOF, then answered with 1 byte.
 pub fn serve(addr: SocketAddr, in_netns: bool) -> Result<()> {
@@ -92,11 +102,7 @@ pub fn serve(addr: SocketAddr, in_netns: bool) -> Result<()> {
     thread::spawn(move || {
         let listener = (|| -> Result<TcpListener> {
             if in_netns {
-                let ns = File::open(format!("/run/netns/{NETNS}"))?;
-                // SAFETY: setns on this thread only, with a namespace fd.
-                if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                    bail!("setns: {}", std::io::Error::last_os_error());
-                }
+                enter_netns()?;
             }
             Ok(TcpListener::bind(addr)?)
         })();
