@@ -27,7 +27,7 @@ use tail_spike::{
 /// A gap in the target's clock reads longer than this means it was off the CPU.
 const GAP_NS: u64 = 3_000;
 const NORMAL: Policy = Policy::Other { nice: 0 };
-const MECHANISMS: [&str; 8] = [
+const MECHANISMS: [&str; 10] = [
     "none",
     "fifo",
     "rr",
@@ -36,6 +36,8 @@ const MECHANISMS: [&str; 8] = [
     "idle_others",
     "cg_move_shares",
     "cg_quota_others",
+    "fifo_in_rt_group",
+    "fifo_move_to_rt_group",
 ];
 
 #[derive(Default)]
@@ -85,6 +87,8 @@ struct Bed {
     others: Vec<i32>,
     hi: CpuGroup,
     lo: CpuGroup,
+    /// Real-time bandwidth 5 ms per 10 ms: the bounded share recommended by `tail-starve`.
+    rt: CpuGroup,
 }
 
 impl Bed {
@@ -101,6 +105,7 @@ impl Bed {
                     self.lo.add_thread(t)?;
                 }
             }
+            "fifo_in_rt_group" => self.rt.add_thread(self.target)?,
             "cg_quota_others" => {
                 self.hi.add_thread(self.target)?;
                 for &t in &self.others {
@@ -126,6 +131,11 @@ impl Bed {
                 .try_for_each(|&t| set_policy(t, Policy::Idle))?,
             "cg_move_shares" => self.hi.add_thread(self.target)?,
             "cg_quota_others" => self.lo.set("cpu.cfs_quota_us", "1000")?,
+            "fifo_in_rt_group" => set_policy(self.target, Policy::Fifo(10))?,
+            "fifo_move_to_rt_group" => {
+                self.rt.add_thread(self.target)?;
+                set_policy(self.target, Policy::Fifo(10))?;
+            }
             other => anyhow::bail!("unknown mechanism {other}"),
         }
         Ok(())
@@ -201,7 +211,10 @@ fn latency(work_us: u64, trials: usize, rounds: usize) -> Result<Value> {
         others,
         hi: CpuGroup::create("tailspike-hi")?,
         lo: CpuGroup::create("tailspike-lo")?,
+        rt: CpuGroup::create("tailspike-rtbw")?,
     };
+    bed.rt.set("cpu.rt_period_us", "10000")?;
+    bed.rt.set("cpu.rt_runtime_us", "5000")?;
     bed.hi.set("cpu.shares", "262144")?;
     bed.lo.set("cpu.shares", "2")?;
     let mut seed = 0x5eed_u64;
@@ -210,7 +223,9 @@ fn latency(work_us: u64, trials: usize, rounds: usize) -> Result<Value> {
     for round in 0..rounds {
         for mech in MECHANISMS {
             for _ in 0..trials {
-                match trial(&bed, &shared, mech, work_us * 1_000, &mut seed)? {
+                match trial(&bed, &shared, mech, work_us * 1_000, &mut seed)
+                    .with_context(|| format!("a trial of {mech}"))?
+                {
                     Some(r) => rows.push((mech.to_string(), round, r)),
                     None => lost.push((mech.to_string(), round)),
                 }
