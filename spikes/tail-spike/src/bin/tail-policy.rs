@@ -121,7 +121,8 @@ impl Bed {
     fn change(&self, mech: &str) -> Result<()> {
         match mech {
             "none" => {}
-            "fifo" => set_policy(self.target, Policy::Fifo(10))?,
+            // In the root group or (`fifo_in_rt_group`) already in the bandwidth group.
+            "fifo" | "fifo_in_rt_group" => set_policy(self.target, Policy::Fifo(10))?,
             "rr" => set_policy(self.target, Policy::Rr(10))?,
             "nice_target" => set_nice(self.target, -20)?,
             "nice_others" => self.others.iter().try_for_each(|&t| set_nice(t, 19))?,
@@ -131,7 +132,6 @@ impl Bed {
                 .try_for_each(|&t| set_policy(t, Policy::Idle))?,
             "cg_move_shares" => self.hi.add_thread(self.target)?,
             "cg_quota_others" => self.lo.set("cpu.cfs_quota_us", "1000")?,
-            "fifo_in_rt_group" => set_policy(self.target, Policy::Fifo(10))?,
             "fifo_move_to_rt_group" => {
                 self.rt.add_thread(self.target)?;
                 set_policy(self.target, Policy::Fifo(10))?;
