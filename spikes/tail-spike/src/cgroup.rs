@@ -49,3 +49,35 @@ impl Drop for CpuGroup {
         let _ = fs::remove_dir(&self.path);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_thread_moves_in_and_the_group_goes_away_on_drop() {
+        // SAFETY: geteuid has no failure mode.
+        let root = unsafe { libc::geteuid() } == 0;
+        if !root || !std::path::Path::new(CPU_ROOT).join("tasks").exists() {
+            eprintln!("skipped: needs root and the cgroup-v1 cpu controller at {CPU_ROOT}");
+            return;
+        }
+        let name = format!("tailspike-test-{}", std::process::id());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let worker = std::thread::spawn(move || {
+            tx.send(crate::sched::gettid()).unwrap();
+            done_rx.recv().ok();
+        });
+        let tid = rx.recv().unwrap();
+        let group = CpuGroup::create(&name).unwrap();
+        group.add_thread(tid).unwrap();
+        let tasks = fs::read_to_string(group.path.join("tasks")).unwrap();
+        assert!(tasks.lines().any(|l| l == tid.to_string()), "{tasks}");
+        let path = group.path.clone();
+        drop(group);
+        assert!(!path.exists(), "the group was not removed");
+        done_tx.send(()).unwrap();
+        worker.join().unwrap();
+    }
+}
