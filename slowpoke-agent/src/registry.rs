@@ -137,7 +137,7 @@ impl Selector {
                 ));
             }
             Selector::Pods(PodSelector {
-                pods: pods::check(pods)?,
+                pods: pods::check(pods, spec.may_be_absent)?,
                 ports: spec.ports.clone(),
                 roots: if pod_roots.is_empty() {
                     pods::default_roots()

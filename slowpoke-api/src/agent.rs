@@ -40,9 +40,9 @@ pub struct ServiceSpec {
     /// Every process of these Kubernetes pods on this node (of the listed containers only,
     /// when a pod lists any), found in the kubelet's cgroups (systemd or cgroupfs driver,
     /// cgroup v2 or v1). The coordinator fills it in from a `kubernetes` selector: the agent
-    /// never talks to the Kubernetes API.
+    /// never talks to the Kubernetes API. Empty only with `may_be_absent` (none of the
+    /// service's pods is on this node).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(min_items = 1))]
     pub pods: Option<Vec<PodMember>>,
     /// A pod or label selector (`pod:NS/NAME`, `label:NS/k=v`) for the coordinator to resolve
     /// through the Kubernetes API into `pods`, one node's pods per agent. Agents refuse it (400):

@@ -282,6 +282,7 @@ impl FakeWorld {
             app: Box::new(FakeApp(self.clone())),
             load: Arc::new(FakeLoadStarter(self.clone())),
             lease: Lease::new("fake-experiment", DEFAULT_LEASE),
+            kubernetes: std::sync::Arc::default(),
         }
     }
 }

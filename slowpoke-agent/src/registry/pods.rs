@@ -63,10 +63,12 @@ pub fn default_roots() -> Vec<PathBuf> {
 /// Checks what goes into cgroup paths: a UID is hex digits and `-`, a container id
 /// alphanumeric (a `containerd://`-style prefix is dropped). Anything else is refused, so no
 /// `..` or `/` can walk out of the kubelet's directories.
-pub fn check(pods: &[PodMember]) -> Result<Vec<PodMember>, AgentError> {
-    if pods.is_empty() {
+/// An empty list is only for a service that `may_be_absent` (the coordinator found none of
+/// its pods on this node).
+pub fn check(pods: &[PodMember], may_be_absent: bool) -> Result<Vec<PodMember>, AgentError> {
+    if pods.is_empty() && !may_be_absent {
         return Err(AgentError::BadRequest(
-            "\"pods\" must list at least one pod".into(),
+            "\"pods\" must list at least one pod (or say \"may_be_absent\": true)".into(),
         ));
     }
     pods.iter()
@@ -210,11 +212,16 @@ mod tests {
 
     #[test]
     fn ids_that_could_leave_the_kubelet_directories_are_refused() {
-        assert!(check(&[]).is_err());
-        assert!(check(&[pod("../x", &[])]).is_err());
-        assert!(check(&[pod("abc-123", &["../../etc"])]).is_err());
-        assert!(check(&[pod("abc-123", &["a/b"])]).is_err());
-        let ok = check(&[pod("ABC-123", &["containerd://ff00", "cri-o://aa"])]).unwrap();
+        assert!(check(&[], false).is_err());
+        assert!(check(&[], true).is_ok(), "none of the pods on this node");
+        assert!(check(&[pod("../x", &[])], false).is_err());
+        assert!(check(&[pod("abc-123", &["../../etc"])], false).is_err());
+        assert!(check(&[pod("abc-123", &["a/b"])], false).is_err());
+        let ok = check(
+            &[pod("ABC-123", &["containerd://ff00", "cri-o://aa"])],
+            false,
+        )
+        .unwrap();
         assert_eq!(ok[0].uid, "abc-123");
         assert_eq!(ok[0].containers, ["ff00", "aa"]);
     }
