@@ -1,7 +1,7 @@
 //! The experiment's pod and label selectors: resolved before registration, then followed
-//! (`kubernetes::PodWatch`). A window during which a service's pods changed (a restart, a move,
-//! a scale) is not kept: the changed services are registered again with their new pods, a
-//! warning says so, and the window is measured again.
+//! (`kubernetes::PodWatch`). Before every window the services whose pods changed (a restart, a
+//! move, a scale) are registered again with their new pods; a window during which they changed
+//! is not kept: a warning says so and the window is measured again.
 
 use std::collections::BTreeMap;
 
@@ -19,6 +19,8 @@ pub(super) const MAX_DISCARDED: usize = 5;
 pub(super) struct Pods {
     placement: Placement,
     watch: Option<PodWatch>,
+    /// The watch's generation the agents' registrations reflect.
+    applied: u64,
 }
 
 impl Pods {
@@ -33,6 +35,7 @@ impl Pods {
         Ok(Pods {
             placement,
             watch: None,
+            applied: 0,
         })
     }
 
@@ -55,18 +58,23 @@ impl Pods {
         self.watch.as_ref().map_or(0, PodWatch::generation)
     }
 
-    /// After a window that saw changes: the services whose pods changed are registered again
-    /// with their new pods, `reg` updated; returns a warning naming them.
+    /// Pods changed since the agents were last told.
+    pub(super) fn pending(&self) -> bool {
+        self.generation() != self.applied
+    }
+
+    /// The services whose pods changed are registered again with their new pods, `reg`
+    /// updated; returns what changed, in words (`cart` now ["shop/cart-0", ...]).
     pub(super) fn apply_changes(
         &mut self,
         agents: &[SharedAgent],
         services: &BTreeMap<String, api::ServiceSpec>,
         reg: &mut Registration,
-        phase: &str,
     ) -> Result<String, RunError> {
         let Some(watch) = &self.watch else {
             return Ok(String::new());
         };
+        self.applied = watch.generation();
         let mut changed = BTreeMap::new();
         let mut what = Vec::new();
         for (service, set) in watch.sets() {
@@ -91,9 +99,6 @@ impl Pods {
             agents::register_placed(agents, &changed, |n, s, i| placement.spec_for(n, s, i))?;
         reg.owners.extend(again.owners);
         reg.listen_ports.extend(again.listen_ports);
-        Ok(format!(
-            "pods changed during the {phase} window ({}): the window was discarded and measured again",
-            what.join("; ")
-        ))
+        Ok(what.join("; "))
     }
 }

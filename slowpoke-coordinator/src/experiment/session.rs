@@ -244,14 +244,20 @@ impl<'a> Session<'a> {
     /// which pods of the app changed is discarded and measured again ([`Pods`]).
     pub(super) fn measure(&mut self, phase: &str, repetition: usize) -> Result<Measured, RunError> {
         for _ in 0..MAX_DISCARDED {
+            if self.pods.pending() {
+                let what = self
+                    .pods
+                    .apply_changes(self.agents, &self.services, &mut self.reg)?;
+                tracing::info!("pods changed ({what}): registered again");
+            }
             let generation = self.pods.generation();
             let m = self.measure_once(phase)?;
             if self.pods.generation() == generation {
                 return self.keep(m, phase, repetition);
             }
-            let warning =
-                self.pods
-                    .apply_changes(self.agents, &self.services, &mut self.reg, phase)?;
+            let warning = format!(
+                "pods changed during a {phase} window: the window was discarded and measured again with the new pods"
+            );
             tracing::warn!("{warning}");
             self.warnings.push(warning);
         }

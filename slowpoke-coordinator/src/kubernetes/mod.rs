@@ -119,10 +119,6 @@ impl Cluster {
         Ok(Cluster { rt, client })
     }
 
-    fn api(&self, namespace: &str) -> Api<Pod> {
-        Api::namespaced(self.client.clone(), namespace)
-    }
-
     /// The selector's running pods now, and the list's `resourceVersion` (where a watch
     /// starts). A named pod that does not exist or does not run, or a label selector matching
     /// no running pod, is an error saying so.
@@ -140,24 +136,26 @@ impl Cluster {
     /// Like [`Cluster::pods`], but an empty set is a set (during an experiment, a Deployment
     /// scaled to zero has no members, and the watch waits for new ones).
     pub(crate) fn list(&self, sel: &KubeSelector) -> Result<PodSet, KubeError> {
-        self.rt.block_on(self.fetch(sel))
+        self.rt.block_on(fetch(&self.client, sel))
     }
+}
 
-    /// A named pod with `get` (404, a `Status` object, when there is none), a label selector
-    /// with `list` (its `resourceVersion` is where a watch starts).
-    pub(crate) async fn fetch(&self, sel: &KubeSelector) -> Result<PodSet, KubeError> {
-        let api = self.api(&sel.namespace);
-        match &sel.pod {
-            Some(name) => api
-                .get(name)
-                .await
-                .map(|pod| PodSet::from_pods(&[pod], None))
-                .map_err(|e| pods::api_error(e, "get", sel)),
-            None => api
-                .list(&ListParams::default().labels(&sel.label_selector()))
-                .await
-                .map(|l| PodSet::from_list(&l))
-                .map_err(|e| pods::api_error(e, "list", sel)),
-        }
+/// A named pod with `get` (404, a `Status` object, when there is none), a label selector with
+/// `list` (its `resourceVersion` is where a watch starts). A free function over the client, not
+/// a method of [`Cluster`]: the watch tasks run on the cluster's runtime and must not hold it
+/// (a runtime cannot be dropped from one of its own tasks).
+async fn fetch(client: &kube::Client, sel: &KubeSelector) -> Result<PodSet, KubeError> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), &sel.namespace);
+    match &sel.pod {
+        Some(name) => api
+            .get(name)
+            .await
+            .map(|pod| PodSet::from_pods(&[pod], None))
+            .map_err(|e| pods::api_error(e, "get", sel)),
+        None => api
+            .list(&ListParams::default().labels(&sel.label_selector()))
+            .await
+            .map(|l| PodSet::from_list(&l))
+            .map_err(|e| pods::api_error(e, "list", sel)),
     }
 }

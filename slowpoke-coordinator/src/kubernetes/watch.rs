@@ -37,7 +37,8 @@ struct Shared {
 pub struct PodWatch {
     shared: Arc<Mutex<Shared>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
-    cluster: Arc<Cluster>,
+    /// Keeps the runtime the tasks run on.
+    _cluster: Arc<Cluster>,
 }
 
 impl PodWatch {
@@ -56,26 +57,19 @@ impl PodWatch {
         let tasks = selectors
             .into_iter()
             .map(|(service, (sel, set))| {
-                let api = cluster.api(&sel.namespace);
-                let cluster2 = cluster.clone();
+                // The client only: a task holding the cluster (its runtime) could be the one to
+                // drop it, which a runtime refuses.
+                let client = cluster.client.clone();
                 let shared = shared.clone();
                 cluster.rt.spawn(async move {
-                    follow(
-                        &cluster2,
-                        &api,
-                        &service,
-                        &sel,
-                        set.resource_version,
-                        &shared,
-                    )
-                    .await;
+                    follow(&client, &service, &sel, set.resource_version, &shared).await;
                 })
             })
             .collect();
         PodWatch {
             shared,
             tasks,
-            cluster,
+            _cluster: cluster,
         }
     }
 
@@ -100,7 +94,6 @@ impl Drop for PodWatch {
         for t in &self.tasks {
             t.abort();
         }
-        let _ = &self.cluster;
     }
 }
 
@@ -110,20 +103,20 @@ fn lock(m: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
 
 /// Watches one selector until aborted.
 async fn follow(
-    cluster: &Cluster,
-    api: &Api<Pod>,
+    client: &kube::Client,
     service: &str,
     sel: &KubeSelector,
     mut rv: String,
     shared: &Mutex<Shared>,
 ) {
+    let api: Api<Pod> = Api::namespaced(client.clone(), &sel.namespace);
     let mut wp = WatchParams::default().timeout(WATCH_TIMEOUT_S);
     wp = match &sel.pod {
         Some(name) => wp.fields(&format!("metadata.name={name}")),
         None => wp.labels(&sel.label_selector()),
     };
     loop {
-        match watch_once(api, &wp, &rv).await {
+        match watch_once(&api, &wp, &rv).await {
             Ok(Next::Resume(at)) => {
                 rv = at;
                 continue;
@@ -134,7 +127,7 @@ async fn follow(
                 tokio::time::sleep(RETRY).await;
             }
         }
-        match relist(cluster, sel).await {
+        match relist(client, sel).await {
             Ok(set) => {
                 rv.clone_from(&set.resource_version);
                 let mut s = lock(shared);
@@ -199,8 +192,8 @@ async fn watch_once(api: &Api<Pod>, wp: &WatchParams, rv: &str) -> Result<Next, 
 }
 
 /// The selector's set now (an empty set is a set: scaled to zero, the named pod deleted).
-async fn relist(cluster: &Cluster, sel: &KubeSelector) -> Result<PodSet, KubeError> {
-    match cluster.fetch(sel).await {
+async fn relist(client: &kube::Client, sel: &KubeSelector) -> Result<PodSet, KubeError> {
+    match super::fetch(client, sel).await {
         Err(KubeError::NoSuchPod { .. }) => Ok(PodSet::default()),
         r => r,
     }
