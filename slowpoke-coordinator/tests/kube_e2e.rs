@@ -142,7 +142,10 @@ fn a_what_if_by_label_runs_on_pods_found_in_kubelet_cgroups() {
     // Whether the gain shows on 2 shared cores is testkit's real_app test's business; here:
     // the app measured through its pods, a prediction made.
     assert!(r.baseline_rps > 0.0, "{r:?}");
-    assert!(r.predicted_rps.is_finite() && r.predicted_rps > 0.0, "{r:?}");
+    assert!(
+        r.predicted_rps.is_finite() && r.predicted_rps > 0.0,
+        "{r:?}"
+    );
     let row = |name: &str| {
         r.services
             .iter()
