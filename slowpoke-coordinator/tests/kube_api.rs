@@ -277,3 +277,28 @@ fn the_watch_follows_restarts_scaling_and_a_410() {
     );
     assert!(watch.take_errors().is_empty());
 }
+
+/// `slowpoke serve` runs experiments on tokio's blocking pool (`spawn_what_if`): the
+/// connection, its calls and its drop must work from there too, not only from a plain thread.
+#[test]
+fn the_client_works_from_tokios_blocking_pool() {
+    let api = shop();
+    let kubeconfig = api.kubeconfig.clone();
+    let outer = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let n = outer
+        .block_on(outer.spawn_blocking(move || {
+            let access = KubeAccess::new(Some(kubeconfig));
+            let n = access
+                .cluster()
+                .and_then(|c| c.pods(&sel("label:shop/app=cart")))
+                .map(|s| s.pods.len());
+            drop(access);
+            n
+        }))
+        .expect("joined");
+    assert_eq!(n.expect("resolved"), 2);
+}
