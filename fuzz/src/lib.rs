@@ -30,10 +30,13 @@ where
 /// written back as `kind:value` and parsed again.
 pub fn assert_selector_sane(input: &str, spec: &ServiceSpec) {
     let given = [
-        spec.ports.is_some(),
+        // `+port:` after a pod or label selector is part of it, not a second selector.
+        spec.ports.is_some() && spec.kubernetes.is_none(),
         spec.pids.is_some(),
         spec.cgroup.is_some(),
         spec.comm.is_some(),
+        spec.kubernetes.is_some(),
+        spec.pods.is_some(),
     ];
     assert_eq!(
         given.iter().filter(|g| **g).count(),
@@ -44,7 +47,12 @@ pub fn assert_selector_sane(input: &str, spec: &ServiceSpec) {
         spec.cores.is_none() && spec.listen_ports.is_none(),
         "`{input}` set more than a selector: {spec:?}"
     );
-    let written = if let Some(ports) = &spec.ports {
+    let written = if let Some(k) = &spec.kubernetes {
+        match &spec.ports {
+            Some(ports) => format!("{}+port:{}", k.display(), join(ports)),
+            None => k.display(),
+        }
+    } else if let Some(ports) = &spec.ports {
         assert!(
             !ports.is_empty() && !ports.contains(&0),
             "`{input}`: {ports:?}"

@@ -105,6 +105,12 @@ struct Args {
     /// modelled (the one-machine cluster's load generator). Default: everything on the CPUs.
     #[arg(long, value_name = "PATH")]
     node_cgroup: Option<PathBuf>,
+    /// Where the kubelet's pod cgroups are (`kubepods.slice/…` or `kubepods/…` directly below
+    /// it), for `pods` selectors: a kubelet with its own `--cgroup-root`, or the host's cgroupfs
+    /// mounted elsewhere in the agent's container. Repeatable, searched in order. Default: the
+    /// cgroup2 mount, then the cgroup v1 `cpu` and `pids` hierarchies.
+    #[arg(long = "pod-cgroup-root", value_name = "PATH")]
+    pod_cgroup_root: Vec<PathBuf>,
     /// Log filter (error, warn, info, debug, trace, or a tracing directive such as
     /// `slowpoke_agent=debug`).
     #[arg(long, default_value = "info")]
@@ -241,6 +247,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         sync_listen_defaulted: args.sync_listen.is_none(),
         node_cpus: node_cpus(args.node_cpus.as_deref())?,
         node_cgroup: node_cgroup(args.node_cgroup)?,
+        pod_cgroup_roots: args.pod_cgroup_root,
         #[cfg(feature = "test-hooks")]
         test_hooks: args.test_hooks,
         ..AgentConfig::default()

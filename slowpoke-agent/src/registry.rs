@@ -2,11 +2,14 @@
 //! so new workers join and dead ones leave), their listening ports, their usable CPUs and their
 //! CPU time.
 
+pub mod pods;
+
 use std::{
     collections::{BTreeMap, BTreeSet},
     path::{Path, PathBuf},
 };
 
+pub use self::pods::PodSelector;
 use crate::{
     api::{ExcludedProcess, ServiceSpec},
     error::AgentError,
@@ -38,6 +41,8 @@ pub enum Selector {
     Ports(Vec<u16>),
     Cgroup(PathBuf),
     Comm(String),
+    /// Kubernetes pods (by UID) in the kubelet's cgroups; see [`pods`].
+    Pods(PodSelector),
 }
 
 /// The processes no selector may reach (the agent's protection rules, `safety::protect`),
@@ -79,15 +84,28 @@ pub struct Resolved {
 }
 
 const SELECTOR_HELP: &str = "give exactly one of {\"ports\":[8080]}, {\"pids\":[123]}, \
-                             {\"cgroup\":\"/sys/fs/cgroup/...\"}, {\"comm\":\"nginx\"}";
+                             {\"cgroup\":\"/sys/fs/cgroup/...\"}, {\"comm\":\"nginx\"}, \
+                             {\"pods\":[{\"uid\":\"...\",\"name\":\"ns/pod\"}]} (with \
+                             \"ports\" or without)";
 
 impl Selector {
-    /// Checks a spec: exactly one non-empty selector, a sane `cores` override.
-    pub fn from_spec(spec: &ServiceSpec) -> Result<Selector, AgentError> {
-        let given = usize::from(spec.ports.is_some())
+    /// Checks a spec: exactly one non-empty selector, a sane `cores` override. `pod_roots`:
+    /// where a `pods` selector looks for the kubelet's cgroups (empty: the cgroup mounts).
+    pub fn from_spec(spec: &ServiceSpec, pod_roots: &[PathBuf]) -> Result<Selector, AgentError> {
+        if let Some(k) = &spec.kubernetes {
+            return Err(AgentError::BadRequest(format!(
+                "`{}` is a pod or label selector: the coordinator resolves it through the \
+                 Kubernetes API (slowpoke what-if, POST /v1/experiments) and gives each agent \
+                 \"pods\" (UIDs and container ids); an agent never reads the Kubernetes API",
+                k.display()
+            )));
+        }
+        // `ports` with `pods` means the ports inside the pods: one selector, not two.
+        let given = usize::from(spec.ports.is_some() && spec.pods.is_none())
             + usize::from(spec.pids.is_some())
             + usize::from(spec.cgroup.is_some())
-            + usize::from(spec.comm.is_some());
+            + usize::from(spec.comm.is_some())
+            + usize::from(spec.pods.is_some());
         if given != 1 {
             return Err(AgentError::BadRequest(format!(
                 "{} selectors given: {SELECTOR_HELP}",
@@ -108,7 +126,26 @@ impl Selector {
                 "\"listen_ports\" must not contain port 0".into(),
             ));
         }
-        let sel = if let Some(p) = &spec.ports {
+        let sel = if let Some(pods) = &spec.pods {
+            if spec
+                .ports
+                .as_ref()
+                .is_some_and(|p| p.is_empty() || p.contains(&0))
+            {
+                return Err(AgentError::BadRequest(
+                    "\"ports\" must list at least one port, none of them 0".into(),
+                ));
+            }
+            Selector::Pods(PodSelector {
+                pods: pods::check(pods, spec.may_be_absent)?,
+                ports: spec.ports.clone(),
+                roots: if pod_roots.is_empty() {
+                    pods::default_roots()
+                } else {
+                    pod_roots.to_vec()
+                },
+            })
+        } else if let Some(p) = &spec.ports {
             if p.is_empty() || p.contains(&0) {
                 return Err(AgentError::BadRequest(
                     "\"ports\" must list at least one port, none of them 0".into(),
@@ -187,16 +224,25 @@ impl Selector {
                         dir.display()
                     ))
                 })?;
-                let v2 = procfs::is_cgroup2(dir);
-                let mut all = BTreeSet::new();
-                for d in procfs::cgroup_tree(dir) {
-                    let procs = procfs::cgroup_procs(&d);
-                    all.extend(&procs);
-                    if v2 {
-                        v2_dirs.push((d, procs));
+                cgroup_members(std::slice::from_ref(dir), &mut v2_dirs)
+            }
+            Selector::Pods(sel) => {
+                let (dirs, _missing) = pods::dirs(sel);
+                let all = cgroup_members(&dirs, &mut v2_dirs);
+                match &sel.ports {
+                    None => all,
+                    Some(ports) => {
+                        // Only the processes listening there, so the kernel may not count
+                        // their cgroups as a whole.
+                        v2_dirs.clear();
+                        let all: Vec<u32> = all.into_iter().collect();
+                        procfs::listening_ports_by_pid(&all)
+                            .into_iter()
+                            .filter(|(_, port)| ports.contains(port))
+                            .map(|(pid, _)| pid)
+                            .collect()
                     }
                 }
-                all
             }
             Selector::Comm(c) => {
                 // The kernel truncates comm to 15 bytes.
@@ -232,7 +278,7 @@ impl Selector {
         let listen_ports_given = listen_ports.is_some();
         let listen_ports = match (listen_ports, self) {
             (Some(p), _) => p.to_vec(),
-            (None, Selector::Ports(p)) => {
+            (None, Selector::Ports(p) | Selector::Pods(PodSelector { ports: Some(p), .. })) => {
                 let mut p = p.clone();
                 p.sort_unstable();
                 p.dedup();
@@ -243,7 +289,11 @@ impl Selector {
         // Given ports name the visit ports; whatever else the processes listen on is theirs too
         // (its traffic must not look like outgoing calls to an unregistered dependency).
         // (Discovered visit ports are already all of them.)
-        let other_ports = if listen_ports_given || matches!(self, Selector::Ports(_)) {
+        let by_port = matches!(
+            self,
+            Selector::Ports(_) | Selector::Pods(PodSelector { ports: Some(_), .. })
+        );
+        let other_ports = if listen_ports_given || by_port {
             procfs::listen_ports_of(&pids)
                 .into_iter()
                 .filter(|p| !listen_ports.contains(p))
@@ -284,11 +334,38 @@ impl Selector {
             Selector::Ports(p) => format!("no process listens on TCP port(s) {p:?}"),
             Selector::Cgroup(c) => format!("cgroup {} has no processes", c.display()),
             Selector::Comm(c) => format!("no process is named {c:?} (see /proc/PID/comm)"),
+            Selector::Pods(sel) => {
+                let names: Vec<&str> = sel.pods.iter().map(|p| p.name.as_str()).collect();
+                match &sel.ports {
+                    Some(p) => format!(
+                        "no process of pod(s) {names:?} listens on TCP port(s) {p:?} in its \
+                         network namespace"
+                    ),
+                    None => format!("pod(s) {names:?} have no processes"),
+                }
+            }
         };
         AgentError::BadRequest(format!(
             "selector matches no process: {what}; start the service first"
         ))
     }
+}
+
+/// Every process of the cgroup directories `dirs` and their descendants; the v2 directories
+/// and their own processes are added to `v2_dirs` (their ids may go to the kernel).
+fn cgroup_members(dirs: &[PathBuf], v2_dirs: &mut Vec<(PathBuf, BTreeSet<u32>)>) -> BTreeSet<u32> {
+    let mut all = BTreeSet::new();
+    for dir in dirs {
+        let v2 = procfs::is_cgroup2(dir);
+        for d in procfs::cgroup_tree(dir) {
+            let procs = procfs::cgroup_procs(&d);
+            all.extend(&procs);
+            if v2 {
+                v2_dirs.push((d, procs));
+            }
+        }
+    }
+    all
 }
 
 /// A sum of per-key counters (per process or per thread) kept monotonic when keys go away: the
@@ -398,7 +475,7 @@ mod tests {
     fn exactly_one_selector() {
         let none = ServiceSpec::default();
         assert!(matches!(
-            Selector::from_spec(&none),
+            Selector::from_spec(&none, &[]),
             Err(AgentError::BadRequest(_))
         ));
         let two = ServiceSpec {
@@ -407,7 +484,7 @@ mod tests {
             ..Default::default()
         };
         assert!(matches!(
-            Selector::from_spec(&two),
+            Selector::from_spec(&two, &[]),
             Err(AgentError::BadRequest(_))
         ));
         let empty = ServiceSpec {
@@ -415,7 +492,7 @@ mod tests {
             ..Default::default()
         };
         assert!(matches!(
-            Selector::from_spec(&empty),
+            Selector::from_spec(&empty, &[]),
             Err(AgentError::BadRequest(_))
         ));
         let ok = ServiceSpec {
@@ -423,7 +500,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            Selector::from_spec(&ok).expect("valid"),
+            Selector::from_spec(&ok, &[]).expect("valid"),
             Selector::Comm("nginx".into())
         );
     }

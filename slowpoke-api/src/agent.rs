@@ -13,14 +13,17 @@ pub use crate::ErrorBody;
 /// How a service is found on this node. Exactly one selector per service.
 ///
 /// Wire form: `{"ports":[8080]}`, `{"pids":[123,124]}`, `{"cgroup":"/sys/fs/cgroup/..."}`,
-/// `{"comm":"nginx"}`. Optional extras in the same object: `"cores"` (override of the measured
+/// `{"comm":"nginx"}`, `{"pods":[{"uid":"...","name":"shop/cart-0","containers":["..."]}]}`
+/// (optionally with `"ports"`: then the ports are looked up inside the pods' network
+/// namespaces). Optional extras in the same object: `"cores"` (override of the measured
 /// effective parallelism) and `"listen_ports"` (the service's listening ports when they cannot be
 /// discovered from /proc).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ServiceSpec {
-    /// Processes owning a listening TCP socket on one of these ports.
+    /// Processes owning a listening TCP socket on one of these ports: in the agent's network
+    /// namespace (the host's), or, given with `pods`, in the pods' own network namespaces.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(min_items = 1))]
     pub ports: Option<Vec<u16>>,
@@ -34,6 +37,18 @@ pub struct ServiceSpec {
     /// Every process whose `comm` (/proc/PID/comm) equals this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comm: Option<String>,
+    /// Every process of these Kubernetes pods on this node (of the listed containers only,
+    /// when a pod lists any), found in the kubelet's cgroups (systemd or cgroupfs driver,
+    /// cgroup v2 or v1). The coordinator fills it in from a `kubernetes` selector: the agent
+    /// never talks to the Kubernetes API. Empty only with `may_be_absent` (none of the
+    /// service's pods is on this node).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pods: Option<Vec<PodMember>>,
+    /// A pod or label selector (`pod:NS/NAME`, `label:NS/k=v`) for the coordinator to resolve
+    /// through the Kubernetes API into `pods`, one node's pods per agent. Agents refuse it (400):
+    /// only the coordinator's `POST /v1/experiments` and `slowpoke what-if` take it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<KubeSelector>,
     /// Override of the effective parallelism `cores` reported in stats.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cores: Option<f64>,
@@ -48,6 +63,58 @@ pub struct ServiceSpec {
     /// refused (400, or 403 for protected processes), which catches a mistyped selector.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub may_be_absent: bool,
+}
+
+/// One Kubernetes pod of a service, as the coordinator resolved it for the agent of the pod's
+/// node (`ServiceSpec::pods`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct PodMember {
+    /// The pod's `metadata.uid`: the kubelet names the pod's cgroup after it.
+    pub uid: String,
+    /// `NAMESPACE/NAME`, for messages.
+    pub name: String,
+    /// Ids of the pod's running containers (`status.containerStatuses[].containerID` without
+    /// the `containerd://`, `cri-o://` or `docker://` prefix). Empty: every process of the pod,
+    /// its sandbox (`pause`) included.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub containers: Vec<String>,
+}
+
+/// Pods chosen by name or by labels in one namespace (`pod:NS/NAME`, `label:NS/k=v[,k=v]`):
+/// the coordinator resolves it through the Kubernetes API (docs/api.md, "Pod and label
+/// selectors").
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct KubeSelector {
+    pub namespace: String,
+    /// One pod by name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    /// Every pod carrying all these labels (a Deployment's replicas).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+impl KubeSelector {
+    /// How the user wrote it (`pod:shop/cart-0`, `label:shop/app=cart`), for messages.
+    pub fn display(&self) -> String {
+        match &self.pod {
+            Some(p) => format!("pod:{}/{p}", self.namespace),
+            None => format!("label:{}/{}", self.namespace, self.label_selector()),
+        }
+    }
+
+    /// The labels as the API's `labelSelector` query (`app=cart,tier=web`).
+    pub fn label_selector(&self) -> String {
+        self.labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
 }
 
 /// A registered service as the agent sees it now (`GET /v1/services`, `PUT` answer).

@@ -22,7 +22,9 @@ pub(crate) struct CommonArgs {
     /// Change the topology before starting it: svc.endpoint.key=value or svc.key=value.
     #[arg(long = "set", value_name = "SET")]
     pub(crate) set: Vec<String>,
-    /// A service of a running app: NAME=SELECTOR (port:8080, pid:123, comm:nginx, cgroup:/path).
+    /// A service of a running app: NAME=SELECTOR (port:8080, pid:123, comm:nginx, cgroup:/path,
+    /// pod:NAMESPACE/NAME or label:NAMESPACE/key=value[,key=value], either one optionally with
+    /// +port:8080 for the port inside the pods).
     #[arg(long = "service", value_name = "NAME=SELECTOR")]
     pub(crate) service: Vec<String>,
     /// The URL end-to-end requests enter through (with --service).
@@ -112,6 +114,10 @@ pub(crate) struct AgentArgs {
     /// State directory of the in-process agent (default /run/slowpoke; one agent per directory).
     #[arg(long, value_name = "DIR")]
     pub(crate) agent_state_dir: Option<PathBuf>,
+    /// The kubeconfig that pod: and label: selectors are resolved with (default: $KUBECONFIG,
+    /// ~/.kube/config, or the pod's service account when slowpoke runs in the cluster).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) kubeconfig: Option<PathBuf>,
 }
 
 impl AgentArgs {
@@ -124,6 +130,7 @@ impl AgentArgs {
         }
         merge_opt(&mut self.agent_token_file, f.agent_token_file);
         merge_opt(&mut self.agent_state_dir, f.agent_state_dir);
+        merge_opt(&mut self.kubeconfig, f.kubeconfig);
     }
 }
 

@@ -291,6 +291,7 @@ fn eval_agents(
                 cluster: None,
                 agent_token_file: a.agents.agent_token_file.clone(),
                 agent_state_dir: a.agents.agent_state_dir.clone(),
+                kubeconfig: None,
             },
             a.max_stopped_share,
             Some(EVAL_MAX_PLAN_STOPPED_SHARE),

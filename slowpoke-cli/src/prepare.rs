@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use anyhow::bail;
 use slowpoke_coordinator::experiment::{Backends, LoadConfig, LoadStarter as _};
+use slowpoke_coordinator::kubernetes::KubeAccess;
 use slowpoke_coordinator::lease::Lease;
 use slowpoke_coordinator::real::{CommandTruthApp, RealLoadStarter, TruthCommands};
 use slowpoke_coordinator::spec_builder::Emulator;
@@ -85,6 +86,7 @@ pub(crate) fn prepare(
         app,
         load: Arc::new(RealLoadStarter),
         lease,
+        kubernetes: Arc::new(KubeAccess::new(c.agents.kubeconfig.clone())),
     };
     Ok(Prepared {
         rt,

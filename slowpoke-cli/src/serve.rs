@@ -71,7 +71,7 @@ pub(crate) fn serve(a: &ServeArgs) -> anyhow::Result<()> {
             .clone()
             .unwrap_or_else(ResultStore::default_dir),
         agents: set.agents.clone(),
-        launcher: Arc::new(launcher()),
+        launcher: Arc::new(launcher().with_kubeconfig(a.agents.kubeconfig.clone())),
         policy,
         lease,
     };

@@ -218,6 +218,22 @@ fn unknown_target_and_bad_selectors_are_named() {
         &[
             "what-if",
             "--service",
+            "cart=label:shop/app",
+            "--entry",
+            "http://127.0.0.1:1/",
+            "--target",
+            "cart",
+            "--speedup",
+            "2x",
+            "--kubeconfig",
+            "/nonexistent/kubeconfig",
+        ],
+        "`app` is not key=value (e.g. label:shop/app=cart)",
+    );
+    fails_with(
+        &[
+            "what-if",
+            "--service",
             "cart=nginx",
             "--entry",
             "http://127.0.0.1:1/",

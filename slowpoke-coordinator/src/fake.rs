@@ -46,6 +46,8 @@ struct State {
     noise_idx: usize,
     log: Vec<String>,
     registered: Vec<String>,
+    /// The last spec each service was registered with.
+    specs: BTreeMap<String, api::ServiceSpec>,
     /// Error ratio the load reports while a plan is in force.
     pub slow_error_ratio: f64,
     cap_when_slow: bool,
@@ -130,6 +132,7 @@ impl FakeWorld {
                 noise_idx: 0,
                 log: Vec::new(),
                 registered: Vec::new(),
+                specs: BTreeMap::new(),
                 slow_error_ratio: 0.0,
                 cap_when_slow: false,
                 fail_set_slowdown: false,
@@ -239,6 +242,11 @@ impl FakeWorld {
         self.lock().truth.is_some()
     }
     /// Services registered now.
+    /// The last spec `name` was registered with.
+    pub fn spec_of(&self, name: &str) -> Option<api::ServiceSpec> {
+        self.lock().specs.get(name).cloned()
+    }
+
     pub fn registered(&self) -> Vec<String> {
         self.lock().registered.clone()
     }
@@ -260,6 +268,7 @@ impl FakeWorld {
             noise_idx: 0,
             log: vec![],
             registered: vec![],
+            specs: BTreeMap::new(),
             slow_error_ratio: 0.0,
             cap_when_slow: false,
             fail_set_slowdown: false,
@@ -282,6 +291,7 @@ impl FakeWorld {
             app: Box::new(FakeApp(self.clone())),
             load: Arc::new(FakeLoadStarter(self.clone())),
             lease: Lease::new("fake-experiment", DEFAULT_LEASE),
+            kubernetes: std::sync::Arc::default(),
         }
     }
 }
@@ -292,6 +302,10 @@ pub struct FakeAgent(pub FakeWorld);
 impl AgentClient for FakeAgent {
     fn name(&self) -> String {
         "fake".into()
+    }
+    /// The Kubernetes node the fake pods of pod and label selectors run on.
+    fn node(&self) -> Option<String> {
+        Some("fake-node".into())
     }
     fn health(&self) -> Result<api::Health, AgentError> {
         Ok(api::Health {
@@ -319,6 +333,7 @@ impl AgentClient for FakeAgent {
         if !s.registered.iter().any(|r| r == name) {
             s.registered.push(name.to_owned());
         }
+        s.specs.insert(name.to_owned(), spec.clone());
         Ok(api::ServiceInfo {
             name: name.to_owned(),
             spec: spec.clone(),

@@ -6,6 +6,8 @@
 //! - [`stats`]: robust statistics over repetitions.
 //! - [`agents`]: [`agents::AgentClient`] over HTTP (TCP or the node daemon's socket) or in-process.
 //! - [`experiment`]: the runner (windows, interleaving, precision, safety, cleanup).
+//! - [`kubernetes`]: pod and label selectors resolved through the Kubernetes API and placed on
+//!   the agents of the pods' nodes, followed during the experiment.
 //! - [`lease`]: the experiment's owner id and lease on the agents, renewed while it runs.
 //! - [`results`]: JSON files under a results directory.
 //! - [`real`]: the real agent (in-process, feature `in-process`), load generator and scripted
@@ -23,6 +25,7 @@ pub mod agents;
 pub mod experiment;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
+pub mod kubernetes;
 pub mod lease;
 pub mod model;
 pub mod plot;

@@ -644,6 +644,7 @@ pub fn run(
                 app: Box::new(app.clone()),
                 load: Arc::new(RealLoadStarter),
                 lease: Lease::default(),
+                kubernetes: std::sync::Arc::default(),
             };
             let point = match experiment::run_what_if(&spec, &mut backends, monitor) {
                 Ok(r) => {

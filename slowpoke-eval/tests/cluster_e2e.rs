@@ -76,6 +76,7 @@ fn a_what_if_across_two_nodes_matches_the_ground_truth() {
         app: Box::new(app),
         load: std::sync::Arc::new(RealLoadStarter),
         lease: Lease::new(&new_id("e2e", "cluster"), DEFAULT_LEASE),
+        kubernetes: std::sync::Arc::default(),
     };
     let spec = WhatIfSpec {
         target: "middle".into(),

@@ -76,6 +76,7 @@ fn on_chain3_with<T>(
         app: Box::new(app),
         load: Arc::new(RealLoadStarter),
         lease: Lease::new(&new_id("e2e", "chain3"), DEFAULT_LEASE),
+        kubernetes: std::sync::Arc::default(),
     };
     let r = run(&mut backends);
     drop(backends);

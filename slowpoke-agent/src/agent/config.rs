@@ -79,6 +79,10 @@ pub struct AgentConfig {
     /// processes' CPU time, so programs on the same CPUs but not on the node (the one-machine
     /// cluster's load generator) do not count as the node's load. None: everything on the CPUs.
     pub node_cgroup: Option<std::path::PathBuf>,
+    /// Where `pods` selectors look for the kubelet's pod cgroups (`--pod-cgroup-root`,
+    /// repeatable). Empty (the default): the cgroup2 mount, then the v1 `cpu` and `pids`
+    /// hierarchies (`registry::pods::default_roots`).
+    pub pod_cgroup_roots: Vec<PathBuf>,
     /// TEST ONLY (cargo feature `test-hooks`, absent from release builds). Keep running when the
     /// kernel programs do not load (no visits, no plans) and enable the manual pause endpoint
     /// `POST /v1/debug/pause/{name}`.
@@ -106,6 +110,7 @@ impl Default for AgentConfig {
             sync_listen_defaulted: false,
             node_cpus: None,
             node_cgroup: None,
+            pod_cgroup_roots: Vec::new(),
             #[cfg(feature = "test-hooks")]
             test_hooks: false,
         }

@@ -118,11 +118,17 @@ pub(super) fn apply_resolution(
 }
 
 /// The cgroup directories whose processes the guardian resumes for a service: a cgroup
-/// selector's directory and every cgroup below it now (the kernel knows the service by those
-/// cgroups, so it may stop a process that joined one after the last resolution).
+/// selector's directory and every cgroup below it now, and so for the pods' (or their
+/// containers') cgroups (the kernel knows the service by those cgroups, so it may stop a
+/// process that joined one after the last resolution).
 pub(super) fn listed_cgroups(selector: &Selector) -> Vec<PathBuf> {
     match selector {
         Selector::Cgroup(dir) => procfs::cgroup_tree(dir),
+        Selector::Pods(pods) if pods.ports.is_none() => registry::pods::dirs(pods)
+            .0
+            .iter()
+            .flat_map(|d| procfs::cgroup_tree(d))
+            .collect(),
         _ => Vec::new(),
     }
 }

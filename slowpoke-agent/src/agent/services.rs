@@ -29,8 +29,16 @@ impl Agent {
     pub fn put_service(&self, name: &str, spec: ServiceSpec) -> Result<ServiceInfo, AgentError> {
         self.check_running()?;
         registry::validate_name(name)?;
-        let selector = Selector::from_spec(&spec)?;
+        let selector = Selector::from_spec(&spec, &self.inner.cfg.pod_cgroup_roots)?;
         selector.check_process_ids()?;
+        if let Selector::Pods(pods) = &selector {
+            // The coordinator sends each agent its node's pods: one not found here is a
+            // mismatch (another node, a restarted container) to report, not to wait for.
+            let (_, missing) = registry::pods::dirs(pods);
+            if !missing.is_empty() {
+                return Err(registry::pods::not_found(pods, &missing));
+            }
+        }
         let protection = self.protection();
         let resolved = selector.resolve(spec.listen_ports.as_deref(), &protection)?;
         let elsewhere = resolved

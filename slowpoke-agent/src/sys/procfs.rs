@@ -309,10 +309,20 @@ fn own_listening_sockets() -> HashMap<u64, u16> {
 
 /// The TCP ports the given processes listen on, read from each process's own network namespace.
 pub fn listen_ports_of(pids: &[u32]) -> Vec<u16> {
+    let ports: BTreeSet<u16> = listening_ports_by_pid(pids)
+        .into_iter()
+        .map(|(_, port)| port)
+        .collect();
+    ports.into_iter().collect()
+}
+
+/// Every (process, port) where one of `pids` owns a listening TCP socket, read from the
+/// process's own network namespace (a pod's ports are in the pod's, not the agent's).
+pub fn listening_ports_by_pid(pids: &[u32]) -> BTreeSet<(u32, u16)> {
     // One table per network namespace, not per process; the agent's own one from sock_diag.
     let own_ns = fs::read_link("/proc/self/ns/net").ok();
     let mut tables: HashMap<PathBuf, HashMap<u64, u16>> = HashMap::new();
-    let mut ports = BTreeSet::new();
+    let mut out = BTreeSet::new();
     for &pid in pids {
         let Ok(ns) = fs::read_link(format!("/proc/{pid}/ns/net")) else {
             continue;
@@ -327,11 +337,11 @@ pub fn listen_ports_of(pids: &[u32]) -> Vec<u16> {
         });
         for inode in socket_inodes(pid) {
             if let Some(&port) = table.get(&inode) {
-                ports.insert(port);
+                out.insert((pid, port));
             }
         }
     }
-    ports.into_iter().collect()
+    out
 }
 
 /// True when `path` is on a cgroup2 filesystem.

@@ -8,9 +8,9 @@ use super::BearerScheme;
 
 use crate::ErrorBody;
 use crate::agent::{
-    ExcludedProcess, Health, LeaseRenewal, Mode, NodeStats, PauseInfo, PeerSyncStats, ServiceDelay,
-    ServiceInfo, ServiceList, ServiceSpec, ServiceStats, SlowdownPlan, Stats, StopCap, SyncPeers,
-    UnregisteredDependency,
+    ExcludedProcess, Health, KubeSelector, LeaseRenewal, Mode, NodeStats, PauseInfo, PeerSyncStats,
+    PodMember, ServiceDelay, ServiceInfo, ServiceList, ServiceSpec, ServiceStats, SlowdownPlan,
+    Stats, StopCap, SyncPeers, UnregisteredDependency,
 };
 
 #[derive(utoipa::OpenApi)]
@@ -36,7 +36,7 @@ use crate::agent::{
     components(schemas(
         ErrorBody, ExcludedProcess, Health, LeaseRenewal, Mode, NodeStats, ServiceDelay, ServiceInfo,
         ServiceList, ServiceSpec, ServiceStats, SlowdownPlan, Stats, StopCap,
-        UnregisteredDependency, PauseInfo, PeerSyncStats, SyncPeers
+        UnregisteredDependency, PauseInfo, PeerSyncStats, SyncPeers, PodMember, KubeSelector
     )),
     modifiers(&BearerScheme)
 )]

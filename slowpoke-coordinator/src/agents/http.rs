@@ -184,6 +184,9 @@ impl HttpAgent {
 }
 
 impl AgentClient for HttpAgent {
+    fn node(&self) -> Option<String> {
+        self.node.clone()
+    }
     fn name(&self) -> String {
         self.node.clone().unwrap_or_else(|| self.base.clone())
     }

@@ -44,6 +44,14 @@ impl AgentClient for InProcessAgent {
     fn name(&self) -> String {
         "in-process".into()
     }
+    /// This machine: a Kubernetes node is named after its host name unless the kubelet was
+    /// told otherwise (`--hostname-override`; then use an agent per node and a cluster file).
+    fn node(&self) -> Option<String> {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+    }
     fn health(&self) -> Result<api::Health, AgentError> {
         Ok(self.agent.health())
     }

@@ -33,7 +33,9 @@ pub use http::HttpAgent;
 #[cfg(feature = "in-process")]
 pub use in_process::InProcessAgent;
 pub use local::{DEFAULT_AGENT_STATE_DIR, local_daemon, local_socket, read_token};
-pub use registration::{RegisterError, Registration, register_services, unregister_services};
+pub use registration::{
+    RegisterError, Registration, register_placed, register_services, unregister_services,
+};
 pub use stats::{
     NodeWindow, StatsSnapshot, StatsWindow, clock_offset, restart_between, snapshot,
     snapshot_within, window,
@@ -67,6 +69,12 @@ pub trait AgentClient: Send + Sync {
     /// Where the agent is reached (its URL); the name when it has no other.
     fn url(&self) -> String {
         self.name()
+    }
+    /// The node this agent runs on, as Kubernetes names it, when known (a cluster
+    /// description's node name; the host name for the in-process agent): pod and label
+    /// selectors send each agent the pods of its node.
+    fn node(&self) -> Option<String> {
+        None
     }
     fn health(&self) -> Result<api::Health, AgentError>;
     fn put_service(

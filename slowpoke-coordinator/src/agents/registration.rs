@@ -57,6 +57,17 @@ pub fn register_services(
     agents: &[SharedAgent],
     services: &BTreeMap<String, api::ServiceSpec>,
 ) -> Result<Registration, RegisterError> {
+    register_placed(agents, services, |_, spec, _| spec.clone())
+}
+
+/// [`register_services`], each agent asked for what `spec_for(name, spec, agent index)`
+/// makes of a service's spec (a pod or label selector: that agent's node's pods, see
+/// `kubernetes::Placement::spec_for`).
+pub fn register_placed(
+    agents: &[SharedAgent],
+    services: &BTreeMap<String, api::ServiceSpec>,
+    spec_for: impl Fn(&str, &api::ServiceSpec, usize) -> api::ServiceSpec,
+) -> Result<Registration, RegisterError> {
     let mut reg = Registration::default();
     let spread = agents.len() > 1;
     for (name, spec) in services {
@@ -67,6 +78,7 @@ pub fn register_services(
             ..spec.clone()
         };
         for (i, agent) in agents.iter().enumerate() {
+            let spec = spec_for(name, &spec, i);
             let info = agent.put_service(name, &spec).map_err(|e| {
                 unregister_services(agents, &services.keys().cloned().collect::<Vec<_>>());
                 RegisterError::Agent(e)

@@ -11,6 +11,7 @@ use slowpoke_api::agent as api;
 use super::error::RunError;
 use super::spec::LoadConfig;
 use crate::agents::SharedAgent;
+use crate::kubernetes::KubeAccess;
 use crate::lease::Lease;
 
 /// The application under test: its services (name → selector) and entry URL; an emulated app
@@ -110,6 +111,8 @@ pub struct Backends {
     pub load: Arc<dyn LoadStarter>,
     /// Who the experiment is to the agents (its id) and the lease its plans get.
     pub lease: Lease,
+    /// The Kubernetes API, for pod and label selectors (connected on first use).
+    pub kubernetes: Arc<KubeAccess>,
 }
 
 /// Every name in `names` must be one of the app's services.

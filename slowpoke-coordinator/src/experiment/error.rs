@@ -16,6 +16,12 @@ pub enum RunError {
     Register(#[from] RegisterError),
     #[error(transparent)]
     Agent(#[from] AgentError),
+    #[error(transparent)]
+    Kubernetes(#[from] crate::kubernetes::KubeError),
+    #[error(
+        "aborted: the app's pods changed during each of {windows} windows in a row ({phase}), so none could be measured; every delay was removed. Run the experiment when the pods are stable (no rollout, no autoscaling)"
+    )]
+    PodsKeepChanging { phase: String, windows: usize },
     #[error("the entry URL {url} does not answer: {detail}")]
     EntryUnreachable { url: String, detail: String },
     #[error(

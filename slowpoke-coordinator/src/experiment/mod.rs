@@ -18,7 +18,8 @@
 //!   [`LoadConfig`]) and the checks that need no app;
 //! - `app`: what the runner drives ([`App`], [`Load`], [`LoadStarter`], [`Backends`]);
 //! - `session`: app + agents + load opened for one experiment, and the [`PlanGuard`]; `entry`
-//!   finds the entry service;
+//!   finds the entry service; `pods` resolves the pod and label selectors and re-registers
+//!   pods that changed;
 //! - `window`: one measured window, its record, its warnings and safety limits; `warnings`
 //!   collects them for the result;
 //! - `stop_share`: the share of time a plan stops each service, and what to ask the agents for;
@@ -31,6 +32,7 @@ mod app;
 mod entry;
 mod error;
 mod monitor;
+mod pods;
 mod profile;
 mod regime;
 mod result;

@@ -16,6 +16,7 @@ use super::app::{App, Backends, Load, LoadStarter, TruthChange};
 use super::entry::find_entry;
 use super::error::{RunError, during};
 use super::monitor::Monitor;
+use super::pods::{MAX_DISCARDED, Pods};
 use super::result::{ServiceRow, WindowRecord};
 use super::spec::{LoadConfig, Safety, Timing};
 use super::stop_share;
@@ -104,6 +105,10 @@ pub(super) struct Session<'a> {
     timing: Timing,
     reg: Registration,
     registered: Vec<String>,
+    /// The app's services as registered (what a pod change registers again).
+    services: std::collections::BTreeMap<String, api::ServiceSpec>,
+    /// The pod and label selectors' pods, followed while the experiment runs.
+    pods: Pods,
     /// The service whose visits are the end-to-end requests.
     pub(super) entry: String,
     /// The URL the load hits.
@@ -154,7 +159,18 @@ impl<'a> Session<'a> {
         {
             return Err(e.into());
         }
-        let reg = agents::register_services(agents, &services)?;
+        let has_pods = services.values().any(|s| s.kubernetes.is_some());
+        if has_pods {
+            monitor.update(|p| p.phase = "resolving pods through the Kubernetes API".into());
+        }
+        let mut pods = Pods::resolve(&backends.kubernetes, agents, &services)?;
+        let placement = pods.placement();
+        let reg =
+            agents::register_placed(agents, &services, |n, s, i| placement.spec_for(n, s, i))?;
+        if let Err(e) = pods.follow(&backends.kubernetes) {
+            agents::unregister_services(agents, &services.keys().cloned().collect::<Vec<_>>());
+            return Err(e);
+        }
         let entry_url = if setup.load.url.is_empty() {
             app.entry_url()
         } else {
@@ -173,6 +189,8 @@ impl<'a> Session<'a> {
             timing: setup.timing,
             reg,
             registered: services.keys().cloned().collect(),
+            services,
+            pods,
             entry: String::new(),
             entry_url,
             windows: Vec::new(),
@@ -222,8 +240,35 @@ impl<'a> Session<'a> {
     }
 
     /// Measures one window (agents' stats and the load's counters at its start and end),
-    /// records it, and checks the load's errors and the agents' safety cap.
+    /// records it, and checks the load's errors and the agents' safety cap. A window during
+    /// which pods of the app changed is discarded and measured again ([`Pods`]).
     pub(super) fn measure(&mut self, phase: &str, repetition: usize) -> Result<Measured, RunError> {
+        for _ in 0..MAX_DISCARDED {
+            if self.pods.pending() {
+                let what = self
+                    .pods
+                    .apply_changes(self.agents, &self.services, &mut self.reg)?;
+                tracing::info!("pods changed ({what}): registered again");
+            }
+            let generation = self.pods.generation();
+            let m = self.measure_once(phase)?;
+            if self.pods.generation() == generation {
+                return self.keep(m, phase, repetition);
+            }
+            let warning = format!(
+                "pods changed during a {phase} window: the window was discarded and measured again with the new pods"
+            );
+            tracing::warn!("{warning}");
+            self.warnings.push(warning);
+        }
+        Err(RunError::PodsKeepChanging {
+            phase: phase.to_owned(),
+            windows: MAX_DISCARDED,
+        })
+    }
+
+    /// One window, not yet kept.
+    fn measure_once(&mut self, phase: &str) -> Result<(Measured, f64), RunError> {
         if self.monitor.is_cancelled() {
             return Err(RunError::Cancelled);
         }
@@ -250,8 +295,18 @@ impl<'a> Session<'a> {
             load: lw,
             agents: agents_window,
         };
-        let secs = window_secs(&before, &after);
         self.stop_caps = after.agents.iter().map(|a| a.stop_cap).collect();
+        Ok((m, window_secs(&before, &after)))
+    }
+
+    /// Records a window and checks the load's errors and the agents' safety cap.
+    fn keep(
+        &mut self,
+        (m, secs): (Measured, f64),
+        phase: &str,
+        repetition: usize,
+    ) -> Result<Measured, RunError> {
+        let lw = m.load;
         self.windows
             .push(m.record(phase, repetition, &self.entry, secs));
         self.monitor.update(|p| {

@@ -53,6 +53,7 @@ pub use slowpoke_api::coordinator::{
 
 use crate::agents::SharedAgent;
 use crate::experiment::Backends;
+use crate::kubernetes::KubeAccess;
 use crate::lease::Lease;
 use crate::real::RealLoadStarter;
 use crate::spec_builder::Emulator;
@@ -80,6 +81,8 @@ pub trait Launcher: Send + Sync {
 #[derive(Clone, Default)]
 pub struct RealLauncher {
     emulator: Option<Arc<dyn Emulator>>,
+    /// The Kubernetes API of pod and label selectors, one connection for every experiment.
+    kubernetes: Arc<KubeAccess>,
 }
 
 impl RealLauncher {
@@ -87,7 +90,16 @@ impl RealLauncher {
     pub fn with_emulator(emulator: Arc<dyn Emulator>) -> RealLauncher {
         RealLauncher {
             emulator: Some(emulator),
+            ..RealLauncher::default()
         }
+    }
+
+    /// Resolves pod and label selectors with this kubeconfig (`--kubeconfig`; default: what
+    /// `kube::Config::infer` finds, e.g. the pod's service account).
+    #[must_use]
+    pub fn with_kubeconfig(mut self, kubeconfig: Option<std::path::PathBuf>) -> RealLauncher {
+        self.kubernetes = Arc::new(KubeAccess::new(kubeconfig));
+        self
     }
 }
 
@@ -103,6 +115,7 @@ impl Launcher for RealLauncher {
             load: Arc::new(RealLoadStarter),
             // The server names the owner (the experiment's id) once the backends are built.
             lease: Lease::default(),
+            kubernetes: self.kubernetes.clone(),
         })
     }
 }

@@ -23,6 +23,7 @@ impl Launcher for FakeLauncher {
             app: Box::new(FakeApp(self.0.clone())),
             load: Arc::new(FakeLoadStarter(self.0.clone())),
             lease: Lease::default(),
+            kubernetes: std::sync::Arc::default(),
         })
     }
 }

@@ -336,6 +336,7 @@ fn real_main() -> Result<()> {
                 app: Box::new(CommandTruthApp::new(Box::new(app), running.truth.clone())),
                 load: Arc::new(RealLoadStarter),
                 lease: slowpoke_coordinator::lease::Lease::default(),
+                kubernetes: std::sync::Arc::default(),
             };
             let identity = Point {
                 family: case.clone(),

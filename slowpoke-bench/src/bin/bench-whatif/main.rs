@@ -164,6 +164,7 @@ fn real_main() -> Result<()> {
         app: Box::new(app),
         load: Arc::new(recorder.clone()),
         lease: slowpoke_coordinator::lease::Lease::default(),
+        kubernetes: std::sync::Arc::default(),
     };
     let monitor = Monitor::new();
     let phases = Phases::default();
