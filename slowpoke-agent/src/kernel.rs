@@ -7,6 +7,7 @@
 mod btf;
 mod events;
 mod safety;
+pub mod support;
 
 pub use safety::{
     Beater, DEFAULT_HEARTBEAT_MAX_AGE_NS, Heartbeat, MAX_CGROUP_DEPTH, MAX_PROTECTED_CGROUPS,
@@ -239,7 +240,15 @@ impl Kernel {
     /// error that says which one and why.
     pub fn load(quantum_ns: u64) -> Result<Kernel, KernelError> {
         let mut features = BTreeMap::new();
-        let kernel_btf = btf::Btf::from_sys_fs().map_err(|e| {
+        let kernel_btf = btf::Btf::from_sys_fs();
+        // Everything the programs need, checked at once: an old kernel gets one message
+        // listing all it lacks, not the first verifier error.
+        let support =
+            support::SupportReport::probe_with(kernel_btf.as_ref().map_err(String::as_str));
+        if let Some(message) = support.missing_message() {
+            return Err(KernelError::Unsupported(message));
+        }
+        let kernel_btf = kernel_btf.map_err(|e| {
             KernelError::Unsupported(format!("kernel BTF: {e}; the kernel programs need it"))
         })?;
         let offsets = Offsets::from_btf(&kernel_btf, &mut features)?;
@@ -268,8 +277,8 @@ impl Kernel {
                 .map_err(|e| KernelError::Ebpf(format!("program {tracepoint}: {e}")))?;
             program.load(tracepoint, &aya_btf).map_err(|e| {
                 KernelError::Unsupported(format!(
-                    "{feature}: {e:#} (needs the sock:{tracepoint} tracepoint of recent 6.x kernels \
-                     and BTF-typed tracepoint programs)"
+                    "{feature}: {e:#} (needs the sock:{tracepoint} tracepoint, Linux ≥ 6.3, and \
+                     BTF-typed tracepoint programs; see docs/kernel.md#support)"
                 ))
             })?;
             program

@@ -145,6 +145,21 @@ impl Btf {
         }
     }
 
+    /// Whether the kernel's BTF has a typedef of this name. A tracepoint `T` that BTF-typed
+    /// (`tp_btf`) programs can attach to shows up as the typedef `btf_trace_T`.
+    pub fn has_typedef(&self, name: &str) -> bool {
+        self.typedef_id(name).is_some()
+    }
+
+    /// The BTF type id of the typedef `name` (what a `tp_btf` program passes as its
+    /// `attach_btf_id`: the id of `btf_trace_T`).
+    pub fn typedef_id(&self, name: &str) -> Option<u32> {
+        self.types
+            .iter()
+            .position(|t| t.kind == KIND_TYPEDEF && self.name(t.name_off) == name)
+            .map(|id| id as u32)
+    }
+
     /// Byte offset and size of `member` in the struct named `outer`, looking through anonymous
     /// struct and union members. Bitfields are refused (they cannot be read as whole bytes).
     pub fn member(&self, outer: &str, member: &str) -> Result<Member, String> {
