@@ -23,7 +23,7 @@ use std::{
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues, RingBuf},
-    programs::BtfTracePoint,
+    programs::{BtfTracePoint, FExit},
 };
 use slowpoke_common::{
     CONFIG_IN_KERNEL_STOP, EndpointKey, EndpointValue, GLOBAL_DETECT_HTTP2, GlobalConfig,
@@ -225,6 +225,38 @@ where
     T::try_from(map).map_err(|e| KernelError::Ebpf(format!("map {name}: {e}")))
 }
 
+/// Kernels before 6.3 (no sock tracepoints): the same body on the returns of `tcp_recvmsg` and
+/// `tcp_sendmsg` ([`support::FALLBACK`], docs/kernel.md#support).
+fn attach_fallback(
+    ebpf: &mut Ebpf,
+    btf: &aya::Btf,
+    features: &mut BTreeMap<String, String>,
+) -> Result<(), KernelError> {
+    for (program_name, function, tracepoint) in [
+        ("tcp_recvmsg_exit", "tcp_recvmsg", "sock_recv_length"),
+        ("tcp_sendmsg_exit", "tcp_sendmsg", "sock_send_length"),
+    ] {
+        let feature = format!("fexit/{function}");
+        let program: &mut FExit = ebpf
+            .program_mut(program_name)
+            .ok_or_else(|| KernelError::Ebpf(format!("program {program_name} missing")))?
+            .try_into()
+            .map_err(|e| KernelError::Ebpf(format!("program {program_name}: {e}")))?;
+        program
+            .load(function, btf)
+            .map_err(|e| KernelError::Unsupported(format!("{feature} (fallback): {e:#}")))?;
+        program
+            .attach()
+            .map_err(|e| KernelError::Unsupported(format!("attaching {feature}: {e:#}")))?;
+        features.insert(
+            format!("tp_btf/{tracepoint}"),
+            format!("off: no sock:{tracepoint} before Linux 6.3; {feature} instead"),
+        );
+        features.insert(feature, "on (fallback)".into());
+    }
+    Ok(())
+}
+
 fn check_id(id: ServiceId) -> Result<(), KernelError> {
     if id < MAX_SERVICES {
         Ok(())
@@ -268,7 +300,17 @@ impl Kernel {
             .load(crate::KERNEL_OBJECT)
             .map_err(|e| KernelError::Ebpf(format!("loading the kernel object: {e}")))?;
 
-        for tracepoint in ["sock_recv_length", "sock_send_length"] {
+        // Before 6.3 (no sock tracepoints): the same programs' body on fexit, if it loads here.
+        let fallback = support.attach() == Some(support::Attach::Fexit);
+        if fallback {
+            attach_fallback(&mut ebpf, &aya_btf, &mut features)?;
+        }
+        let tracepoints: &[&str] = if fallback {
+            &[]
+        } else {
+            &["sock_recv_length", "sock_send_length"]
+        };
+        for &tracepoint in tracepoints {
             let feature = format!("tp_btf/{tracepoint}");
             let program: &mut BtfTracePoint = ebpf
                 .program_mut(tracepoint)

@@ -168,7 +168,7 @@ fn check_kernel(json: bool) -> ExitCode {
     }
     if report.lacks_something() {
         ExitCode::from(EXIT_KERNEL_UNSUPPORTED as u8)
-    } else if report.all_present() {
+    } else if report.supported() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

@@ -53,6 +53,12 @@ fn kernel_check_json_says_supported() {
     let report: serde_json::Value =
         serde_json::from_slice(&out.stdout).expect("--json prints one JSON object");
     assert_eq!(report["supported"], true, "{report:#}");
+    assert_eq!(report["attach"], "tracepoints", "{report:#}");
+    assert_eq!(
+        report["fallback"],
+        serde_json::json!([]),
+        "probed only without tracepoints"
+    );
     assert_eq!(report["message"], serde_json::Value::Null);
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
     assert_eq!(report["kernel_release"], release.trim());

@@ -49,6 +49,9 @@ enum Probe {
     Map(MapType),
     Atomics,
     Helper(BpfHelper),
+    /// `fexit` on a kernel function whose parameters must start with these (the programs read
+    /// those positions and the return value).
+    Fexit(&'static str, &'static [&'static str]),
 }
 
 /// Both programs share one code path, so every requirement is both programs'; `used_by` says
@@ -164,6 +167,34 @@ pub const REQUIREMENTS: &[Requirement] = &[
     },
 ];
 
+/// Where the two programs attach on kernels without the sock tracepoints (before 6.3): the
+/// returns of `tcp_recvmsg`/`tcp_sendmsg`, with the argument layouts of 5.19 and later (`flags`
+/// fourth; `addr_len` after it until 6.x dropped it). Probed
+/// only when a tracepoint is missing; every other requirement applies to them too.
+pub const FALLBACK: &[Requirement] = &[
+    Requirement {
+        name: "fexit on tcp_recvmsg(sk, msg, len, flags, ...)",
+        since: "5.19",
+        used_by: "fallback attach point of receives",
+        probe: Probe::Fexit("tcp_recvmsg", &["sk", "msg", "len", "flags"]),
+    },
+    Requirement {
+        name: "fexit on tcp_sendmsg(sk, msg, size)",
+        since: "5.5",
+        used_by: "fallback attach point of sends",
+        probe: Probe::Fexit("tcp_sendmsg", &["sk", "msg", "size"]),
+    },
+];
+
+/// Where the programs attach on this kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attach {
+    /// `tp_btf/sock_recv_length` and `tp_btf/sock_send_length` (Linux ≥ 6.3).
+    Tracepoints,
+    /// `fexit/tcp_recvmsg` and `fexit/tcp_sendmsg` ([`FALLBACK`]).
+    Fexit,
+}
+
 /// What the probe found for one requirement.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Status {
@@ -179,6 +210,8 @@ pub enum Status {
 pub struct SupportReport {
     pub release: String,
     pub checks: Vec<(Requirement, Status)>,
+    /// The [`FALLBACK`] rows, probed only when a sock tracepoint is missing (else empty).
+    pub fallback: Vec<(Requirement, Status)>,
 }
 
 /// `--check-kernel --json`: one object, stable field names.
@@ -186,9 +219,13 @@ pub struct SupportReport {
 struct JsonReport<'a> {
     kernel_release: &'a str,
     supported: bool,
+    /// `tracepoints`, `fexit` (the fallback) or null.
+    attach: Option<&'static str>,
     /// The one-line message the agent fails with, or null.
     message: Option<String>,
     checks: Vec<JsonCheck<'a>>,
+    /// The fallback's rows (empty when the tracepoints are there).
+    fallback: Vec<JsonCheck<'a>>,
 }
 
 #[derive(Serialize)]
@@ -219,15 +256,74 @@ impl SupportReport {
     pub fn probe_with(btf: Result<&Btf, &str>) -> SupportReport {
         let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .map_or_else(|_| "unknown release".into(), |r| r.trim().to_string());
-        let checks = REQUIREMENTS
+        let checks: Vec<_> = REQUIREMENTS
             .iter()
             .map(|req| (*req, probe_one(req.probe, btf)))
             .collect();
-        SupportReport { release, checks }
+        let tracepoints_missing = checks
+            .iter()
+            .any(|(r, s)| matches!(r.probe, Probe::Tracepoint(_)) && *s != Status::Present);
+        let fallback = if tracepoints_missing {
+            FALLBACK
+                .iter()
+                .map(|req| (*req, probe_one(req.probe, btf)))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        SupportReport {
+            release,
+            checks,
+            fallback,
+        }
+    }
+
+    /// Where the programs can attach here: the tracepoints when present, else the fallback when
+    /// all of it is present, else `None`.
+    pub fn attach(&self) -> Option<Attach> {
+        let tracepoints = self
+            .checks
+            .iter()
+            .filter(|(r, _)| matches!(r.probe, Probe::Tracepoint(_)))
+            .all(|(_, s)| *s == Status::Present);
+        if tracepoints {
+            Some(Attach::Tracepoints)
+        } else if !self.fallback.is_empty()
+            && self.fallback.iter().all(|(_, s)| *s == Status::Present)
+        {
+            Some(Attach::Fexit)
+        } else {
+            None
+        }
+    }
+
+    /// Missing rows that matter: the tracepoints only when the fallback cannot stand in.
+    fn missing(&self) -> Vec<&(Requirement, Status)> {
+        let fallback_works = self.attach() == Some(Attach::Fexit);
+        self.checks
+            .iter()
+            .filter(|(r, s)| {
+                matches!(s, Status::Missing(_))
+                    && !(fallback_works && matches!(r.probe, Probe::Tracepoint(_)))
+            })
+            .collect()
+    }
+
+    /// True when the programs can load here: nothing missing, nothing unknown.
+    pub fn supported(&self) -> bool {
+        self.attach().is_some()
+            && self.missing().is_empty()
+            && self
+                .with_status(|s| matches!(s, Status::Unknown(_)))
+                .is_empty()
     }
 
     fn with_status(&self, pick: fn(&Status) -> bool) -> Vec<&(Requirement, Status)> {
-        self.checks.iter().filter(|(_, s)| pick(s)).collect()
+        self.checks
+            .iter()
+            .chain(&self.fallback)
+            .filter(|(_, s)| pick(s))
+            .collect()
     }
 
     /// True when every requirement is present.
@@ -238,15 +334,13 @@ impl SupportReport {
     /// Whether some requirement is known to be absent (an unknown status is not counted: a
     /// probe that could not run must not stop an agent whose load may well succeed).
     pub fn lacks_something(&self) -> bool {
-        !self
-            .with_status(|s| matches!(s, Status::Missing(_)))
-            .is_empty()
+        !self.missing().is_empty()
     }
 
     /// The one-line message the agent fails with when something is missing, else `None`:
     /// everything missing, each with the release that brought it, and which kernel to move to.
     pub fn missing_message(&self) -> Option<String> {
-        let missing = self.with_status(|s| matches!(s, Status::Missing(_)));
+        let missing = self.missing();
         let newest = missing
             .iter()
             .map(|(r, _)| r.since)
@@ -255,9 +349,25 @@ impl SupportReport {
             .iter()
             .map(|(r, _)| format!("{} (Linux ≥ {})", r.name, r.since))
             .collect();
+        let fallback: Vec<String> = self
+            .fallback
+            .iter()
+            .filter_map(|(r, s)| match s {
+                Status::Present => None,
+                Status::Missing(d) | Status::Unknown(d) => Some(format!("{} ({d})", r.name)),
+            })
+            .collect();
+        let fallback = if fallback.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; the fexit fallback cannot stand in: {}",
+                fallback.join(", ")
+            )
+        };
         Some(format!(
-            "this kernel ({}) lacks: {}; the kernel programs need all of them: run Linux ≥ \
-             {newest} (Debian 12 ships linux-image-6.12.*+deb12-amd64) — see {DOCS}",
+            "this kernel ({}) lacks: {}{fallback}; the kernel programs need all of them: run \
+             Linux ≥ {newest} (Debian 12 ships linux-image-6.12.*+deb12-amd64) — see {DOCS}",
             self.release,
             list.join(", ")
         ))
@@ -288,9 +398,16 @@ impl SupportReport {
             "kernel {}: requirements of the kernel programs\n",
             self.release
         );
-        for (req, status) in &self.checks {
+        let fallback_works = self.attach() == Some(Attach::Fexit);
+        for (req, status) in self.checks.iter().chain(&self.fallback) {
             let (word, detail) = match status {
                 Status::Present => ("ok", ""),
+                // Not needed: the fallback attaches instead.
+                Status::Missing(d)
+                    if fallback_works && matches!(req.probe, Probe::Tracepoint(_)) =>
+                {
+                    ("absent", d.as_str())
+                }
                 Status::Missing(d) => ("MISSING", d.as_str()),
                 Status::Unknown(d) => ("UNKNOWN", d.as_str()),
             };
@@ -306,6 +423,12 @@ impl SupportReport {
         }
         if self.all_present() {
             let _ = writeln!(out, "all {} present", self.checks.len());
+        } else if fallback_works && self.supported() {
+            let _ = writeln!(
+                out,
+                "supported through the fallback: fexit on tcp_recvmsg/tcp_sendmsg instead of the \
+                 sock tracepoints (sendfile/splice bodies are not counted) — see {DOCS}"
+            );
         }
         for message in [self.missing_message(), self.unknown_message()]
             .into_iter()
@@ -318,31 +441,35 @@ impl SupportReport {
 
     /// The report as JSON (`--check-kernel --json`).
     pub fn json(&self) -> serde_json::Value {
-        let checks = self
-            .checks
-            .iter()
-            .map(|(req, status)| {
-                let (word, detail) = match status {
-                    Status::Present => ("present", None),
-                    Status::Missing(d) => ("missing", Some(d.as_str())),
-                    Status::Unknown(d) => ("unknown", Some(d.as_str())),
-                };
-                JsonCheck {
-                    name: req.name,
-                    since: req.since,
-                    used_by: req.used_by,
-                    status: word,
-                    detail,
-                }
-            })
-            .collect();
+        let checks = self.checks.iter().map(json_row).collect();
+        let fallback = self.fallback.iter().map(json_row).collect();
         serde_json::to_value(JsonReport {
             kernel_release: &self.release,
-            supported: self.all_present(),
+            supported: self.supported(),
+            attach: self.attach().map(|a| match a {
+                Attach::Tracepoints => "tracepoints",
+                Attach::Fexit => "fexit",
+            }),
             message: self.missing_message().or_else(|| self.unknown_message()),
             checks,
+            fallback,
         })
         .unwrap_or_default()
+    }
+}
+
+fn json_row((req, status): &(Requirement, Status)) -> JsonCheck<'_> {
+    let (word, detail) = match status {
+        Status::Present => ("present", None),
+        Status::Missing(d) => ("missing", Some(d.as_str())),
+        Status::Unknown(d) => ("unknown", Some(d.as_str())),
+    };
+    JsonCheck {
+        name: req.name,
+        since: req.since,
+        used_by: req.used_by,
+        status: word,
+        detail,
     }
 }
 
@@ -367,6 +494,7 @@ fn probe_one(probe: Probe, btf: Result<&Btf, &str>) -> Status {
             Err(e) => Status::Unknown(format!("{e}")),
         },
         Probe::Atomics => prog::atomics(),
+        Probe::Fexit(function, params) => prog::fexit_on(btf, function, params),
         Probe::Helper(helper) => match is_helper_supported(ProgramType::TracePoint, helper) {
             Ok(true) => Status::Present,
             Ok(false) => Status::Missing("the verifier does not know it".into()),
@@ -420,6 +548,7 @@ mod tests {
         SupportReport {
             release: release.into(),
             checks,
+            fallback: Vec::new(),
         }
     }
 
@@ -495,6 +624,65 @@ mod tests {
         assert_eq!(report.json()["checks"][9]["status"], "unknown");
     }
 
+    const TRACEPOINTS: [&str; 2] = [
+        "tracepoint sock:sock_recv_length",
+        "tracepoint sock:sock_send_length",
+    ];
+
+    /// Debian 12's 6.1 as the VM showed it: no sock tracepoints, the fallback present or not.
+    fn without_tracepoints(fallback: &Status) -> SupportReport {
+        let mut report = fake("6.1.0-57-amd64", &TRACEPOINTS, &[]);
+        report.fallback = FALLBACK.iter().map(|r| (*r, fallback.clone())).collect();
+        report
+    }
+
+    #[test]
+    fn the_fexit_fallback_stands_in_for_the_missing_tracepoints() {
+        let report = without_tracepoints(&Status::Present);
+        assert_eq!(report.attach(), Some(Attach::Fexit));
+        assert!(report.supported());
+        assert!(!report.lacks_something());
+        assert_eq!(report.missing_message(), None);
+        let text = report.text();
+        assert!(text.contains("supported through the fallback"), "{text}");
+        assert!(!text.contains("MISSING"), "{text}");
+        let json = report.json();
+        assert_eq!(json["supported"], true);
+        assert_eq!(json["attach"], "fexit");
+        assert_eq!(json["fallback"].as_array().unwrap().len(), FALLBACK.len());
+    }
+
+    #[test]
+    fn without_tracepoints_or_fallback_the_message_says_both() {
+        let report = without_tracepoints(&Status::Missing("the kernel refuses fexit".into()));
+        assert_eq!(report.attach(), None);
+        assert!(report.lacks_something());
+        let message = report.missing_message().unwrap();
+        assert!(
+            message.starts_with(
+                "this kernel (6.1.0-57-amd64) lacks: tracepoint sock:sock_recv_length (Linux ≥ \
+                 6.3), tracepoint sock:sock_send_length (Linux ≥ 6.3); the fexit fallback cannot \
+                 stand in: fexit on tcp_recvmsg(sk, msg, len, flags, ...) (the kernel refuses \
+                 fexit)"
+            ),
+            "{message}"
+        );
+        assert_eq!(report.json()["attach"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn the_fallback_does_not_excuse_other_missing_features() {
+        let mut report = without_tracepoints(&Status::Present);
+        report.checks[9].1 = Status::Missing("fake".into()); // helper bpf_loop
+        assert!(!report.supported());
+        let message = report.missing_message().unwrap();
+        assert!(
+            message.contains("lacks: helper bpf_loop (Linux ≥ 5.17);"),
+            "{message}"
+        );
+        assert!(!message.contains("tracepoint"), "{message}");
+    }
+
     #[test]
     fn all_present_says_so() {
         let report = fake("6.18.0", &[], &[]);
@@ -507,6 +695,18 @@ mod tests {
         );
         assert_eq!(report.json()["supported"], true);
         assert_eq!(report.json()["message"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn btf_function_parameters_of_this_kernel() {
+        let btf = Btf::from_sys_fs().expect("this kernel's BTF");
+        let (_, params) = btf.function("tcp_sendmsg").expect("tcp_sendmsg in BTF");
+        assert_eq!(params, ["sk", "msg", "size"]);
+        // 6.1: (sk, msg, len, flags, addr_len); 6.18: addr_len gone. The fallback reads only
+        // the first four and the return value.
+        let (_, params) = btf.function("tcp_recvmsg").expect("tcp_recvmsg in BTF");
+        assert_eq!(params[..4], ["sk", "msg", "len", "flags"]);
+        assert!(btf.function("no_such_function_here").is_none());
     }
 
     #[test]

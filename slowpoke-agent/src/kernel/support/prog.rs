@@ -9,6 +9,7 @@ const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_PROG_TYPE_SOCKET_FILTER: u32 = 1;
 const BPF_PROG_TYPE_TRACING: u32 = 26;
 const BPF_TRACE_RAW_TP: u32 = 23;
+const BPF_TRACE_FEXIT: u32 = 25;
 
 const ST_DW: u8 = 0x7a; // BPF_ST | BPF_MEM | BPF_DW
 const MOV_K: u8 = 0xb7; // BPF_ALU64 | BPF_MOV | BPF_K
@@ -139,4 +140,42 @@ pub(super) fn btf_tracepoint_programs(btf: Result<&Btf, &str>) -> Status {
         &insns,
         "a tp_btf program",
     )
+}
+
+/// An empty `fexit` program on `function`, after checking in BTF that its parameters start
+/// with `params` (the fallback programs read the socket, the flags and the return value at
+/// those positions). Loading needs BPF trampolines (`x86_64` since 5.5; refused on some kernels,
+/// e.g. with `EPERM`, in which case the fallback is unavailable).
+pub(super) fn fexit_on(btf: Result<&Btf, &str>, function: &str, params: &[&str]) -> Status {
+    let Ok(btf) = btf else {
+        return Status::Missing("needs the kernel BTF".into());
+    };
+    let Some((id, found)) = btf.function(function) else {
+        return Status::Missing(format!("no function {function} in the kernel's BTF"));
+    };
+    if found.len() < params.len() || found.iter().zip(params).any(|(f, p)| f != p) {
+        return Status::Missing(format!(
+            "{function}({}) in this kernel, expected ({}, ...)",
+            found.join(", "),
+            params.join(", ")
+        ));
+    }
+    let insns = [insn(MOV_K, 0, 0, 0, 0), insn(EXIT, 0, 0, 0, 0)];
+    match load(
+        BPF_PROG_TYPE_TRACING,
+        Some((BPF_TRACE_FEXIT, id)),
+        &insns,
+        "an fexit program",
+    ) {
+        // Root and still refused: no trampolines here, not a missing permission.
+        Status::Unknown(e) if e.contains("Operation not permitted") && is_root() => {
+            Status::Missing(format!("the kernel refuses fexit programs ({e})"))
+        }
+        other => other,
+    }
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid(2) cannot fail.
+    unsafe { libc::geteuid() == 0 }
 }
