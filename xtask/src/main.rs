@@ -131,6 +131,10 @@ enum Task {
         /// Use the release agent already built.
         #[arg(long)]
         no_build: bool,
+        /// Also run the agent's kernel tests (`kernel_visits`, `kernel_pause`, `kernel_safety`) in
+        /// the VM.
+        #[arg(long)]
+        kernel_tests: bool,
     },
     /// Accuracy evaluation suite against ground truth (see docs/evaluation.md).
     Eval {
@@ -221,6 +225,7 @@ fn main() -> Result<()> {
             out,
             timeout_s,
             no_build,
+            kernel_tests,
         } => old_kernel::run_old_kernel(
             &root,
             &old_kernel::Options {
@@ -229,6 +234,7 @@ fn main() -> Result<()> {
                 out,
                 timeout: std::time::Duration::from_secs(timeout_s),
                 no_build,
+                kernel_tests,
             },
         ),
     }

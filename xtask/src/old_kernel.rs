@@ -8,7 +8,8 @@
 //! system into target/old-kernel/, copies the release agent in, packs the whole root as the
 //! initramfs (Debian's kernel has virtio and ext4 as modules; an initramfs root needs neither)
 //! with an `/init` script that runs `slowpoke-agent --check-kernel`, `--check-kernel --json` and
-//! the agent itself, then powers off. The serial console is captured; the relevant part and the
+//! the agent itself (and, with `--kernel-tests`, the agent's kernel tests), then
+//! powers off. The serial console is captured; the relevant part and the
 //! JSON report are written to the output directory.
 
 use std::{
@@ -33,6 +34,9 @@ pub struct Options {
     pub timeout: Duration,
     /// Use the release agent already built.
     pub no_build: bool,
+    /// Also build the agent's kernel tests (`KERNEL_TESTS`) and run them in the VM (real
+    /// servers and exact counts on that kernel).
+    pub kernel_tests: bool,
 }
 
 /// Printed by the VM's `/init` around the part of the console that is kept.
@@ -51,6 +55,7 @@ mount -t tmpfs tmpfs /run
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
 mount -t tracefs tracefs /sys/kernel/tracing
 mount -t bpf bpf /sys/fs/bpf
+ip link set lo up
 echo "=== slowpoke old-kernel run: $(uname -r) ($(uname -m))"
 echo "--- cat /proc/version"; cat /proc/version
 echo "--- ls /sys/kernel/tracing/events/sock"; ls /sys/kernel/tracing/events/sock
@@ -62,6 +67,11 @@ slowpoke-agent --check-kernel --json; rc=$?
 echo "--- END check-kernel JSON"; echo "exit code: $rc"
 echo "--- timeout 20 slowpoke-agent --state-dir /run/slowpoke (the agent itself; 124: it ran until stopped)"
 timeout 20 slowpoke-agent --state-dir /run/slowpoke; echo "exit code: $?"
+for t in /usr/local/lib/kernel-tests/*; do
+  [ -x "$t" ] || continue
+  echo "--- $(basename "$t") --test-threads=1 (the agent's kernel tests, in this VM)"
+  (cd /tmp && "$t" --test-threads=1 2>&1); echo "exit code: $?"
+done
 echo "=== slowpoke old-kernel done"
 echo o > /proc/sysrq-trigger
 sleep 30
@@ -84,6 +94,19 @@ pub fn run_old_kernel(root: &Path, opts: &Options) -> Result<()> {
         ]))?;
     }
     let agent = target_dir(root).join("release/slowpoke-agent");
+    let tests = rootfs.join("usr/local/lib/kernel-tests");
+    let _ = std::fs::remove_dir_all(&tests);
+    if opts.kernel_tests {
+        std::fs::create_dir_all(&tests)?;
+        for name in KERNEL_TESTS {
+            std::fs::copy(kernel_test_binary(root, name)?, tests.join(name))
+                .with_context(|| format!("copying the kernel tests to {}", tests.display()))?;
+            // Debug info would fill the VM's memory (the root file system lives in it).
+            run(Command::new("strip")
+                .arg("--strip-debug")
+                .arg(tests.join(name)))?;
+        }
+    }
     let initrd = initramfs(&work, &rootfs, &agent)?;
     let accel = accel(&opts.accel);
     let console = work.join("console.log");
@@ -96,12 +119,42 @@ pub fn run_old_kernel(root: &Path, opts: &Options) -> Result<()> {
         Some(out) => out.clone(),
         None => root.join(format!("docs/results/old-kernel-{}", today()?)),
     };
-    write_results(&out, &text, &package, &accel, seconds)?;
+    let mut command = format!("cargo xtask old-kernel --package {package} --accel {accel}");
+    if opts.kernel_tests {
+        command.push_str(" --kernel-tests");
+    }
+    write_results(&out, &text, &package, &accel, seconds, &command)?;
     eprintln!(
         "xtask: the VM ran in {seconds:.0} s ({accel}); results in {}",
         out.display()
     );
     Ok(())
+}
+
+/// The agent's tests of the kernel programs (docs/kernel.md, "Tests"), run in the VM with
+/// `--kernel-tests`.
+const KERNEL_TESTS: [&str; 3] = ["kernel_visits", "kernel_pause", "kernel_safety"];
+
+/// Builds one of the agent's test binaries and returns its path (cargo prints it as
+/// "Executable tests/NAME.rs (PATH)").
+fn kernel_test_binary(root: &Path, name: &str) -> Result<PathBuf> {
+    let out = cargo(root)
+        .args(["test", "-p", "slowpoke-agent", "--test", name, "--no-run"])
+        .output()
+        .context("building the kernel tests")?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        bail!("building the {name} tests failed:\n{stderr}");
+    }
+    stderr
+        .lines()
+        .find_map(|l| {
+            let rest = l
+                .trim()
+                .strip_prefix(&format!("Executable tests/{name}.rs ("))?;
+            Some(root.join(rest.strip_suffix(')')?))
+        })
+        .with_context(|| format!("cargo did not say where the {name} test binary is"))
 }
 
 /// Downloads and unpacks the kernel package once; returns its name and the vmlinuz path.
@@ -161,14 +214,21 @@ fn newest_6_1_image() -> Result<String> {
 /// A minbase bookworm root, debootstrapped once (a marker file says it completed).
 fn rootfs(work: &Path) -> Result<PathBuf> {
     let rootfs = work.join("rootfs");
-    let done = work.join("rootfs.done");
+    // Bumped when the package list changes, so an older root is rebuilt.
+    let done = work.join("rootfs-python3-nginx-iproute2.done");
     if !done.exists() {
         if rootfs.exists() {
             std::fs::remove_dir_all(&rootfs)
                 .with_context(|| format!("removing the unfinished {}", rootfs.display()))?;
         }
         run(Command::new("debootstrap")
-            .args(["--variant=minbase", "bookworm"])
+            // python3 and nginx: the real servers of the kernel tests (`--kernel-tests`);
+            // iproute2 to bring the loopback up.
+            .args([
+                "--variant=minbase",
+                "--include=python3,nginx,iproute2",
+                "bookworm",
+            ])
             .arg(&rootfs)
             .arg("http://deb.debian.org/debian"))?;
         std::fs::write(&done, "")?;
@@ -288,6 +348,7 @@ fn write_results(
     package: &str,
     accel: &str,
     seconds: f64,
+    command: &str,
 ) -> Result<()> {
     let text = strip_ansi(&console.replace('\r', ""));
     let Some(begin) = text.find(BEGIN) else {
@@ -323,7 +384,7 @@ fn write_results(
         "qemu_accel": accel,
         "vm_seconds": (seconds * 10.0).round() / 10.0,
         "host_kernel": output(Command::new("uname").arg("-r"))?.trim(),
-        "command": "cargo xtask old-kernel",
+        "command": command,
     });
     std::fs::write(
         out.join("run.json"),
