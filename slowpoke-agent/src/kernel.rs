@@ -7,6 +7,7 @@
 mod btf;
 mod events;
 mod safety;
+pub mod support;
 
 pub use safety::{
     Beater, DEFAULT_HEARTBEAT_MAX_AGE_NS, Heartbeat, MAX_CGROUP_DEPTH, MAX_PROTECTED_CGROUPS,
@@ -22,7 +23,7 @@ use std::{
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues, RingBuf},
-    programs::BtfTracePoint,
+    programs::{BtfTracePoint, FExit},
 };
 use slowpoke_common::{
     CONFIG_IN_KERNEL_STOP, EndpointKey, EndpointValue, GLOBAL_DETECT_HTTP2, GlobalConfig,
@@ -224,6 +225,38 @@ where
     T::try_from(map).map_err(|e| KernelError::Ebpf(format!("map {name}: {e}")))
 }
 
+/// Kernels before 6.3 (no sock tracepoints): the same body on the returns of `tcp_recvmsg` and
+/// `tcp_sendmsg` ([`support::FALLBACK`], docs/kernel.md#support).
+fn attach_fallback(
+    ebpf: &mut Ebpf,
+    btf: &aya::Btf,
+    features: &mut BTreeMap<String, String>,
+) -> Result<(), KernelError> {
+    for (program_name, function, tracepoint) in [
+        ("tcp_recvmsg_exit", "tcp_recvmsg", "sock_recv_length"),
+        ("tcp_sendmsg_exit", "tcp_sendmsg", "sock_send_length"),
+    ] {
+        let feature = format!("fexit/{function}");
+        let program: &mut FExit = ebpf
+            .program_mut(program_name)
+            .ok_or_else(|| KernelError::Ebpf(format!("program {program_name} missing")))?
+            .try_into()
+            .map_err(|e| KernelError::Ebpf(format!("program {program_name}: {e}")))?;
+        program
+            .load(function, btf)
+            .map_err(|e| KernelError::Unsupported(format!("{feature} (fallback): {e:#}")))?;
+        program
+            .attach()
+            .map_err(|e| KernelError::Unsupported(format!("attaching {feature}: {e:#}")))?;
+        features.insert(
+            format!("tp_btf/{tracepoint}"),
+            format!("off: no sock:{tracepoint} before Linux 6.3; {feature} instead"),
+        );
+        features.insert(feature, "on (fallback)".into());
+    }
+    Ok(())
+}
+
 fn check_id(id: ServiceId) -> Result<(), KernelError> {
     if id < MAX_SERVICES {
         Ok(())
@@ -239,7 +272,15 @@ impl Kernel {
     /// error that says which one and why.
     pub fn load(quantum_ns: u64) -> Result<Kernel, KernelError> {
         let mut features = BTreeMap::new();
-        let kernel_btf = btf::Btf::from_sys_fs().map_err(|e| {
+        let kernel_btf = btf::Btf::from_sys_fs();
+        // Everything the programs need, checked at once: an old kernel gets one message
+        // listing all it lacks, not the first verifier error.
+        let support =
+            support::SupportReport::probe_with(kernel_btf.as_ref().map_err(String::as_str));
+        if let Some(message) = support.missing_message() {
+            return Err(KernelError::Unsupported(message));
+        }
+        let kernel_btf = kernel_btf.map_err(|e| {
             KernelError::Unsupported(format!("kernel BTF: {e}; the kernel programs need it"))
         })?;
         let offsets = Offsets::from_btf(&kernel_btf, &mut features)?;
@@ -259,7 +300,17 @@ impl Kernel {
             .load(crate::KERNEL_OBJECT)
             .map_err(|e| KernelError::Ebpf(format!("loading the kernel object: {e}")))?;
 
-        for tracepoint in ["sock_recv_length", "sock_send_length"] {
+        // Before 6.3 (no sock tracepoints): the same programs' body on fexit, if it loads here.
+        let fallback = support.attach() == Some(support::Attach::Fexit);
+        if fallback {
+            attach_fallback(&mut ebpf, &aya_btf, &mut features)?;
+        }
+        let tracepoints: &[&str] = if fallback {
+            &[]
+        } else {
+            &["sock_recv_length", "sock_send_length"]
+        };
+        for &tracepoint in tracepoints {
             let feature = format!("tp_btf/{tracepoint}");
             let program: &mut BtfTracePoint = ebpf
                 .program_mut(tracepoint)
@@ -268,8 +319,8 @@ impl Kernel {
                 .map_err(|e| KernelError::Ebpf(format!("program {tracepoint}: {e}")))?;
             program.load(tracepoint, &aya_btf).map_err(|e| {
                 KernelError::Unsupported(format!(
-                    "{feature}: {e:#} (needs the sock:{tracepoint} tracepoint of recent 6.x kernels \
-                     and BTF-typed tracepoint programs)"
+                    "{feature}: {e:#} (needs the sock:{tracepoint} tracepoint, Linux ≥ 6.3, and \
+                     BTF-typed tracepoint programs; see docs/kernel.md#support)"
                 ))
             })?;
             program

@@ -3,13 +3,14 @@
 // Doc comments of `Args` are the `--help` texts: prose for users, not code.
 #![allow(clippy::doc_markdown)]
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
 use slowpoke_agent::{
     Agent, AgentConfig, Auth,
     http::{SOCKET_FILE, bind_socket, serve_tcp, serve_unix},
+    kernel::support::{EXIT_KERNEL_UNSUPPORTED, SupportReport},
     safety::protect::ProtectRules,
     sys::cred::group_id,
 };
@@ -115,6 +116,15 @@ struct Args {
     /// `slowpoke_agent=debug`).
     #[arg(long, default_value = "info")]
     log_level: String,
+    /// Check that this kernel has everything the kernel programs need (BTF, the sock
+    /// tracepoints, program and map types, helpers), print the report and exit: 0 when all is
+    /// present, 3 when something is missing, 1 when the check itself could not run (not root).
+    /// For an init container or ExecStartPre. See docs/kernel.md#support.
+    #[arg(long)]
+    check_kernel: bool,
+    /// With --check-kernel: print the report as one JSON object.
+    #[arg(long, requires = "check_kernel")]
+    json: bool,
     /// TEST ONLY: run without the kernel programs and enable POST /v1/debug/pause/{name}.
     /// Compiled in only with the cargo feature `test-hooks`.
     #[cfg(feature = "test-hooks")]
@@ -154,8 +164,39 @@ fn node_cgroup(path: Option<PathBuf>) -> anyhow::Result<Option<PathBuf>> {
     Ok(Some(path))
 }
 
-fn main() -> anyhow::Result<()> {
+/// `--check-kernel [--json]`: the report on stdout; the exit code says the verdict.
+fn check_kernel(json: bool) -> ExitCode {
+    let report = SupportReport::probe();
+    if json {
+        println!("{}", report.json());
+    } else {
+        print!("{}", report.text());
+    }
+    if report.lacks_something() {
+        ExitCode::from(EXIT_KERNEL_UNSUPPORTED as u8)
+    } else if report.supported() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn main() -> anyhow::Result<ExitCode> {
     let args = Args::parse();
+    if args.check_kernel {
+        return Ok(check_kernel(args.json));
+    }
+    // Before anything else starts (lock, guardian, sockets): a kernel that lacks what the
+    // programs need fails here with one message and its own exit code. A check that could not
+    // run (an unknown, not a missing feature) does not stop the start: the load will tell.
+    #[cfg(feature = "test-hooks")]
+    let check = !args.test_hooks;
+    #[cfg(not(feature = "test-hooks"))]
+    let check = true;
+    if check && let Some(message) = SupportReport::probe().missing_message() {
+        eprintln!("Error: {message}");
+        return Ok(ExitCode::from(EXIT_KERNEL_UNSUPPORTED as u8));
+    }
     // The audit trail (who changed what) stays on at any level unless the filter names it.
     let filter = if args.log_level.contains("audit") {
         args.log_level.clone()
@@ -176,7 +217,8 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?
-        .block_on(run(args))
+        .block_on(run(args))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `--sync-listen`, else `--listen`'s IP with the default sync port, else none.

@@ -1,6 +1,8 @@
 //! Slowpoke's kernel programs: visit detection, per-service counters, pause debt and the
 //! in-kernel busy-delay actuator, all on the two socket tracepoints `sock_recv_length` and
-//! `sock_send_length` (process context, `struct sock *sk, int ret, int flags`).
+//! `sock_send_length` (process context, `struct sock *sk, int ret, int flags`) — or, on kernels
+//! before 6.3 that lack them, on the returns of `tcp_recvmsg`/`tcp_sendmsg` (`fexit`), with the
+//! same body.
 //!
 //! Hot path for a process no service tracks: one hash lookup by tgid, then (only when some
 //! service has cgroup members) one hash lookup by cgroup id. Everything else is for tracked
@@ -20,6 +22,7 @@ use core::{
 };
 
 use aya_ebpf::{
+    EbpfContext,
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
         bpf_probe_read_kernel, bpf_probe_read_user,
@@ -28,9 +31,9 @@ use aya_ebpf::{
             bpf_send_signal, bpf_task_pt_regs,
         },
     },
-    macros::{btf_tracepoint, map},
+    macros::{btf_tracepoint, fexit, map},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
-    programs::BtfTracePointContext,
+    programs::{BtfTracePointContext, FExitContext},
 };
 use aya_log_ebpf::warn;
 use slowpoke_common::{
@@ -147,22 +150,77 @@ static PAUSE_EVENTS: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
 
 #[btf_tracepoint(function = "sock_recv_length")]
 pub fn sock_recv_length(ctx: BtfTracePointContext) -> u32 {
-    match try_sock_data(&ctx, true) {
+    let call = SockCall::of_tracepoint(&ctx);
+    match try_sock_data(&ctx, call, true) {
         Ok(v) | Err(v) => v,
     }
 }
 
 #[btf_tracepoint(function = "sock_send_length")]
 pub fn sock_send_length(ctx: BtfTracePointContext) -> u32 {
-    match try_sock_data(&ctx, false) {
+    let call = SockCall::of_tracepoint(&ctx);
+    match try_sock_data(&ctx, call, false) {
         Ok(v) | Err(v) => v,
     }
 }
 
-fn try_sock_data(ctx: &BtfTracePointContext, recv: bool) -> Result<u32, u32> {
-    let ret: i32 = ctx.arg(1);
+/// Fallback for kernels without the sock tracepoints (before 6.3), loaded by the agent only
+/// there: the return of `int tcp_recvmsg(struct sock *sk, struct msghdr *msg, size_t len,
+/// int flags, ...)` (5.19+ layout; the agent checks it in BTF). Every TCP receive
+/// passes through it in process context, as through `sock_recv_length`.
+#[fexit(function = "tcp_recvmsg")]
+pub fn tcp_recvmsg_exit(ctx: FExitContext) -> u32 {
+    let call = SockCall {
+        sk: ctx.arg(0),
+        ret: ctx.ret().unwrap_or(0),
+        flags: ctx.arg(3),
+    };
+    match try_sock_data(&ctx, call, true) {
+        Ok(v) | Err(v) => v,
+    }
+}
+
+/// Fallback: the return of `int tcp_sendmsg(struct sock *sk, struct msghdr *msg, size_t
+/// size)`. Unlike `sock_send_length`, `sendfile`/`splice` bodies do not pass through it
+/// (`tcp_sendpage` before 6.5): their bytes are not counted, the headers sent before them are.
+#[fexit(function = "tcp_sendmsg")]
+pub fn tcp_sendmsg_exit(ctx: FExitContext) -> u32 {
+    let call = SockCall {
+        sk: ctx.arg(0),
+        ret: ctx.ret().unwrap_or(0),
+        flags: 0,
+    };
+    match try_sock_data(&ctx, call, false) {
+        Ok(v) | Err(v) => v,
+    }
+}
+
+/// One socket data transfer as the hooks see it.
+#[derive(Clone, Copy)]
+struct SockCall {
+    sk: *const u8,
+    /// Bytes moved, or a negative error (`ret <= 0`: nothing moved).
+    ret: i32,
+    /// The receive's `MSG_*` flags (0 for sends).
+    flags: i32,
+}
+
+impl SockCall {
+    /// `sock_*_length(struct sock *sk, int ret, int flags)`.
+    #[inline(always)]
+    fn of_tracepoint(ctx: &BtfTracePointContext) -> SockCall {
+        SockCall {
+            sk: ctx.arg(0),
+            ret: ctx.arg(1),
+            flags: ctx.arg(2),
+        }
+    }
+}
+
+fn try_sock_data<C: EbpfContext>(ctx: &C, call: SockCall, recv: bool) -> Result<u32, u32> {
+    let ret = call.ret;
     // EOF, errors (-EAGAIN) and peeks move no data.
-    if ret <= 0 || (recv && ctx.arg::<i32>(2) & MSG_PEEK != 0) {
+    if ret <= 0 || (recv && call.flags & MSG_PEEK != 0) {
         return Ok(0);
     }
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -171,7 +229,7 @@ fn try_sock_data(ctx: &BtfTracePointContext, recv: bool) -> Result<u32, u32> {
         return Ok(0);
     };
 
-    let sk: *const u8 = ctx.arg(0);
+    let sk = call.sk;
     // Little-endian: low half `skc_dport` (network order), high half `skc_num` (host order).
     let portpair: u32 = read_field(sk, &OFF_SKC_DPORT)?;
     let (role, last) = socket_role_and_last(sk, portpair, service, recv)?;
@@ -506,7 +564,7 @@ enum Probe {
 /// Best effort, x86_64 syscalls only: flags the service's visits as approximate when the
 /// current syscall's user buffer shows HTTP/2 or HTTP/1.x pipelining. Stops looking once the
 /// flag is set.
-fn check_approximate(ctx: &BtfTracePointContext, counters: *mut ServiceCounters, probe: Probe) {
+fn check_approximate<C: EbpfContext>(ctx: &C, counters: *mut ServiceCounters, probe: Probe) {
     let flag = unsafe { &raw mut (*counters).visits_approximate };
     if unsafe { read_volatile(flag) } != 0 {
         return;

@@ -6,6 +6,7 @@
 
 mod cluster;
 mod fuzz;
+mod old_kernel;
 mod rails;
 mod schemathesis;
 mod setup;
@@ -108,6 +109,33 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// The agent on Debian 12's own 6.1 kernel under qemu (not in CI; downloads the kernel
+    /// package, debootstraps a root into target/old-kernel/): runs `slowpoke-agent
+    /// --check-kernel` and the agent in the VM and writes the console and the JSON report to
+    /// docs/results/old-kernel-YYYYMMDD/ (docs/kernel.md#support).
+    OldKernel {
+        /// The kernel package [default: the newest linux-image-6.1.0-N-amd64 apt offers].
+        #[arg(long, value_name = "NAME")]
+        package: Option<String>,
+        /// qemu accelerator: tcg (software emulation), kvm, or auto (kvm if /dev/kvm opens).
+        /// The default is tcg: on this project's machines /dev/kvm opens but a KVM guest printed
+        /// nothing in 2 minutes.
+        #[arg(long, default_value = "tcg", value_parser = ["auto", "kvm", "tcg"])]
+        accel: String,
+        /// Output directory [default: docs/results/old-kernel-YYYYMMDD].
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Give up on the VM after this many seconds.
+        #[arg(long, default_value_t = 900)]
+        timeout_s: u64,
+        /// Use the release agent already built.
+        #[arg(long)]
+        no_build: bool,
+        /// Also run the agent's kernel tests (`kernel_visits`, `kernel_pause`, `kernel_safety`) in
+        /// the VM.
+        #[arg(long)]
+        kernel_tests: bool,
+    },
     /// Accuracy evaluation suite against ground truth (see docs/evaluation.md).
     Eval {
         /// Passed to `slowpoke eval`, e.g. `--suite quick` (`--` before them is optional).
@@ -191,6 +219,24 @@ fn main() -> Result<()> {
         Task::Demo { args } => demo(&root, &args),
         Task::Bench { which, args } => bench(&root, &which, &args),
         Task::Eval { args } => eval(&root, &args),
+        Task::OldKernel {
+            package,
+            accel,
+            out,
+            timeout_s,
+            no_build,
+            kernel_tests,
+        } => old_kernel::run_old_kernel(
+            &root,
+            &old_kernel::Options {
+                package,
+                accel,
+                out,
+                timeout: std::time::Duration::from_secs(timeout_s),
+                no_build,
+                kernel_tests,
+            },
+        ),
     }
 }
 

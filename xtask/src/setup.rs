@@ -121,7 +121,20 @@ fn bpf_linker() -> Result<()> {
 }
 
 fn debian_packages() -> Result<()> {
-    let missing: Vec<&str> = DEBIAN_PACKAGES
+    if !apt_install(DEBIAN_PACKAGES)? {
+        return Ok(());
+    }
+    // Debian starts the packaged daemons where it can; the tests start their own instances on
+    // private ports, so stop the packaged ones to keep the machine quiet.
+    for daemon in ["nginx", "memcached", "haproxy"] {
+        let _ = Command::new("pkill").args(["-x", daemon]).status();
+    }
+    Ok(())
+}
+
+/// Installs those of `packages` that are not installed yet; true if it installed any.
+pub(crate) fn apt_install(packages: &[&str]) -> Result<bool> {
+    let missing: Vec<&str> = packages
         .iter()
         .copied()
         .filter(|p| {
@@ -132,19 +145,14 @@ fn debian_packages() -> Result<()> {
         })
         .collect();
     if missing.is_empty() {
-        return Ok(());
+        return Ok(false);
     }
     run(Command::new("apt-get").args(["update", "-qq"]))?;
     run(Command::new("apt-get")
         .args(["install", "-y", "-qq", "--no-install-recommends"])
         .args(&missing)
         .env("DEBIAN_FRONTEND", "noninteractive"))?;
-    // Debian starts the packaged daemons where it can; the tests start their own instances on
-    // private ports, so stop the packaged ones to keep the machine quiet.
-    for daemon in ["nginx", "memcached", "haproxy"] {
-        let _ = Command::new("pkill").args(["-x", daemon]).status();
-    }
-    Ok(())
+    Ok(true)
 }
 
 fn mounts() -> Result<()> {

@@ -14,6 +14,7 @@ const KIND_TYPEDEF: u32 = 8;
 const KIND_VOLATILE: u32 = 9;
 const KIND_CONST: u32 = 10;
 const KIND_RESTRICT: u32 = 11;
+const KIND_FUNC: u32 = 12;
 const KIND_FUNC_PROTO: u32 = 13;
 const KIND_VAR: u32 = 14;
 const KIND_DATASEC: u32 = 15;
@@ -143,6 +144,42 @@ impl Btf {
             2 => Some(8), // pointer
             _ => Some(ty.size_or_ref),
         }
+    }
+
+    /// Whether the kernel's BTF has a typedef of this name. A tracepoint `T` that BTF-typed
+    /// (`tp_btf`) programs can attach to shows up as the typedef `btf_trace_T`.
+    pub fn has_typedef(&self, name: &str) -> bool {
+        self.typedef_id(name).is_some()
+    }
+
+    /// The BTF type id of the typedef `name` (what a `tp_btf` program passes as its
+    /// `attach_btf_id`: the id of `btf_trace_T`).
+    pub fn typedef_id(&self, name: &str) -> Option<u32> {
+        self.types
+            .iter()
+            .position(|t| t.kind == KIND_TYPEDEF && self.name(t.name_off) == name)
+            .map(|id| id as u32)
+    }
+
+    /// The BTF type id of the kernel function `name` and its parameters' names (what an
+    /// `fexit` program attaches to and the argument layout it reads), or `None` if the BTF has
+    /// no such function.
+    pub fn function(&self, name: &str) -> Option<(u32, Vec<String>)> {
+        let id = self
+            .types
+            .iter()
+            .position(|t| t.kind == KIND_FUNC && self.name(t.name_off) == name)?;
+        let proto = self.types.get(self.types[id].size_or_ref as usize)?;
+        if proto.kind != KIND_FUNC_PROTO {
+            return None;
+        }
+        let params = (0..proto.vlen as usize)
+            .map(|i| {
+                let name_off = u32_at(&self.type_section, proto.extra + 8 * i).unwrap_or(0);
+                self.name(name_off).into_owned()
+            })
+            .collect();
+        Some((id as u32, params))
     }
 
     /// Byte offset and size of `member` in the struct named `outer`, looking through anonymous
