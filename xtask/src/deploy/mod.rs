@@ -1,12 +1,14 @@
 //! Deployment (deploy/, docs/deploy.md): `cargo xtask image` builds the container images;
 //! `cargo xtask deploy check` (which `cargo xtask test` runs) lints and validates the
 //! Kubernetes manifests offline against [`KUBERNETES_VERSION`], verifies the systemd units,
-//! builds both images, parses every container argument and unit command line with the real
-//! binaries, and runs the agent's image under podman as the `DaemonSet` asks ([`trial`]).
+//! runs them under systemd in a `systemd-nspawn` container ([`unit_trial`]), builds both images,
+//! parses every container argument and unit command line with the real binaries, and runs the
+//! agent's image under podman as the `DaemonSet` asks ([`trial`]).
 
 pub mod image;
 pub mod podman;
 mod trial;
+mod unit_trial;
 mod validate;
 
 use std::{path::Path, process::Command, time::Instant};
@@ -86,7 +88,8 @@ pub fn image(root: &Path, which: &[Which]) -> Result<()> {
 pub struct CheckOptions {
     /// Build the release binaries first (off: they must exist).
     pub build: bool,
-    /// Run the agent's image under podman (the what-if, stop and kill).
+    /// Run the agent's image under podman (the what-if, stop and kill) and the units under
+    /// systemd-nspawn.
     pub trial: bool,
 }
 
@@ -107,6 +110,15 @@ pub fn check(root: &Path, opts: &CheckOptions) -> Result<()> {
     let t = Instant::now();
     validate::units(root)?;
     timed("systemd units verified", t);
+    if opts.trial {
+        let t = Instant::now();
+        let out = unit_trial::run(root).context("the systemd units under systemd-nspawn")?;
+        eprintln!("xtask deploy: agent unit: features {}", out.features);
+        eprintln!("xtask deploy: systemctl stop: {}", out.after_stop);
+        eprintln!("xtask deploy: agent SIGKILLed: {}", out.after_kill);
+        eprintln!("xtask deploy: coordinator unit: {}", out.coordinator);
+        timed("systemd units run under systemd-nspawn", t);
+    }
     for w in Which::ALL {
         let t = Instant::now();
         let built = image::build(root, w)?;
