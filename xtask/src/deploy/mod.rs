@@ -101,7 +101,11 @@ pub fn check(root: &Path, opts: &CheckOptions) -> Result<()> {
     };
     let t = Instant::now();
     validate::manifests(root)?;
-    timed("manifests valid (yamllint, kubernetes-validate)", t);
+    validate::capabilities(root)?;
+    timed(
+        "manifests valid (yamllint, kubernetes-validate, the agent's capabilities)",
+        t,
+    );
     if opts.build {
         let t = Instant::now();
         image::build_binaries(root, &Which::ALL)?;

@@ -30,6 +30,61 @@ const UNIT_EXPOSURE: [(&str, u32); 2] = [
     ("slowpoke-coordinator.service", 20),
 ];
 
+/// The agent's capabilities, measured (docs/security.md, docs/deploy.md): the `DaemonSet` and the
+/// unit must grant exactly these. Without `KILL` the kernel programs still stop other users'
+/// processes and nothing can resume them; without any of the others a feature is lost.
+const AGENT_CAPABILITIES: [&str; 7] = [
+    "BPF",
+    "PERFMON",
+    "KILL",
+    "SYS_PTRACE",
+    "DAC_READ_SEARCH",
+    "SYS_NICE",
+    "SYS_RESOURCE",
+];
+
+/// The `DaemonSet`'s `capabilities.add` and the unit's `CapabilityBoundingSet=` are the measured
+/// set, no more and no less.
+pub fn capabilities(root: &Path) -> Result<()> {
+    let mut want: Vec<&str> = AGENT_CAPABILITIES.to_vec();
+    want.sort_unstable();
+    let path = root.join("deploy/kubernetes/agent-daemonset.yaml");
+    let v: serde_json::Value = serde_yaml_ng::from_str(&std::fs::read_to_string(&path)?)
+        .with_context(|| format!("parsing {}", path.display()))?;
+    let caps = &v["spec"]["template"]["spec"]["containers"][0]["securityContext"]["capabilities"];
+    let mut added: Vec<&str> = caps["add"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(serde_json::Value::as_str)
+        .collect();
+    added.sort_unstable();
+    if added != want || caps["drop"] != serde_json::json!(["ALL"]) {
+        bail!(
+            "{}: capabilities drop {} add {added:?}; the agent needs drop [ALL] add {want:?}",
+            path.display(),
+            caps["drop"]
+        );
+    }
+    let unit = root.join("deploy/systemd/slowpoke-agent.service");
+    let text = std::fs::read_to_string(&unit)?;
+    let mut bounding: Vec<&str> = text
+        .lines()
+        .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(|c| c.trim_start_matches("CAP_"))
+        .collect();
+    bounding.sort_unstable();
+    if bounding != want {
+        bail!(
+            "{}: CapabilityBoundingSet {bounding:?}; the agent needs {want:?}",
+            unit.display()
+        );
+    }
+    Ok(())
+}
+
 /// The venv schemathesis lives in (xtask/src/schemathesis.rs) gets kubernetes-validate too.
 fn venv(root: &Path) -> PathBuf {
     target_dir(root).join("schemathesis/venv")
