@@ -26,6 +26,7 @@ const TOKEN_SECRET: &str = "slowpoke-agent-token";
 /// a running agent, and a trial must not become theirs.
 const NODE_STATE_DIR: &str = "/run/slowpoke";
 /// The agent's API as the `DaemonSet`'s `--listen` puts it on the host network.
+const AGENT_PORT: u16 = 7171;
 const AGENT_URL: &str = "http://127.0.0.1:7171";
 /// Per-visit delay of the plan the stop checks apply: long enough that a member is found
 /// stopped at once under load.
@@ -67,6 +68,13 @@ pub fn run(root: &Path) -> Result<Outcome> {
     let token = provide_secrets(&spec)?;
     for d in &spec.create_dirs {
         std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    // The DaemonSet's ports are the node's: on this machine they must be free.
+    if std::net::TcpStream::connect(("127.0.0.1", AGENT_PORT)).is_ok() {
+        bail!(
+            "something on this machine already listens on port {AGENT_PORT}, which the DaemonSet's \
+             agent takes on the host network: stop it (`ss -ltnp 'sport = {AGENT_PORT}'` names it)"
+        );
     }
     let app = NginxMemcached::start(1);
     let container = Container::start(&spec)?;
