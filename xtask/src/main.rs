@@ -43,6 +43,10 @@ enum Task {
         /// Skip the fuzz smoke run and the schemathesis run after the tests.
         #[arg(long)]
         no_fuzz: bool,
+        /// Skip the deployment checks after the tests (`deploy check`: images, manifests,
+        /// units, podman and systemd-nspawn runs).
+        #[arg(long)]
+        no_deploy: bool,
         /// Extra arguments passed to the test binaries (e.g. a test name filter).
         #[arg(last = true)]
         args: Vec<String>,
@@ -179,8 +183,17 @@ fn main() -> Result<()> {
         Task::Test {
             no_lint,
             no_fuzz,
+            no_deploy,
             args,
-        } => test(&root, no_lint, no_fuzz, &args),
+        } => test(
+            &root,
+            &TestSkips {
+                lint: no_lint,
+                fuzz: no_fuzz,
+                deploy: no_deploy,
+            },
+            &args,
+        ),
         Task::Fuzz { seconds, target } => fuzz::fuzz(&root, seconds, target.as_deref()),
         Task::Schemathesis {
             max_examples,
@@ -347,7 +360,15 @@ fn cargo_run_release(root: &Path, package: &str, kind: &str, name: &str) -> Comm
 /// `[dependencies]` features: feature unification would carry them into release binaries.
 pub(crate) const TEST_FEATURES: &str = "slowpoke-agent/test-hooks,slowpoke-coordinator/fake";
 
-fn test(root: &Path, no_lint: bool, no_fuzz: bool, args: &[String]) -> Result<()> {
+/// What `cargo xtask test` leaves out (`--no-lint`, `--no-fuzz`, `--no-deploy`).
+struct TestSkips {
+    lint: bool,
+    fuzz: bool,
+    deploy: bool,
+}
+
+fn test(root: &Path, skip: &TestSkips, args: &[String]) -> Result<()> {
+    let (no_lint, no_fuzz) = (skip.lint, skip.fuzz);
     setup_all(root)?;
     if !no_lint {
         run(cargo(root).args(["fmt", "--all", "--", "--check"]))?;
@@ -421,13 +442,15 @@ fn test(root: &Path, no_lint: bool, no_fuzz: bool, args: &[String]) -> Result<()
     };
     // deploy/ (manifests, units, both images, the agent's image under podman), after the tests
     // whatever they said: a broken deployment is worth knowing about either way.
-    if let Err(e) = deploy::check(
-        root,
-        &deploy::CheckOptions {
-            build: true,
-            trial: true,
-        },
-    ) {
+    if !skip.deploy
+        && let Err(e) = deploy::check(
+            root,
+            &deploy::CheckOptions {
+                build: true,
+                trial: true,
+            },
+        )
+    {
         eprintln!("xtask: {e:#}");
         println!("{}", tally.closing_line());
         return Err(e);
