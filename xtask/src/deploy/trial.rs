@@ -76,15 +76,16 @@ pub fn run(root: &Path) -> Result<Outcome> {
              agent takes on the host network: stop it (`ss -ltnp 'sport = {AGENT_PORT}'` names it)"
         );
     }
-    let app = NginxMemcached::start(1);
+    let running = App(NginxMemcached::start(1));
+    let app = &running.0;
     let container = Container::start(&spec)?;
     let api = Api::new(&token);
     container.wait_ready(&spec.probes)?;
-    let whatif = what_if(root, &app, &token)?;
+    let whatif = what_if(root, app, &token)?;
     let web = app.nginx.pids();
-    let after_stop = stop_check(&container, &api, &app, &web, "stop")?;
+    let after_stop = stop_check(&container, &api, app, &web, "stop")?;
     container.restart(&spec.probes)?;
-    let after_kill = stop_check(&container, &api, &app, &web, "kill")?;
+    let after_kill = stop_check(&container, &api, app, &web, "kill")?;
     Ok(Outcome {
         flags: spec.args,
         whatif,
@@ -324,6 +325,25 @@ fn stop_check(
          then every member running: {states:?}",
         container.stop_timeout
     ))
+}
+
+/// The app, nginx's master killed first when it goes: testkit's `Proc` kills the workers
+/// before the master, which can fork a new worker in between that outlives the trial (seen:
+/// orphaned nginx workers after two runs).
+struct App(NginxMemcached);
+
+impl Drop for App {
+    fn drop(&mut self) {
+        let master = self.0.nginx.pid();
+        let workers = slowpoke_testkit::children(master);
+        // SAFETY: kill(2) on the nginx processes this trial started.
+        unsafe {
+            libc::kill(master as i32, libc::SIGKILL);
+            for w in workers {
+                libc::kill(w as i32, libc::SIGKILL);
+            }
+        }
+    }
 }
 
 fn stopped(pid: u32) -> bool {
