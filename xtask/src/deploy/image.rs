@@ -116,6 +116,7 @@ pub fn build(root: &Path, which: Which) -> Result<Built> {
             .with_context(|| format!("copying {} into the image", lib.display()))?;
     }
     let image = which.image();
+    let previous = image_id(&image);
     let containerfile = root
         .join("deploy/images")
         .join(format!("{}.Containerfile", which.name()));
@@ -124,6 +125,13 @@ pub fn build(root: &Path, which: Which) -> Result<Built> {
         .arg(&containerfile)
         .args(["--tag", &image])
         .arg(&ctx))?;
+    // The tag moved to the new image: remove the one it leaves behind (untagged, it would pile
+    // up with every rebuild). Refused while a container uses it, which is fine.
+    if let Some(old) = previous
+        && image_id(&image).as_ref() != Some(&old)
+    {
+        let _ = Command::new("podman").args(["rmi", &old]).output();
+    }
     let size = setup::output(Command::new("podman").args([
         "image",
         "inspect",
@@ -140,6 +148,13 @@ pub fn build(root: &Path, which: Which) -> Result<Built> {
         bytes,
         libraries,
     })
+}
+
+/// The id of the image `name` points to, if it exists.
+fn image_id(name: &str) -> Option<String> {
+    setup::output(Command::new("podman").args(["image", "inspect", "--format", "{{.Id}}", name]))
+        .ok()
+        .map(|id| id.trim().to_owned())
 }
 
 /// The shared libraries `ldd` resolves for `binary`, the dynamic loader included (the vDSO is
