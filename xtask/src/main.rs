@@ -2,9 +2,11 @@
 //! (idempotent); `test` and `demo` run it first, so a fresh machine needs nothing else. `rails`
 //! checks the workspace's structure (docs/rails.md); `test` runs it after the lints. `fuzz` and
 //! `schemathesis` attack the request parsing of both HTTP APIs (docs/security/fuzz.md); `test`
-//! runs both briefly after the tests.
+//! runs both briefly after the tests. `image` builds the container images and `deploy check`
+//! checks deploy/ (manifests, units, images, a podman run of the agent's); `test` runs it last.
 
 mod cluster;
+mod deploy;
 mod fuzz;
 mod old_kernel;
 mod rails;
@@ -33,7 +35,8 @@ enum Task {
     /// mounts, cargo-fuzz, a venv with schemathesis.
     Setup,
     /// Set up, check formatting and lints, then run every test (as root: the tests load eBPF),
-    /// then a 30 s fuzz smoke run and a short schemathesis run.
+    /// then the deployment checks (`deploy check`), a 30 s fuzz smoke run and a short
+    /// schemathesis run.
     Test {
         /// Skip `cargo fmt --check`, `cargo clippy` and the guard rails.
         #[arg(long)]
@@ -41,6 +44,10 @@ enum Task {
         /// Skip the fuzz smoke run and the schemathesis run after the tests.
         #[arg(long)]
         no_fuzz: bool,
+        /// Skip the deployment checks after the tests (`deploy check`: images, manifests,
+        /// units, podman and systemd-nspawn runs).
+        #[arg(long)]
+        no_deploy: bool,
         /// Extra arguments passed to the test binaries (e.g. a test name filter).
         #[arg(last = true)]
         args: Vec<String>,
@@ -91,6 +98,21 @@ enum Task {
     Cluster {
         #[command(subcommand)]
         action: ClusterAction,
+    },
+    /// Container images of the agent and the coordinator (deploy/images, `FROM scratch`):
+    /// release binaries, then buildah. Both unless one is named.
+    Image {
+        #[arg(long)]
+        agent: bool,
+        #[arg(long)]
+        coordinator: bool,
+    },
+    /// Deployment files (deploy/, docs/deploy.md): `check` validates the manifests and units,
+    /// builds the images and runs the agent's under podman as its manifest asks;
+    /// `podman-flags` prints the flags the agent's manifest turns into.
+    Deploy {
+        #[command(subcommand)]
+        action: DeployAction,
     },
     /// Set up, build, start the 9-service shop app and ask: what if cart did half its CPU work?
     Demo {
@@ -145,6 +167,21 @@ enum Task {
 }
 
 #[derive(Subcommand)]
+enum DeployAction {
+    /// Every check `cargo xtask test` runs on deploy/.
+    Check {
+        /// Do not build the release binaries (they must exist).
+        #[arg(long)]
+        no_build: bool,
+        /// Skip the podman run of the agent's image (what-if, stop, kill).
+        #[arg(long)]
+        no_trial: bool,
+    },
+    /// Print the `podman run` flags generated from the agent's manifest.
+    PodmanFlags,
+}
+
+#[derive(Subcommand)]
 enum ClusterAction {
     /// Bring up the nodes and start an agent in each (prints where they are).
     Up {
@@ -174,8 +211,17 @@ fn main() -> Result<()> {
         Task::Test {
             no_lint,
             no_fuzz,
+            no_deploy,
             args,
-        } => test(&root, no_lint, no_fuzz, &args),
+        } => test(
+            &root,
+            &TestSkips {
+                lint: no_lint,
+                fuzz: no_fuzz,
+                deploy: no_deploy,
+            },
+            &args,
+        ),
         Task::Fuzz { seconds, target } => fuzz::fuzz(&root, seconds, target.as_deref()),
         Task::Schemathesis {
             max_examples,
@@ -216,6 +262,27 @@ fn main() -> Result<()> {
             ),
             ClusterAction::Down => cluster::down(),
         },
+        Task::Image { agent, coordinator } => {
+            let which: Vec<deploy::image::Which> = match (agent, coordinator) {
+                (true, false) => vec![deploy::image::Which::Agent],
+                (false, true) => vec![deploy::image::Which::Coordinator],
+                _ => deploy::image::Which::ALL.to_vec(),
+            };
+            deploy::image(&root, &which)
+        }
+        Task::Deploy { action } => match action {
+            DeployAction::Check { no_build, no_trial } => {
+                setup_all(&root)?;
+                deploy::check(
+                    &root,
+                    &deploy::CheckOptions {
+                        build: !no_build,
+                        trial: !no_trial,
+                    },
+                )
+            }
+            DeployAction::PodmanFlags => deploy::print_podman_flags(&root),
+        },
         Task::Demo { args } => demo(&root, &args),
         Task::Bench { which, args } => bench(&root, &which, &args),
         Task::Eval { args } => eval(&root, &args),
@@ -241,11 +308,13 @@ fn main() -> Result<()> {
 }
 
 /// Everything `setup` installs, including the tools of `fuzz` and `schemathesis` (which `test`
-/// runs briefly): cargo-fuzz and a venv with schemathesis.
+/// runs briefly): cargo-fuzz and a venv with schemathesis, and kubernetes-validate in that venv
+/// for `deploy check`.
 fn setup_all(root: &Path) -> Result<()> {
     setup::ensure()?;
     fuzz::ensure_cargo_fuzz()?;
     schemathesis::ensure_installed(root)?;
+    deploy::ensure_installed(root)?;
     Ok(())
 }
 
@@ -337,7 +406,15 @@ fn cargo_run_release(root: &Path, package: &str, kind: &str, name: &str) -> Comm
 /// `[dependencies]` features: feature unification would carry them into release binaries.
 pub(crate) const TEST_FEATURES: &str = "slowpoke-agent/test-hooks,slowpoke-coordinator/fake";
 
-fn test(root: &Path, no_lint: bool, no_fuzz: bool, args: &[String]) -> Result<()> {
+/// What `cargo xtask test` leaves out (`--no-lint`, `--no-fuzz`, `--no-deploy`).
+struct TestSkips {
+    lint: bool,
+    fuzz: bool,
+    deploy: bool,
+}
+
+fn test(root: &Path, skip: &TestSkips, args: &[String]) -> Result<()> {
+    let (no_lint, no_fuzz) = (skip.lint, skip.fuzz);
     setup_all(root)?;
     if !no_lint {
         run(cargo(root).args(["fmt", "--all", "--", "--check"]))?;
@@ -409,6 +486,21 @@ fn test(root: &Path, no_lint: bool, no_fuzz: bool, args: &[String]) -> Result<()
     } else {
         Err(anyhow::anyhow!("cargo test failed: {status}"))
     };
+    // deploy/ (manifests, units, both images, the agent's image under podman), after the tests
+    // whatever they said: a broken deployment is worth knowing about either way.
+    if !skip.deploy
+        && let Err(e) = deploy::check(
+            root,
+            &deploy::CheckOptions {
+                build: true,
+                trial: true,
+            },
+        )
+    {
+        eprintln!("xtask: {e:#}");
+        println!("{}", tally.closing_line());
+        return Err(e);
+    }
     if !no_fuzz {
         // After the tests, whatever they said: a fuzz crash is worth knowing about either way.
         let fuzzed = fuzz::smoke(root);

@@ -24,6 +24,16 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "python3-venv",
     // The web page test renders the coordinator's page in headless Chromium.
     "chromium",
+    // `cargo xtask image` and `deploy check` (xtask/src/deploy/): images, a podman run of the
+    // agent's, the manifests' lint, the units under systemd-nspawn. runc: podman's default crun 1.8 refuses this machine's
+    // hybrid cgroup hierarchy. objcopy (binutils) strips the binaries' debug info.
+    "buildah",
+    "podman",
+    "runc",
+    "yamllint",
+    "binutils",
+    // systemd-nspawn: the units run under systemd (this machine's init is not systemd).
+    "systemd-container",
 ];
 
 /// What building, the demo and the benchmarks need.
