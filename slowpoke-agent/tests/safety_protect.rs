@@ -665,3 +665,76 @@ fn a_stop_the_kernel_refuses_is_counted_and_said_not_taken_for_a_pause() {
         "{metrics}"
     );
 }
+
+/// The kernel programs stop a visiting process themselves when its service's debt reaches the
+/// quantum. An agent without `CAP_KILL` could not resume another user's process stopped that way,
+/// and it stayed stopped after the agent was gone (found running the agent's image under podman
+/// with the capability dropped: nginx's `nobody` worker). Without `CAP_KILL` the kernel must not
+/// stop anything: the agent's own stop is refused and counted, and the server keeps answering.
+#[test]
+fn without_cap_kill_the_kernel_never_stops_another_users_process() {
+    let (child, port) = spawn_listening("python3 -m http.server as nobody", |port| {
+        let mut c = Command::new("python3");
+        c.args([
+            "-m",
+            "http.server",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--directory",
+            "/",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        hostile::as_nobody(&mut c);
+        // Its own session, as a server started by a service manager: SIGCONT from the same
+        // session is allowed whatever the user, which would hide the danger.
+        // SAFETY: setsid(2) in the child before exec; async-signal-safe.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut c, || {
+                if libc::setsid() < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        c
+    });
+    let server = Proc {
+        child,
+        port,
+        dir: None,
+    };
+    let state = TempDir::new("pr-nokill-kernel");
+    let agent = AgentProc::start_with(&state, &[], |c| {
+        hostile::without_cap_kill(c);
+    });
+    let (code, info) = put_service(&agent, "theirs", &format!("{{\"ports\":[{port}]}}"));
+    assert_eq!(code, 200, "{info}");
+    // 5 ms owed per visit: the debt passes the quantum within a few requests.
+    let plan = r#"{"mode":"pause","services":{"theirs":{"delay_per_visit_ns":5000000}}}"#;
+    let (code, body) = agent.call("PUT", "/v1/slowdown", Some(plan));
+    assert_eq!(code, 200, "{body}");
+    for i in 0..30 {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+        let mut answer = Vec::new();
+        s.read_to_end(&mut answer)
+            .unwrap_or_else(|e| panic!("request {i}: no answer ({e}): the server was stopped"));
+        assert!(answer.starts_with(b"HTTP/1.0 200"), "request {i}");
+        assert_ne!(
+            proc_state(server.pid()),
+            Some('T'),
+            "stopped after request {i}"
+        );
+    }
+    let stats = service_stats(&agent, "theirs");
+    assert!(
+        stats["refused_stops"].as_u64() >= Some(1),
+        "the agent's own stop was tried and refused: {stats}"
+    );
+    assert_eq!(agent.call("DELETE", "/v1/slowdown", None).0, 204);
+    drop(agent);
+    assert_ne!(proc_state(server.pid()), Some('T'));
+}

@@ -129,9 +129,17 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        for pid in self.pids().into_iter().rev() {
-            // SAFETY: kill(2) on processes this test started.
-            unsafe {
+        // The master first: killed after its workers, an nginx master forks new ones in between,
+        // and those outlive the test. Stopped, it forks nothing while its children are listed
+        // (once it is gone they belong to init); SIGKILL then ends it, stopped or not.
+        let master = self.pid() as i32;
+        // SAFETY: kill(2) on processes this test started.
+        unsafe { libc::kill(master, libc::SIGSTOP) };
+        let workers = children(self.pid());
+        // SAFETY: as above.
+        unsafe {
+            libc::kill(master, libc::SIGKILL);
+            for pid in workers {
                 libc::kill(pid as i32, libc::SIGCONT);
                 libc::kill(pid as i32, libc::SIGKILL);
             }

@@ -9,7 +9,7 @@ use crate::{
     api::{self, Mode, SlowdownPlan},
     error::AgentError,
     safety::lease::{ANONYMOUS, Lease, validate_owner},
-    sys::signal::resume_pid,
+    sys::{self, signal::resume_pid},
 };
 
 /// Upper bound on how long clearing a plan waits for one service's last pause.
@@ -228,8 +228,12 @@ impl Agent {
                 continue;
             }
             let pause = plan.mode == Mode::Pause;
+            // Without CAP_KILL the agent could not resume another user's process the kernel
+            // stopped (deploy finding, docs/security.md): then only the agent stops, and a
+            // refused stop is counted, never left behind.
+            let in_kernel_stop = pause && sys::caps::can_signal_any();
             if let Some(k) = lock(&self.inner.kernel).as_mut() {
-                k.set_delay(svc.id, d.delay_per_visit_ns, plan.mode, pause)?;
+                k.set_delay(svc.id, d.delay_per_visit_ns, plan.mode, in_kernel_stop)?;
             }
             svc.actuator.set_active(pause);
         }

@@ -6,6 +6,7 @@
 //! module may use `sys`, so `sys` must never need them back (that is what kept the actuator, the
 //! state file and the kernel loader importing each other in a circle).
 
+pub mod caps;
 pub mod clock;
 pub mod cred;
 pub mod procfs;
