@@ -7,7 +7,7 @@ use libfuzzer_sys::fuzz_target;
 use slowpoke_api::agent::ServiceSpec;
 use slowpoke_fuzz::assert_round_trip;
 
-const FIELDS: [&str; 7] = [
+const FIELDS: [&str; 9] = [
     "ports",
     "pids",
     "cgroup",
@@ -15,6 +15,8 @@ const FIELDS: [&str; 7] = [
     "cores",
     "listen_ports",
     "may_be_absent",
+    "pods",
+    "kubernetes",
 ];
 
 fuzz_target!(|body: &[u8]| {
