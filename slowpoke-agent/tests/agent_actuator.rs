@@ -131,8 +131,10 @@ fn debt_below_quantum_is_paid_when_idle_and_oversleep_is_carried() {
         let s = act.stats();
         (s.pauses == 1).then_some(s)
     });
+    // At least the debt; an oversleep (1.2 ms for 700 µs once, in a CI run on the loaded 2-core
+    // machine) is carried, which the second pause checks precisely below.
     assert!(
-        s.paid_ns >= 700_000 && s.paid_ns < 900_000,
+        s.paid_ns >= 700_000 && s.paid_ns < 3_700_000,
         "paid {} ns of 700 µs",
         s.paid_ns
     );
