@@ -50,35 +50,16 @@ impl Drop for Proc {
     }
 }
 
-/// Starts the command `make(port)` builds on a free port and waits until that very process
-/// listens there (seen in /proc, not just "something accepts": two tests drawing the same free
-/// port would otherwise each believe the other's server is theirs). A process that exits first
-/// (its port was taken meanwhile) is retried on another port.
+/// Starts the command `make(port)` builds on a free port and waits until that very process (or
+/// a child of it) listens there, retrying on another port if it exits first: testkit's
+/// [`start_listening`](slowpoke_testkit::start_listening).
 pub fn spawn_listening(what: &str, mut make: impl FnMut(u16) -> Command) -> (Child, u16) {
-    for _ in 0..5 {
-        let port = free_port();
-        let mut child = make(port)
+    slowpoke_testkit::start_listening(what, |port| {
+        make(port)
             .stdin(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| panic!("spawning {what}: {e}"));
-        let pid = child.id();
-        let listening = wait_for(
-            Duration::from_secs(15),
-            &format!("{what} listening on {port}"),
-            || {
-                if matches!(child.try_wait(), Ok(Some(_))) {
-                    return Some(false);
-                }
-                slowpoke_agent::sys::procfs::pids_listening_on(&[port])
-                    .contains(&pid)
-                    .then_some(true)
-            },
-        );
-        if listening {
-            return (child, port);
-        }
-    }
-    panic!("{what} could not listen on any of 5 free ports");
+            .unwrap_or_else(|e| panic!("spawning {what}: {e}"))
+    })
 }
 
 /// A long sleeper (a process to stop and resume).
