@@ -10,6 +10,9 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::ErrorBody;
 
+mod scheduling;
+pub use scheduling::{SchedulingPlan, SchedulingPolicy, SchedulingStats};
+
 /// How a service is found on this node. Exactly one selector per service.
 ///
 /// Wire form: `{"ports":[8080]}`, `{"pids":[123,124]}`, `{"cgroup":"/sys/fs/cgroup/..."}`,

@@ -213,6 +213,38 @@ pub struct PauseEvent {
     pub stopped_tgid: u32,
 }
 
+/// [`ServiceConfig::flags`] bit: the kernel tracks the age of every request this service serves
+/// (tail-latency scheduling, `docs/tail.md`): it reports each request's start and end on a
+/// thread as [`RequestEvent`]s and carries the request's age on the calls that thread makes.
+pub const CONFIG_TRACK_AGES: u32 = 2;
+
+/// [`RequestEvent::kind`]: thread `tid` started serving a request (a visit began).
+pub const REQUEST_START: u32 = 1;
+/// [`RequestEvent::kind`]: thread `tid` finished the request it was serving (it sent the
+/// response and, until its next visit, serves nothing).
+pub const REQUEST_END: u32 = 2;
+
+/// Ring-buffer record (`REQUEST_EVENTS`) of a service with [`CONFIG_TRACK_AGES`]: a thread
+/// started or finished serving a request. The agent's scheduler orders threads by `origin_ns`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RequestEvent {
+    /// `bpf_ktime_get_ns` (this node's `CLOCK_MONOTONIC`) when the event happened.
+    pub at_ns: u64,
+    /// When the request arrived at the app's entry, on this node's clock: `at_ns` minus the
+    /// age the caller carried (a request no caller carried an age for started here: then
+    /// `origin_ns == arrival_ns`). For `REQUEST_END` the origin of the request that ended.
+    pub origin_ns: u64,
+    /// When the request arrived at this service (the visit's first receive), this node's clock:
+    /// the order of the per-service FIFO baseline.
+    pub arrival_ns: u64,
+    pub tid: u32,
+    pub tgid: u32,
+    pub service: u32,
+    /// [`REQUEST_START`] or [`REQUEST_END`].
+    pub kind: u32,
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY (all): plain `#[repr(C)]` data whose fields leave no padding.
@@ -227,4 +259,5 @@ mod pod {
     unsafe impl aya::Pod for super::EndpointValue {}
     unsafe impl aya::Pod for super::ThreadActivity {}
     unsafe impl aya::Pod for super::PauseEvent {}
+    unsafe impl aya::Pod for super::RequestEvent {}
 }
