@@ -59,9 +59,10 @@ pub(crate) struct CommonArgs {
     #[arg(long, value_name = "US", allow_negative_numbers = true)]
     pub(crate) quantum_us: Option<f64>,
     /// How delays are applied: `synchronized` (default: when one service's debt is due, every
-    /// delayed service of the node pays at the same moment), `per-service` (each on its own
-    /// debt) or `spin` (in-kernel busy wait; dedicated cores only). docs/evaluation.md compares
-    /// them.
+    /// delayed service of the node pays at the same moment, and of every node with several
+    /// agents), `synchronized-per-node` (the same within each node only), `per-service` (each on
+    /// its own debt) or `spin` (in-kernel busy wait; dedicated cores only). docs/evaluation.md
+    /// compares them.
     #[arg(long, value_name = "KIND")]
     pub(crate) actuator: Option<String>,
     #[command(flatten)]

@@ -34,7 +34,8 @@ pub(crate) struct EvalArgs {
     #[arg(long, value_delimiter = ',', value_name = "P,..")]
     pub(crate) points: Vec<f64>,
     /// Actuator settings to compare, each run on every point back to back: pause-<ms>ms,
-    /// sync-<ms>ms (synchronized pauses) or spin (default: sync-10ms, the what-if default).
+    /// sync-<ms>ms (synchronized pauses, across nodes too), nodesync-<ms>ms (synchronized within
+    /// each node only) or spin (default: sync-10ms, the what-if default).
     #[arg(long, value_delimiter = ',', value_name = "S,..")]
     pub(crate) settings: Vec<String>,
     /// Placements: shared (every service on every CPU), pinned (the target alone on one CPU)

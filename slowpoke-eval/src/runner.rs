@@ -31,16 +31,26 @@ pub struct Setting {
     pub mode: api::Mode,
     pub synchronized: bool,
     pub quantum_us: f64,
+    /// Synchronized pauses across the nodes of a cluster too (`sync-`), or within each node
+    /// only (`nodesync-`, [`Timing::sync_across_nodes`]); one node: the same thing.
+    #[serde(default = "across_nodes")]
+    pub across_nodes: bool,
+}
+
+fn across_nodes() -> bool {
+    true
 }
 
 impl Setting {
-    /// `pause-10ms`, `sync-10ms` (synchronized pauses), `spin`.
+    /// `pause-10ms`, `sync-10ms` (synchronized pauses), `nodesync-10ms` (synchronized within
+    /// each node only), `spin`.
     pub fn name(&self) -> String {
         let q = self.quantum_us / 1e3;
-        match (self.mode, self.synchronized) {
-            (api::Mode::Spin, _) => "spin".into(),
-            (api::Mode::Pause, false) => format!("pause-{q}ms"),
-            (api::Mode::Pause, true) => format!("sync-{q}ms"),
+        match (self.mode, self.synchronized, self.across_nodes) {
+            (api::Mode::Spin, _, _) => "spin".into(),
+            (api::Mode::Pause, false, _) => format!("pause-{q}ms"),
+            (api::Mode::Pause, true, true) => format!("sync-{q}ms"),
+            (api::Mode::Pause, true, false) => format!("nodesync-{q}ms"),
         }
     }
 }
@@ -50,7 +60,8 @@ impl std::str::FromStr for Setting {
     fn from_str(s: &str) -> Result<Self, String> {
         let bad = || {
             format!(
-                "setting `{s}`: write pause-<ms>ms, sync-<ms>ms or spin (e.g. pause-10ms, sync-1ms)"
+                "setting `{s}`: write pause-<ms>ms, sync-<ms>ms, nodesync-<ms>ms or spin (e.g. \
+                 pause-10ms, sync-1ms)"
             )
         };
         if s == "spin" {
@@ -58,6 +69,7 @@ impl std::str::FromStr for Setting {
                 mode: api::Mode::Spin,
                 synchronized: false,
                 quantum_us: experiment::DEFAULT_QUANTUM_US,
+                across_nodes: false,
             });
         }
         let (kind, q) = s.split_once('-').ok_or_else(bad)?;
@@ -68,15 +80,17 @@ impl std::str::FromStr for Setting {
         if !(ms.is_finite() && (0.001..=1000.0).contains(&ms)) {
             return Err(format!("setting `{s}`: the quantum must be 0.001–1000 ms"));
         }
-        let synchronized = match kind {
-            "pause" => false,
-            "sync" => true,
+        let (synchronized, across_nodes) = match kind {
+            "pause" => (false, false),
+            "sync" => (true, true),
+            "nodesync" => (true, false),
             _ => return Err(bad()),
         };
         Ok(Setting {
             mode: api::Mode::Pause,
             synchronized,
             quantum_us: ms * 1e3,
+            across_nodes,
         })
     }
 }
@@ -89,6 +103,7 @@ impl Default for Setting {
             mode: t.mode,
             synchronized: t.synchronized,
             quantum_us: t.quantum_us.unwrap_or(experiment::DEFAULT_QUANTUM_US),
+            across_nodes: t.sync_across_nodes,
         }
     }
 }
@@ -610,6 +625,7 @@ pub fn run(
                     quantum_us: Some(setting.quantum_us),
                     mode: setting.mode,
                     synchronized: setting.synchronized,
+                    sync_across_nodes: setting.across_nodes,
                     ..Timing::THOROUGH
                 },
                 repeat: Repeat {
@@ -716,6 +732,7 @@ mod tests {
             "pause-10ms",
             "pause-1ms",
             "sync-10ms",
+            "nodesync-10ms",
             "spin",
             "pause-0.5ms",
         ] {

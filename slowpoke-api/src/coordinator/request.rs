@@ -157,7 +157,8 @@ pub struct ExperimentRequest {
     /// Pause quantum, µs (the CLI's `--quantum-us`; default 10000).
     #[serde(default)]
     pub quantum_us: Option<f64>,
-    /// `synchronized` (default), `per-service` or `spin` (the CLI's `--actuator`): how the
+    /// `synchronized` (default), `synchronized-per-node`, `per-service` or `spin` (the CLI's
+    /// `--actuator`): how the
     /// agents apply delays (docs/evaluation.md compares them).
     #[serde(default)]
     pub actuator: Option<String>,

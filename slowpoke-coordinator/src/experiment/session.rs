@@ -428,7 +428,12 @@ impl<'a> Session<'a> {
         };
         let peers = self
             .sync_peers
-            .for_agents(self.agents, &wire, &mut self.warnings)
+            .for_agents(
+                self.agents,
+                &wire,
+                self.timing.sync_across_nodes,
+                &mut self.warnings,
+            )
             .to_vec();
         self.guard.keeper.installing();
         for ((a, ask), sync_peers) in self.agents.iter().zip(asks).zip(peers) {

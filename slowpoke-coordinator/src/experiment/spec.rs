@@ -59,6 +59,12 @@ pub struct Timing {
     /// instead of each on its own debt. Default true (docs/evaluation.md).
     #[serde(default = "yes")]
     pub synchronized: bool,
+    /// With `synchronized` and several agents: a pause on one node makes the delayed services of
+    /// every node pay at once (the agents tell each other, docs/multi-node.md). False keeps the
+    /// pauses synchronized within each node only, each node on its own phases (the actuator
+    /// `synchronized-per-node`, to measure what the peering buys). Default true.
+    #[serde(default = "yes")]
+    pub sync_across_nodes: bool,
 }
 
 /// The defaults answer a what-if in about 15 s here (`cargo xtask bench whatif` measures them
@@ -87,6 +93,7 @@ impl Timing {
         quantum_us: Some(DEFAULT_QUANTUM_US),
         mode: api::Mode::Pause,
         synchronized: true,
+        sync_across_nodes: true,
     };
 }
 
@@ -101,22 +108,26 @@ fn yes() -> bool {
 pub const DEFAULT_QUANTUM_US: f64 = 10_000.0;
 
 /// The actuators a user can pick (`--actuator`, `"actuator"` in the HTTP API).
-pub const ACTUATORS: &str = "synchronized, per-service or spin";
+pub const ACTUATORS: &str = "synchronized, synchronized-per-node, per-service or spin";
 
 impl Timing {
     /// Sets mode and synchronization from an actuator's name: `synchronized` (pauses of every
-    /// delayed service of a node at the same moment: the default, most accurate on shared cores,
-    /// docs/evaluation.md), `per-service` (each service pauses on its own debt) or `spin`
-    /// (in-kernel busy wait of the visiting thread, ≤ 1 ms per visit; dedicated cores only).
+    /// delayed service of a node at the same moment, and across nodes when the experiment spans
+    /// several: the default, most accurate on shared cores, docs/evaluation.md),
+    /// `synchronized-per-node` (the same within each node, every node on its own phases),
+    /// `per-service` (each service pauses on its own debt) or `spin` (in-kernel busy wait of the
+    /// visiting thread, ≤ 1 ms per visit; dedicated cores only).
     pub fn set_actuator(&mut self, name: &str) -> Result<(), String> {
-        let (mode, synchronized) = match name {
-            "synchronized" | "sync" => (api::Mode::Pause, true),
-            "per-service" | "pause" => (api::Mode::Pause, false),
-            "spin" => (api::Mode::Spin, false),
+        let (mode, synchronized, across) = match name {
+            "synchronized" | "sync" => (api::Mode::Pause, true, true),
+            "synchronized-per-node" => (api::Mode::Pause, true, false),
+            "per-service" | "pause" => (api::Mode::Pause, false, false),
+            "spin" => (api::Mode::Spin, false, false),
             other => return Err(format!("actuator `{other}`: use {ACTUATORS}")),
         };
         self.mode = mode;
         self.synchronized = synchronized;
+        self.sync_across_nodes = across;
         Ok(())
     }
 

@@ -19,14 +19,17 @@ impl SyncPeering {
     /// The `sync_peers` of each agent's copy of `plan`, in agent order: none unless the plan
     /// is synchronized pauses and there are several agents, each with a reachable sync address
     /// (otherwise pauses are synchronized within each node only, and the result says why).
+    /// `across_nodes` false (the actuator `synchronized-per-node`) leaves every node on its own
+    /// phases.
     pub(super) fn for_agents(
         &mut self,
         agents: &[SharedAgent],
         plan: &api::SlowdownPlan,
+        across_nodes: bool,
         warnings: &mut Warnings,
     ) -> &[Option<api::SyncPeers>] {
         self.decided.get_or_insert_with(|| {
-            if !plan.synchronized || plan.mode != Mode::Pause || agents.len() < 2 {
+            if !across_nodes || !plan.synchronized || plan.mode != Mode::Pause || agents.len() < 2 {
                 return vec![None; agents.len()];
             }
             match sync_addrs(agents) {
@@ -158,7 +161,7 @@ mod tests {
         let mut w = Warnings::default();
         let mut peering = SyncPeering::default();
         let first = peering
-            .for_agents(&agents, &synchronized(), &mut w)
+            .for_agents(&agents, &synchronized(), true, &mut w)
             .to_vec();
         let p1 = first[0].as_ref().expect("peers for n1");
         let p2 = first[1].as_ref().expect("peers for n2");
@@ -166,7 +169,10 @@ mod tests {
         assert_eq!(p2.peers, ["10.77.0.11:7172"]);
         assert_eq!(p1.key, p2.key);
         // The next plan of the same experiment: the same key.
-        assert_eq!(peering.for_agents(&agents, &synchronized(), &mut w), first);
+        assert_eq!(
+            peering.for_agents(&agents, &synchronized(), true, &mut w),
+            first
+        );
         assert!(w.take().is_empty());
     }
 
@@ -179,7 +185,7 @@ mod tests {
             let agents = agents(&[("n1", Some("10.77.0.11:7172")), ("n2", addr)]);
             let mut w = Warnings::default();
             let got = SyncPeering::default()
-                .for_agents(&agents, &synchronized(), &mut w)
+                .for_agents(&agents, &synchronized(), true, &mut w)
                 .to_vec();
             assert_eq!(got, [None, None]);
             let said = w.take();
@@ -202,12 +208,17 @@ mod tests {
         let mut w = Warnings::default();
         let plain = api::SlowdownPlan::default();
         assert_eq!(
-            SyncPeering::default().for_agents(&two, &plain, &mut w),
+            SyncPeering::default().for_agents(&two, &plain, true, &mut w),
+            [None, None]
+        );
+        // `synchronized-per-node`: synchronized within each node, no peering.
+        assert_eq!(
+            SyncPeering::default().for_agents(&two, &synchronized(), false, &mut w),
             [None, None]
         );
         let one = agents(&[("n1", Some("10.77.0.11:7172"))]);
         assert_eq!(
-            SyncPeering::default().for_agents(&one, &synchronized(), &mut w),
+            SyncPeering::default().for_agents(&one, &synchronized(), true, &mut w),
             [None]
         );
         assert!(w.take().is_empty());
