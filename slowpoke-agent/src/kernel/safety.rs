@@ -26,6 +26,7 @@ use aya::{
 };
 
 use super::{KernelError, ebpf_error};
+use crate::sys::clock::monotonic_ns;
 
 /// Most tgids [`Protected::set_pids`] accepts (size of the kernel's deny map).
 pub const MAX_PROTECTED_PIDS: usize = slowpoke_common::MAX_PROTECTED_TGIDS as usize;
@@ -191,17 +192,6 @@ impl Drop for Beater {
             let _ = thread.join();
         }
     }
-}
-
-/// `CLOCK_MONOTONIC` in nanoseconds, the clock of `bpf_ktime_get_ns`.
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec into memory we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// The id the kernel gives a cgroup v2 directory (what `bpf_get_current_cgroup_id` returns for
