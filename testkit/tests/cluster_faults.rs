@@ -263,7 +263,7 @@ fn a_sigkilled_agent_ends_the_experiment_naming_its_node() {
         "{err}"
     );
     // Node 2 is reachable: its plan was removed. Node 1's guardian resumed its services.
-    assert!(!has_plan(&tcp_get(&bed.agents[1], "/v1/slowdown").unwrap()).unwrap());
+    plan_gone(&bed.agents[1], Duration::from_secs(5), t0);
     bed.services_run(lease());
     eprintln!("(a) agent SIGKILLed: the coordinator ended {took:?} after the kill");
 }
@@ -335,8 +335,10 @@ fn a_restarted_agent_ends_the_experiment_with_a_message_saying_so() {
         )) && err.contains("lost its counters"),
         "{err}"
     );
+    // Polled with a deadline: one GET may time out on a loaded machine, which says nothing
+    // about the plan (a fresh CI run under load 8 saw that).
     for a in &bed.agents {
-        assert!(!has_plan(&tcp_get(a, "/v1/slowdown").unwrap()).unwrap());
+        plan_gone(a, Duration::from_secs(5), t0);
     }
     bed.services_run(lease());
     eprintln!(
