@@ -3,11 +3,22 @@
 
 mod ages_support;
 
-use std::{sync::Mutex, time::Duration};
+use std::{
+    sync::{
+        Mutex,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
-use ages_support::{Served, drain_events, exactness, load, served, start_app, track};
+use ages_support::{
+    Served, drain_events, exactness, load,
+    real::{Apache, AppInNetns, Netns, PEER_IP},
+    served, start_app, track,
+};
 use slowpoke_agent::kernel::{DEFAULT_QUANTUM_NS, Kernel};
 use slowpoke_common::REQUEST_START;
+use slowpoke_testkit::wait_for;
 
 /// The tests share the node's cgroup root and the machine: one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -52,13 +63,23 @@ fn fanout_topology(workers: u32) -> String {
 }
 
 /// Checks a callee's requests against the entry's; prints the figures the docs quote.
+/// `entry_work_us`: what the entry does before it calls — an age that was not carried would
+/// make the callee's origin its own arrival, at least that much later than the entry's.
 fn check(what: &str, entry: &[Served], callee: &[Served], min_requests: usize) {
+    check_with(what, entry, callee, min_requests, ENTRY_CPU_US);
+}
+
+fn check_with(
+    what: &str,
+    entry: &[Served],
+    callee: &[Served],
+    min_requests: usize,
+    entry_work_us: u32,
+) {
     let e = exactness(entry, callee, TOLERANCE_NS);
-    // An age that was not carried would make the origin the callee's own arrival, at least
-    // the entry's work later.
     let own_arrival = callee
         .iter()
-        .filter(|r| r.start_ns - r.origin_ns < u64::from(ENTRY_CPU_US) * 900)
+        .filter(|r| r.start_ns - r.origin_ns < u64::from(entry_work_us) * 900)
         .count();
     eprintln!(
         "{what}: {} of {} requests match the entry's origin ({:.4}); ambiguous {}; error p50 {} \
@@ -113,8 +134,8 @@ fn kernel_ages_chain_of_three_across_two_clocks() {
     );
 
     drive(&app.entry);
-    let front_seen = drain_events(&mut front_events, Duration::from_millis(300));
-    let back_seen = drain_events(&mut back_events, Duration::from_millis(300));
+    let front_seen = drain_events(&mut front_events, 1500);
+    let back_seen = drain_events(&mut back_events, 3000);
     let a = served(&front_seen, 0).remove(&0).unwrap_or_default();
     let mut back_served = served(&back_seen, OFFSET_NS);
     let b = back_served.remove(&0).unwrap_or_default();
@@ -146,7 +167,7 @@ fn kernel_ages_fan_out_to_three_leaves() {
         track(&mut kernel, &app, name, id as u32);
     }
     drive(&app.entry);
-    let seen = drain_events(&mut events, Duration::from_millis(300));
+    let seen = drain_events(&mut events, 4 * 1500);
     let mut by_service = served(&seen, 0);
     let a = by_service.remove(&0).unwrap_or_default();
     assert_eq!(a.len(), 1500, "entry requests");
@@ -167,7 +188,7 @@ fn kernel_ages_requests_start_and_end_without_callers() {
     assert!(kernel.take_request_events().is_err(), "taken once");
     track(&mut kernel, &app, "a", 3);
     load(&app.entry, 1, 50);
-    let seen = drain_events(&mut events, Duration::from_millis(200));
+    let seen = drain_events(&mut events, 50);
     let a = served(&seen, 0).remove(&3).unwrap_or_default();
     assert_eq!(a.len(), 50, "{seen:?}");
     for r in &a {
@@ -187,5 +208,153 @@ fn kernel_ages_requests_start_and_end_without_callers() {
     // Off again: no more events.
     kernel.set_track_ages(3, false).unwrap();
     load(&app.entry, 1, 10);
-    assert!(drain_events(&mut events, Duration::from_millis(100)).is_empty());
+    let mut after = Vec::new();
+    events.drain(&mut after);
+    assert!(after.is_empty(), "events after tracking stopped: {after:?}");
+}
+
+/// Connections opened before tracking started get no socket callbacks until the `iter/tcp`
+/// program switches them on: the entry's pooled connection to its callee, reused after.
+#[test]
+fn kernel_ages_pooled_connection_opened_before_tracking() {
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let app = start_app(&chain_topology(1));
+    let mut kernel = Kernel::load(DEFAULT_QUANTUM_NS).expect("loading the kernel programs (root)");
+    let mut events = kernel.take_request_events().unwrap();
+    for (id, name) in [(0, "a"), (1, "b")] {
+        let info = &app.services[name];
+        kernel.set_members(id, &info.pids).unwrap();
+        kernel
+            .set_server_ports(id, &[info.port], &[info.control_port])
+            .unwrap();
+    }
+    // One client paced every 5 ms keeps the connections busy (the emulator closes one after 50
+    // ms idle or 100 requests) while tracking starts: a's one worker opens its connection to b
+    // with the first request and reuses it to the end.
+    let done = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let after = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let mut client = ages_support::KeepAlive::connect(&app.entry);
+            while !stop.load(Ordering::SeqCst) {
+                client.get();
+                done.fetch_add(1, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        wait_for(Duration::from_secs(10), "10 requests", || {
+            (done.load(Ordering::SeqCst) >= 10).then_some(())
+        });
+        kernel.set_track_ages(0, true).unwrap();
+        kernel.set_track_ages(1, true).unwrap();
+        let after = done.load(Ordering::SeqCst);
+        wait_for(Duration::from_secs(10), "30 more requests", || {
+            (done.load(Ordering::SeqCst) >= after + 30).then_some(())
+        });
+        stop.store(true, Ordering::SeqCst);
+        after
+    });
+    let total = done.load(Ordering::SeqCst);
+    assert!(
+        total < 95,
+        "{total} requests: the emulator may have recycled the connection"
+    );
+    let stats = kernel.age_stats().unwrap();
+    eprintln!("pooled: {stats:?}; features {:?}", kernel.features());
+    assert_eq!(
+        stats.connections_enabled, 0,
+        "no connection opened after tracking: {stats:?}"
+    );
+    assert!(
+        stats.connections_enabled_later >= 2,
+        "both ends switched on: {stats:?}"
+    );
+    let seen = drain_events(&mut events, 2 * (total - after));
+    let mut by_service = served(&seen, 0);
+    let a = by_service.remove(&0).unwrap_or_default();
+    let b = by_service.remove(&1).unwrap_or_default();
+    // a starts tracking first: only a request already in flight then reaches b uncarried.
+    let carried = kernel.age_counters(1).unwrap().carried as usize;
+    assert!(
+        carried + 1 >= b.len() && b.len() >= 30,
+        "{carried} of {} carried",
+        b.len()
+    );
+    let e = exactness(&a, &b, TOLERANCE_NS);
+    eprintln!("pooled a->b: {} of {} match", e.matching, e.callee_requests);
+    assert!(e.matching + 1 >= b.len(), "{e:?}");
+    assert_eq!(kernel.features()["request_ages_pooled_connections"], "on");
+}
+
+fn leaf_topology(workers: u32) -> String {
+    format!(
+        r#"{{"entry":{{"service":"leaf","endpoint":"x"}},"services":{{"leaf":{{"threads":{workers},
+          "serving":"thread-per-request","endpoints":{{"x":{{"cpu_us":30}}}}}}}}}}"#
+    )
+}
+
+/// Debian's apache2 (worker MPM: a thread per request; and prefork: a process per request)
+/// as the entry, proxying to an emulated leaf in another network namespace (a veth hop) whose
+/// kernel's clock is `OFFSET_NS` ahead.
+fn apache_to_leaf_in_netns(mpm: &str) {
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let netns = Netns::create();
+    let leaf_app = AppInNetns::start(&netns, &leaf_topology(8));
+    let (leaf_pids, leaf_port, leaf_control) = leaf_app.services["leaf"].clone();
+    let apache = Apache::proxy(&format!("http://{PEER_IP}:{leaf_port}"), mpm);
+    let mut front = Kernel::load(DEFAULT_QUANTUM_NS).expect("loading the kernel programs (root)");
+    let mut back = Kernel::load_with_clock_offset(DEFAULT_QUANTUM_NS, OFFSET_NS)
+        .expect("loading the kernel programs (root)");
+    let mut front_events = front.take_request_events().unwrap();
+    let mut back_events = back.take_request_events().unwrap();
+    front
+        .set_members(0, &apache.pids(if mpm == "prefork" { 4 } else { 1 }))
+        .unwrap();
+    front.set_server_ports(0, &[apache.port], &[]).unwrap();
+    front.set_track_ages(0, true).unwrap();
+    back.set_members(0, &leaf_pids).unwrap();
+    back.set_server_ports(0, &[leaf_port], &[leaf_control])
+        .unwrap();
+    back.set_track_ages(0, true).unwrap();
+
+    let url = format!("http://127.0.0.1:{}/x", apache.port);
+    load(&url, 1, 300);
+    load(&url, 4, 300);
+    let front_seen = drain_events(&mut front_events, 1500);
+    let back_seen = drain_events(&mut back_events, 1500);
+    let entry = served(&front_seen, 0).remove(&0).unwrap_or_default();
+    let leaf = served(&back_seen, OFFSET_NS).remove(&0).unwrap_or_default();
+    let mut gaps: Vec<u64> = leaf.iter().map(|r| r.start_ns - r.origin_ns).collect();
+    gaps.sort_unstable();
+    eprintln!(
+        "apache {mpm}: leaf arrival - origin p50 {} ns (apache's own time before the call); \
+         front {:?}",
+        gaps.get(gaps.len() / 2).copied().unwrap_or(0),
+        front.age_stats().unwrap()
+    );
+    assert_eq!(entry.len(), 1500, "apache requests");
+    // apache2 calls right away: its own time before the call is no margin against an age not
+    // carried (`entry_work_us` 0); the leaf's counter says what was carried.
+    let what = format!("apache2 {mpm} -> leaf over veth (other clock)");
+    check_with(&what, &entry, &leaf, 1500, 0);
+    let carried = back.age_counters(0).unwrap().carried as usize;
+    assert!(
+        carried * 1000 >= leaf.len() * 999,
+        "{carried} of {} carried",
+        leaf.len()
+    );
+}
+
+#[test]
+fn kernel_ages_apache_worker_to_a_leaf_in_another_namespace() {
+    apache_to_leaf_in_netns("worker");
+}
+
+#[test]
+fn kernel_ages_apache_prefork_to_a_leaf_in_another_namespace() {
+    apache_to_leaf_in_netns("prefork");
 }

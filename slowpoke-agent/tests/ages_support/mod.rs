@@ -14,6 +14,8 @@ use slowpoke_agent::kernel::{Kernel, RequestEvents, ServiceId};
 use slowpoke_common::{REQUEST_END, REQUEST_START, RequestEvent};
 use slowpoke_emu::{RunningApp, StartOptions, Topology};
 
+pub mod real;
+
 /// A request as a service served it: one thread, from its visit's start to its first response
 /// send, in the clock of the kernel that saw it (its offset removed).
 #[derive(Clone, Copy, Debug)]
@@ -114,23 +116,24 @@ pub fn exactness(caller: &[Served], callee: &[Served], tolerance_ns: u64) -> Exa
     out
 }
 
-/// Reads request events until none arrived for `quiet`.
-pub fn drain_events(events: &mut RequestEvents, quiet: Duration) -> Vec<RequestEvent> {
+/// Reads request events until `ends` `REQUEST_END` events arrived (the last responses' ends are
+/// submitted right after their sends, so they may trail the client by microseconds), or 10 s.
+pub fn drain_events(events: &mut RequestEvents, ends: usize) -> Vec<RequestEvent> {
     let mut out = Vec::new();
-    let mut last = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(10);
     loop {
+        events.drain(&mut out);
+        let seen = out.iter().filter(|e| e.kind == REQUEST_END).count();
+        if seen >= ends || Instant::now() >= deadline {
+            return out;
+        }
         let mut fds = [libc::pollfd {
             fd: std::os::fd::AsRawFd::as_raw_fd(events),
             events: libc::POLLIN,
             revents: 0,
         }];
         // SAFETY: one valid pollfd for the duration of the call.
-        unsafe { libc::poll(fds.as_mut_ptr(), 1, 20) };
-        if events.drain(&mut out) > 0 {
-            last = Instant::now();
-        } else if last.elapsed() >= quiet {
-            return out;
-        }
+        unsafe { libc::poll(fds.as_mut_ptr(), 1, 100) };
     }
 }
 
@@ -216,4 +219,40 @@ fn read_response(reader: &mut BufReader<TcpStream>) -> Option<bool> {
     let mut body = vec![0; length];
     reader.read_exact(&mut body).ok()?;
     Some(close)
+}
+
+/// One keep-alive connection to an emulated entry (`url`: `http://host:port/path`).
+pub struct KeepAlive {
+    host: String,
+    path: String,
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl KeepAlive {
+    pub fn connect(url: &str) -> KeepAlive {
+        let rest = url.trim_start_matches("http://");
+        let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let stream = TcpStream::connect(host).expect("connecting to the entry");
+        stream.set_nodelay(true).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        KeepAlive {
+            host: host.to_string(),
+            path: format!("/{path}"),
+            reader: BufReader::new(stream.try_clone().unwrap()),
+            writer: stream,
+        }
+    }
+
+    /// One GET on this connection (which must stay open).
+    pub fn get(&mut self) {
+        let request = format!("GET {} HTTP/1.1\r\nHost: {}\r\n\r\n", self.path, self.host);
+        self.writer
+            .write_all(request.as_bytes())
+            .expect("sending the request");
+        let close = read_response(&mut self.reader).expect("a response");
+        assert!(!close, "the server closed the keep-alive connection");
+    }
 }
