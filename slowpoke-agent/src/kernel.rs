@@ -635,6 +635,20 @@ impl Kernel {
         }
     }
 
+    /// Run count and total run time (ns) of each loaded program, as the kernel accounts them
+    /// while BPF run-time statistics are on (`aya::sys::enable_stats`; zeros otherwise): what a
+    /// benchmark divides to learn the cost of one program call.
+    pub fn program_stats(&self) -> BTreeMap<String, (u64, u64)> {
+        self.ebpf
+            .programs()
+            .filter_map(|(name, program)| {
+                let info = program.info().ok()?;
+                let ns = u64::try_from(info.run_time().as_nanos()).unwrap_or(u64::MAX);
+                Some((name.to_string(), (info.run_count(), ns)))
+            })
+            .collect()
+    }
+
     /// The pause quantum in force.
     pub fn quantum_ns(&self) -> u64 {
         self.global_value.quantum_ns

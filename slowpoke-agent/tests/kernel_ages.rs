@@ -13,12 +13,12 @@ use std::{
 
 use ages_support::{
     Served, drain_events, exactness, load,
-    real::{Apache, AppInNetns, Netns, PEER_IP},
+    real::{AppInNetns, Netns, PEER_IP},
     served, start_app, track,
 };
 use slowpoke_agent::kernel::{DEFAULT_QUANTUM_NS, Kernel};
 use slowpoke_common::REQUEST_START;
-use slowpoke_testkit::wait_for;
+use slowpoke_testkit::{apache_proxy, wait_for};
 
 /// The tests share the node's cgroup root and the machine: one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -305,15 +305,13 @@ fn apache_to_leaf_in_netns(mpm: &str) {
     let netns = Netns::create();
     let leaf_app = AppInNetns::start(&netns, &leaf_topology(8));
     let (leaf_pids, leaf_port, leaf_control) = leaf_app.services["leaf"].clone();
-    let apache = Apache::proxy(&format!("http://{PEER_IP}:{leaf_port}"), mpm);
+    let apache = apache_proxy(&format!("http://{PEER_IP}:{leaf_port}"), mpm);
     let mut front = Kernel::load(DEFAULT_QUANTUM_NS).expect("loading the kernel programs (root)");
     let mut back = Kernel::load_with_clock_offset(DEFAULT_QUANTUM_NS, OFFSET_NS)
         .expect("loading the kernel programs (root)");
     let mut front_events = front.take_request_events().unwrap();
     let mut back_events = back.take_request_events().unwrap();
-    front
-        .set_members(0, &apache.pids(if mpm == "prefork" { 4 } else { 1 }))
-        .unwrap();
+    front.set_members(0, &apache.pids()).unwrap();
     front.set_server_ports(0, &[apache.port], &[]).unwrap();
     front.set_track_ages(0, true).unwrap();
     back.set_members(0, &leaf_pids).unwrap();

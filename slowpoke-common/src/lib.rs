@@ -45,6 +45,10 @@ pub const CONFIG_IN_KERNEL_STOP: u32 = 1;
 
 /// [`GlobalConfig::flags`]: look for the HTTP/2 preface in the first data of server sockets.
 pub const GLOBAL_DETECT_HTTP2: u32 = 1;
+/// [`GlobalConfig::flags`]: submit [`RequestEvent`]s without waking their reader (it polls on
+/// a timer of its own). Each wake-up costs the submitting thread a self-IPI (~1–3 µs in a VM,
+/// docs/tail.md#request-ages).
+pub const GLOBAL_REQUEST_EVENTS_NO_WAKEUP: u32 = 2;
 
 /// Per-socket direction of the last data transfer ([`SockState::last`]).
 pub const DIR_NONE: u8 = 0;
@@ -84,7 +88,7 @@ pub struct GlobalConfig {
     pub quantum_ns: u64,
     /// Services with cgroup members: 0 lets the hot path skip the cgroup lookup.
     pub cgroup_members: u32,
-    /// [`GLOBAL_DETECT_HTTP2`].
+    /// [`GLOBAL_DETECT_HTTP2`], [`GLOBAL_REQUEST_EVENTS_NO_WAKEUP`].
     pub flags: u32,
     /// Bumped by the agent whenever listening ports change: a socket's cached role
     /// ([`SockState::role`]) is recomputed when its generation differs.

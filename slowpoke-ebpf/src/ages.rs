@@ -25,7 +25,7 @@ use core::{ffi::c_void, ptr::read_volatile};
 
 use aya_ebpf::{
     bindings::{
-        BPF_SOCK_OPS_HDR_OPT_LEN_CB, BPF_SOCK_OPS_PARSE_HDR_OPT_CB,
+        BPF_RB_NO_WAKEUP, BPF_SOCK_OPS_HDR_OPT_LEN_CB, BPF_SOCK_OPS_PARSE_HDR_OPT_CB,
         BPF_SOCK_OPS_PARSE_UNKNOWN_HDR_OPT_CB_FLAG, BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB,
         BPF_SOCK_OPS_TCP_CONNECT_CB, BPF_SOCK_OPS_WRITE_HDR_OPT_CB,
         BPF_SOCK_OPS_WRITE_HDR_OPT_CB_FLAG,
@@ -43,11 +43,11 @@ use aya_ebpf::{
 };
 use slowpoke_common::{
     AGE_NONE, AGE_OPTION_EXID, AGE_OPTION_KIND, AGE_OPTION_LEN, AGE_PORT_LISTEN, AgeCounters,
-    AgeStats, CONFIG_TRACK_AGES, MAX_SERVICES, REQUEST_END, REQUEST_START, RequestEvent,
-    ThreadRequest,
+    AgeStats, CONFIG_TRACK_AGES, GLOBAL_REQUEST_EVENTS_NO_WAKEUP, MAX_SERVICES, REQUEST_END,
+    REQUEST_START, RequestEvent, ThreadRequest,
 };
 
-use crate::{OFF_SKC_DPORT, SERVICE_CONFIG, add, read_field, service_of};
+use crate::{GLOBAL, OFF_SKC_DPORT, SERVICE_CONFIG, add, read_field, service_of};
 
 /// TEST ONLY (set by the agent's `test-hooks` build, 0 otherwise): added to every clock reading
 /// of this module, so one `Kernel` can stand for a node whose clock is far from another's and a
@@ -63,10 +63,19 @@ static OFF_SKC_STATE: u32 = 0;
 /// tid -> the request the thread serves.
 #[map]
 static THREAD_REQUESTS: LruHashMap<u32, ThreadRequest> = LruHashMap::with_max_entries(16_384, 0);
-/// Socket cookie -> origin (this node's clock) of the request whose age the socket's segments
-/// carry, or `AGE_NONE`.
+/// What a socket's segments carry: the origin (this node's clock) of the sending thread's
+/// request, or `AGE_NONE`, and the sender's service (nothing is written once it stops tracking).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct SockOrigin {
+    origin_ns: u64,
+    service: u32,
+    pad: u32,
+}
+
+/// Socket cookie -> what its segments carry.
 #[map]
-static SOCK_ORIGIN: LruHashMap<u64, u64> = LruHashMap::with_max_entries(32_768, 0);
+static SOCK_ORIGIN: LruHashMap<u64, SockOrigin> = LruHashMap::with_max_entries(32_768, 0);
 /// Socket cookie -> origin (this node's clock) of the request the caller last carried on it.
 #[map]
 static CARRIED: LruHashMap<u64, u64> = LruHashMap::with_max_entries(32_768, 0);
@@ -177,7 +186,14 @@ fn emit(kind: u32, at: u64, request: &ThreadRequest, pid_tgid: u64, counters: *m
         service: request.service,
         kind,
     });
-    entry.submit(0);
+    let quiet = GLOBAL
+        .get(0)
+        .is_some_and(|g| g.flags & GLOBAL_REQUEST_EVENTS_NO_WAKEUP != 0);
+    entry.submit(if quiet {
+        u64::from(BPF_RB_NO_WAKEUP)
+    } else {
+        0
+    });
 }
 
 /// Before a send's segments are built: the socket carries the sending thread's request.
@@ -200,13 +216,21 @@ fn try_tcp_sendmsg_locked(sk: *const u8) -> Result<u32, u32> {
     let want = unsafe { THREAD_REQUESTS.get(pid_tgid as u32) }.map_or(AGE_NONE, |r| r.origin_ns);
     let cookie = unsafe { bpf_get_socket_cookie(sk as *mut c_void) };
     match SOCK_ORIGIN.get_ptr_mut(cookie) {
-        Some(origin) => unsafe {
-            if *origin != want {
-                *origin = want;
+        Some(carried) => unsafe {
+            if (*carried).origin_ns != want || (*carried).service != service {
+                (*carried).origin_ns = want;
+                (*carried).service = service;
             }
         },
         // A connection that never carried an age needs no "none" either.
-        None if want != AGE_NONE => SOCK_ORIGIN.insert(cookie, want, 0).map_err(|_| 0u32)?,
+        None if want != AGE_NONE => {
+            let carried = SockOrigin {
+                origin_ns: want,
+                service,
+                pad: 0,
+            };
+            SOCK_ORIGIN.insert(cookie, carried, 0).map_err(|_| 0u32)?;
+        }
         None => {}
     }
     Ok(0)
@@ -266,10 +290,12 @@ fn enable(ctx: &SockOpsContext, flags: u32) {
     }
 }
 
+/// The origin the socket's segments carry, if its sender's service still tracks ages.
 #[inline(always)]
 fn sock_origin(ctx: &SockOpsContext) -> Option<u64> {
     let cookie = unsafe { bpf_get_socket_cookie(ctx.ops.cast()) };
-    unsafe { SOCK_ORIGIN.get(cookie) }.copied()
+    let carried = unsafe { SOCK_ORIGIN.get(cookie) }?;
+    tracks_ages(carried.service).then_some(carried.origin_ns)
 }
 
 fn write_age(ctx: &SockOpsContext, age: u64) {

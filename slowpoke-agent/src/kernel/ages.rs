@@ -21,8 +21,8 @@ use aya::{
     programs::{BtfTracePoint, CgroupAttachMode, Iter, SockOps},
 };
 use slowpoke_common::{
-    AGE_PORT_LISTEN, AGE_PORT_PEER, AgeCounters, AgeStats, CONFIG_TRACK_AGES, ListenKey,
-    PORT_VISITS, RequestEvent, ThreadRequest,
+    AGE_PORT_LISTEN, AGE_PORT_PEER, AgeCounters, AgeStats, CONFIG_TRACK_AGES,
+    GLOBAL_REQUEST_EVENTS_NO_WAKEUP, ListenKey, PORT_VISITS, RequestEvent, ThreadRequest,
 };
 
 use super::{Kernel, KernelError, ServiceId, ebpf_error, take_map};
@@ -154,10 +154,11 @@ impl Ages {
     /// The health line of the feature: what works and, if something does not, why.
     pub(super) fn status(&self) -> String {
         match (&self.unavailable, &self.carrying) {
-            (Some(why), _) => format!("off: {why}"),
+            (Some(why), _) | (None, Some(Err(why))) => {
+                format!("requests only, ages not carried: {why}")
+            }
             (None, None) => "available (loaded when a service tracks ages)".into(),
             (None, Some(Ok(()))) => "on".into(),
-            (None, Some(Err(why))) => format!("requests only, ages not carried: {why}"),
         }
     }
 
@@ -333,6 +334,20 @@ impl Kernel {
             (self.visit_ports(id), self.all_members(), self.peer_ports());
         self.ages
             .set_tracked(&mut self.ebpf, id, on, &visits, &members, &peers)
+    }
+
+    /// Whether submitting a request event wakes a reader blocked in `poll` (the default) or not
+    /// (`false`: the reader polls on a timer of its own; each wake-up costs the submitting
+    /// thread a self-IPI, 1–3 µs in a VM — docs/tail.md#request-ages has the figures).
+    pub fn set_request_event_wakeups(&mut self, on: bool) -> Result<(), KernelError> {
+        if on {
+            self.global_value.flags &= !GLOBAL_REQUEST_EVENTS_NO_WAKEUP;
+        } else {
+            self.global_value.flags |= GLOBAL_REQUEST_EVENTS_NO_WAKEUP;
+        }
+        self.global
+            .set(0, self.global_value, 0)
+            .map_err(ebpf_error("GLOBAL"))
     }
 
     /// Whether service `id` tracks request ages.

@@ -1,15 +1,13 @@
-//! Real servers and a second network namespace for the request-age tests: Debian's apache2
-//! (threads serving one request each, `mod_proxy` calling a backend) and an emulated leaf service
-//! in its own network namespace behind a veth pair.
+//! A second network namespace for the request-age tests: an emulated app in its own network
+//! namespace behind a veth pair (the real servers come from the test kit).
 
 use std::{
     io::{BufRead as _, BufReader},
     os::{fd::AsRawFd as _, unix::process::CommandExt as _},
     process::{Child, ChildStdin, Command, Stdio},
-    time::Duration,
 };
 
-use slowpoke_testkit::{TempDir, children, start_listening, wait_for};
+use slowpoke_testkit::TempDir;
 
 /// Namespace and interface names: apart from testkit's cluster (`spk-*`), whose tests may run
 /// at the same time on this machine and clean up what they think is theirs.
@@ -139,79 +137,6 @@ impl AppInNetns {
 impl Drop for AppInNetns {
     fn drop(&mut self) {
         // SAFETY: plain kill(2) on our own child; it stops its services on SIGTERM.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
-    }
-}
-
-/// Debian's apache2 with the worker MPM (one child process, a thread per connection and so per
-/// request) proxying `/x` to `backend` (`http://HOST:PORT`) with `mod_proxy_http`.
-pub struct Apache {
-    child: Child,
-    pub port: u16,
-    _dir: TempDir,
-}
-
-impl Apache {
-    pub fn proxy(backend: &str, mpm: &str) -> Apache {
-        let dir = TempDir::new("ages-apache");
-        let d = dir.path().display().to_string();
-        let (child, port) = start_listening("apache2", |port| {
-            let modules = "/usr/lib/apache2/modules";
-            let conf = format!(
-                "LoadModule mpm_{mpm}_module {modules}/mod_mpm_{mpm}.so\n\
-                 LoadModule authz_core_module {modules}/mod_authz_core.so\n\
-                 LoadModule proxy_module {modules}/mod_proxy.so\n\
-                 LoadModule proxy_http_module {modules}/mod_proxy_http.so\n\
-                 ServerName localhost\nListen 127.0.0.1:{port}\nPidFile {d}/httpd.pid\n\
-                 ErrorLog {d}/error.log\nDefaultRuntimeDir {d}\nMutex posixsem\n\
-                 User www-data\nGroup www-data\nStartServers 1\nServerLimit 1\n\
-                 ThreadsPerChild 8\nMaxRequestWorkers 8\nMinSpareThreads 1\nMaxSpareThreads 8\n\
-                 MaxConnectionsPerChild 0\nKeepAlive On\nMaxKeepAliveRequests 0\n\
-                 ProxyPass \"/x\" \"{backend}/x\"\n"
-            );
-            let conf = if mpm == "prefork" {
-                conf.replace("ThreadsPerChild 8\n", "")
-                    .replace(
-                        "StartServers 1\nServerLimit 1\n",
-                        "StartServers 4\nServerLimit 4\n",
-                    )
-                    .replace("MaxRequestWorkers 8", "MaxRequestWorkers 4")
-                    .replace("MinSpareThreads 1\nMaxSpareThreads 8\n", "")
-            } else {
-                conf
-            };
-            std::fs::write(dir.path().join("httpd.conf"), conf).expect("writing httpd.conf");
-            Command::new("/usr/sbin/apache2")
-                .arg("-f")
-                .arg(dir.path().join("httpd.conf"))
-                .arg("-DFOREGROUND")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("starting /usr/sbin/apache2 (cargo xtask setup installs it)")
-        });
-        Apache {
-            child,
-            port,
-            _dir: dir,
-        }
-    }
-
-    /// The parent and its children (the processes that serve).
-    pub fn pids(&self, children_expected: usize) -> Vec<u32> {
-        let parent = self.child.id();
-        let kids = wait_for(Duration::from_secs(10), "apache2's children", || {
-            let kids = children(parent);
-            (kids.len() >= children_expected).then_some(kids)
-        });
-        std::iter::once(parent).chain(kids).collect()
-    }
-}
-
-impl Drop for Apache {
-    fn drop(&mut self) {
-        // SAFETY: plain kill(2) on our own child; apache2 stops its children on SIGTERM.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let _ = self.child.wait();
     }
