@@ -100,6 +100,14 @@ pub struct PauseRequest {
     pub owed_ns: u64,
 }
 
+/// A loaded program as the kernel accounts it ([`Kernel::program_stats`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProgramStats {
+    pub id: u32,
+    pub run_count: u64,
+    pub run_time_ns: u64,
+}
+
 /// An outgoing (client-side) connection endpoint of a tracked process.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OutgoingEndpoint {
@@ -364,10 +372,13 @@ impl Kernel {
                 .insert(key(*port), PORT_VISITS, 0)
                 .map_err(ebpf_error("LISTEN_PORTS"))?;
         }
+        if old != all {
+            // New connections to filter on, existing ones to switch on (no-op without ages).
+            self.update_ages(id, visit_ports)?;
+        }
         if !all.is_empty() {
             self.ports.insert(id, all);
         }
-        self.update_ages(id, visit_ports)?;
         // Sockets re-check their role against the new ports.
         self.global_value.ports_generation = self.global_value.ports_generation.wrapping_add(1);
         self.global
@@ -635,16 +646,20 @@ impl Kernel {
         }
     }
 
-    /// Run count and total run time (ns) of each loaded program, as the kernel accounts them
-    /// while BPF run-time statistics are on (`aya::sys::enable_stats`; zeros otherwise): what a
-    /// benchmark divides to learn the cost of one program call.
-    pub fn program_stats(&self) -> BTreeMap<String, (u64, u64)> {
+    /// Each loaded program's kernel id, run count and total run time (ns), as the kernel
+    /// accounts them while BPF run-time statistics are on (`aya::sys::enable_stats`; zeros
+    /// otherwise): what a benchmark divides to learn the cost of one program call.
+    pub fn program_stats(&self) -> BTreeMap<String, ProgramStats> {
         self.ebpf
             .programs()
             .filter_map(|(name, program)| {
                 let info = program.info().ok()?;
-                let ns = u64::try_from(info.run_time().as_nanos()).unwrap_or(u64::MAX);
-                Some((name.to_string(), (info.run_count(), ns)))
+                let stats = ProgramStats {
+                    id: info.id(),
+                    run_count: info.run_count(),
+                    run_time_ns: u64::try_from(info.run_time().as_nanos()).unwrap_or(u64::MAX),
+                };
+                Some((name.to_string(), stats))
             })
             .collect()
     }

@@ -117,9 +117,11 @@ fn program_delta(kernel: &Kernel, f: impl FnOnce()) -> BTreeMap<String, (u64, u6
     kernel
         .program_stats()
         .into_iter()
-        .map(|(name, (calls, ns))| {
-            let (c0, n0) = before.get(&name).copied().unwrap_or((0, 0));
-            (name, (calls - c0, ns - n0))
+        .map(|(name, after)| {
+            let (c0, n0) = before
+                .get(&name)
+                .map_or((0, 0), |b| (b.run_count, b.run_time_ns));
+            (name, (after.run_count - c0, after.run_time_ns - n0))
         })
         .collect()
 }
