@@ -17,7 +17,7 @@ use ages_support::{
     served, start_app, track,
 };
 use slowpoke_agent::kernel::{DEFAULT_QUANTUM_NS, Kernel};
-use slowpoke_common::REQUEST_START;
+use slowpoke_common::{AgeCounters, REQUEST_START};
 use slowpoke_testkit::{apache_proxy, wait_for};
 
 /// The tests share the node's cgroup root and the machine: one at a time.
@@ -198,6 +198,11 @@ fn kernel_ages_requests_start_and_end_without_callers() {
     let mut after = Vec::new();
     events.drain(&mut after);
     assert!(after.is_empty(), "events after tracking stopped: {after:?}");
+    // Removing the service forgets its counters and its flag.
+    kernel.set_track_ages(3, true).unwrap();
+    kernel.remove_service(3).unwrap();
+    assert!(!kernel.tracks_ages(3));
+    assert_eq!(kernel.age_counters(3).unwrap(), AgeCounters::default());
 }
 
 /// Connections opened before tracking started get no socket callbacks until the `iter/tcp`

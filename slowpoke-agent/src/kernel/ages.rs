@@ -286,9 +286,12 @@ impl Ages {
         self.stats.get(&0, 0).map_err(ebpf_error("AGE_STATS"))
     }
 
-    /// Forgets a removed service: its counters, its threads' requests, its ports.
+    /// Forgets a removed service: its counters, its threads' requests, its ports (the ports
+    /// other services call are written again at their next refresh).
     pub(super) fn forget(&mut self, id: ServiceId) -> Result<(), KernelError> {
-        self.tracked.remove(&id);
+        if self.tracked.remove(&id).is_some() {
+            self.write_ports(&[])?;
+        }
         self.counters
             .set(id, AgeCounters::default(), 0)
             .map_err(ebpf_error("AGE_COUNTERS"))?;
