@@ -209,11 +209,16 @@ impl Kernel {
     /// Loads the embedded object, probes the tracepoints and attaches. A missing feature is an
     /// error that says which one and why.
     pub fn load(quantum_ns: u64) -> Result<Kernel, KernelError> {
-        Kernel::load_inner(quantum_ns, 0)
+        Kernel::load_inner(quantum_ns, 0, false)
     }
 
-    /// `ages_clock_offset_ns`: 0 but in tests (`Kernel::load_with_clock_offset`).
-    fn load_inner(quantum_ns: u64, ages_clock_offset_ns: u64) -> Result<Kernel, KernelError> {
+    /// `ages_clock_offset_ns` and `ages_from_current`: 0 and false but in tests
+    /// (`Kernel::load_with_clock_offset`, `Kernel::load_without_sendmsg_tracepoint`).
+    fn load_inner(
+        quantum_ns: u64,
+        ages_clock_offset_ns: u64,
+        ages_from_current: bool,
+    ) -> Result<Kernel, KernelError> {
         let mut features = BTreeMap::new();
         let kernel_btf = btf::Btf::from_sys_fs();
         // Everything the programs need, checked at once: an old kernel gets one message
@@ -227,7 +232,10 @@ impl Kernel {
             KernelError::Unsupported(format!("kernel BTF: {e}; the kernel programs need it"))
         })?;
         let offsets = Offsets::from_btf(&kernel_btf, &mut features)?;
-        let age_offsets = ages::AgeOffsets::from_btf(&kernel_btf);
+        let mut age_offsets = ages::AgeOffsets::from_btf(&kernel_btf);
+        if ages_from_current {
+            age_offsets.force_from_current();
+        }
         drop(kernel_btf);
         let aya_btf = aya::Btf::from_sys_fs()
             .map_err(|e| KernelError::Unsupported(format!("kernel BTF (aya): {e}")))?;
@@ -296,7 +304,7 @@ impl Kernel {
             .map_err(|e| KernelError::Ebpf(format!("starting the pause-request reader: {e}")))?;
         features.insert("pause_trigger".into(), "on".into());
         features.insert("spin_actuator".into(), "on".into());
-        let ages = ages::Ages::new(&mut ebpf, age_offsets.err())?;
+        let ages = ages::Ages::new(&mut ebpf, age_offsets)?;
         features.insert(ages::FEATURE.into(), ages.status());
 
         Ok(Kernel {

@@ -388,3 +388,43 @@ fn kernel_ages_programs_go_with_the_kernel() {
         loaded().is_empty().then_some(())
     });
 }
+
+/// Kernels before 6.17 lack `tcp:tcp_sendmsg_locked`: the socket callbacks then take a call's
+/// origin from the thread that builds its segments (its own `sendmsg` for a request/response
+/// call). The chain again, the kernel behaving as there.
+#[test]
+fn kernel_ages_chain_without_the_sendmsg_tracepoint() {
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let app = start_app(&chain_topology(4));
+    let mut kernel = Kernel::load_without_sendmsg_tracepoint(DEFAULT_QUANTUM_NS)
+        .expect("loading the kernel programs (root)");
+    let mut events = kernel.take_request_events().unwrap();
+    for (id, name) in ["a", "b", "c"].into_iter().enumerate() {
+        track(&mut kernel, &app, name, id as u32);
+    }
+    let status = &kernel.features()["request_ages"];
+    assert!(
+        status.starts_with("on, without tcp:tcp_sendmsg_locked"),
+        "{status}"
+    );
+    assert!(
+        !kernel.program_stats().contains_key("tcp_sendmsg_locked"),
+        "the tracepoint program is not loaded"
+    );
+    drive(&app.entry);
+    let seen = drain_events(&mut events, 3 * 1500);
+    let mut by_service = served(&seen, 0);
+    let a = by_service.remove(&0).unwrap_or_default();
+    assert_eq!(a.len(), 1500, "entry requests");
+    for (id, name) in [(1, "a->b"), (2, "a->b->c")] {
+        let callee = by_service.remove(&id).unwrap_or_default();
+        check(
+            &format!("chain {name} (no tcp_sendmsg_locked)"),
+            &a,
+            &callee,
+            1500,
+        );
+    }
+}

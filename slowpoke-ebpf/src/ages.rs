@@ -59,6 +59,16 @@ static AGES_CLOCK_OFFSET_NS: u64 = 0;
 static OFF_TASK_TGID: u32 = 0;
 #[unsafe(no_mangle)]
 static OFF_SKC_STATE: u32 = 0;
+/// `task_struct.pid` (the thread id), for [`AGES_FROM_CURRENT`].
+#[unsafe(no_mangle)]
+static OFF_TASK_PID: u32 = 0;
+/// 1 on kernels without `tcp:tcp_sendmsg_locked` (before 6.17): the socket callbacks take the
+/// origin from the thread that is current when a segment is built instead of from the socket's
+/// mark. Right for segments built by the sending thread's own `sendmsg` (a request/response
+/// call's data); a segment built in softirq context (a retransmit, a delayed ACK) carries the
+/// age of whatever tracked thread it interrupted, or none.
+#[unsafe(no_mangle)]
+static AGES_FROM_CURRENT: u32 = 0;
 
 /// tid -> the request the thread serves.
 #[map]
@@ -293,9 +303,24 @@ fn enable(ctx: &SockOpsContext, flags: u32) {
 /// The origin the socket's segments carry, if its sender's service still tracks ages.
 #[inline(always)]
 fn sock_origin(ctx: &SockOpsContext) -> Option<u64> {
+    if unsafe { read_volatile(&AGES_FROM_CURRENT) } != 0 {
+        return current_origin();
+    }
     let cookie = unsafe { bpf_get_socket_cookie(ctx.ops.cast()) };
     let carried = unsafe { SOCK_ORIGIN.get(cookie) }?;
     tracks_ages(carried.service).then_some(carried.origin_ns)
+}
+
+/// [`AGES_FROM_CURRENT`]: the current thread's request origin, `AGE_NONE` for a thread of a
+/// tracked service that serves none, nothing for other processes.
+fn current_origin() -> Option<u64> {
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    let tgid: u32 = read_field(task, &OFF_TASK_TGID).ok()?;
+    if !service_of(tgid).is_some_and(tracks_ages) {
+        return None;
+    }
+    let tid: u32 = read_field(task, &OFF_TASK_PID).ok()?;
+    Some(unsafe { THREAD_REQUESTS.get(tid) }.map_or(AGE_NONE, |r| r.origin_ns))
 }
 
 fn write_age(ctx: &SockOpsContext, age: u64) {

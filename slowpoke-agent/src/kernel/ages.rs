@@ -74,41 +74,58 @@ impl AsRawFd for RequestEvents {
 }
 
 /// Offsets the age programs read, from the running kernel's BTF, or why ages cannot work here
-/// (the rest of the programs are unaffected).
-pub(super) struct AgeOffsets(Result<(u32, u32), String>);
+/// (the rest of the programs are unaffected), and whether the kernel lacks
+/// `tcp:tcp_sendmsg_locked` (then the socket callbacks take the origin from the current thread:
+/// `AGES_FROM_CURRENT` in `slowpoke-ebpf/src/ages.rs`).
+pub(super) struct AgeOffsets {
+    offsets: Result<(u32, u32, u32), String>,
+    from_current: bool,
+}
 
 impl AgeOffsets {
     pub(super) fn from_btf(btf: &super::btf::Btf) -> AgeOffsets {
-        let read = || -> Result<(u32, u32), String> {
+        let read = || -> Result<(u32, u32, u32), String> {
             let tgid = btf.member("task_struct", "tgid")?;
+            let pid = btf.member("task_struct", "pid")?;
             let state = btf.member("sock_common", "skc_state")?;
-            if tgid.size != 4 || state.size != 1 {
+            if tgid.size != 4 || pid.size != 4 || state.size != 1 {
                 return Err(
-                    "task_struct.tgid or sock_common.skc_state has an unexpected size".into(),
+                    "task_struct.tgid/pid or sock_common.skc_state has an unexpected size".into(),
                 );
             }
-            if !btf.has_typedef("btf_trace_tcp_sendmsg_locked") {
-                return Err(
-                    "no tcp:tcp_sendmsg_locked tracepoint (Linux ≥ 6.3) to mark a \
-                            call's request before its segments are written"
-                        .into(),
-                );
-            }
-            Ok((tgid.offset, state.offset))
+            Ok((tgid.offset, pid.offset, state.offset))
         };
-        AgeOffsets(read())
+        AgeOffsets {
+            offsets: read(),
+            from_current: !btf.has_typedef("btf_trace_tcp_sendmsg_locked"),
+        }
+    }
+
+    /// Behave as on a kernel without `tcp:tcp_sendmsg_locked` (reached from tests only,
+    /// through `Kernel::load_without_sendmsg_tracepoint`).
+    pub(super) fn force_from_current(&mut self) {
+        self.from_current = true;
     }
 
     pub(super) fn task_tgid(&self) -> u32 {
-        self.0.as_ref().map_or(0, |o| o.0)
+        self.offsets.as_ref().map_or(0, |o| o.0)
+    }
+
+    pub(super) fn task_pid(&self) -> u32 {
+        self.offsets.as_ref().map_or(0, |o| o.1)
     }
 
     pub(super) fn skc_state(&self) -> u32 {
-        self.0.as_ref().map_or(0, |o| o.1)
+        self.offsets.as_ref().map_or(0, |o| o.2)
     }
 
-    pub(super) fn err(self) -> Option<String> {
-        self.0.err()
+    pub(super) fn origin_from_current(&self) -> u32 {
+        u32::from(self.from_current)
+    }
+
+    /// Why ages cannot work, and whether the origin comes from the current thread.
+    pub(super) fn into_parts(self) -> (Option<String>, bool) {
+        (self.offsets.err(), self.from_current)
     }
 }
 
@@ -124,10 +141,13 @@ pub(super) struct Ages {
     carrying: Option<Result<(), String>>,
     /// Why carrying cannot work on this kernel, found at load.
     unavailable: Option<String>,
+    /// No `tcp:tcp_sendmsg_locked`: the origin comes from the current thread.
+    from_current: bool,
 }
 
 impl Ages {
-    pub(super) fn new(ebpf: &mut Ebpf, unavailable: Option<String>) -> Result<Ages, KernelError> {
+    pub(super) fn new(ebpf: &mut Ebpf, offsets: AgeOffsets) -> Result<Ages, KernelError> {
+        let (unavailable, from_current) = offsets.into_parts();
         Ok(Ages {
             events: Some(take_map(ebpf, "REQUEST_EVENTS")?),
             counters: take_map(ebpf, "AGE_COUNTERS")?,
@@ -137,6 +157,7 @@ impl Ages {
             tracked: BTreeMap::new(),
             carrying: None,
             unavailable,
+            from_current,
         })
     }
 
@@ -158,6 +179,10 @@ impl Ages {
                 format!("requests only, ages not carried: {why}")
             }
             (None, None) => "available (loaded when a service tracks ages)".into(),
+            (None, Some(Ok(()))) if self.from_current => "on, without tcp:tcp_sendmsg_locked \
+                 (Linux < 6.17): a call's age is the thread's that builds its segments, so \
+                 retransmits and delayed ACKs may carry another request's"
+                .into(),
             (None, Some(Ok(()))) => "on".into(),
         }
     }
@@ -180,7 +205,7 @@ impl Ages {
         }
         self.write_ports(peer_ports)?;
         if on && self.carrying.is_none() && self.unavailable.is_none() {
-            self.carrying = Some(attach(ebpf));
+            self.carrying = Some(attach(ebpf, self.from_current));
             if let Some(Err(why)) = &self.carrying {
                 tracing::warn!("request ages are not carried between services: {why}");
             }
@@ -315,7 +340,15 @@ impl Kernel {
     /// programs — this `Kernel` stands for a node whose clock is that far from the others'.
     #[cfg(feature = "test-hooks")]
     pub fn load_with_clock_offset(quantum_ns: u64, offset_ns: u64) -> Result<Kernel, KernelError> {
-        Kernel::load_inner(quantum_ns, offset_ns)
+        Kernel::load_inner(quantum_ns, offset_ns, false)
+    }
+
+    /// TEST ONLY: as [`Kernel::load`], behaving as on a kernel without
+    /// `tcp:tcp_sendmsg_locked` (before 6.17): the socket callbacks take a call's origin from
+    /// the thread that builds its segments.
+    #[cfg(feature = "test-hooks")]
+    pub fn load_without_sendmsg_tracepoint(quantum_ns: u64) -> Result<Kernel, KernelError> {
+        Kernel::load_inner(quantum_ns, 0, true)
     }
 
     /// Starts (or stops) tracking the requests of service `id`: the kernel reports each
@@ -457,20 +490,23 @@ fn cgroup2_root() -> Result<PathBuf, String> {
         })
 }
 
-/// Loads and attaches the carrying programs: the tracepoint that marks a call's request, the
+/// Loads and attaches the carrying programs: the tracepoint that marks a call's request (where
+/// the kernel has it), the
 /// `sock_ops` program on the cgroup-v2 root (every TCP connection of the node; it filters at
 /// connect and accept), and loads the iterator.
-fn attach(ebpf: &mut Ebpf) -> Result<(), String> {
+fn attach(ebpf: &mut Ebpf, from_current: bool) -> Result<(), String> {
     let btf = aya::Btf::from_sys_fs().map_err(|e| format!("kernel BTF (aya): {e}"))?;
-    let tp: &mut BtfTracePoint = ebpf
-        .program_mut("tcp_sendmsg_locked")
-        .ok_or("program tcp_sendmsg_locked missing")?
-        .try_into()
-        .map_err(|e| format!("program tcp_sendmsg_locked: {e}"))?;
-    tp.load("tcp_sendmsg_locked", &btf)
-        .map_err(|e| format!("tp_btf/tcp_sendmsg_locked: {e:#}"))?;
-    tp.attach()
-        .map_err(|e| format!("attaching tp_btf/tcp_sendmsg_locked: {e:#}"))?;
+    if !from_current {
+        let tp: &mut BtfTracePoint = ebpf
+            .program_mut("tcp_sendmsg_locked")
+            .ok_or("program tcp_sendmsg_locked missing")?
+            .try_into()
+            .map_err(|e| format!("program tcp_sendmsg_locked: {e}"))?;
+        tp.load("tcp_sendmsg_locked", &btf)
+            .map_err(|e| format!("tp_btf/tcp_sendmsg_locked: {e:#}"))?;
+        tp.attach()
+            .map_err(|e| format!("attaching tp_btf/tcp_sendmsg_locked: {e:#}"))?;
+    }
 
     let root = cgroup2_root()?;
     let cgroup = std::fs::File::open(&root).map_err(|e| format!("{}: {e}", root.display()))?;

@@ -35,7 +35,7 @@ pub const AGES: &[Requirement] = &[
     Requirement {
         name: "tracepoint tcp:tcp_sendmsg_locked",
         since: "6.17",
-        used_by: "request ages: a call's request before its segments",
+        used_by: "request ages: a call's request before its segments (else: the current thread's)",
         probe: Probe::Tracepoint("tcp_sendmsg_locked"),
     },
     Requirement {
@@ -93,6 +93,11 @@ pub(super) fn verdict(rows: &[(Requirement, Status)]) -> String {
         .collect();
     if absent.is_empty() {
         "request ages: carried between services (pooled connections too on Linux ≥ 6.12)".into()
+    } else if absent == ["tracepoint tcp:tcp_sendmsg_locked"] {
+        "request ages: carried between services, each segment with the age of the thread that \
+         builds it (no tcp:tcp_sendmsg_locked: exact for request/response calls, a retransmit \
+         may carry another request's) — see docs/tail.md#request-ages"
+            .into()
     } else {
         format!(
             "request ages: requests are reported, but their ages are not carried between \
@@ -114,7 +119,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_missing_tracepoint_says_ages_are_not_carried_and_why() {
+    fn a_missing_tracepoint_says_how_ages_are_carried_then() {
         let rows: Vec<_> = AGES
             .iter()
             .map(|r| {
@@ -128,7 +133,8 @@ mod tests {
             .collect();
         let message = verdict(&rows);
         assert!(
-            message.contains("not carried") && message.contains("tcp:tcp_sendmsg_locked"),
+            message.contains("the thread that builds it")
+                && message.contains("no tcp:tcp_sendmsg_locked"),
             "{message}"
         );
         let mut out = String::new();
