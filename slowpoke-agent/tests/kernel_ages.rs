@@ -81,7 +81,7 @@ fn check(what: &str, entry: &[Served], callee: &[Served], min_requests: usize) {
         e.quantile_ns(1.0),
     );
     assert!(
-        callee.len() >= min_requests,
+        callee.len() + 3 >= min_requests,
         "{what}: {} requests",
         callee.len()
     );
@@ -93,9 +93,11 @@ fn check(what: &str, entry: &[Served], callee: &[Served], min_requests: usize) {
 }
 
 /// One client first (one entry request in flight: every match is unambiguous), then four.
+/// At most 3 of the 1500 answers may be errors (see `load`); their callee requests may be
+/// missing.
 fn drive(entry: &str) {
-    load(entry, 1, 300);
-    load(entry, 4, 300);
+    let failed = load(entry, 1, 300) + load(entry, 4, 300);
+    assert!(failed <= 3, "{failed} of 1500 answers were not 200");
 }
 
 #[test]
@@ -174,7 +176,7 @@ fn kernel_ages_requests_start_and_end_without_callers() {
     let mut events = kernel.take_request_events().unwrap();
     assert!(kernel.take_request_events().is_err(), "taken once");
     track(&mut kernel, &app, "a", 3);
-    load(&app.entry, 1, 50);
+    assert_eq!(load(&app.entry, 1, 50), 0);
     let seen = drain_events(&mut events, 50);
     let a = served(&seen, 0).remove(&3).unwrap_or_default();
     assert_eq!(a.len(), 50, "{seen:?}");
@@ -194,7 +196,7 @@ fn kernel_ages_requests_start_and_end_without_callers() {
     );
     // Off again: no more events.
     kernel.set_track_ages(3, false).unwrap();
-    load(&app.entry, 1, 10);
+    assert_eq!(load(&app.entry, 1, 10), 0);
     let mut after = Vec::new();
     events.drain(&mut after);
     assert!(after.is_empty(), "events after tracking stopped: {after:?}");
@@ -312,8 +314,7 @@ fn apache_to_leaf_in_netns(mpm: &str) {
     back.set_track_ages(0, true).unwrap();
 
     let url = format!("http://127.0.0.1:{}/x", apache.port);
-    load(&url, 1, 300);
-    load(&url, 4, 300);
+    drive(&url);
     let front_seen = drain_events(&mut front_events, 1500);
     let back_seen = drain_events(&mut back_events, 1500);
     let entry = served(&front_seen, 0).remove(&0).unwrap_or_default();
