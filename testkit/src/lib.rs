@@ -439,6 +439,53 @@ pub fn haproxy(backend_port: u16) -> Proc {
     }
 }
 
+/// Debian's apache2 proxying `/x` to `backend` (`http://HOST:PORT`) with `mod_proxy_http`;
+/// `mpm` `worker` (one child process, a thread per connection, so per request) or `prefork`
+/// (four processes, one request each at a time): servers that serve a request start to finish
+/// on one thread (request ages, docs/tail.md). [`Proc::pids`] lists the parent and children.
+pub fn apache_proxy(backend: &str, mpm: &str) -> Proc {
+    let dir = TempDir::new("apache2");
+    let (child, port) = start_listening("apache2", |port| {
+        let d = dir.path().display();
+        let modules = "/usr/lib/apache2/modules";
+        let processes = if mpm == "prefork" {
+            "StartServers 4\nServerLimit 4\nMaxRequestWorkers 4\n"
+        } else {
+            "StartServers 1\nServerLimit 1\nThreadsPerChild 8\nMaxRequestWorkers 8\n\
+             MinSpareThreads 1\nMaxSpareThreads 8\n"
+        };
+        let conf = format!(
+            "LoadModule mpm_{mpm}_module {modules}/mod_mpm_{mpm}.so\n\
+             LoadModule authz_core_module {modules}/mod_authz_core.so\n\
+             LoadModule proxy_module {modules}/mod_proxy.so\n\
+             LoadModule proxy_http_module {modules}/mod_proxy_http.so\n\
+             ServerName localhost\nListen 127.0.0.1:{port}\nPidFile {d}/httpd.pid\n\
+             ErrorLog {d}/error.log\nDefaultRuntimeDir {d}\nMutex posixsem\n\
+             User www-data\nGroup www-data\n{processes}MaxConnectionsPerChild 0\n\
+             KeepAlive On\nMaxKeepAliveRequests 0\nProxyPass \"/x\" \"{backend}/x\"\n"
+        );
+        let cfg = dir.path().join("httpd.conf");
+        std::fs::write(&cfg, conf).expect("writing httpd.conf");
+        spawn(
+            Command::new("/usr/sbin/apache2")
+                .arg("-f")
+                .arg(&cfg)
+                .arg("-DFOREGROUND"),
+            "/usr/sbin/apache2",
+        )
+    });
+    let children_expected = if mpm == "prefork" { 4 } else { 1 };
+    let parent = child.id();
+    wait_for(Duration::from_secs(15), "apache2's children", || {
+        (children(parent).len() >= children_expected).then_some(())
+    });
+    Proc {
+        child,
+        port,
+        home: Some(dir),
+    }
+}
+
 /// One HTTP/1.0 GET on a fresh connection, read to EOF: (status, bytes sent, bytes received).
 pub fn get_once(port: u16, path: &str) -> (u16, u64, u64) {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connecting");

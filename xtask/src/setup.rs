@@ -16,6 +16,10 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "nginx-light",
     "memcached",
     "haproxy",
+    // Request ages (issue #18): a server that serves each request on one thread (worker MPM) or
+    // process (prefork) and calls a backend (mod_proxy). Not started by the package here
+    // (policy-rc.d); the tests run their own instances on private ports.
+    "apache2",
     "wrk",
     "python3",
     // The agent's socket tests call it as an unprivileged user (`curl --unix-socket`).

@@ -52,6 +52,11 @@ enum Probe {
     /// `fexit` on a kernel function whose parameters must start with these (the programs read
     /// those positions and the return value).
     Fexit(&'static str, &'static [&'static str]),
+    /// Optional rows ([`ages::AGES`]): a program type, a helper in a program type, a struct
+    /// member in BTF.
+    ProgramType(ProgramType),
+    HelperIn(ProgramType, BpfHelper),
+    BtfStruct(&'static str, &'static str),
 }
 
 /// Both programs share one code path, so every requirement is both programs'; `used_by` says
@@ -212,6 +217,8 @@ pub struct SupportReport {
     pub checks: Vec<(Requirement, Status)>,
     /// The [`FALLBACK`] rows, probed only when a sock tracepoint is missing (else empty).
     pub fallback: Vec<(Requirement, Status)>,
+    /// The optional [`ages::AGES`] rows (request ages); never part of the verdict.
+    pub ages: Vec<(Requirement, Status)>,
 }
 
 /// `--check-kernel --json`: one object, stable field names.
@@ -226,6 +233,8 @@ struct JsonReport<'a> {
     checks: Vec<JsonCheck<'a>>,
     /// The fallback's rows (empty when the tracepoints are there).
     fallback: Vec<JsonCheck<'a>>,
+    /// Request ages (optional): `{"checks": [...], "message": "..."}`.
+    ages: serde_json::Value,
 }
 
 #[derive(Serialize)]
@@ -271,10 +280,15 @@ impl SupportReport {
         } else {
             Vec::new()
         };
+        let ages = ages::AGES
+            .iter()
+            .map(|req| (*req, probe_one(req.probe, btf)))
+            .collect();
         SupportReport {
             release,
             checks,
             fallback,
+            ages,
         }
     }
 
@@ -436,6 +450,9 @@ impl SupportReport {
         {
             let _ = writeln!(out, "{message}");
         }
+        if !self.ages.is_empty() {
+            ages::text(&self.ages, &mut out);
+        }
         out
     }
 
@@ -453,6 +470,7 @@ impl SupportReport {
             message: self.missing_message().or_else(|| self.unknown_message()),
             checks,
             fallback,
+            ages: ages::json(&self.ages),
         })
         .unwrap_or_default()
     }
@@ -495,6 +513,15 @@ fn probe_one(probe: Probe, btf: Result<&Btf, &str>) -> Status {
         },
         Probe::Atomics => prog::atomics(),
         Probe::Fexit(function, params) => prog::fexit_on(btf, function, params),
+        Probe::ProgramType(program_type) => ages::probe_program(program_type),
+        Probe::HelperIn(program_type, helper) => ages::probe_helper(program_type, helper),
+        Probe::BtfStruct(outer, member) => match btf {
+            Ok(btf) => match btf.member(outer, member) {
+                Ok(_) => Status::Present,
+                Err(e) => Status::Missing(e),
+            },
+            Err(_) => Status::Missing("no kernel BTF to look in".into()),
+        },
         Probe::Helper(helper) => match is_helper_supported(ProgramType::TracePoint, helper) {
             Ok(true) => Status::Present,
             Ok(false) => Status::Missing("the verifier does not know it".into()),
@@ -524,6 +551,7 @@ fn tracepoint(name: &str, btf: Result<&Btf, &str>) -> Status {
     }
 }
 
+mod ages;
 mod prog;
 
 #[cfg(test)]
@@ -549,6 +577,7 @@ mod tests {
             release: release.into(),
             checks,
             fallback: Vec::new(),
+            ages: Vec::new(),
         }
     }
 

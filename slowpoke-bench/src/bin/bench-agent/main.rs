@@ -4,7 +4,7 @@
 //! ```text
 //! cargo run --release -p slowpoke-bench --bin bench-agent [-- --rounds 7 --seconds 2]
 //!     [--pauses 200] [--time-wait 10000] [--sync-visits 200]
-//!     [--only hook,tracked,echo,nginx,pause,resolve,sync,sync-cluster]
+//!     [--only hook,tracked,echo,nginx,pause,resolve,sync,sync-cluster,ages,ages-servers]
 //! ```
 //!
 //! 1. `hook`: time per socket call of a process no service tracks, programs attached vs.
@@ -44,10 +44,14 @@
 //!    pauses B joined, the start skew across nodes (median, p90, max; pooled too) and the
 //!    stopped-time overlap (see [`cluster_sync`]).
 //!
+//! 7. `ages`, `ages-servers`: what tracking request ages costs per call, and which request's
+//!    age the calls of real servers carry (thread per request vs. event loops), see [`ages`].
+//!
 //! One module per part: [`hook`] (1, and the tracked call), [`throughput`] (2), [`pause`] (3,
 //! with the [`probe`] child), [`resolve`] (4), [`sync`] (5), [`cluster_sync`] (6); [`echo`] is the request/response
 //! server child, [`harness`] the kernel programs and library agent the parts measure with.
 
+mod ages;
 mod cluster_sync;
 mod echo;
 mod harness;
@@ -88,7 +92,7 @@ struct Options {
     #[arg(long, default_value_t = 200)]
     sync_visits: usize,
     /// Parts to run (all by default).
-    #[arg(long, value_delimiter = ',', value_parser = ["hook", "tracked", "echo", "nginx", "pause", "resolve", "sync", "sync-cluster"])]
+    #[arg(long, value_delimiter = ',', value_parser = ["hook", "tracked", "echo", "nginx", "pause", "resolve", "sync", "sync-cluster", "ages", "ages-servers"])]
     only: Vec<String>,
     /// Internal: be the echo server child on this port.
     #[arg(long, hide = true, value_name = "PORT")]
@@ -162,6 +166,12 @@ fn main() {
             "synchronized_pauses_between_nodes".into(),
             cluster_sync::sync_cluster(&o),
         );
+    }
+    if o.runs("ages") {
+        report.insert("request_ages_cost".into(), ages::cost(&o));
+    }
+    if o.runs("ages-servers") {
+        report.insert("request_ages_servers".into(), ages::servers(&o));
     }
     report.insert("loadavg_end".into(), json!(loadavg()));
     println!(
