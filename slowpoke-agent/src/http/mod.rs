@@ -336,7 +336,8 @@ mod debug {
         }
     }
 
-    /// A kernel request event as a test feeds it (`kind`: 1 start, 2 end).
+    /// A kernel request event as a test feeds it (`kind`: 1 start, 2 end; times
+    /// `CLOCK_MONOTONIC` ns, 0 = now).
     #[derive(serde::Deserialize)]
     struct RequestEventBody {
         kind: u32,
@@ -355,10 +356,17 @@ mod debug {
         body: axum::body::Bytes,
     ) -> Result<Response, AgentError> {
         let b: RequestEventBody = super::parse(&body, r#"{"kind":1,"tid":123,"tgid":123}"#)?;
+        // Times left out (0) are "now", as the kernel would stamp them.
+        let now = crate::sys::clock::monotonic_ns();
+        let arrival_ns = if b.arrival_ns == 0 { now } else { b.arrival_ns };
         let ev = slowpoke_common::RequestEvent {
-            at_ns: b.arrival_ns,
-            origin_ns: b.origin_ns,
-            arrival_ns: b.arrival_ns,
+            at_ns: now,
+            origin_ns: if b.origin_ns == 0 {
+                arrival_ns
+            } else {
+                b.origin_ns
+            },
+            arrival_ns,
             tid: b.tid,
             tgid: b.tgid,
             service: 0,
