@@ -18,7 +18,7 @@ use crate::{
     safety::{promoted::Promoted, watchdog::SharedPage},
     sys::{
         rawfs::thread_start_ticks,
-        sched::{ThreadPolicy, get_policy, set_policy, thread_cpu},
+        sched::{ThreadPolicy, get_policy, set_policy, thread_state},
     },
 };
 
@@ -107,10 +107,11 @@ impl Applier {
         }
     }
 
-    /// Cumulative CPU time and last CPU of a managed thread (the share cap's charge).
-    pub fn reading(&self, tid: u32) -> Option<(u64, usize)> {
+    /// Whether a managed thread runs (or may run) now, and on which CPU: the share cap's
+    /// sample (`sys::sched::thread_state`).
+    pub fn sample(&self, tid: u32) -> Option<(bool, usize)> {
         let (tgid, _) = self.threads.get(&tid)?;
-        thread_cpu(*tgid, tid)
+        thread_state(*tgid, tid)
     }
 
     /// Restores every thread still managed (the schedule ended).

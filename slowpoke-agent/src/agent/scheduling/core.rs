@@ -13,9 +13,12 @@
 //!   whatever the policy: an old request end-to-end is exactly the one to run first, but one
 //!   that never finishes here must not hold the node) is not promoted again until its thread
 //!   starts another request.
-//! - **share cap**: the promoted threads' CPU time is charged per CPU in periods of
+//! - **share cap**: the time promoted threads run is charged per CPU in periods of
 //!   [`PERIOD_NS`]; once one CPU's charge reaches `max_share` of the period, every promoted thread
-//!   is demoted until the period ends (normal work, sshd and the kubelet, keeps the rest).
+//!   is demoted until the period ends (normal work, sshd and the kubelet, keeps the rest). The
+//!   charge is sampled: the time since a thread's previous sample (or its promotion) counts if
+//!   it is running or runnable at the sample, on the CPU it is on — an upper bound for a thread
+//!   that slept part of it, never late (a running thread's CPU time is updated only at ticks).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -86,8 +89,8 @@ pub struct Core {
     capped: BTreeSet<u32>,
     /// Thread id -> tgid, promoted now.
     promoted: BTreeMap<u32, u32>,
-    /// Last CPU-time reading of each promoted thread (ns).
-    last_runtime: HashMap<u32, u64>,
+    /// When each promoted thread was last sampled (or promoted), ns.
+    last_sample_ns: HashMap<u32, u64>,
     period_start_ns: u64,
     /// CPU time charged per CPU in the current period.
     used_ns: Vec<u64>,
@@ -104,7 +107,7 @@ impl Core {
             active: HashMap::new(),
             capped: BTreeSet::new(),
             promoted: BTreeMap::new(),
-            last_runtime: HashMap::new(),
+            last_sample_ns: HashMap::new(),
             period_start_ns: now_ns,
             share_held: false,
             counts: CoreCounts::default(),
@@ -164,7 +167,7 @@ impl Core {
         self.active.remove(&tid);
         self.capped.remove(&tid);
         self.promoted.remove(&tid);
-        self.last_runtime.remove(&tid);
+        self.last_sample_ns.remove(&tid);
     }
 
     /// The applier could not promote `tid` (gone, not a member, refused): not counted as a
@@ -176,16 +179,17 @@ impl Core {
         self.forget(tid);
     }
 
-    /// A promoted thread's cumulative CPU time (`runtime_ns`) and the CPU it last ran on: the
-    /// time since its previous reading is charged to that CPU. The first reading after a
-    /// promotion only sets the baseline.
-    pub fn charge(&mut self, tid: u32, runtime_ns: u64, cpu: usize) {
-        if !self.promoted.contains_key(&tid) {
+    /// A sample of a promoted thread at `now_ns`: running (or runnable) on `cpu`, or not. The
+    /// time since its previous sample is charged to that CPU if it runs.
+    pub fn charge(&mut self, tid: u32, now_ns: u64, running: bool, cpu: usize) {
+        let Some(last) = self.last_sample_ns.get_mut(&tid) else {
             return;
-        }
-        if let Some(last) = self.last_runtime.insert(tid, runtime_ns) {
+        };
+        let since = now_ns.saturating_sub(*last);
+        *last = now_ns.max(*last);
+        if running {
             let n = self.used_ns.len();
-            self.used_ns[cpu.min(n - 1)] += runtime_ns.saturating_sub(last);
+            self.used_ns[cpu.min(n - 1)] += since;
         }
     }
 
@@ -226,6 +230,7 @@ impl Core {
         for (&tid, &tgid) in &wanted {
             if !self.promoted.contains_key(&tid) {
                 self.promoted.insert(tid, tgid);
+                self.last_sample_ns.insert(tid, now_ns);
                 self.counts.promotions += 1;
                 actions.push(Action::Promote { tid, tgid });
             }
@@ -258,7 +263,7 @@ impl Core {
 
     fn demote(&mut self, tid: u32, tgid: u32, reason: Reason, out: &mut Vec<Action>) {
         self.promoted.remove(&tid);
-        self.last_runtime.remove(&tid);
+        self.last_sample_ns.remove(&tid);
         self.counts.demotions += 1;
         out.push(Action::Demote { tid, tgid, reason });
     }
@@ -438,14 +443,13 @@ mod tests {
         let mut c = Core::new(cfg(SchedulingPolicy::OldestFirst, 2), 0);
         c.observe(&start(1, 1, 0, 0));
         c.observe(&start(2, 2, MS, MS));
-        assert_eq!(c.decide(MS).len(), 2);
-        c.charge(1, 1_000 * MS, 0); // baselines
-        c.charge(2, 7 * MS, 1);
-        c.charge(9, 50 * MS, 0); // not promoted: ignored
-        c.charge(1, 1_000 * MS + 3 * MS, 0); // 3 ms on CPU 0
-        c.charge(2, 7 * MS + 4 * MS, 1); // 4 ms on CPU 1
+        assert_eq!(c.decide(MS).len(), 2, "promoted at 1 ms");
+        c.charge(9, 4 * MS, true, 0); // not promoted: ignored
+        c.charge(1, 4 * MS, true, 0); // 3 ms on CPU 0
+        c.charge(2, 4 * MS, false, 1); // asleep: nothing
+        c.charge(2, 5 * MS, true, 1); // 1 ms on CPU 1 (an upper bound: it may have slept part of it)
         assert_eq!(c.decide(5 * MS), vec![], "below 5 ms on every CPU");
-        c.charge(1, 1_000 * MS + 5 * MS, 0); // CPU 0 reaches 5 ms = 0.5 x 10 ms
+        c.charge(1, 6 * MS, true, 0); // CPU 0 reaches 5 ms = 0.5 x 10 ms
         assert_eq!(
             c.decide(6 * MS),
             vec![
@@ -453,9 +457,12 @@ mod tests {
                 demote(2, 2, Reason::ShareCap)
             ]
         );
+        c.charge(1, 8 * MS, true, 0); // demoted: not charged
         assert_eq!(c.decide(9 * MS), vec![], "held until the period ends");
         assert_eq!(c.next_deadline(), Some(10 * MS));
         assert_eq!(c.decide(10 * MS), vec![promote(1, 1), promote(2, 2)]);
+        c.charge(1, 14 * MS, true, 0);
+        assert_eq!(c.decide(14 * MS), vec![], "4 ms of the new period");
         assert_eq!(c.counts().share_capped, 2);
         assert_eq!(
             c.stop(),

@@ -31,7 +31,7 @@ use crate::{
 
 /// Longest idle wait: bounds how late the thread sees a command when nothing else wakes it.
 const IDLE_WAIT: Duration = Duration::from_millis(50);
-/// Shortest gap between two share-cap charges (each reads two `/proc` files per promoted thread).
+/// Shortest gap between two share-cap samples (each reads one `/proc` file per promoted thread).
 const CHARGE_EVERY_NS: u64 = 500_000;
 /// Wait while something is promoted: the share cap's overshoot is at most about this.
 const PROMOTED_WAIT: Duration = Duration::from_millis(1);
@@ -234,8 +234,8 @@ fn step(r: &mut Running, applier: &mut Applier) {
         r.last_charge_ns = now;
         let promoted: Vec<u32> = r.core.promoted().map(|(t, _)| t).collect();
         for tid in promoted {
-            if let Some((runtime, cpu)) = applier.reading(tid) {
-                r.core.charge(tid, runtime, cpu);
+            if let Some((running, cpu)) = applier.sample(tid) {
+                r.core.charge(tid, now, running, cpu);
             }
         }
     }
