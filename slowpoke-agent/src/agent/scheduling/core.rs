@@ -228,8 +228,8 @@ impl Core {
             self.demote(tid, tgid, reason, &mut actions);
         }
         for (&tid, &tgid) in &wanted {
-            if !self.promoted.contains_key(&tid) {
-                self.promoted.insert(tid, tgid);
+            if let std::collections::btree_map::Entry::Vacant(e) = self.promoted.entry(tid) {
+                e.insert(tgid);
                 self.last_sample_ns.insert(tid, now_ns);
                 self.counts.promotions += 1;
                 actions.push(Action::Promote { tid, tgid });

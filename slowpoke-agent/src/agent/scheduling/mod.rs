@@ -9,7 +9,7 @@
 //! what ends a schedule (DELETE, a lapsed lease, its last service deleted, the agent's stop).
 //!
 //! Safety: every promoted thread is listed in the page shared with the guardian before its
-//! policy changes (`safety/promoted.rs`), so a SIGKILLed agent leaves no thread real-time.
+//! policy changes (`safety/promoted.rs`), so an agent killed with SIGKILL leaves no thread real-time.
 
 mod apply;
 mod core;
