@@ -23,7 +23,7 @@ use std::{
 pub use runner::Scheduler;
 
 use self::{core::CoreConfig, runner::Command};
-use super::{Agent, State, lock, unknown_service};
+use super::{Agent, State, lock};
 use crate::{
     api::{SchedulingPlan, SchedulingStats},
     error::AgentError,
@@ -347,7 +347,7 @@ impl Agent {
         ev.service = st
             .services
             .get(service)
-            .ok_or_else(|| unknown_service(service))?
+            .ok_or_else(|| super::unknown_service(service))?
             .id;
         self.inner.scheduler.feed(ev);
         Ok(())
