@@ -238,6 +238,18 @@ impl Core {
         actions
     }
 
+    /// Demotes the promoted threads whose process fails `keep` (it left the service) and forgets
+    /// their requests.
+    pub fn drop_processes(&mut self, keep: impl Fn(u32) -> bool) -> Vec<Action> {
+        let mut actions = Vec::new();
+        let gone: Vec<(u32, u32)> = self.promoted().filter(|&(_, g)| !keep(g)).collect();
+        for (tid, tgid) in gone {
+            self.demote(tid, tgid, Reason::Stopped, &mut actions);
+        }
+        self.active.retain(|_, a| keep(a.tgid));
+        actions
+    }
+
     /// Demotes every promoted thread (the schedule ends).
     pub fn stop(&mut self) -> Vec<Action> {
         let mut actions = Vec::new();
@@ -478,10 +490,19 @@ mod tests {
         assert_eq!(c.decide(MS), vec![promote(1, 1)]);
         c.forget(1);
         assert_eq!(c.decide(MS), vec![promote(2, 2)]);
+
         let mut only_1 = cfg(SchedulingPolicy::OldestFirst, 1);
         only_1.services = [1].into();
         c.reconfigure(only_1);
         assert_eq!(c.decide(MS), vec![demote(2, 2, Reason::Finished)]);
         assert_eq!(c.next_deadline(), None);
+        // A process that leaves the service: its promoted threads go back at once.
+        c.observe(&start(3, 1, 0, MS));
+        assert_eq!(c.decide(MS), vec![promote(3, 1)]);
+        assert_eq!(
+            c.drop_processes(|tgid| tgid != 101),
+            vec![demote(3, 1, Reason::Stopped)]
+        );
+        assert_eq!(c.decide(MS), vec![], "its request is forgotten");
     }
 }

@@ -279,6 +279,11 @@ fn handle(msg: Msg, running: &mut Option<Running>, applier: &mut Applier) {
         Msg::Command(Command::Members(m)) => {
             if let Some(r) = running.as_mut() {
                 r.members = m;
+                let members = &r.members;
+                let actions = r
+                    .core
+                    .drop_processes(|tgid| members.values().any(|m| m.contains(&tgid)));
+                apply(r, applier, &actions);
             }
         }
         Msg::Command(Command::Clear(done)) => {
