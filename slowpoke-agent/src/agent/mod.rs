@@ -214,17 +214,7 @@ impl Agent {
             None => None,
         };
         let peer_sync = bind_sync_socket(&cfg)?;
-        let request_events = match lock(&kernel).as_mut().map(Kernel::take_request_events) {
-            Some(Ok(events)) => Some(events),
-            Some(Err(e)) => {
-                return Err(AgentError::Unavailable(format!(
-                    "kernel request events: {e}"
-                )));
-            }
-            None => None,
-        };
-        let scheduler = scheduling::Scheduler::start(page.clone(), request_events)
-            .map_err(internal("cannot start the tail scheduler thread"))?;
+        let scheduler = scheduling::start(&kernel, &page, &mut features)?;
         let inner = Arc::new(Inner {
             scheduler,
             peer_sync,

@@ -360,6 +360,37 @@ impl Schedule {
     }
 }
 
+/// Starts the scheduler thread on the kernel's request events (taken from `kernel`, when its
+/// programs are loaded) and says so in the health features.
+pub(super) fn start(
+    kernel: &super::SharedKernel,
+    page: &std::sync::Arc<crate::safety::watchdog::SharedPage>,
+    features: &mut std::collections::BTreeMap<String, String>,
+) -> Result<Scheduler, AgentError> {
+    let events = match lock(kernel)
+        .as_mut()
+        .map(crate::kernel::Kernel::take_request_events)
+    {
+        Some(Ok(events)) => Some(events),
+        Some(Err(e)) => {
+            return Err(AgentError::Unavailable(format!(
+                "kernel request events: {e}"
+            )));
+        }
+        None => None,
+    };
+    features.insert(
+        "tail_scheduling".into(),
+        if events.is_some() {
+            "on: PUT /v1/scheduling".into()
+        } else {
+            "off: the kernel programs are not loaded (request events come from them)".into()
+        },
+    );
+    Scheduler::start(page.clone(), events)
+        .map_err(|e| AgentError::Internal(format!("cannot start the tail scheduler thread: {e}")))
+}
+
 /// The answer of `GET /v1/scheduling`.
 fn scheduling_of(st: &State) -> SchedulingPlan {
     st.schedule
