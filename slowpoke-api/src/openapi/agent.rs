@@ -143,7 +143,8 @@ fn get_scheduling() {}
         (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
         (status = 409, description = "Another owner's schedule is live, or a service has a delay in the slowdown plan in force", body = ErrorBody),
         (status = 413, description = "Body larger than 64 KiB", body = ErrorBody),
-        (status = 415, description = "Body not sent as `application/json`", body = ErrorBody)))]
+        (status = 415, description = "Body not sent as `application/json`", body = ErrorBody),
+        (status = 503, description = "The kernel cannot report these services' requests, or the agent is shutting down", body = ErrorBody)))]
 fn put_scheduling() {}
 
 #[utoipa::path(delete, path = "/v1/scheduling", tag = "scheduling",
