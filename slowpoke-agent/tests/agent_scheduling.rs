@@ -329,3 +329,32 @@ fn the_share_cap_keeps_normal_wake_ups_bounded_while_a_promoted_thread_spins() {
         q(0.99)
     );
 }
+
+/// An agent stopped by an outsider cannot cap its promoted threads: the guardian's watchdog
+/// restores them (after `watchdog_after`, 1 s), and the agent, resumed, ends the schedule cleanly.
+#[test]
+fn a_stopped_agent_cannot_keep_a_thread_promoted() {
+    let state = TempDir::new("sched-stop");
+    let agent = AgentProc::start(&state, &[]);
+    let p = scheduled_sleeper(&agent);
+    promote(&agent, p.pid(), r#","age_cap_ms":60000"#);
+    let t0 = std::time::Instant::now();
+    kill(agent.pid(), libc::SIGSTOP);
+    wait_for(
+        Duration::from_secs(4),
+        "the watchdog to restore the policy",
+        || (policy_of(p.pid()) == (libc::SCHED_OTHER, 3)).then_some(()),
+    );
+    let took = t0.elapsed();
+    kill(agent.pid(), libc::SIGCONT);
+    eprintln!("policy restored {took:?} after SIGSTOP of the agent");
+    assert!(
+        took >= Duration::from_millis(500),
+        "before the watchdog's 1 s: {took:?}"
+    );
+    assert_eq!(
+        agent.call("DELETE", "/v1/scheduling?owner=exp-1", None).0,
+        204
+    );
+    assert_eq!(policy_of(p.pid()), (libc::SCHED_OTHER, 3));
+}

@@ -16,9 +16,10 @@
 //! The price: when both are killed at once, promoted threads keep their real-time policy (with
 //! the kernel's throttle as the only bound) until they finish or are restarted (docs/agent.md).
 //!
-//! Each slot is a small seqlock: the agent (one writer, the scheduler thread) bumps `seq` to odd,
-//! writes the fields, bumps it to even; a reader that sees an odd or changed `seq` skips the slot
-//! (the agent is alive and busy with it, so it is not the guardian's to repair).
+//! Each slot is a small seqlock: the agent (its one writer, the scheduler thread) bumps `seq` to
+//! odd, writes the fields, bumps it to even; a reader that sees an odd or changed `seq` skips the
+//! slot (the agent is alive and busy with it, so it is not the guardian's to repair). The
+//! guardian only reads.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
@@ -98,19 +99,20 @@ impl PromotedTable {
     }
 
     /// Restores every listed thread that is still the thread listed (same process, same start
-    /// time) to its own policy, and frees its slot. Async-signal-safe (atomics, `open`/`read`
-    /// on a stack buffer, `sched_setattr`): the guardian calls it in its forked child. Returns
-    /// how many threads got their policy back.
+    /// time) to its own policy. Async-signal-safe (atomics, `open`/`read` on a stack buffer,
+    /// `sched_setattr`): the guardian calls it in its forked child. It leaves the slots as they
+    /// are: only the agent frees them (its scheduler thread is the slots' one writer, so a
+    /// watchdog pass while the agent is slow can never free a slot the agent just reused).
+    /// Returns how many threads got their policy back.
     pub fn restore_all(&self) -> usize {
         let mut n = 0;
-        for (i, s) in self.slots.iter().enumerate() {
+        for s in &self.slots {
             let Some(p) = read_slot(s) else { continue };
             if thread_start_ticks(p.tgid, p.tid) == Some(p.start_ticks)
                 && set_policy(p.tid, p.original) == 0
             {
                 n += 1;
             }
-            self.disarm(i);
         }
         n
     }
@@ -199,7 +201,11 @@ mod tests {
             original: ThreadPolicy { nice: 9, ..mine },
         });
         assert_eq!(t.restore_all(), 1);
-        assert_eq!(t.listed().count(), 0);
+        assert_eq!(
+            t.listed().count(),
+            2,
+            "the agent frees the slots, not the guardian"
+        );
         done_tx.send(()).expect("send");
         assert_eq!(h.join().expect("join").nice, 5);
     }
