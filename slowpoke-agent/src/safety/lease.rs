@@ -50,6 +50,16 @@ pub struct LeaseLimits {
 impl LeaseLimits {
     /// The lease a request asks for (`None`: `fallback`), or 400 saying what is allowed.
     pub fn grant(&self, lease_ms: Option<u64>, fallback: Duration) -> Result<Duration, AgentError> {
+        self.grant_for(lease_ms, fallback, "/v1/slowdown/renew")
+    }
+
+    /// [`LeaseLimits::grant`] for a lease renewed at `renew_path` (named in the error).
+    pub fn grant_for(
+        &self,
+        lease_ms: Option<u64>,
+        fallback: Duration,
+        renew_path: &str,
+    ) -> Result<Duration, AgentError> {
         let Some(ms) = lease_ms else {
             return Ok(fallback);
         };
@@ -57,8 +67,8 @@ impl LeaseLimits {
         if asked > self.max {
             return Err(AgentError::BadRequest(format!(
                 "lease_ms {ms} is above this agent's maximum of {} ms (set by its operator with \
-                 --max-lease-s): ask for at most that and renew it with POST /v1/slowdown/renew \
-                 while you need the plan",
+                 --max-lease-s): ask for at most that and renew it with POST {renew_path} \
+                 while you need it",
                 self.max.as_millis()
             )));
         }

@@ -38,6 +38,8 @@ const DEFAULT_AGE_CAP_MS: u64 = 1000;
 const MAX_AGE_CAP_MS: u64 = 60_000;
 const DEFAULT_MAX_SHARE: f64 = 0.5;
 const MAX_SHARE: f64 = 0.9;
+/// Where a schedule's lease is renewed (named in the lease errors).
+const RENEW_PATH: &str = "/v1/scheduling/renew";
 /// How long a DELETE waits for the scheduler to restore every thread.
 const CLEAR_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -60,12 +62,7 @@ impl Agent {
         let owner = plan.owner.clone().unwrap_or_else(|| ANONYMOUS.to_owned());
         validate_owner(&owner)?;
         let limits = self.inner.cfg.lease_limits();
-        let granted = limits.grant(plan.lease_ms, limits.default).map_err(|e| {
-            AgentError::BadRequest(
-                e.to_string()
-                    .replace("/v1/slowdown/renew", "/v1/scheduling/renew"),
-            )
-        })?;
+        let granted = limits.grant_for(plan.lease_ms, limits.default, RENEW_PATH)?;
         let plan = normalize(plan, &owner, granted)?;
         let mut st = lock(&self.inner.state);
         self.expire_lapsed_schedule(&mut st);
@@ -99,25 +96,13 @@ impl Agent {
             ))
         })?;
         let lost_before = st.schedule.as_ref().map_or(0, |s| {
-            self.dropped_events(&st, &s.plan.services) - s.dropped_base
+            self.dropped_events(&st, &s.plan.services)
+                .saturating_sub(s.dropped_base)
         });
         let dropped_base = self
             .dropped_events(&st, &plan.services)
             .saturating_sub(lost_before);
-        let members = scheduled_members(&st, &plan.services);
-        let cfg = CoreConfig {
-            policy: plan.policy,
-            services: members.keys().copied().collect(),
-            k: plan.k.unwrap_or(DEFAULT_K) as usize,
-            age_cap_ns: plan.age_cap_ms.unwrap_or(DEFAULT_AGE_CAP_MS) * 1_000_000,
-            max_share: plan.max_share.unwrap_or(DEFAULT_MAX_SHARE),
-            cpus: node_cpus(),
-        };
-        self.inner.scheduler.command(Command::Set {
-            cfg,
-            priority: u32::from(plan.priority.unwrap_or(DEFAULT_PRIORITY)),
-            members,
-        });
+        self.push_schedule(&st, &plan);
         tracing::info!(schedule = ?plan, "schedule in force");
         st.schedule = Some(Schedule {
             plan,
@@ -201,12 +186,7 @@ impl Agent {
         let now = Instant::now();
         s.lease
             .check_holder_of("schedule", "/v1/scheduling", owner, now)?;
-        let granted = limits.grant(lease_ms, s.lease.granted()).map_err(|e| {
-            AgentError::BadRequest(
-                e.to_string()
-                    .replace("/v1/slowdown/renew", "/v1/scheduling/renew"),
-            )
-        })?;
+        let granted = limits.grant_for(lease_ms, s.lease.granted(), RENEW_PATH)?;
         s.lease.renew(granted, now);
         s.plan.lease_ms = Some(granted.as_millis() as u64);
         Ok(scheduling_of(&st))
@@ -275,10 +255,15 @@ impl Agent {
             return;
         }
         let plan = s.plan.clone();
-        let members = scheduled_members(st, &plan.services);
         if let Err(e) = self.track_ages(st, &plan.services) {
             tracing::warn!("request tracking after {name:?} left the schedule: {e}");
         }
+        self.push_schedule(st, &plan);
+    }
+
+    /// Hands a (normalized) schedule and its services' members to the scheduler thread.
+    fn push_schedule(&self, st: &State, plan: &SchedulingPlan) {
+        let members = scheduled_members(st, &plan.services);
         self.inner.scheduler.command(Command::Set {
             cfg: CoreConfig {
                 policy: plan.policy,
