@@ -50,6 +50,16 @@ pub struct LeaseLimits {
 impl LeaseLimits {
     /// The lease a request asks for (`None`: `fallback`), or 400 saying what is allowed.
     pub fn grant(&self, lease_ms: Option<u64>, fallback: Duration) -> Result<Duration, AgentError> {
+        self.grant_for(lease_ms, fallback, "/v1/slowdown/renew")
+    }
+
+    /// [`LeaseLimits::grant`] for a lease renewed at `renew_path` (named in the error).
+    pub fn grant_for(
+        &self,
+        lease_ms: Option<u64>,
+        fallback: Duration,
+        renew_path: &str,
+    ) -> Result<Duration, AgentError> {
         let Some(ms) = lease_ms else {
             return Ok(fallback);
         };
@@ -57,8 +67,8 @@ impl LeaseLimits {
         if asked > self.max {
             return Err(AgentError::BadRequest(format!(
                 "lease_ms {ms} is above this agent's maximum of {} ms (set by its operator with \
-                 --max-lease-s): ask for at most that and renew it with POST /v1/slowdown/renew \
-                 while you need the plan",
+                 --max-lease-s): ask for at most that and renew it with POST {renew_path} \
+                 while you need it",
                 self.max.as_millis()
             )));
         }
@@ -117,13 +127,25 @@ impl Lease {
     /// 409 when `who` wants to change the plan while another owner's lease is live: the message
     /// names the holder and when the lease expires, and says what the caller can do.
     pub fn check_holder(&self, who: &str, now: Instant) -> Result<(), AgentError> {
+        self.check_holder_of("slowdown plan", "/v1/slowdown", who, now)
+    }
+
+    /// [`Lease::check_holder`] for any leased thing: `what` (e.g. "schedule") and the path that
+    /// removes it.
+    pub fn check_holder_of(
+        &self,
+        what: &str,
+        path: &str,
+        who: &str,
+        now: Instant,
+    ) -> Result<(), AgentError> {
         if who == self.owner || self.lapsed(now) {
             return Ok(());
         }
         Err(AgentError::Conflict(format!(
-            "the slowdown plan is held by {:?} (owner given: {who:?}); its lease expires in \
+            "the {what} is held by {:?} (owner given: {who:?}); its lease expires in \
              {:.1} s unless renewed. Wait for that experiment to end, or, as the node's operator, \
-             remove it with DELETE /v1/slowdown?force=true",
+             remove it with DELETE {path}?force=true",
             self.owner,
             self.remaining(now).as_secs_f64()
         )))

@@ -1,0 +1,350 @@
+//! The scheduler thread: reads the kernel's request events, asks the core what changes and has
+//! the applier make it. It runs at the agent's real-time priority (20, `sys::sched`), above
+//! every thread it promotes (1–19), so it can always demote them, and it wakes at least once per
+//! share-cap period while anything is promoted.
+//!
+//! One thread for the agent's lifetime, idle without a schedule. It waits in `poll` on the
+//! kernel's ring buffer of request events and on a doorbell (an eventfd) rung with every
+//! command (and every event a test hook feeds), so a kernel event reaches the decision without
+//! a hop through another thread. A [`Command::Clear`] is answered only after every thread got
+//! its own policy back, so `DELETE /v1/scheduling` returns when the node is as it was.
+
+use std::{
+    collections::{HashMap, HashSet},
+    os::fd::{AsRawFd, FromRawFd as _, OwnedFd, RawFd},
+    sync::{
+        Arc, Mutex, PoisonError,
+        mpsc::{self, Receiver, Sender, SyncSender, TryRecvError},
+    },
+    thread::JoinHandle,
+    time::Duration,
+};
+
+use slowpoke_common::RequestEvent;
+
+use super::{
+    apply::Applier,
+    core::{Action, Core, CoreConfig},
+};
+use crate::{
+    api::SchedulingStats,
+    kernel::RequestEvents,
+    safety::watchdog::SharedPage,
+    sys::{clock::monotonic_ns, sched::make_thread_precise},
+};
+
+/// Longest idle wait: bounds how late the thread sees a command when nothing else wakes it.
+const IDLE_WAIT: Duration = Duration::from_millis(50);
+/// Shortest gap between two share-cap samples (each reads one `/proc` file per promoted thread).
+const CHARGE_EVERY_NS: u64 = 500_000;
+/// Wait while something is promoted: the share cap's overshoot is at most about this.
+const PROMOTED_WAIT: Duration = Duration::from_millis(1);
+
+/// What the agent tells the scheduler.
+pub enum Command {
+    /// Put this schedule in force (or change it): the core's configuration, the real-time
+    /// priority of promotions, and the members (tgids) of each scheduled service.
+    Set {
+        cfg: CoreConfig,
+        priority: u32,
+        members: HashMap<u32, HashSet<u32>>,
+    },
+    /// The services' members changed (a resolver pass).
+    Members(HashMap<u32, HashSet<u32>>),
+    /// End the schedule: every thread restored, then the answer.
+    Clear(SyncSender<()>),
+}
+
+enum Msg {
+    /// A request event fed by a test hook (the kernel's come through the ring buffer).
+    #[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
+    Event(RequestEvent),
+    Command(Command),
+    Quit,
+}
+
+/// An eventfd that wakes the thread's `poll`.
+struct Doorbell(OwnedFd);
+
+impl Doorbell {
+    fn new() -> std::io::Result<Doorbell> {
+        // SAFETY: eventfd returns a new descriptor that we own (or -1).
+        let raw = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if raw < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `raw` is a valid descriptor owned by nobody else.
+        Ok(Doorbell(unsafe { OwnedFd::from_raw_fd(raw) }))
+    }
+
+    fn ring(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a valid u64 to our eventfd.
+        unsafe { libc::write(self.0.as_raw_fd(), (&raw const one).cast(), 8) };
+    }
+
+    fn quiet(&self) {
+        let mut n: u64 = 0;
+        // SAFETY: reads 8 bytes into a valid u64 from our non-blocking eventfd.
+        unsafe { libc::read(self.0.as_raw_fd(), (&raw mut n).cast(), 8) };
+    }
+}
+
+pub struct Scheduler {
+    tx: Sender<Msg>,
+    doorbell: Arc<Doorbell>,
+    stats: Arc<Mutex<Option<SchedulingStats>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Scheduler {
+    /// Starts the thread; `events`: the kernel's request events (`None` without kernel
+    /// programs: only a test hook feeds it then).
+    pub fn start(
+        page: Arc<SharedPage>,
+        events: Option<RequestEvents>,
+    ) -> std::io::Result<Scheduler> {
+        let (tx, rx) = mpsc::channel();
+        let doorbell = Arc::new(Doorbell::new()?);
+        let stats = Arc::new(Mutex::new(None));
+        let (published, bell) = (stats.clone(), doorbell.clone());
+        let thread = std::thread::Builder::new()
+            .name("tail-scheduler".into())
+            .spawn(move || run(&rx, &bell, events, Applier::new(page), &published))?;
+        Ok(Scheduler {
+            tx,
+            doorbell,
+            stats,
+            thread: Some(thread),
+        })
+    }
+
+    fn send(&self, m: Msg) {
+        let _ = self.tx.send(m);
+        self.doorbell.ring();
+    }
+
+    /// TEST ONLY: a request event as the kernel would report it.
+    #[cfg(feature = "test-hooks")]
+    pub fn feed(&self, ev: RequestEvent) {
+        self.send(Msg::Event(ev));
+    }
+
+    pub fn command(&self, c: Command) {
+        self.send(Msg::Command(c));
+    }
+
+    /// Ends the schedule and waits (at most `timeout`) until every thread is restored.
+    pub fn clear(&self, timeout: Duration) -> bool {
+        let (done, wait) = mpsc::sync_channel(1);
+        self.command(Command::Clear(done));
+        wait.recv_timeout(timeout).is_ok()
+    }
+
+    /// What the scheduler did since the schedule in force began (`None`: no schedule).
+    pub fn stats(&self) -> Option<SchedulingStats> {
+        self.stats
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl Drop for Scheduler {
+    /// Restores every thread (the applier's drop) and joins the thread.
+    fn drop(&mut self) {
+        self.send(Msg::Quit);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The schedule in force, as the thread holds it.
+struct Running {
+    core: Core,
+    members: HashMap<u32, HashSet<u32>>,
+    failed: u64,
+    last_charge_ns: u64,
+}
+
+fn run(
+    rx: &Receiver<Msg>,
+    bell: &Doorbell,
+    mut events: Option<RequestEvents>,
+    mut applier: Applier,
+    stats: &Mutex<Option<SchedulingStats>>,
+) {
+    if let Err(why) = make_thread_precise() {
+        tracing::warn!("tail scheduler: {why}");
+    }
+    let mut running: Option<Running> = None;
+    let mut batch = Vec::new();
+    'run: loop {
+        let now = monotonic_ns();
+        let wait = running.as_ref().map_or(IDLE_WAIT, |r| {
+            let until = r
+                .core
+                .next_deadline()
+                .map_or(IDLE_WAIT, |d| Duration::from_nanos(d.saturating_sub(now)));
+            let promoted = r.core.promoted().next().is_some();
+            until
+                .min(if promoted { PROMOTED_WAIT } else { IDLE_WAIT })
+                .max(Duration::from_micros(50))
+        });
+        wait_readable(bell, events.as_ref().map(AsRawFd::as_raw_fd), wait);
+        bell.quiet();
+        loop {
+            match rx.try_recv() {
+                Ok(Msg::Quit) | Err(TryRecvError::Disconnected) => break 'run,
+                Ok(msg) => handle(msg, &mut running, &mut applier),
+                Err(TryRecvError::Empty) => break,
+            }
+        }
+        if let Some(ev) = events.as_mut() {
+            batch.clear();
+            ev.drain(&mut batch);
+            if let Some(r) = running.as_mut() {
+                for e in &batch {
+                    tracing::trace!(?e, "request event");
+                    r.core.observe(e);
+                }
+            }
+        }
+        if let Some(r) = running.as_mut() {
+            step(r, &mut applier);
+        }
+        *stats.lock().unwrap_or_else(PoisonError::into_inner) = running.as_ref().map(snapshot);
+    }
+    // The agent is going away: every thread back (the applier's drop does it too).
+    if let Some(r) = running.as_mut() {
+        let actions = r.core.stop();
+        apply(r, &mut applier, &actions);
+    }
+    applier.restore_all();
+}
+
+/// Waits until the doorbell or the ring buffer is readable, or `timeout`.
+fn wait_readable(bell: &Doorbell, ring: Option<RawFd>, timeout: Duration) {
+    let mut fds = [
+        libc::pollfd {
+            fd: bell.0.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: ring.unwrap_or(-1),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
+    };
+    // SAFETY: ppoll on two pollfds we own (a negative fd is ignored) with a valid timeout; µs
+    // precision, unlike poll's ms.
+    unsafe { libc::ppoll(fds.as_mut_ptr(), 2, &raw const ts, std::ptr::null()) };
+}
+
+fn handle(msg: Msg, running: &mut Option<Running>, applier: &mut Applier) {
+    match msg {
+        Msg::Event(ev) => {
+            if let Some(r) = running.as_mut() {
+                r.core.observe(&ev);
+            }
+        }
+        Msg::Quit => {}
+        Msg::Command(Command::Set {
+            cfg,
+            priority,
+            members,
+        }) => {
+            applier.set_priority(priority);
+            match running.as_mut() {
+                Some(r) => {
+                    r.core.reconfigure(cfg);
+                    r.members = members;
+                }
+                None => {
+                    *running = Some(Running {
+                        core: Core::new(cfg, monotonic_ns()),
+                        members,
+                        failed: 0,
+                        last_charge_ns: 0,
+                    });
+                }
+            }
+        }
+        Msg::Command(Command::Members(m)) => {
+            if let Some(r) = running.as_mut() {
+                r.members = m;
+                let members = &r.members;
+                let actions = r
+                    .core
+                    .drop_processes(|tgid| members.values().any(|m| m.contains(&tgid)));
+                apply(r, applier, &actions);
+            }
+        }
+        Msg::Command(Command::Clear(done)) => {
+            if let Some(mut r) = running.take() {
+                let actions = r.core.stop();
+                apply(&mut r, applier, &actions);
+            }
+            applier.restore_all();
+            let _ = done.send(());
+        }
+    }
+}
+
+/// Charges the promoted threads' CPU time, decides, applies.
+fn step(r: &mut Running, applier: &mut Applier) {
+    let now = monotonic_ns();
+    if now.saturating_sub(r.last_charge_ns) >= CHARGE_EVERY_NS {
+        r.last_charge_ns = now;
+        let promoted: Vec<u32> = r.core.promoted().map(|(t, _)| t).collect();
+        for tid in promoted {
+            if let Some((running, cpu)) = applier.sample(tid) {
+                r.core.charge(tid, now, running, cpu);
+            }
+        }
+    }
+    let actions = r.core.decide(monotonic_ns());
+    apply(r, applier, &actions);
+}
+
+fn apply(r: &mut Running, applier: &mut Applier, actions: &[Action]) {
+    for a in actions {
+        tracing::trace!(?a, "scheduling action");
+        match *a {
+            Action::Promote { tid, tgid } => {
+                let member = r.members.values().any(|m| m.contains(&tgid));
+                if !member || !applier.promote(tid, tgid) {
+                    r.failed += 1;
+                    r.core.refused(tid);
+                }
+            }
+            Action::Demote { tid, .. } => {
+                if !applier.demote(tid) {
+                    r.failed += 1;
+                }
+            }
+        }
+    }
+}
+
+fn snapshot(r: &Running) -> SchedulingStats {
+    let c = r.core.counts();
+    SchedulingStats {
+        requests: c.requests,
+        requests_with_age: c.requests_with_age,
+        promotions: c.promotions,
+        demotions: c.demotions,
+        age_capped: c.age_capped,
+        share_capped: c.share_capped,
+        failed_changes: r.failed,
+        // The kernel's count, added by the agent (`Kernel::age_counters`).
+        lost_events: 0,
+        promoted_now: r.core.promoted().count() as u32,
+    }
+}
