@@ -24,7 +24,9 @@ pub use crate::agents::InProcessAgent;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RealLoadStarter;
 
-fn template(cfg: &LoadConfig) -> Result<slowpoke_load::RequestTemplate, String> {
+/// The load's request as `slowpoke-load` takes it (the closed loop here and the tail
+/// comparison's open loop).
+pub fn request_template(cfg: &LoadConfig) -> Result<slowpoke_load::RequestTemplate, String> {
     let method = slowpoke_load::parse_method(&cfg.method).map_err(|e| e.to_string())?;
     Ok(slowpoke_load::RequestTemplate {
         method,
@@ -57,7 +59,7 @@ impl LoadStarter for RealLoadStarter {
 
     fn start(&self, cfg: &LoadConfig) -> Result<Box<dyn Load>, String> {
         let spec = slowpoke_load::LoadSpec {
-            requests: vec![template(cfg)?],
+            requests: vec![request_template(cfg)?],
             connections: cfg.connections,
             timeout: Duration::from_secs_f64(cfg.timeout_s.max(0.001)),
             warmup: Duration::ZERO,
