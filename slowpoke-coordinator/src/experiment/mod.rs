@@ -63,7 +63,7 @@ pub use result::{
 };
 pub use session::PlanGuard;
 pub use shortfall::{target_use_record, target_use_warning};
-pub use spawn::{ExperimentHandle, spawn_profile, spawn_what_if};
+pub use spawn::{ExperimentHandle, spawn_profile, spawn_tail, spawn_what_if};
 pub use spec::{
     ACTUATORS, DEFAULT_QUANTUM_US, LoadConfig, ProfileSpec, Repeat, Safety, Timing, WhatIfSpec,
 };
