@@ -291,6 +291,36 @@ async fn the_openapi_document_matches_the_router() {
             call("DELETE", &format!("{url}/v1/slowdown"), None, Some(TOKEN)).0,
             204
         );
+        let schedule = r#"{"services":["web"],"k":2}"#;
+        assert_eq!(
+            check("PUT", "/v1/scheduling", "/v1/scheduling", Some(schedule)),
+            200
+        );
+        assert_eq!(check("GET", "/v1/scheduling", "/v1/scheduling", None), 200);
+        assert_eq!(check("GET", "/v1/stats", "/v1/stats", None), 200);
+        let renew = r#"{"owner":"anonymous"}"#;
+        assert_eq!(
+            check(
+                "POST",
+                "/v1/scheduling/renew",
+                "/v1/scheduling/renew",
+                Some(renew)
+            ),
+            200
+        );
+        assert_eq!(
+            check(
+                "PUT",
+                "/v1/scheduling",
+                "/v1/scheduling",
+                Some(r#"{"services":[]}"#)
+            ),
+            400
+        );
+        assert_eq!(
+            call("DELETE", &format!("{url}/v1/scheduling"), None, Some(TOKEN)).0,
+            204
+        );
     })
     .await
     .expect("checks");

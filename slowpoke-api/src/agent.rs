@@ -282,6 +282,10 @@ pub struct Stats {
     /// socket); absent when the agent has none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peer_sync: Option<PeerSyncStats>,
+    /// What the tail scheduler did since the schedule in force began (`PUT /v1/scheduling`);
+    /// absent without a schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduling: Option<SchedulingStats>,
 }
 
 /// Counters of the synchronized-pause datagrams this agent sent to and took from its peers

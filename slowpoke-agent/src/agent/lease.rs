@@ -1,5 +1,5 @@
 //! Owners and leases of slowdown plans (the rules are `safety/lease.rs`): the lease watcher
-//! thread that removes a plan whose lease lapsed, renewals, and removal by an owner.
+//! thread that removes a plan (or a schedule, `scheduling/`) whose lease lapsed, renewals, and removal by an owner.
 //!
 //! Every call that changes the plan first removes a lapsed one ([`Agent::expire_lapsed`]), so a
 //! lease that ran out a few ms before the watcher looked never blocks the next client.
@@ -24,9 +24,14 @@ impl Agent {
             let wait = {
                 let mut st = lock(&self.inner.state);
                 self.expire_lapsed(&mut st);
+                self.expire_lapsed_schedule(&mut st);
+                let now = Instant::now();
                 st.lease
-                    .as_ref()
-                    .map_or(WATCH_PERIOD, |l| l.remaining(Instant::now()))
+                    .iter()
+                    .chain(st.schedule.as_ref().map(|s| s.lease()))
+                    .map(|l| l.remaining(now))
+                    .min()
+                    .unwrap_or(WATCH_PERIOD)
             };
             std::thread::sleep(wait.clamp(Duration::from_millis(1), WATCH_PERIOD));
         }

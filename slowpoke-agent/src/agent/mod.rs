@@ -7,8 +7,8 @@
 //! actuator without going through the async runtime; if their stream ends, stops all pausing),
 //! a lease watcher (removes a plan whose lease lapsed), the kernel heartbeat's beater and the
 //! watchdog feeder (each goes on only while the progress is fresh), the peer-sync receiver
-//! (with a sync socket: peers' synchronized-pause datagrams), and one pause thread per service
-//! (`actuator/`).
+//! (with a sync socket: peers' synchronized-pause datagrams), the tail scheduler (`scheduling/`,
+//! idle without a schedule), and one pause thread per service (`actuator/`).
 //!
 //! Lock order: `state` before `kernel`. Pause threads take only `kernel` (through `KernelDebt`
 //! in `dispatch.rs`), never `state`, so flushing an actuator while holding `state` is safe.
@@ -17,7 +17,7 @@
 //! resolver thread), `protect.rs` (protected processes: the registry's guard, the kernel's deny
 //! maps), `heartbeat.rs` (the progress the kernel heartbeat vouches for), `plan.rs` (slowdown
 //! plans), `lease.rs` (their owners and leases), `dispatch.rs` (kernel <-> actuators, manual
-//! pauses), `peer_sync/` (synchronized pauses between nodes: the UDP datagrams and their
+//! pauses), `scheduling/` (tail-latency scheduling: oldest request first), `peer_sync/` (synchronized pauses between nodes: the UDP datagrams and their
 //! receiver thread), `stats.rs` (the counters snapshot); this file holds the agent's state and
 //! lifecycle.
 
@@ -29,6 +29,7 @@ pub mod peer_sync;
 mod plan;
 mod protect;
 mod resolver;
+mod scheduling;
 mod services;
 mod stats;
 
@@ -95,6 +96,8 @@ struct Inner {
     lock: Mutex<Option<AgentLock>>,
     /// The sync socket (`--sync-listen`): synchronized pauses between nodes.
     peer_sync: Option<Arc<PeerSync>>,
+    /// The tail scheduler's thread (idle without a schedule).
+    scheduler: scheduling::Scheduler,
     stopping: AtomicBool,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
@@ -106,8 +109,10 @@ struct State {
     plan: SlowdownPlan,
     /// Who holds `plan` and until when; `Some` exactly while the plan names services.
     lease: Option<Lease>,
-    /// Plans removed because their lease lapsed (`slowpoke_lease_expired_total`).
+    /// Plans and schedules removed because their lease lapsed (`slowpoke_lease_expired_total`).
     leases_expired: u64,
+    /// The tail schedule in force (`scheduling/`), with its lease.
+    schedule: Option<scheduling::Schedule>,
     quantum_ns: u64,
     /// The stopped-share cap in force: the plan's `max_stopped_share` while it holds one, else
     /// the agent's default.
@@ -209,7 +214,10 @@ impl Agent {
             None => None,
         };
         let peer_sync = bind_sync_socket(&cfg)?;
+        let scheduler = scheduling::Scheduler::start(page.clone())
+            .map_err(internal("cannot start the tail scheduler thread"))?;
         let inner = Arc::new(Inner {
+            scheduler,
             peer_sync,
             kernel,
             kernel_error,
@@ -412,6 +420,7 @@ impl Agent {
         if let Err(e) = self.clear_slowdown() {
             tracing::warn!("removing the plan at shutdown: {e}");
         }
+        self.clear_scheduling();
         for t in lock(&self.inner.threads).drain(..) {
             let _ = t.join();
         }

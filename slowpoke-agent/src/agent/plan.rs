@@ -31,6 +31,13 @@ impl Agent {
             l.check_holder(&owner, Instant::now())?;
         }
         self.validate_plan(&st, &plan)?;
+        Agent::refuse_delay_of_scheduled(
+            &st,
+            plan.services
+                .iter()
+                .filter(|(_, d)| d.delay_per_visit_ns > 0)
+                .map(|(n, _)| n.clone()),
+        )?;
         let holds = !plan.services.is_empty();
         let plan = SlowdownPlan {
             owner: holds.then(|| owner.clone()),

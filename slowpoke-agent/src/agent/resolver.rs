@@ -85,7 +85,9 @@ impl Agent {
                 tracing::error!("{e}");
             }
         }
-        self.protect_in_kernel(&lock(&self.inner.state), &protection);
+        let st = lock(&self.inner.state);
+        self.protect_in_kernel(&st, &protection);
+        self.sync_schedule_members(&st);
     }
 
     fn watch_guardian(&self) {

@@ -133,6 +133,7 @@ impl Agent {
         if !st.services.contains_key(name) {
             return Err(unknown_service(name));
         }
+        self.unschedule_service(&mut st, name);
         if st.plan.services.contains_key(name) {
             let mut plan = st.plan.clone();
             plan.services.remove(name);

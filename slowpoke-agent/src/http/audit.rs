@@ -10,7 +10,7 @@ use axum::http::{Method, StatusCode};
 use serde::Serialize;
 
 use super::access::Caller;
-use crate::api::{ServiceSpec, SlowdownPlan};
+use crate::api::{SchedulingPlan, ServiceSpec, SlowdownPlan};
 
 /// Longest description of a change kept in the log (a plan of 64 services fits).
 const MAX_CHANGE_CHARS: usize = 4096;
@@ -30,9 +30,16 @@ pub(super) fn change(method: &Method, path: &str, body: &[u8]) -> String {
         ("DELETE", _, Some(name)) => format!("forget service {name:?}"),
         ("PUT", "/v1/slowdown", _) => typed("install plan", compact::<SlowdownPlan>(body)),
         ("DELETE", "/v1/slowdown", _) => "remove the plan".to_owned(),
+        ("PUT", "/v1/scheduling", _) => typed("install schedule", compact::<SchedulingPlan>(body)),
+        ("DELETE", "/v1/scheduling", _) => "end the schedule".to_owned(),
+        ("POST", "/v1/scheduling/renew", _) => "renew the schedule's lease".to_owned(),
         // The test hook's route exists only in test builds (the rails look for it in release).
         #[cfg(feature = "test-hooks")]
         (_, p, _) if p.starts_with("/v1/debug/pause/") => "manual pause (test hook)".to_owned(),
+        #[cfg(feature = "test-hooks")]
+        (_, p, _) if p.starts_with("/v1/debug/request-event/") => {
+            "request event (test hook)".to_owned()
+        }
         _ => format!("{} bytes to an unknown endpoint", body.len()),
     };
     truncate(text)

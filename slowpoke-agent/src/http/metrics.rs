@@ -147,6 +147,76 @@ pub fn render_leases(expired: u64) -> String {
     )
 }
 
+/// The tail scheduler's counters (`slowpoke_scheduling_*`); nothing without a schedule.
+pub fn render_scheduling(s: Option<&crate::api::SchedulingStats>) -> String {
+    let Some(s) = s else {
+        return String::new();
+    };
+    let mut out = String::new();
+    for (name, kind, help, value) in [
+        (
+            "slowpoke_scheduling_requests_total",
+            "counter",
+            "Requests the kernel reported starting on scheduled services' threads.",
+            s.requests,
+        ),
+        (
+            "slowpoke_scheduling_requests_with_age_total",
+            "counter",
+            "Of those, requests whose caller carried an age.",
+            s.requests_with_age,
+        ),
+        (
+            "slowpoke_scheduling_promotions_total",
+            "counter",
+            "Threads promoted to the real-time policy.",
+            s.promotions,
+        ),
+        (
+            "slowpoke_scheduling_demotions_total",
+            "counter",
+            "Threads returned to their own policy.",
+            s.demotions,
+        ),
+        (
+            "slowpoke_scheduling_age_capped_total",
+            "counter",
+            "Demotions because a request passed the age cap.",
+            s.age_capped,
+        ),
+        (
+            "slowpoke_scheduling_share_capped_total",
+            "counter",
+            "Demotions because promoted threads reached the CPU share cap.",
+            s.share_capped,
+        ),
+        (
+            "slowpoke_scheduling_failed_changes_total",
+            "counter",
+            "Policy changes the kernel refused (lost promotions).",
+            s.failed_changes,
+        ),
+        (
+            "slowpoke_scheduling_lost_events_total",
+            "counter",
+            "Kernel request events lost (ring buffer full).",
+            s.lost_events,
+        ),
+        (
+            "slowpoke_scheduling_promoted",
+            "gauge",
+            "Threads promoted now.",
+            u64::from(s.promoted_now),
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    }
+    out
+}
+
 fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
@@ -190,5 +260,18 @@ mod tests {
         );
         assert!(text.contains("\nslowpoke_guardian_watchdog_episodes_total 1\n"));
         assert!(text.contains("\nslowpoke_guardian_watchdog_resumes_total 3\n"));
+        assert_eq!(render_scheduling(None), "");
+        let sched = render_scheduling(Some(&crate::api::SchedulingStats {
+            promotions: 4,
+            promoted_now: 1,
+            ..Default::default()
+        }));
+        assert!(
+            sched.contains("\nslowpoke_scheduling_promotions_total 4\n"),
+            "{sched}"
+        );
+        assert!(sched.contains(
+            "# TYPE slowpoke_scheduling_promoted gauge\nslowpoke_scheduling_promoted 1\n"
+        ));
     }
 }

@@ -34,7 +34,7 @@ pub use listen::{SOCKET_FILE, SocketFile, bind_socket, serve_tcp, serve_unix};
 use crate::{
     actuator::RECENT_PAUSES,
     agent::Agent,
-    api::{LeaseRenewal, ServiceSpec, SlowdownPlan},
+    api::{LeaseRenewal, SchedulingPlan, ServiceSpec, SlowdownPlan},
     error::AgentError,
     safety::lease::ANONYMOUS,
 };
@@ -61,6 +61,13 @@ pub fn router(agent: Agent, auth: Auth) -> Router {
             get(get_slowdown).put(put_slowdown).delete(delete_slowdown),
         )
         .route("/v1/slowdown/renew", post(renew_slowdown))
+        .route(
+            "/v1/scheduling",
+            get(get_scheduling)
+                .put(put_scheduling)
+                .delete(delete_scheduling),
+        )
+        .route("/v1/scheduling/renew", post(renew_scheduling))
         .route("/metrics", get(prometheus))
         .route("/v1/openapi.json", get(openapi));
     #[cfg(feature = "test-hooks")]
@@ -74,7 +81,7 @@ pub fn router(agent: Agent, auth: Auth) -> Router {
 
 async fn not_found() -> AgentError {
     AgentError::NotFound(
-        "no such endpoint; see docs/api.md or GET /v1/openapi.json (/v1/health, /v1/services, /v1/stats, /v1/slowdown, /v1/slowdown/renew, /metrics)".into(),
+        "no such endpoint; see docs/api.md or GET /v1/openapi.json (/v1/health, /v1/services, /v1/stats, /v1/slowdown, /v1/slowdown/renew, /v1/scheduling, /v1/scheduling/renew, /metrics)".into(),
     )
 }
 
@@ -241,11 +248,60 @@ async fn renew_slowdown(State(a): State<Agent>, body: Bytes) -> Result<Response,
     Ok(Json(plan).into_response())
 }
 
+async fn get_scheduling(State(a): State<Agent>) -> impl IntoResponse {
+    Json(a.scheduling())
+}
+
+async fn put_scheduling(State(a): State<Agent>, body: Bytes) -> Result<Response, AgentError> {
+    let plan: SchedulingPlan = parse(
+        &body,
+        r#"{"policy":"oldest-first","services":["cart","db"],"k":1,"owner":"my-experiment"}"#,
+    )?;
+    let plan = blocking(move || a.set_scheduling(plan)).await?;
+    Ok(Json(plan).into_response())
+}
+
+/// `DELETE /v1/scheduling?owner=..&force=..`: as `DELETE /v1/slowdown`.
+async fn delete_scheduling(
+    State(a): State<Agent>,
+    q: Result<Query<DeleteQuery>, QueryRejection>,
+) -> Result<StatusCode, AgentError> {
+    let Query(q) = q.map_err(|e| {
+        AgentError::BadRequest(format!(
+            "{e}; use DELETE /v1/scheduling?owner=ID (the schedule's owner) or ?force=true (operator override)"
+        ))
+    })?;
+    let owner = q.owner.unwrap_or_else(|| ANONYMOUS.to_owned());
+    blocking(move || {
+        if !q.force {
+            return a.clear_scheduling_as(&owner);
+        }
+        if let Some(holder) = a.scheduling_holder().filter(|h| *h != owner) {
+            tracing::warn!(
+                holder = %holder,
+                caller = %owner,
+                "operator override (DELETE /v1/scheduling?force=true): ending a schedule whose lease is live"
+            );
+        }
+        a.clear_scheduling();
+        Ok(())
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn renew_scheduling(State(a): State<Agent>, body: Bytes) -> Result<Response, AgentError> {
+    let r: LeaseRenewal = parse(&body, r#"{"owner":"my-experiment","lease_ms":15000}"#)?;
+    let plan = blocking(move || a.renew_scheduling(&r.owner, r.lease_ms)).await?;
+    Ok(Json(plan).into_response())
+}
+
 async fn prometheus(State(a): State<Agent>) -> Result<Response, AgentError> {
     let (s, w, expired) =
         blocking(move || Ok((a.stats(), a.watchdog_counts(), a.leases_expired()))).await?;
     let mut text = metrics::render(&s, &w);
     text.push_str(&metrics::render_leases(expired));
+    text.push_str(&metrics::render_scheduling(s.scheduling.as_ref()));
     Ok((
         [(
             header::CONTENT_TYPE,
@@ -274,9 +330,50 @@ mod debug {
     pub(super) fn routes(r: Router<Agent>, agent: &Agent) -> Router<Agent> {
         if agent.config().test_hooks {
             r.route("/v1/debug/pause/{name}", post(debug_pause))
+                .route("/v1/debug/request-event/{name}", post(debug_request_event))
         } else {
             r
         }
+    }
+
+    /// A kernel request event as a test feeds it (`kind`: 1 start, 2 end; times
+    /// `CLOCK_MONOTONIC` ns, 0 = now).
+    #[derive(serde::Deserialize)]
+    struct RequestEventBody {
+        kind: u32,
+        tid: u32,
+        tgid: u32,
+        #[serde(default)]
+        origin_ns: u64,
+        #[serde(default)]
+        arrival_ns: u64,
+    }
+
+    /// `POST /v1/debug/request-event/{name}`: feeds the tail scheduler as the kernel would.
+    async fn debug_request_event(
+        State(a): State<Agent>,
+        Path(name): Path<String>,
+        body: axum::body::Bytes,
+    ) -> Result<Response, AgentError> {
+        let b: RequestEventBody = super::parse(&body, r#"{"kind":1,"tid":123,"tgid":123}"#)?;
+        // Times left out (0) are "now", as the kernel would stamp them.
+        let now = crate::sys::clock::monotonic_ns();
+        let arrival_ns = if b.arrival_ns == 0 { now } else { b.arrival_ns };
+        let ev = slowpoke_common::RequestEvent {
+            at_ns: now,
+            origin_ns: if b.origin_ns == 0 {
+                arrival_ns
+            } else {
+                b.origin_ns
+            },
+            arrival_ns,
+            tid: b.tid,
+            tgid: b.tgid,
+            service: 0,
+            kind: b.kind,
+        };
+        blocking(move || a.debug_request_event(&name, ev)).await?;
+        Ok(axum::http::StatusCode::NO_CONTENT.into_response())
     }
 
     #[derive(serde::Deserialize)]

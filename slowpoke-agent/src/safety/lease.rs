@@ -117,13 +117,25 @@ impl Lease {
     /// 409 when `who` wants to change the plan while another owner's lease is live: the message
     /// names the holder and when the lease expires, and says what the caller can do.
     pub fn check_holder(&self, who: &str, now: Instant) -> Result<(), AgentError> {
+        self.check_holder_of("slowdown plan", "/v1/slowdown", who, now)
+    }
+
+    /// [`Lease::check_holder`] for any leased thing: `what` (e.g. "schedule") and the path that
+    /// removes it.
+    pub fn check_holder_of(
+        &self,
+        what: &str,
+        path: &str,
+        who: &str,
+        now: Instant,
+    ) -> Result<(), AgentError> {
         if who == self.owner || self.lapsed(now) {
             return Ok(());
         }
         Err(AgentError::Conflict(format!(
-            "the slowdown plan is held by {:?} (owner given: {who:?}); its lease expires in \
+            "the {what} is held by {:?} (owner given: {who:?}); its lease expires in \
              {:.1} s unless renewed. Wait for that experiment to end, or, as the node's operator, \
-             remove it with DELETE /v1/slowdown?force=true",
+             remove it with DELETE {path}?force=true",
             self.owner,
             self.remaining(now).as_secs_f64()
         )))

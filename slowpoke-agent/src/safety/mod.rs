@@ -11,6 +11,8 @@
 //!   (with fallbacks), leaves reused pids alone and asks the OOM killer to spare it;
 //! - [`watchdog`]: a page shared with the guardian, stamped while the agent makes progress; the
 //!   guardian resumes what is listed while the stamp is stale;
+//! - [`promoted`]: the threads the tail scheduler promoted to a real-time policy, with the
+//!   policy each had before, in the page shared with the guardian, which restores them;
 //! - [`lock`]: one agent per state directory, so the file it keeps is the complete list;
 //! - [`protect`]: the processes the agent never stops (pid 1, kernel threads, itself, its
 //!   cgroup, a deny list of names; optionally only some uids or cgroups), checked at every
@@ -27,6 +29,7 @@ pub mod guardian;
 pub mod lease;
 pub mod listing;
 pub mod lock;
+pub mod promoted;
 pub mod protect;
 pub mod state;
 pub mod watchdog;

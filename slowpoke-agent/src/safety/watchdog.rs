@@ -32,6 +32,7 @@ use std::{
     time::Duration,
 };
 
+use super::promoted::PromotedTable;
 use crate::sys::clock::monotonic_ns;
 
 /// Default: the guardian resumes what is listed once the agent made no progress for this long.
@@ -79,7 +80,6 @@ pub struct WatchdogCounts {
 /// The page's layout: plain atomics, so both processes read and write it lock-free (64-bit
 /// atomics are address-free on every target the agent runs on).
 #[repr(C)]
-#[derive(Default)]
 pub(super) struct PageData {
     pub(super) stamp_ns: AtomicU64,
     /// 0: watchdog off (a guardian nobody stamps for, e.g. in tests).
@@ -93,7 +93,12 @@ pub(super) struct PageData {
     pub(super) close_range_errno: AtomicU32,
     pub(super) write_end_closed: AtomicU32,
     pub(super) oom_errno: AtomicU32,
+    /// The threads the tail scheduler promoted (see `promoted.rs`).
+    pub(super) promoted: PromotedTable,
 }
+
+/// The shared mapping's length: [`PageData`] rounded up to whole pages.
+const MAP_LEN: usize = size_of::<PageData>().div_ceil(4096) * 4096;
 
 /// One page of anonymous memory shared with every guardian forked after it was made.
 pub struct SharedPage {
@@ -112,7 +117,7 @@ impl SharedPage {
         let ptr = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
-                4096,
+                MAP_LEN,
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_SHARED | libc::MAP_ANONYMOUS,
                 -1,
@@ -123,8 +128,8 @@ impl SharedPage {
             return Err(io::Error::last_os_error());
         }
         let data = NonNull::new(ptr.cast::<PageData>()).ok_or_else(io::Error::last_os_error)?;
-        // SAFETY: the mapping is page-aligned, zero-filled and large enough for `PageData`.
-        unsafe { data.as_ptr().write(PageData::default()) };
+        // The mapping is page-aligned, zero-filled and large enough for `PageData`, whose
+        // fields are all atomics: all zero is a valid value (an empty promoted table).
         let page = SharedPage { data };
         page.data().stamp_ns.store(monotonic_ns(), Ordering::SeqCst);
         page.data().stale_after_ns.store(
@@ -189,6 +194,11 @@ impl SharedPage {
         self.data().ready_pid.store(0, Ordering::SeqCst);
     }
 
+    /// The threads the tail scheduler promoted, which the guardian restores.
+    pub fn promoted(&self) -> &PromotedTable {
+        &self.data().promoted
+    }
+
     pub(super) fn ready_pid(&self) -> u32 {
         self.data().ready_pid.load(Ordering::SeqCst)
     }
@@ -198,7 +208,7 @@ impl Drop for SharedPage {
     fn drop(&mut self) {
         // SAFETY: the mapping made in `new`; nothing borrows it any more. A guardian keeps its
         // own mapping of the same memory.
-        unsafe { libc::munmap(self.data.as_ptr().cast(), 4096) };
+        unsafe { libc::munmap(self.data.as_ptr().cast(), MAP_LEN) };
     }
 }
 

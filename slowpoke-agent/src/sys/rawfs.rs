@@ -107,6 +107,21 @@ pub fn start_ticks(pid: u32) -> Option<u64> {
     parse_start_ticks(&buf[..n])
 }
 
+/// Start time of thread `tid` of process `tgid` (`/proc/TGID/task/TID/stat`, field 22): names
+/// one thread for the node's uptime, as [`start_ticks`] names a process (the guardian restores
+/// a promoted thread's policy only if it is still that thread of that process).
+pub fn thread_start_ticks(tgid: u32, tid: u32) -> Option<u64> {
+    let mut path = StackPath::<48>::new();
+    path.push(b"/proc/")
+        .push_decimal(u64::from(tgid))
+        .push(b"/task/")
+        .push_decimal(u64::from(tid))
+        .push(b"/stat");
+    let mut buf = [0u8; 512];
+    let n = read_start_of(path.as_c_str()?, &mut buf)?;
+    parse_start_ticks(&buf[..n])
+}
+
 /// Field 22 (`starttime`) of a `/proc/PID/stat` text. `comm` (field 2) may contain spaces and
 /// parentheses: fields are counted after the last `)`.
 pub fn parse_start_ticks(stat: &[u8]) -> Option<u64> {

@@ -9,8 +9,9 @@ use super::BearerScheme;
 use crate::ErrorBody;
 use crate::agent::{
     ExcludedProcess, Health, KubeSelector, LeaseRenewal, Mode, NodeStats, PauseInfo, PeerSyncStats,
-    PodMember, ServiceDelay, ServiceInfo, ServiceList, ServiceSpec, ServiceStats, SlowdownPlan,
-    Stats, StopCap, SyncPeers, UnregisteredDependency,
+    PodMember, SchedulingPlan, SchedulingPolicy, SchedulingStats, ServiceDelay, ServiceInfo,
+    ServiceList, ServiceSpec, ServiceStats, SlowdownPlan, Stats, StopCap, SyncPeers,
+    UnregisteredDependency,
 };
 
 #[derive(utoipa::OpenApi)]
@@ -31,12 +32,14 @@ use crate::agent::{
     security((), ("bearer" = [])),
     paths(
         health, list_services, get_service, put_service, delete_service, stats, get_slowdown,
-        put_slowdown, delete_slowdown, renew_slowdown, metrics, openapi
+        put_slowdown, delete_slowdown, renew_slowdown, get_scheduling, put_scheduling,
+        delete_scheduling, renew_scheduling, metrics, openapi
     ),
     components(schemas(
         ErrorBody, ExcludedProcess, Health, LeaseRenewal, Mode, NodeStats, ServiceDelay, ServiceInfo,
         ServiceList, ServiceSpec, ServiceStats, SlowdownPlan, Stats, StopCap,
-        UnregisteredDependency, PauseInfo, PeerSyncStats, SyncPeers, PodMember, KubeSelector
+        UnregisteredDependency, PauseInfo, PeerSyncStats, SyncPeers, PodMember, KubeSelector,
+        SchedulingPlan, SchedulingPolicy, SchedulingStats
     )),
     modifiers(&BearerScheme)
 )]
@@ -127,6 +130,42 @@ fn delete_slowdown() {}
         (status = 404, description = "No plan holds a lease (it lapsed or was removed): PUT it again", body = ErrorBody),
         (status = 409, description = "The plan belongs to another owner", body = ErrorBody)))]
 fn renew_slowdown() {}
+
+#[utoipa::path(get, path = "/v1/scheduling", tag = "scheduling",
+    responses((status = 200, description = "The schedule in force (no services: none), with its owner and what is left of its lease", body = SchedulingPlan)))]
+fn get_scheduling() {}
+
+#[utoipa::path(put, path = "/v1/scheduling", tag = "scheduling",
+    request_body(content = SchedulingPlan, description = "Tail-latency scheduling of registered services (docs/tail.md): the threads serving the `k` oldest requests run first (`SCHED_FIFO` `priority`), with an age cap, a CPU share cap, a lease (`lease_ms`, default 15 s) and an `owner` (default `anonymous`)"),
+    responses(
+        (status = 200, description = "The schedule now in force, every default filled in", body = SchedulingPlan),
+        (status = 400, description = "Bad schedule: the message names the field (no or unknown services, k, priority, age_cap_ms, max_share, lease_ms, owner); nothing changed", body = ErrorBody),
+        (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+        (status = 409, description = "Another owner's schedule is live, or a service has a delay in the slowdown plan in force", body = ErrorBody),
+        (status = 413, description = "Body larger than 64 KiB", body = ErrorBody),
+        (status = 415, description = "Body not sent as `application/json`", body = ErrorBody)))]
+fn put_scheduling() {}
+
+#[utoipa::path(delete, path = "/v1/scheduling", tag = "scheduling",
+    params(
+        ("owner" = Option<String>, Query, description = "Who ends the schedule (default `anonymous`): must be the holder while its lease is live"),
+        ("force" = Option<bool>, Query, description = "Operator override: end another owner's live schedule (logged at warn)")),
+    responses(
+        (status = 204, description = "Schedule ended: every thread it changed has its own policy back"),
+        (status = 400, description = "Bad query parameters", body = ErrorBody),
+        (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+        (status = 409, description = "Another owner's lease is live; the message names the holder and when it expires", body = ErrorBody)))]
+fn delete_scheduling() {}
+
+#[utoipa::path(post, path = "/v1/scheduling/renew", tag = "scheduling",
+    request_body(content = LeaseRenewal, description = "The schedule's owner and, optionally, the new lease length"),
+    responses(
+        (status = 200, description = "The schedule in force, its lease extended from now", body = SchedulingPlan),
+        (status = 400, description = "Bad body, or a lease above the agent's maximum", body = ErrorBody),
+        (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+        (status = 404, description = "No schedule holds a lease (it lapsed or was removed): PUT it again", body = ErrorBody),
+        (status = 409, description = "The schedule belongs to another owner", body = ErrorBody)))]
+fn renew_scheduling() {}
 
 #[utoipa::path(get, path = "/metrics", tag = "stats",
     responses((status = 200, description = "The counters in Prometheus text format 0.0.4", body = String, content_type = "text/plain")))]

@@ -1,7 +1,7 @@
 //! The guardian child itself. Everything here runs in a forked copy of a multi-threaded process:
 //! async-signal-safe system calls only (`sigaction`, `sigprocmask`, `setsid`, `prctl`,
 //! `close_range`, `open`, `getdents64`, `lseek`, `close`, `getrlimit`, `fcntl`, `write`, `read`,
-//! `poll`, `getppid`, `clock_gettime`, `kill`, `pidfd_open`, `pidfd_send_signal`, `nanosleep`,
+//! `poll`, `getppid`, `clock_gettime`, `kill`, `pidfd_open`, `pidfd_send_signal`, `sched_setattr`, `nanosleep`,
 //! `_exit`), atomics in the shared page, and stack buffers. No allocation, no lock, no logging.
 
 use std::{ffi::CStr, sync::atomic::Ordering};
@@ -74,6 +74,7 @@ pub(super) unsafe fn run(args: &Args) -> ! {
             watchdog_tick(page, path, &mut stale);
         }
         resume_listed(path, &mut |_| {});
+        page.promoted.restore_all();
         let ts = libc::timespec {
             tv_sec: 0,
             tv_nsec: 20_000_000,
@@ -136,6 +137,7 @@ fn watchdog_tick(page: &PageData, path: &CStr, stale: &mut bool) {
         page.episodes.fetch_add(1, Ordering::SeqCst);
     }
     resume_listed(path, &mut |_| {});
+    page.promoted.restore_all();
     page.passes.fetch_add(1, Ordering::SeqCst);
     page.last_pass_ns.store(now, Ordering::SeqCst);
 }

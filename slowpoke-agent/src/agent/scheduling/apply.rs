@@ -1,0 +1,130 @@
+//! The applier: the core's promote/demote actions made real with `sched_setattr` by thread id.
+//!
+//! - Before the first change of a thread it saves the thread's own policy, priority, nice and
+//!   reset-on-fork flag, and restores exactly that when it demotes it.
+//! - A thread that already runs a real-time or deadline policy is never touched (it outranks
+//!   normal work anyway, and its owner chose that policy): it counts as promoted, and its
+//!   "demotion" changes nothing.
+//! - Only members of a scheduled service are touched (the registry leaves protected processes
+//!   out of every service, `safety::protect`).
+//! - Every changed thread is listed in the guardian's table **before** its policy changes and
+//!   unlisted only after it was restored (`safety::promoted`).
+//! - A refused change (the thread exited, a permission) is a lost promotion, not an error: the
+//!   caller counts it and forgets the thread.
+
+use std::{collections::HashMap, sync::Arc};
+
+use crate::{
+    safety::{promoted::Promoted, watchdog::SharedPage},
+    sys::{
+        rawfs::thread_start_ticks,
+        sched::{ThreadPolicy, get_policy, set_policy, thread_state},
+    },
+};
+
+/// What the applier did to a thread it manages.
+#[derive(Clone, Copy, Debug)]
+enum Managed {
+    /// Promoted: its own policy, and its slot in the guardian's table.
+    Changed { original: ThreadPolicy, slot: usize },
+    /// Already real-time or deadline: left alone.
+    Untouched,
+}
+
+pub struct Applier {
+    page: Arc<SharedPage>,
+    priority: u32,
+    threads: HashMap<u32, (u32, Managed)>,
+}
+
+impl Applier {
+    pub fn new(page: Arc<SharedPage>) -> Applier {
+        Applier {
+            page,
+            priority: 10,
+            threads: HashMap::new(),
+        }
+    }
+
+    /// The real-time priority of promotions from now on (threads promoted keep theirs).
+    pub fn set_priority(&mut self, priority: u32) {
+        self.priority = priority;
+    }
+
+    /// Runs thread `tid` of `tgid` first. False: the change was refused (counted by the caller).
+    pub fn promote(&mut self, tid: u32, tgid: u32) -> bool {
+        if self.threads.contains_key(&tid) {
+            return true;
+        }
+        let Ok(original) = get_policy(tid) else {
+            return false;
+        };
+        if original.is_realtime() {
+            self.threads.insert(tid, (tgid, Managed::Untouched));
+            return true;
+        }
+        let Some(start_ticks) = thread_start_ticks(tgid, tid) else {
+            return false; // gone, or not a thread of that process
+        };
+        let listed = Promoted {
+            tid,
+            tgid,
+            start_ticks,
+            original,
+        };
+        let table = self.page.promoted();
+        let Some(slot) = table.arm(&listed) else {
+            tracing::warn!(
+                "{} threads promoted at once: the guardian's table is full; not promoting more",
+                crate::safety::promoted::MAX_PROMOTED
+            );
+            return false;
+        };
+        let errno = set_policy(tid, ThreadPolicy::fifo(self.priority));
+        if errno != 0 {
+            table.disarm(slot);
+            tracing::debug!(tid, tgid, errno, "promotion refused");
+            return false;
+        }
+        self.threads
+            .insert(tid, (tgid, Managed::Changed { original, slot }));
+        true
+    }
+
+    /// Gives thread `tid` its own policy back. False: the kernel refused (the thread is most
+    /// likely gone; its slot is freed either way).
+    pub fn demote(&mut self, tid: u32) -> bool {
+        let Some((_, managed)) = self.threads.remove(&tid) else {
+            return true;
+        };
+        match managed {
+            Managed::Untouched => true,
+            Managed::Changed { original, slot } => {
+                let errno = set_policy(tid, original);
+                self.page.promoted().disarm(slot);
+                errno == 0 || errno == libc::ESRCH
+            }
+        }
+    }
+
+    /// Whether a managed thread runs (or may run) now, and on which CPU: the share cap's
+    /// sample (`sys::sched::thread_state`).
+    pub fn sample(&self, tid: u32) -> Option<(bool, usize)> {
+        let (tgid, _) = self.threads.get(&tid)?;
+        thread_state(*tgid, tid)
+    }
+
+    /// Restores every thread still managed (the schedule ended).
+    pub fn restore_all(&mut self) {
+        let tids: Vec<u32> = self.threads.keys().copied().collect();
+        for tid in tids {
+            self.demote(tid);
+        }
+    }
+}
+
+impl Drop for Applier {
+    fn drop(&mut self) {
+        self.restore_all();
+    }
+}

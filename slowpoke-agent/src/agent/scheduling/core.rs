@@ -1,0 +1,487 @@
+//! The scheduling decisions, pure (no system calls, time passed in, unit-tested): which threads
+//! serve requests now (from the kernel's [`RequestEvent`]s), which of them run first, and the
+//! promote/demote actions that turn the set promoted now into that one, **only when the set
+//! changes** (a change that preempts another CPU costs the agent ~20 µs, `docs/tail.md`).
+//!
+//! Units: every time is `CLOCK_MONOTONIC` ns of this node (the kernel's `bpf_ktime_get_ns`).
+//!
+//! The rules:
+//! - `oldest-first`: the `k` requests with the smallest `origin_ns` (arrival at the app's entry)
+//!   across every scheduled service; `per-service-fifo`: per service, the `k` with the smallest
+//!   `arrival_ns` (arrival at that service). Ties by arrival, then thread id.
+//! - **age cap**: a request served here for longer than `age_cap_ns` (since its `arrival_ns`,
+//!   whatever the policy: an old request end-to-end is exactly the one to run first, but one
+//!   that never finishes here must not hold the node) is not promoted again until its thread
+//!   starts another request.
+//! - **share cap**: the time promoted threads run is charged per CPU in periods of
+//!   [`PERIOD_NS`]; once one CPU's charge reaches `max_share` of the period, every promoted thread
+//!   is demoted until the period ends (normal work, sshd and the kubelet, keeps the rest). The
+//!   charge is sampled: the time since a thread's previous sample (or its promotion) counts if
+//!   it is running or runnable at the sample, on the CPU it is on — an upper bound for a thread
+//!   that slept part of it, never late (a running thread's CPU time is updated only at ticks).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use slowpoke_common::{REQUEST_END, REQUEST_START, RequestEvent};
+
+use crate::api::SchedulingPolicy;
+
+/// The share cap's accounting period (the spike's cap, measured in docs/tail.md).
+pub const PERIOD_NS: u64 = 10_000_000;
+
+/// What the core needs of a schedule (validated by the agent).
+#[derive(Clone, Debug, PartialEq)]
+pub struct CoreConfig {
+    pub policy: SchedulingPolicy,
+    /// Kernel service ids scheduled; events of other services are ignored.
+    pub services: BTreeSet<u32>,
+    pub k: usize,
+    pub age_cap_ns: u64,
+    pub max_share: f64,
+    /// CPUs of the node (buckets of the share cap).
+    pub cpus: usize,
+}
+
+/// A request a thread serves now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Active {
+    pub tgid: u32,
+    pub service: u32,
+    pub origin_ns: u64,
+    pub arrival_ns: u64,
+}
+
+/// Why a thread goes back to its own policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    /// Its request ended (or it started another one that does not rank).
+    Finished,
+    /// Older requests took its place among the `k`.
+    Displaced,
+    AgeCap,
+    ShareCap,
+    /// The schedule ended (removed, lapsed, a service left it).
+    Stopped,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Promote { tid: u32, tgid: u32 },
+    Demote { tid: u32, tgid: u32, reason: Reason },
+}
+
+/// Counters of the decisions (the applier counts what the kernel refused).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CoreCounts {
+    pub requests: u64,
+    pub requests_with_age: u64,
+    pub promotions: u64,
+    pub demotions: u64,
+    pub age_capped: u64,
+    pub share_capped: u64,
+}
+
+pub struct Core {
+    cfg: CoreConfig,
+    /// Thread id -> the request it serves.
+    active: HashMap<u32, Active>,
+    /// Threads whose current request passed the age cap.
+    capped: BTreeSet<u32>,
+    /// Thread id -> tgid, promoted now.
+    promoted: BTreeMap<u32, u32>,
+    /// When each promoted thread was last sampled (or promoted), ns.
+    last_sample_ns: HashMap<u32, u64>,
+    period_start_ns: u64,
+    /// CPU time charged per CPU in the current period.
+    used_ns: Vec<u64>,
+    /// The share cap was reached in the current period.
+    share_held: bool,
+    counts: CoreCounts,
+}
+
+impl Core {
+    pub fn new(cfg: CoreConfig, now_ns: u64) -> Core {
+        Core {
+            used_ns: vec![0; cfg.cpus.max(1)],
+            cfg,
+            active: HashMap::new(),
+            capped: BTreeSet::new(),
+            promoted: BTreeMap::new(),
+            last_sample_ns: HashMap::new(),
+            period_start_ns: now_ns,
+            share_held: false,
+            counts: CoreCounts::default(),
+        }
+    }
+
+    /// A new schedule for the same scheduler: requests already known stay known; the next
+    /// [`Core::decide`] demotes what no longer ranks.
+    pub fn reconfigure(&mut self, cfg: CoreConfig) {
+        if cfg.cpus.max(1) != self.used_ns.len() {
+            self.used_ns = vec![0; cfg.cpus.max(1)];
+        }
+        self.active.retain(|_, a| cfg.services.contains(&a.service));
+        self.cfg = cfg;
+    }
+
+    pub fn counts(&self) -> CoreCounts {
+        self.counts
+    }
+
+    pub fn promoted(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
+        self.promoted.iter().map(|(&t, &g)| (t, g))
+    }
+
+    /// Takes one kernel event.
+    pub fn observe(&mut self, ev: &RequestEvent) {
+        if !self.cfg.services.contains(&ev.service) {
+            return;
+        }
+        match ev.kind {
+            REQUEST_START => {
+                self.counts.requests += 1;
+                if ev.origin_ns != ev.arrival_ns {
+                    self.counts.requests_with_age += 1;
+                }
+                self.capped.remove(&ev.tid);
+                self.active.insert(
+                    ev.tid,
+                    Active {
+                        tgid: ev.tgid,
+                        service: ev.service,
+                        origin_ns: ev.origin_ns,
+                        arrival_ns: ev.arrival_ns,
+                    },
+                );
+            }
+            REQUEST_END => {
+                self.capped.remove(&ev.tid);
+                self.active.remove(&ev.tid);
+            }
+            _ => {}
+        }
+    }
+
+    /// The thread is gone or cannot be changed (the applier said so): forget its request.
+    pub fn forget(&mut self, tid: u32) {
+        self.active.remove(&tid);
+        self.capped.remove(&tid);
+        self.promoted.remove(&tid);
+        self.last_sample_ns.remove(&tid);
+    }
+
+    /// The applier could not promote `tid` (gone, not a member, refused): not counted as a
+    /// promotion, and its request is forgotten.
+    pub fn refused(&mut self, tid: u32) {
+        if self.promoted.contains_key(&tid) {
+            self.counts.promotions = self.counts.promotions.saturating_sub(1);
+        }
+        self.forget(tid);
+    }
+
+    /// A sample of a promoted thread at `now_ns`: running (or runnable) on `cpu`, or not. The
+    /// time since its previous sample is charged to that CPU if it runs.
+    pub fn charge(&mut self, tid: u32, now_ns: u64, running: bool, cpu: usize) {
+        let Some(last) = self.last_sample_ns.get_mut(&tid) else {
+            return;
+        };
+        let since = now_ns.saturating_sub(*last);
+        *last = now_ns.max(*last);
+        if running {
+            let n = self.used_ns.len();
+            self.used_ns[cpu.min(n - 1)] += since;
+        }
+    }
+
+    /// The wanted set now, and the actions that get there from the promoted set.
+    pub fn decide(&mut self, now_ns: u64) -> Vec<Action> {
+        self.roll_period(now_ns);
+        self.cap_ages(now_ns);
+        let budget = (self.cfg.max_share * PERIOD_NS as f64) as u64;
+        if !self.promoted.is_empty() && self.used_ns.iter().any(|&u| u >= budget) {
+            self.share_held = true;
+        }
+        let wanted: BTreeMap<u32, u32> = if self.share_held {
+            BTreeMap::new()
+        } else {
+            self.ranked()
+        };
+        let mut actions = Vec::new();
+        let gone: Vec<(u32, u32)> = self
+            .promoted
+            .iter()
+            .filter(|(t, _)| !wanted.contains_key(t))
+            .map(|(&t, &g)| (t, g))
+            .collect();
+        for (tid, tgid) in gone {
+            let reason = if self.share_held {
+                self.counts.share_capped += 1;
+                Reason::ShareCap
+            } else if self.capped.contains(&tid) {
+                self.counts.age_capped += 1;
+                Reason::AgeCap
+            } else if self.active.get(&tid).is_none_or(|a| a.tgid != tgid) {
+                Reason::Finished
+            } else {
+                Reason::Displaced
+            };
+            self.demote(tid, tgid, reason, &mut actions);
+        }
+        for (&tid, &tgid) in &wanted {
+            if !self.promoted.contains_key(&tid) {
+                self.promoted.insert(tid, tgid);
+                self.last_sample_ns.insert(tid, now_ns);
+                self.counts.promotions += 1;
+                actions.push(Action::Promote { tid, tgid });
+            }
+        }
+        actions
+    }
+
+    /// Demotes every promoted thread (the schedule ends).
+    pub fn stop(&mut self) -> Vec<Action> {
+        let mut actions = Vec::new();
+        let all: Vec<(u32, u32)> = self.promoted().collect();
+        for (tid, tgid) in all {
+            self.demote(tid, tgid, Reason::Stopped, &mut actions);
+        }
+        actions
+    }
+
+    /// When [`Core::decide`] must run again even without events: the end of the period while
+    /// something is promoted or the cap holds (charges, re-promotion), else the next age cap.
+    pub fn next_deadline(&self) -> Option<u64> {
+        if !self.promoted.is_empty() || self.share_held {
+            return Some(self.period_start_ns + PERIOD_NS);
+        }
+        self.active
+            .iter()
+            .filter(|(t, _)| !self.capped.contains(t))
+            .map(|(_, a)| a.arrival_ns + self.cfg.age_cap_ns)
+            .min()
+    }
+
+    fn demote(&mut self, tid: u32, tgid: u32, reason: Reason, out: &mut Vec<Action>) {
+        self.promoted.remove(&tid);
+        self.last_sample_ns.remove(&tid);
+        self.counts.demotions += 1;
+        out.push(Action::Demote { tid, tgid, reason });
+    }
+
+    fn roll_period(&mut self, now_ns: u64) {
+        if now_ns >= self.period_start_ns + PERIOD_NS {
+            let periods = (now_ns - self.period_start_ns) / PERIOD_NS;
+            self.period_start_ns += periods * PERIOD_NS;
+            self.used_ns.iter_mut().for_each(|u| *u = 0);
+            self.share_held = false;
+        }
+    }
+
+    fn cap_ages(&mut self, now_ns: u64) {
+        let cap = self.cfg.age_cap_ns;
+        for (&tid, a) in &self.active {
+            if now_ns.saturating_sub(a.arrival_ns) > cap {
+                self.capped.insert(tid);
+            }
+        }
+    }
+
+    /// The threads that should run first now: tid -> tgid.
+    fn ranked(&self) -> BTreeMap<u32, u32> {
+        let mut eligible: Vec<(u64, u64, u32, &Active)> = self
+            .active
+            .iter()
+            .filter(|(t, _)| !self.capped.contains(t))
+            .map(|(&t, a)| {
+                let key = match self.cfg.policy {
+                    SchedulingPolicy::OldestFirst => a.origin_ns,
+                    SchedulingPolicy::PerServiceFifo => a.arrival_ns,
+                };
+                (key, a.arrival_ns, t, a)
+            })
+            .collect();
+        eligible.sort_unstable_by_key(|&(key, arrival, tid, _)| (key, arrival, tid));
+        let mut taken: HashMap<u32, usize> = HashMap::new();
+        let mut out = BTreeMap::new();
+        for (_, _, tid, a) in eligible {
+            let bucket = match self.cfg.policy {
+                SchedulingPolicy::OldestFirst => 0,
+                SchedulingPolicy::PerServiceFifo => a.service,
+            };
+            let n = taken.entry(bucket).or_default();
+            if *n < self.cfg.k {
+                *n += 1;
+                out.insert(tid, a.tgid);
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+
+    fn cfg(policy: SchedulingPolicy, k: usize) -> CoreConfig {
+        CoreConfig {
+            policy,
+            services: [1, 2].into(),
+            k,
+            age_cap_ns: 100 * MS,
+            max_share: 0.5,
+            cpus: 2,
+        }
+    }
+
+    fn start(tid: u32, service: u32, origin_ns: u64, arrival_ns: u64) -> RequestEvent {
+        RequestEvent {
+            at_ns: arrival_ns,
+            origin_ns,
+            arrival_ns,
+            tid,
+            tgid: 100 + service,
+            service,
+            kind: REQUEST_START,
+        }
+    }
+
+    fn end(tid: u32, service: u32) -> RequestEvent {
+        RequestEvent {
+            tid,
+            tgid: 100 + service,
+            service,
+            kind: REQUEST_END,
+            ..RequestEvent::default()
+        }
+    }
+
+    fn promote(tid: u32, service: u32) -> Action {
+        Action::Promote {
+            tid,
+            tgid: 100 + service,
+        }
+    }
+
+    fn demote(tid: u32, service: u32, reason: Reason) -> Action {
+        Action::Demote {
+            tid,
+            tgid: 100 + service,
+            reason,
+        }
+    }
+
+    #[test]
+    fn oldest_first_promotes_the_k_oldest_origins_across_services_and_acts_only_on_change() {
+        let mut c = Core::new(cfg(SchedulingPolicy::OldestFirst, 1), 0);
+        // Thread 11 of service 2 serves a request that entered the app first (origin 1 ms),
+        // though it arrived here last.
+        c.observe(&start(10, 1, 2 * MS, 2 * MS));
+        c.observe(&start(11, 2, MS, 3 * MS));
+        c.observe(&start(12, 7, 0, 0)); // not scheduled
+        assert_eq!(c.decide(4 * MS), vec![promote(11, 2)]);
+        assert_eq!(c.decide(4 * MS), vec![], "no change, no action");
+        c.observe(&end(11, 2));
+        assert_eq!(
+            c.decide(5 * MS),
+            vec![demote(11, 2, Reason::Finished), promote(10, 1)]
+        );
+        // An older request arrives: it displaces the promoted one.
+        c.observe(&start(13, 2, MS / 2, 6 * MS));
+        assert_eq!(
+            c.decide(6 * MS),
+            vec![demote(10, 1, Reason::Displaced), promote(13, 2)]
+        );
+        let n = c.counts();
+        assert_eq!((n.requests, n.requests_with_age), (3, 2));
+        assert_eq!((n.promotions, n.demotions), (3, 2));
+    }
+
+    #[test]
+    fn per_service_fifo_takes_k_per_service_by_arrival_here() {
+        let mut c = Core::new(cfg(SchedulingPolicy::PerServiceFifo, 2), 0);
+        c.observe(&start(1, 1, 0, 5 * MS));
+        c.observe(&start(2, 1, 9, 3 * MS));
+        c.observe(&start(3, 1, 0, 4 * MS));
+        c.observe(&start(4, 2, 0, 9 * MS));
+        let mut got = c.decide(10 * MS);
+        got.sort_by_key(|a| match a {
+            Action::Promote { tid, .. } | Action::Demote { tid, .. } => *tid,
+        });
+        assert_eq!(got, vec![promote(2, 1), promote(3, 1), promote(4, 2)]);
+    }
+
+    #[test]
+    fn a_request_past_the_age_cap_is_demoted_once_and_its_next_request_ranks_again() {
+        let mut c = Core::new(cfg(SchedulingPolicy::OldestFirst, 1), 0);
+        c.observe(&start(1, 1, 0, 0));
+        c.observe(&start(2, 1, MS, MS));
+        assert_eq!(c.decide(MS), vec![promote(1, 1)]);
+        assert_eq!(
+            c.next_deadline(),
+            Some(10 * MS),
+            "period end while promoted"
+        );
+        assert_eq!(c.decide(100 * MS), vec![], "at the cap: not past it");
+        assert_eq!(
+            c.decide(100 * MS + 1),
+            vec![demote(1, 1, Reason::AgeCap), promote(2, 1)]
+        );
+        assert_eq!(c.decide(100 * MS + 2), vec![]);
+        assert_eq!(c.counts().age_capped, 1);
+        // Thread 1 starts a fresh request, older than nothing but thread 2's is capped too now.
+        c.observe(&start(1, 1, 102 * MS, 102 * MS));
+        assert_eq!(
+            c.decide(102 * MS),
+            vec![demote(2, 1, Reason::AgeCap), promote(1, 1)]
+        );
+    }
+
+    #[test]
+    fn the_share_cap_demotes_everything_until_the_period_ends() {
+        let mut c = Core::new(cfg(SchedulingPolicy::OldestFirst, 2), 0);
+        c.observe(&start(1, 1, 0, 0));
+        c.observe(&start(2, 2, MS, MS));
+        assert_eq!(c.decide(MS).len(), 2, "promoted at 1 ms");
+        c.charge(9, 4 * MS, true, 0); // not promoted: ignored
+        c.charge(1, 4 * MS, true, 0); // 3 ms on CPU 0
+        c.charge(2, 4 * MS, false, 1); // asleep: nothing
+        c.charge(2, 5 * MS, true, 1); // 1 ms on CPU 1 (an upper bound: it may have slept part of it)
+        assert_eq!(c.decide(5 * MS), vec![], "below 5 ms on every CPU");
+        c.charge(1, 6 * MS, true, 0); // CPU 0 reaches 5 ms = 0.5 x 10 ms
+        assert_eq!(
+            c.decide(6 * MS),
+            vec![
+                demote(1, 1, Reason::ShareCap),
+                demote(2, 2, Reason::ShareCap)
+            ]
+        );
+        c.charge(1, 8 * MS, true, 0); // demoted: not charged
+        assert_eq!(c.decide(9 * MS), vec![], "held until the period ends");
+        assert_eq!(c.next_deadline(), Some(10 * MS));
+        assert_eq!(c.decide(10 * MS), vec![promote(1, 1), promote(2, 2)]);
+        c.charge(1, 14 * MS, true, 0);
+        assert_eq!(c.decide(14 * MS), vec![], "4 ms of the new period");
+        assert_eq!(c.counts().share_capped, 2);
+        assert_eq!(
+            c.stop(),
+            vec![demote(1, 1, Reason::Stopped), demote(2, 2, Reason::Stopped)]
+        );
+    }
+
+    #[test]
+    fn forgotten_and_unscheduled_threads_leave_and_a_new_schedule_keeps_known_requests() {
+        let mut c = Core::new(cfg(SchedulingPolicy::OldestFirst, 1), 0);
+        c.observe(&start(1, 1, 0, 0));
+        c.observe(&start(2, 2, MS, MS));
+        assert_eq!(c.decide(MS), vec![promote(1, 1)]);
+        c.forget(1);
+        assert_eq!(c.decide(MS), vec![promote(2, 2)]);
+        let mut only_1 = cfg(SchedulingPolicy::OldestFirst, 1);
+        only_1.services = [1].into();
+        c.reconfigure(only_1);
+        assert_eq!(c.decide(MS), vec![demote(2, 2, Reason::Finished)]);
+        assert_eq!(c.next_deadline(), None);
+    }
+}
