@@ -189,7 +189,8 @@ pub struct TailResult {
     pub arms: Vec<TailArmResult>,
     /// Every window, in the order it ran (main comparison, then the sweep's).
     pub windows: Vec<TailWindow>,
-    /// With a sweep: the p99 target, µs, each rate's figures, and each arm's highest rate that
+    /// With a sweep: the p99 target, µs, each rate's figures, and each arm's highest rate (of the
+    /// sweep's and the main one) that
     /// kept its p99 under the target.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub p99_target_us: Option<f64>,

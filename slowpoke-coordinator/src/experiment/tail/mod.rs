@@ -15,4 +15,4 @@ mod summary;
 pub use load::{LatencyWindow, OpenLoad, RealOpenLoad};
 pub use run::run_tail;
 pub use spec::{DEFAULT_IN_FLIGHT, Sweep, TailSpec, check_schedule};
-pub use summary::{cdf, interval};
+pub use summary::{capacity, cdf, interval};

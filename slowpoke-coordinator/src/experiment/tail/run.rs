@@ -148,8 +148,15 @@ fn run_inner(
             arms: runner.results(&at),
         })
         .collect();
+    let main_arms = runner.results(&main);
+    // The main rate counts as one of the sweep's rates for the capacity.
     let capacity = spec.sweep.as_ref().map_or_else(Vec::new, |s| {
-        summary::capacity(&sweep, &runner.arms, s.p99_target_us)
+        let mut points = sweep.clone();
+        points.push(TailSweepPoint {
+            rate_rps: spec.rate_rps,
+            arms: main_arms.clone(),
+        });
+        summary::capacity(&points, &runner.arms, s.p99_target_us)
     });
     Ok(TailResult {
         id: String::new(),
@@ -161,7 +168,7 @@ fn run_inner(
         rate_rps: spec.rate_rps,
         window_s: spec.window_s,
         repetitions: spec.repetitions,
-        arms: runner.results(&main),
+        arms: main_arms,
         windows: std::mem::take(&mut runner.windows),
         p99_target_us: spec.sweep.as_ref().map(|s| s.p99_target_us),
         sweep,
