@@ -111,7 +111,7 @@ pub struct ExperimentRequest {
     #[serde(default)]
     pub timeout: Option<f64>,
     /// Closed-loop connections, 1 to 4096 (default 64); tail: the most requests in flight at
-    /// once (default 256).
+    /// once (default 32).
     #[serde(default)]
     pub connections: Option<i64>,
 

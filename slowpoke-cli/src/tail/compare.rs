@@ -21,7 +21,7 @@ use crate::progress::{cancel_on_signal, progress_bar};
 pub(crate) struct CompareArgs {
     /// The app (--topology or --service/--entry), its requests, the agents, --duration (one
     /// window, default 5 s), --warmup (before each window, default 1 s), --connections (the
-    /// most requests in flight, default 256), --max-errors (default 5 %), --lease, --json.
+    /// most requests in flight, default 32), --max-errors (default 5 %), --lease, --json.
     #[command(flatten)]
     pub(crate) common: CommonArgs,
     /// The open loop's rate, requests/s (Poisson arrivals).
