@@ -4,10 +4,15 @@
 //! CONTRACT (the registry, actuators and API are written against exactly this API; extend, don't
 //! rename). `docs/kernel.md` describes what the kernel programs count and when they trigger.
 
+mod ages;
 mod btf;
 mod events;
+mod offsets;
 mod safety;
 pub mod support;
+
+pub use ages::RequestEvents;
+use offsets::Offsets;
 
 pub use safety::{
     Beater, DEFAULT_HEARTBEAT_MAX_AGE_NS, Heartbeat, MAX_CGROUP_DEPTH, MAX_PROTECTED_CGROUPS,
@@ -21,7 +26,7 @@ use std::{
 };
 
 use aya::{
-    Ebpf, EbpfLoader,
+    Ebpf,
     maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues, RingBuf},
     programs::{BtfTracePoint, FExit},
 };
@@ -106,7 +111,7 @@ pub struct OutgoingEndpoint {
 }
 
 /// Loaded and attached kernel programs. Dropping it detaches them (links are owned by the
-/// programs, which are owned by `_ebpf`; nothing is pinned).
+/// programs, which are owned by `ebpf`; nothing is pinned).
 pub struct Kernel {
     /// Stopped first on drop (see `Drop`): it owns the ring buffer and the log reader.
     events: Option<events::EventReader>,
@@ -125,90 +130,15 @@ pub struct Kernel {
     threads: HashMap<MapData, u32, ThreadActivity>,
     protected: safety::Protected,
     heartbeat: Heartbeat,
-    _ebpf: Ebpf,
+    /// Request ages (tail-latency scheduling): maps, and the carrying programs once needed.
+    ages: ages::Ages,
+    ebpf: Ebpf,
     /// What the agent wrote, so that replacing a set touches only the differences.
     tgids: BTreeMap<ServiceId, Vec<u32>>,
     cgroups: BTreeMap<ServiceId, Vec<u64>>,
     ports: BTreeMap<ServiceId, Vec<u16>>,
     global_value: GlobalConfig,
     features: BTreeMap<String, String>,
-}
-
-/// Field offsets of the running kernel, read from its BTF and handed to the programs as
-/// read-only globals.
-struct Offsets {
-    skc_daddr: u32,
-    skc_v6_daddr: u32,
-    skc_dport: u32,
-    skc_family: u32,
-    sk_protocol: u32,
-    /// `x86_64` `pt_regs`: `si` (first buffer argument of read/recvfrom) and `orig_ax` (syscall
-    /// number); `None` elsewhere (the HTTP/2 check is off).
-    regs: Option<(u32, u32)>,
-}
-
-impl Offsets {
-    fn from_btf(
-        btf: &btf::Btf,
-        features: &mut BTreeMap<String, String>,
-    ) -> Result<Offsets, KernelError> {
-        let field = |outer: &str, name: &str, size: u32| -> Result<u32, String> {
-            let member = btf.member(outer, name)?;
-            if member.size == size {
-                Ok(member.offset)
-            } else {
-                Err(format!(
-                    "{outer}.{name} is {} bytes, expected {size}",
-                    member.size
-                ))
-            }
-        };
-        let sock = |name: &str, size: u32| {
-            field("sock_common", name, size).map_err(|e| {
-                KernelError::Unsupported(format!(
-                    "reading sockets needs struct sock_common from BTF: {e}"
-                ))
-            })
-        };
-        let common = btf
-            .member("sock", "__sk_common")
-            .map_err(|e| KernelError::Unsupported(format!("struct sock from BTF: {e}")))?
-            .offset;
-        let skc_dport = sock("skc_dport", 2)?;
-        if sock("skc_num", 2)? != skc_dport + 2 {
-            return Err(KernelError::Unsupported(
-                "struct sock_common: skc_num does not follow skc_dport".into(),
-            ));
-        }
-        let sk_protocol = field("sock", "sk_protocol", 2)
-            .map_err(|e| KernelError::Unsupported(format!("struct sock from BTF: {e}")))?;
-        let regs = if cfg!(target_arch = "x86_64") {
-            match (field("pt_regs", "si", 8), field("pt_regs", "orig_ax", 8)) {
-                (Ok(si), Ok(nr)) => {
-                    features.insert("http2_detection".into(), "on".into());
-                    Some((si, nr))
-                }
-                (Err(e), _) | (_, Err(e)) => {
-                    features.insert("http2_detection".into(), format!("off: {e}"));
-                    None
-                }
-            }
-        } else {
-            features.insert(
-                "http2_detection".into(),
-                "off: the syscall-buffer check knows x86_64 only".into(),
-            );
-            None
-        };
-        Ok(Offsets {
-            skc_daddr: common + sock("skc_daddr", 4)?,
-            skc_v6_daddr: common + sock("skc_v6_daddr", 16)?,
-            skc_dport: common + skc_dport,
-            skc_family: common + sock("skc_family", 2)?,
-            sk_protocol,
-            regs,
-        })
-    }
 }
 
 fn ebpf_error(what: &str) -> impl FnOnce(aya::maps::MapError) -> KernelError + '_ {
@@ -271,6 +201,11 @@ impl Kernel {
     /// Loads the embedded object, probes the tracepoints and attaches. A missing feature is an
     /// error that says which one and why.
     pub fn load(quantum_ns: u64) -> Result<Kernel, KernelError> {
+        Kernel::load_inner(quantum_ns, 0)
+    }
+
+    /// `ages_clock_offset_ns`: 0 but in tests (`Kernel::load_with_clock_offset`).
+    fn load_inner(quantum_ns: u64, ages_clock_offset_ns: u64) -> Result<Kernel, KernelError> {
         let mut features = BTreeMap::new();
         let kernel_btf = btf::Btf::from_sys_fs();
         // Everything the programs need, checked at once: an old kernel gets one message
@@ -284,21 +219,11 @@ impl Kernel {
             KernelError::Unsupported(format!("kernel BTF: {e}; the kernel programs need it"))
         })?;
         let offsets = Offsets::from_btf(&kernel_btf, &mut features)?;
+        let age_offsets = ages::AgeOffsets::from_btf(&kernel_btf);
         drop(kernel_btf);
         let aya_btf = aya::Btf::from_sys_fs()
             .map_err(|e| KernelError::Unsupported(format!("kernel BTF (aya): {e}")))?;
-        let (regs_arg1, regs_nr) = offsets.regs.unwrap_or((0, 0));
-        let mut ebpf = EbpfLoader::new()
-            .btf(Some(&aya_btf))
-            .override_global("OFF_SKC_DADDR", &offsets.skc_daddr, true)
-            .override_global("OFF_SKC_V6_DADDR", &offsets.skc_v6_daddr, true)
-            .override_global("OFF_SKC_DPORT", &offsets.skc_dport, true)
-            .override_global("OFF_SKC_FAMILY", &offsets.skc_family, true)
-            .override_global("OFF_SK_PROTOCOL", &offsets.sk_protocol, true)
-            .override_global("OFF_REGS_ARG1", &regs_arg1, true)
-            .override_global("OFF_REGS_SYSCALL_NR", &regs_nr, true)
-            .load(crate::KERNEL_OBJECT)
-            .map_err(|e| KernelError::Ebpf(format!("loading the kernel object: {e}")))?;
+        let mut ebpf = offsets.load_object(&age_offsets, ages_clock_offset_ns, &aya_btf)?;
 
         // Before 6.3 (no sock tracepoints): the same programs' body on fexit, if it loads here.
         let fallback = support.attach() == Some(support::Attach::Fexit);
@@ -363,6 +288,8 @@ impl Kernel {
             .map_err(|e| KernelError::Ebpf(format!("starting the pause-request reader: {e}")))?;
         features.insert("pause_trigger".into(), "on".into());
         features.insert("spin_actuator".into(), "on".into());
+        let ages = ages::Ages::new(&mut ebpf, age_offsets.err())?;
+        features.insert(ages::FEATURE.into(), ages.status());
 
         Ok(Kernel {
             events: Some(events),
@@ -385,7 +312,8 @@ impl Kernel {
                 take_map(&mut ebpf, "PROTECTED_CGROUPS")?,
             ),
             heartbeat: Heartbeat::new(take_map(&mut ebpf, "HEARTBEAT")?),
-            _ebpf: ebpf,
+            ages,
+            ebpf,
             tgids: BTreeMap::new(),
             cgroups: BTreeMap::new(),
             ports: BTreeMap::new(),
@@ -396,7 +324,10 @@ impl Kernel {
 
     /// Kernel features probed at load (name -> "on" or the reason it is off).
     pub fn features(&self) -> BTreeMap<String, String> {
-        self.features.clone()
+        let mut features = self.features.clone();
+        features.insert(ages::FEATURE.into(), self.ages.status());
+        features.insert(ages::FEATURE_POOLED.into(), self.ages.pooled_status());
+        features
     }
 
     /// Replaces the listening ports of a service (a receive on one of them may start a visit).
@@ -436,6 +367,7 @@ impl Kernel {
         if !all.is_empty() {
             self.ports.insert(id, all);
         }
+        self.update_ages(id, visit_ports)?;
         // Sockets re-check their role against the new ports.
         self.global_value.ports_generation = self.global_value.ports_generation.wrapping_add(1);
         self.global
@@ -462,6 +394,9 @@ impl Kernel {
         }
         if !tgids.is_empty() {
             self.tgids.insert(id, tgids.to_vec());
+        }
+        if old.as_slice() != tgids && self.ages.tracks(id) {
+            self.update_ages(id, &self.visit_ports(id))?;
         }
         Ok(())
     }
@@ -519,6 +454,7 @@ impl Kernel {
     /// Forgets a service: membership, ports, delay and counters.
     pub fn remove_service(&mut self, id: ServiceId) -> Result<(), KernelError> {
         check_id(id)?;
+        self.ages.forget(id)?;
         self.set_members(id, &[])?;
         self.set_cgroup_members(id, &[])?;
         self.set_listen_ports(id, &[])?;
@@ -580,7 +516,7 @@ impl Kernel {
                 CONFIG_IN_KERNEL_STOP
             } else {
                 0
-            },
+            } | self.age_flag(id),
         };
         self.config
             .set(id, config, 0)

@@ -234,6 +234,16 @@ fn after_sigkill_of_the_agent_the_guardian_restores_every_promoted_thread() {
     );
 }
 
+/// Kills and reaps a child when dropped.
+struct Reap<'a>(&'a mut std::process::Child);
+
+impl Drop for Reap<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Lateness of 1 ms sleeps of a normal thread pinned to `cpu`, for `run`: sorted, µs.
 fn wake_up_lateness(cpu: usize, run: Duration) -> Vec<u64> {
     std::thread::spawn(move || {
@@ -242,7 +252,7 @@ fn wake_up_lateness(cpu: usize, run: Duration) -> Vec<u64> {
             let mut set: libc::cpu_set_t = std::mem::zeroed();
             libc::CPU_SET(cpu, &mut set);
             assert_eq!(
-                libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set),
+                libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &raw const set),
                 0
             );
         }
@@ -279,13 +289,6 @@ fn the_share_cap_keeps_normal_wake_ups_bounded_while_a_promoted_thread_spins() {
         .args(["-c", &cpu.to_string(), "sh", "-c", "while :; do :; done"])
         .spawn()
         .expect("spawning the hog");
-    struct Reap<'a>(&'a mut std::process::Child);
-    impl Drop for Reap<'_> {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
     let pid = hog.id();
     let _reap = Reap(&mut hog);
     let (code, body) = agent.call(

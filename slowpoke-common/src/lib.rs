@@ -245,6 +245,71 @@ pub struct RequestEvent {
     pub kind: u32,
 }
 
+/// Per-thread state of a service with [`CONFIG_TRACK_AGES`] (LRU hash `THREAD_REQUESTS` keyed by
+/// tid): the request the thread is serving, from its visit's start to its first response send.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ThreadRequest {
+    /// As [`RequestEvent::origin_ns`].
+    pub origin_ns: u64,
+    /// As [`RequestEvent::arrival_ns`].
+    pub arrival_ns: u64,
+    pub service: u32,
+    pub pad: u32,
+}
+
+/// Kernel-written counters of request ages for one service (array `AGE_COUNTERS` indexed by
+/// service id; the agent reads them and zeroes them on service removal). Monotonic.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AgeCounters {
+    /// Requests started (visits of the service while it tracks ages).
+    pub requests: u64,
+    /// Of those, requests whose origin came from an age a caller carried on the connection.
+    pub carried: u64,
+    /// Requests ended by the serving thread's first response send.
+    pub ended: u64,
+    /// [`RequestEvent`]s lost because the ring buffer was full (nobody read it fast enough).
+    pub dropped_events: u64,
+}
+
+/// Kernel-written counters of the age-carrying `sock_ops` and iterator programs, node-wide
+/// (array `AGE_STATS` of one element): the socket callbacks know connections, not services.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AgeStats {
+    /// Connections whose header-option callbacks were switched on at connect or accept.
+    pub connections_enabled: u64,
+    /// Established connections switched on by the `iter/tcp` program.
+    pub connections_enabled_later: u64,
+    /// `bpf_setsockopt` failures of the iterator, and the last error (a positive errno).
+    pub iter_failures: u64,
+    pub iter_last_errno: u64,
+    /// Age options written into outgoing segments, and the writes that failed.
+    pub options_written: u64,
+    pub write_failures: u64,
+    /// Age options found in incoming segments.
+    pub options_parsed: u64,
+}
+
+/// The TCP option that carries a request's age: RFC 6994's shared experimental kind 254 with
+/// the 16-bit experiment id [`AGE_OPTION_EXID`] and an 8-byte big-endian payload, the age in ns
+/// ([`AGE_NONE`]: the sending thread serves no request now).
+pub const AGE_OPTION_KIND: u8 = 254;
+/// Experiment id "SP" (unregistered; RFC 6994 section 3 lets experiments share kind 254 by id).
+pub const AGE_OPTION_EXID: [u8; 2] = *b"SP";
+/// Kind, length, experiment id, payload.
+pub const AGE_OPTION_LEN: u32 = 12;
+/// Payload of the age option when the sender serves no request: the receiver forgets the age
+/// it had for the connection.
+pub const AGE_NONE: u64 = u64::MAX;
+
+/// `AGE_PORTS` values: a listening port of a service that tracks ages (its accepted connections
+/// parse ages), and a port such a service calls (its established connections to it write ages;
+/// used for connections opened before tracking started).
+pub const AGE_PORT_LISTEN: u8 = 1;
+pub const AGE_PORT_PEER: u8 = 2;
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY (all): plain `#[repr(C)]` data whose fields leave no padding.
@@ -260,4 +325,7 @@ mod pod {
     unsafe impl aya::Pod for super::ThreadActivity {}
     unsafe impl aya::Pod for super::PauseEvent {}
     unsafe impl aya::Pod for super::RequestEvent {}
+    unsafe impl aya::Pod for super::ThreadRequest {}
+    unsafe impl aya::Pod for super::AgeCounters {}
+    unsafe impl aya::Pod for super::AgeStats {}
 }

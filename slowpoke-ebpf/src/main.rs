@@ -15,6 +15,8 @@
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
+mod ages;
+
 use core::{
     ffi::c_void,
     intrinsics::{AtomicOrdering, atomic_cxchg, atomic_xadd},
@@ -241,6 +243,7 @@ fn try_sock_data<C: EbpfContext>(ctx: &C, call: SockCall, recv: bool) -> Result<
     if role == ROLE_SERVER {
         if last != now_dir(recv) {
             note_thread(pid_tgid as u32, service);
+            ages::on_server_turn(sk, pid_tgid, service, recv);
         }
         if !recv {
             add(unsafe { &raw mut (*traffic).bytes_out }, bytes);

@@ -28,7 +28,7 @@ impl Agent {
                 let now = Instant::now();
                 st.lease
                     .iter()
-                    .chain(st.schedule.as_ref().map(|s| s.lease()))
+                    .chain(st.schedule.as_ref().map(super::scheduling::Schedule::lease))
                     .map(|l| l.remaining(now))
                     .min()
                     .unwrap_or(WATCH_PERIOD)

@@ -214,8 +214,7 @@ impl Agent {
             None => None,
         };
         let peer_sync = bind_sync_socket(&cfg)?;
-        let scheduler = scheduling::Scheduler::start(page.clone())
-            .map_err(internal("cannot start the tail scheduler thread"))?;
+        let scheduler = scheduling::start(&kernel, &page, &mut features)?;
         let inner = Arc::new(Inner {
             scheduler,
             peer_sync,

@@ -125,7 +125,7 @@ impl Agent {
                 in_force: share,
             }),
             peer_sync: self.inner.peer_sync.as_ref().map(|p| p.stats()),
-            scheduling: self.scheduling_stats(),
+            scheduling: self.scheduling_stats_in(&st),
             instance: self.inner.instance.clone(),
             node: self.node_stats(),
         }

@@ -3,7 +3,7 @@
 //!
 //! The tail scheduler (`agent/scheduling/`) turns the threads serving the oldest requests into
 //! `SCHED_FIFO` threads and back, thousands of times a second. A promoted thread left behind
-//! by a SIGKILLed agent would keep its real-time policy with nobody capping its share (the
+//! by an agent killed with SIGKILL would keep its real-time policy with nobody capping its share (the
 //! kernel's own throttle stalls normal work for ~1 s, `docs/tail.md`). So every promoted thread
 //! has a slot in the page the agent shares with its guardian ([`super::watchdog::SharedPage`]):
 //! the thread's id, its process, its start time and the policy it had before. The agent fills

@@ -228,13 +228,25 @@ impl Core {
             self.demote(tid, tgid, reason, &mut actions);
         }
         for (&tid, &tgid) in &wanted {
-            if !self.promoted.contains_key(&tid) {
-                self.promoted.insert(tid, tgid);
+            if let std::collections::btree_map::Entry::Vacant(e) = self.promoted.entry(tid) {
+                e.insert(tgid);
                 self.last_sample_ns.insert(tid, now_ns);
                 self.counts.promotions += 1;
                 actions.push(Action::Promote { tid, tgid });
             }
         }
+        actions
+    }
+
+    /// Demotes the promoted threads whose process fails `keep` (it left the service) and forgets
+    /// their requests.
+    pub fn drop_processes(&mut self, keep: impl Fn(u32) -> bool) -> Vec<Action> {
+        let mut actions = Vec::new();
+        let gone: Vec<(u32, u32)> = self.promoted().filter(|&(_, g)| !keep(g)).collect();
+        for (tid, tgid) in gone {
+            self.demote(tid, tgid, Reason::Stopped, &mut actions);
+        }
+        self.active.retain(|_, a| keep(a.tgid));
         actions
     }
 
@@ -478,10 +490,19 @@ mod tests {
         assert_eq!(c.decide(MS), vec![promote(1, 1)]);
         c.forget(1);
         assert_eq!(c.decide(MS), vec![promote(2, 2)]);
+
         let mut only_1 = cfg(SchedulingPolicy::OldestFirst, 1);
         only_1.services = [1].into();
         c.reconfigure(only_1);
         assert_eq!(c.decide(MS), vec![demote(2, 2, Reason::Finished)]);
         assert_eq!(c.next_deadline(), None);
+        // A process that leaves the service: its promoted threads go back at once.
+        c.observe(&start(3, 1, 0, MS));
+        assert_eq!(c.decide(MS), vec![promote(3, 1)]);
+        assert_eq!(
+            c.drop_processes(|tgid| tgid != 101),
+            vec![demote(3, 1, Reason::Stopped)]
+        );
+        assert_eq!(c.decide(MS), vec![], "its request is forgotten");
     }
 }

@@ -9,7 +9,7 @@
 //! what ends a schedule (DELETE, a lapsed lease, its last service deleted, the agent's stop).
 //!
 //! Safety: every promoted thread is listed in the page shared with the guardian before its
-//! policy changes (`safety/promoted.rs`), so a SIGKILLed agent leaves no thread real-time.
+//! policy changes (`safety/promoted.rs`), so an agent killed with SIGKILL leaves no thread real-time.
 
 mod apply;
 mod core;
@@ -23,7 +23,7 @@ use std::{
 pub use runner::Scheduler;
 
 use self::{core::CoreConfig, runner::Command};
-use super::{Agent, State, lock, unknown_service};
+use super::{Agent, State, lock};
 use crate::{
     api::{SchedulingPlan, SchedulingStats},
     error::AgentError,
@@ -46,6 +46,9 @@ pub(super) struct Schedule {
     /// Normalized: every optional field filled in, owner and lease length included.
     plan: SchedulingPlan,
     lease: Lease,
+    /// The kernel's dropped request events of the scheduled services when the schedule began
+    /// (its counters run since each service was registered).
+    dropped_base: u64,
 }
 
 impl Agent {
@@ -90,6 +93,17 @@ impl Agent {
                 )));
             }
         }
+        self.track_ages(&st, &plan.services).map_err(|e| {
+            AgentError::Unavailable(format!(
+                "the kernel cannot report the requests of these services ({e}); see /v1/health"
+            ))
+        })?;
+        let lost_before = st.schedule.as_ref().map_or(0, |s| {
+            self.dropped_events(&st, &s.plan.services) - s.dropped_base
+        });
+        let dropped_base = self
+            .dropped_events(&st, &plan.services)
+            .saturating_sub(lost_before);
         let members = scheduled_members(&st, &plan.services);
         let cfg = CoreConfig {
             policy: plan.policy,
@@ -99,7 +113,6 @@ impl Agent {
             max_share: plan.max_share.unwrap_or(DEFAULT_MAX_SHARE),
             cpus: node_cpus(),
         };
-        self.track_ages(&st, &plan.services);
         self.inner.scheduler.command(Command::Set {
             cfg,
             priority: u32::from(plan.priority.unwrap_or(DEFAULT_PRIORITY)),
@@ -109,6 +122,7 @@ impl Agent {
         st.schedule = Some(Schedule {
             plan,
             lease: Lease::grant(&owner, granted, Instant::now()),
+            dropped_base,
         });
         Ok(scheduling_of(&st))
     }
@@ -120,7 +134,31 @@ impl Agent {
 
     /// What the scheduler did since the schedule in force began (`None`: no schedule).
     pub fn scheduling_stats(&self) -> Option<SchedulingStats> {
-        self.inner.scheduler.stats()
+        self.scheduling_stats_in(&lock(&self.inner.state))
+    }
+
+    /// [`Agent::scheduling_stats`] under the state lock (the stats snapshot holds it).
+    pub(super) fn scheduling_stats_in(&self, st: &State) -> Option<SchedulingStats> {
+        let s = st.schedule.as_ref()?;
+        let mut stats = self.inner.scheduler.stats().unwrap_or_default();
+        stats.lost_events = self
+            .dropped_events(st, &s.plan.services)
+            .saturating_sub(s.dropped_base);
+        Some(stats)
+    }
+
+    /// The kernel's dropped request events of `services` (ring buffer full), summed.
+    fn dropped_events(&self, st: &State, services: &[String]) -> u64 {
+        let kernel = lock(&self.inner.kernel);
+        let Some(k) = kernel.as_ref() else {
+            return 0;
+        };
+        services
+            .iter()
+            .filter_map(|n| st.services.get(n))
+            .filter_map(|s| k.age_counters(s.id).ok())
+            .map(|c| c.dropped_events)
+            .sum()
     }
 
     /// Ends the schedule on behalf of `owner` (409 while another owner's lease is live): every
@@ -238,7 +276,9 @@ impl Agent {
         }
         let plan = s.plan.clone();
         let members = scheduled_members(st, &plan.services);
-        self.track_ages(st, &plan.services);
+        if let Err(e) = self.track_ages(st, &plan.services) {
+            tracing::warn!("request tracking after {name:?} left the schedule: {e}");
+        }
         self.inner.scheduler.command(Command::Set {
             cfg: CoreConfig {
                 policy: plan.policy,
@@ -266,7 +306,9 @@ impl Agent {
         let Some(s) = st.schedule.take() else {
             return;
         };
-        self.track_ages(st, &[]);
+        if let Err(e) = self.track_ages(st, &[]) {
+            tracing::warn!("turning request tracking off: {e}");
+        }
         if !self.inner.scheduler.clear(CLEAR_TIMEOUT) {
             tracing::error!(
                 "the tail scheduler did not confirm within {} s that every thread got its own \
@@ -277,9 +319,20 @@ impl Agent {
         tracing::info!(owner = %s.lease.owner(), why, "schedule ended; every thread restored");
     }
 
-    /// Tells the kernel which services report their requests (`CONFIG_TRACK_AGES`).
-    fn track_ages(&self, _st: &State, _services: &[String]) {
-        // Wired once the kernel offers the flag (issue #18 item 1).
+    /// Tells the kernel which services report their requests (`CONFIG_TRACK_AGES`): exactly
+    /// `services` among the registered ones. Without kernel programs (test hooks) nothing.
+    fn track_ages(&self, st: &State, services: &[String]) -> Result<(), AgentError> {
+        let mut kernel = lock(&self.inner.kernel);
+        let Some(k) = kernel.as_mut() else {
+            return Ok(());
+        };
+        for (name, svc) in &st.services {
+            let on = services.contains(name);
+            if k.tracks_ages(svc.id) != on {
+                k.set_track_ages(svc.id, on)?;
+            }
+        }
+        Ok(())
     }
 
     /// TEST ONLY: feeds a request event to the scheduler as the kernel would (`service` by
@@ -294,9 +347,9 @@ impl Agent {
         ev.service = st
             .services
             .get(service)
-            .ok_or_else(|| unknown_service(service))?
+            .ok_or_else(|| super::unknown_service(service))?
             .id;
-        self.inner.scheduler.sink().event(ev);
+        self.inner.scheduler.feed(ev);
         Ok(())
     }
 }
@@ -305,6 +358,37 @@ impl Schedule {
     pub(super) fn lease(&self) -> &Lease {
         &self.lease
     }
+}
+
+/// Starts the scheduler thread on the kernel's request events (taken from `kernel`, when its
+/// programs are loaded) and says so in the health features.
+pub(super) fn start(
+    kernel: &super::SharedKernel,
+    page: &std::sync::Arc<crate::safety::watchdog::SharedPage>,
+    features: &mut std::collections::BTreeMap<String, String>,
+) -> Result<Scheduler, AgentError> {
+    let events = match lock(kernel)
+        .as_mut()
+        .map(crate::kernel::Kernel::take_request_events)
+    {
+        Some(Ok(events)) => Some(events),
+        Some(Err(e)) => {
+            return Err(AgentError::Unavailable(format!(
+                "kernel request events: {e}"
+            )));
+        }
+        None => None,
+    };
+    features.insert(
+        "tail_scheduling".into(),
+        if events.is_some() {
+            "on: PUT /v1/scheduling".into()
+        } else {
+            "off: the kernel programs are not loaded (request events come from them)".into()
+        },
+    );
+    Scheduler::start(page.clone(), events)
+        .map_err(|e| AgentError::Internal(format!("cannot start the tail scheduler thread: {e}")))
 }
 
 /// The answer of `GET /v1/scheduling`.

@@ -3,15 +3,18 @@
 //! every thread it promotes (1–19), so it can always demote them, and it wakes at least once per
 //! share-cap period while anything is promoted.
 //!
-//! One thread for the agent's lifetime, idle without a schedule. Events and commands arrive on
-//! one channel, in order; a [`Command::Clear`] is answered only after every thread got its own
-//! policy back, so `DELETE /v1/scheduling` returns when the node is as it was.
+//! One thread for the agent's lifetime, idle without a schedule. It waits in `poll` on the
+//! kernel's ring buffer of request events and on a doorbell (an eventfd) rung with every
+//! command (and every event a test hook feeds), so a kernel event reaches the decision without
+//! a hop through another thread. A [`Command::Clear`] is answered only after every thread got
+//! its own policy back, so `DELETE /v1/scheduling` returns when the node is as it was.
 
 use std::{
     collections::{HashMap, HashSet},
+    os::fd::{AsRawFd, FromRawFd as _, OwnedFd, RawFd},
     sync::{
         Arc, Mutex, PoisonError,
-        mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender},
+        mpsc::{self, Receiver, Sender, SyncSender, TryRecvError},
     },
     thread::JoinHandle,
     time::Duration,
@@ -25,6 +28,7 @@ use super::{
 };
 use crate::{
     api::SchedulingStats,
+    kernel::RequestEvents,
     safety::watchdog::SharedPage,
     sys::{clock::monotonic_ns, sched::make_thread_precise},
 };
@@ -52,52 +56,82 @@ pub enum Command {
 }
 
 enum Msg {
+    /// A request event fed by a test hook (the kernel's come through the ring buffer).
+    #[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
     Event(RequestEvent),
-    Lost(u64),
     Command(Command),
+    Quit,
 }
 
-/// Where request events go: the kernel's reader (or a test hook) holds one.
-#[derive(Clone)]
-pub struct EventSink(Sender<Msg>);
+/// An eventfd that wakes the thread's `poll`.
+struct Doorbell(OwnedFd);
 
-impl EventSink {
-    pub fn event(&self, ev: RequestEvent) {
-        let _ = self.0.send(Msg::Event(ev));
+impl Doorbell {
+    fn new() -> std::io::Result<Doorbell> {
+        // SAFETY: eventfd returns a new descriptor that we own (or -1).
+        let raw = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if raw < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `raw` is a valid descriptor owned by nobody else.
+        Ok(Doorbell(unsafe { OwnedFd::from_raw_fd(raw) }))
     }
-    /// `n` events the kernel could not deliver (its ring buffer was full).
-    pub fn lost(&self, n: u64) {
-        let _ = self.0.send(Msg::Lost(n));
+
+    fn ring(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a valid u64 to our eventfd.
+        unsafe { libc::write(self.0.as_raw_fd(), (&raw const one).cast(), 8) };
+    }
+
+    fn quiet(&self) {
+        let mut n: u64 = 0;
+        // SAFETY: reads 8 bytes into a valid u64 from our non-blocking eventfd.
+        unsafe { libc::read(self.0.as_raw_fd(), (&raw mut n).cast(), 8) };
     }
 }
 
 pub struct Scheduler {
     tx: Sender<Msg>,
+    doorbell: Arc<Doorbell>,
     stats: Arc<Mutex<Option<SchedulingStats>>>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Scheduler {
-    pub fn start(page: Arc<SharedPage>) -> std::io::Result<Scheduler> {
+    /// Starts the thread; `events`: the kernel's request events (`None` without kernel
+    /// programs: only a test hook feeds it then).
+    pub fn start(
+        page: Arc<SharedPage>,
+        events: Option<RequestEvents>,
+    ) -> std::io::Result<Scheduler> {
         let (tx, rx) = mpsc::channel();
+        let doorbell = Arc::new(Doorbell::new()?);
         let stats = Arc::new(Mutex::new(None));
-        let published = stats.clone();
+        let (published, bell) = (stats.clone(), doorbell.clone());
         let thread = std::thread::Builder::new()
             .name("tail-scheduler".into())
-            .spawn(move || run(&rx, Applier::new(page), &published))?;
+            .spawn(move || run(&rx, &bell, events, Applier::new(page), &published))?;
         Ok(Scheduler {
             tx,
+            doorbell,
             stats,
             thread: Some(thread),
         })
     }
 
-    pub fn sink(&self) -> EventSink {
-        EventSink(self.tx.clone())
+    fn send(&self, m: Msg) {
+        let _ = self.tx.send(m);
+        self.doorbell.ring();
+    }
+
+    /// TEST ONLY: a request event as the kernel would report it.
+    #[cfg(feature = "test-hooks")]
+    pub fn feed(&self, ev: RequestEvent) {
+        self.send(Msg::Event(ev));
     }
 
     pub fn command(&self, c: Command) {
-        let _ = self.tx.send(Msg::Command(c));
+        self.send(Msg::Command(c));
     }
 
     /// Ends the schedule and waits (at most `timeout`) until every thread is restored.
@@ -119,8 +153,7 @@ impl Scheduler {
 impl Drop for Scheduler {
     /// Restores every thread (the applier's drop) and joins the thread.
     fn drop(&mut self) {
-        let (tx, _) = mpsc::channel();
-        drop(std::mem::replace(&mut self.tx, tx));
+        self.send(Msg::Quit);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -132,16 +165,22 @@ struct Running {
     core: Core,
     members: HashMap<u32, HashSet<u32>>,
     failed: u64,
-    lost: u64,
     last_charge_ns: u64,
 }
 
-fn run(rx: &Receiver<Msg>, mut applier: Applier, stats: &Mutex<Option<SchedulingStats>>) {
+fn run(
+    rx: &Receiver<Msg>,
+    bell: &Doorbell,
+    mut events: Option<RequestEvents>,
+    mut applier: Applier,
+    stats: &Mutex<Option<SchedulingStats>>,
+) {
     if let Err(why) = make_thread_precise() {
         tracing::warn!("tail scheduler: {why}");
     }
     let mut running: Option<Running> = None;
-    loop {
+    let mut batch = Vec::new();
+    'run: loop {
         let now = monotonic_ns();
         let wait = running.as_ref().map_or(IDLE_WAIT, |r| {
             let until = r
@@ -153,16 +192,24 @@ fn run(rx: &Receiver<Msg>, mut applier: Applier, stats: &Mutex<Option<Scheduling
                 .min(if promoted { PROMOTED_WAIT } else { IDLE_WAIT })
                 .max(Duration::from_micros(50))
         });
-        let first = match rx.recv_timeout(wait) {
-            Ok(m) => Some(m),
-            Err(RecvTimeoutError::Timeout) => None,
-            Err(RecvTimeoutError::Disconnected) => break,
-        };
-        for msg in first
-            .into_iter()
-            .chain(std::iter::from_fn(|| rx.try_recv().ok()))
-        {
-            handle(msg, &mut running, &mut applier);
+        wait_readable(bell, events.as_ref().map(AsRawFd::as_raw_fd), wait);
+        bell.quiet();
+        loop {
+            match rx.try_recv() {
+                Ok(Msg::Quit) | Err(TryRecvError::Disconnected) => break 'run,
+                Ok(msg) => handle(msg, &mut running, &mut applier),
+                Err(TryRecvError::Empty) => break,
+            }
+        }
+        if let Some(ev) = events.as_mut() {
+            batch.clear();
+            ev.drain(&mut batch);
+            if let Some(r) = running.as_mut() {
+                for e in &batch {
+                    tracing::trace!(?e, "request event");
+                    r.core.observe(e);
+                }
+            }
         }
         if let Some(r) = running.as_mut() {
             step(r, &mut applier);
@@ -177,6 +224,29 @@ fn run(rx: &Receiver<Msg>, mut applier: Applier, stats: &Mutex<Option<Scheduling
     applier.restore_all();
 }
 
+/// Waits until the doorbell or the ring buffer is readable, or `timeout`.
+fn wait_readable(bell: &Doorbell, ring: Option<RawFd>, timeout: Duration) {
+    let mut fds = [
+        libc::pollfd {
+            fd: bell.0.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: ring.unwrap_or(-1),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
+    };
+    // SAFETY: ppoll on two pollfds we own (a negative fd is ignored) with a valid timeout; µs
+    // precision, unlike poll's ms.
+    unsafe { libc::ppoll(fds.as_mut_ptr(), 2, &raw const ts, std::ptr::null()) };
+}
+
 fn handle(msg: Msg, running: &mut Option<Running>, applier: &mut Applier) {
     match msg {
         Msg::Event(ev) => {
@@ -184,11 +254,7 @@ fn handle(msg: Msg, running: &mut Option<Running>, applier: &mut Applier) {
                 r.core.observe(&ev);
             }
         }
-        Msg::Lost(n) => {
-            if let Some(r) = running.as_mut() {
-                r.lost += n;
-            }
-        }
+        Msg::Quit => {}
         Msg::Command(Command::Set {
             cfg,
             priority,
@@ -205,7 +271,6 @@ fn handle(msg: Msg, running: &mut Option<Running>, applier: &mut Applier) {
                         core: Core::new(cfg, monotonic_ns()),
                         members,
                         failed: 0,
-                        lost: 0,
                         last_charge_ns: 0,
                     });
                 }
@@ -214,6 +279,11 @@ fn handle(msg: Msg, running: &mut Option<Running>, applier: &mut Applier) {
         Msg::Command(Command::Members(m)) => {
             if let Some(r) = running.as_mut() {
                 r.members = m;
+                let members = &r.members;
+                let actions = r
+                    .core
+                    .drop_processes(|tgid| members.values().any(|m| m.contains(&tgid)));
+                apply(r, applier, &actions);
             }
         }
         Msg::Command(Command::Clear(done)) => {
@@ -245,6 +315,7 @@ fn step(r: &mut Running, applier: &mut Applier) {
 
 fn apply(r: &mut Running, applier: &mut Applier, actions: &[Action]) {
     for a in actions {
+        tracing::trace!(?a, "scheduling action");
         match *a {
             Action::Promote { tid, tgid } => {
                 let member = r.members.values().any(|m| m.contains(&tgid));
@@ -272,7 +343,8 @@ fn snapshot(r: &Running) -> SchedulingStats {
         age_capped: c.age_capped,
         share_capped: c.share_capped,
         failed_changes: r.failed,
-        lost_events: r.lost,
+        // The kernel's count, added by the agent (`Kernel::age_counters`).
+        lost_events: 0,
         promoted_now: r.core.promoted().count() as u32,
     }
 }

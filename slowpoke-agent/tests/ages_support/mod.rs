@@ -1,0 +1,219 @@
+//! Request ages on real processes (issue #18 item 1): emulated apps whose services serve each
+//! request on one thread, the kernels that track them, and the check that the age a callee saw
+//! is the one its caller's request had. Run as root (the tests load eBPF programs).
+#![allow(dead_code)]
+
+use std::{
+    collections::BTreeMap,
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    net::TcpStream,
+    time::{Duration, Instant},
+};
+
+use slowpoke_agent::kernel::{Kernel, RequestEvents, ServiceId};
+use slowpoke_common::{REQUEST_END, REQUEST_START, RequestEvent};
+use slowpoke_emu::{RunningApp, StartOptions, Topology};
+
+/// A request as a service served it: one thread, from its visit's start to its first response
+/// send, in the clock of the kernel that saw it (its offset removed).
+#[derive(Clone, Copy, Debug)]
+pub struct Served {
+    pub tid: u32,
+    pub start_ns: u64,
+    pub end_ns: u64,
+    pub origin_ns: u64,
+}
+
+/// Pairs each thread's START with its next END, per service; `offset_ns` is subtracted.
+pub fn served(events: &[RequestEvent], offset_ns: u64) -> BTreeMap<u32, Vec<Served>> {
+    let mut open: BTreeMap<u32, RequestEvent> = BTreeMap::new();
+    let mut out: BTreeMap<u32, Vec<Served>> = BTreeMap::new();
+    for e in events {
+        match e.kind {
+            REQUEST_START => {
+                open.insert(e.tid, *e);
+            }
+            REQUEST_END => {
+                if let Some(s) = open.remove(&e.tid) {
+                    out.entry(s.service).or_default().push(Served {
+                        tid: s.tid,
+                        start_ns: s.at_ns.wrapping_sub(offset_ns),
+                        end_ns: e.at_ns.wrapping_sub(offset_ns),
+                        origin_ns: s.origin_ns.wrapping_sub(offset_ns),
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// How the origins a callee saw compare with its callers' requests.
+#[derive(Debug, Default)]
+pub struct Exactness {
+    pub callee_requests: usize,
+    /// The callee's origin is within the tolerance of the origin of a caller request that was
+    /// being served (start ≤ the callee's start ≤ end) when the callee's request started.
+    pub matching: usize,
+    /// Of the matching, requests for which more than one caller request was within tolerance.
+    pub ambiguous: usize,
+    /// |callee origin − the matching caller origin|, ns, sorted.
+    pub errors_ns: Vec<u64>,
+}
+
+impl Exactness {
+    pub fn share(&self) -> f64 {
+        if self.callee_requests == 0 {
+            return 0.0;
+        }
+        self.matching as f64 / self.callee_requests as f64
+    }
+
+    pub fn quantile_ns(&self, q: f64) -> u64 {
+        if self.errors_ns.is_empty() {
+            return 0;
+        }
+        let i = ((self.errors_ns.len() - 1) as f64 * q).round() as usize;
+        self.errors_ns[i]
+    }
+}
+
+/// Compares a callee's requests with the caller's (both as [`served`] them).
+pub fn exactness(caller: &[Served], callee: &[Served], tolerance_ns: u64) -> Exactness {
+    let mut by_start = caller.to_vec();
+    by_start.sort_by_key(|s| s.start_ns);
+    let mut out = Exactness {
+        callee_requests: callee.len(),
+        ..Exactness::default()
+    };
+    for c in callee {
+        // Caller requests being served when the callee's started.
+        let upto = by_start.partition_point(|s| s.start_ns <= c.start_ns);
+        let mut best: Option<u64> = None;
+        let mut within = 0;
+        for s in by_start[..upto].iter().rev().take(4096) {
+            if s.end_ns < c.start_ns {
+                continue;
+            }
+            let err = s.origin_ns.abs_diff(c.origin_ns);
+            if err <= tolerance_ns {
+                within += 1;
+                best = Some(best.map_or(err, |b: u64| b.min(err)));
+            }
+        }
+        if let Some(err) = best {
+            out.matching += 1;
+            out.errors_ns.push(err);
+            if within > 1 {
+                out.ambiguous += 1;
+            }
+        }
+    }
+    out.errors_ns.sort_unstable();
+    out
+}
+
+/// Reads request events until none arrived for `quiet`.
+pub fn drain_events(events: &mut RequestEvents, quiet: Duration) -> Vec<RequestEvent> {
+    let mut out = Vec::new();
+    let mut last = Instant::now();
+    loop {
+        let mut fds = [libc::pollfd {
+            fd: std::os::fd::AsRawFd::as_raw_fd(events),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        // SAFETY: one valid pollfd for the duration of the call.
+        unsafe { libc::poll(fds.as_mut_ptr(), 1, 20) };
+        if events.drain(&mut out) > 0 {
+            last = Instant::now();
+        } else if last.elapsed() >= quiet {
+            return out;
+        }
+    }
+}
+
+/// Starts `topology` with the release-built emulator (`SLOWPOKE_EMU_BIN`) or the one next to
+/// the test binaries.
+pub fn start_app(topology: &str) -> RunningApp {
+    let t: Topology = slowpoke_emu::topology::parse(topology, "inline").expect("topology");
+    t.validate().expect("valid topology");
+    let mut o = StartOptions::new(t);
+    o.binary = Some(slowpoke_emu::client::find_binary());
+    RunningApp::start_with(&o).expect("starting the emulated app")
+}
+
+/// Tracks `service` of `app` in `kernel` under `id`, ages on.
+pub fn track(kernel: &mut Kernel, app: &RunningApp, service: &str, id: ServiceId) {
+    let info = &app.services[service];
+    kernel.set_members(id, &info.pids).unwrap();
+    kernel
+        .set_server_ports(id, &[info.port], &[info.control_port])
+        .unwrap();
+    kernel.set_track_ages(id, true).unwrap();
+}
+
+/// `clients` closed-loop keep-alive clients, `requests` GETs each, on `url`'s host and path.
+pub fn load(url: &str, clients: usize, requests: usize) {
+    let rest = url.trim_start_matches("http://");
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let path = format!("/{path}");
+    std::thread::scope(|scope| {
+        for _ in 0..clients {
+            scope.spawn(|| {
+                let mut done = 0;
+                while done < requests {
+                    let stream = TcpStream::connect(host).expect("connecting to the entry");
+                    stream.set_nodelay(true).unwrap();
+                    stream
+                        .set_read_timeout(Some(Duration::from_secs(30)))
+                        .unwrap();
+                    let mut reader = BufReader::new(stream.try_clone().unwrap());
+                    let mut writer = stream;
+                    // The emulator closes a connection after 100 requests: reconnect then.
+                    while done < requests {
+                        let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n");
+                        if writer.write_all(request.as_bytes()).is_err() {
+                            break;
+                        }
+                        let Some(close) = read_response(&mut reader) else {
+                            break;
+                        };
+                        done += 1;
+                        if close {
+                            break;
+                        }
+                    }
+                }
+            });
+        }
+    });
+}
+
+/// One response (status 200 asserted); `Some(true)` when the server closes after it.
+fn read_response(reader: &mut BufReader<TcpStream>) -> Option<bool> {
+    let mut line = String::new();
+    if reader.read_line(&mut line).ok()? == 0 {
+        return None;
+    }
+    assert!(line.contains(" 200 "), "unexpected status line {line:?}");
+    let (mut length, mut close) = (0usize, false);
+    loop {
+        let mut h = String::new();
+        reader.read_line(&mut h).ok()?;
+        if h == "\r\n" || h.is_empty() {
+            break;
+        }
+        let lower = h.to_ascii_lowercase();
+        if let Some(v) = lower.strip_prefix("content-length:") {
+            length = v.trim().parse().ok()?;
+        }
+        if lower.starts_with("connection:") && lower.contains("close") {
+            close = true;
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).ok()?;
+    Some(close)
+}

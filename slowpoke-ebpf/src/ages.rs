@@ -1,0 +1,375 @@
+//! Request ages (issue #18 item 1, `docs/tail.md#request-ages`): for services whose
+//! `ServiceConfig.flags` has `CONFIG_TRACK_AGES`, which request each thread serves and how old it
+//! is, carried from service to service in a TCP header option — no application change.
+//!
+//! - A visit's start on thread T (a server-socket receive after a send, `try_sock_data`) starts
+//!   a request: its origin is `now - age` for the age the caller carried on that connection
+//!   (parsed into `CARRIED`), else `now` (it entered the app here). T's first response send ends
+//!   it. Both are `RequestEvent`s on `REQUEST_EVENTS`.
+//! - Before every send of a tracked process (`tcp:tcp_sendmsg_locked`, process context, ahead of
+//!   the segments) the socket is given the sending thread's request origin (`SOCK_ORIGIN`, or
+//!   `AGE_NONE` when the thread serves none). The `sock_ops` program writes `now - origin` into
+//!   each segment of that socket: an **age**, never a raw `bpf_ktime_get_ns`, so the nodes'
+//!   clocks need not agree. Softirq-context segments (ACKs, retransmits) find the socket's value,
+//!   never the interrupted thread's.
+//! - Header callbacks cost on every segment, so they are switched on only for connections of
+//!   tracked services: at connect when the connecting process tracks ages (write), at accept
+//!   when the local port is a listening port of such a service (parse), and for connections
+//!   opened before by the `iter/tcp` program (kernel ≥ 6.12, `TCP_BPF_SOCK_OPS_CB_FLAGS`).
+//!
+//! The agent loads the `sock_ops`, tracepoint and iterator programs only once a service tracks
+//! ages; the visit-side code here runs inside the always-loaded socket tracepoints and costs one
+//! array lookup per turn of a server socket when no service tracks ages.
+
+use core::{ffi::c_void, ptr::read_volatile};
+
+use aya_ebpf::{
+    bindings::{
+        BPF_SOCK_OPS_HDR_OPT_LEN_CB, BPF_SOCK_OPS_PARSE_HDR_OPT_CB,
+        BPF_SOCK_OPS_PARSE_UNKNOWN_HDR_OPT_CB_FLAG, BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB,
+        BPF_SOCK_OPS_TCP_CONNECT_CB, BPF_SOCK_OPS_WRITE_HDR_OPT_CB,
+        BPF_SOCK_OPS_WRITE_HDR_OPT_CB_FLAG,
+    },
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_ktime_get_ns,
+        generated::{
+            bpf_get_current_task, bpf_get_socket_cookie, bpf_load_hdr_opt, bpf_reserve_hdr_opt,
+            bpf_setsockopt, bpf_skc_to_tcp_sock, bpf_store_hdr_opt,
+        },
+    },
+    macros::{btf_tracepoint, map, sock_ops},
+    maps::{Array, HashMap, LruHashMap, RingBuf},
+    programs::{BtfTracePointContext, SockOpsContext},
+};
+use slowpoke_common::{
+    AGE_NONE, AGE_OPTION_EXID, AGE_OPTION_KIND, AGE_OPTION_LEN, AGE_PORT_LISTEN, AgeCounters,
+    AgeStats, CONFIG_TRACK_AGES, MAX_SERVICES, REQUEST_END, REQUEST_START, RequestEvent,
+    ThreadRequest,
+};
+
+use crate::{OFF_SKC_DPORT, SERVICE_CONFIG, add, read_field, service_of};
+
+/// TEST ONLY (set by the agent's `test-hooks` build, 0 otherwise): added to every clock reading
+/// of this module, so one `Kernel` can stand for a node whose clock is far from another's and a
+/// test can show that ages, not timestamps, cross the wire.
+#[unsafe(no_mangle)]
+static AGES_CLOCK_OFFSET_NS: u64 = 0;
+/// `task_struct.tgid` and `sock_common.skc_state`, from the running kernel's BTF.
+#[unsafe(no_mangle)]
+static OFF_TASK_TGID: u32 = 0;
+#[unsafe(no_mangle)]
+static OFF_SKC_STATE: u32 = 0;
+
+/// tid -> the request the thread serves.
+#[map]
+static THREAD_REQUESTS: LruHashMap<u32, ThreadRequest> = LruHashMap::with_max_entries(16_384, 0);
+/// Socket cookie -> origin (this node's clock) of the request whose age the socket's segments
+/// carry, or `AGE_NONE`.
+#[map]
+static SOCK_ORIGIN: LruHashMap<u64, u64> = LruHashMap::with_max_entries(32_768, 0);
+/// Socket cookie -> origin (this node's clock) of the request the caller last carried on it.
+#[map]
+static CARRIED: LruHashMap<u64, u64> = LruHashMap::with_max_entries(32_768, 0);
+/// Port (host order) -> `AGE_PORT_LISTEN` or `AGE_PORT_PEER` (agent-written).
+#[map]
+static AGE_PORTS: HashMap<u32, u8> = HashMap::with_max_entries(4_096, 0);
+#[map]
+static AGE_COUNTERS: Array<AgeCounters> = Array::with_max_entries(MAX_SERVICES, 0);
+#[map]
+static AGE_STATS: Array<AgeStats> = Array::with_max_entries(1, 0);
+#[map]
+static REQUEST_EVENTS: RingBuf = RingBuf::with_byte_size(1024 * 1024, 0);
+
+const SOL_TCP: i32 = 6;
+/// `bpf_setsockopt(SOL_TCP, TCP_BPF_SOCK_OPS_CB_FLAGS)`: a socket's callback flags set from
+/// outside its own callbacks (Linux ≥ 6.12).
+const TCP_BPF_SOCK_OPS_CB_FLAGS: i32 = 1008;
+const TCP_ESTABLISHED: u8 = 1;
+const TCPHDR_SYN: u32 = 0x02;
+const WRITE_FLAGS: u32 = BPF_SOCK_OPS_WRITE_HDR_OPT_CB_FLAG;
+const PARSE_FLAGS: u32 = BPF_SOCK_OPS_PARSE_UNKNOWN_HDR_OPT_CB_FLAG;
+
+/// This node's clock (plus the test offset, 0 outside tests).
+#[inline(always)]
+fn now() -> u64 {
+    unsafe { bpf_ktime_get_ns() }.wrapping_add(unsafe { read_volatile(&AGES_CLOCK_OFFSET_NS) })
+}
+
+#[inline(always)]
+fn tracks_ages(service: u32) -> bool {
+    SERVICE_CONFIG
+        .get(service)
+        .is_some_and(|c| c.flags & CONFIG_TRACK_AGES != 0)
+}
+
+fn stat(field: impl FnOnce(*mut AgeStats) -> *mut u64) {
+    if let Some(stats) = AGE_STATS.get_ptr_mut(0) {
+        add(field(stats), 1);
+    }
+}
+
+/// A turn of a server socket of `service` (the first receive after a send starts a visit, the
+/// first send after a receive starts the response): starts or ends the thread's request.
+#[inline(always)]
+pub fn on_server_turn(sk: *const u8, pid_tgid: u64, service: u32, recv: bool) {
+    if !tracks_ages(service) {
+        return;
+    }
+    if recv {
+        start_request(sk, pid_tgid, service);
+    } else {
+        end_request(pid_tgid, service);
+    }
+}
+
+fn start_request(sk: *const u8, pid_tgid: u64, service: u32) {
+    let Some(counters) = AGE_COUNTERS.get_ptr_mut(service) else {
+        return;
+    };
+    let arrival = now();
+    let cookie = unsafe { bpf_get_socket_cookie(sk as *mut c_void) };
+    let carried = unsafe { CARRIED.get(cookie) }.copied();
+    let origin = carried.unwrap_or(arrival);
+    let tid = pid_tgid as u32;
+    let request = ThreadRequest {
+        origin_ns: origin,
+        arrival_ns: arrival,
+        service,
+        pad: 0,
+    };
+    if THREAD_REQUESTS.insert(tid, request, 0).is_err() {
+        return;
+    }
+    add(unsafe { &raw mut (*counters).requests }, 1);
+    if carried.is_some() {
+        add(unsafe { &raw mut (*counters).carried }, 1);
+    }
+    emit(REQUEST_START, arrival, &request, pid_tgid, counters);
+}
+
+fn end_request(pid_tgid: u64, service: u32) {
+    let tid = pid_tgid as u32;
+    let Some(request) = (unsafe { THREAD_REQUESTS.get(tid) }).copied() else {
+        return;
+    };
+    let _ = THREAD_REQUESTS.remove(tid);
+    if request.service != service {
+        return;
+    }
+    let Some(counters) = AGE_COUNTERS.get_ptr_mut(service) else {
+        return;
+    };
+    add(unsafe { &raw mut (*counters).ended }, 1);
+    emit(REQUEST_END, now(), &request, pid_tgid, counters);
+}
+
+fn emit(kind: u32, at: u64, request: &ThreadRequest, pid_tgid: u64, counters: *mut AgeCounters) {
+    let Some(mut entry) = REQUEST_EVENTS.reserve::<RequestEvent>(0) else {
+        add(unsafe { &raw mut (*counters).dropped_events }, 1);
+        return;
+    };
+    entry.write(RequestEvent {
+        at_ns: at,
+        origin_ns: request.origin_ns,
+        arrival_ns: request.arrival_ns,
+        tid: pid_tgid as u32,
+        tgid: (pid_tgid >> 32) as u32,
+        service: request.service,
+        kind,
+    });
+    entry.submit(0);
+}
+
+/// Before a send's segments are built: the socket carries the sending thread's request.
+#[btf_tracepoint(function = "tcp_sendmsg_locked")]
+pub fn tcp_sendmsg_locked(ctx: BtfTracePointContext) -> u32 {
+    let sk: *const u8 = ctx.arg(0);
+    match try_tcp_sendmsg_locked(sk) {
+        Ok(v) | Err(v) => v,
+    }
+}
+
+fn try_tcp_sendmsg_locked(sk: *const u8) -> Result<u32, u32> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(service) = service_of((pid_tgid >> 32) as u32) else {
+        return Ok(0);
+    };
+    if !tracks_ages(service) {
+        return Ok(0);
+    }
+    let want = unsafe { THREAD_REQUESTS.get(pid_tgid as u32) }.map_or(AGE_NONE, |r| r.origin_ns);
+    let cookie = unsafe { bpf_get_socket_cookie(sk as *mut c_void) };
+    match SOCK_ORIGIN.get_ptr_mut(cookie) {
+        Some(origin) => unsafe {
+            if *origin != want {
+                *origin = want;
+            }
+        },
+        // A connection that never carried an age needs no "none" either.
+        None if want != AGE_NONE => SOCK_ORIGIN.insert(cookie, want, 0).map_err(|_| 0u32)?,
+        None => {}
+    }
+    Ok(0)
+}
+
+/// The header-option callbacks: switched on per connection, then reserve, write and parse.
+#[sock_ops]
+pub fn request_ages(ctx: SockOpsContext) -> u32 {
+    match try_request_ages(&ctx) {
+        Ok(v) | Err(v) => v,
+    }
+}
+
+fn try_request_ages(ctx: &SockOpsContext) -> Result<u32, u32> {
+    let ops = ctx.ops;
+    match ctx.op() {
+        // Process context: the connecting process is `current`.
+        BPF_SOCK_OPS_TCP_CONNECT_CB => {
+            let task = unsafe { bpf_get_current_task() } as *const u8;
+            let tgid: u32 = read_field(task, &OFF_TASK_TGID)?;
+            if service_of(tgid).is_some_and(tracks_ages) {
+                enable(ctx, WRITE_FLAGS);
+            }
+        }
+        BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB => {
+            if unsafe { AGE_PORTS.get(ctx.local_port()) } == Some(&AGE_PORT_LISTEN) {
+                enable(ctx, PARSE_FLAGS);
+            }
+        }
+        BPF_SOCK_OPS_HDR_OPT_LEN_CB => {
+            // SYNs are left alone: the callee's parse flags are set once it is established.
+            if unsafe { (*ops).skb_tcp_flags } & TCPHDR_SYN == 0 && sock_origin(ctx).is_some() {
+                unsafe { bpf_reserve_hdr_opt(ops, AGE_OPTION_LEN, 0) };
+            }
+        }
+        BPF_SOCK_OPS_WRITE_HDR_OPT_CB => {
+            if unsafe { (*ops).skb_tcp_flags } & TCPHDR_SYN == 0
+                && let Some(origin) = sock_origin(ctx)
+            {
+                let age = if origin == AGE_NONE {
+                    AGE_NONE
+                } else {
+                    now().saturating_sub(origin)
+                };
+                write_age(ctx, age);
+            }
+        }
+        BPF_SOCK_OPS_PARSE_HDR_OPT_CB => parse_age(ctx),
+        _ => {}
+    }
+    Ok(1)
+}
+
+fn enable(ctx: &SockOpsContext, flags: u32) {
+    if ctx.set_cb_flags((ctx.cb_flags() | flags) as i32).is_ok() {
+        stat(|s| unsafe { &raw mut (*s).connections_enabled });
+    }
+}
+
+#[inline(always)]
+fn sock_origin(ctx: &SockOpsContext) -> Option<u64> {
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.ops.cast()) };
+    unsafe { SOCK_ORIGIN.get(cookie) }.copied()
+}
+
+fn write_age(ctx: &SockOpsContext, age: u64) {
+    let mut opt = [0u8; AGE_OPTION_LEN as usize];
+    opt[0] = AGE_OPTION_KIND;
+    opt[1] = AGE_OPTION_LEN as u8;
+    opt[2] = AGE_OPTION_EXID[0];
+    opt[3] = AGE_OPTION_EXID[1];
+    opt[4..12].copy_from_slice(&age.to_be_bytes());
+    let rc = unsafe { bpf_store_hdr_opt(ctx.ops, opt.as_ptr().cast(), AGE_OPTION_LEN, 0) };
+    if rc == 0 {
+        stat(|s| unsafe { &raw mut (*s).options_written });
+    } else {
+        stat(|s| unsafe { &raw mut (*s).write_failures });
+    }
+}
+
+fn parse_age(ctx: &SockOpsContext) {
+    // Searched by kind and experiment id: the length given names kind, length and the id.
+    let mut buf = [0u8; AGE_OPTION_LEN as usize];
+    buf[0] = AGE_OPTION_KIND;
+    buf[1] = 4;
+    buf[2] = AGE_OPTION_EXID[0];
+    buf[3] = AGE_OPTION_EXID[1];
+    let n = unsafe { bpf_load_hdr_opt(ctx.ops, buf.as_mut_ptr().cast(), AGE_OPTION_LEN, 0) };
+    if n != i64::from(AGE_OPTION_LEN) {
+        return;
+    }
+    stat(|s| unsafe { &raw mut (*s).options_parsed });
+    let mut payload = [0u8; 8];
+    payload.copy_from_slice(&buf[4..12]);
+    let age = u64::from_be_bytes(payload);
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.ops.cast()) };
+    if age == AGE_NONE {
+        let _ = CARRIED.remove(cookie);
+        return;
+    }
+    // An origin before this node's boot (a request older than its uptime) is clamped to 0.
+    let origin = now().saturating_sub(age);
+    if let Some(old) = CARRIED.get_ptr_mut(cookie) {
+        unsafe { *old = origin };
+    } else {
+        let _ = CARRIED.insert(cookie, origin, 0);
+    }
+}
+
+/// Switches the header-option callbacks on for established connections opened before tracking
+/// started (pooled connections get no callback of any kind otherwise): run once per network
+/// namespace by the agent. Context: the iterator's arguments as 8-byte slots (`meta`,
+/// `sk_common`, `uid`). Parse on connections whose local port is a listening port of a service
+/// that tracks ages; write on connections to a port such a service listens on or calls.
+#[unsafe(link_section = "iter/tcp")]
+#[unsafe(no_mangle)]
+pub extern "C" fn request_ages_iter(ctx: *mut u64) -> i32 {
+    let skc = unsafe { *ctx.add(1) } as *const u8;
+    if skc.is_null() {
+        return 0;
+    }
+    let _ = try_request_ages_iter(skc);
+    0
+}
+
+fn try_request_ages_iter(skc: *const u8) -> Result<(), u32> {
+    let state: u8 = read_field(skc, &OFF_SKC_STATE)?;
+    if state != TCP_ESTABLISHED {
+        return Ok(());
+    }
+    // Little-endian: low half `skc_dport` (network order), high half `skc_num` (host order).
+    let portpair: u32 = read_field(skc, &OFF_SKC_DPORT)?;
+    let remote = u32::from(u16::from_be(portpair as u16));
+    let local = portpair >> 16;
+    let mut flags = 0;
+    if unsafe { AGE_PORTS.get(local) } == Some(&AGE_PORT_LISTEN) {
+        flags |= PARSE_FLAGS;
+    }
+    if unsafe { AGE_PORTS.get(remote) }.is_some() {
+        flags |= WRITE_FLAGS;
+    }
+    if flags == 0 {
+        return Ok(());
+    }
+    let tp = unsafe { bpf_skc_to_tcp_sock(skc as *mut c_void) };
+    if tp.is_null() {
+        return Ok(());
+    }
+    let mut value = flags as i32;
+    let rc = unsafe {
+        bpf_setsockopt(
+            tp.cast(),
+            SOL_TCP,
+            TCP_BPF_SOCK_OPS_CB_FLAGS,
+            (&raw mut value).cast(),
+            4,
+        )
+    };
+    if rc == 0 {
+        stat(|s| unsafe { &raw mut (*s).connections_enabled_later });
+    } else if let Some(stats) = AGE_STATS.get_ptr_mut(0) {
+        add(unsafe { &raw mut (*stats).iter_failures }, 1);
+        unsafe { (*stats).iter_last_errno = rc.unsigned_abs() };
+    }
+    Ok(())
+}
