@@ -9,12 +9,12 @@ use clap::Args;
 use slowpoke_api::agent::{self as api, SchedulingPlan, SchedulingPolicy};
 use slowpoke_api::coordinator::TailSchedule;
 use slowpoke_coordinator::agents::{
-    self, HttpAgent, ScheduleGuard, SharedAgent, clear_scheduling_everywhere,
-    set_scheduling_everywhere,
+    self, HttpAgent, SharedAgent, clear_scheduling_everywhere, set_scheduling_everywhere,
 };
 use slowpoke_coordinator::experiment::Monitor;
 use slowpoke_coordinator::experiment::tail::check_schedule;
 use slowpoke_coordinator::lease::Lease;
+use slowpoke_coordinator::schedule::ScheduleGuard;
 
 use crate::common::{AgentArgs, lease_arg};
 use crate::connect::{connect, named_agents};

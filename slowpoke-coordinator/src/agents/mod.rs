@@ -8,7 +8,7 @@
 //!
 //! Rooms: the trait and its error here; [`HttpAgent`] in `http.rs` (over `unix_http.rs` for the
 //! socket), one per node of a cluster description in `cluster.rs`; finding this node's daemon and the token in `local.rs`; registering services in
-//! `registration.rs`; tail schedules on every agent, held under a lease, in `scheduling.rs`; stats snapshots and windows in `stats.rs`, which also times calls to
+//! `registration.rs`; tail schedules put on or removed from every agent in `scheduling.rs`; stats snapshots and windows in `stats.rs`, which also times calls to
 //! measure an agent's clock offset, estimated in `clock.rs`; the in-process agent in
 //! `in_process.rs` (feature `in-process`).
 
@@ -37,9 +37,7 @@ pub use local::{DEFAULT_AGENT_STATE_DIR, local_daemon, local_socket, read_token}
 pub use registration::{
     RegisterError, Registration, register_placed, register_services, unregister_services,
 };
-pub use scheduling::{
-    ScheduleGuard, clear_scheduling_everywhere, lacks_scheduling, set_scheduling_everywhere,
-};
+pub use scheduling::{clear_scheduling_everywhere, lacks_scheduling, set_scheduling_everywhere};
 pub use stats::{
     NodeWindow, StatsSnapshot, StatsWindow, clock_offset, restart_between, snapshot,
     snapshot_within, window,

@@ -73,7 +73,7 @@ impl OpenLoad for RealOpenLoad {
     ) -> Result<LatencyWindow, String> {
         let schedule = slowpoke_load::Schedule::poisson(rate_rps).map_err(|e| e.to_string())?;
         let spec = slowpoke_load::LoadSpec {
-            requests: vec![crate::real::request_template(cfg)?],
+            requests: vec![cfg.request_template()?],
             connections: cfg.connections,
             timeout: Duration::from_secs_f64(cfg.timeout_s.max(0.001)),
             warmup,

@@ -14,9 +14,10 @@ use slowpoke_api::coordinator::{TailArm, TailArmResult, TailResult, TailSweepPoi
 use super::load::{LatencyWindow, OpenLoad};
 use super::spec::TailSpec;
 use super::summary;
-use crate::agents::{self, ScheduleGuard, SharedAgent};
+use crate::agents::{self, SharedAgent};
 use crate::experiment::{App, Monitor, RunError, now_rfc3339};
 use crate::lease::Lease;
+use crate::schedule::ScheduleGuard;
 
 /// Unregisters the services however the comparison ends (declared before the schedule guard,
 /// so dropped after it: a schedule never outlives its services).
