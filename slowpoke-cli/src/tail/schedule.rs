@@ -320,7 +320,11 @@ pub(crate) fn disable(a: &DisableArgs) -> anyhow::Result<()> {
         eprintln!("{name}: {e}");
     }
     if failures.is_empty() {
-        println!("no schedule of {} on {} agent(s)", a.owner, list.len());
+        println!(
+            "no schedule of {} left on any of the {} agent(s)",
+            a.owner,
+            list.len()
+        );
         Ok(())
     } else {
         bail!(
