@@ -316,6 +316,7 @@ mod tests {
     #[derive(Default)]
     struct Renewals {
         count: AtomicUsize,
+        schedule_renewals: AtomicUsize,
         failing: AtomicBool,
         hanging: AtomicBool,
     }
@@ -364,6 +365,11 @@ mod tests {
             }
             Ok(())
         }
+        fn renew_scheduling(&self, owner: &str, lease: Duration) -> Result<(), AgentError> {
+            assert_eq!((owner, lease), ("exp_1", Duration::from_millis(300)));
+            self.schedule_renewals.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
     }
 
     fn wait_until(what: &str, f: impl Fn() -> bool) {
@@ -407,6 +413,20 @@ mod tests {
         assert!(lost.detail.contains("connection refused"), "{lost:?}");
         // Two failures at least: the first left time for another try.
         assert!(agent.count.load(Ordering::SeqCst) >= settled + 2);
+    }
+
+    #[test]
+    fn a_schedules_keeper_renews_the_schedule_not_the_plan() {
+        let agent = Arc::new(Renewals::default());
+        let shared: SharedAgent = agent.clone();
+        let keeper =
+            LeaseKeeper::start_for(&[shared], Lease::new("exp 1", MIN_LEASE), Leased::Schedule);
+        keeper.installing();
+        wait_until("two schedule renewals", || {
+            agent.schedule_renewals.load(Ordering::SeqCst) >= 2
+        });
+        assert_eq!(agent.count.load(Ordering::SeqCst), 0, "a plan was renewed");
+        assert_eq!(keeper.lost(), None);
     }
 
     #[test]
