@@ -316,7 +316,7 @@ mod tests {
     #[derive(Default)]
     struct Renewals {
         count: AtomicUsize,
-        schedule_renewals: AtomicUsize,
+        schedules_renewed: AtomicUsize,
         failing: AtomicBool,
         hanging: AtomicBool,
     }
@@ -367,7 +367,7 @@ mod tests {
         }
         fn renew_scheduling(&self, owner: &str, lease: Duration) -> Result<(), AgentError> {
             assert_eq!((owner, lease), ("exp_1", Duration::from_millis(300)));
-            self.schedule_renewals.fetch_add(1, Ordering::SeqCst);
+            self.schedules_renewed.fetch_add(1, Ordering::SeqCst);
             Ok(())
         }
     }
@@ -423,7 +423,7 @@ mod tests {
             LeaseKeeper::start_for(&[shared], Lease::new("exp 1", MIN_LEASE), Leased::Schedule);
         keeper.installing();
         wait_until("two schedule renewals", || {
-            agent.schedule_renewals.load(Ordering::SeqCst) >= 2
+            agent.schedules_renewed.load(Ordering::SeqCst) >= 2
         });
         assert_eq!(agent.count.load(Ordering::SeqCst), 0, "a plan was renewed");
         assert_eq!(keeper.lost(), None);
