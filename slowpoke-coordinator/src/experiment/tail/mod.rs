@@ -11,6 +11,8 @@ mod load;
 mod run;
 mod spec;
 mod summary;
+#[cfg(test)]
+mod tests;
 
 pub use load::{LatencyWindow, OpenLoad, RealOpenLoad};
 pub use run::run_tail;
