@@ -209,6 +209,11 @@ fn the_page_shows_a_tail_comparison_with_its_latency_cdf() {
         dom.contains("not run: agent fake refused tail scheduling"),
         "{dom}"
     );
+    // The form that starts one.
+    assert!(
+        dom.contains(r#"<form id="tail-form""#) && dom.contains(r#"name="rate""#),
+        "no form to start a tail comparison:\n{dom}"
+    );
     // The latency CDF, one line per arm that ran.
     assert!(
         dom.contains("<svg") && dom.contains("p99.9"),

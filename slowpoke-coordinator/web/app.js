@@ -301,6 +301,42 @@ async function refreshAgents() {
   }
 }
 
+// The form's fields as a `POST /v1/experiments` body of kind `tail` (docs/coordinator-api.md):
+// empty fields are left out, so the server's defaults and its messages apply.
+function tailRequest(form) {
+  const f = new FormData(form);
+  const body = { kind: "tail" };
+  const text = (k) => (f.get(k) || "").trim();
+  if (text("topology")) body.topology = text("topology");
+  if (text("services")) {
+    body.services = {};
+    for (const pair of text("services").split(",")) {
+      const [name, ...selector] = pair.split("=");
+      body.services[name.trim()] = selector.join("=").trim();
+    }
+  }
+  if (text("entry")) body.entry = text("entry");
+  for (const k of ["rate", "repetitions", "window"]) {
+    if (text(k)) body[k] = Number(text(k));
+  }
+  return body;
+}
+
+document.getElementById("tail-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  try {
+    const r = await api("/v1/experiments", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(tailRequest(ev.target)),
+    });
+    const x = await r.json();
+    showMessage("");
+    await refreshList();
+    select(x.id);
+  } catch (e) { showMessage(e.message); }
+});
+
 document.getElementById("token-form").addEventListener("submit", (ev) => {
   ev.preventDefault();
   sessionStorage.setItem(TOKEN_KEY, document.getElementById("token").value.trim());
