@@ -4,12 +4,17 @@
 
 mod request;
 mod result;
+mod tail;
 mod view;
 
 pub use request::{Capacity, CapacityRange, ExperimentRequest, Factor, Kind};
 pub use result::{
     Limit, Optimization, PredictedBy, ProfileCurve, ProfilePoint, ProfileResult, RegimeRecord,
     ServiceRow, StopReason, TargetUse, TargetUseRecord, WhatIfResult, WindowRecord,
+};
+pub use tail::{
+    CdfPoint, Interval, TailArm, TailArmResult, TailCapacity, TailResult, TailSchedule,
+    TailSweepPoint, TailWindow,
 };
 pub use view::{
     AgentView, ExperimentResult, ExperimentSummary, ExperimentView, ProgressView, Status,

@@ -16,7 +16,9 @@ use crate::progress::{cancel_on_signal, runtime};
 #[derive(Args, Debug)]
 pub(crate) struct EvalArgs {
     /// `quick`: 6 families x 3 points (about 20 min); `full`: every family x sync/async x
-    /// leaf/inner target x 5 points, plus the mutex and scaling cases (hours; resumable).
+    /// leaf/inner target x 5 points, plus the mutex and scaling cases (hours; resumable);
+    /// `tail`: default scheduling vs the tail schedules at 50-95 % utilisation (--families
+    /// picks topologies: tail-fanout-3, tail-chain-3).
     #[arg(long, default_value = "quick")]
     pub(crate) suite: String,
     /// Where results.json, report.md, plot.svg and the topologies go
@@ -102,6 +104,9 @@ pub(crate) const EVAL_MAX_PLAN_STOPPED_SHARE: f64 = 0.95;
 )]
 pub(crate) fn eval(a: &EvalArgs) -> anyhow::Result<()> {
     use slowpoke_eval::{runner, suite, summary};
+    if a.suite == "tail" {
+        return eval_tail(a);
+    }
     let which: suite::SuiteName = a.suite.parse().map_err(anyhow::Error::msg)?;
     let mut cases = suite::cases(which, &a.families).map_err(anyhow::Error::msg)?;
     if !a.points.is_empty() {
@@ -231,6 +236,56 @@ pub(crate) fn eval(a: &EvalArgs) -> anyhow::Result<()> {
     }
     if monitor.is_cancelled() {
         bail!("cancelled; run again with --resume to continue");
+    }
+    Ok(())
+}
+
+/// `slowpoke eval --suite tail`: the tail suite on this node's agent (docs/evaluation.md).
+fn eval_tail(a: &EvalArgs) -> anyhow::Result<()> {
+    use slowpoke_eval::tail_suite;
+    if a.repetitions == 0 {
+        bail!("--repetitions must be at least 1");
+    }
+    if !(a.duration.is_finite() && a.duration >= 0.1) {
+        bail!("--duration must be at least 0.1 s (got {})", a.duration);
+    }
+    if a.agents.cluster.is_some() {
+        bail!("the tail suite runs on one node: give --agent or nothing (not --cluster)");
+    }
+    let defaults = tail_suite::TailSuiteOptions::default();
+    let opts = tail_suite::TailSuiteOptions {
+        out_dir: a.out.clone().unwrap_or(defaults.out_dir.clone()),
+        topologies: if a.families.is_empty() {
+            defaults.topologies.clone()
+        } else {
+            a.families.clone()
+        },
+        repetitions: a.repetitions,
+        window_s: a.duration,
+        ..defaults
+    };
+    let rt = runtime()?;
+    let set = connect(&rt, &a.agents, a.max_stopped_share, None)?;
+    let monitor = Monitor::new();
+    cancel_on_signal(&rt, &monitor);
+    eprintln!(
+        "slowpoke eval: suite `tail`, {} topologies at {:?} of saturation, results in {}",
+        opts.topologies.len(),
+        opts.fractions,
+        opts.out_dir.display()
+    );
+    let r = tail_suite::run(&opts, &set.agents, &monitor, &|line| eprintln!("{line}"));
+    set.shutdown(&rt);
+    let file = r?;
+    if a.json {
+        println!("{}", serde_json::to_string(&file)?);
+    } else {
+        print!("{}", tail_suite::report(&file));
+        println!(
+            "report: {}\npoints: {}",
+            opts.out_dir.join("report.md").display(),
+            opts.out_dir.join("results.json").display()
+        );
     }
     Ok(())
 }

@@ -15,6 +15,7 @@ mod profile;
 mod progress;
 mod results;
 mod serve;
+mod tail;
 mod what_if;
 
 use clap::{Parser, Subcommand};
@@ -43,6 +44,8 @@ enum Command {
     Results(results::ResultsArgs),
     /// HTTP API and web page (default 127.0.0.1:7272); docs/coordinator-api.md.
     Serve(serve::ServeArgs),
+    /// Tail-latency scheduling on the agents: enable, status, disable, compare (docs/tail.md).
+    Tail(tail::TailArgs),
     /// Accuracy against ground truth over emulated topologies (RMSE per family and overall).
     #[cfg(feature = "emu")]
     Eval(eval::EvalArgs),
@@ -64,6 +67,7 @@ fn run() -> i32 {
         Command::Agents(a) => agents::list_agents(&a),
         Command::Results(a) => results::results_cmd(&a),
         Command::Serve(a) => serve::serve(&a),
+        Command::Tail(a) => tail::tail(a),
         #[cfg(feature = "emu")]
         Command::Eval(a) => eval::eval(&a),
     };

@@ -51,6 +51,7 @@ pub(crate) fn results_cmd(a: &ResultsArgs) -> anyhow::Result<()> {
                 match &r {
                     StoredResult::WhatIf(w) => print!("{}", report::what_if_table(w)),
                     StoredResult::Profile(p) => print!("{}", report::profile_table(p)),
+                    StoredResult::Tail(t) => print!("{}", report::tail_table(t)),
                 }
                 println!("({})", results::summarize(&r).created);
             }

@@ -78,6 +78,11 @@ fn fake_server() -> FakeServer {
                         format!(r#"{{"name":"{name}","spec":{{}},"pids":[],"listen_ports":[]}}"#),
                     )
                 }
+                // An agent older than tail scheduling: its fallback's 404.
+                (_, p) if p.starts_with("/v1/scheduling") => (
+                    "404 Not Found",
+                    r#"{"error":"no such endpoint; see docs/api.md or GET /v1/openapi.json (/v1/health, /v1/services, /v1/stats, /v1/slowdown, /v1/slowdown/renew, /metrics)"}"#.to_owned(),
+                ),
                 ("DELETE", _) => ("200 OK", "{}".to_owned()),
                 ("GET", "/v1/stats") => {
                     ("200 OK", r#"{"timestamp_ns":1,"services":{}}"#.to_owned())
@@ -545,4 +550,93 @@ fn a_cluster_description_names_each_agent_by_its_node() {
     std::fs::remove_file(&token).expect("rm token");
     fails_with(&["agents", "--cluster", cluster], "node n1");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn an_agent_without_tail_scheduling_is_named() {
+    let agent = fake_server();
+    let url = agent.url.as_str();
+    // An agent that predates tail scheduling: every subcommand says so, naming the agent.
+    for args in [
+        &[
+            "tail",
+            "enable",
+            "--service",
+            "web",
+            "--agent",
+            url,
+            "--detach",
+        ][..],
+        &["tail", "enable", "--service", "web", "--agent", url][..],
+        &["tail", "disable", "--agent", url][..],
+    ] {
+        fails_with(args, "lacks tail scheduling");
+    }
+    let (code, out, err) = slowpoke(&["tail", "status", "--agent", url]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains(url) && out.contains("lacks tail scheduling"),
+        "{out}"
+    );
+    assert!(err.contains("1 of 1 agents did not answer"), "{err}");
+}
+
+#[test]
+fn tail_bad_values_are_named_before_anything_is_touched() {
+    let agent = fake_server();
+    let app = "--service a=port:1 --entry ENTRY --agent URL";
+    for (args, needle) in [
+        (
+            "enable --service web --k 0 --agent URL",
+            "k (requests run first at once) must be 1 to 64",
+        ),
+        (
+            "enable --service web --priority 20 --agent URL",
+            "priority must be 1 to 19",
+        ),
+        (
+            "enable --service web --max-share 0.95 --agent URL",
+            "at most 0.9",
+        ),
+        (
+            "enable --service web --policy lifo --agent URL",
+            "not a policy",
+        ),
+        (
+            "enable --service web --lease 0.01 --agent URL",
+            "--lease must be between",
+        ),
+        (
+            "enable --service web --service web --agent URL",
+            "given twice",
+        ),
+        (
+            "enable --service web --agent localhost:7171",
+            "is not a URL",
+        ),
+        ("compare --rate 0 APP", "rate must be above 0"),
+        (
+            "compare --rate 10 --repetitions 0 APP",
+            "repetitions must be 1 to 100",
+        ),
+        ("compare --rate 10 --arms lifo APP", "not an arm"),
+        (
+            "compare --rate 10 --sweep 5,10 APP",
+            "--sweep needs --p99-target-ms",
+        ),
+        (
+            "compare --rate 10 --k 99 APP",
+            "k (requests run first at once) must be 1 to 64",
+        ),
+        ("enable --agent URL", "--service"),
+    ] {
+        let line = format!("tail {args}")
+            .replace("APP", app)
+            .replace("ENTRY", &format!("{}/", agent.url))
+            .replace("URL", &agent.url);
+        let argv: Vec<&str> = line.split_whitespace().collect();
+        fails_with(&argv, needle);
+    }
+    let seen = agent.seen.lock().expect("seen").clone();
+    assert!(seen.is_empty(), "bad input reached the agent: {seen:?}");
 }

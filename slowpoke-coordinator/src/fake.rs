@@ -62,6 +62,8 @@ struct State {
     restart_at: Option<usize>,
     instance: String,
     stats_calls: usize,
+    /// The tail schedule in force (`/v1/scheduling`), if any.
+    schedule: Option<api::SchedulingPlan>,
 }
 
 impl State {
@@ -143,6 +145,7 @@ impl FakeWorld {
                 restart_at: None,
                 instance: "fake-1".into(),
                 stats_calls: 0,
+                schedule: None,
             })),
         }
     }
@@ -234,6 +237,11 @@ impl FakeWorld {
         self.lock().log.clone()
     }
     /// The plan in force now (ns per visit).
+    /// The tail schedule the fake agent holds.
+    pub fn schedule(&self) -> Option<api::SchedulingPlan> {
+        self.lock().schedule.clone()
+    }
+
     pub fn plan(&self) -> BTreeMap<String, f64> {
         self.lock().plan.clone()
     }
@@ -279,6 +287,7 @@ impl FakeWorld {
             restart_at: None,
             instance: String::new(),
             stats_calls: 0,
+            schedule: None,
         };
         copy.plan.clear();
         copy.throughput()
@@ -421,6 +430,50 @@ impl AgentClient for FakeAgent {
     }
     /// Not logged: renewals come from the keeper's thread at any moment, the log is for the
     /// runner's own order of calls.
+    /// Holds one schedule of registered services, like the agent (no policies change here).
+    fn set_scheduling(
+        &self,
+        plan: &api::SchedulingPlan,
+    ) -> Result<api::SchedulingPlan, AgentError> {
+        let mut s = self.0.lock();
+        if let Some(unknown) = plan.services.iter().find(|n| !s.registered.contains(*n)) {
+            return Err(AgentError::Rejected {
+                agent: "fake".into(),
+                what: "PUT /v1/scheduling".into(),
+                status: 400,
+                message: format!("services: unknown service {unknown:?}"),
+            });
+        }
+        s.schedule = Some(plan.clone());
+        s.log.push(format!("set_scheduling {:?}", plan.policy));
+        Ok(plan.clone())
+    }
+    fn scheduling(&self) -> Result<Option<api::SchedulingPlan>, AgentError> {
+        Ok(self.0.lock().schedule.clone())
+    }
+    fn clear_scheduling(&self, _owner: &str) -> Result<(), AgentError> {
+        let mut s = self.0.lock();
+        if s.schedule.take().is_some() {
+            s.log.push("clear_scheduling".into());
+        }
+        Ok(())
+    }
+    fn renew_scheduling(
+        &self,
+        _owner: &str,
+        _lease: std::time::Duration,
+    ) -> Result<(), AgentError> {
+        if self.0.lock().schedule.is_some() {
+            Ok(())
+        } else {
+            Err(AgentError::Rejected {
+                agent: "fake".into(),
+                what: "POST /v1/scheduling/renew".into(),
+                status: 404,
+                message: "no schedule holds a lease to renew".into(),
+            })
+        }
+    }
     fn renew_lease(&self, _owner: &str, _lease: std::time::Duration) -> Result<(), AgentError> {
         if self.0.lock().fail_renew_lease {
             return Err(AgentError::Rejected {

@@ -1,6 +1,7 @@
 //! Plan leases, the coordinator's side: who the experiment is to the agents ([`Lease`]: its id
 //! and the lease length it asks for) and the thread that keeps its plans alive while it runs
-//! ([`LeaseKeeper`]).
+//! ([`LeaseKeeper`]): slowdown plans, or tail schedules ([`Leased`]), which agents hold under
+//! the same kind of lease.
 //!
 //! Agents remove a plan whose lease lapses (docs/api.md, "Leases"): a coordinator that is
 //! SIGKILLed, runs out of memory or loses the network leaves nothing slowed down for longer than
@@ -13,7 +14,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::agents::{AgentError, SharedAgent};
+use crate::agents::{AgentClient, AgentError, SharedAgent};
 
 /// Lease asked for when the user gives none (`--lease`): long enough to ride out a slow
 /// renewal or two, short enough that a dead coordinator's plan goes away soon.
@@ -86,6 +87,24 @@ pub struct LeaseLost {
     pub detail: String,
 }
 
+/// What a keeper renews: agents hold slowdown plans and tail schedules under separate leases
+/// (`POST /v1/slowdown/renew`, `POST /v1/scheduling/renew`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Leased {
+    #[default]
+    SlowdownPlan,
+    Schedule,
+}
+
+impl Leased {
+    fn renew(self, agent: &dyn AgentClient, lease: &Lease) -> Result<(), AgentError> {
+        match self {
+            Leased::SlowdownPlan => agent.renew_lease(lease.owner(), lease.duration()),
+            Leased::Schedule => agent.renew_scheduling(lease.owner(), lease.duration()),
+        }
+    }
+}
+
 /// What the keeper knows, behind one lock.
 #[derive(Default)]
 struct KeeperState {
@@ -101,6 +120,7 @@ struct KeeperState {
 struct Shared {
     agents: Vec<SharedAgent>,
     lease: Lease,
+    what: Leased,
     state: Mutex<KeeperState>,
     wake: Condvar,
 }
@@ -119,11 +139,17 @@ pub struct LeaseKeeper {
 }
 
 impl LeaseKeeper {
-    /// Starts the renewal thread (idle until [`LeaseKeeper::installing`]).
+    /// Starts the renewal thread of slowdown plans (idle until [`LeaseKeeper::installing`]).
     pub fn start(agents: &[SharedAgent], lease: Lease) -> LeaseKeeper {
+        LeaseKeeper::start_for(agents, lease, Leased::SlowdownPlan)
+    }
+
+    /// Starts the renewal thread of `what` (idle until [`LeaseKeeper::installing`]).
+    pub fn start_for(agents: &[SharedAgent], lease: Lease, what: Leased) -> LeaseKeeper {
         let shared = Arc::new(Shared {
             agents: agents.to_vec(),
             lease,
+            what,
             state: Mutex::new(KeeperState::default()),
             wake: Condvar::new(),
         });
@@ -219,7 +245,7 @@ fn renew_all(shared: &Shared, generation: u64, period: Duration) {
             .map(|a| {
                 scope.spawn(move || {
                     let sent = Instant::now();
-                    (sent, a.renew_lease(lease.owner(), lease.duration()))
+                    (sent, shared.what.renew(a.as_ref(), lease))
                 })
             })
             .collect();
@@ -285,12 +311,12 @@ mod tests {
     use slowpoke_api::agent as api;
 
     use super::*;
-    use crate::agents::AgentClient;
 
     /// An agent that counts renewals and fails them, or hangs in them, on demand.
     #[derive(Default)]
     struct Renewals {
         count: AtomicUsize,
+        schedules_renewed: AtomicUsize,
         failing: AtomicBool,
         hanging: AtomicBool,
     }
@@ -339,6 +365,11 @@ mod tests {
             }
             Ok(())
         }
+        fn renew_scheduling(&self, owner: &str, lease: Duration) -> Result<(), AgentError> {
+            assert_eq!((owner, lease), ("exp_1", Duration::from_millis(300)));
+            self.schedules_renewed.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
     }
 
     fn wait_until(what: &str, f: impl Fn() -> bool) {
@@ -382,6 +413,20 @@ mod tests {
         assert!(lost.detail.contains("connection refused"), "{lost:?}");
         // Two failures at least: the first left time for another try.
         assert!(agent.count.load(Ordering::SeqCst) >= settled + 2);
+    }
+
+    #[test]
+    fn a_schedules_keeper_renews_the_schedule_not_the_plan() {
+        let agent = Arc::new(Renewals::default());
+        let shared: SharedAgent = agent.clone();
+        let keeper =
+            LeaseKeeper::start_for(&[shared], Lease::new("exp 1", MIN_LEASE), Leased::Schedule);
+        keeper.installing();
+        wait_until("two schedule renewals", || {
+            agent.schedules_renewed.load(Ordering::SeqCst) >= 2
+        });
+        assert_eq!(agent.count.load(Ordering::SeqCst), 0, "a plan was renewed");
+        assert_eq!(keeper.lost(), None);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! - [`kubernetes`]: pod and label selectors resolved through the Kubernetes API and placed on
 //!   the agents of the pods' nodes, followed during the experiment.
 //! - [`lease`]: the experiment's owner id and lease on the agents, renewed while it runs.
+//! - [`schedule`]: a tail schedule held on every agent under a renewed lease.
 //! - [`results`]: JSON files under a results directory.
 //! - [`real`]: the real agent (in-process, feature `in-process`), load generator and scripted
 //!   ground truth; emulated apps (the test bed) are `slowpoke-eval`'s, passed in as a
@@ -32,6 +33,7 @@ pub mod plot;
 pub mod real;
 pub mod report;
 pub mod results;
+pub mod schedule;
 pub mod server;
 pub mod spec_builder;
 pub use slowpoke_stats as stats;

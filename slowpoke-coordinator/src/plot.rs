@@ -3,7 +3,8 @@
 //! a dashed reference; a what-if as bars (baseline, slowed down, predicted and, when measured,
 //! truth) with their 95 % intervals. The CLI writes them to files, the server answers
 //! `GET /v1/experiments/{id}/plot.svg` with [`result_svg`], the evaluation draws its own chart
-//! with [`COLORS`] and [`err`].
+//! with [`COLORS`] and [`err`]; a tail comparison as each arm's latency CDF
+//! ([`tail_cdf_svg`], also the tail suite's plot).
 
 use std::path::Path;
 
@@ -13,6 +14,7 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::experiment::{ProfileResult, WhatIfResult};
 use crate::results::StoredResult;
+use slowpoke_api::coordinator::TailResult;
 
 /// The series colours, shared with the evaluation plot.
 pub const COLORS: [RGBColor; 8] = [
@@ -31,7 +33,85 @@ pub fn result_svg(r: &StoredResult) -> anyhow::Result<String> {
     match r {
         StoredResult::WhatIf(w) => what_if_svg(w),
         StoredResult::Profile(p) => profile_svg(p),
+        StoredResult::Tail(t) => tail_cdf_svg(t),
     }
+}
+
+/// The tail's y axis: "nines" of the CDF, −log10(1 − F): 1 is p90, 2 p99, 3 p99.9. A plain
+/// 0–1 axis squeezes the tail, where the arms differ, into its top pixels.
+fn nines(fraction: f64) -> f64 {
+    -(1.0 - fraction.min(0.9999)).log10()
+}
+
+/// A tail comparison's latency distributions: one line per arm that ran, latency (ms, log
+/// scale) against the percentile (on a "nines" scale: p50, p90, p99, p99.9, p99.99).
+pub fn tail_cdf_svg(r: &TailResult) -> anyhow::Result<String> {
+    let ran: Vec<_> = r.arms.iter().filter(|a| !a.cdf.is_empty()).collect();
+    let (lo, hi) = ran
+        .iter()
+        .flat_map(|a| a.cdf.iter().map(|p| p.latency_us / 1e3))
+        .filter(|x| *x > 0.0)
+        .fold((f64::INFINITY, 0.0_f64), |(lo, hi), x| {
+            (lo.min(x), hi.max(x))
+        });
+    let (lo, hi) = if lo.is_finite() {
+        (lo * 0.8, hi * 1.25)
+    } else {
+        (0.01, 1.0)
+    };
+    let mut out = String::new();
+    {
+        let root = SVGBackend::with_string(&mut out, (900, 560)).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(
+                format!(
+                    "End-to-end latency at {:.0} req/s (open loop), per arm",
+                    r.rate_rps
+                ),
+                ("sans-serif", 20),
+            )
+            .margin(16)
+            .x_label_area_size(40)
+            .y_label_area_size(70)
+            .build_cartesian_2d((lo..hi).log_scale(), 0.0..4.0)
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .x_desc("latency from the intended send time (ms, log scale)")
+            .y_desc("percentile")
+            .y_labels(5)
+            .y_label_formatter(&|y: &f64| match y.round() as i64 {
+                0 => "p0".into(),
+                1 => "p90".into(),
+                2 => "p99".into(),
+                3 => "p99.9".into(),
+                _ => "p99.99".into(),
+            })
+            .draw()
+            .map_err(err)?;
+        for (i, a) in ran.iter().enumerate() {
+            let color = COLORS[i % COLORS.len()];
+            let pts: Vec<(f64, f64)> = a
+                .cdf
+                .iter()
+                .filter(|p| p.latency_us > 0.0)
+                .map(|p| (p.latency_us / 1e3, nines(p.fraction)))
+                .collect();
+            chart
+                .draw_series(LineSeries::new(pts, color.stroke_width(2)))
+                .map_err(err)?
+                .label(a.arm.as_str())
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+                });
+        }
+        if !ran.is_empty() {
+            legend(&mut chart)?;
+        }
+        root.present().map_err(err)?;
+    }
+    Ok(out)
 }
 
 /// Writes the profile plot to `path` (SVG).

@@ -24,17 +24,6 @@ pub use crate::agents::InProcessAgent;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RealLoadStarter;
 
-fn template(cfg: &LoadConfig) -> Result<slowpoke_load::RequestTemplate, String> {
-    let method = slowpoke_load::parse_method(&cfg.method).map_err(|e| e.to_string())?;
-    Ok(slowpoke_load::RequestTemplate {
-        method,
-        url: cfg.url.clone(),
-        headers: cfg.headers.clone(),
-        body: cfg.body.clone().unwrap_or_default().into(),
-        weight: 1,
-    })
-}
-
 impl LoadStarter for RealLoadStarter {
     fn probe(&self, cfg: &LoadConfig) -> Result<u16, String> {
         let agent = ureq::AgentBuilder::new()
@@ -57,7 +46,7 @@ impl LoadStarter for RealLoadStarter {
 
     fn start(&self, cfg: &LoadConfig) -> Result<Box<dyn Load>, String> {
         let spec = slowpoke_load::LoadSpec {
-            requests: vec![template(cfg)?],
+            requests: vec![cfg.request_template()?],
             connections: cfg.connections,
             timeout: Duration::from_secs_f64(cfg.timeout_s.max(0.001)),
             warmup: Duration::ZERO,

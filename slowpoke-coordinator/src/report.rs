@@ -3,7 +3,9 @@
 use std::fmt::Write as _;
 
 use crate::experiment::{ProfileResult, StopReason, WhatIfResult};
-use slowpoke_api::coordinator::{Limit, PredictedBy, RegimeRecord};
+use slowpoke_api::coordinator::{
+    Interval, Limit, PredictedBy, RegimeRecord, TailArmResult, TailResult,
+};
 
 fn rps(x: f64) -> String {
     if x.is_finite() {
@@ -220,4 +222,111 @@ fn warnings(s: &mut String, w: &[String]) {
     for line in w {
         let _ = writeln!(s, "  - {line}");
     }
+}
+
+/// A figure over repetitions with its interval, scaled by `scale` and printed with `prec`
+/// decimals: `8.40 [7.90, 8.90]`.
+fn interval(i: Option<&Interval>, scale: f64, prec: usize) -> String {
+    match i {
+        None => "-".into(),
+        Some(i) => match (i.ci_low, i.ci_high) {
+            (Some(lo), Some(hi)) => format!(
+                "{:.prec$} [{:.prec$}, {:.prec$}]",
+                i.value * scale,
+                lo * scale,
+                hi * scale
+            ),
+            _ => format!("{:.prec$}", i.value * scale),
+        },
+    }
+}
+
+/// A figure without its interval (the table keeps one interval per row: the p99's).
+fn value(i: Option<&Interval>, scale: f64, prec: usize) -> String {
+    i.map_or_else(|| "-".into(), |i| format!("{:.prec$}", i.value * scale))
+}
+
+/// A ratio against `default` as a change: `-42 % [-50, -35]`.
+fn change(i: Option<&Interval>) -> String {
+    match i {
+        None => "-".into(),
+        Some(i) => {
+            let pct = |x: f64| (x - 1.0) * 100.0;
+            match (i.ci_low, i.ci_high) {
+                (Some(lo), Some(hi)) => {
+                    format!("{:+.0} % [{:+.0}, {:+.0}]", pct(i.value), pct(lo), pct(hi))
+                }
+                _ => format!("{:+.0} %", pct(i.value)),
+            }
+        }
+    }
+}
+
+fn tail_rows(s: &mut String, arms: &[TailArmResult]) {
+    let _ = writeln!(
+        s,
+        "  {:<17} {:>8} {:>26} {:>12} {:>8} {:>9}  {:<22} mean vs default",
+        "arm", "p50 ms", "p99 ms [95% CI]", "p99.9 ms", "mean ms", "req/s", "p99 vs default"
+    );
+    for a in arms {
+        if !a.ran {
+            let _ = writeln!(
+                s,
+                "  {:<17} not run: {}",
+                a.arm.as_str(),
+                a.error.as_deref().unwrap_or("?")
+            );
+            continue;
+        }
+        let _ = writeln!(
+            s,
+            "  {:<17} {:>8} {:>26} {:>12} {:>8} {:>9}  {:<22} {}",
+            a.arm.as_str(),
+            value(a.p50_us.as_ref(), 1e-3, 2),
+            interval(a.p99_us.as_ref(), 1e-3, 2),
+            value(a.p999_us.as_ref(), 1e-3, 2),
+            value(a.mean_us.as_ref(), 1e-3, 2),
+            value(a.rps.as_ref(), 1.0, 0),
+            change(a.p99_vs_default.as_ref()),
+            change(a.mean_vs_default.as_ref()),
+        );
+    }
+}
+
+/// A tail comparison as a table: per arm the percentiles, mean and throughput, and the
+/// changes against `default` with their intervals; with a sweep, each arm's highest rate
+/// under the p99 target.
+pub fn tail_table(r: &TailResult) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "Tail comparison at {:.0} req/s (Poisson, open loop), {} repetitions x {:.1} s per arm, {} scheduled on {}",
+        r.rate_rps,
+        r.repetitions,
+        r.window_s,
+        r.services.join(", "),
+        r.agents.join(", ")
+    );
+    tail_rows(&mut s, &r.arms);
+    for p in &r.sweep {
+        let _ = writeln!(s, "at {:.0} req/s:", p.rate_rps);
+        tail_rows(&mut s, &p.arms);
+    }
+    if let Some(target) = r.p99_target_us {
+        let _ = writeln!(s, "highest rate with p99 under {:.2} ms:", target / 1e3);
+        for c in &r.capacity {
+            let _ = match (c.max_rate_rps, c.rps) {
+                (Some(rate), Some(rps)) => writeln!(
+                    s,
+                    "  {:<17} {rate:.0} req/s offered, {rps:.0} req/s served",
+                    c.arm.as_str()
+                ),
+                _ => writeln!(s, "  {:<17} none of the rates", c.arm.as_str()),
+            };
+        }
+    }
+    for w in &r.warnings {
+        let _ = writeln!(s, "warning: {w}");
+    }
+    s
 }

@@ -7,6 +7,7 @@ use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
 use crate::experiment::{ProfileResult, WhatIfResult};
+use slowpoke_api::coordinator::{TailArm, TailResult};
 
 /// Anything stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -15,6 +16,8 @@ use crate::experiment::{ProfileResult, WhatIfResult};
 pub enum StoredResult {
     WhatIf(WhatIfResult),
     Profile(ProfileResult),
+    /// A tail comparison (`slowpoke tail compare`).
+    Tail(TailResult),
 }
 
 impl StoredResult {
@@ -22,6 +25,7 @@ impl StoredResult {
         match self {
             StoredResult::WhatIf(r) => &r.id,
             StoredResult::Profile(r) => &r.id,
+            StoredResult::Tail(r) => &r.id,
         }
     }
 }
@@ -132,6 +136,25 @@ impl ResultStore {
     }
 }
 
+/// `at 400 req/s p99: default 8.4 ms, oldest-first 4.1 ms (-51 %), per-service-fifo not run`.
+fn tail_summary(t: &TailResult) -> String {
+    let arms: Vec<String> = t
+        .arms
+        .iter()
+        .map(|a| match (&a.p99_us, &a.p99_vs_default) {
+            (Some(p), Some(r)) if a.arm != TailArm::Default => format!(
+                "{} {:.2} ms ({:+.0} %)",
+                a.arm,
+                p.value / 1e3,
+                (r.value - 1.0) * 100.0
+            ),
+            (Some(p), _) => format!("{} {:.2} ms", a.arm, p.value / 1e3),
+            (None, _) => format!("{} not run", a.arm),
+        })
+        .collect();
+    format!("at {:.0} req/s p99: {}", t.rate_rps, arms.join(", "))
+}
+
 /// A one-line summary of a result.
 pub fn summarize(r: &StoredResult) -> ResultSummary {
     match r {
@@ -164,6 +187,12 @@ pub fn summarize(r: &StoredResult) -> ResultSummary {
                     |c| format!("{} ({:+.1} %)", c.service, c.max_gain_pct.unwrap_or(0.0))
                 )
             ),
+        },
+        StoredResult::Tail(t) => ResultSummary {
+            id: t.id.clone(),
+            kind: "tail".into(),
+            created: t.created.clone(),
+            summary: tail_summary(t),
         },
     }
 }

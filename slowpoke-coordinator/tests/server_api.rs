@@ -500,6 +500,45 @@ fn every_api_call_needs_the_token_when_one_is_set() {
 }
 
 #[test]
+fn bad_tail_requests_get_a_400_that_says_what_to_fix() {
+    let w = FakeWorld::chain();
+    let s = Server::start(config(&w, temp_dir("bad-tail")));
+    for (body, expect) in [
+        (format!(r#"{{{APP}, "kind": "tail"}}"#), "no `rate`"),
+        (
+            format!(r#"{{{APP}, "kind": "tail", "rate": 0}}"#),
+            "`rate` must be a positive number",
+        ),
+        (
+            format!(r#"{{{APP}, "kind": "tail", "rate": 100, "k": 0}}"#),
+            "`k` must be 1 to 64",
+        ),
+        (
+            format!(r#"{{{APP}, "kind": "tail", "rate": 100, "arms": ["lifo"]}}"#),
+            "unknown variant `lifo`",
+        ),
+        (
+            format!(r#"{{{APP}, "kind": "tail", "rate": 100, "sweep": [50, 100]}}"#),
+            "needs `p99_target_us`",
+        ),
+        (
+            format!(r#"{{{APP}, "kind": "tail", "rate": 100, "target": "cart"}}"#),
+            "remove `target`",
+        ),
+        (
+            format!(r#"{{{APP}, "target": "cart", "percent": 10, "arms": ["default"]}}"#),
+            "remove `rate`",
+        ),
+    ] {
+        let a = post(&s, &body);
+        assert_eq!(a.status, 400, "{body}: {}", a.text);
+        let e = a.error();
+        assert!(e.contains(expect), "{body}: {e}");
+    }
+    assert!(w.log().is_empty(), "{:?}", w.log());
+}
+
+#[test]
 fn the_openapi_document_matches_the_server() {
     let w = FakeWorld::chain();
     let cfg = config(&w, temp_dir("openapi"));
@@ -561,6 +600,24 @@ fn the_openapi_document_matches_the_server() {
         assert!(a.json()["result"].is_object(), "{}", a.text);
         answer("GET", "/v1/experiments/{id}", &a);
     }
+    // A stored tail comparison (with a refused arm and null intervals) as the API shows it.
+    let tail = server_common::tail_result("20261206T120000-000-tail-app");
+    slowpoke_coordinator::results::ResultStore::new(&cfg.results_dir)
+        .save(&slowpoke_coordinator::results::StoredResult::Tail(
+            tail.clone(),
+        ))
+        .unwrap();
+    let a = get(&s.url(&format!("/v1/experiments/{}", tail.id)));
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert_eq!(a.json()["kind"], "tail", "{}", a.text);
+    answer("GET", "/v1/experiments/{id}", &a);
+    let p = get(&s.url(&format!("/v1/experiments/{}/plot.svg", tail.id)));
+    assert_eq!(p.status, 200, "{}", p.text);
+    assert!(
+        p.text.contains("<svg") && p.text.contains("oldest-first"),
+        "{}",
+        p.text
+    );
     answer("GET", "/v1/experiments", &get(&s.url("/v1/experiments")));
     answer("GET", "/v1/agents", &get(&s.url("/v1/agents")));
     answer(

@@ -178,6 +178,57 @@ fn the_page_shows_a_stored_result_with_its_numbers_and_plot() {
 }
 
 #[test]
+fn the_page_shows_a_tail_comparison_with_its_latency_cdf() {
+    let Some(browser) = chromium() else {
+        eprintln!("SKIPPED: no /usr/bin/chromium; install it with `apt-get install -y chromium`");
+        return;
+    };
+    let w = FakeWorld::chain();
+    let dir = temp_dir("web-tail");
+    let t = server_common::tail_result("20261206T120000-000-tail-app");
+    ResultStore::new(&dir)
+        .save(&StoredResult::Tail(t.clone()))
+        .unwrap();
+    let s = Server::start(config(&w, dir));
+    let dom = chromium_run(&browser, &s.url(&format!("/#{}", t.id)), "--dump-dom");
+    assert!(dom.contains(&t.id), "{dom}");
+    // Each arm that ran: its p50 and p99 (ms), the p99's interval and its change vs default.
+    let of = |arm: &str| t.arms.iter().find(|a| a.arm.as_str() == arm).unwrap();
+    for arm in ["default", "oldest-first"] {
+        let a = of(arm);
+        let row = format!(
+            r#"<tr data-arm="{arm}"><th>{arm}</th><td class="num">{:.2}</td><td class="num">{:.2}</td>"#,
+            a.p50_us.unwrap().value / 1e3,
+            a.p99_us.unwrap().value / 1e3
+        );
+        assert!(dom.contains(&row), "no `{row}` in:\n{dom}");
+    }
+    assert!(dom.contains("-50.6 % [-51, -50]"), "no p99 change:\n{dom}");
+    // The arm that could not run says why.
+    assert!(
+        dom.contains("not run: agent fake refused tail scheduling"),
+        "{dom}"
+    );
+    // The form that starts one.
+    assert!(
+        dom.contains(r#"<form id="tail-form""#) && dom.contains(r#"name="rate""#),
+        "no form to start a tail comparison:\n{dom}"
+    );
+    // The latency CDF, one line per arm that ran.
+    assert!(
+        dom.contains("<svg") && dom.contains("p99.9"),
+        "no CDF plot:\n{dom}"
+    );
+    let png = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("server_web_tail.png");
+    chromium_run(
+        &browser,
+        &s.url(&format!("/#{}", t.id)),
+        &format!("--screenshot={}", png.display()),
+    );
+    eprintln!("screenshot: {}", png.display());
+}
+
+#[test]
 fn the_page_shows_a_running_experiment_and_its_progress() {
     let Some(browser) = chromium() else {
         eprintln!("SKIPPED: no /usr/bin/chromium; install it with `apt-get install -y chromium`");

@@ -163,6 +163,7 @@ async function refreshDetail(force = false) {
   if (x.error) body.append(el("p", { class: "error" }, x.error));
   if (!x.result) { shownDone = null; return; }
   if (x.kind === "profile") body.append(profileTables(x.result));
+  else if (x.kind === "tail") body.append(tailTables(x.result));
   else body.append(whatIfTables(x.result));
   if (x.result.warnings && x.result.warnings.length) {
     body.append(el("ul", { class: "warnings" }, ...x.result.warnings.map((w) => el("li", {}, w))));
@@ -234,6 +235,58 @@ function profileTables(r) {
   return el("div", {}, head, curves, why, el("h3", {}, "Services"), servicesTable(r.services));
 }
 
+function ms(i, digits = 2) {
+  return i ? num(i.value / 1000, digits) : "–";
+}
+
+// A ratio against `default` as a change with its interval: −42 % [−50, −35].
+function change(i) {
+  if (!i) return "–";
+  const c = (x) => (x - 1) * 100;
+  const ends = i.ci_low === null || i.ci_high === null ? ""
+    : " [" + num(c(i.ci_low), 0) + ", " + num(c(i.ci_high), 0) + "]";
+  return pct(c(i.value)) + ends;
+}
+
+function tailArmRows(arms) {
+  return arms.map((a) => a.ran
+    ? el("tr", { "data-arm": a.arm },
+      el("th", {}, a.arm), el("td", { class: "num" }, ms(a.p50_us)), el("td", { class: "num" }, ms(a.p99_us)),
+      el("td", {}, a.p99_us && a.p99_us.ci_low !== null ? "[" + ms({ value: a.p99_us.ci_low }) + ", " +
+        ms({ value: a.p99_us.ci_high }) + "]" : "–"),
+      el("td", { class: "num" }, ms(a.p999_us)), el("td", { class: "num" }, ms(a.mean_us)),
+      el("td", { class: "num" }, a.rps ? num(a.rps.value) : "–"),
+      el("td", {}, change(a.p99_vs_default)), el("td", {}, change(a.mean_vs_default)))
+    : el("tr", { "data-arm": a.arm }, el("th", {}, a.arm),
+      el("td", { colspan: "8", class: "error" }, "not run: " + (a.error || "?"))));
+}
+
+function tailTable(arms, id) {
+  return el("table", id ? { id } : {},
+    el("thead", {}, el("tr", {}, el("th", {}, "arm"), el("th", { class: "num" }, "p50 ms"),
+      el("th", { class: "num" }, "p99 ms"), el("th", {}, "p99 95 % CI"), el("th", { class: "num" }, "p99.9 ms"),
+      el("th", { class: "num" }, "mean ms"), el("th", { class: "num" }, "req/s"),
+      el("th", {}, "p99 vs default"), el("th", {}, "mean vs default"))),
+    el("tbody", {}, ...tailArmRows(arms)));
+}
+
+function tailTables(r) {
+  const head = el("p", {}, "Tail comparison at " + num(r.rate_rps) + " req/s (Poisson, open loop; latency " +
+    "from each request's intended send time), " + r.repetitions + " repetitions × " + num(r.window_s, 1) +
+    " s per arm; " + r.services.join(", ") + " scheduled on " + r.agents.join(", ") + ".");
+  const parts = [head, tailTable(r.arms, "result-table")];
+  for (const p of r.sweep || []) {
+    parts.push(el("h3", {}, "at " + num(p.rate_rps) + " req/s"), tailTable(p.arms, ""));
+  }
+  if (r.p99_target_us) {
+    parts.push(el("h3", {}, "Highest rate with p99 under " + num(r.p99_target_us / 1000, 2) + " ms"),
+      el("ul", {}, ...(r.capacity || []).map((c) => el("li", {}, c.arm + ": " +
+        (c.max_rate_rps === null ? "none of the rates" : num(c.max_rate_rps) + " req/s offered, " +
+          num(c.rps) + " served")))));
+  }
+  return el("div", {}, ...parts);
+}
+
 async function refreshAgents() {
   const body = document.querySelector("#agents tbody");
   try {
@@ -247,6 +300,42 @@ async function refreshAgents() {
     body.replaceChildren(el("tr", {}, el("td", { colspan: "4", class: "error" }, e.message)));
   }
 }
+
+// The form's fields as a `POST /v1/experiments` body of kind `tail` (docs/coordinator-api.md):
+// empty fields are left out, so the server's defaults and its messages apply.
+function tailRequest(form) {
+  const f = new FormData(form);
+  const body = { kind: "tail" };
+  const text = (k) => (f.get(k) || "").trim();
+  if (text("topology")) body.topology = text("topology");
+  if (text("services")) {
+    body.services = {};
+    for (const pair of text("services").split(",")) {
+      const [name, ...selector] = pair.split("=");
+      body.services[name.trim()] = selector.join("=").trim();
+    }
+  }
+  if (text("entry")) body.entry = text("entry");
+  for (const k of ["rate", "repetitions", "window"]) {
+    if (text(k)) body[k] = Number(text(k));
+  }
+  return body;
+}
+
+document.getElementById("tail-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  try {
+    const r = await api("/v1/experiments", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(tailRequest(ev.target)),
+    });
+    const x = await r.json();
+    showMessage("");
+    await refreshList();
+    select(x.id);
+  } catch (e) { showMessage(e.message); }
+});
 
 document.getElementById("token-form").addEventListener("submit", (ev) => {
   ev.preventDefault();

@@ -208,7 +208,24 @@ thread_local! {
     /// A `thread-per-request` worker's own client: its pooled connections are driven by its own
     /// current-thread runtime, so a downstream call is sent from the thread that serves the request (a
     /// connection owned by another worker's runtime would only make progress while that worker runs).
-    static WORKER_CLIENT: Client<HttpConnector, Body> = new_client();
+    static WORKER_CLIENT: Client<HttpConnector, Body> = new_worker_client();
+}
+
+/// A worker's client drops a pooled connection idle this long itself, half of a
+/// thread-per-request callee's idle close (`workers::IDLE_CLOSE`, which asserts it): reusing one
+/// the callee is closing at that moment fails the call (`SendRequest`), and under an open loop a
+/// worker's connection to a callee is often idle that long (41 % of requests failed at 150/s on
+/// tail-small.json before).
+pub(crate) const WORKER_POOL_IDLE: std::time::Duration = std::time::Duration::from_millis(25);
+
+fn new_worker_client() -> Client<HttpConnector, Body> {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(usize::MAX)
+        .pool_idle_timeout(WORKER_POOL_IDLE)
+        .pool_timer(hyper_util::rt::TokioTimer::new())
+        .build(connector)
 }
 
 fn new_client() -> Client<HttpConnector, Body> {

@@ -28,6 +28,9 @@ pub const REQUESTS_PER_CONNECTION: u32 = 100;
 /// A connection idle this long (no next request) is closed, so its worker can take a waiting one.
 pub const IDLE_CLOSE: Duration = Duration::from_millis(50);
 
+// A caller's worker drops its idle pooled connections before a callee closes them.
+const _: () = assert!(crate::service::WORKER_POOL_IDLE.as_millis() * 2 <= IDLE_CLOSE.as_millis());
+
 /// Serves `spec` with `max_threads` workers (at most `threads` of them doing visits' work at once, as in the
 /// async model); the control port runs on this thread. Never returns Ok.
 pub(crate) fn serve(

@@ -9,6 +9,7 @@
 //! - [`summary`]: points, per-family statistics and the markdown report (pure).
 //! - [`runner`]: runs a suite against the agents and the emulator, resumable.
 //! - [`plot`]: the predicted-vs-true plot of a run.
+//! - [`tail_suite`]: the tail suite (default vs tail schedules under open-loop load).
 
 // Doc comments are full of maths (r_s, X_pred) that are not code.
 #![allow(clippy::doc_markdown)]
@@ -18,5 +19,6 @@ pub mod plot;
 pub mod runner;
 pub mod suite;
 pub mod summary;
+pub mod tail_suite;
 
 pub use emu_app::{ClusterEmuApps, EmuApp, EmuApps, TruthOn};

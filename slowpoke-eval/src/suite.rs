@@ -98,7 +98,7 @@ impl std::str::FromStr for SuiteName {
             "full" => Ok(SuiteName::Full),
             "cluster" => Ok(SuiteName::Cluster),
             other => Err(format!(
-                "unknown suite `{other}`: use quick, full or cluster (the real-server suite runs from the workspace: cargo xtask eval --suite real)"
+                "unknown suite `{other}`: use quick, full, cluster or tail (the real-server suite runs from the workspace: cargo xtask eval --suite real)"
             )),
         }
     }

@@ -1,6 +1,6 @@
 //! The server over the real backends, as `slowpoke serve` wires them: the in-process agent
 //! (root + BPF), the emulated chain3 app started from its topology by [`RealLauncher`], the real
-//! closed-loop load. Ignored by default (it needs root and takes ~15 s):
+//! closed-loop load; then a tail comparison (`kind: tail`) on tail-small with the open loop. Ignored by default (it needs root and takes ~15 s):
 //! `cargo test -p slowpoke-eval --features in-process --test server_real -- --ignored`.
 
 use std::sync::Arc;
@@ -100,6 +100,47 @@ fn a_what_if_on_the_emulated_chain_through_the_api() {
     assert_eq!(agents[0]["status"], "ok", "{agents}");
     let plan = inner.slowdown();
     assert!(plan.services.is_empty(), "a plan is left: {plan:?}");
+
+    // A tail comparison through the API on the thread-per-request tail-small (8 workers).
+    let body = r#"{"kind": "tail", "topology": "tail-small.json", "rate": 150, "connections": 8,
+        "warmup": 0.3, "window": 1, "repetitions": 1}"#;
+    let (status, a) = call("POST", &format!("{base}/v1/experiments"), Some(body));
+    assert_eq!(status, 202, "{a}");
+    let id = a["id"].as_str().unwrap().to_owned();
+    let url = format!("{base}/v1/experiments/{id}");
+    let v = loop {
+        let (_, v) = call("GET", &url, None);
+        if !matches!(v["status"].as_str(), Some("queued" | "running")) {
+            break v;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(v["status"], "done", "{v}");
+    assert_eq!(v["kind"], "tail", "{v}");
+    let arms = v["result"]["arms"].as_array().unwrap();
+    assert_eq!(arms.len(), 3, "{v}");
+    for arm in arms {
+        assert_eq!(arm["ran"], true, "{arm}");
+        let p = |k: &str| arm[k]["value"].as_f64().unwrap();
+        assert!(
+            p("p50_us") <= p("p99_us") && p("p99_us") <= p("p999_us"),
+            "{arm}"
+        );
+    }
+    let svg = ureq::get(&format!("{url}/plot.svg"))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    assert!(
+        svg.contains("<svg") && svg.contains("oldest-first"),
+        "{svg}"
+    );
+    let schedule = inner.scheduling();
+    assert!(
+        schedule.services.is_empty(),
+        "a schedule is left: {schedule:?}"
+    );
 
     let _ = stop_tx.send(());
     rt.block_on(served).unwrap().unwrap();

@@ -158,9 +158,11 @@ enum Task {
         #[arg(long)]
         kernel_tests: bool,
     },
-    /// Accuracy evaluation suite against ground truth (see docs/evaluation.md).
+    /// Accuracy evaluation suite against ground truth (see docs/evaluation.md), or the tail
+    /// suite (`--suite tail`: default scheduling vs the tail schedules, docs/tail.md).
     Eval {
-        /// Passed to `slowpoke eval`, e.g. `--suite quick` (`--` before them is optional).
+        /// Passed to `slowpoke eval`, e.g. `--suite quick` or `--suite tail` (`--` before them
+        /// is optional).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },

@@ -21,6 +21,10 @@ pub enum Kind {
     /// A causal profile: a sweep of optimizations of every service.
     #[serde(rename = "profile")]
     Profile,
+    /// A tail comparison: end-to-end latency under open-loop load with and without the
+    /// agents' tail schedules (docs/tail.md).
+    #[serde(rename = "tail")]
+    Tail,
 }
 
 impl Kind {
@@ -28,6 +32,7 @@ impl Kind {
         match self {
             Kind::WhatIf => "what-if",
             Kind::Profile => "profile",
+            Kind::Tail => "tail",
         }
     }
 }
@@ -105,7 +110,8 @@ pub struct ExperimentRequest {
     /// Per-request timeout, seconds, at most 600 (default 5).
     #[serde(default)]
     pub timeout: Option<f64>,
-    /// Closed-loop connections, 1 to 4096 (default 64).
+    /// Closed-loop connections, 1 to 4096 (default 64); tail: the most requests in flight at
+    /// once (default 32).
     #[serde(default)]
     pub connections: Option<i64>,
 
@@ -138,9 +144,40 @@ pub struct ExperimentRequest {
     #[serde(default)]
     pub percents: Option<Vec<f64>>,
     /// Profile: services to sweep (default: every visited service); the CLI's `--only`, alias
-    /// `targets`.
+    /// `targets`. Tail: the services to schedule (default: every service of the app).
     #[serde(default, alias = "targets")]
     pub only: Option<Vec<String>>,
+
+    // Tail comparison (`kind: tail`, docs/tail.md).
+    /// Tail: the open loop's rate, requests/s (Poisson arrivals), above 0 up to 1000000.
+    #[serde(default)]
+    pub rate: Option<f64>,
+    /// Tail: the arms to compare (default all: `default`, `oldest-first`,
+    /// `per-service-fifo`); `default` always runs (the ratios are against it).
+    #[serde(default)]
+    pub arms: Option<Vec<crate::coordinator::TailArm>>,
+    /// Tail: requests run first at once (limited processor sharing), 1 to 64 (agent default 1).
+    #[serde(default)]
+    pub k: Option<i64>,
+    /// Tail: real-time priority of promoted threads, 1 to 19 (agent default 10).
+    #[serde(default)]
+    pub priority: Option<i64>,
+    /// Tail: a request older than this is no longer promoted, ms, 1 to 60000 (agent default
+    /// 1000).
+    #[serde(default)]
+    pub age_cap_ms: Option<i64>,
+    /// Tail: the share of each CPU promoted threads may hold, above 0 up to 0.9 (agent default
+    /// 0.5).
+    #[serde(default)]
+    pub max_share: Option<f64>,
+    /// Tail: a rate sweep, requests/s (1 to 50 rates), each measured with every arm; with
+    /// `p99_target_us`.
+    #[serde(default)]
+    pub sweep: Option<Vec<f64>>,
+    /// Tail: the p99 a sweep's rate must keep under, µs: the result gives each arm's highest
+    /// such rate.
+    #[serde(default)]
+    pub p99_target_us: Option<f64>,
 
     // Measurement.
     /// One measurement window, seconds, at most 600 (the CLI's `--duration`, alias `duration`;

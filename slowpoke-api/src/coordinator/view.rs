@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Kind, ProfileResult, WhatIfResult};
+use super::{Kind, ProfileResult, TailResult, WhatIfResult};
 use crate::agent::Health;
 
 /// Where an experiment is.
@@ -72,7 +72,8 @@ pub struct ExperimentSummary {
 pub struct ExperimentView {
     #[serde(flatten)]
     pub summary: ExperimentSummary,
-    /// The result when done: the same JSON as `slowpoke what-if --json` (or `profile --json`).
+    /// The result when done: the same JSON as `slowpoke what-if --json` (or `profile --json`,
+    /// `tail compare --json`).
     pub result: Option<ExperimentResult>,
 }
 
@@ -85,6 +86,7 @@ pub struct ExperimentView {
 pub enum ExperimentResult {
     WhatIf(WhatIfResult),
     Profile(ProfileResult),
+    Tail(TailResult),
 }
 
 /// One line of `GET /v1/agents`.

@@ -11,16 +11,18 @@ use crate::agent::Health;
 use crate::coordinator::{
     AgentView, Capacity, CapacityRange, ExperimentRequest, ExperimentResult, ExperimentSummary,
     ExperimentView, Factor, Kind, Optimization, ProfileCurve, ProfilePoint, ProfileResult,
-    ProgressView, ServiceRow, Status, StopReason, TargetUse, TargetUseRecord, WhatIfResult,
+    ProgressView, ServiceRow, Status, StopReason, TailArm, TailArmResult, TailCapacity, TailResult,
+    TailSchedule, TailSweepPoint, TailWindow, TargetUse, TargetUseRecord, WhatIfResult,
     WindowRecord,
 };
+use crate::coordinator::{CdfPoint, Interval};
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
     info(
         title = "Slowpoke coordinator API",
         version = "1",
-        description = "`slowpoke serve`: run what-ifs and causal profiles over HTTP \
+        description = "`slowpoke serve`: run what-ifs, causal profiles and tail comparisons over HTTP \
             (docs/coordinator-api.md). One experiment runs at a time per node: a POST while one \
             is queued or running gets 409. With a token (mandatory off loopback) every /v1 call \
             needs `Authorization: Bearer <token>`; without one, /v1 calls must address the \
@@ -36,7 +38,8 @@ use crate::coordinator::{
         AgentView, Capacity, CapacityRange, ErrorBody, ExperimentRequest, ExperimentResult,
         ExperimentSummary, ExperimentView, Factor, Health, Kind, Optimization, ProfileCurve,
         ProfilePoint, ProfileResult, ProgressView, ServiceRow, Status, StopReason, TargetUse,
-        TargetUseRecord, WhatIfResult, WindowRecord
+        TargetUseRecord, WhatIfResult, WindowRecord, TailArm, TailArmResult, TailCapacity,
+        TailResult, TailSchedule, TailSweepPoint, TailWindow, CdfPoint, Interval
     )),
     modifiers(&BearerScheme)
 )]

@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::{Serialize, de::DeserializeOwned};
 use slowpoke_api::agent as api;
 
+use super::scheduling::{no_schedule, route_missing};
 use super::unix_http::{self, socket_path};
 use super::{AgentClient, AgentError};
 
@@ -247,5 +248,48 @@ impl AgentClient for HttpAgent {
             (lease / 3).max(Duration::from_millis(100)),
         )
         .map(drop)
+    }
+
+    fn set_scheduling(
+        &self,
+        plan: &api::SchedulingPlan,
+    ) -> Result<api::SchedulingPlan, AgentError> {
+        let r = self
+            .call("PUT", "/v1/scheduling", Some(plan))
+            .map_err(route_missing)?;
+        // An answer without a body (204) means the schedule is the one sent.
+        Ok(r.unwrap_or_else(|| plan.clone()))
+    }
+
+    fn scheduling(&self) -> Result<Option<api::SchedulingPlan>, AgentError> {
+        match self.call::<(), api::SchedulingPlan>("GET", "/v1/scheduling", None) {
+            Ok(plan) => Ok(plan.filter(|p| !p.services.is_empty())),
+            Err(e) => no_schedule(route_missing(e)),
+        }
+    }
+
+    fn clear_scheduling(&self, owner: &str) -> Result<(), AgentError> {
+        // Owners are `[A-Za-z0-9._:@-]` (crate::lease::Lease): nothing to escape in a query.
+        let path = format!("/v1/scheduling?owner={owner}");
+        match self.call_within::<(), serde_json::Value>("DELETE", &path, None, CLEANUP_TIMEOUT) {
+            Ok(_) => Ok(()),
+            Err(e) => no_schedule::<()>(route_missing(e)).map(drop),
+        }
+    }
+
+    fn renew_scheduling(&self, owner: &str, lease: Duration) -> Result<(), AgentError> {
+        let body = api::LeaseRenewal {
+            owner: owner.to_owned(),
+            lease_ms: Some(u64::try_from(lease.as_millis()).unwrap_or(u64::MAX)),
+        };
+        // As for plans: answered within a third of the lease or given up.
+        self.call_within::<_, serde_json::Value>(
+            "POST",
+            "/v1/scheduling/renew",
+            Some(&body),
+            (lease / 3).max(Duration::from_millis(100)),
+        )
+        .map(drop)
+        .map_err(route_missing)
     }
 }

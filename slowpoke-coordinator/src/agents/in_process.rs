@@ -89,4 +89,28 @@ impl AgentClient for InProcessAgent {
             .map(drop)
             .map_err(|e| map_err("renewing the plan's lease", &e))
     }
+    fn set_scheduling(
+        &self,
+        plan: &api::SchedulingPlan,
+    ) -> Result<api::SchedulingPlan, AgentError> {
+        self.agent
+            .set_scheduling(plan.clone())
+            .map_err(|e| map_err("the tail schedule", &e))
+    }
+    fn scheduling(&self) -> Result<Option<api::SchedulingPlan>, AgentError> {
+        let plan = self.agent.scheduling();
+        Ok((!plan.services.is_empty()).then_some(plan))
+    }
+    fn clear_scheduling(&self, owner: &str) -> Result<(), AgentError> {
+        self.agent
+            .clear_scheduling_as(owner)
+            .map_err(|e| map_err("removing the tail schedule", &e))
+    }
+    fn renew_scheduling(&self, owner: &str, lease: std::time::Duration) -> Result<(), AgentError> {
+        let ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX);
+        self.agent
+            .renew_scheduling(owner, Some(ms))
+            .map(drop)
+            .map_err(|e| map_err("renewing the tail schedule's lease", &e))
+    }
 }

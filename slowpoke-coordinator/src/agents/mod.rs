@@ -8,7 +8,7 @@
 //!
 //! Rooms: the trait and its error here; [`HttpAgent`] in `http.rs` (over `unix_http.rs` for the
 //! socket), one per node of a cluster description in `cluster.rs`; finding this node's daemon and the token in `local.rs`; registering services in
-//! `registration.rs`; stats snapshots and windows in `stats.rs`, which also times calls to
+//! `registration.rs`; tail schedules put on or removed from every agent in `scheduling.rs`; stats snapshots and windows in `stats.rs`, which also times calls to
 //! measure an agent's clock offset, estimated in `clock.rs`; the in-process agent in
 //! `in_process.rs` (feature `in-process`).
 
@@ -24,6 +24,7 @@ mod http;
 mod in_process;
 mod local;
 mod registration;
+mod scheduling;
 mod stats;
 mod unix_http;
 
@@ -36,6 +37,7 @@ pub use local::{DEFAULT_AGENT_STATE_DIR, local_daemon, local_socket, read_token}
 pub use registration::{
     RegisterError, Registration, register_placed, register_services, unregister_services,
 };
+pub use scheduling::{clear_scheduling_everywhere, lacks_scheduling, set_scheduling_everywhere};
 pub use stats::{
     NodeWindow, StatsSnapshot, StatsWindow, clock_offset, restart_between, snapshot,
     snapshot_within, window,
@@ -91,6 +93,35 @@ pub trait AgentClient: Send + Sync {
     /// Extends `owner`'s lease on the plan in force to `lease` from now, without applying the
     /// plan again (`POST /v1/slowdown/renew`).
     fn renew_lease(&self, owner: &str, lease: Duration) -> Result<(), AgentError>;
+
+    // Tail scheduling (docs/tail.md, `/v1/scheduling`). The defaults answer as an agent that
+    // predates it does, so clients without it (test stubs) need nothing.
+
+    /// Puts `plan` in force (`PUT /v1/scheduling`): its `owner` and `lease_ms` say who holds
+    /// it and for how long. Answers the schedule as the agent holds it.
+    fn set_scheduling(
+        &self,
+        plan: &api::SchedulingPlan,
+    ) -> Result<api::SchedulingPlan, AgentError> {
+        let _ = plan;
+        Err(scheduling::lacking(&self.name()))
+    }
+    /// The schedule in force (`GET /v1/scheduling`), `None` without one.
+    fn scheduling(&self) -> Result<Option<api::SchedulingPlan>, AgentError> {
+        Err(scheduling::lacking(&self.name()))
+    }
+    /// Removes the schedule on behalf of `owner` (`DELETE /v1/scheduling?owner=`); removing
+    /// none is no error.
+    fn clear_scheduling(&self, owner: &str) -> Result<(), AgentError> {
+        let _ = owner;
+        Err(scheduling::lacking(&self.name()))
+    }
+    /// Extends `owner`'s lease on the schedule to `lease` from now
+    /// (`POST /v1/scheduling/renew`).
+    fn renew_scheduling(&self, owner: &str, lease: Duration) -> Result<(), AgentError> {
+        let _ = (owner, lease);
+        Err(scheduling::lacking(&self.name()))
+    }
 }
 
 /// How messages name an agent: `spk-n2 (http://10.77.0.12:7171)`, or its URL alone.

@@ -26,7 +26,9 @@
 //! - `what_if`, `profile`: the two protocols; `regime`: which limit binds and what that makes
 //!   a point's prediction; `shortfall`: did the target keep working;
 //! - `monitor`: [`Progress`] and cancellation; `spawn`: the async API;
-//! - `result`: the wire result types, ids and timestamps; `error`: [`RunError`].
+//! - `result`: the wire result types, ids and timestamps; `error`: [`RunError`];
+//! - `tail`: the tail comparison (open-loop latency with and without the agents' tail
+//!   schedules), a protocol of its own over the same app, agents, monitor and errors.
 
 mod app;
 mod entry;
@@ -42,6 +44,7 @@ mod spawn;
 mod spec;
 mod stop_share;
 mod sync_peers;
+pub mod tail;
 mod warnings;
 mod what_if;
 mod window;
@@ -60,7 +63,7 @@ pub use result::{
 };
 pub use session::PlanGuard;
 pub use shortfall::{target_use_record, target_use_warning};
-pub use spawn::{ExperimentHandle, spawn_profile, spawn_what_if};
+pub use spawn::{ExperimentHandle, spawn_profile, spawn_tail, spawn_what_if};
 pub use spec::{
     ACTUATORS, DEFAULT_QUANTUM_US, LoadConfig, ProfileSpec, Repeat, Safety, Timing, WhatIfSpec,
 };

@@ -1,4 +1,4 @@
-//! The async API: [`spawn_what_if`] / [`spawn_profile`] run the blocking runner on tokio's
+//! The async API: [`spawn_what_if`] / [`spawn_profile`] / [`spawn_tail`] run the blocking runner on tokio's
 //! blocking pool and hand back an [`ExperimentHandle`] to observe, cancel and await it.
 
 use super::app::Backends;
@@ -7,7 +7,9 @@ use super::monitor::{Monitor, Progress};
 use super::profile::run_profile;
 use super::result::{ProfileResult, WhatIfResult};
 use super::spec::{ProfileSpec, WhatIfSpec};
+use super::tail::{RealOpenLoad, TailSpec, run_tail};
 use super::what_if::run_what_if;
+use slowpoke_api::coordinator::TailResult;
 
 /// A running experiment, for async callers (the HTTP server).
 pub struct ExperimentHandle<T> {
@@ -43,6 +45,24 @@ pub fn spawn_what_if(spec: WhatIfSpec, mut backends: Backends) -> ExperimentHand
     let monitor = Monitor::new();
     let m = monitor.clone();
     let join = tokio::task::spawn_blocking(move || run_what_if(&spec, &mut backends, &m));
+    ExperimentHandle { monitor, join }
+}
+
+/// Starts a tail comparison on tokio's blocking pool, with `slowpoke-load`'s open loop (the
+/// backends' closed-loop starter is not used). Needs a tokio runtime.
+pub fn spawn_tail(spec: TailSpec, backends: Backends) -> ExperimentHandle<TailResult> {
+    let monitor = Monitor::new();
+    let m = monitor.clone();
+    let join = tokio::task::spawn_blocking(move || {
+        run_tail(
+            &spec,
+            backends.app.as_ref(),
+            &backends.agents,
+            backends.lease.clone(),
+            &RealOpenLoad,
+            &m,
+        )
+    });
     ExperimentHandle { monitor, join }
 }
 

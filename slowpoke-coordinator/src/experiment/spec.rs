@@ -38,6 +38,21 @@ impl Default for LoadConfig {
     }
 }
 
+impl LoadConfig {
+    /// The load's request as `slowpoke-load` takes it (the closed loop of `real` and the tail
+    /// comparison's open loop).
+    pub fn request_template(&self) -> Result<slowpoke_load::RequestTemplate, String> {
+        let method = slowpoke_load::parse_method(&self.method).map_err(|e| e.to_string())?;
+        Ok(slowpoke_load::RequestTemplate {
+            method,
+            url: self.url.clone(),
+            headers: self.headers.clone(),
+            body: self.body.clone().unwrap_or_default().into(),
+            weight: 1,
+        })
+    }
+}
+
 /// How long each phase lasts.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default)]

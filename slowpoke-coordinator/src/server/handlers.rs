@@ -175,11 +175,24 @@ pub(super) async fn post_experiment(
                     .join(", ")
             ),
         ),
+        Spec::Tail(t) => (
+            "app".to_owned(),
+            format!(
+                "tail comparison at {} req/s: {}",
+                t.rate_rps,
+                t.arms_in_order()
+                    .iter()
+                    .map(|a| a.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ),
     };
     let id = experiment::new_id(
         match kind {
             Kind::WhatIf => "whatif",
             Kind::Profile => "profile",
+            Kind::Tail => "tail",
         },
         &what,
     );

@@ -15,15 +15,18 @@ use slowpoke_api::selector::parse_selector;
 pub use crate::spec_builder::AppRequest;
 pub use slowpoke_api::coordinator::{Capacity, CapacityRange, ExperimentRequest, Factor, Kind};
 
+use crate::experiment::tail::{Sweep, TailSpec};
 use crate::experiment::{LoadConfig, ProfileSpec, Repeat, Safety, Timing, WhatIfSpec};
 use crate::model::{Optimization, OptimizationModel as _};
 use crate::spec_builder::{self, AppFields, OptimizationFields};
+use slowpoke_api::coordinator::TailSchedule;
 
 /// The experiment itself.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Spec {
     WhatIf(WhatIfSpec),
     Profile(ProfileSpec),
+    Tail(TailSpec),
 }
 
 /// A checked request.
@@ -40,6 +43,7 @@ impl Checked {
         match self.spec {
             Spec::WhatIf(_) => Kind::WhatIf,
             Spec::Profile(_) => Kind::Profile,
+            Spec::Tail(_) => Kind::Tail,
         }
     }
 }
@@ -250,6 +254,7 @@ pub fn check(req: &ExperimentRequest) -> Result<Checked, String> {
                 &[
                     ("percents", req.percents.is_some()),
                     ("only", req.only.is_some()),
+                    ("rate", tail_fields(req)),
                 ],
             )?;
             let target =
@@ -299,6 +304,7 @@ pub fn check(req: &ExperimentRequest) -> Result<Checked, String> {
                     ("capacity", req.capacity.is_some()),
                     ("truth", req.truth),
                     ("max_repetitions", req.max_repetitions.is_some()),
+                    ("rate", tail_fields(req)),
                 ],
             )?;
             let defaults = ProfileSpec::default();
@@ -338,12 +344,150 @@ pub fn check(req: &ExperimentRequest) -> Result<Checked, String> {
                 entry_service,
             })
         }
+        Kind::Tail => Spec::Tail(tail(req, &app, load, safety)?),
     };
     Ok(Checked {
         app,
         agents: req.agents.clone(),
         spec,
     })
+}
+
+/// Any of the tail comparison's own fields is given (refused for other kinds, named by the
+/// first: `rate`, whichever it is, since a tail request needs it anyway).
+fn tail_fields(req: &ExperimentRequest) -> bool {
+    req.rate.is_some()
+        || req.arms.is_some()
+        || req.k.is_some()
+        || req.priority.is_some()
+        || req.age_cap_ms.is_some()
+        || req.max_share.is_some()
+        || req.sweep.is_some()
+        || req.p99_target_us.is_some()
+}
+
+/// An integer field within `lo..=hi`, converted.
+fn bounded<T: TryFrom<i64>>(
+    what: &str,
+    v: Option<i64>,
+    lo: i64,
+    hi: i64,
+) -> Result<Option<T>, String> {
+    match v {
+        None => Ok(None),
+        Some(n) if (lo..=hi).contains(&n) => Ok(T::try_from(n).ok()),
+        Some(n) => Err(format!("`{what}` must be {lo} to {hi} (got {n})")),
+    }
+}
+
+/// The tail comparison of a `kind: tail` request.
+fn tail(
+    req: &ExperimentRequest,
+    app: &AppRequest,
+    load: LoadConfig,
+    safety: Safety,
+) -> Result<TailSpec, String> {
+    refuse(
+        Kind::Tail,
+        &[
+            ("target", req.target.is_some()),
+            ("speedup", req.speedup.is_some()),
+            ("delta_us", req.delta_us.is_some()),
+            ("percent", req.percent.is_some()),
+            ("cores", req.cores.is_some()),
+            ("capacity", req.capacity.is_some()),
+            ("truth", req.truth),
+            ("percents", req.percents.is_some()),
+            ("settle", req.settle.is_some()),
+            ("quantum_us", req.quantum_us.is_some()),
+            ("actuator", req.actuator.is_some()),
+            ("precision", req.precision.is_some()),
+            ("budget", req.budget.is_some()),
+            ("max_repetitions", req.max_repetitions.is_some()),
+        ],
+    )?;
+    let defaults = TailSpec::default();
+    let rate = positive("rate", req.rate, 1e6)?
+        .ok_or("no `rate`: give the open loop's rate in requests/s, e.g. \"rate\": 400")?;
+    let arms = req.arms.clone().unwrap_or(defaults.arms);
+    if arms.is_empty() {
+        return Err(
+            "`arms` is empty: give at least one of default, oldest-first, per-service-fifo".into(),
+        );
+    }
+    let schedule = TailSchedule {
+        k: bounded("k", req.k, 1, 64)?,
+        priority: bounded("priority", req.priority, 1, 19)?,
+        age_cap_ms: bounded("age_cap_ms", req.age_cap_ms, 1, 60_000)?,
+        max_share: match req.max_share {
+            Some(m) if !(m.is_finite() && m > 0.0 && m <= 0.9) => {
+                return Err(format!(
+                    "`max_share` must be above 0 and at most 0.9 (got {m})"
+                ));
+            }
+            m => m,
+        },
+    };
+    at_most(
+        "only",
+        req.only.as_ref().map_or(0, Vec::len),
+        limits::SERVICES,
+    )?;
+    if let Some(t) = &req.only
+        && !app.services.is_empty()
+        && let Some(bad) = t.iter().find(|t| !app.services.contains_key(*t))
+    {
+        return Err(format!("`only`: `{bad}` is not one of `services`"));
+    }
+    let sweep = match (&req.sweep, req.p99_target_us) {
+        (None, None) => None,
+        (Some(rates), Some(target)) => {
+            at_most("sweep", rates.len(), 50)?;
+            if rates.is_empty() {
+                return Err(
+                    "`sweep` is empty: give the rates to measure, e.g. [200, 400, 600]".into(),
+                );
+            }
+            for &r in rates {
+                positive("sweep", Some(r), 1e6)?;
+            }
+            Some(Sweep {
+                rates_rps: rates.clone(),
+                p99_target_us: positive("p99_target_us", Some(target), 3.6e9)?.unwrap_or(target),
+            })
+        }
+        (Some(_), None) => {
+            return Err(
+                "`sweep` needs `p99_target_us`: the p99 each rate must keep under, µs".into(),
+            );
+        }
+        (None, Some(_)) => {
+            return Err("`p99_target_us` goes with `sweep`: the rates to measure".into());
+        }
+    };
+    let mut load = load;
+    if req.connections.is_none() {
+        load.connections = defaults.load.connections;
+    }
+    let spec = TailSpec {
+        arms,
+        rate_rps: rate,
+        window_s: positive("window", req.window, limits::SECONDS)?.unwrap_or(defaults.window_s),
+        warmup_s: non_negative("warmup", req.warmup, limits::SECONDS)?.unwrap_or(defaults.warmup_s),
+        repetitions: count("repetitions", req.repetitions, limits::REPETITIONS)?
+            .unwrap_or(defaults.repetitions),
+        schedule,
+        services: req.only.clone(),
+        load,
+        max_error_ratio: if req.max_errors.is_some() {
+            safety.max_error_ratio
+        } else {
+            defaults.max_error_ratio
+        },
+        sweep,
+    };
+    spec.check()?;
+    Ok(spec)
 }
 
 #[cfg(test)]
@@ -455,6 +599,66 @@ mod tests {
             (
                 format!(r#"{{{APP}, "target": "cart", "percent": 10, "precison": 1}}"#),
                 "unknown field `precison`",
+            ),
+        ] {
+            let e = req(&body).unwrap_err();
+            assert!(e.contains(expect), "{body}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_tail_comparison_takes_its_fields_and_refuses_the_others() {
+        let c = req(&format!(
+            r#"{{{APP}, "kind": "tail", "rate": 400, "arms": ["oldest-first"], "k": 2,
+               "age_cap_ms": 500, "sweep": [200, 600], "p99_target_us": 20000, "only": ["cart"]}}"#
+        ))
+        .unwrap();
+        let Spec::Tail(t) = c.spec else { panic!() };
+        assert_eq!(t.arms_in_order().len(), 2);
+        assert_eq!((t.schedule.k, t.schedule.age_cap_ms), (Some(2), Some(500)));
+        assert_eq!(
+            t.load.connections,
+            crate::experiment::tail::DEFAULT_IN_FLIGHT
+        );
+        assert_eq!(t.services, Some(vec!["cart".to_owned()]));
+        assert_eq!(t.sweep.unwrap().rates_rps, vec![200.0, 600.0]);
+        for (body, expect) in [
+            (format!(r#"{{{APP}, "kind": "tail"}}"#), "no `rate`"),
+            (
+                format!(r#"{{{APP}, "kind": "tail", "rate": -3}}"#),
+                "`rate` must be a positive",
+            ),
+            (
+                format!(r#"{{{APP}, "kind": "tail", "rate": 10, "k": 65}}"#),
+                "`k` must be 1 to 64",
+            ),
+            (
+                format!(r#"{{{APP}, "kind": "tail", "rate": 10, "priority": 20}}"#),
+                "`priority` must be 1 to 19",
+            ),
+            (
+                format!(r#"{{{APP}, "kind": "tail", "rate": 10, "max_share": 1}}"#),
+                "`max_share`",
+            ),
+            (
+                format!(r#"{{{APP}, "kind": "tail", "rate": 10, "arms": ["fastest"]}}"#),
+                "unknown variant",
+            ),
+            (
+                format!(r#"{{{APP}, "kind": "tail", "rate": 10, "sweep": [100]}}"#),
+                "needs `p99_target_us`",
+            ),
+            (
+                format!(r#"{{{APP}, "kind": "tail", "rate": 10, "speedup": 2}}"#),
+                "remove `speedup`",
+            ),
+            (
+                format!(r#"{{{APP}, "kind": "tail", "rate": 10, "only": ["nope"]}}"#),
+                "`nope` is not one of",
+            ),
+            (
+                format!(r#"{{{APP}, "target": "cart", "percent": 10, "rate": 10}}"#),
+                "remove `rate`",
             ),
         ] {
             let e = req(&body).unwrap_err();

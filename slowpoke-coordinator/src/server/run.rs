@@ -9,7 +9,7 @@ use slowpoke_api::coordinator::Status;
 use super::AppState;
 use super::request::{Checked, Spec};
 use crate::agents::SharedAgent;
-use crate::experiment::{Monitor, RunError, spawn_profile, spawn_what_if};
+use crate::experiment::{Monitor, RunError, spawn_profile, spawn_tail, spawn_what_if};
 use crate::lease::Lease;
 use crate::results::StoredResult;
 
@@ -55,6 +55,11 @@ pub(super) async fn drive(state: AppState, id: String, checked: Checked, agents:
             adopt(&state, &id, &h.monitor);
             h.wait().await.map(StoredResult::Profile)
         }
+        Spec::Tail(spec) => {
+            let h = spawn_tail(spec, backends);
+            adopt(&state, &id, &h.monitor);
+            h.wait().await.map(StoredResult::Tail)
+        }
     };
     match outcome {
         Ok(mut r) => {
@@ -70,6 +75,12 @@ pub(super) async fn drive(state: AppState, id: String, checked: Checked, agents:
                     p.id.clone_from(&id);
                     if let Some(c) = created {
                         p.created = c;
+                    }
+                }
+                StoredResult::Tail(t) => {
+                    t.id.clone_from(&id);
+                    if let Some(c) = created {
+                        t.created = c;
                     }
                 }
             }

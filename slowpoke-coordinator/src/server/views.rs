@@ -35,6 +35,7 @@ fn kind_of(r: &StoredResult) -> Kind {
     match r {
         StoredResult::WhatIf(_) => Kind::WhatIf,
         StoredResult::Profile(_) => Kind::Profile,
+        StoredResult::Tail(_) => Kind::Tail,
     }
 }
 
@@ -43,6 +44,7 @@ pub(super) fn result_view(r: &StoredResult) -> ExperimentResult {
     match r {
         StoredResult::WhatIf(w) => ExperimentResult::WhatIf(w.clone()),
         StoredResult::Profile(p) => ExperimentResult::Profile(p.clone()),
+        StoredResult::Tail(t) => ExperimentResult::Tail(t.clone()),
     }
 }
 
@@ -62,10 +64,10 @@ pub(super) fn stored_summary(r: &StoredResult) -> ExperimentSummary {
 /// A line of the results directory's list (not read in full: listing stays cheap).
 pub(super) fn listed_summary(s: results::ResultSummary) -> ExperimentSummary {
     ExperimentSummary {
-        kind: if s.kind == "profile" {
-            Kind::Profile
-        } else {
-            Kind::WhatIf
+        kind: match s.kind.as_str() {
+            "profile" => Kind::Profile,
+            "tail" => Kind::Tail,
+            _ => Kind::WhatIf,
         },
         id: s.id,
         status: Status::Done,

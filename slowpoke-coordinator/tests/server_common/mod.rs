@@ -283,3 +283,106 @@ pub fn assert_json_close(a: &serde_json::Value, b: &serde_json::Value) {
     }
     walk(a, b, "");
 }
+
+/// A stored tail comparison as `slowpoke tail compare` writes it: `default` and
+/// `oldest-first` ran (two repetitions: intervals; the latencies are made up, the shapes are
+/// real), `per-service-fifo` did not (an agent refused it).
+pub fn tail_result(id: &str) -> slowpoke_api::coordinator::TailResult {
+    use slowpoke_api::coordinator::{
+        CdfPoint, Interval, TailArm, TailArmResult, TailResult, TailSchedule, TailWindow,
+    };
+    use slowpoke_coordinator::experiment::tail::interval;
+    let windows: Vec<TailWindow> = [(TailArm::Default, 8000.0), (TailArm::OldestFirst, 4000.0)]
+        .into_iter()
+        .flat_map(|(arm, p99)| {
+            (0..2).map(move |rep| TailWindow {
+                arm,
+                repetition: rep,
+                rate_rps: 400.0,
+                secs: 1.0,
+                completed_ok: 400,
+                errors: 0,
+                rps: 400.0 - rep as f64,
+                p50_us: p99 / 8.0,
+                p99_us: p99 + 100.0 * rep as f64,
+                p999_us: p99 * 1.5,
+                mean_us: p99 / 6.0,
+                max_us: p99 * 2.0,
+            })
+        })
+        .collect();
+    let arm = |arm: TailArm, ratio: Option<Interval>| {
+        let ws: Vec<&TailWindow> = windows.iter().filter(|w| w.arm == arm).collect();
+        let of = |f: fn(&TailWindow) -> f64| interval(&ws.iter().map(|w| f(w)).collect::<Vec<_>>());
+        TailArmResult {
+            arm,
+            ran: true,
+            error: None,
+            p50_us: of(|w| w.p50_us),
+            p99_us: of(|w| w.p99_us),
+            p999_us: of(|w| w.p999_us),
+            mean_us: of(|w| w.mean_us),
+            rps: of(|w| w.rps),
+            p99_vs_default: ratio,
+            mean_vs_default: ratio,
+            rps_vs_default: ratio.map(|_| Interval {
+                value: 1.0,
+                ci_low: Some(1.0),
+                ci_high: Some(1.0),
+                n: 2,
+            }),
+            cdf: [0.5, 0.9, 0.99, 0.999, 1.0]
+                .iter()
+                .map(|&fraction| CdfPoint {
+                    latency_us: ws[0].p99_us * fraction * fraction,
+                    fraction,
+                })
+                .collect(),
+        }
+    };
+    let half = Interval {
+        value: 0.4938,
+        ci_low: Some(0.49),
+        ci_high: Some(0.4976),
+        n: 2,
+    };
+    TailResult {
+        id: id.to_owned(),
+        created: "2026-12-06T12:00:00Z".into(),
+        entry_url: "http://127.0.0.1:8080/work".into(),
+        services: vec!["front".into(), "leaf1".into()],
+        agents: vec!["fake".into()],
+        schedule: TailSchedule {
+            k: Some(1),
+            ..TailSchedule::default()
+        },
+        rate_rps: 400.0,
+        window_s: 1.0,
+        repetitions: 2,
+        arms: vec![
+            arm(TailArm::Default, None),
+            arm(TailArm::OldestFirst, Some(half)),
+            TailArmResult {
+                arm: TailArm::PerServiceFifo,
+                ran: false,
+                error: Some(
+                    "agent fake refused tail scheduling: this agent lacks tail scheduling".into(),
+                ),
+                p50_us: None,
+                p99_us: None,
+                p999_us: None,
+                mean_us: None,
+                rps: None,
+                p99_vs_default: None,
+                mean_vs_default: None,
+                rps_vs_default: None,
+                cdf: Vec::new(),
+            },
+        ],
+        windows,
+        p99_target_us: None,
+        sweep: Vec::new(),
+        capacity: Vec::new(),
+        warnings: Vec::new(),
+    }
+}
