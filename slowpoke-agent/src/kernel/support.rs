@@ -425,15 +425,7 @@ impl SupportReport {
                 Status::Missing(d) => ("MISSING", d.as_str()),
                 Status::Unknown(d) => ("UNKNOWN", d.as_str()),
             };
-            let _ = write!(
-                out,
-                "  {word:<8} {:<58} Linux ≥ {:<5} {}",
-                req.name, req.since, req.used_by
-            );
-            if !detail.is_empty() {
-                let _ = write!(out, " [{detail}]");
-            }
-            out.push('\n');
+            text_row(&mut out, word, req, detail);
         }
         if self.all_present() {
             let _ = writeln!(out, "all {} present", self.checks.len());
@@ -549,6 +541,19 @@ fn tracepoint(name: &str, btf: Result<&Btf, &str>) -> Status {
     } else {
         Status::Missing(format!("no {root}/events/sock/{name}"))
     }
+}
+
+/// One requirement's line of the report for people (the required and the optional rows).
+fn text_row(out: &mut String, word: &str, req: &Requirement, detail: &str) {
+    let _ = write!(
+        out,
+        "  {word:<8} {:<58} Linux ≥ {:<5} {}",
+        req.name, req.since, req.used_by
+    );
+    if !detail.is_empty() {
+        let _ = write!(out, " [{detail}]");
+    }
+    out.push('\n');
 }
 
 mod ages;

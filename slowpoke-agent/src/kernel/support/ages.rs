@@ -10,7 +10,7 @@ use aya::{
     sys::{BpfHelper, is_helper_supported, is_program_supported},
 };
 
-use super::{Probe, Requirement, Status, json_row};
+use super::{Probe, Requirement, Status, json_row, text_row};
 
 /// What request ages need (probed always, reported apart; `supported` ignores them).
 pub const AGES: &[Requirement] = &[
@@ -71,15 +71,7 @@ pub(super) fn text(rows: &[(Requirement, Status)], out: &mut String) {
             Status::Missing(d) => ("absent", d.as_str()),
             Status::Unknown(d) => ("UNKNOWN", d.as_str()),
         };
-        let _ = write!(
-            out,
-            "  {word:<8} {:<58} Linux ≥ {:<5} {}",
-            req.name, req.since, req.used_by
-        );
-        if !detail.is_empty() {
-            let _ = write!(out, " [{detail}]");
-        }
-        out.push('\n');
+        text_row(out, word, req, detail);
     }
     let _ = writeln!(out, "{}", verdict(rows));
 }
