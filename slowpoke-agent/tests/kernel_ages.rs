@@ -207,6 +207,103 @@ fn kernel_ages_requests_start_and_end_without_callers() {
     assert_eq!(kernel.age_counters(3).unwrap(), AgeCounters::default());
 }
 
+/// The scheduler's wake-up filter (`REQUEST_WAKE`): events of requests later than the threshold
+/// stay in the ring without waking a reader blocked in `poll`; earlier ones wake it at once.
+#[test]
+fn kernel_ages_wake_filter_lets_only_older_requests_wake_the_reader() {
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let app = start_app(&chain_topology(2));
+    let mut kernel = Kernel::load(DEFAULT_QUANTUM_NS).expect("loading the kernel programs (root)");
+    let events = Mutex::new(kernel.take_request_events().unwrap());
+    track(&mut kernel, &app, "a", 3);
+
+    // Threshold now: every request from here on is later, so none wakes the reader.
+    let now = slowpoke_agent::sys::clock::monotonic_ns();
+    let quiet = poll_during(&events, now, || load(&app.entry, 1, 5), 1_000);
+    // (`poll` checks the ring once more at its timeout and then reports it readable.)
+    assert!(
+        quiet.waited_ms >= 1_000,
+        "woken after {} ms by a request later than the threshold (the timeout is 1 s)",
+        quiet.waited_ms
+    );
+    assert_eq!(quiet.events, 10, "5 starts and 5 ends wait in the ring");
+
+    // Threshold far ahead: every request is earlier, the first event wakes the reader.
+    let woke = poll_during(&events, u64::MAX / 2, || load(&app.entry, 1, 1), 10_000);
+    assert!(
+        woke.woke,
+        "not woken by a request earlier than the threshold"
+    );
+    assert!(
+        woke.waited_ms < 5_000,
+        "woken after {} ms (the timeout is 10 s)",
+        woke.waited_ms
+    );
+    assert_eq!(woke.events, 2);
+}
+
+struct Polled {
+    woke: bool,
+    waited_ms: u128,
+    events: usize,
+}
+
+/// With service 3's filter at `up_to_ns` and the ring empty, one thread blocks in `poll` (at most
+/// `timeout_ms`) while `traffic` runs once it is blocked; then what it saw, and how many events
+/// the ring held.
+fn poll_during(
+    events: &Mutex<slowpoke_agent::kernel::RequestEvents>,
+    up_to_ns: u64,
+    traffic: impl FnOnce() -> usize,
+    timeout_ms: i32,
+) -> Polled {
+    let mut ring = events.lock().unwrap();
+    ring.wake_only_up_to(3, up_to_ns, false).unwrap();
+    let mut stale = Vec::new();
+    ring.drain(&mut stale);
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&*ring);
+    let tid = AtomicUsize::new(0);
+    let (woke, waited_ms) = std::thread::scope(|scope| {
+        let poller = scope.spawn(|| {
+            // SAFETY: gettid has no preconditions.
+            tid.store(unsafe { libc::gettid() } as usize, Ordering::SeqCst);
+            let mut fds = [libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            }];
+            let t = std::time::Instant::now();
+            // SAFETY: one valid pollfd for the duration of the call.
+            let n = unsafe { libc::poll(fds.as_mut_ptr(), 1, timeout_ms) };
+            (n > 0, t.elapsed().as_millis())
+        });
+        // Traffic only once the poller sleeps in `poll` (syscall 7 on x86-64): a ring with
+        // data in it would make `poll` return at once, whatever the wake-ups.
+        wait_for(
+            Duration::from_secs(10),
+            "the poller to block in poll",
+            || {
+                let t = tid.load(Ordering::SeqCst);
+                (t != 0
+                    && std::fs::read_to_string(format!("/proc/self/task/{t}/syscall"))
+                        .is_ok_and(|s| s.starts_with("7 ")))
+                .then_some(())
+            },
+        );
+        assert_eq!(traffic(), 0, "requests failed");
+        poller.join().unwrap()
+    });
+    let mut seen = Vec::new();
+    ring.drain(&mut seen);
+    Polled {
+        woke,
+        waited_ms,
+        events: seen.len(),
+    }
+}
+
 /// Connections opened before tracking started get no socket callbacks until the `iter/tcp`
 /// program switches them on: the entry's pooled connection to its callee, reused after.
 #[test]

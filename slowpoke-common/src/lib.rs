@@ -249,6 +249,21 @@ pub struct RequestEvent {
     pub kind: u32,
 }
 
+/// Agent-written wake-up filter of one service's request events (`REQUEST_WAKE`, an array
+/// indexed by service id): the scheduler needs to wake only for events that can change which
+/// requests rank first, i.e. events of requests at least as old as the youngest one ranked now
+/// (across the node, or in the service for a per-service order).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RequestWake {
+    /// An event whose request's key is later than this is submitted without waking the reader
+    /// (it reads it at its next wake-up); 0: every event wakes it.
+    pub quiet_after_ns: u64,
+    /// The key: [`RequestEvent::arrival_ns`] when non-zero, else [`RequestEvent::origin_ns`].
+    pub by_arrival: u32,
+    pub pad: u32,
+}
+
 /// Per-thread state of a service with [`CONFIG_TRACK_AGES`] (LRU hash `THREAD_REQUESTS` keyed by
 /// tid): the request the thread is serving, from its visit's start to its first response send.
 #[repr(C)]
@@ -327,6 +342,7 @@ mod pod {
     unsafe impl aya::Pod for super::EndpointKey {}
     unsafe impl aya::Pod for super::EndpointValue {}
     unsafe impl aya::Pod for super::ThreadActivity {}
+    unsafe impl aya::Pod for super::RequestWake {}
     unsafe impl aya::Pod for super::PauseEvent {}
     unsafe impl aya::Pod for super::RequestEvent {}
     unsafe impl aya::Pod for super::ThreadRequest {}

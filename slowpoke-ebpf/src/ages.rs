@@ -44,7 +44,7 @@ use aya_ebpf::{
 use slowpoke_common::{
     AGE_NONE, AGE_OPTION_EXID, AGE_OPTION_KIND, AGE_OPTION_LEN, AGE_PORT_LISTEN, AgeCounters,
     AgeStats, CONFIG_TRACK_AGES, GLOBAL_REQUEST_EVENTS_NO_WAKEUP, MAX_SERVICES, REQUEST_END,
-    REQUEST_START, RequestEvent, ThreadRequest,
+    REQUEST_START, RequestEvent, RequestWake, ThreadRequest,
 };
 
 use crate::{GLOBAL, OFF_SKC_DPORT, SERVICE_CONFIG, add, read_field, service_of};
@@ -98,6 +98,9 @@ static AGE_COUNTERS: Array<AgeCounters> = Array::with_max_entries(MAX_SERVICES, 
 static AGE_STATS: Array<AgeStats> = Array::with_max_entries(1, 0);
 #[map]
 static REQUEST_EVENTS: RingBuf = RingBuf::with_byte_size(1024 * 1024, 0);
+/// Per service: which events wake the scheduler (agent-written; all of them until it writes).
+#[map]
+static REQUEST_WAKE: Array<RequestWake> = Array::with_max_entries(MAX_SERVICES, 0);
 
 const SOL_TCP: i32 = 6;
 /// `bpf_setsockopt(SOL_TCP, TCP_BPF_SOCK_OPS_CB_FLAGS)`: a socket's callback flags set from
@@ -198,7 +201,15 @@ fn emit(kind: u32, at: u64, request: &ThreadRequest, pid_tgid: u64, counters: *m
     });
     let quiet = GLOBAL
         .get(0)
-        .is_some_and(|g| g.flags & GLOBAL_REQUEST_EVENTS_NO_WAKEUP != 0);
+        .is_some_and(|g| g.flags & GLOBAL_REQUEST_EVENTS_NO_WAKEUP != 0)
+        || REQUEST_WAKE.get(request.service).is_some_and(|w| {
+            let key = if w.by_arrival != 0 {
+                request.arrival_ns
+            } else {
+                request.origin_ns
+            };
+            w.quiet_after_ns != 0 && key > w.quiet_after_ns
+        });
     entry.submit(if quiet {
         u64::from(BPF_RB_NO_WAKEUP)
     } else {

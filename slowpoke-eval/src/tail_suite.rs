@@ -232,7 +232,7 @@ pub fn report(f: &TailSuiteFile) -> String {
         );
         let _ = writeln!(
             s,
-            "| rate | arm | p50 ms | p99 ms [95 % CI] | p99.9 ms | mean ms | req/s | errors | p99 vs default | mean vs default |\n|---|---|---|---|---|---|---|---|---|---|"
+            "| rate | arm | p50 ms | p99 ms [95 % CI] | p99.9 ms | mean ms | req/s | errors | p99 vs default | mean vs default | scheduler cores | scheduler wake-ups/s |\n|---|---|---|---|---|---|---|---|---|---|---|---|"
         );
         let mut points: Vec<(f64, &Vec<slowpoke_api::coordinator::TailArmResult>)> = c
             .comparison
@@ -271,17 +271,29 @@ pub fn report(f: &TailSuiteFile) -> String {
                         },
                     )
                 };
-                let errors: u64 = c
+                let windows: Vec<&slowpoke_api::coordinator::TailWindow> = c
                     .comparison
                     .windows
                     .iter()
                     .filter(|w| w.arm == a.arm && (w.rate_rps - rate).abs() < 0.5)
-                    .map(|w| w.errors)
-                    .sum();
+                    .collect();
+                let errors: u64 = windows.iter().map(|w| w.errors).sum();
+                // The schedulers' own cost: the mean over the windows that report it.
+                let mean_of = |f: fn(&slowpoke_api::coordinator::TailWindow) -> Option<f64>,
+                               digits: usize| {
+                    let xs: Vec<f64> = windows.iter().filter_map(|w| f(w)).collect();
+                    if xs.is_empty() {
+                        "–".to_owned()
+                    } else {
+                        format!("{:.*}", digits, xs.iter().sum::<f64>() / xs.len() as f64)
+                    }
+                };
+                let cores = mean_of(|w| w.scheduler_cores, 3);
+                let wakeups = mean_of(|w| w.scheduler_wakeups_per_s, 0);
                 if a.ran {
                     let _ = writeln!(
                         s,
-                        "| {rate:.0} | {} | {} | {} | {} | {} | {} | {errors} | {} | {} |",
+                        "| {rate:.0} | {} | {} | {} | {} | {} | {} | {errors} | {} | {} | {cores} | {wakeups} |",
                         a.arm,
                         v(&a.p50_us, 1e-3),
                         ci(&a.p99_us),
@@ -295,7 +307,7 @@ pub fn report(f: &TailSuiteFile) -> String {
                 } else {
                     let _ = writeln!(
                         s,
-                        "| {rate:.0} | {} | not run: {} ||||||||",
+                        "| {rate:.0} | {} | not run: {} ||||||||||",
                         a.arm,
                         a.error.as_deref().unwrap_or("?")
                     );

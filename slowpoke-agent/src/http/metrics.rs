@@ -203,6 +203,18 @@ pub fn render_scheduling(s: Option<&crate::api::SchedulingStats>) -> String {
             s.lost_events,
         ),
         (
+            "slowpoke_scheduling_wakeups_total",
+            "counter",
+            "Times the tail scheduler's thread woke up.",
+            s.wakeups,
+        ),
+        (
+            "slowpoke_scheduling_cpu_microseconds_total",
+            "counter",
+            "CPU time the tail scheduler's thread used, microseconds.",
+            s.cpu_us,
+        ),
+        (
             "slowpoke_scheduling_promoted",
             "gauge",
             "Threads promoted now.",
@@ -264,12 +276,14 @@ mod tests {
         let sched = render_scheduling(Some(&crate::api::SchedulingStats {
             promotions: 4,
             promoted_now: 1,
+            wakeups: 9,
             ..Default::default()
         }));
         assert!(
             sched.contains("\nslowpoke_scheduling_promotions_total 4\n"),
             "{sched}"
         );
+        assert!(sched.contains("\nslowpoke_scheduling_wakeups_total 9\n"));
         assert!(sched.contains(
             "# TYPE slowpoke_scheduling_promoted gauge\nslowpoke_scheduling_promoted 1\n"
         ));

@@ -22,7 +22,8 @@ use aya::{
 };
 use slowpoke_common::{
     AGE_PORT_LISTEN, AGE_PORT_PEER, AgeCounters, AgeStats, CONFIG_TRACK_AGES,
-    GLOBAL_REQUEST_EVENTS_NO_WAKEUP, ListenKey, PORT_VISITS, RequestEvent, ThreadRequest,
+    GLOBAL_REQUEST_EVENTS_NO_WAKEUP, ListenKey, PORT_VISITS, RequestEvent, RequestWake,
+    ThreadRequest,
 };
 
 use super::{Kernel, KernelError, ServiceId, ebpf_error, take_map};
@@ -33,9 +34,14 @@ pub const FEATURE_POOLED: &str = "request_ages_pooled_connections";
 
 /// The kernel's request events ([`RequestEvent`]: a thread started or finished serving a
 /// request of a service that tracks ages), read without a runtime: wait for the descriptor to
-/// become readable (`poll`/`epoll` on [`AsRawFd`]), then [`RequestEvents::drain`].
+/// become readable (`poll`/`epoll` on [`AsRawFd`]), then [`RequestEvents::drain`]. Which events
+/// make it readable is the reader's choice ([`RequestEvents::wake_only_up_to`]).
 pub struct RequestEvents {
     ring: RingBuf<MapData>,
+    wake: Array<MapData, RequestWake>,
+    /// What `wake` holds per service id (written only when it changes: one system call each
+    /// time); absent: the default, every event wakes.
+    wake_now: BTreeMap<ServiceId, RequestWake>,
 }
 
 impl RequestEvents {
@@ -58,6 +64,40 @@ impl RequestEvents {
             out.push(event);
         }
         out.len() - before
+    }
+
+    /// From now on only events of service `id`'s requests whose key (`origin_ns`, or
+    /// `arrival_ns` when `by_arrival`) is at most `up_to_ns` wake the reader; the others wait in
+    /// the ring for its next wake-up. 0: every event wakes it (the default).
+    pub fn wake_only_up_to(
+        &mut self,
+        id: ServiceId,
+        up_to_ns: u64,
+        by_arrival: bool,
+    ) -> Result<(), KernelError> {
+        super::check_id(id)?;
+        let want = RequestWake {
+            quiet_after_ns: up_to_ns,
+            by_arrival: u32::from(by_arrival && up_to_ns != 0),
+            pad: 0,
+        };
+        if self.wake_now.get(&id).copied().unwrap_or_default() == want {
+            return Ok(());
+        }
+        self.wake
+            .set(id, want, 0)
+            .map_err(ebpf_error("REQUEST_WAKE"))?;
+        self.wake_now.insert(id, want);
+        Ok(())
+    }
+
+    /// The services whose filter is not the default (every event wakes).
+    pub fn filtered(&self) -> Vec<ServiceId> {
+        self.wake_now
+            .iter()
+            .filter(|(_, w)| **w != RequestWake::default())
+            .map(|(&id, _)| id)
+            .collect()
     }
 }
 
@@ -130,7 +170,7 @@ impl AgeOffsets {
 }
 
 pub(super) struct Ages {
-    events: Option<RingBuf<MapData>>,
+    events: Option<(RingBuf<MapData>, Array<MapData, RequestWake>)>,
     counters: Array<MapData, AgeCounters>,
     stats: Array<MapData, AgeStats>,
     ports: HashMap<MapData, u32, u8>,
@@ -149,7 +189,10 @@ impl Ages {
     pub(super) fn new(ebpf: &mut Ebpf, offsets: AgeOffsets) -> Result<Ages, KernelError> {
         let (unavailable, from_current) = offsets.into_parts();
         Ok(Ages {
-            events: Some(take_map(ebpf, "REQUEST_EVENTS")?),
+            events: Some((
+                take_map(ebpf, "REQUEST_EVENTS")?,
+                take_map(ebpf, "REQUEST_WAKE")?,
+            )),
             counters: take_map(ebpf, "AGE_COUNTERS")?,
             stats: take_map(ebpf, "AGE_STATS")?,
             ports: take_map(ebpf, "AGE_PORTS")?,
@@ -164,7 +207,11 @@ impl Ages {
     pub(super) fn take_events(&mut self) -> Result<RequestEvents, KernelError> {
         self.events
             .take()
-            .map(|ring| RequestEvents { ring })
+            .map(|(ring, wake)| RequestEvents {
+                ring,
+                wake,
+                wake_now: BTreeMap::new(),
+            })
             .ok_or_else(|| KernelError::Ebpf("the request-event stream was already taken".into()))
     }
 

@@ -90,4 +90,14 @@ pub struct SchedulingStats {
     pub lost_events: u64,
     /// Threads promoted right now.
     pub promoted_now: u32,
+    /// Times the scheduler thread woke up (a kernel event it had to see, a deadline, a
+    /// command): events of requests younger than every ranked one do not wake it.
+    #[serde(default)]
+    pub wakeups: u64,
+    /// CPU time the scheduler thread used, µs, and the wall time it covers, µs: the
+    /// scheduler's own cost (`cpu_us / elapsed_us` cores).
+    #[serde(default)]
+    pub cpu_us: u64,
+    #[serde(default)]
+    pub elapsed_us: u64,
 }

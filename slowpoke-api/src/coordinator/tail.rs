@@ -99,6 +99,12 @@ pub struct TailWindow {
     pub p999_us: f64,
     pub mean_us: f64,
     pub max_us: f64,
+    /// The tail schedulers' own cost over the window, summed over the agents: CPU (cores) and
+    /// wake-ups per second (absent for `default`, or from agents that do not report it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduler_cores: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduler_wakeups_per_s: Option<f64>,
 }
 
 /// What one arm gave over its repetitions.

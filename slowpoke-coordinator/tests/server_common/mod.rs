@@ -308,6 +308,8 @@ pub fn tail_result(id: &str) -> slowpoke_api::coordinator::TailResult {
                 p999_us: p99 * 1.5,
                 mean_us: p99 / 6.0,
                 max_us: p99 * 2.0,
+                scheduler_cores: None,
+                scheduler_wakeups_per_s: None,
             })
         })
         .collect();

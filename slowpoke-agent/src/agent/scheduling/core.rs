@@ -96,6 +96,8 @@ pub struct Core {
     used_ns: Vec<u64>,
     /// The share cap was reached in the current period.
     share_held: bool,
+    /// See [`Core::wake_up_to`]: per scheduled service, from the last decision.
+    wake_up_to: BTreeMap<u32, u64>,
     counts: CoreCounts,
 }
 
@@ -110,6 +112,7 @@ impl Core {
             last_sample_ns: HashMap::new(),
             period_start_ns: now_ns,
             share_held: false,
+            wake_up_to: BTreeMap::new(),
             counts: CoreCounts::default(),
         }
     }
@@ -193,6 +196,30 @@ impl Core {
         }
     }
 
+    /// Since the last [`Core::decide`]: only an event of `service` whose request's key
+    /// (`origin_ns`, or `arrival_ns` under `per-service-fifo`, [`Core::wakes_by_arrival`]) is at
+    /// most this can change what runs first; later ones can wait for the next deadline. 0: any
+    /// event can (fewer than `k` requests rank: across the node, or in that service for
+    /// `per-service-fifo`). While the share cap holds, none can (1).
+    ///
+    /// Why: the `k` ranked requests are the oldest; a request that starts with a later key
+    /// ranks below them, and one with a later key that ends was not ranked.
+    pub fn wake_up_to(&self, service: u32) -> u64 {
+        if self.share_held {
+            return 1;
+        }
+        self.wake_up_to.get(&service).copied().unwrap_or(0)
+    }
+
+    /// The services scheduled now.
+    pub fn services(&self) -> impl Iterator<Item = u32> + '_ {
+        self.cfg.services.iter().copied()
+    }
+
+    pub fn wakes_by_arrival(&self) -> bool {
+        self.cfg.policy == SchedulingPolicy::PerServiceFifo
+    }
+
     /// The wanted set now, and the actions that get there from the promoted set.
     pub fn decide(&mut self, now_ns: u64) -> Vec<Action> {
         self.roll_period(now_ns);
@@ -204,7 +231,9 @@ impl Core {
         let wanted: BTreeMap<u32, u32> = if self.share_held {
             BTreeMap::new()
         } else {
-            self.ranked()
+            let (wanted, wake_up_to) = self.ranked();
+            self.wake_up_to = wake_up_to;
+            wanted
         };
         let mut actions = Vec::new();
         let gone: Vec<(u32, u32)> = self
@@ -298,8 +327,9 @@ impl Core {
         }
     }
 
-    /// The threads that should run first now: tid -> tgid.
-    fn ranked(&self) -> BTreeMap<u32, u32> {
+    /// The threads that should run first now (tid -> tgid), and [`Core::wake_up_to`] per
+    /// scheduled service.
+    fn ranked(&self) -> (BTreeMap<u32, u32>, BTreeMap<u32, u64>) {
         let mut eligible: Vec<(u64, u64, u32, &Active)> = self
             .active
             .iter()
@@ -313,20 +343,39 @@ impl Core {
             })
             .collect();
         eligible.sort_unstable_by_key(|&(key, arrival, tid, _)| (key, arrival, tid));
-        let mut taken: HashMap<u32, usize> = HashMap::new();
+        // Per bucket (the node, or a service): how many ranked, and the youngest key of them.
+        let mut taken: HashMap<u32, (usize, u64)> = HashMap::new();
         let mut out = BTreeMap::new();
-        for (_, _, tid, a) in eligible {
+        for (key, _, tid, a) in eligible {
             let bucket = match self.cfg.policy {
                 SchedulingPolicy::OldestFirst => 0,
                 SchedulingPolicy::PerServiceFifo => a.service,
             };
-            let n = taken.entry(bucket).or_default();
+            let (n, youngest) = taken.entry(bucket).or_default();
             if *n < self.cfg.k {
                 *n += 1;
+                *youngest = (*youngest).max(key);
                 out.insert(tid, a.tgid);
             }
         }
-        out
+        // A full bucket: only requests at least as old as its youngest ranked one matter.
+        let up_to = |bucket: u32| match taken.get(&bucket) {
+            Some(&(n, youngest)) if n >= self.cfg.k => youngest,
+            _ => 0,
+        };
+        let wake = self
+            .cfg
+            .services
+            .iter()
+            .map(|&s| {
+                let bucket = match self.cfg.policy {
+                    SchedulingPolicy::OldestFirst => 0,
+                    SchedulingPolicy::PerServiceFifo => s,
+                };
+                (s, up_to(bucket))
+            })
+            .collect();
+        (out, wake)
     }
 }
 
@@ -425,6 +474,49 @@ mod tests {
     }
 
     #[test]
+    fn only_events_as_old_as_the_youngest_ranked_request_wake_the_scheduler() {
+        let mut c = Core::new(cfg(SchedulingPolicy::OldestFirst, 2), 0);
+        c.observe(&start(10, 1, 5 * MS, 5 * MS));
+        c.decide(6 * MS);
+        assert_eq!(
+            c.wake_up_to(1),
+            0,
+            "one request for two places: any event ranks"
+        );
+        c.observe(&start(11, 2, 3 * MS, 6 * MS));
+        c.observe(&start(12, 1, 8 * MS, 8 * MS));
+        c.decide(9 * MS);
+        assert_eq!(c.wake_up_to(1), 5 * MS, "ranked: the origins 3 and 5 ms");
+        assert_eq!(
+            c.wake_up_to(2),
+            5 * MS,
+            "one order across the node's services"
+        );
+        assert!(!c.wakes_by_arrival());
+        // A request that starts later than 5 ms ranks below both: it changes nothing.
+        c.observe(&start(13, 2, 7 * MS, 9 * MS));
+        assert_eq!(c.decide(10 * MS), vec![]);
+        c.observe(&end(10, 1));
+        c.decide(11 * MS);
+        assert_eq!(c.wake_up_to(2), 7 * MS, "ranked now: 3 and 7 ms");
+
+        // Per service, by arrival here: a service with fewer than k wakes on every event.
+        let mut f = Core::new(cfg(SchedulingPolicy::PerServiceFifo, 1), 0);
+        f.observe(&start(1, 1, 0, 5 * MS));
+        f.decide(6 * MS);
+        assert_eq!(f.wake_up_to(1), 5 * MS);
+        assert_eq!(
+            f.wake_up_to(2),
+            0,
+            "service 2 has no request: any event of it ranks"
+        );
+        f.observe(&start(2, 2, 0, 2 * MS));
+        f.decide(7 * MS);
+        assert_eq!((f.wake_up_to(1), f.wake_up_to(2)), (5 * MS, 2 * MS));
+        assert!(f.wakes_by_arrival());
+    }
+
+    #[test]
     fn a_request_past_the_age_cap_is_demoted_once_and_its_next_request_ranks_again() {
         let mut c = Core::new(cfg(SchedulingPolicy::OldestFirst, 1), 0);
         c.observe(&start(1, 1, 0, 0));
@@ -471,6 +563,7 @@ mod tests {
         );
         c.charge(1, 8 * MS, true, 0); // demoted: not charged
         assert_eq!(c.decide(9 * MS), vec![], "held until the period ends");
+        assert_eq!(c.wake_up_to(1), 1, "while held, no event needs a wake-up");
         assert_eq!(c.next_deadline(), Some(10 * MS));
         assert_eq!(c.decide(10 * MS), vec![promote(1, 1), promote(2, 2)]);
         c.charge(1, 14 * MS, true, 0);

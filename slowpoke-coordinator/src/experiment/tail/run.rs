@@ -119,6 +119,7 @@ fn run_inner(
     }
     let mut runner = Runner {
         spec,
+        agents,
         cfg,
         load,
         monitor,
@@ -181,6 +182,7 @@ fn run_inner(
 /// The comparison under way.
 struct Runner<'a> {
     spec: &'a TailSpec,
+    agents: &'a [SharedAgent],
     /// The requests, with the entry URL filled in.
     cfg: crate::experiment::LoadConfig,
     load: &'a dyn OpenLoad,
@@ -238,6 +240,7 @@ impl Runner<'_> {
             self.failed.insert(arm, e.to_string());
             return Ok(());
         }
+        let cost_before = scheduler_totals(self.agents);
         let w = self
             .load
             .window(
@@ -256,7 +259,12 @@ impl Runner<'_> {
             });
         }
         check_errors(&w, arm, self.spec.max_error_ratio)?;
-        let record = summary::window_record(arm, rep, rate, &w);
+        let mut record = summary::window_record(arm, rep, rate, &w);
+        if arm.policy().is_some() {
+            let cost = scheduler_totals(self.agents).since(&cost_before);
+            record.scheduler_cores = cost.cores();
+            record.scheduler_wakeups_per_s = cost.wakeups_per_s();
+        }
         let fraction = self.done as f64 / self.total as f64;
         self.monitor.update(|p| {
             p.windows_done += 1;
@@ -317,6 +325,58 @@ fn put_arm(
     guard.put(&plan).map(drop)
 }
 
+/// The tail schedulers' counters, summed over the agents that report them.
+#[derive(Clone, Copy, Debug, Default)]
+struct SchedulerTotals {
+    cpu_us: u64,
+    /// Summed too: the cores are `cpu_us / (elapsed_us / agents)`.
+    elapsed_us: u64,
+    wakeups: u64,
+    agents: u64,
+}
+
+impl SchedulerTotals {
+    /// From `before` to now; nothing when a schedule began in between (its counters restart).
+    fn since(&self, before: &SchedulerTotals) -> SchedulerTotals {
+        if self.agents != before.agents || self.elapsed_us < before.elapsed_us {
+            return SchedulerTotals::default();
+        }
+        SchedulerTotals {
+            cpu_us: self.cpu_us.saturating_sub(before.cpu_us),
+            elapsed_us: self.elapsed_us - before.elapsed_us,
+            wakeups: self.wakeups.saturating_sub(before.wakeups),
+            agents: self.agents,
+        }
+    }
+
+    fn secs(&self) -> Option<f64> {
+        (self.agents > 0 && self.elapsed_us > 0)
+            .then(|| self.elapsed_us as f64 / self.agents as f64 / 1e6)
+    }
+
+    fn cores(&self) -> Option<f64> {
+        self.secs().map(|s| self.cpu_us as f64 / 1e6 / s)
+    }
+
+    fn wakeups_per_s(&self) -> Option<f64> {
+        self.secs().map(|s| self.wakeups as f64 / s)
+    }
+}
+
+fn scheduler_totals(agents: &[SharedAgent]) -> SchedulerTotals {
+    let mut t = SchedulerTotals::default();
+    for a in agents {
+        // A figure for the report, not a reason to fail the comparison.
+        if let Some(s) = a.stats().ok().and_then(|s| s.scheduling) {
+            t.cpu_us += s.cpu_us;
+            t.elapsed_us += s.elapsed_us;
+            t.wakeups += s.wakeups;
+            t.agents += 1;
+        }
+    }
+    t
+}
+
 fn check_errors(w: &LatencyWindow, arm: TailArm, limit: f64) -> Result<(), RunError> {
     let ratio = w.error_ratio();
     if ratio > limit {
@@ -327,4 +387,38 @@ fn check_errors(w: &LatencyWindow, arm: TailArm, limit: f64) -> Result<(), RunEr
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod cost_tests {
+    use super::SchedulerTotals;
+
+    #[test]
+    fn the_schedulers_cost_is_the_difference_over_the_window_per_agent() {
+        let before = SchedulerTotals {
+            cpu_us: 1_000,
+            elapsed_us: 2_000_000,
+            wakeups: 100,
+            agents: 2,
+        };
+        let after = SchedulerTotals {
+            cpu_us: 401_000,
+            elapsed_us: 10_000_000, // 4 s more on each of the 2 agents
+            wakeups: 8_100,
+            agents: 2,
+        };
+        let d = after.since(&before);
+        assert!(
+            (d.cores().unwrap() - 0.1).abs() < 1e-9,
+            "0.4 s of CPU in 4 s"
+        );
+        assert!((d.wakeups_per_s().unwrap() - 2_000.0).abs() < 1e-9);
+        // A schedule that began during the window restarted its counters: no figure.
+        let restarted = SchedulerTotals {
+            elapsed_us: 1_000,
+            ..after
+        };
+        assert_eq!(restarted.since(&before).cores(), None);
+        assert_eq!(SchedulerTotals::default().wakeups_per_s(), None);
+    }
 }

@@ -39,6 +39,8 @@ pub fn window_record(
         p999_us: q(0.999),
         mean_us: if h.is_empty() { 0.0 } else { h.mean() },
         max_us: if h.is_empty() { 0.0 } else { h.max() as f64 },
+        scheduler_cores: None,
+        scheduler_wakeups_per_s: None,
     }
 }
 
@@ -184,6 +186,8 @@ mod tests {
             p999_us: p99_us * 2.0,
             mean_us: p99_us / 3.0,
             max_us: p99_us * 3.0,
+            scheduler_cores: None,
+            scheduler_wakeups_per_s: None,
         }
     }
 
