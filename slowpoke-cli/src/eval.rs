@@ -85,6 +85,14 @@ pub(crate) struct EvalArgs {
     /// the cluster of placement `cluster` (its nodes and their agents).
     #[command(flatten)]
     pub(crate) agents: AgentArgs,
+    /// Suite `tail` only: the schedules' k (threads run first per node, or per service for
+    /// per-service-fifo) [default: the agent's, 1].
+    #[arg(long, value_name = "K")]
+    pub(crate) tail_k: Option<u32>,
+    /// Suite `tail` only: the schedules' share cap (most of each CPU promoted threads may take
+    /// per 10 ms) [default: the agent's, 0.5].
+    #[arg(long, value_name = "SHARE")]
+    pub(crate) tail_max_share: Option<f64>,
     #[arg(long, value_name = "DIR")]
     pub(crate) results_dir: Option<PathBuf>,
     /// Print the summary as one JSON object on stdout (progress stays on stderr).
@@ -106,6 +114,9 @@ pub(crate) fn eval(a: &EvalArgs) -> anyhow::Result<()> {
     use slowpoke_eval::{runner, suite, summary};
     if a.suite == "tail" {
         return eval_tail(a);
+    }
+    if a.tail_k.is_some() || a.tail_max_share.is_some() {
+        bail!("--tail-k and --tail-max-share are for --suite tail");
     }
     let which: suite::SuiteName = a.suite.parse().map_err(anyhow::Error::msg)?;
     let mut cases = suite::cases(which, &a.families).map_err(anyhow::Error::msg)?;
@@ -262,8 +273,15 @@ fn eval_tail(a: &EvalArgs) -> anyhow::Result<()> {
         },
         repetitions: a.repetitions,
         window_s: a.duration,
+        schedule: slowpoke_api::coordinator::TailSchedule {
+            k: a.tail_k,
+            max_share: a.tail_max_share,
+            ..defaults.schedule.clone()
+        },
         ..defaults
     };
+    slowpoke_coordinator::experiment::tail::check_schedule(&opts.schedule)
+        .map_err(|e| anyhow::anyhow!("--tail-k/--tail-max-share: {e}"))?;
     let rt = runtime()?;
     let set = connect(&rt, &a.agents, a.max_stopped_share, None)?;
     let monitor = Monitor::new();
