@@ -347,11 +347,7 @@ impl Core {
         let mut taken: HashMap<u32, (usize, u64)> = HashMap::new();
         let mut out = BTreeMap::new();
         for (key, _, tid, a) in eligible {
-            let bucket = match self.cfg.policy {
-                SchedulingPolicy::OldestFirst => 0,
-                SchedulingPolicy::PerServiceFifo => a.service,
-            };
-            let (n, youngest) = taken.entry(bucket).or_default();
+            let (n, youngest) = taken.entry(self.bucket(a.service)).or_default();
             if *n < self.cfg.k {
                 *n += 1;
                 *youngest = (*youngest).max(key);
@@ -367,15 +363,18 @@ impl Core {
             .cfg
             .services
             .iter()
-            .map(|&s| {
-                let bucket = match self.cfg.policy {
-                    SchedulingPolicy::OldestFirst => 0,
-                    SchedulingPolicy::PerServiceFifo => s,
-                };
-                (s, up_to(bucket))
-            })
+            .map(|&s| (s, up_to(self.bucket(s))))
             .collect();
         (out, wake)
+    }
+
+    /// Where a request of `service` competes for the `k` places: the whole node
+    /// (`oldest-first`) or its service (`per-service-fifo`).
+    fn bucket(&self, service: u32) -> u32 {
+        match self.cfg.policy {
+            SchedulingPolicy::OldestFirst => 0,
+            SchedulingPolicy::PerServiceFifo => service,
+        }
     }
 }
 

@@ -240,7 +240,8 @@ impl Runner<'_> {
             self.failed.insert(arm, e.to_string());
             return Ok(());
         }
-        let cost_before = scheduler_totals(self.agents);
+        // The schedulers' counters around the window (no schedule, nothing to ask for).
+        let cost_before = arm.policy().map(|_| scheduler_totals(self.agents));
         let w = self
             .load
             .window(
@@ -260,8 +261,8 @@ impl Runner<'_> {
         }
         check_errors(&w, arm, self.spec.max_error_ratio)?;
         let mut record = summary::window_record(arm, rep, rate, &w);
-        if arm.policy().is_some() {
-            let cost = scheduler_totals(self.agents).since(&cost_before);
+        if let Some(before) = cost_before {
+            let cost = scheduler_totals(self.agents).since(&before);
             record.scheduler_cores = cost.cores();
             record.scheduler_wakeups_per_s = cost.wakeups_per_s();
         }
