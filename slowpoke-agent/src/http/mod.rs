@@ -299,17 +299,12 @@ async fn renew_scheduling(State(a): State<Agent>, body: Bytes) -> Result<Respons
 async fn prometheus(State(a): State<Agent>) -> Result<Response, AgentError> {
     let (s, w, expired) =
         blocking(move || Ok((a.stats(), a.watchdog_counts(), a.leases_expired()))).await?;
-    let mut text = metrics::render(&s, &w);
-    text.push_str(&metrics::render_leases(expired));
-    text.push_str(&metrics::render_scheduling(s.scheduling.as_ref()));
-    Ok((
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response())
+    let text = metrics::render(metrics::Snapshot {
+        stats: s,
+        watchdog: w,
+        leases_expired: expired,
+    });
+    Ok(([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response())
 }
 
 /// TEST ONLY (cargo feature `test-hooks`, and the agent started with `--test-hooks`): the manual

@@ -169,7 +169,7 @@ fn delete_scheduling() {}
 fn renew_scheduling() {}
 
 #[utoipa::path(get, path = "/metrics", tag = "stats",
-    responses((status = 200, description = "The counters in Prometheus text format 0.0.4", body = String, content_type = "text/plain")))]
+    responses((status = 200, description = "The counters in the OpenMetrics text format 1.0.0 (written by prometheus-client; Prometheus scrapes it)", body = String, content_type = "application/openmetrics-text")))]
 fn metrics() {}
 
 #[utoipa::path(get, path = "/v1/openapi.json", tag = "agent",
