@@ -12,7 +12,7 @@ use std::{
 };
 
 use ages_support::{
-    Served, drain_events, exactness, load,
+    KeepAlive, Served, drain_events, exactness, load,
     real::{AppInNetns, Netns, PEER_IP},
     served, start_app, track,
 };
@@ -302,6 +302,117 @@ fn poll_during(
         waited_ms,
         events: seen.len(),
     }
+}
+
+/// A request starts when its bytes reach the connection (`sock:sk_data_ready`, then the wake-up
+/// of the connection's thread, `sched:sched_waking`), not when the thread next runs: the server
+/// is pinned to one CPU that a real-time thread of this test holds for 300 ms; a request sent
+/// meanwhile is reported started at its arrival, before the server could run, and the receive
+/// after the hold starts nothing more.
+#[test]
+fn kernel_ages_request_starts_when_its_data_arrives() {
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let app = start_app(&leaf_topology(1));
+    let mut kernel = Kernel::load(DEFAULT_QUANTUM_NS).expect("loading the kernel programs (root)");
+    let mut events = kernel.take_request_events().unwrap();
+    track(&mut kernel, &app, "leaf", 3);
+    let status = kernel.features()["request_ages"].clone();
+    assert_eq!(status, "on", "this kernel has sock:sk_data_ready");
+    let cpu = 1 % std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    for &pid in &app.services["leaf"].pids {
+        pin_threads(pid, cpu);
+    }
+    let mut conn = KeepAlive::connect(&app.entry);
+    conn.get(); // the worker now serves this connection
+    let before = kernel.age_stats().unwrap().started_at_arrival;
+    let held = AtomicBool::new(false);
+    let (sent, hold_end) = std::thread::scope(|scope| {
+        let hog = scope.spawn(|| hold_cpu(cpu, Duration::from_millis(300), &held));
+        wait_for(Duration::from_secs(10), "the CPU to be held", || {
+            held.load(Ordering::SeqCst).then_some(())
+        });
+        // Sent at once: the emulator's worker closes a connection idle for 50 ms
+        // (`workers::IDLE_CLOSE`), and a worker whose idle timer already woke it is runnable,
+        // so the data's arrival wakes nobody.
+        let sent = slowpoke_agent::sys::clock::monotonic_ns();
+        conn.send();
+        (sent, hog.join().unwrap())
+    });
+    conn.receive();
+    let seen: Vec<_> = drain_events(&mut events, 2)
+        .into_iter()
+        .filter(|e| e.at_ns >= sent)
+        .collect();
+    let starts: Vec<_> = seen.iter().filter(|e| e.kind == REQUEST_START).collect();
+    assert_eq!(starts.len(), 1, "one start for the request: {seen:?}");
+    let start = starts[0];
+    assert!(
+        start.arrival_ns >= sent && start.arrival_ns < hold_end,
+        "stamped {} ms after the send, the CPU was held for {} ms after it",
+        (start.arrival_ns as f64 - sent as f64) / 1e6,
+        (hold_end - sent) / 1_000_000
+    );
+    assert_eq!(
+        start.origin_ns, start.arrival_ns,
+        "no caller: origin = arrival"
+    );
+    assert_eq!(kernel.age_stats().unwrap().started_at_arrival, before + 1);
+    let counters = kernel.age_counters(3).unwrap();
+    assert_eq!((counters.requests, counters.ended), (2, 2));
+}
+
+/// Every thread of process `pid` on `cpu` only.
+fn pin_threads(pid: u32, cpu: usize) {
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("the process's threads") {
+        let tid: i32 = task.unwrap().file_name().to_string_lossy().parse().unwrap();
+        // SAFETY: a zeroed cpu_set_t is valid; CPU_SET and sched_setaffinity get valid pointers.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut set);
+            assert_eq!(
+                libc::sched_setaffinity(
+                    tid,
+                    std::mem::size_of::<libc::cpu_set_t>(),
+                    &raw const set
+                ),
+                0,
+                "pinning thread {tid}"
+            );
+        }
+    }
+}
+
+/// Holds `cpu` for `hold` with a `SCHED_FIFO` thread (nothing of normal priority runs there
+/// meanwhile); sets `held` once it runs there; returns when it let go (`CLOCK_MONOTONIC` ns).
+fn hold_cpu(cpu: usize, hold: Duration, held: &AtomicBool) -> u64 {
+    // SAFETY: as in `pin_threads`, for the calling thread (0); then its own policy.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &raw const set),
+            0
+        );
+        let param = libc::sched_param { sched_priority: 10 };
+        assert_eq!(
+            libc::sched_setscheduler(0, libc::SCHED_FIFO, &raw const param),
+            0
+        );
+    }
+    held.store(true, Ordering::SeqCst);
+    let t = std::time::Instant::now();
+    while t.elapsed() < hold {
+        std::hint::spin_loop();
+    }
+    let end = slowpoke_agent::sys::clock::monotonic_ns();
+    // SAFETY: back to the normal policy before the thread ends.
+    unsafe {
+        let param = libc::sched_param { sched_priority: 0 };
+        libc::sched_setscheduler(0, libc::SCHED_OTHER, &raw const param);
+    }
+    end
 }
 
 /// Connections opened before tracking started get no socket callbacks until the `iter/tcp`

@@ -274,8 +274,13 @@ pub struct ThreadRequest {
     /// As [`RequestEvent::arrival_ns`].
     pub arrival_ns: u64,
     pub service: u32,
-    pub pad: u32,
+    /// [`THREAD_REQUEST_EARLY`] or 0.
+    pub flags: u32,
 }
+
+/// [`ThreadRequest::flags`]: the request was started when its data arrived, by the wake-up of
+/// its thread, and the thread has not received it yet (its receive only clears this).
+pub const THREAD_REQUEST_EARLY: u32 = 1;
 
 /// Kernel-written counters of request ages for one service (array `AGE_COUNTERS` indexed by
 /// service id; the agent reads them and zeroes them on service removal). Monotonic.
@@ -309,6 +314,9 @@ pub struct AgeStats {
     pub write_failures: u64,
     /// Age options found in incoming segments.
     pub options_parsed: u64,
+    /// Requests started when their data arrived (by their sleeping thread's wake-up), not at
+    /// their thread's first receive.
+    pub started_at_arrival: u64,
 }
 
 /// The TCP option that carries a request's age: RFC 6994's shared experimental kind 254 with

@@ -12,6 +12,16 @@
 //!   each segment of that socket: an **age**, never a raw `bpf_ktime_get_ns`, so the nodes'
 //!   clocks need not agree. Softirq-context segments (ACKs, retransmits) find the socket's value,
 //!   never the interrupted thread's.
+//! - **Started when its data arrives** (`sock:sk_data_ready` + `sched:sched_waking`, where the
+//!   kernel has the first): when a request's bytes reach a connection of a tracked service's
+//!   listening port, the thread the kernel wakes for them (on the same CPU, within
+//!   [`WAKE_WINDOW_NS`]) starts the request at once, stamped with the arrival, before it runs —
+//!   if it is the thread that last started a request on that connection (`SOCK_READER`), or
+//!   the connection had none yet, and it serves no request now. Its receive then finds the
+//!   request started ([`THREAD_REQUEST_EARLY`]) and only clears the mark. So a scheduler sees
+//!   every waiting request in arrival order, not in the order the CPU lets their threads run.
+//!   A thread that was not asleep (busy, or an event loop between polls) is not woken and starts
+//!   its request at its receive, as before.
 //! - Header callbacks cost on every segment, so they are switched on only for connections of
 //!   tracked services: at connect when the connecting process tracks ages (write), at accept
 //!   when the local port is a listening port of such a service (parse), and for connections
@@ -38,16 +48,16 @@ use aya_ebpf::{
         },
     },
     macros::{btf_tracepoint, map, sock_ops},
-    maps::{Array, HashMap, LruHashMap, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::{BtfTracePointContext, SockOpsContext},
 };
 use slowpoke_common::{
     AGE_NONE, AGE_OPTION_EXID, AGE_OPTION_KIND, AGE_OPTION_LEN, AGE_PORT_LISTEN, AgeCounters,
     AgeStats, CONFIG_TRACK_AGES, GLOBAL_REQUEST_EVENTS_NO_WAKEUP, MAX_SERVICES, REQUEST_END,
-    REQUEST_START, RequestEvent, RequestWake, ThreadRequest,
+    REQUEST_START, RequestEvent, RequestWake, THREAD_REQUEST_EARLY, ThreadRequest,
 };
 
-use crate::{GLOBAL, OFF_SKC_DPORT, SERVICE_CONFIG, add, read_field, service_of};
+use crate::{GLOBAL, OFF_SKC_DPORT, SERVICE_CONFIG, add, member_service, read_field, service_of};
 
 /// TEST ONLY (set by the agent's `test-hooks` build, 0 otherwise): added to every clock reading
 /// of this module, so one `Kernel` can stand for a node whose clock is far from another's and a
@@ -102,6 +112,31 @@ static REQUEST_EVENTS: RingBuf = RingBuf::with_byte_size(1024 * 1024, 0);
 #[map]
 static REQUEST_WAKE: Array<RequestWake> = Array::with_max_entries(MAX_SERVICES, 0);
 
+/// Socket cookie -> the thread (`pid_tgid`) that last started a request on it (a connection to
+/// a listening port of a service that tracks ages).
+#[map]
+static SOCK_READER: LruHashMap<u64, u64> = LruHashMap::with_max_entries(32_768, 0);
+
+/// A tracked connection's data just arrived on this CPU (`sk_data_ready`), for the wake-up that
+/// follows in the same call. `at_ns` 0: nothing pending.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct DataArrival {
+    at_ns: u64,
+    origin_ns: u64,
+    /// `SOCK_READER` of the connection, 0 if none yet.
+    reader: u64,
+    carried: u64,
+}
+
+#[map]
+static DATA_ARRIVAL: PerCpuArray<DataArrival> = PerCpuArray::with_max_entries(1, 0);
+
+/// How long after a data arrival its wake-up may come: it follows within the same call
+/// (`sock_def_readable`), microseconds; later, the arrival woke nobody and this is another
+/// wake-up.
+const WAKE_WINDOW_NS: u64 = 20_000;
+
 const SOL_TCP: i32 = 6;
 /// `bpf_setsockopt(SOL_TCP, TCP_BPF_SOCK_OPS_CB_FLAGS)`: a socket's callback flags set from
 /// outside its own callbacks (Linux ≥ 6.12).
@@ -148,25 +183,64 @@ fn start_request(sk: *const u8, pid_tgid: u64, service: u32) {
     let Some(counters) = AGE_COUNTERS.get_ptr_mut(service) else {
         return;
     };
+    let tid = pid_tgid as u32;
+    if let Some(started) = THREAD_REQUESTS.get_ptr_mut(tid) {
+        // Started when its data arrived: this receive is its visit's first.
+        let started = unsafe { &mut *started };
+        if started.flags & THREAD_REQUEST_EARLY != 0 && started.service == service {
+            started.flags = 0;
+            return;
+        }
+    }
     let arrival = now();
     let cookie = unsafe { bpf_get_socket_cookie(sk as *mut c_void) };
+    note_reader(cookie, pid_tgid);
     let carried = unsafe { CARRIED.get(cookie) }.copied();
-    let origin = carried.unwrap_or(arrival);
-    let tid = pid_tgid as u32;
-    let request = ThreadRequest {
-        origin_ns: origin,
-        arrival_ns: arrival,
-        service,
-        pad: 0,
-    };
-    if THREAD_REQUESTS.insert(tid, request, 0).is_err() {
+    begin(
+        ThreadRequest {
+            origin_ns: carried.unwrap_or(arrival),
+            arrival_ns: arrival,
+            service,
+            flags: 0,
+        },
+        pid_tgid,
+        counters,
+        carried.is_some(),
+    );
+}
+
+/// Thread `pid_tgid` started a request on connection `cookie`: the connection's next request
+/// is for it too (a thread per connection; an event loop is one thread).
+#[inline(always)]
+fn note_reader(cookie: u64, pid_tgid: u64) {
+    if let Some(reader) = SOCK_READER.get_ptr_mut(cookie) {
+        unsafe {
+            if *reader != pid_tgid {
+                *reader = pid_tgid;
+            }
+        }
+    } else {
+        let _ = SOCK_READER.insert(cookie, pid_tgid, 0);
+    }
+}
+
+/// Records `request` as the one thread `pid_tgid` serves and reports its start.
+#[inline(always)]
+fn begin(request: ThreadRequest, pid_tgid: u64, counters: *mut AgeCounters, carried: bool) {
+    if THREAD_REQUESTS.insert(pid_tgid as u32, request, 0).is_err() {
         return;
     }
     add(unsafe { &raw mut (*counters).requests }, 1);
-    if carried.is_some() {
+    if carried {
         add(unsafe { &raw mut (*counters).carried }, 1);
     }
-    emit(REQUEST_START, arrival, &request, pid_tgid, counters);
+    emit(
+        REQUEST_START,
+        request.arrival_ns,
+        &request,
+        pid_tgid,
+        counters,
+    );
 }
 
 fn end_request(pid_tgid: u64, service: u32) {
@@ -215,6 +289,88 @@ fn emit(kind: u32, at: u64, request: &ThreadRequest, pid_tgid: u64, counters: *m
     } else {
         0
     });
+}
+
+/// Data reached a socket (any context: the sender's softirq on loopback and veth). On a
+/// connection of a tracked service's listening port, notes the arrival for the wake-up that
+/// follows ([`sched_waking`]).
+#[btf_tracepoint(function = "sk_data_ready")]
+pub fn sk_data_ready(ctx: BtfTracePointContext) -> u32 {
+    let sk: *const u8 = ctx.arg(0);
+    let _ = try_sk_data_ready(sk);
+    0
+}
+
+fn try_sk_data_ready(sk: *const u8) -> Result<(), u32> {
+    // Little-endian: high half `skc_num` (local port, host order).
+    let portpair: u32 = read_field(sk, &OFF_SKC_DPORT)?;
+    if unsafe { AGE_PORTS.get(portpair >> 16) } != Some(&AGE_PORT_LISTEN) {
+        return Ok(());
+    }
+    // A listening socket's "data" is a new connection, not a request.
+    let state: u8 = read_field(sk, &OFF_SKC_STATE)?;
+    if state != TCP_ESTABLISHED {
+        return Ok(());
+    }
+    let at = now();
+    let cookie = unsafe { bpf_get_socket_cookie(sk as *mut c_void) };
+    let carried = unsafe { CARRIED.get(cookie) }.copied();
+    let pending = DATA_ARRIVAL.get_ptr_mut(0).ok_or(0u32)?;
+    unsafe {
+        *pending = DataArrival {
+            at_ns: at,
+            origin_ns: carried.unwrap_or(at),
+            reader: SOCK_READER.get(cookie).copied().unwrap_or(0),
+            carried: u64::from(carried.is_some()),
+        };
+    }
+    Ok(())
+}
+
+/// Every wake-up of the node (one per-CPU lookup when no data arrival is pending): the thread
+/// woken for a data arrival starts that request if it is the connection's reader (or the
+/// connection has none yet and it belongs to a service that tracks ages) and serves none now.
+#[btf_tracepoint(function = "sched_waking")]
+pub fn sched_waking(ctx: BtfTracePointContext) -> u32 {
+    let task: *const u8 = ctx.arg(0);
+    let _ = try_sched_waking(task);
+    0
+}
+
+fn try_sched_waking(task: *const u8) -> Result<(), u32> {
+    let pending = DATA_ARRIVAL.get_ptr_mut(0).ok_or(0u32)?;
+    let arrival = unsafe { *pending };
+    if arrival.at_ns == 0 {
+        return Ok(());
+    }
+    unsafe { (*pending).at_ns = 0 };
+    if now().wrapping_sub(arrival.at_ns) > WAKE_WINDOW_NS {
+        return Ok(());
+    }
+    let tgid: u32 = read_field(task, &OFF_TASK_TGID)?;
+    let tid: u32 = read_field(task, &OFF_TASK_PID)?;
+    let pid_tgid = (u64::from(tgid) << 32) | u64::from(tid);
+    if arrival.reader != 0 && arrival.reader != pid_tgid {
+        return Ok(());
+    }
+    let service = member_service(tgid).ok_or(0u32)?;
+    if !tracks_ages(service) || unsafe { THREAD_REQUESTS.get(tid) }.is_some() {
+        return Ok(());
+    }
+    let counters = AGE_COUNTERS.get_ptr_mut(service).ok_or(0u32)?;
+    stat(|s| unsafe { &raw mut (*s).started_at_arrival });
+    begin(
+        ThreadRequest {
+            origin_ns: arrival.origin_ns,
+            arrival_ns: arrival.at_ns,
+            service,
+            flags: THREAD_REQUEST_EARLY,
+        },
+        pid_tgid,
+        counters,
+        arrival.carried != 0,
+    );
+    Ok(())
 }
 
 /// Before a send's segments are built: the socket carries the sending thread's request.

@@ -273,17 +273,24 @@ fn try_sock_data<C: EbpfContext>(ctx: &C, call: SockCall, recv: bool) -> Result<
 /// The service of the current process: by tgid, else by cgroup v2 id.
 #[inline(always)]
 fn service_of(tgid: u32) -> Option<u32> {
-    if let Some(word) = MEMBER_BITS.get(tgid >> 6)
-        && (*word >> (tgid & 63)) & 1 != 0
-        && let Some(service) = unsafe { MEMBERS.get(tgid) }
-    {
-        return Some(*service);
+    if let Some(service) = member_service(tgid) {
+        return Some(service);
     }
     if GLOBAL.get(0)?.cgroup_members == 0 {
         return None;
     }
     let cgroup = unsafe { bpf_get_current_cgroup_id() };
     unsafe { CGROUP_MEMBERS.get(cgroup) }.copied()
+}
+
+/// The service of process `tgid` by its listed pids (not by cgroup: it need not be current).
+#[inline(always)]
+fn member_service(tgid: u32) -> Option<u32> {
+    let word = MEMBER_BITS.get(tgid >> 6)?;
+    if (*word >> (tgid & 63)) & 1 == 0 {
+        return None;
+    }
+    unsafe { MEMBERS.get(tgid) }.copied()
 }
 
 #[inline(always)]

@@ -1,4 +1,4 @@
-//! `GET /metrics`: the stats in the OpenMetrics text format, written by `prometheus-client` (the
+//! `GET /metrics`: the stats in the `OpenMetrics` text format, written by `prometheus-client` (the
 //! Prometheus project's Rust client) from one stats snapshot per scrape.
 
 use prometheus_client::collector::Collector;

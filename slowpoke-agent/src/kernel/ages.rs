@@ -120,6 +120,7 @@ impl AsRawFd for RequestEvents {
 pub(super) struct AgeOffsets {
     offsets: Result<(u32, u32, u32), String>,
     from_current: bool,
+    at_arrival: bool,
 }
 
 impl AgeOffsets {
@@ -138,6 +139,7 @@ impl AgeOffsets {
         AgeOffsets {
             offsets: read(),
             from_current: !btf.has_typedef("btf_trace_tcp_sendmsg_locked"),
+            at_arrival: btf.has_typedef("btf_trace_sk_data_ready"),
         }
     }
 
@@ -163,9 +165,10 @@ impl AgeOffsets {
         u32::from(self.from_current)
     }
 
-    /// Why ages cannot work, and whether the origin comes from the current thread.
-    pub(super) fn into_parts(self) -> (Option<String>, bool) {
-        (self.offsets.err(), self.from_current)
+    /// Why ages cannot work, whether the origin comes from the current thread, and whether
+    /// requests can start when their data arrives.
+    pub(super) fn into_parts(self) -> (Option<String>, bool, bool) {
+        (self.offsets.err(), self.from_current, self.at_arrival)
     }
 }
 
@@ -183,11 +186,13 @@ pub(super) struct Ages {
     unavailable: Option<String>,
     /// No `tcp:tcp_sendmsg_locked`: the origin comes from the current thread.
     from_current: bool,
+    /// `sock:sk_data_ready` exists: requests start when their data arrives.
+    at_arrival: bool,
 }
 
 impl Ages {
     pub(super) fn new(ebpf: &mut Ebpf, offsets: AgeOffsets) -> Result<Ages, KernelError> {
-        let (unavailable, from_current) = offsets.into_parts();
+        let (unavailable, from_current, at_arrival) = offsets.into_parts();
         Ok(Ages {
             events: Some((
                 take_map(ebpf, "REQUEST_EVENTS")?,
@@ -201,6 +206,7 @@ impl Ages {
             carrying: None,
             unavailable,
             from_current,
+            at_arrival,
         })
     }
 
@@ -226,11 +232,23 @@ impl Ages {
                 format!("requests only, ages not carried: {why}")
             }
             (None, None) => "available (loaded when a service tracks ages)".into(),
-            (None, Some(Ok(()))) if self.from_current => "on, without tcp:tcp_sendmsg_locked \
-                 (Linux < 6.17): a call's age is the thread's that builds its segments, so \
-                 retransmits and delayed ACKs may carry another request's"
-                .into(),
-            (None, Some(Ok(()))) => "on".into(),
+            (None, Some(Ok(()))) => {
+                let mut line = String::from("on");
+                if self.from_current {
+                    line.push_str(
+                        ", without tcp:tcp_sendmsg_locked (Linux < 6.17): a call's age is the \
+                         thread's that builds its segments, so retransmits and delayed ACKs may \
+                         carry another request's",
+                    );
+                }
+                if !self.at_arrival {
+                    line.push_str(
+                        ", without sock:sk_data_ready: a request starts when its thread first \
+                         runs its receive, not when its data arrives",
+                    );
+                }
+                line
+            }
         }
     }
 
@@ -252,7 +270,7 @@ impl Ages {
         }
         self.write_ports(peer_ports)?;
         if on && self.carrying.is_none() && self.unavailable.is_none() {
-            self.carrying = Some(attach(ebpf, self.from_current));
+            self.carrying = Some(attach(ebpf, self.from_current, self.at_arrival));
             if let Some(Err(why)) = &self.carrying {
                 tracing::warn!("request ages are not carried between services: {why}");
             }
@@ -538,10 +556,11 @@ fn cgroup2_root() -> Result<PathBuf, String> {
 }
 
 /// Loads and attaches the carrying programs: the tracepoint that marks a call's request (where
-/// the kernel has it), the
+/// the kernel has it), the pair that starts a request when its data arrives (`sock:sk_data_ready`
+/// and `sched:sched_waking`, where the kernel has the first), the
 /// `sock_ops` program on the cgroup-v2 root (every TCP connection of the node; it filters at
 /// connect and accept), and loads the iterator.
-fn attach(ebpf: &mut Ebpf, from_current: bool) -> Result<(), String> {
+fn attach(ebpf: &mut Ebpf, from_current: bool, btf_has_data_ready: bool) -> Result<(), String> {
     let btf = aya::Btf::from_sys_fs().map_err(|e| format!("kernel BTF (aya): {e}"))?;
     if !from_current {
         let tp: &mut BtfTracePoint = ebpf
@@ -553,6 +572,20 @@ fn attach(ebpf: &mut Ebpf, from_current: bool) -> Result<(), String> {
             .map_err(|e| format!("tp_btf/tcp_sendmsg_locked: {e:#}"))?;
         tp.attach()
             .map_err(|e| format!("attaching tp_btf/tcp_sendmsg_locked: {e:#}"))?;
+    }
+
+    if btf_has_data_ready {
+        for name in ["sk_data_ready", "sched_waking"] {
+            let tp: &mut BtfTracePoint = ebpf
+                .program_mut(name)
+                .ok_or_else(|| format!("program {name} missing"))?
+                .try_into()
+                .map_err(|e| format!("program {name}: {e}"))?;
+            tp.load(name, &btf)
+                .map_err(|e| format!("tp_btf/{name}: {e:#}"))?;
+            tp.attach()
+                .map_err(|e| format!("attaching tp_btf/{name}: {e:#}"))?;
+        }
     }
 
     let root = cgroup2_root()?;

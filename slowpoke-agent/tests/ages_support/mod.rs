@@ -255,10 +255,20 @@ impl KeepAlive {
 
     /// One GET on this connection (which must stay open).
     pub fn get(&mut self) {
+        self.send();
+        self.receive();
+    }
+
+    /// Sends one GET.
+    pub fn send(&mut self) {
         let request = format!("GET {} HTTP/1.1\r\nHost: {}\r\n\r\n", self.path, self.host);
         self.writer
             .write_all(request.as_bytes())
             .expect("sending the request");
+    }
+
+    /// Reads one response: 200, and the connection stays open.
+    pub fn receive(&mut self) {
         let (status, close) = read_response(&mut self.reader).expect("a response");
         assert_eq!(status, 200, "the entry's answer");
         assert!(!close, "the server closed the keep-alive connection");

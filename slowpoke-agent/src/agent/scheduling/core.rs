@@ -7,8 +7,10 @@
 //!
 //! The rules:
 //! - `oldest-first`: the `k` requests with the smallest `origin_ns` (arrival at the app's entry)
-//!   across every scheduled service; `per-service-fifo`: per service, the `k` with the smallest
-//!   `arrival_ns` (arrival at that service). Ties by arrival, then thread id.
+//!   across every scheduled service — every thread serving one of them: a caller waiting for
+//!   its callees and the callees on this node, whose origins agree within [`SAME_REQUEST_NS`];
+//!   `per-service-fifo`: per service, the `k` with the smallest `arrival_ns` (arrival at that
+//!   service). Ties by arrival, then thread id.
 //! - **age cap**: a request served here for longer than `age_cap_ns` (since its `arrival_ns`,
 //!   whatever the policy: an old request end-to-end is exactly the one to run first, but one
 //!   that never finishes here must not hold the node) is not promoted again until its thread
@@ -28,6 +30,12 @@ use crate::api::SchedulingPolicy;
 
 /// The share cap's accounting period (the spike's cap, measured in docs/tail.md).
 pub const PERIOD_NS: u64 = 10_000_000;
+
+/// Threads whose origins lie this close serve one request (`oldest-first`): the error of a
+/// carried origin is the age's time in flight, p99 2–21 µs and at most 73 µs measured on a
+/// loaded 2-core machine (`docs/tail.md`, exactness). Two requests that entered the app closer
+/// than this count as one (at 2000 req/s, Poisson, about one consecutive pair in ten).
+pub const SAME_REQUEST_NS: u64 = 50_000;
 
 /// What the core needs of a schedule (validated by the agent).
 #[derive(Clone, Debug, PartialEq)]
@@ -343,20 +351,26 @@ impl Core {
             })
             .collect();
         eligible.sort_unstable_by_key(|&(key, arrival, tid, _)| (key, arrival, tid));
-        // Per bucket (the node, or a service): how many ranked, and the youngest key of them.
+        // Per bucket (the node, or a service): how many requests ranked, and the key of the
+        // youngest one. A request is a group of threads whose keys lie within `same` of the
+        // group's first: every thread serving one of the `k` oldest requests runs first.
+        let same = self.same_request_ns();
         let mut taken: HashMap<u32, (usize, u64)> = HashMap::new();
         let mut out = BTreeMap::new();
         for (key, _, tid, a) in eligible {
-            let (n, youngest) = taken.entry(self.bucket(a.service)).or_default();
-            if *n < self.cfg.k {
+            let (n, first) = taken.entry(self.bucket(a.service)).or_default();
+            if *n > 0 && key <= first.saturating_add(same) {
+                out.insert(tid, a.tgid);
+            } else if *n < self.cfg.k {
                 *n += 1;
-                *youngest = (*youngest).max(key);
+                *first = key;
                 out.insert(tid, a.tgid);
             }
         }
-        // A full bucket: only requests at least as old as its youngest ranked one matter.
+        // A full bucket: only requests at least as old as its youngest ranked one matter (and
+        // that one's other threads, within `same` of it).
         let up_to = |bucket: u32| match taken.get(&bucket) {
-            Some(&(n, youngest)) if n >= self.cfg.k => youngest,
+            Some(&(n, first)) if n >= self.cfg.k => first.saturating_add(same),
             _ => 0,
         };
         let wake = self
@@ -366,6 +380,17 @@ impl Core {
             .map(|&s| (s, up_to(self.bucket(s))))
             .collect();
         (out, wake)
+    }
+
+    /// How far apart two threads' keys may be and still serve one request: `oldest-first`
+    /// ranks by the origin, which a callee learns as an age re-based on its clock, off by the
+    /// age's time in flight ([`SAME_REQUEST_NS`]); `per-service-fifo` ranks by the arrival at
+    /// each service, one thread per request.
+    fn same_request_ns(&self) -> u64 {
+        match self.cfg.policy {
+            SchedulingPolicy::OldestFirst => SAME_REQUEST_NS,
+            SchedulingPolicy::PerServiceFifo => 0,
+        }
     }
 
     /// Where a request of `service` competes for the `k` places: the whole node
@@ -459,6 +484,45 @@ mod tests {
     }
 
     #[test]
+    fn oldest_first_runs_every_thread_of_the_oldest_request_first() {
+        let mut c = Core::new(cfg(SchedulingPolicy::OldestFirst, 1), 0);
+        // The entry's thread 10 waits for its callees 20 and 21 (on this node), whose origins
+        // came as ages and are off by the age's time in flight; thread 11 serves a later one.
+        c.observe(&start(10, 1, MS, MS));
+        c.observe(&start(11, 1, 2 * MS, 2 * MS));
+        c.observe(&start(20, 2, MS + 3_000, 3 * MS));
+        c.observe(&start(21, 2, MS + SAME_REQUEST_NS, 3 * MS));
+        let mut got = c.decide(4 * MS);
+        got.sort_by_key(|a| match a {
+            Action::Promote { tid, .. } | Action::Demote { tid, .. } => *tid,
+        });
+        assert_eq!(got, vec![promote(10, 1), promote(20, 2), promote(21, 2)]);
+        // Their events wake the scheduler; the later request's do not.
+        assert_eq!(c.wake_up_to(1), MS + SAME_REQUEST_NS);
+        // A callee of the later request (origin 2 ms) waits.
+        c.observe(&start(22, 2, 2 * MS + 5_000, 4 * MS));
+        assert_eq!(c.decide(5 * MS), vec![]);
+        // The oldest request ends at its callees, then at the entry: the next one's threads run.
+        c.observe(&end(20, 2));
+        c.observe(&end(21, 2));
+        c.observe(&end(10, 1));
+        let mut got = c.decide(6 * MS);
+        got.sort_by_key(|a| match a {
+            Action::Promote { tid, .. } | Action::Demote { tid, .. } => *tid,
+        });
+        assert_eq!(
+            got,
+            vec![
+                demote(10, 1, Reason::Finished),
+                promote(11, 1),
+                demote(20, 2, Reason::Finished),
+                demote(21, 2, Reason::Finished),
+                promote(22, 2),
+            ]
+        );
+    }
+
+    #[test]
     fn per_service_fifo_takes_k_per_service_by_arrival_here() {
         let mut c = Core::new(cfg(SchedulingPolicy::PerServiceFifo, 2), 0);
         c.observe(&start(1, 1, 0, 5 * MS));
@@ -485,10 +549,14 @@ mod tests {
         c.observe(&start(11, 2, 3 * MS, 6 * MS));
         c.observe(&start(12, 1, 8 * MS, 8 * MS));
         c.decide(9 * MS);
-        assert_eq!(c.wake_up_to(1), 5 * MS, "ranked: the origins 3 and 5 ms");
+        assert_eq!(
+            c.wake_up_to(1),
+            5 * MS + SAME_REQUEST_NS,
+            "ranked: the origins 3 and 5 ms (and their other threads' within SAME_REQUEST_NS)"
+        );
         assert_eq!(
             c.wake_up_to(2),
-            5 * MS,
+            5 * MS + SAME_REQUEST_NS,
             "one order across the node's services"
         );
         assert!(!c.wakes_by_arrival());
@@ -497,7 +565,11 @@ mod tests {
         assert_eq!(c.decide(10 * MS), vec![]);
         c.observe(&end(10, 1));
         c.decide(11 * MS);
-        assert_eq!(c.wake_up_to(2), 7 * MS, "ranked now: 3 and 7 ms");
+        assert_eq!(
+            c.wake_up_to(2),
+            7 * MS + SAME_REQUEST_NS,
+            "ranked now: 3 and 7 ms"
+        );
 
         // Per service, by arrival here: a service with fewer than k wakes on every event.
         let mut f = Core::new(cfg(SchedulingPolicy::PerServiceFifo, 1), 0);
