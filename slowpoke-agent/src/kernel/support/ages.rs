@@ -12,6 +12,9 @@ use aya::{
 
 use super::{Probe, Requirement, Status, json_row, text_row};
 
+const SENDMSG_LOCKED: &str = "tracepoint tcp:tcp_sendmsg_locked";
+const DATA_READY: &str = "tracepoint sock:sk_data_ready";
+
 /// What request ages need (probed always, reported apart; `supported` ignores them).
 pub const AGES: &[Requirement] = &[
     Requirement {
@@ -33,10 +36,17 @@ pub const AGES: &[Requirement] = &[
         probe: Probe::HelperIn(ProgramType::SockOps, BpfHelper::BPF_FUNC_get_current_task),
     },
     Requirement {
-        name: "tracepoint tcp:tcp_sendmsg_locked",
+        name: SENDMSG_LOCKED,
         since: "6.17",
         used_by: "request ages: a call's request before its segments (else: the current thread's)",
         probe: Probe::Tracepoint("tcp_sendmsg_locked"),
+    },
+    Requirement {
+        name: DATA_READY,
+        since: "6.3",
+        used_by: "request ages: a request starts when its data arrives (else: when its thread \
+                  first receives it)",
+        probe: Probe::Tracepoint("sk_data_ready"),
     },
     Requirement {
         name: "bpf_iter/tcp (struct bpf_iter__tcp in BTF)",
@@ -78,25 +88,43 @@ pub(super) fn text(rows: &[(Requirement, Status)], out: &mut String) {
 
 /// One line: what request ages do on this kernel.
 pub(super) fn verdict(rows: &[(Requirement, Status)]) -> String {
-    let absent: Vec<&str> = rows
+    let absent = |name: &str| {
+        rows.iter()
+            .any(|(r, s)| r.name == name && *s != Status::Present)
+    };
+    let lacking: Vec<&str> = rows
         .iter()
-        .filter(|(_, s)| *s != Status::Present)
+        .filter(|(r, s)| *s != Status::Present && r.name != SENDMSG_LOCKED && r.name != DATA_READY)
         .map(|(r, _)| r.name)
         .collect();
-    if absent.is_empty() {
-        "request ages: carried between services (pooled connections too on Linux ≥ 6.12)".into()
-    } else if absent == ["tracepoint tcp:tcp_sendmsg_locked"] {
-        "request ages: carried between services, each segment with the age of the thread that \
-         builds it (no tcp:tcp_sendmsg_locked: exact for request/response calls, a retransmit \
-         may carry another request's) — see docs/tail.md#request-ages"
-            .into()
-    } else {
-        format!(
+    if !lacking.is_empty() {
+        return format!(
             "request ages: requests are reported, but their ages are not carried between \
              services (lacking: {}) — see docs/tail.md#request-ages",
-            absent.join(", ")
-        )
+            lacking.join(", ")
+        );
     }
+    let mut line = if absent(SENDMSG_LOCKED) {
+        String::from(
+            "request ages: carried between services, each segment with the age of the thread \
+             that builds it (no tcp:tcp_sendmsg_locked: exact for request/response calls, a \
+             retransmit may carry another request's)",
+        )
+    } else {
+        String::from(
+            "request ages: carried between services (pooled connections too on Linux ≥ 6.12)",
+        )
+    };
+    if absent(DATA_READY) {
+        line.push_str(
+            "; a request starts when its thread first receives it, not when its data arrives \
+             (no sock:sk_data_ready)",
+        );
+    }
+    if absent(SENDMSG_LOCKED) || absent(DATA_READY) {
+        line.push_str(" — see docs/tail.md#request-ages");
+    }
+    line
 }
 
 pub(super) fn json(rows: &[(Requirement, Status)]) -> serde_json::Value {
@@ -115,7 +143,7 @@ mod tests {
         let rows: Vec<_> = AGES
             .iter()
             .map(|r| {
-                let status = if r.name.starts_with("tracepoint") {
+                let status = if r.name == SENDMSG_LOCKED {
                     Status::Missing("no btf_trace_tcp_sendmsg_locked".into())
                 } else {
                     Status::Present
@@ -134,6 +162,28 @@ mod tests {
         assert!(
             out.contains("absent   tracepoint tcp:tcp_sendmsg_locked"),
             "{out}"
+        );
+        assert!(!message.contains("sk_data_ready"), "{message}");
+    }
+
+    #[test]
+    fn without_sk_data_ready_ages_are_still_carried() {
+        let rows: Vec<_> = AGES
+            .iter()
+            .map(|r| {
+                let status = if r.name == DATA_READY {
+                    Status::Missing("no btf_trace_sk_data_ready".into())
+                } else {
+                    Status::Present
+                };
+                (*r, status)
+            })
+            .collect();
+        let message = verdict(&rows);
+        assert!(
+            message.starts_with("request ages: carried between services")
+                && message.contains("when its thread first receives it"),
+            "{message}"
         );
     }
 }
