@@ -187,8 +187,18 @@ fn kernel_ages_requests_start_and_end_without_callers() {
         );
         assert!(r.end_ns > r.start_ns);
     }
-    let starts = seen.iter().filter(|e| e.kind == REQUEST_START).count();
-    assert_eq!(starts, 50);
+    let starts: Vec<_> = seen.iter().filter(|e| e.kind == REQUEST_START).collect();
+    assert_eq!(starts.len(), 50);
+    // Each start names its thread's creation time, as /proc gives it (the guardian's identity
+    // of a promoted thread), so a promotion need not read /proc.
+    let tick = slowpoke_agent::sys::procfs::ns_per_tick();
+    for e in &starts {
+        assert_eq!(
+            Some(e.thread_start_ns / tick),
+            slowpoke_agent::sys::rawfs::thread_start_ticks(e.tgid, e.tid),
+            "{e:?}"
+        );
+    }
     let counters = kernel.age_counters(3).unwrap();
     assert_eq!(
         (counters.requests, counters.ended, counters.carried),

@@ -247,6 +247,10 @@ pub struct RequestEvent {
     pub service: u32,
     /// [`REQUEST_START`] or [`REQUEST_END`].
     pub kind: u32,
+    /// `REQUEST_START`: when the thread was created (`task_struct.start_boottime`, ns since
+    /// boot): with `tid`, the thread's identity, as `/proc`'s start time (field 22, in clock
+    /// ticks) that the guardian checks. 0: unknown (`REQUEST_END`, or no offset in BTF).
+    pub thread_start_ns: u64,
 }
 
 /// Agent-written wake-up filter of one service's request events (`REQUEST_WAKE`, an array

@@ -72,6 +72,9 @@ static OFF_SKC_STATE: u32 = 0;
 /// `task_struct.pid` (the thread id), for [`AGES_FROM_CURRENT`].
 #[unsafe(no_mangle)]
 static OFF_TASK_PID: u32 = 0;
+/// `task_struct.start_boottime` (0: unknown), reported with each request's start.
+#[unsafe(no_mangle)]
+static OFF_TASK_START_BOOTTIME: u32 = 0;
 /// 1 on kernels without `tcp:tcp_sendmsg_locked` (before 6.17): the socket callbacks take the
 /// origin from the thread that is current when a segment is built instead of from the socket's
 /// mark. Right for segments built by the sending thread's own `sendmsg` (a request/response
@@ -204,9 +207,19 @@ fn start_request(sk: *const u8, pid_tgid: u64, service: u32) {
             flags: 0,
         },
         pid_tgid,
+        thread_start_ns(unsafe { bpf_get_current_task() } as *const u8),
         counters,
         carried.is_some(),
     );
+}
+
+/// When `task` was created (`start_boottime`), 0 if unknown.
+#[inline(always)]
+fn thread_start_ns(task: *const u8) -> u64 {
+    if unsafe { read_volatile(&OFF_TASK_START_BOOTTIME) } == 0 {
+        return 0;
+    }
+    read_field(task, &OFF_TASK_START_BOOTTIME).unwrap_or(0)
 }
 
 /// Thread `pid_tgid` started a request on connection `cookie`: the connection's next request
@@ -226,7 +239,13 @@ fn note_reader(cookie: u64, pid_tgid: u64) {
 
 /// Records `request` as the one thread `pid_tgid` serves and reports its start.
 #[inline(always)]
-fn begin(request: ThreadRequest, pid_tgid: u64, counters: *mut AgeCounters, carried: bool) {
+fn begin(
+    request: ThreadRequest,
+    pid_tgid: u64,
+    started_ns: u64,
+    counters: *mut AgeCounters,
+    carried: bool,
+) {
     if THREAD_REQUESTS.insert(pid_tgid as u32, request, 0).is_err() {
         return;
     }
@@ -239,6 +258,7 @@ fn begin(request: ThreadRequest, pid_tgid: u64, counters: *mut AgeCounters, carr
         request.arrival_ns,
         &request,
         pid_tgid,
+        started_ns,
         counters,
     );
 }
@@ -256,10 +276,17 @@ fn end_request(pid_tgid: u64, service: u32) {
         return;
     };
     add(unsafe { &raw mut (*counters).ended }, 1);
-    emit(REQUEST_END, now(), &request, pid_tgid, counters);
+    emit(REQUEST_END, now(), &request, pid_tgid, 0, counters);
 }
 
-fn emit(kind: u32, at: u64, request: &ThreadRequest, pid_tgid: u64, counters: *mut AgeCounters) {
+fn emit(
+    kind: u32,
+    at: u64,
+    request: &ThreadRequest,
+    pid_tgid: u64,
+    thread_start_ns: u64,
+    counters: *mut AgeCounters,
+) {
     let Some(mut entry) = REQUEST_EVENTS.reserve::<RequestEvent>(0) else {
         add(unsafe { &raw mut (*counters).dropped_events }, 1);
         return;
@@ -272,6 +299,7 @@ fn emit(kind: u32, at: u64, request: &ThreadRequest, pid_tgid: u64, counters: *m
         tgid: (pid_tgid >> 32) as u32,
         service: request.service,
         kind,
+        thread_start_ns,
     });
     let quiet = GLOBAL
         .get(0)
@@ -367,6 +395,7 @@ fn try_sched_waking(task: *const u8) -> Result<(), u32> {
             flags: THREAD_REQUEST_EARLY,
         },
         pid_tgid,
+        thread_start_ns(task),
         counters,
         arrival.carried != 0,
     );

@@ -366,6 +366,7 @@ mod debug {
             tgid: b.tgid,
             service: 0,
             kind: b.kind,
+            thread_start_ns: 0,
         };
         blocking(move || a.debug_request_event(&name, ev)).await?;
         Ok(axum::http::StatusCode::NO_CONTENT.into_response())

@@ -119,6 +119,8 @@ impl AsRawFd for RequestEvents {
 /// `AGES_FROM_CURRENT` in `slowpoke-ebpf/src/ages.rs`).
 pub(super) struct AgeOffsets {
     offsets: Result<(u32, u32, u32), String>,
+    /// `task_struct.start_boottime` (0: not found; the agent then reads `/proc`).
+    start_boottime: u32,
     from_current: bool,
     at_arrival: bool,
 }
@@ -138,6 +140,11 @@ impl AgeOffsets {
         };
         AgeOffsets {
             offsets: read(),
+            start_boottime: btf
+                .member("task_struct", "start_boottime")
+                .ok()
+                .filter(|m| m.size == 8)
+                .map_or(0, |m| m.offset),
             from_current: !btf.has_typedef("btf_trace_tcp_sendmsg_locked"),
             at_arrival: btf.has_typedef("btf_trace_sk_data_ready"),
         }
@@ -155,6 +162,10 @@ impl AgeOffsets {
 
     pub(super) fn task_pid(&self) -> u32 {
         self.offsets.as_ref().map_or(0, |o| o.1)
+    }
+
+    pub(super) fn task_start_boottime(&self) -> u32 {
+        self.start_boottime
     }
 
     pub(super) fn skc_state(&self) -> u32 {

@@ -104,6 +104,7 @@ impl Offsets {
             .override_global("OFF_TASK_TGID", &ages.task_tgid(), true)
             .override_global("OFF_SKC_STATE", &ages.skc_state(), true)
             .override_global("OFF_TASK_PID", &ages.task_pid(), true)
+            .override_global("OFF_TASK_START_BOOTTIME", &ages.task_start_boottime(), true)
             .override_global("AGES_FROM_CURRENT", &ages.origin_from_current(), true)
             .override_global("AGES_CLOCK_OFFSET_NS", &ages_clock_offset_ns, true)
             .load(crate::KERNEL_OBJECT)

@@ -17,10 +17,14 @@ use std::{collections::HashMap, sync::Arc};
 use crate::{
     safety::{promoted::Promoted, watchdog::SharedPage},
     sys::{
+        procfs::ns_per_tick,
         rawfs::thread_start_ticks,
-        sched::{ThreadPolicy, get_policy, set_policy, thread_state},
+        sched::{ThreadPolicy, ThreadStat, get_policy, set_policy},
     },
 };
+
+/// `stat` files kept open at most (one descriptor each).
+const MAX_KEPT_STATS: usize = 256;
 
 /// What the applier did to a thread it manages.
 #[derive(Clone, Copy, Debug)]
@@ -35,6 +39,9 @@ pub struct Applier {
     page: Arc<SharedPage>,
     priority: u32,
     threads: HashMap<u32, (u32, Managed)>,
+    /// The `stat` files of the threads sampled so far, kept open across their promotions (a
+    /// pool's workers come back); a file whose thread is gone fails to read and is reopened.
+    stats: HashMap<u32, ThreadStat>,
 }
 
 impl Applier {
@@ -43,6 +50,7 @@ impl Applier {
             page,
             priority: 10,
             threads: HashMap::new(),
+            stats: HashMap::new(),
         }
     }
 
@@ -51,8 +59,10 @@ impl Applier {
         self.priority = priority;
     }
 
-    /// Runs thread `tid` of `tgid` first. False: the change was refused (counted by the caller).
-    pub fn promote(&mut self, tid: u32, tgid: u32) -> bool {
+    /// Runs thread `tid` of `tgid` first; `started_ns`: its creation time as the kernel
+    /// reported it with its request (0: read from `/proc`). False: the change was refused
+    /// (counted by the caller).
+    pub fn promote(&mut self, tid: u32, tgid: u32, started_ns: u64) -> bool {
         if self.threads.contains_key(&tid) {
             return true;
         }
@@ -63,7 +73,14 @@ impl Applier {
             self.threads.insert(tid, (tgid, Managed::Untouched));
             return true;
         }
-        let Some(start_ticks) = thread_start_ticks(tgid, tid) else {
+        // The guardian's identity of the thread. From the kernel's report when there is one
+        // (no `/proc` read: ~14 µs here, per promotion); the tid cannot have been reused in the
+        // microseconds since, short of the pid space wrapping.
+        let start_ticks = match started_ns {
+            0 => thread_start_ticks(tgid, tid),
+            ns => Some(ns / ns_per_tick()),
+        };
+        let Some(start_ticks) = start_ticks else {
             return false; // gone, or not a thread of that process
         };
         let listed = Promoted {
@@ -108,14 +125,24 @@ impl Applier {
     }
 
     /// Whether a managed thread runs (or may run) now, and on which CPU: the share cap's
-    /// sample (`sys::sched::thread_state`).
-    pub fn sample(&self, tid: u32) -> Option<(bool, usize)> {
-        let (tgid, _) = self.threads.get(&tid)?;
-        thread_state(*tgid, tid)
+    /// sample (`sys::sched::ThreadStat`, opened at the thread's first sample and kept).
+    pub fn sample(&mut self, tid: u32) -> Option<(bool, usize)> {
+        let (tgid, _) = *self.threads.get(&tid)?;
+        if let Some(state) = self.stats.get(&tid).and_then(ThreadStat::state) {
+            return Some(state);
+        }
+        if self.stats.len() >= MAX_KEPT_STATS {
+            self.stats.clear();
+        }
+        let stat = ThreadStat::open(tgid, tid)?;
+        let state = stat.state();
+        self.stats.insert(tid, stat);
+        state
     }
 
     /// Restores every thread still managed (the schedule ended).
     pub fn restore_all(&mut self) {
+        self.stats.clear();
         let tids: Vec<u32> = self.threads.keys().copied().collect();
         for tid in tids {
             self.demote(tid);

@@ -57,6 +57,9 @@ pub struct Active {
     pub service: u32,
     pub origin_ns: u64,
     pub arrival_ns: u64,
+    /// The thread's creation time from the kernel (`RequestEvent::thread_start_ns`), 0 if
+    /// unknown.
+    pub thread_start_ns: u64,
 }
 
 /// Why a thread goes back to its own policy.
@@ -139,6 +142,11 @@ impl Core {
         self.counts
     }
 
+    /// When thread `tid` was created, as the kernel reported it with its request (0: unknown).
+    pub fn thread_start_ns(&self, tid: u32) -> u64 {
+        self.active.get(&tid).map_or(0, |a| a.thread_start_ns)
+    }
+
     pub fn promoted(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
         self.promoted.iter().map(|(&t, &g)| (t, g))
     }
@@ -162,6 +170,7 @@ impl Core {
                         service: ev.service,
                         origin_ns: ev.origin_ns,
                         arrival_ns: ev.arrival_ns,
+                        thread_start_ns: ev.thread_start_ns,
                     },
                 );
             }
@@ -429,6 +438,7 @@ mod tests {
             tgid: 100 + service,
             service,
             kind: REQUEST_START,
+            thread_start_ns: 0,
         }
     }
 

@@ -357,7 +357,7 @@ fn apply(r: &mut Running, applier: &mut Applier, actions: &[Action]) {
         match *a {
             Action::Promote { tid, tgid } => {
                 let member = r.members.values().any(|m| m.contains(&tgid));
-                if !member || !applier.promote(tid, tgid) {
+                if !member || !applier.promote(tid, tgid, r.core.thread_start_ns(tid)) {
                     r.failed += 1;
                     r.core.refused(tid);
                 }
