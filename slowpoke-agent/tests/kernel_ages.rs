@@ -371,6 +371,25 @@ fn kernel_ages_request_starts_when_its_data_arrives() {
     assert_eq!(kernel.age_stats().unwrap().started_at_arrival, before + 1);
     let counters = kernel.age_counters(3).unwrap();
     assert_eq!((counters.requests, counters.ended), (2, 2));
+
+    // The two programs run at every data arrival and wake-up of the node: attached only while
+    // a service tracks ages.
+    let attached = |kernel: &Kernel| {
+        let stats = kernel.program_stats();
+        let ids: Vec<u32> = ["sk_data_ready", "sched_waking"]
+            .iter()
+            .map(|name| stats[*name].id)
+            .collect();
+        aya::programs::loaded_links()
+            .filter_map(Result::ok)
+            .filter(|link| ids.contains(&link.program_id()))
+            .count()
+    };
+    assert_eq!(attached(&kernel), 2, "attached while tracking");
+    kernel.set_track_ages(3, false).unwrap();
+    assert_eq!(attached(&kernel), 0, "detached once nothing tracks ages");
+    kernel.set_track_ages(3, true).unwrap();
+    assert_eq!(attached(&kernel), 2, "attached again");
 }
 
 /// Every thread of process `pid` on `cpu` only.

@@ -18,7 +18,7 @@ use std::{
 use aya::{
     Ebpf,
     maps::{Array, HashMap, MapData, RingBuf},
-    programs::{BtfTracePoint, CgroupAttachMode, Iter, SockOps},
+    programs::{BtfTracePoint, CgroupAttachMode, Iter, SockOps, tp_btf::BtfTracePointLinkId},
 };
 use slowpoke_common::{
     AGE_PORT_LISTEN, AGE_PORT_PEER, AgeCounters, AgeStats, CONFIG_TRACK_AGES,
@@ -199,6 +199,9 @@ pub(super) struct Ages {
     from_current: bool,
     /// `sock:sk_data_ready` exists: requests start when their data arrives.
     at_arrival: bool,
+    /// The links of `sk_data_ready` and `sched_waking` (every data arrival and every wake-up of
+    /// the node), held only while some service tracks ages.
+    arrival_links: Vec<(&'static str, BtfTracePointLinkId)>,
 }
 
 impl Ages {
@@ -218,6 +221,7 @@ impl Ages {
             unavailable,
             from_current,
             at_arrival,
+            arrival_links: Vec::new(),
         })
     }
 
@@ -263,6 +267,33 @@ impl Ages {
         }
     }
 
+    /// Attaches (`on`) or detaches the two programs that start a request when its data arrives:
+    /// they run at every data arrival and every wake-up of the node, so only while a service
+    /// tracks ages. A failure is logged: requests then start at their receive.
+    fn hook_arrivals(&mut self, ebpf: &mut Ebpf, on: bool) {
+        let ready = self.at_arrival && matches!(self.carrying, Some(Ok(())));
+        if on && ready && self.arrival_links.is_empty() {
+            for name in ARRIVAL_PROGRAMS {
+                match tracepoint(ebpf, name).and_then(|tp| {
+                    tp.attach()
+                        .map_err(|e| format!("attaching tp_btf/{name}: {e:#}"))
+                }) {
+                    Ok(link) => self.arrival_links.push((name, link)),
+                    Err(why) => tracing::warn!("requests start at their receive: {why}"),
+                }
+            }
+        } else if !on {
+            for (name, link) in self.arrival_links.drain(..) {
+                if let Err(why) = tracepoint(ebpf, name).and_then(|tp| {
+                    tp.detach(link)
+                        .map_err(|e| format!("detaching tp_btf/{name}: {e:#}"))
+                }) {
+                    tracing::warn!("{why}");
+                }
+            }
+        }
+    }
+
     /// Starts or stops tracking `id`'s request ages; the caller has set its config flag.
     /// `visit_ports`: the service's listening ports whose receives are visits.
     pub(super) fn set_tracked(
@@ -286,6 +317,7 @@ impl Ages {
                 tracing::warn!("request ages are not carried between services: {why}");
             }
         }
+        self.hook_arrivals(ebpf, !self.tracked.is_empty());
         if on {
             self.refresh(ebpf, members);
         }
@@ -566,6 +598,16 @@ fn cgroup2_root() -> Result<PathBuf, String> {
         })
 }
 
+/// The programs that start a request when its data arrives (program name = tracepoint name).
+const ARRIVAL_PROGRAMS: [&str; 2] = ["sk_data_ready", "sched_waking"];
+
+fn tracepoint<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut BtfTracePoint, String> {
+    ebpf.program_mut(name)
+        .ok_or_else(|| format!("program {name} missing"))?
+        .try_into()
+        .map_err(|e| format!("program {name}: {e}"))
+}
+
 /// Loads and attaches the carrying programs: the tracepoint that marks a call's request (where
 /// the kernel has it), the pair that starts a request when its data arrives (`sock:sk_data_ready`
 /// and `sched:sched_waking`, where the kernel has the first), the
@@ -586,16 +628,11 @@ fn attach(ebpf: &mut Ebpf, from_current: bool, btf_has_data_ready: bool) -> Resu
     }
 
     if btf_has_data_ready {
-        for name in ["sk_data_ready", "sched_waking"] {
-            let tp: &mut BtfTracePoint = ebpf
-                .program_mut(name)
-                .ok_or_else(|| format!("program {name} missing"))?
-                .try_into()
-                .map_err(|e| format!("program {name}: {e}"))?;
-            tp.load(name, &btf)
+        // Loaded here, attached while a service tracks ages (`Ages::hook_arrivals`).
+        for name in ARRIVAL_PROGRAMS {
+            tracepoint(ebpf, name)?
+                .load(name, &btf)
                 .map_err(|e| format!("tp_btf/{name}: {e:#}"))?;
-            tp.attach()
-                .map_err(|e| format!("attaching tp_btf/{name}: {e:#}"))?;
         }
     }
 
