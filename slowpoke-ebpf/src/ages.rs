@@ -57,7 +57,10 @@ use slowpoke_common::{
     REQUEST_START, RequestEvent, RequestWake, THREAD_REQUEST_EARLY, ThreadRequest,
 };
 
-use crate::{GLOBAL, OFF_SKC_DPORT, SERVICE_CONFIG, add, member_service, read_field, service_of};
+use crate::{
+    GLOBAL, IPPROTO_TCP, OFF_SK_PROTOCOL, OFF_SKC_DPORT, SERVICE_CONFIG, add, member_service,
+    read_field, service_of,
+};
 
 /// TEST ONLY (set by the agent's `test-hooks` build, 0 otherwise): added to every clock reading
 /// of this module, so one `Kernel` can stand for a node whose clock is far from another's and a
@@ -335,9 +338,10 @@ fn try_sk_data_ready(sk: *const u8) -> Result<(), u32> {
     if unsafe { AGE_PORTS.get(portpair >> 16) } != Some(&AGE_PORT_LISTEN) {
         return Ok(());
     }
-    // A listening socket's "data" is a new connection, not a request.
+    // A listening socket's "data" is a new connection, not a request; a UDP socket on the same
+    // port number (DNS, QUIC beside HTTPS) is no connection of the service.
     let state: u8 = read_field(sk, &OFF_SKC_STATE)?;
-    if state != TCP_ESTABLISHED {
+    if state != TCP_ESTABLISHED || read_field::<u16>(sk, &OFF_SK_PROTOCOL)? != IPPROTO_TCP {
         return Ok(());
     }
     let at = now();
