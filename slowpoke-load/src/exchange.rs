@@ -63,6 +63,13 @@ async fn connect(addr: SocketAddr) -> Result<SendRequest<Full<Bytes>>, Failure> 
 
 /// Sends one request on the connection in `slot` (connecting first if there is none or it closed) and reads
 /// the whole response. On a timeout or error the connection is dropped, so the next request reconnects.
+///
+/// A kept-alive connection the server closed before answering (hyper's "connection closed before message
+/// completed", or reset: it closed the connection as idle while the request was on its way) is retried once on a new
+/// connection when the method is idempotent (RFC 9112 §9.3.1), as browsers and proxies do; the retry's time
+/// counts in the request's latency, which the caller measures. Without it, a server that closes idle
+/// connections after a short timeout (the emulator's `thread-per-request` workers, 50 ms) fails a request
+/// now and then, and more often when its threads wait long for a CPU.
 pub(crate) async fn one_request(
     slot: &mut Option<SendRequest<Full<Bytes>>>,
     addr: SocketAddr,
@@ -70,28 +77,14 @@ pub(crate) async fn one_request(
     timeout: Duration,
 ) -> Result<hyper::StatusCode, Failure> {
     let exchange = async {
-        if slot.as_ref().is_none_or(SendRequest::is_closed) {
-            *slot = Some(connect(addr).await?);
+        let reused = slot.as_ref().is_some_and(|s| !s.is_closed());
+        match send_once(slot, addr, target).await {
+            Err((_, true)) if reused && target.method.is_idempotent() => {
+                *slot = None;
+                send_once(slot, addr, target).await.map_err(|(f, _)| f)
+            }
+            r => r.map_err(|(f, _)| f),
         }
-        let sender = slot.as_mut().expect("connected above");
-        sender
-            .ready()
-            .await
-            .map_err(|e| Failure::Conn(format!("connection to {addr}: {e}")))?;
-        let resp = sender
-            .send_request(target.request())
-            .await
-            .map_err(|e| Failure::Conn(format!("request to {addr}: {e}")))?;
-        let status = resp.status();
-        let close = resp
-            .headers()
-            .get(CONNECTION)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
-        let mut body = resp.into_body();
-        while let Some(frame) = body.frame().await {
-            frame.map_err(|e| Failure::Conn(format!("response body from {addr}: {e}")))?;
-        }
-        Ok((status, close))
     };
     match tokio::time::timeout(timeout, exchange).await {
         Ok(Ok((status, close))) => {
@@ -109,4 +102,55 @@ pub(crate) async fn one_request(
             Err(Failure::Timeout)
         }
     }
+}
+
+/// One exchange on the connection in `slot` (connecting first if needed): the status and whether the
+/// server asked to close; on failure, whether the server closed the connection before answering.
+async fn send_once(
+    slot: &mut Option<SendRequest<Full<Bytes>>>,
+    addr: SocketAddr,
+    target: &Target,
+) -> Result<(hyper::StatusCode, bool), (Failure, bool)> {
+    if slot.as_ref().is_none_or(SendRequest::is_closed) {
+        *slot = Some(connect(addr).await.map_err(|f| (f, false))?);
+    }
+    let sender = slot.as_mut().expect("connected above");
+    sender.ready().await.map_err(|e| {
+        (
+            Failure::Conn(format!("connection to {addr}: {e}")),
+            closed_unanswered(&e),
+        )
+    })?;
+    let resp = sender.send_request(target.request()).await.map_err(|e| {
+        (
+            Failure::Conn(format!("request to {addr}: {e}")),
+            closed_unanswered(&e),
+        )
+    })?;
+    let status = resp.status();
+    let close = resp
+        .headers()
+        .get(CONNECTION)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+    let mut body = resp.into_body();
+    while let Some(frame) = body.frame().await {
+        frame.map_err(|e| {
+            (
+                Failure::Conn(format!("response body from {addr}: {e}")),
+                false,
+            )
+        })?;
+    }
+    Ok((status, close))
+}
+
+/// The server closed the connection before answering: closed while the request was on its way, or reset
+/// because it closed with the request unread.
+fn closed_unanswered(e: &hyper::Error) -> bool {
+    if e.is_closed() || e.is_incomplete_message() || e.is_canceled() {
+        return true;
+    }
+    std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<std::io::Error>())
+        .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionReset)
 }

@@ -145,6 +145,36 @@ fn connection_errors_are_counted() {
 }
 
 #[test]
+fn a_kept_alive_connection_closed_before_its_answer_is_retried_once_on_a_new_one() {
+    // Every connection's second request crosses the server's close: without the retry every
+    // request after a connection's first would fail.
+    let srv = ClosingServer::start_idle_closing();
+    let r = run(
+        &spec(vec![RequestTemplate::get(srv.url())], 2, 0),
+        RunLength::Requests(20),
+        false,
+    )
+    .expect("run");
+    assert_eq!(r.completed_ok, 20, "{r:?}");
+    assert_eq!((r.non_2xx, r.timeouts, r.conn_errors), (0, 0, 0));
+    // Each request after the probe was sent twice (closed, then answered on a new connection),
+    // except a connection's very first.
+    let seen = *srv.seen.lock().unwrap();
+    assert!(seen > 21 && seen <= 41, "{seen} request heads");
+}
+
+#[test]
+fn a_post_is_not_retried() {
+    let srv = ClosingServer::start_idle_closing();
+    let mut post = RequestTemplate::get(srv.url());
+    post.method = hyper::Method::POST;
+    let r = run(&spec(vec![post], 1, 0), RunLength::Requests(10), false).expect("run");
+    // One connection: its first request answered, its second closed, and so on.
+    assert!(r.conn_errors >= 4, "{r:?}");
+    assert_eq!(r.completed_ok + r.conn_errors, 10, "{r:?}");
+}
+
+#[test]
 fn weighted_mix_follows_the_weights() {
     let srv = TestServer::start();
     let r = run(

@@ -130,7 +130,10 @@ impl TestServer {
 }
 
 /// A raw server that answers the very first request (the probe) and then closes every connection as soon as
-/// it has read a request head. Counts request heads read.
+/// it has read a request head ([`ClosingServer::start`]), or that answers the first request of every
+/// connection and closes it unanswered at its second, as a server closing a kept-alive connection as idle
+/// does when the client's next request crosses the close ([`ClosingServer::start_idle_closing`]). Counts
+/// request heads read.
 pub struct ClosingServer {
     pub addr: SocketAddr,
     pub seen: Arc<Mutex<u64>>,
@@ -139,6 +142,14 @@ pub struct ClosingServer {
 
 impl ClosingServer {
     pub fn start() -> ClosingServer {
+        ClosingServer::serve(false)
+    }
+
+    pub fn start_idle_closing() -> ClosingServer {
+        ClosingServer::serve(true)
+    }
+
+    fn serve(first_per_connection: bool) -> ClosingServer {
         let rt = runtime();
         let listener = rt
             .block_on(TcpListener::bind("127.0.0.1:0"))
@@ -155,6 +166,7 @@ impl ClosingServer {
                 tokio::spawn(async move {
                     let mut buf = Vec::new();
                     let mut chunk = [0u8; 1024];
+                    let mut on_this_connection = 0u64;
                     loop {
                         let Ok(n) = stream.read(&mut chunk).await else {
                             return;
@@ -165,10 +177,15 @@ impl ClosingServer {
                         buf.extend_from_slice(&chunk[..n]);
                         while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
                             buf.drain(..end + 4);
+                            on_this_connection += 1;
                             let first = {
                                 let mut seen = s.lock().unwrap();
                                 *seen += 1;
-                                *seen == 1
+                                if first_per_connection {
+                                    on_this_connection == 1
+                                } else {
+                                    *seen == 1
+                                }
                             };
                             if !first {
                                 return; // drop: close without answering

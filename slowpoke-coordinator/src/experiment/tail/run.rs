@@ -273,10 +273,11 @@ impl Runner<'_> {
             p.fraction = fraction;
         });
         at.windows.entry(arm).or_default().push(record.clone());
+        let ranked = w.ranked();
         at.merged
             .entry(arm)
-            .or_insert_with(|| Histogram::new_from(&w.latency_us))
-            .add(&w.latency_us)
+            .or_insert_with(|| Histogram::new_from(&ranked))
+            .add(&ranked)
             .map_err(|e| RunError::Load(format!("merging latencies: {e}")))?;
         self.windows.push(record);
         Ok(())

@@ -11,14 +11,18 @@ use slowpoke_api::coordinator::{
 
 use super::load::LatencyWindow;
 
-/// A window's figures for the result (µs, req/s).
+/// A window's figures for the result (µs, req/s): percentiles and the maximum over every
+/// request, a failed one counted as the load's timeout ([`LatencyWindow::ranked`]); the mean
+/// over the answers.
 pub fn window_record(
     arm: TailArm,
     repetition: usize,
     rate_rps: f64,
     w: &LatencyWindow,
 ) -> TailWindow {
-    let h = &w.latency_us;
+    let ranked = w.ranked();
+    let h = &ranked;
+    let answers = &w.latency_us;
     let q = |p: f64| {
         if h.is_empty() {
             0.0
@@ -37,7 +41,11 @@ pub fn window_record(
         p50_us: q(0.5),
         p99_us: q(0.99),
         p999_us: q(0.999),
-        mean_us: if h.is_empty() { 0.0 } else { h.mean() },
+        mean_us: if answers.is_empty() {
+            0.0
+        } else {
+            answers.mean()
+        },
         max_us: if h.is_empty() { 0.0 } else { h.max() as f64 },
         scheduler_cores: None,
         scheduler_wakeups_per_s: None,
@@ -248,6 +256,33 @@ mod tests {
         let median = c.iter().find(|p| (p.fraction - 0.5).abs() < 1e-12).unwrap();
         assert!((median.latency_us - 500.0).abs() < 1e-9, "{median:?}");
         assert!(cdf(&Histogram::<u64>::new(3).unwrap()).is_empty());
+    }
+
+    #[test]
+    fn failed_requests_rank_behind_every_answer_but_not_in_the_mean() {
+        let mut h = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).unwrap();
+        for v in 1..=980u64 {
+            h.record(v).unwrap();
+        }
+        let mut w = LatencyWindow {
+            secs: 1.0,
+            completed_ok: 980,
+            errors: 0,
+            latency_us: h,
+            failed_as_us: 5_000_000,
+        };
+        let served = window_record(TailArm::Default, 0, 1000.0, &w);
+        assert!(served.p99_us < 1000.0, "{served:?}");
+        // 2 % failed: the p99 is a failure, at the load's timeout (3 significant digits).
+        w.errors = 20;
+        let r = window_record(TailArm::Default, 0, 1000.0, &w);
+        assert!((r.p99_us - 5_000_000.0).abs() <= 5_000.0, "{r:?}");
+        assert!((r.max_us - 5_000_000.0).abs() <= 5_000.0, "{r:?}");
+        // The median and the mean are the answers'.
+        assert!((r.p50_us - served.p50_us).abs() <= 10.0, "{r:?}");
+        assert!((r.mean_us - served.mean_us).abs() < 1e-9, "{r:?}");
+        assert_eq!(w.ranked().len(), 1000);
+        assert_eq!(w.latency_us.len(), 980);
     }
 
     #[test]

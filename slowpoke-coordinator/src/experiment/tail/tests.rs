@@ -77,6 +77,7 @@ impl OpenLoad for ByPolicy {
             completed_ok: (rate_rps * length.as_secs_f64()) as u64,
             errors: 0,
             latency_us: h,
+            failed_as_us: 5_000_000,
         })
     }
 }
