@@ -10,6 +10,7 @@ pub mod busy;
 pub mod client;
 pub mod control;
 pub mod dist;
+mod downstream;
 pub mod generate;
 pub mod placement;
 pub mod runner;

@@ -181,7 +181,7 @@ impl Gate {
     }
 }
 
-pub(crate) type Body = Full<Bytes>;
+pub(crate) use crate::downstream::Body;
 
 struct EndpointState {
     config: RwLock<Arc<Endpoint>>,
@@ -495,62 +495,7 @@ pub(crate) async fn handle_visit(
 }
 
 async fn call_downstream(st: &State, uri: &Uri, request_bytes: u64) -> bool {
-    // Up to two retries when a pooled connection was closed by the callee before it answered
-    // (see [`closed_before_answer`]): the next pooled one may have been closed as well.
-    for attempt in 0..3 {
-        let req = Request::builder()
-            .method(Method::POST)
-            .uri(uri.clone())
-            .body(Full::new(st.body(request_bytes)));
-        let Ok(req) = req else { return false };
-        match st.client().request(req).await {
-            Ok(resp) => {
-                let good = resp.status().is_success();
-                return resp.into_body().collect().await.is_ok() && good;
-            }
-            Err(e) if attempt < 2 && closed_before_answer(&e) => {}
-            Err(e) => {
-                tracing::warn!("service {}: call {uri}: {}", st.name, cause_chain(&e));
-                return false;
-            }
-        }
-    }
-    false
-}
-
-/// The callee closed a kept-alive connection before it answered (hyper's "connection closed
-/// before message completed", or a reset when it closed with the request unread): a `thread-per-request` callee closes a connection idle for
-/// [`crate::workers::IDLE_CLOSE`], and a worker kept off its CPU for longer (by a real-time
-/// thread of a tail schedule) finds that timer expired before it reads the request already
-/// waiting, so it never served it. Retrying on a new connection is what HTTP clients do for a
-/// reused connection closed this way (RFC 9112 §9.3.1); the retry's time counts in the
-/// caller's latency.
-fn closed_before_answer(e: &hyper_util::client::legacy::Error) -> bool {
-    let mut src = std::error::Error::source(e);
-    while let Some(s) = src {
-        if let Some(h) = s.downcast_ref::<hyper::Error>()
-            && (h.is_incomplete_message() || h.is_canceled())
-        {
-            return true;
-        }
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            return io.kind() == std::io::ErrorKind::ConnectionReset;
-        }
-        src = s.source();
-    }
-    false
-}
-
-/// An error with its causes: hyper's own text (`client error (SendRequest)`) names only the
-/// stage, its sources say what went wrong (closed, reset, refused).
-fn cause_chain(e: &dyn std::error::Error) -> String {
-    let mut why = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        why = format!("{why}: {s}");
-        src = s.source();
-    }
-    why
+    crate::downstream::call(&st.client(), uri, &st.body(request_bytes), &st.name).await
 }
 
 fn stats(st: &State) -> ServiceStats {

@@ -93,7 +93,10 @@ pub struct TailWindow {
     pub errors: u64,
     /// Achieved throughput (2xx per second).
     pub rps: f64,
-    /// Latency from each request's intended send time (no coordinated omission), µs.
+    /// Latency from each request's intended send time (no coordinated omission), µs. The
+    /// percentiles and `max_us` count a failed request as the load's per-request timeout (it
+    /// ranks behind every answer, so an arm cannot look faster by failing its slowest
+    /// requests); `mean_us` is over the answers.
     pub p50_us: f64,
     pub p99_us: f64,
     pub p999_us: f64,
