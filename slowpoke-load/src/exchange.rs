@@ -65,9 +65,9 @@ async fn connect(addr: SocketAddr) -> Result<SendRequest<Full<Bytes>>, Failure> 
 /// the whole response. On a timeout or error the connection is dropped, so the next request reconnects.
 ///
 /// A kept-alive connection the server closed before answering (hyper's "connection closed before message
-/// completed", or reset: it closed the connection as idle while the request was on its way) is retried once on a new
-/// connection when the method is idempotent (RFC 9112 §9.3.1), as browsers and proxies do; the retry's time
-/// counts in the request's latency, which the caller measures. Without it, a server that closes idle
+/// completed", or a reset: it closed the connection as idle while the request was on its way) is retried once
+/// on a new connection when the method is idempotent (RFC 9112 §9.3.1), as browsers and proxies do; the
+/// retry's time counts in the request's latency, which the caller measures. Without it, a server that closes idle
 /// connections after a short timeout (the emulator's `thread-per-request` workers, 50 ms) fails a request
 /// now and then, and more often when its threads wait long for a CPU.
 pub(crate) async fn one_request(

@@ -139,15 +139,6 @@ pub fn set_policy(tid: u32, p: ThreadPolicy) -> i32 {
     }
 }
 
-/// Whether thread `tid` of process `tgid` is running or runnable now (state `R` in
-/// `/proc/TGID/task/TID/stat`) and the CPU it is on or last ran on (field 39): how the tail
-/// scheduler charges promoted threads against `max_share`. Not their CPU time: the kernel
-/// updates a running thread's `schedstat` only at a tick (4 ms at HZ = 250), which would let
-/// the cap overshoot by that much. `None` when the thread is gone.
-pub fn thread_state(tgid: u32, tid: u32) -> Option<(bool, usize)> {
-    ThreadStat::open(tgid, tid)?.state()
-}
-
 /// A thread's `/proc/TGID/task/TID/stat` kept open: [`ThreadStat::state`] reads it again from
 /// the start (`pread`) without the path walk and `open` of each new read (7.6 against 14 µs a
 /// sample on this machine kind). The file stays the thread's: once it is gone, reads fail.
@@ -160,7 +151,11 @@ impl ThreadStat {
             .map(ThreadStat)
     }
 
-    /// As [`thread_state`].
+    /// Whether the thread is running or runnable now (state `R`) and the CPU it is on or last
+    /// ran on (field 39): how the tail scheduler charges promoted threads against `max_share`.
+    /// Not their CPU time: the kernel updates a running thread's `schedstat` only at a tick
+    /// (4 ms at HZ = 250), which would let the cap overshoot by that much. `None` when the
+    /// thread is gone.
     pub fn state(&self) -> Option<(bool, usize)> {
         let mut buf = [0u8; 1024];
         let n = std::os::unix::fs::FileExt::read_at(&self.0, &mut buf, 0).ok()?;
@@ -196,7 +191,9 @@ mod tests {
             let nicer = ThreadPolicy { nice: 7, ..before };
             assert_eq!(set_policy(tid, nicer), 0);
             assert_eq!(get_policy(tid).expect("policy").nice, 7);
-            let (running, cpu) = thread_state(std::process::id(), tid).expect("own stat");
+            let (running, cpu) = ThreadStat::open(std::process::id(), tid)
+                .and_then(|s| s.state())
+                .expect("own stat");
             assert!(running, "the thread reading its own state runs");
             assert!(cpu < 4096, "cpu {cpu}");
         })

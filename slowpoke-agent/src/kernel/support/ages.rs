@@ -138,19 +138,23 @@ pub(super) fn json(rows: &[(Requirement, Status)]) -> serde_json::Value {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_missing_tracepoint_says_how_ages_are_carried_then() {
-        let rows: Vec<_> = AGES
-            .iter()
+    /// Every requirement present but `name`, missing for `why`.
+    fn all_present_but(name: &str, why: &str) -> Vec<(Requirement, Status)> {
+        AGES.iter()
             .map(|r| {
-                let status = if r.name == SENDMSG_LOCKED {
-                    Status::Missing("no btf_trace_tcp_sendmsg_locked".into())
+                let status = if r.name == name {
+                    Status::Missing(why.into())
                 } else {
                     Status::Present
                 };
                 (*r, status)
             })
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn a_missing_tracepoint_says_how_ages_are_carried_then() {
+        let rows = all_present_but(SENDMSG_LOCKED, "no btf_trace_tcp_sendmsg_locked");
         let message = verdict(&rows);
         assert!(
             message.contains("the thread that builds it")
@@ -168,17 +172,7 @@ mod tests {
 
     #[test]
     fn without_sk_data_ready_ages_are_still_carried() {
-        let rows: Vec<_> = AGES
-            .iter()
-            .map(|r| {
-                let status = if r.name == DATA_READY {
-                    Status::Missing("no btf_trace_sk_data_ready".into())
-                } else {
-                    Status::Present
-                };
-                (*r, status)
-            })
-            .collect();
+        let rows = all_present_but(DATA_READY, "no btf_trace_sk_data_ready");
         let message = verdict(&rows);
         assert!(
             message.starts_with("request ages: carried between services")
