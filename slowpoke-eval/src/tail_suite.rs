@@ -13,7 +13,9 @@ use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 use slowpoke_api::coordinator::{TailArm, TailCapacity, TailResult, TailSchedule};
 use slowpoke_coordinator::agents::SharedAgent;
-use slowpoke_coordinator::experiment::tail::{RealOpenLoad, Sweep, TailSpec, capacity, run_tail};
+use slowpoke_coordinator::experiment::tail::{
+    LoadPriority, OpenLoad as _, RealOpenLoad, Sweep, TailSpec, capacity, run_tail,
+};
 use slowpoke_coordinator::experiment::{App as _, Monitor, new_id};
 use slowpoke_coordinator::lease::{DEFAULT_LEASE, Lease};
 
@@ -89,15 +91,25 @@ fn topology_path(name: &str) -> PathBuf {
         .join(file)
 }
 
-/// The closed-loop throughput of the app at saturation.
-fn saturation(entry: &str, window: Duration) -> anyhow::Result<f64> {
+/// The closed-loop throughput of the app at saturation, the generator at the priority the
+/// comparisons' load runs at.
+fn saturation(entry: &str, window: Duration, realtime: Option<u8>) -> anyhow::Result<f64> {
     let spec = slowpoke_load::LoadSpec {
         connections: 64,
         warmup: Duration::from_secs(1),
         ..slowpoke_load::LoadSpec::new(vec![slowpoke_load::RequestTemplate::get(entry)])
     };
-    let r = slowpoke_load::run(&spec, slowpoke_load::RunLength::Duration(window), false)
-        .with_context(|| format!("measuring the saturation rate of {entry}"))?;
+    let options = slowpoke_load::GeneratorOptions {
+        realtime_priority: realtime,
+        ..slowpoke_load::GeneratorOptions::default()
+    };
+    let r = slowpoke_load::run_with(
+        &spec,
+        slowpoke_load::RunLength::Duration(window),
+        false,
+        &options,
+    )
+    .with_context(|| format!("measuring the saturation rate of {entry}"))?;
     anyhow::ensure!(
         r.window.rps > 0.0,
         "{entry} served nothing under a closed loop"
@@ -124,6 +136,12 @@ pub fn run(
         window_s: opts.window_s,
         cases: Vec::new(),
     };
+    // The generator runs above the schedules' real-time threads, as clients on other machines
+    // would (`DEFAULT_LOAD_PRIORITY`); where not permitted, every result says so.
+    let load = RealOpenLoad::new(LoadPriority::Auto).map_err(anyhow::Error::msg)?;
+    for w in load.warnings() {
+        log(&format!("warning: {w}"));
+    }
     for name in &opts.topologies {
         if monitor.is_cancelled() {
             anyhow::bail!("cancelled");
@@ -133,6 +151,7 @@ pub fn run(
         let x = saturation(
             &app.entry_url(),
             Duration::from_secs_f64(opts.window_s.max(3.0)),
+            load.realtime_priority(),
         )?;
         log(&format!(
             "{name}: saturation {x:.0} req/s (closed loop, 64 connections)"
@@ -158,7 +177,7 @@ pub fn run(
             ..TailSpec::default()
         };
         let lease = Lease::new(&new_id("tail-eval", name), DEFAULT_LEASE);
-        let mut r = run_tail(&spec, &app, agents, lease, &RealOpenLoad, monitor)
+        let mut r = run_tail(&spec, &app, agents, lease, &load, monitor)
             .with_context(|| format!("the tail comparison on {name}"))?;
         r.id = new_id("tail", name);
         let mut points = r.sweep.clone();

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use slowpoke_api::coordinator::TailArm;
 use slowpoke_coordinator::agents::SharedAgent;
-use slowpoke_coordinator::experiment::tail::{RealOpenLoad, TailSpec, run_tail};
+use slowpoke_coordinator::experiment::tail::{
+    DEFAULT_LOAD_PRIORITY, LoadPriority, RealOpenLoad, TailSpec, run_tail,
+};
 use slowpoke_coordinator::experiment::{App as _, Monitor, RunError, new_id};
 use slowpoke_coordinator::lease::Lease;
 use slowpoke_coordinator::real::InProcessAgent;
@@ -76,8 +78,12 @@ fn spec(repetitions: usize) -> TailSpec {
 fn every_arm_runs_and_no_schedule_is_left() {
     with_app("run", |agent, agents, app| {
         let lease = Lease::new(&new_id("tail", "e2e"), Duration::from_secs(5));
-        let r = run_tail(&spec(2), app, agents, lease, &RealOpenLoad, &Monitor::new())
+        // The load as the CLI and the suite run it: real-time when permitted (root, as here).
+        let load = RealOpenLoad::new(LoadPriority::Auto).expect("the default load priority");
+        let r = run_tail(&spec(2), app, agents, lease, &load, &Monitor::new())
             .expect("the comparison runs");
+        assert_eq!(r.load_priority, Some(DEFAULT_LOAD_PRIORITY));
+        assert!(r.warnings.is_empty(), "{:?}", r.warnings);
         assert_eq!(
             r.arms.iter().map(|a| a.arm).collect::<Vec<_>>(),
             TailArm::ALL.to_vec()
@@ -133,7 +139,9 @@ fn a_cancel_removes_the_schedule() {
         let lease = Lease::new(&new_id("tail", "cancel"), Duration::from_secs(5));
         std::thread::scope(|s| {
             let m = monitor.clone();
-            let run = s.spawn(move || run_tail(&spec(50), app, agents, lease, &RealOpenLoad, &m));
+            let run = s.spawn(move || {
+                run_tail(&spec(50), app, agents, lease, &RealOpenLoad::default(), &m)
+            });
             // Wait until an arm's schedule is in force on the agent, then cancel.
             let deadline = Instant::now() + Duration::from_secs(30);
             while agent.scheduling().services.is_empty() {

@@ -37,6 +37,11 @@ pub struct GeneratorOptions {
     /// Seed of the weighted choice among request templates (connection `i` uses a stream derived from it), so a
     /// run's request sequence per connection is reproducible.
     pub seed: u64,
+    /// Run every thread of the generator under `SCHED_FIFO` at this priority (1 to 99): the driver thread sets
+    /// it first and the threads it starts (the runtime's workers, the pacer) inherit it. So an app on the same
+    /// CPUs, and the real-time threads of a schedule on it, do not delay its sends (see `realtime.rs`).
+    /// `None`: normal scheduling. Starting fails, naming the cause, if the thread may not.
+    pub realtime_priority: Option<u8>,
 }
 
 impl Default for GeneratorOptions {
@@ -44,6 +49,7 @@ impl Default for GeneratorOptions {
         GeneratorOptions {
             worker_threads: 1,
             seed: 0x5EED_5EED,
+            realtime_priority: None,
         }
     }
 }
@@ -104,10 +110,27 @@ impl LoadGenerator {
         let (ready_tx, ready_rx) = mpsc::channel::<Result<Started, LoadError>>();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let thread_shared = Arc::clone(&shared);
-        let seed = options.seed;
+        let (seed, realtime) = (options.seed, options.realtime_priority);
+        if let Some(p) = realtime
+            && !(1..=crate::realtime::MAX_REALTIME_PRIORITY).contains(&p)
+        {
+            return Err(LoadError::Invalid(format!(
+                "the real-time priority must be 1 to {}, got {p}",
+                crate::realtime::MAX_REALTIME_PRIORITY
+            )));
+        }
         let thread = std::thread::Builder::new()
             .name("slowpoke-load".into())
-            .spawn(move || drive(&thread_shared, plan, &spec, seed, &ready_tx, stop_rx))
+            .spawn(move || {
+                drive(
+                    &thread_shared,
+                    plan,
+                    &spec,
+                    (seed, realtime),
+                    &ready_tx,
+                    stop_rx,
+                );
+            })
             .map_err(LoadError::Runtime)?;
         let ready = ready_rx.recv().unwrap_or_else(|_| {
             Err(LoadError::Runtime(std::io::Error::other(
@@ -244,10 +267,17 @@ fn drive(
     shared: &Arc<Shared>,
     plan: Plan,
     spec: &LoadSpec,
-    seed: u64,
+    (seed, realtime): (u64, Option<u8>),
     ready_tx: &mpsc::Sender<Result<Started, LoadError>>,
     stop_rx: tokio::sync::oneshot::Receiver<()>,
 ) {
+    // Threads started from here on (the runtime's workers, the pacer) inherit the policy.
+    if let Some(priority) = realtime
+        && let Err(source) = crate::realtime::set_current_thread(priority)
+    {
+        let _ = ready_tx.send(Err(LoadError::Realtime { priority, source }));
+        return;
+    }
     shared.cpu.register_current();
     let (on_start, on_stop) = (Arc::clone(&shared.cpu), Arc::clone(&shared.cpu));
     // One worker: a current-thread runtime on this (driver) thread, which saves the cross-thread wake-ups of a

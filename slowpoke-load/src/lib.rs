@@ -18,6 +18,7 @@ mod exchange;
 mod generator;
 mod open_counters;
 mod open_loop;
+mod realtime;
 mod run;
 mod shared;
 mod spec;
@@ -27,6 +28,7 @@ pub use arrivals::{Arrivals, Schedule};
 pub use generator::{GeneratorOptions, LoadGenerator};
 pub use hyper::Method;
 pub use open_counters::{MAX_BACKLOG, OpenReport};
+pub use realtime::{MAX_REALTIME_PRIORITY, current_thread_policy, permitted as realtime_permitted};
 pub use run::{Report, RunLength, run, run_with};
 pub use spec::{LoadSpec, RequestTemplate, parse_duration, parse_header, parse_method, parse_mix};
 pub use stats::{Counts, GENERATOR_BOUND_BUSY, Snapshot, Window, online_cpus};
@@ -46,4 +48,13 @@ pub enum LoadError {
     Unreachable { url: String, reason: String },
     #[error("cannot start the load generator's threads: {0}")]
     Runtime(#[source] std::io::Error),
+    #[error(
+        "cannot run the load generator's threads at real-time priority {priority} (SCHED_FIFO): {source}; \
+         run as root or with CAP_SYS_NICE, or at normal priority"
+    )]
+    Realtime {
+        priority: u8,
+        #[source]
+        source: std::io::Error,
+    },
 }

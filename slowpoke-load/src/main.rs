@@ -96,6 +96,11 @@ struct Cli {
     /// Open loop replaying a trace: one arrival time per line, seconds; with --rate, scaled to that mean rate.
     #[arg(long, value_name = "FILE", conflicts_with = "arrivals")]
     trace: Option<PathBuf>,
+    /// Run the generator's threads at this real-time (FIFO) priority, 1 to 99 (needs root or the `CAP_SYS_NICE`
+    /// capability), so that an app sharing these CPUs, or real-time threads of a schedule on it, do not delay
+    /// its sends.
+    #[arg(long, value_name = "PRIORITY", value_parser = clap::value_parser!(u8).range(1..=99))]
+    realtime_priority: Option<u8>,
 }
 
 fn duration_arg(s: &str) -> Result<Duration, String> {
@@ -137,6 +142,7 @@ fn run_cli(cli: &Cli) -> anyhow::Result<ExitCode> {
     let options = GeneratorOptions {
         worker_threads: cli.threads,
         seed: cli.seed,
+        realtime_priority: cli.realtime_priority,
     };
     spec.check()?;
     length.check()?;

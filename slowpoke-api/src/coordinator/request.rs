@@ -178,6 +178,12 @@ pub struct ExperimentRequest {
     /// such rate.
     #[serde(default)]
     pub p99_target_us: Option<f64>,
+    /// Tail: the load generator's threads run `SCHED_FIFO` at this priority, 1 to 99, so a
+    /// schedule's real-time threads on the same CPUs do not delay its requests; 0: normal
+    /// scheduling. Default: 30 when the coordinator may (root or `CAP_SYS_NICE`), else normal
+    /// with a warning in the result.
+    #[serde(default)]
+    pub load_priority: Option<i64>,
 
     // Measurement.
     /// One measurement window, seconds, at most 600 (the CLI's `--duration`, alias `duration`;

@@ -207,6 +207,11 @@ pub struct TailResult {
     pub sweep: Vec<TailSweepPoint>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub capacity: Vec<TailCapacity>,
+    /// The real-time priority (`SCHED_FIFO`) the load generator's threads ran at, so that a
+    /// schedule's real-time threads on the same CPUs did not delay its requests; null: normal
+    /// scheduling (docs/tail.md).
+    #[serde(default)]
+    pub load_priority: Option<u8>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
 }

@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use anyhow::bail;
 use clap::Args;
 use slowpoke_api::coordinator::TailArm;
-use slowpoke_coordinator::experiment::tail::{RealOpenLoad, Sweep, TailSpec, run_tail};
+use slowpoke_coordinator::experiment::tail::{
+    LoadPriority, RealOpenLoad, Sweep, TailSpec, run_tail,
+};
 use slowpoke_coordinator::experiment::{self, Monitor};
 use slowpoke_coordinator::results::StoredResult;
 use slowpoke_coordinator::{plot, report};
@@ -48,6 +50,12 @@ pub(crate) struct CompareArgs {
     /// Where to write the latency-CDF plot (default: next to the stored result).
     #[arg(long, value_name = "FILE")]
     pub(crate) svg: Option<PathBuf>,
+    /// Run the load generator's threads at this real-time (FIFO) priority, 1 to 99, above a
+    /// schedule's promoted threads, as clients on other machines would be; 0: normal
+    /// scheduling. Default: 30 when permitted (root or `CAP_SYS_NICE`), else normal with a
+    /// warning.
+    #[arg(long, value_name = "PRIORITY", value_parser = clap::value_parser!(u8).range(0..=99))]
+    pub(crate) load_priority: Option<u8>,
 }
 
 fn parse_arm(s: &str) -> Result<TailArm, String> {
@@ -93,6 +101,11 @@ impl CompareArgs {
                 .max_errors
                 .map_or(defaults.max_error_ratio, |pct| pct / 100.0),
             sweep,
+            load_priority: match self.load_priority {
+                None => LoadPriority::Auto,
+                Some(0) => LoadPriority::Normal,
+                Some(p) => LoadPriority::Fifo(p),
+            },
         };
         spec.check().map_err(|e| {
             anyhow::anyhow!(
@@ -110,6 +123,8 @@ pub(crate) fn compare(a: &CompareArgs) -> anyhow::Result<()> {
         );
     }
     let spec = a.spec()?;
+    let load = RealOpenLoad::new(spec.load_priority)
+        .map_err(|e| anyhow::anyhow!("{e} (--load-priority)"))?;
     let store = a.common.store();
     let id = experiment::new_id("tail", "app");
     let lease = a.common.lease(&id)?;
@@ -135,7 +150,7 @@ pub(crate) fn compare(a: &CompareArgs) -> anyhow::Result<()> {
         p.backends.app.as_ref(),
         &p.backends.agents,
         lease,
-        &RealOpenLoad,
+        &load,
         &monitor,
     );
     if let Some(b) = bar {

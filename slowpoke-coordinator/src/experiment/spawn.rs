@@ -54,12 +54,13 @@ pub fn spawn_tail(spec: TailSpec, backends: Backends) -> ExperimentHandle<TailRe
     let monitor = Monitor::new();
     let m = monitor.clone();
     let join = tokio::task::spawn_blocking(move || {
+        let load = RealOpenLoad::new(spec.load_priority).map_err(RunError::BadSpec)?;
         run_tail(
             &spec,
             backends.app.as_ref(),
             &backends.agents,
             backends.lease.clone(),
-            &RealOpenLoad,
+            &load,
             &m,
         )
     });

@@ -15,7 +15,7 @@ use slowpoke_api::selector::parse_selector;
 pub use crate::spec_builder::AppRequest;
 pub use slowpoke_api::coordinator::{Capacity, CapacityRange, ExperimentRequest, Factor, Kind};
 
-use crate::experiment::tail::{Sweep, TailSpec};
+use crate::experiment::tail::{LoadPriority, Sweep, TailSpec};
 use crate::experiment::{LoadConfig, ProfileSpec, Repeat, Safety, Timing, WhatIfSpec};
 use crate::model::{Optimization, OptimizationModel as _};
 use crate::spec_builder::{self, AppFields, OptimizationFields};
@@ -364,6 +364,7 @@ fn tail_fields(req: &ExperimentRequest) -> bool {
         || req.max_share.is_some()
         || req.sweep.is_some()
         || req.p99_target_us.is_some()
+        || req.load_priority.is_some()
 }
 
 /// An integer field within `lo..=hi`, converted.
@@ -485,6 +486,11 @@ fn tail(
             defaults.max_error_ratio
         },
         sweep,
+        load_priority: match bounded::<u8>("load_priority", req.load_priority, 0, 99)? {
+            None => LoadPriority::Auto,
+            Some(0) => LoadPriority::Normal,
+            Some(p) => LoadPriority::Fifo(p),
+        },
     };
     spec.check()?;
     Ok(spec)
@@ -622,7 +628,24 @@ mod tests {
         );
         assert_eq!(t.services, Some(vec!["cart".to_owned()]));
         assert_eq!(t.sweep.unwrap().rates_rps, vec![200.0, 600.0]);
+        assert_eq!(t.load_priority, LoadPriority::Auto);
+        for (given, want) in [(0, LoadPriority::Normal), (45, LoadPriority::Fifo(45))] {
+            let c = req(&format!(
+                r#"{{{APP}, "kind": "tail", "rate": 10, "load_priority": {given}}}"#
+            ))
+            .unwrap();
+            let Spec::Tail(t) = c.spec else { panic!() };
+            assert_eq!(t.load_priority, want);
+        }
         for (body, expect) in [
+            (
+                format!(r#"{{{APP}, "kind": "tail", "rate": 10, "load_priority": 100}}"#),
+                "`load_priority` must be 0 to 99",
+            ),
+            (
+                format!(r#"{{{APP}, "target": "cart", "speedup": 2, "load_priority": 30}}"#),
+                "remove `rate`",
+            ),
             (format!(r#"{{{APP}, "kind": "tail"}}"#), "no `rate`"),
             (
                 format!(r#"{{{APP}, "kind": "tail", "rate": -3}}"#),

@@ -14,7 +14,7 @@ mod summary;
 #[cfg(test)]
 mod tests;
 
-pub use load::{LatencyWindow, OpenLoad, RealOpenLoad};
+pub use load::{DEFAULT_LOAD_PRIORITY, LatencyWindow, LoadPriority, OpenLoad, RealOpenLoad};
 pub use run::run_tail;
 pub use spec::{DEFAULT_IN_FLIGHT, Sweep, TailSpec, check_schedule};
 pub use summary::{capacity, cdf, interval};

@@ -135,12 +135,14 @@ fn run_inner(
     for (ri, &rate) in rates.iter().enumerate() {
         measured.push(runner.measure_rate(ri, rate)?);
     }
-    let warnings = runner
-        .guard
-        .clear()
-        .into_iter()
-        .map(|e| format!("could not remove the schedule: {e}"))
-        .collect();
+    let mut warnings = load.warnings();
+    warnings.extend(
+        runner
+            .guard
+            .clear()
+            .into_iter()
+            .map(|e| format!("could not remove the schedule: {e}")),
+    );
 
     let mut measured = measured.into_iter();
     let main = measured.next().expect("the main rate is measured first");
@@ -175,6 +177,7 @@ fn run_inner(
         p99_target_us: spec.sweep.as_ref().map(|s| s.p99_target_us),
         sweep,
         capacity,
+        load_priority: load.realtime_priority(),
         warnings,
     })
 }

@@ -2,6 +2,7 @@
 
 use slowpoke_api::coordinator::{TailArm, TailSchedule};
 
+use super::LoadPriority;
 use crate::experiment::LoadConfig;
 
 /// A tail comparison: the app under an open loop at `rate_rps`, each arm in turn, `repetitions`
@@ -31,6 +32,8 @@ pub struct TailSpec {
     /// Abort when a window sees more than this share of errors.
     pub max_error_ratio: f64,
     pub sweep: Option<Sweep>,
+    /// The load generator's scheduling ([`LoadPriority`]; by default real-time when permitted).
+    pub load_priority: LoadPriority,
 }
 
 /// A rate sweep: each rate measured with every arm (`repetitions` times, interleaved), and
@@ -66,6 +69,7 @@ impl Default for TailSpec {
             },
             max_error_ratio: 0.05,
             sweep: None,
+            load_priority: LoadPriority::Auto,
         }
     }
 }
@@ -109,6 +113,11 @@ impl TailSpec {
             return bad("the error limit must be 0 to 100 %");
         }
         check_schedule(&self.schedule)?;
+        if let LoadPriority::Fifo(p) = self.load_priority
+            && !(1..=99).contains(&p)
+        {
+            return bad("the load generator's real-time priority must be 1 to 99 (0: normal)");
+        }
         if let Some(s) = &self.services
             && s.is_empty()
         {
