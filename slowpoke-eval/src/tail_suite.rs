@@ -223,11 +223,36 @@ pub fn run(
             comparison: r,
         });
         drop(app);
-        let json = serde_json::to_vec_pretty(&file)?;
+        // Compact: the CDFs make the pretty form almost three times larger.
+        let json = serde_json::to_vec(&file)?;
         std::fs::write(opts.out_dir.join("results.json"), json)?;
     }
     std::fs::write(opts.out_dir.join("report.md"), report(&file))?;
     Ok(file)
+}
+
+/// A case's heading: topology, saturation, target, the schedules' knobs, how the load ran.
+fn case_header(c: &TailCase) -> String {
+    use std::fmt::Write as _;
+    let sched = &c.comparison.schedule;
+    let knob = |v: Option<String>| v.unwrap_or_else(|| "the agent's default".into());
+    let mut s = format!(
+        "## {}\n\nSaturation {:.0} req/s; p99 target {:.2} ms. Schedules: k {}, share cap {}. \
+         Load generator: {}.\n\n",
+        c.topology,
+        c.saturation_rps,
+        c.p99_target_us / 1e3,
+        knob(sched.k.map(|k| k.to_string())),
+        knob(sched.max_share.map(|m| m.to_string())),
+        c.comparison.load_priority.map_or_else(
+            || "normal priority".to_owned(),
+            |p| format!("real-time priority {p}")
+        )
+    );
+    for w in &c.comparison.warnings {
+        let _ = write!(s, "Warning: {w}\n\n");
+    }
+    s
 }
 
 /// The suite's figures as markdown: per topology and rate, each arm's p50/p99/p99.9/mean and
@@ -242,13 +267,7 @@ pub fn report(f: &TailSuiteFile) -> String {
         f.repetitions, f.window_s
     );
     for c in &f.cases {
-        let _ = writeln!(
-            s,
-            "## {}\n\nSaturation {:.0} req/s; p99 target {:.2} ms.\n",
-            c.topology,
-            c.saturation_rps,
-            c.p99_target_us / 1e3
-        );
+        s.push_str(&case_header(c));
         let _ = writeln!(
             s,
             "| rate | arm | p50 ms | p99 ms [95 % CI] | p99.9 ms | mean ms | req/s | errors | p99 vs default | mean vs default | scheduler cores | scheduler wake-ups/s |\n|---|---|---|---|---|---|---|---|---|---|---|---|"
@@ -348,4 +367,28 @@ pub fn report(f: &TailSuiteFile) -> String {
         let _ = writeln!(s, "\n![latency CDF](cdf-{}.svg)\n", c.topology);
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A committed run of the suite renders with its knobs and how its load ran.
+    #[test]
+    fn the_report_names_the_schedule_knobs_and_the_load_generators_priority() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../docs/results/tail-eval-20261207-rt-ms-exp-share07-r10/results.json");
+        let file: TailSuiteFile =
+            serde_json::from_slice(&std::fs::read(&path).expect("the committed results"))
+                .expect("a tail suite file");
+        let r = report(&file);
+        assert!(r.contains("## tail-fanout-3-ms-exp"), "{r}");
+        assert!(
+            r.contains("Schedules: k the agent's default, share cap 0.7. Load generator: real-time priority 30."),
+            "{r}"
+        );
+        // 4 rates x 3 arms.
+        assert_eq!(r.matches("| oldest-first |").count(), 4, "{r}");
+        assert_eq!(r.lines().filter(|l| l.starts_with("| ")).count(), 1 + 12);
+    }
 }

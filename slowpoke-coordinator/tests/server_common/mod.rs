@@ -385,6 +385,7 @@ pub fn tail_result(id: &str) -> slowpoke_api::coordinator::TailResult {
         p99_target_us: None,
         sweep: Vec::new(),
         capacity: Vec::new(),
+        load_priority: Some(30),
         warnings: Vec::new(),
     }
 }
