@@ -293,6 +293,14 @@ fn tail_rows(s: &mut String, arms: &[TailArmResult]) {
     }
 }
 
+/// How the load generator's threads ran (`TailResult::load_priority`).
+fn load_priority(p: Option<u8>) -> String {
+    p.map_or_else(
+        || "normal priority".to_owned(),
+        |p| format!("real-time priority {p}"),
+    )
+}
+
 /// A tail comparison as a table: per arm the percentiles, mean and throughput, and the
 /// changes against `default` with their intervals; with a sweep, each arm's highest rate
 /// under the p99 target.
@@ -300,12 +308,13 @@ pub fn tail_table(r: &TailResult) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "Tail comparison at {:.0} req/s (Poisson, open loop), {} repetitions x {:.1} s per arm, {} scheduled on {}",
+        "Tail comparison at {:.0} req/s (Poisson, open loop), {} repetitions x {:.1} s per arm, {} scheduled on {}; load generator at {}",
         r.rate_rps,
         r.repetitions,
         r.window_s,
         r.services.join(", "),
-        r.agents.join(", ")
+        r.agents.join(", "),
+        load_priority(r.load_priority)
     );
     tail_rows(&mut s, &r.arms);
     for p in &r.sweep {

@@ -204,6 +204,19 @@ fn the_page_shows_a_tail_comparison_with_its_latency_cdf() {
         assert!(dom.contains(&row), "no `{row}` in:\n{dom}");
     }
     assert!(dom.contains("-50.6 % [-51, -50]"), "no p99 change:\n{dom}");
+    // How the load generator ran, as in the CLI's table.
+    assert!(
+        dom.contains("load generator at real-time priority 30."),
+        "{dom}"
+    );
+    assert!(
+        slowpoke_coordinator::report::tail_table(&t)
+            .lines()
+            .next()
+            .is_some_and(|l| l.ends_with("; load generator at real-time priority 30")),
+        "{}",
+        slowpoke_coordinator::report::tail_table(&t)
+    );
     // The arm that could not run says why.
     assert!(
         dom.contains("not run: agent fake refused tail scheduling"),

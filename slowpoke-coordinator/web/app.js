@@ -273,7 +273,8 @@ function tailTable(arms, id) {
 function tailTables(r) {
   const head = el("p", {}, "Tail comparison at " + num(r.rate_rps) + " req/s (Poisson, open loop; latency " +
     "from each request's intended send time), " + r.repetitions + " repetitions × " + num(r.window_s, 1) +
-    " s per arm; " + r.services.join(", ") + " scheduled on " + r.agents.join(", ") + ".");
+    " s per arm; " + r.services.join(", ") + " scheduled on " + r.agents.join(", ") + "; load generator at " +
+    (r.load_priority == null ? "normal priority" : "real-time priority " + r.load_priority) + ".");
   const parts = [head, tailTable(r.arms, "result-table")];
   for (const p of r.sweep || []) {
     parts.push(el("h3", {}, "at " + num(p.rate_rps) + " req/s"), tailTable(p.arms, ""));
