@@ -14,11 +14,16 @@ use slowpoke_coordinator::experiment::{Monitor, ProfileSpec, run_profile};
 use slowpoke_coordinator::fake::FakeWorld;
 use slowpoke_coordinator::results::{ResultStore, StoredResult};
 
-fn chromium() -> Option<PathBuf> {
+/// The headless browser the page is checked with; a missing one fails the test (`cargo xtask
+/// setup` installs it), it does not skip it.
+fn chromium() -> PathBuf {
     ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
         .iter()
         .map(PathBuf::from)
         .find(|p| p.exists())
+        .expect(
+            "no /usr/bin/chromium: `cargo xtask setup` installs it (apt-get install -y chromium)",
+        )
 }
 
 /// Runs headless Chromium on `url`; `--dump-dom` prints the DOM after the page's scripts ran
@@ -69,12 +74,7 @@ fn shown(v: f64) -> String {
 
 #[test]
 fn the_page_shows_a_stored_result_with_its_numbers_and_plot() {
-    let Some(browser) = chromium() else {
-        eprintln!(
-            "SKIPPED: no /usr/bin/chromium; install it with `apt-get install -y chromium` (cargo xtask setup does)"
-        );
-        return;
-    };
+    let browser = chromium();
     let w = FakeWorld::chain();
     let dir = temp_dir("web");
     let r = cli_what_if(&w);
@@ -179,10 +179,7 @@ fn the_page_shows_a_stored_result_with_its_numbers_and_plot() {
 
 #[test]
 fn the_page_shows_a_tail_comparison_with_its_latency_cdf() {
-    let Some(browser) = chromium() else {
-        eprintln!("SKIPPED: no /usr/bin/chromium; install it with `apt-get install -y chromium`");
-        return;
-    };
+    let browser = chromium();
     let w = FakeWorld::chain();
     let dir = temp_dir("web-tail");
     let t = server_common::tail_result("20261206T120000-000-tail-app");
@@ -243,10 +240,7 @@ fn the_page_shows_a_tail_comparison_with_its_latency_cdf() {
 
 #[test]
 fn the_page_shows_a_running_experiment_and_its_progress() {
-    let Some(browser) = chromium() else {
-        eprintln!("SKIPPED: no /usr/bin/chromium; install it with `apt-get install -y chromium`");
-        return;
-    };
+    let browser = chromium();
     let w = FakeWorld::chain();
     let s = Server::start(config(&w, temp_dir("web-running")));
     let a = call(
