@@ -294,7 +294,7 @@ fn tail_rows(s: &mut String, arms: &[TailArmResult]) {
 }
 
 /// How the load generator's threads ran (`TailResult::load_priority`).
-fn load_priority(p: Option<u8>) -> String {
+pub fn load_priority(p: Option<u8>) -> String {
     p.map_or_else(
         || "normal priority".to_owned(),
         |p| format!("real-time priority {p}"),

@@ -244,10 +244,7 @@ fn case_header(c: &TailCase) -> String {
         c.p99_target_us / 1e3,
         knob(sched.k.map(|k| k.to_string())),
         knob(sched.max_share.map(|m| m.to_string())),
-        c.comparison.load_priority.map_or_else(
-            || "normal priority".to_owned(),
-            |p| format!("real-time priority {p}")
-        )
+        slowpoke_coordinator::report::load_priority(c.comparison.load_priority)
     );
     for w in &c.comparison.warnings {
         let _ = write!(s, "Warning: {w}\n\n");

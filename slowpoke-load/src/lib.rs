@@ -28,7 +28,7 @@ pub use arrivals::{Arrivals, Schedule};
 pub use generator::{GeneratorOptions, LoadGenerator};
 pub use hyper::Method;
 pub use open_counters::{MAX_BACKLOG, OpenReport};
-pub use realtime::{MAX_REALTIME_PRIORITY, current_thread_policy, permitted as realtime_permitted};
+pub use realtime::permitted as realtime_permitted;
 pub use run::{Report, RunLength, run, run_with};
 pub use spec::{LoadSpec, RequestTemplate, parse_duration, parse_header, parse_method, parse_mix};
 pub use stats::{Counts, GENERATOR_BOUND_BUSY, Snapshot, Window, online_cpus};

@@ -10,7 +10,7 @@
 //! (`sched_rt_runtime_us`) leaves the rest of the machine its share in any case.
 
 /// The highest priority accepted (`SCHED_FIFO` ranges 1 to 99 on Linux).
-pub const MAX_REALTIME_PRIORITY: u8 = 99;
+pub(crate) const MAX_REALTIME_PRIORITY: u8 = 99;
 
 /// Puts the calling thread under `SCHED_FIFO` at `priority` (1 to 99). Fails with the OS error (`EPERM`
 /// without root or `CAP_SYS_NICE`, `EINVAL` for a priority out of range).
@@ -38,20 +38,20 @@ pub fn permitted(priority: u8) -> std::io::Result<()> {
         .unwrap_or_else(|_| Err(std::io::Error::other("the probe thread panicked")))
 }
 
-/// The calling thread's scheduling policy and real-time priority (for checks and reports).
-pub fn current_thread_policy() -> (i32, i32) {
-    let mut param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: both calls read the calling thread's own settings into a valid, owned sched_param.
-    unsafe {
-        let policy = libc::sched_getscheduler(0);
-        libc::sched_getparam(0, &raw mut param);
-        (policy, param.sched_priority)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The calling thread's scheduling policy and real-time priority.
+    fn current_thread_policy() -> (i32, i32) {
+        let mut param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: both calls read the calling thread's own settings into a valid, owned sched_param.
+        unsafe {
+            let policy = libc::sched_getscheduler(0);
+            libc::sched_getparam(0, &raw mut param);
+            (policy, param.sched_priority)
+        }
+    }
 
     #[test]
     fn an_out_of_range_priority_is_refused_and_the_caller_keeps_its_policy() {

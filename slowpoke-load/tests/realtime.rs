@@ -28,20 +28,24 @@ fn generator_threads() -> Vec<(String, i32, i32)> {
             .and_then(|n| n.to_str())
             .and_then(|n| n.parse().ok())
             .expect("a numeric thread id");
-        let mut param = libc::sched_param { sched_priority: 0 };
-        // SAFETY: reading another thread's scheduling settings into an owned sched_param.
-        let (policy, rc) = unsafe {
-            (
-                libc::sched_getscheduler(tid),
-                libc::sched_getparam(tid, &raw mut param),
-            )
-        };
-        if policy < 0 || rc != 0 {
-            continue; // the thread ended meanwhile
-        }
-        out.push((name, policy, param.sched_priority));
+        if let Some((policy, priority)) = policy_of(tid) {
+            out.push((name, policy, priority));
+        } // else the thread ended meanwhile
     }
     out
+}
+
+/// (policy, real-time priority) of thread `tid` (0: the calling thread), None if it is gone.
+fn policy_of(tid: i32) -> Option<(i32, i32)> {
+    let mut param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: reading a thread's scheduling settings into an owned sched_param.
+    let (policy, rc) = unsafe {
+        (
+            libc::sched_getscheduler(tid),
+            libc::sched_getparam(tid, &raw mut param),
+        )
+    };
+    (policy >= 0 && rc == 0).then_some((policy, param.sched_priority))
 }
 
 #[test]
@@ -54,7 +58,7 @@ fn every_thread_of_a_generator_runs_at_the_real_time_priority_asked_for_and_othe
         arrivals: Arrivals::Open(Schedule::poisson(500.0).unwrap()),
         ..LoadSpec::new(vec![RequestTemplate::get(srv.url("/ok"))])
     };
-    let caller = slowpoke_load::current_thread_policy();
+    let caller = policy_of(0);
 
     // Two workers: a multi-thread runtime, whose threads the driver starts; the pacer too.
     let options = GeneratorOptions {
@@ -78,11 +82,7 @@ fn every_thread_of_a_generator_runs_at_the_real_time_priority_asked_for_and_othe
         );
     }
     assert!(srv.count("/ok") > 0, "the load sent nothing");
-    assert_eq!(
-        slowpoke_load::current_thread_policy(),
-        caller,
-        "the caller's own policy changed"
-    );
+    assert_eq!(policy_of(0), caller, "the caller's own policy changed");
 
     // Without the option: normal scheduling.
     let load = LoadGenerator::start_with(spec.clone(), &GeneratorOptions::default())

@@ -101,11 +101,7 @@ impl CompareArgs {
                 .max_errors
                 .map_or(defaults.max_error_ratio, |pct| pct / 100.0),
             sweep,
-            load_priority: match self.load_priority {
-                None => LoadPriority::Auto,
-                Some(0) => LoadPriority::Normal,
-                Some(p) => LoadPriority::Fifo(p),
-            },
+            load_priority: LoadPriority::from_setting(self.load_priority),
         };
         spec.check().map_err(|e| {
             anyhow::anyhow!(

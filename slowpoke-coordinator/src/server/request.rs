@@ -486,11 +486,12 @@ fn tail(
             defaults.max_error_ratio
         },
         sweep,
-        load_priority: match bounded::<u8>("load_priority", req.load_priority, 0, 99)? {
-            None => LoadPriority::Auto,
-            Some(0) => LoadPriority::Normal,
-            Some(p) => LoadPriority::Fifo(p),
-        },
+        load_priority: LoadPriority::from_setting(bounded::<u8>(
+            "load_priority",
+            req.load_priority,
+            0,
+            99,
+        )?),
     };
     spec.check()?;
     Ok(spec)

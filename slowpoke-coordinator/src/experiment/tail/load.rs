@@ -108,6 +108,18 @@ pub enum LoadPriority {
     Fifo(u8),
 }
 
+impl LoadPriority {
+    /// From the CLI's `--load-priority` and the API's `load_priority`: absent = `Auto`, 0 =
+    /// `Normal`, else `Fifo` (the range is checked by [`super::TailSpec::check`]).
+    pub fn from_setting(setting: Option<u8>) -> LoadPriority {
+        match setting {
+            None => LoadPriority::Auto,
+            Some(0) => LoadPriority::Normal,
+            Some(p) => LoadPriority::Fifo(p),
+        }
+    }
+}
+
 /// `slowpoke-load`'s open loop.
 #[derive(Clone, Debug, Default)]
 pub struct RealOpenLoad {
