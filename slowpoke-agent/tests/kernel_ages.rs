@@ -587,6 +587,66 @@ fn kernel_ages_apache_prefork_to_a_leaf_in_another_namespace() {
     apache_to_leaf_in_netns("prefork");
 }
 
+/// A fan-out of Debian's servers: apache2 prefork + `mod_php` as the entry, whose PHP calls three
+/// such leaves at once with `curl_multi` (a fresh connection per call, opened while the programs
+/// are loaded); the leaves under a kernel whose clock is `OFFSET_NS` ahead.
+#[test]
+fn kernel_ages_php_fanout_of_apache_prefork_servers() {
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let app = slowpoke_testkit::php::PhpFanout {
+        workers: 4,
+        // Mean 1 ms before the calls (exponential): a leaf that took its own arrival as origin
+        // would be off by more than the tolerance for most requests.
+        front_us: 1000.0,
+        leaf_us: 50.0,
+        leaves: 3,
+    }
+    .start();
+    let mut front = Kernel::load(DEFAULT_QUANTUM_NS).expect("loading the kernel programs (root)");
+    let mut back = Kernel::load_with_clock_offset(DEFAULT_QUANTUM_NS, OFFSET_NS)
+        .expect("loading the kernel programs (root)");
+    let mut front_events = front.take_request_events().unwrap();
+    let mut back_events = back.take_request_events().unwrap();
+    front.set_members(0, &app.front.pids()).unwrap();
+    front.set_server_ports(0, &[app.front.port], &[]).unwrap();
+    front.set_track_ages(0, true).unwrap();
+    for (id, leaf) in app.leaves.iter().enumerate() {
+        let id = id as u32;
+        back.set_members(id, &leaf.pids()).unwrap();
+        back.set_server_ports(id, &[leaf.port], &[]).unwrap();
+        back.set_track_ages(id, true).unwrap();
+    }
+
+    drive(&app.entry);
+    let front_seen = drain_events(&mut front_events, 1500);
+    let back_seen = drain_events(&mut back_events, 3 * 1500);
+    let entry = served(&front_seen, 0).remove(&0).unwrap_or_default();
+    let mut leaves = served(&back_seen, OFFSET_NS);
+    eprintln!(
+        "php fan-out: front {:?}; back {:?}",
+        front.age_stats().unwrap(),
+        back.age_stats().unwrap()
+    );
+    assert_eq!(entry.len(), 1500, "front requests");
+    for id in 0..3u32 {
+        let leaf = leaves.remove(&id).unwrap_or_default();
+        check(
+            &format!("php front -> leaf {id} (curl_multi, other clock)"),
+            &entry,
+            &leaf,
+            1500,
+        );
+        let carried = back.age_counters(id).unwrap().carried as usize;
+        assert!(
+            carried * 1000 >= leaf.len() * 999,
+            "leaf {id}: {carried} of {} carried",
+            leaf.len()
+        );
+    }
+}
+
 /// Dropping the `Kernel` unloads the carrying programs (their links, on the cgroup root too, go
 /// with them): nothing keeps writing or parsing options after the agent is gone.
 #[test]

@@ -468,6 +468,12 @@ fn try_request_ages(ctx: &SockOpsContext) -> Result<u32, u32> {
         BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB => {
             if unsafe { AGE_PORTS.get(ctx.local_port()) } == Some(&AGE_PORT_LISTEN) {
                 enable(ctx, PARSE_FLAGS);
+                // The segment that completes the handshake: a listener with TCP_DEFER_ACCEPT
+                // (apache2's default `AcceptFilter http data`, nginx's `deferred`, haproxy's
+                // `defer-accept`) establishes the connection only when the request's first data
+                // arrive, and that segment's options are never parsed otherwise (the kernel
+                // skips parsing in SYN_RECV): read its age here, before its data are queued.
+                parse_age(ctx);
             }
         }
         BPF_SOCK_OPS_HDR_OPT_LEN_CB => {

@@ -7,9 +7,10 @@
 //! v2 directories, [`cluster`] N nodes on this machine (network namespaces on a bridge, cpusets),
 //! [`hostile`] processes that test the agent's safety (a chosen pid, a failing `close_range`, user
 //! `nobody`), [`swap`] live configuration changes of running servers (the real-server evaluation's
-//! ground truth), and `openapi` (feature `openapi`) checks a server against its API document. The
-//! benchmarks (`slowpoke-bench`) use the real servers too; their statistics
-//! live in `slowpoke-stats`.
+//! ground truth), [`php`] a fan-out of apache2 + `mod_php` instances (the tail suite's real
+//! app), and `openapi` (feature `openapi`) checks a server against its API document. The
+//! benchmarks (`slowpoke-bench`) use the real servers too; their statistics live in
+//! `slowpoke-stats`.
 
 pub mod cgroup;
 pub mod cluster;
@@ -18,6 +19,7 @@ pub mod hostile;
 pub mod listen;
 #[cfg(feature = "openapi")]
 pub mod openapi;
+pub mod php;
 pub mod swap;
 
 pub use listen::{start_listening, wait_listening};

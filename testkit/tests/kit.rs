@@ -35,3 +35,34 @@ fn prefork_nginx_has_its_workers_and_none_is_stopped() {
     assert_eq!(pids.len(), 3, "master + 2 workers: {pids:?}");
     assert!(pids.iter().all(|&p| !is_stopped(p)));
 }
+
+#[test]
+fn php_fanout_answers_with_every_leafs_answer() {
+    let app = slowpoke_testkit::php::PhpFanout {
+        workers: 4,
+        front_us: 100.0,
+        leaf_us: 200.0,
+        leaves: 3,
+    }
+    .start();
+    for pids in
+        std::iter::once(app.front.pids()).chain(app.leaves.iter().map(slowpoke_testkit::Proc::pids))
+    {
+        assert_eq!(
+            pids.len(),
+            5,
+            "an apache2 parent and 4 prefork children: {pids:?}"
+        );
+    }
+    let mut client = KeepAlive::connect(app.front.port);
+    for _ in 0..20 {
+        assert_eq!(
+            client.get("/front.php"),
+            200,
+            "the front and its 3 leaves answered"
+        );
+    }
+    // 20 answers of 3 leaves x 200 bytes, plus headers.
+    assert!(client.received > 20 * 600, "{} bytes", client.received);
+    assert!(app.entry.ends_with("/front.php"), "{}", app.entry);
+}

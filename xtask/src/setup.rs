@@ -20,6 +20,10 @@ const DEBIAN_PACKAGES: &[&str] = &[
     // process (prefork) and calls a backend (mod_proxy). Not started by the package here
     // (policy-rc.d); the tests run their own instances on private ports.
     "apache2",
+    // The tail suite's real app (`--suite tail-real`, testkit/src/php.rs): apache2 prefork with
+    // mod_php, its front fanning out with PHP's curl.
+    "libapache2-mod-php",
+    "php-curl",
     "wrk",
     "python3",
     // The agent's socket tests call it as an unprivileged user (`curl --unix-socket`).
