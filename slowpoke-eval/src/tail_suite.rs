@@ -16,7 +16,7 @@ use slowpoke_coordinator::agents::SharedAgent;
 use slowpoke_coordinator::experiment::tail::{
     LoadPriority, OpenLoad as _, RealOpenLoad, Sweep, TailSpec, capacity, run_tail,
 };
-use slowpoke_coordinator::experiment::{App as _, Monitor, new_id};
+use slowpoke_coordinator::experiment::{App, Monitor, new_id};
 use slowpoke_coordinator::lease::{DEFAULT_LEASE, Lease};
 
 use crate::EmuApp;
@@ -117,12 +117,31 @@ fn saturation(entry: &str, window: Duration, realtime: Option<u8>) -> anyhow::Re
     Ok(r.window.rps)
 }
 
-/// Runs the suite on `agents` (the node's); `log` hears progress lines.
+/// Runs the suite on `agents` (the node's) with the emulated topologies; `log` hears progress
+/// lines.
 pub fn run(
     opts: &TailSuiteOptions,
     agents: &[SharedAgent],
     monitor: &Monitor,
     log: &dyn Fn(&str),
+) -> anyhow::Result<TailSuiteFile> {
+    run_apps(opts, agents, monitor, log, &|name| {
+        let app: Box<dyn App> = Box::new(EmuApp::start(&topology_path(name), &[])?);
+        Ok(app)
+    })
+}
+
+/// Starts the app a case is named after (`opts.topologies`); the app stops when dropped.
+pub type StartApp<'a> = dyn Fn(&str) -> anyhow::Result<Box<dyn App>> + 'a;
+
+/// Runs the suite on the apps `start` starts, one case per name of `opts.topologies` (the
+/// real-server suite's apps, `eval_tail_real`, or the emulated ones).
+pub fn run_apps(
+    opts: &TailSuiteOptions,
+    agents: &[SharedAgent],
+    monitor: &Monitor,
+    log: &dyn Fn(&str),
+    start: &StartApp<'_>,
 ) -> anyhow::Result<TailSuiteFile> {
     std::fs::create_dir_all(&opts.out_dir)
         .with_context(|| format!("cannot create {}", opts.out_dir.display()))?;
@@ -146,8 +165,7 @@ pub fn run(
         if monitor.is_cancelled() {
             anyhow::bail!("cancelled");
         }
-        let app = EmuApp::start(&topology_path(name), &[])
-            .with_context(|| format!("starting topology {name}"))?;
+        let app = start(name).with_context(|| format!("starting {name}"))?;
         let x = saturation(
             &app.entry_url(),
             Duration::from_secs_f64(opts.window_s.max(3.0)),
@@ -177,7 +195,7 @@ pub fn run(
             ..TailSpec::default()
         };
         let lease = Lease::new(&new_id("tail-eval", name), DEFAULT_LEASE);
-        let mut r = run_tail(&spec, &app, agents, lease, &load, monitor)
+        let mut r = run_tail(&spec, app.as_ref(), agents, lease, &load, monitor)
             .with_context(|| format!("the tail comparison on {name}"))?;
         r.id = new_id("tail", name);
         let mut points = r.sweep.clone();

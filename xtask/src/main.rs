@@ -159,10 +159,12 @@ enum Task {
         kernel_tests: bool,
     },
     /// Accuracy evaluation suite against ground truth (see docs/evaluation.md), or the tail
-    /// suite (`--suite tail`: default scheduling vs the tail schedules, docs/tail.md).
+    /// suite (`--suite tail`: default scheduling vs the tail schedules, docs/tail.md;
+    /// `--suite tail-real`: the same on apache2 + PHP servers).
     Eval {
         /// Passed to `slowpoke eval`, e.g. `--suite quick` or `--suite tail` (`--` before them
-        /// is optional).
+        /// is optional); `--suite real` and `--suite tail-real` run the examples `eval_real` and
+        /// `eval_tail_real` of slowpoke-eval.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
@@ -605,10 +607,12 @@ fn bench_whatif(root: &Path, args: &[String]) -> Result<()> {
 fn eval(root: &Path, args: &[String]) -> Result<()> {
     setup::ensure()?;
     run(cargo(root).args(["build", "--release", "--bins"]))?;
-    // The real-server suite starts Debian's servers through the test kit: it is the
-    // `eval_real` example of slowpoke-eval, not a suite of the `slowpoke` binary.
-    if let Some(rest) = real_suite_args(args) {
-        return run(cargo_run_release(root, "slowpoke-eval", "--example", "eval_real").args(rest));
+    // The real-server suites start Debian's servers through the test kit: they are examples of
+    // slowpoke-eval (`eval_real`, `eval_tail_real`), not suites of the `slowpoke` binary.
+    for (suite, example) in [("real", "eval_real"), ("tail-real", "eval_tail_real")] {
+        if let Some(rest) = example_suite_args(args, suite) {
+            return run(cargo_run_release(root, "slowpoke-eval", "--example", example).args(rest));
+        }
     }
     // The cluster suite needs a cluster: bring up two nodes with the release agent unless the
     // caller names one, and take it down afterwards whatever happens.
@@ -643,17 +647,17 @@ fn suite_is(args: &[String], name: &str) -> bool {
         || args.windows(2).any(|w| w[0] == "--suite" && w[1] == name)
 }
 
-/// `--suite real` (or `--suite=real`) anywhere in `args`: the other arguments.
-fn real_suite_args(args: &[String]) -> Option<Vec<String>> {
+/// `--suite NAME` (or `--suite=NAME`) anywhere in `args`: the other arguments.
+fn example_suite_args(args: &[String], name: &str) -> Option<Vec<String>> {
     let mut rest = Vec::new();
     let mut real = false;
     let mut it = args.iter().filter(|a| *a != "--");
     while let Some(a) = it.next() {
-        if a == "--suite=real" {
+        if a.strip_prefix("--suite=") == Some(name) {
             real = true;
         } else if a == "--suite" {
             match it.next() {
-                Some(v) if v == "real" => real = true,
+                Some(v) if v == name => real = true,
                 Some(v) => {
                     rest.push(a.clone());
                     rest.push(v.clone());
@@ -669,10 +673,12 @@ fn real_suite_args(args: &[String]) -> Option<Vec<String>> {
 
 #[cfg(test)]
 mod tests {
-    use super::real_suite_args;
-
     fn v(args: &[&str]) -> Vec<String> {
         args.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    fn real_suite_args(args: &[String]) -> Option<Vec<String>> {
+        super::example_suite_args(args, "real")
     }
 
     #[test]
@@ -687,6 +693,18 @@ mod tests {
         );
         assert_eq!(real_suite_args(&v(&["--suite", "quick"])), None);
         assert_eq!(real_suite_args(&v(&[])), None);
+        assert_eq!(real_suite_args(&v(&["--suite", "tail-real"])), None);
+        assert_eq!(
+            super::example_suite_args(
+                &v(&["--suite=tail-real", "--repetitions", "5"]),
+                "tail-real"
+            ),
+            Some(v(&["--repetitions", "5"]))
+        );
+        assert_eq!(
+            super::example_suite_args(&v(&["--suite", "tail"]), "tail-real"),
+            None
+        );
         assert!(super::suite_is(&v(&["--suite", "cluster"]), "cluster"));
         assert!(super::suite_is(
             &v(&["--out", "d", "--suite=cluster"]),
