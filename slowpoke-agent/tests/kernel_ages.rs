@@ -4,6 +4,7 @@
 mod ages_support;
 
 use std::{
+    collections::BTreeMap,
     sync::{
         Mutex,
         atomic::{AtomicBool, AtomicUsize, Ordering},
@@ -17,7 +18,7 @@ use ages_support::{
     served, start_app, track,
 };
 use slowpoke_agent::kernel::{DEFAULT_QUANTUM_NS, Kernel};
-use slowpoke_common::{AgeCounters, REQUEST_START};
+use slowpoke_common::{AgeCounters, REQUEST_START, RequestEvent};
 use slowpoke_testkit::{apache_proxy, wait_for};
 
 /// The tests share the node's cgroup root and the machine: one at a time.
@@ -638,12 +639,14 @@ fn kernel_ages_php_fanout_of_apache_prefork_servers() {
             &leaf,
             1500,
         );
-        let carried = back.age_counters(id).unwrap().carried as usize;
+        let counters = back.age_counters(id).unwrap();
+        let carried = counters.carried as usize;
         assert!(
             carried * 1000 >= leaf.len() * 999,
             "leaf {id}: {carried} of {} carried",
             leaf.len()
         );
+        assert_eq!(counters.requests, counters.ended, "leaf {id}: {counters:?}");
     }
 }
 
@@ -724,5 +727,51 @@ fn kernel_ages_chain_without_the_sendmsg_tracepoint() {
             &callee,
             1500,
         );
+    }
+}
+
+/// The same fan-out on one node, with enough clients to keep the prefork pools busy: every
+/// request that started also ended, and none is left open once the load stops. A worker woken
+/// for a fresh connection's data but beaten to it by another worker used to be handed that
+/// request and sleep on holding it (4–7 per leaf were left open in a run of this load), which
+/// made it the node's oldest request to the scheduler.
+#[test]
+fn kernel_ages_php_fanout_leaves_no_request_open() {
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let app = slowpoke_testkit::php::PhpFanout {
+        workers: 32,
+        ..slowpoke_testkit::php::PhpFanout::default()
+    }
+    .start();
+    let mut kernel = Kernel::load(DEFAULT_QUANTUM_NS).expect("loading the kernel programs (root)");
+    let mut events = kernel.take_request_events().unwrap();
+    let servers = std::iter::once(&app.front).chain(app.leaves.iter());
+    for (id, server) in servers.enumerate() {
+        let id = id as u32;
+        kernel.set_members(id, &server.pids()).unwrap();
+        kernel.set_server_ports(id, &[server.port], &[]).unwrap();
+        kernel.set_track_ages(id, true).unwrap();
+    }
+    let failed = load(&app.entry, 16, 60);
+    assert!(failed <= 3, "{failed} of 960 answers were not 200");
+    let seen = drain_events(&mut events, 4 * 960);
+    let mut open: BTreeMap<u32, RequestEvent> = BTreeMap::new();
+    for e in &seen {
+        if e.kind == REQUEST_START {
+            open.insert(e.tid, *e);
+        } else {
+            open.remove(&e.tid);
+        }
+    }
+    assert!(open.is_empty(), "requests left open: {open:?}");
+    for id in 0..4 {
+        let c = kernel.age_counters(id).unwrap();
+        assert_eq!(c.requests, c.ended, "service {id}: {c:?}");
+        assert!(c.requests >= 957, "service {id}: {c:?}");
+        if id > 0 {
+            assert_eq!(c.carried, c.requests, "leaf {id}: {c:?}");
+        }
     }
 }

@@ -16,8 +16,9 @@
 //!   kernel has the first): when a request's bytes reach a connection of a tracked service's
 //!   listening port, the thread the kernel wakes for them (on the same CPU, within
 //!   [`WAKE_WINDOW_NS`]) starts the request at once, stamped with the arrival, before it runs —
-//!   if it is the thread that last started a request on that connection (`SOCK_READER`), or
-//!   the connection had none yet, and it serves no request now. Its receive then finds the
+//!   if it is the thread that last started a request on that connection (`SOCK_READER`) and
+//!   it serves no request now (a connection's first request starts at its receive: no thread
+//!   is known to serve it yet). Its receive then finds the
 //!   request started ([`THREAD_REQUEST_EARLY`]) and only clears the mark. So a scheduler sees
 //!   every waiting request in arrival order, not in the order the CPU lets their threads run.
 //!   A thread that was not asleep (busy, or an event loop between polls) is not woken and starts
@@ -130,7 +131,7 @@ static SOCK_READER: LruHashMap<u64, u64> = LruHashMap::with_max_entries(32_768, 
 struct DataArrival {
     at_ns: u64,
     origin_ns: u64,
-    /// `SOCK_READER` of the connection, 0 if none yet.
+    /// `SOCK_READER` of the connection.
     reader: u64,
     carried: u64,
 }
@@ -346,13 +347,22 @@ fn try_sk_data_ready(sk: *const u8) -> Result<(), u32> {
     }
     let at = now();
     let cookie = unsafe { bpf_get_socket_cookie(sk as *mut c_void) };
+    // Only a connection some thread has served before has a known reader to wake. A fresh one
+    // (its first request, e.g. accepted behind `TCP_DEFER_ACCEPT` with its data) wakes whoever
+    // the kernel picks: a pool's worker blocked in `accept`, which another worker may beat to
+    // the connection, and which then sleeps again holding a request it does not serve — the
+    // node's oldest, to the scheduler, until it serves one of its own. Its request starts at
+    // its receive instead.
+    let Some(reader) = (unsafe { SOCK_READER.get(cookie) }).copied() else {
+        return Ok(());
+    };
     let carried = unsafe { CARRIED.get(cookie) }.copied();
     let pending = DATA_ARRIVAL.get_ptr_mut(0).ok_or(0u32)?;
     unsafe {
         *pending = DataArrival {
             at_ns: at,
             origin_ns: carried.unwrap_or(at),
-            reader: SOCK_READER.get(cookie).copied().unwrap_or(0),
+            reader,
             carried: u64::from(carried.is_some()),
         };
     }
@@ -360,8 +370,8 @@ fn try_sk_data_ready(sk: *const u8) -> Result<(), u32> {
 }
 
 /// Every wake-up of the node (one per-CPU lookup when no data arrival is pending): the thread
-/// woken for a data arrival starts that request if it is the connection's reader (or the
-/// connection has none yet and it belongs to a service that tracks ages) and serves none now.
+/// woken for a data arrival starts that request if it is the connection's reader, belongs to a
+/// service that tracks ages and serves none now.
 #[btf_tracepoint(function = "sched_waking")]
 pub fn sched_waking(ctx: BtfTracePointContext) -> u32 {
     let task: *const u8 = ctx.arg(0);
@@ -382,7 +392,7 @@ fn try_sched_waking(task: *const u8) -> Result<(), u32> {
     let tgid: u32 = read_field(task, &OFF_TASK_TGID)?;
     let tid: u32 = read_field(task, &OFF_TASK_PID)?;
     let pid_tgid = (u64::from(tgid) << 32) | u64::from(tid);
-    if arrival.reader != 0 && arrival.reader != pid_tgid {
+    if arrival.reader != pid_tgid {
         return Ok(());
     }
     let service = member_service(tgid).ok_or(0u32)?;
