@@ -14,7 +14,7 @@ pub use result::{
 };
 pub use tail::{
     CdfPoint, Interval, TailArm, TailArmResult, TailCapacity, TailResult, TailSchedule,
-    TailSweepPoint, TailWindow,
+    TailSchedulerCounts, TailSweepPoint, TailWindow,
 };
 pub use view::{
     AgentView, ExperimentResult, ExperimentSummary, ExperimentView, ProgressView, Status,

@@ -270,6 +270,48 @@ fn case_header(c: &TailCase) -> String {
     s
 }
 
+/// The schedulers' columns of one arm at one rate, over its windows: cores and wake-ups/s (the
+/// windows' mean), the share of requests with a carried age, promotions and share-cap
+/// demotions per second; "–" where no window reports them (`default`).
+fn scheduler_columns(windows: &[&slowpoke_api::coordinator::TailWindow]) -> [String; 5] {
+    use slowpoke_api::coordinator::{TailSchedulerCounts, TailWindow};
+    let none = || "–".to_owned();
+    let mean_of = |f: fn(&TailWindow) -> Option<f64>, digits: usize| {
+        let xs: Vec<f64> = windows.iter().filter_map(|w| f(w)).collect();
+        if xs.is_empty() {
+            none()
+        } else {
+            format!("{:.*}", digits, xs.iter().sum::<f64>() / xs.len() as f64)
+        }
+    };
+    let counts: Vec<(f64, TailSchedulerCounts)> = windows
+        .iter()
+        .filter_map(|w| w.scheduler_counts.map(|c| (w.secs, c)))
+        .collect();
+    let secs: f64 = counts.iter().map(|(s, _)| s).sum();
+    let total =
+        |f: fn(&TailSchedulerCounts) -> u64| counts.iter().map(|(_, c)| f(c)).sum::<u64>() as f64;
+    let requests = total(|c| c.requests);
+    let per_s = |n: f64| {
+        if secs > 0.0 {
+            format!("{:.0}", n / secs)
+        } else {
+            none()
+        }
+    };
+    [
+        mean_of(|w| w.scheduler_cores, 3),
+        mean_of(|w| w.scheduler_wakeups_per_s, 0),
+        if requests > 0.0 {
+            format!("{:.0} %", 100.0 * total(|c| c.requests_with_age) / requests)
+        } else {
+            none()
+        },
+        per_s(total(|c| c.promotions)),
+        per_s(total(|c| c.share_capped)),
+    ]
+}
+
 /// The suite's figures as markdown: per topology and rate, each arm's p50/p99/p99.9/mean and
 /// throughput with the changes against `default`, and the capacities.
 pub fn report(f: &TailSuiteFile) -> String {
@@ -285,7 +327,7 @@ pub fn report(f: &TailSuiteFile) -> String {
         s.push_str(&case_header(c));
         let _ = writeln!(
             s,
-            "| rate | arm | p50 ms | p99 ms [95 % CI] | p99.9 ms | mean ms | req/s | errors | p99 vs default | mean vs default | scheduler cores | scheduler wake-ups/s |\n|---|---|---|---|---|---|---|---|---|---|---|---|"
+            "| rate | arm | p50 ms | p99 ms [95 % CI] | p99.9 ms | mean ms | req/s | errors | p99 vs default | mean vs default | scheduler cores | scheduler wake-ups/s | requests with a carried age | promotions/s | share-capped/s |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
         );
         let mut points: Vec<(f64, &Vec<slowpoke_api::coordinator::TailArmResult>)> = c
             .comparison
@@ -331,22 +373,11 @@ pub fn report(f: &TailSuiteFile) -> String {
                     .filter(|w| w.arm == a.arm && (w.rate_rps - rate).abs() < 0.5)
                     .collect();
                 let errors: u64 = windows.iter().map(|w| w.errors).sum();
-                // The schedulers' own cost: the mean over the windows that report it.
-                let mean_of = |f: fn(&slowpoke_api::coordinator::TailWindow) -> Option<f64>,
-                               digits: usize| {
-                    let xs: Vec<f64> = windows.iter().filter_map(|w| f(w)).collect();
-                    if xs.is_empty() {
-                        "–".to_owned()
-                    } else {
-                        format!("{:.*}", digits, xs.iter().sum::<f64>() / xs.len() as f64)
-                    }
-                };
-                let cores = mean_of(|w| w.scheduler_cores, 3);
-                let wakeups = mean_of(|w| w.scheduler_wakeups_per_s, 0);
+                let [cores, wakeups, with_age, promotions, capped] = scheduler_columns(&windows);
                 if a.ran {
                     let _ = writeln!(
                         s,
-                        "| {rate:.0} | {} | {} | {} | {} | {} | {} | {errors} | {} | {} | {cores} | {wakeups} |",
+                        "| {rate:.0} | {} | {} | {} | {} | {} | {} | {errors} | {} | {} | {cores} | {wakeups} | {with_age} | {promotions} | {capped} |",
                         a.arm,
                         v(&a.p50_us, 1e-3),
                         ci(&a.p99_us),
@@ -360,7 +391,7 @@ pub fn report(f: &TailSuiteFile) -> String {
                 } else {
                     let _ = writeln!(
                         s,
-                        "| {rate:.0} | {} | not run: {} ||||||||||",
+                        "| {rate:.0} | {} | not run: {} |||||||||||||",
                         a.arm,
                         a.error.as_deref().unwrap_or("?")
                     );
@@ -387,6 +418,48 @@ pub fn report(f: &TailSuiteFile) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The schedulers' columns: counts summed over the windows, per second of window.
+    #[test]
+    fn the_scheduler_columns_sum_the_windows_counts() {
+        use slowpoke_api::coordinator::{TailArm, TailSchedulerCounts, TailWindow};
+        let window = |promotions: u64, cores: f64| TailWindow {
+            arm: TailArm::OldestFirst,
+            repetition: 0,
+            rate_rps: 100.0,
+            secs: 2.0,
+            completed_ok: 200,
+            errors: 0,
+            rps: 100.0,
+            p50_us: 1.0,
+            p99_us: 1.0,
+            p999_us: 1.0,
+            mean_us: 1.0,
+            max_us: 1.0,
+            scheduler_cores: Some(cores),
+            scheduler_wakeups_per_s: Some(10.0),
+            scheduler_counts: Some(TailSchedulerCounts {
+                requests: 400,
+                requests_with_age: 300,
+                promotions,
+                share_capped: 4,
+                ..TailSchedulerCounts::default()
+            }),
+        };
+        let (a, b) = (window(100, 0.01), window(300, 0.03));
+        assert_eq!(
+            scheduler_columns(&[&a, &b]),
+            ["0.020", "10", "75 %", "100", "2"].map(str::to_owned)
+        );
+        let default = TailWindow {
+            arm: TailArm::Default,
+            scheduler_cores: None,
+            scheduler_wakeups_per_s: None,
+            scheduler_counts: None,
+            ..a
+        };
+        assert_eq!(scheduler_columns(&[&default]), ["–"; 5].map(str::to_owned));
+    }
 
     /// A committed run of the suite renders with its knobs and how its load ran.
     #[test]

@@ -108,6 +108,32 @@ pub struct TailWindow {
     pub scheduler_cores: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheduler_wakeups_per_s: Option<f64>,
+    /// What the tail schedulers did over the window, summed over the agents (absent for
+    /// `default`, or from agents that do not report it): tells a schedule that could not act
+    /// (no ages carried, threads never promoted, the share cap always hit) from one that did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduler_counts: Option<TailSchedulerCounts>,
+}
+
+/// The tail schedulers' counters over one window (differences of the agents'
+/// `GET /v1/scheduling` → `stats`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TailSchedulerCounts {
+    /// Requests the kernel reported starting on the scheduled services' threads.
+    pub requests: u64,
+    /// Of those, requests whose caller carried an age (callees of the entry).
+    pub requests_with_age: u64,
+    /// Threads promoted to the real-time policy, and returned to their own.
+    pub promotions: u64,
+    pub demotions: u64,
+    /// Demotions because the promoted threads reached the share cap, or a request the age cap.
+    pub share_capped: u64,
+    pub age_capped: u64,
+    /// Policy changes the kernel refused.
+    pub failed_changes: u64,
+    /// Kernel request events the scheduler read too late.
+    pub lost_events: u64,
 }
 
 /// What one arm gave over its repetitions.

@@ -12,8 +12,8 @@ use crate::coordinator::{
     AgentView, Capacity, CapacityRange, ExperimentRequest, ExperimentResult, ExperimentSummary,
     ExperimentView, Factor, Kind, Optimization, ProfileCurve, ProfilePoint, ProfileResult,
     ProgressView, ServiceRow, Status, StopReason, TailArm, TailArmResult, TailCapacity, TailResult,
-    TailSchedule, TailSweepPoint, TailWindow, TargetUse, TargetUseRecord, WhatIfResult,
-    WindowRecord,
+    TailSchedule, TailSchedulerCounts, TailSweepPoint, TailWindow, TargetUse, TargetUseRecord,
+    WhatIfResult, WindowRecord,
 };
 use crate::coordinator::{CdfPoint, Interval};
 
@@ -39,7 +39,8 @@ use crate::coordinator::{CdfPoint, Interval};
         ExperimentSummary, ExperimentView, Factor, Health, Kind, Optimization, ProfileCurve,
         ProfilePoint, ProfileResult, ProgressView, ServiceRow, Status, StopReason, TargetUse,
         TargetUseRecord, WhatIfResult, WindowRecord, TailArm, TailArmResult, TailCapacity,
-        TailResult, TailSchedule, TailSweepPoint, TailWindow, CdfPoint, Interval
+        TailResult, TailSchedule, TailSchedulerCounts, TailSweepPoint, TailWindow, CdfPoint,
+        Interval
     )),
     modifiers(&BearerScheme)
 )]

@@ -310,6 +310,7 @@ pub fn tail_result(id: &str) -> slowpoke_api::coordinator::TailResult {
                 max_us: p99 * 2.0,
                 scheduler_cores: None,
                 scheduler_wakeups_per_s: None,
+                scheduler_counts: None,
             })
         })
         .collect();

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use slowpoke_api::agent as api;
-use slowpoke_api::coordinator::{TailArm, TailArmResult, TailResult, TailSweepPoint, TailWindow};
+use slowpoke_api::coordinator::{
+    TailArm, TailArmResult, TailResult, TailSchedulerCounts, TailSweepPoint, TailWindow,
+};
 
 use super::load::{LatencyWindow, OpenLoad};
 use super::spec::TailSpec;
@@ -268,6 +270,7 @@ impl Runner<'_> {
             let cost = scheduler_totals(self.agents).since(&before);
             record.scheduler_cores = cost.cores();
             record.scheduler_wakeups_per_s = cost.wakeups_per_s();
+            record.scheduler_counts = (cost.agents > 0).then_some(cost.counts);
         }
         let fraction = self.done as f64 / self.total as f64;
         self.monitor.update(|p| {
@@ -337,6 +340,7 @@ struct SchedulerTotals {
     /// Summed too: the cores are `cpu_us / (elapsed_us / agents)`.
     elapsed_us: u64,
     wakeups: u64,
+    counts: TailSchedulerCounts,
     agents: u64,
 }
 
@@ -346,10 +350,21 @@ impl SchedulerTotals {
         if self.agents != before.agents || self.elapsed_us < before.elapsed_us {
             return SchedulerTotals::default();
         }
+        let (c, b) = (&self.counts, &before.counts);
         SchedulerTotals {
             cpu_us: self.cpu_us.saturating_sub(before.cpu_us),
             elapsed_us: self.elapsed_us - before.elapsed_us,
             wakeups: self.wakeups.saturating_sub(before.wakeups),
+            counts: TailSchedulerCounts {
+                requests: c.requests.saturating_sub(b.requests),
+                requests_with_age: c.requests_with_age.saturating_sub(b.requests_with_age),
+                promotions: c.promotions.saturating_sub(b.promotions),
+                demotions: c.demotions.saturating_sub(b.demotions),
+                share_capped: c.share_capped.saturating_sub(b.share_capped),
+                age_capped: c.age_capped.saturating_sub(b.age_capped),
+                failed_changes: c.failed_changes.saturating_sub(b.failed_changes),
+                lost_events: c.lost_events.saturating_sub(b.lost_events),
+            },
             agents: self.agents,
         }
     }
@@ -376,6 +391,15 @@ fn scheduler_totals(agents: &[SharedAgent]) -> SchedulerTotals {
             t.cpu_us += s.cpu_us;
             t.elapsed_us += s.elapsed_us;
             t.wakeups += s.wakeups;
+            let c = &mut t.counts;
+            c.requests += s.requests;
+            c.requests_with_age += s.requests_with_age;
+            c.promotions += s.promotions;
+            c.demotions += s.demotions;
+            c.share_capped += s.share_capped;
+            c.age_capped += s.age_capped;
+            c.failed_changes += s.failed_changes;
+            c.lost_events += s.lost_events;
             t.agents += 1;
         }
     }
@@ -396,7 +420,7 @@ fn check_errors(w: &LatencyWindow, arm: TailArm, limit: f64) -> Result<(), RunEr
 
 #[cfg(test)]
 mod cost_tests {
-    use super::SchedulerTotals;
+    use super::{SchedulerTotals, TailSchedulerCounts};
 
     #[test]
     fn the_schedulers_cost_is_the_difference_over_the_window_per_agent() {
@@ -404,12 +428,25 @@ mod cost_tests {
             cpu_us: 1_000,
             elapsed_us: 2_000_000,
             wakeups: 100,
+            counts: TailSchedulerCounts {
+                requests: 50,
+                promotions: 40,
+                share_capped: 5,
+                ..TailSchedulerCounts::default()
+            },
             agents: 2,
         };
         let after = SchedulerTotals {
             cpu_us: 401_000,
             elapsed_us: 10_000_000, // 4 s more on each of the 2 agents
             wakeups: 8_100,
+            counts: TailSchedulerCounts {
+                requests: 1_050,
+                requests_with_age: 700,
+                promotions: 940,
+                share_capped: 105,
+                ..TailSchedulerCounts::default()
+            },
             agents: 2,
         };
         let d = after.since(&before);
@@ -418,6 +455,17 @@ mod cost_tests {
             "0.4 s of CPU in 4 s"
         );
         assert!((d.wakeups_per_s().unwrap() - 2_000.0).abs() < 1e-9);
+        // What the schedulers did: the counters' differences.
+        assert_eq!(
+            d.counts,
+            TailSchedulerCounts {
+                requests: 1_000,
+                requests_with_age: 700,
+                promotions: 900,
+                share_capped: 100,
+                ..TailSchedulerCounts::default()
+            }
+        );
         // A schedule that began during the window restarted its counters: no figure.
         let restarted = SchedulerTotals {
             elapsed_us: 1_000,

@@ -49,6 +49,7 @@ pub fn window_record(
         max_us: if h.is_empty() { 0.0 } else { h.max() as f64 },
         scheduler_cores: None,
         scheduler_wakeups_per_s: None,
+        scheduler_counts: None,
     }
 }
 
@@ -196,6 +197,7 @@ mod tests {
             max_us: p99_us * 3.0,
             scheduler_cores: None,
             scheduler_wakeups_per_s: None,
+            scheduler_counts: None,
         }
     }
 
