@@ -227,6 +227,12 @@ pub const REQUEST_START: u32 = 1;
 /// [`RequestEvent::kind`]: thread `tid` finished the request it was serving (it sent the
 /// response and, until its next visit, serves nothing).
 pub const REQUEST_END: u32 = 2;
+/// [`RequestEvent::kind`]: thread `tid` was given a fresh connection's request when it was woken
+/// for the connection's data, but another thread read the connection (a pool's workers race in
+/// `accept`, or a listener thread hands connections to workers): `tid` serves nothing, and the
+/// request's start is reported again on the thread that reads it. The kernel's `requests`
+/// counter does not count it.
+pub const REQUEST_DROPPED: u32 = 3;
 
 /// Ring-buffer record (`REQUEST_EVENTS`) of a service with [`CONFIG_TRACK_AGES`]: a thread
 /// started or finished serving a request. The agent's scheduler orders threads by `origin_ns`.
@@ -245,7 +251,7 @@ pub struct RequestEvent {
     pub tid: u32,
     pub tgid: u32,
     pub service: u32,
-    /// [`REQUEST_START`] or [`REQUEST_END`].
+    /// [`REQUEST_START`], [`REQUEST_END`] or [`REQUEST_DROPPED`].
     pub kind: u32,
     /// `REQUEST_START`: when the thread was created (`task_struct.start_boottime`, ns since
     /// boot): with `tid`, the thread's identity, as `/proc`'s start time (field 22, in clock

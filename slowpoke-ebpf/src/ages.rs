@@ -16,9 +16,12 @@
 //!   kernel has the first): when a request's bytes reach a connection of a tracked service's
 //!   listening port, the thread the kernel wakes for them (on the same CPU, within
 //!   [`WAKE_WINDOW_NS`]) starts the request at once, stamped with the arrival, before it runs —
-//!   if it is the thread that last started a request on that connection (`SOCK_READER`) and
-//!   it serves no request now (a connection's first request starts at its receive: no thread
-//!   is known to serve it yet). Its receive then finds the
+//!   if it is the thread that last started a request on that connection (`SOCK_READER`), or
+//!   the connection had none yet, and it serves no request now. On a fresh connection the
+//!   woken thread may lose the race for it to another worker of a pool (`accept`): the first
+//!   receive on the connection by another thread drops the woken one's early request
+//!   (`EARLY_FOR`/`EARLY_HOLDER`), and a thread that reads another connection than the one it
+//!   was woken for starts that one's request instead. Its receive then finds the
 //!   request started ([`THREAD_REQUEST_EARLY`]) and only clears the mark. So a scheduler sees
 //!   every waiting request in arrival order, not in the order the CPU lets their threads run.
 //!   A thread that was not asleep (busy, or an event loop between polls) is not woken and starts
@@ -54,8 +57,8 @@ use aya_ebpf::{
 };
 use slowpoke_common::{
     AGE_NONE, AGE_OPTION_EXID, AGE_OPTION_KIND, AGE_OPTION_LEN, AGE_PORT_LISTEN, AgeCounters,
-    AgeStats, CONFIG_TRACK_AGES, GLOBAL_REQUEST_EVENTS_NO_WAKEUP, MAX_SERVICES, REQUEST_END,
-    REQUEST_START, RequestEvent, RequestWake, THREAD_REQUEST_EARLY, ThreadRequest,
+    AgeStats, CONFIG_TRACK_AGES, GLOBAL_REQUEST_EVENTS_NO_WAKEUP, MAX_SERVICES, REQUEST_DROPPED,
+    REQUEST_END, REQUEST_START, RequestEvent, RequestWake, THREAD_REQUEST_EARLY, ThreadRequest,
 };
 
 use crate::{
@@ -124,6 +127,15 @@ static REQUEST_WAKE: Array<RequestWake> = Array::with_max_entries(MAX_SERVICES, 
 #[map]
 static SOCK_READER: LruHashMap<u64, u64> = LruHashMap::with_max_entries(32_768, 0);
 
+/// A fresh connection's request started early on the thread woken for its data (no thread has
+/// read it yet): tid -> the connection's cookie, and cookie -> that thread (`pid_tgid`). A pool's
+/// workers blocked in `accept` race for the connection; when another one reads it, the woken
+/// one's early request is dropped ([`drop_early`]).
+#[map]
+static EARLY_FOR: LruHashMap<u32, u64> = LruHashMap::with_max_entries(16_384, 0);
+#[map]
+static EARLY_HOLDER: LruHashMap<u64, u64> = LruHashMap::with_max_entries(16_384, 0);
+
 /// A tracked connection's data just arrived on this CPU (`sk_data_ready`), for the wake-up that
 /// follows in the same call. `at_ns` 0: nothing pending.
 #[repr(C)]
@@ -131,9 +143,10 @@ static SOCK_READER: LruHashMap<u64, u64> = LruHashMap::with_max_entries(32_768, 
 struct DataArrival {
     at_ns: u64,
     origin_ns: u64,
-    /// `SOCK_READER` of the connection.
+    /// `SOCK_READER` of the connection, 0 if none yet.
     reader: u64,
     carried: u64,
+    cookie: u64,
 }
 
 #[map]
@@ -191,16 +204,36 @@ fn start_request(sk: *const u8, pid_tgid: u64, service: u32) {
         return;
     };
     let tid = pid_tgid as u32;
+    let cookie = unsafe { bpf_get_socket_cookie(sk as *mut c_void) };
     if let Some(started) = THREAD_REQUESTS.get_ptr_mut(tid) {
-        // Started when its data arrived: this receive is its visit's first.
+        // Started when its data arrived: this receive is its visit's first — if it reads the
+        // connection it was woken for (a fresh connection's early start names it).
         let started = unsafe { &mut *started };
         if started.flags & THREAD_REQUEST_EARLY != 0 && started.service == service {
-            started.flags = 0;
-            return;
+            match unsafe { EARLY_FOR.get(tid) }.copied() {
+                None => {
+                    started.flags = 0;
+                    return;
+                }
+                Some(woken_for) if woken_for == cookie => {
+                    started.flags = 0;
+                    let _ = EARLY_FOR.remove(tid);
+                    let _ = EARLY_HOLDER.remove(cookie);
+                    return;
+                }
+                // Another worker took the connection it was woken for: its request is that
+                // worker's; this one starts below.
+                Some(woken_for) => drop_early(pid_tgid, woken_for),
+            }
         }
     }
+    // A worker woken for this connection that another one (this thread) beat to it.
+    if let Some(holder) = unsafe { EARLY_HOLDER.get(cookie) }.copied()
+        && holder != pid_tgid
+    {
+        drop_early(holder, cookie);
+    }
     let arrival = now();
-    let cookie = unsafe { bpf_get_socket_cookie(sk as *mut c_void) };
     note_reader(cookie, pid_tgid);
     let carried = unsafe { CARRIED.get(cookie) }.copied();
     begin(
@@ -215,6 +248,36 @@ fn start_request(sk: *const u8, pid_tgid: u64, service: u32) {
         counters,
         carried.is_some(),
     );
+}
+
+/// Drops the request thread `pid_tgid` started early for fresh connection `cookie`, if it still
+/// holds it unread (`REQUEST_DROPPED`, so the scheduler forgets it; not counted as a request):
+/// the thread that reads the connection starts it.
+fn drop_early(pid_tgid: u64, cookie: u64) {
+    let tid = pid_tgid as u32;
+    if unsafe { EARLY_HOLDER.get(cookie) }.copied() == Some(pid_tgid) {
+        let _ = EARLY_HOLDER.remove(cookie);
+    }
+    if unsafe { EARLY_FOR.get(tid) }.copied() != Some(cookie) {
+        return;
+    }
+    let _ = EARLY_FOR.remove(tid);
+    let Some(request) = (unsafe { THREAD_REQUESTS.get(tid) }).copied() else {
+        return;
+    };
+    if request.flags & THREAD_REQUEST_EARLY == 0 {
+        return;
+    }
+    let _ = THREAD_REQUESTS.remove(tid);
+    let Some(counters) = AGE_COUNTERS.get_ptr_mut(request.service) else {
+        return;
+    };
+    // Counted when it started: taken back (a wrapping add of -1).
+    add(unsafe { &raw mut (*counters).requests }, u64::MAX);
+    if request.origin_ns != request.arrival_ns {
+        add(unsafe { &raw mut (*counters).carried }, u64::MAX);
+    }
+    emit(REQUEST_DROPPED, now(), &request, pid_tgid, 0, counters);
 }
 
 /// When `task` was created (`start_boottime`), 0 if unknown.
@@ -347,30 +410,23 @@ fn try_sk_data_ready(sk: *const u8) -> Result<(), u32> {
     }
     let at = now();
     let cookie = unsafe { bpf_get_socket_cookie(sk as *mut c_void) };
-    // Only a connection some thread has served before has a known reader to wake. A fresh one
-    // (its first request, e.g. accepted behind `TCP_DEFER_ACCEPT` with its data) wakes whoever
-    // the kernel picks: a pool's worker blocked in `accept`, which another worker may beat to
-    // the connection, and which then sleeps again holding a request it does not serve — the
-    // node's oldest, to the scheduler, until it serves one of its own. Its request starts at
-    // its receive instead.
-    let Some(reader) = (unsafe { SOCK_READER.get(cookie) }).copied() else {
-        return Ok(());
-    };
     let carried = unsafe { CARRIED.get(cookie) }.copied();
     let pending = DATA_ARRIVAL.get_ptr_mut(0).ok_or(0u32)?;
     unsafe {
         *pending = DataArrival {
             at_ns: at,
             origin_ns: carried.unwrap_or(at),
-            reader,
+            reader: SOCK_READER.get(cookie).copied().unwrap_or(0),
             carried: u64::from(carried.is_some()),
+            cookie,
         };
     }
     Ok(())
 }
 
 /// Every wake-up of the node (one per-CPU lookup when no data arrival is pending): the thread
-/// woken for a data arrival starts that request if it is the connection's reader, belongs to a
+/// woken for a data arrival starts that request if it is the connection's reader (or the
+/// connection has none yet: then it is noted as the request's early holder), belongs to a
 /// service that tracks ages and serves none now.
 #[btf_tracepoint(function = "sched_waking")]
 pub fn sched_waking(ctx: BtfTracePointContext) -> u32 {
@@ -392,7 +448,7 @@ fn try_sched_waking(task: *const u8) -> Result<(), u32> {
     let tgid: u32 = read_field(task, &OFF_TASK_TGID)?;
     let tid: u32 = read_field(task, &OFF_TASK_PID)?;
     let pid_tgid = (u64::from(tgid) << 32) | u64::from(tid);
-    if arrival.reader != pid_tgid {
+    if arrival.reader != 0 && arrival.reader != pid_tgid {
         return Ok(());
     }
     let service = member_service(tgid).ok_or(0u32)?;
@@ -413,6 +469,10 @@ fn try_sched_waking(task: *const u8) -> Result<(), u32> {
         counters,
         arrival.carried != 0,
     );
+    if arrival.reader == 0 {
+        let _ = EARLY_FOR.insert(tid, arrival.cookie, 0);
+        let _ = EARLY_HOLDER.insert(arrival.cookie, pid_tgid, 0);
+    }
     Ok(())
 }
 

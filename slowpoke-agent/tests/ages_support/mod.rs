@@ -11,7 +11,7 @@ use std::{
 };
 
 use slowpoke_agent::kernel::{Kernel, RequestEvents, ServiceId};
-use slowpoke_common::{REQUEST_END, REQUEST_START, RequestEvent};
+use slowpoke_common::{REQUEST_DROPPED, REQUEST_END, REQUEST_START, RequestEvent};
 use slowpoke_emu::{RunningApp, StartOptions, Topology};
 
 pub mod real;
@@ -26,7 +26,8 @@ pub struct Served {
     pub origin_ns: u64,
 }
 
-/// Pairs each thread's START with its next END, per service; `offset_ns` is subtracted.
+/// Pairs each thread's START with its next END, per service (a START then DROPPED is no
+/// request); `offset_ns` is subtracted.
 pub fn served(events: &[RequestEvent], offset_ns: u64) -> BTreeMap<u32, Vec<Served>> {
     let mut open: BTreeMap<u32, RequestEvent> = BTreeMap::new();
     let mut out: BTreeMap<u32, Vec<Served>> = BTreeMap::new();
@@ -44,6 +45,10 @@ pub fn served(events: &[RequestEvent], offset_ns: u64) -> BTreeMap<u32, Vec<Serv
                         origin_ns: s.origin_ns.wrapping_sub(offset_ns),
                     });
                 }
+            }
+            // A worker woken for a fresh connection that another thread read: no request.
+            REQUEST_DROPPED => {
+                open.remove(&e.tid);
             }
             _ => {}
         }

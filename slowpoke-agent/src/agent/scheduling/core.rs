@@ -24,7 +24,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use slowpoke_common::{REQUEST_END, REQUEST_START, RequestEvent};
+use slowpoke_common::{REQUEST_DROPPED, REQUEST_END, REQUEST_START, RequestEvent};
 
 use crate::api::SchedulingPolicy;
 
@@ -175,6 +175,16 @@ impl Core {
                 );
             }
             REQUEST_END => {
+                self.capped.remove(&ev.tid);
+                self.active.remove(&ev.tid);
+            }
+            // Started on a woken worker that another thread beat to the connection: that
+            // thread's start follows; this one served nothing.
+            REQUEST_DROPPED => {
+                self.counts.requests = self.counts.requests.saturating_sub(1);
+                if ev.origin_ns != ev.arrival_ns {
+                    self.counts.requests_with_age = self.counts.requests_with_age.saturating_sub(1);
+                }
                 self.capped.remove(&ev.tid);
                 self.active.remove(&ev.tid);
             }
@@ -465,6 +475,28 @@ mod tests {
             tgid: 100 + service,
             reason,
         }
+    }
+
+    /// A worker woken for a fresh connection that another thread read (`REQUEST_DROPPED`)
+    /// serves nothing: it is no longer the oldest request, and it is not counted.
+    #[test]
+    fn a_dropped_early_start_is_forgotten_and_not_counted() {
+        let mut c = Core::new(cfg(SchedulingPolicy::OldestFirst, 1), 0);
+        c.observe(&start(10, 1, MS, 2 * MS)); // carried an age: the woken worker
+        c.observe(&start(11, 1, 3 * MS, 3 * MS));
+        assert_eq!(c.decide(4 * MS), vec![promote(10, 1)]);
+        c.observe(&RequestEvent {
+            kind: REQUEST_DROPPED,
+            ..start(10, 1, MS, 2 * MS)
+        });
+        // The thread that read the connection starts the request.
+        c.observe(&start(12, 1, MS, 2 * MS));
+        assert_eq!(
+            c.decide(5 * MS),
+            vec![demote(10, 1, Reason::Finished), promote(12, 1)]
+        );
+        let counts = c.counts();
+        assert_eq!((counts.requests, counts.requests_with_age), (2, 1));
     }
 
     #[test]
