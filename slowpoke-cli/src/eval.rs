@@ -294,18 +294,7 @@ fn eval_tail(a: &EvalArgs) -> anyhow::Result<()> {
     );
     let r = tail_suite::run(&opts, &set.agents, &monitor, &|line| eprintln!("{line}"));
     set.shutdown(&rt);
-    let file = r?;
-    if a.json {
-        println!("{}", serde_json::to_string(&file)?);
-    } else {
-        print!("{}", tail_suite::report(&file));
-        println!(
-            "report: {}\npoints: {}",
-            opts.out_dir.join("report.md").display(),
-            opts.out_dir.join("results.json").display()
-        );
-    }
-    Ok(())
+    tail_suite::print(&r?, &opts.out_dir, a.json)
 }
 
 /// Placements when `--placements` is not given: both sides of the comparison for suite

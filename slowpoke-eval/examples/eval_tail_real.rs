@@ -174,16 +174,5 @@ fn main() -> Result<()> {
     });
     drop(agents);
     rt.block_on(inner.shutdown());
-    let file = r?;
-    if args.json {
-        println!("{}", serde_json::to_string(&file)?);
-    } else {
-        print!("{}", tail_suite::report(&file));
-        println!(
-            "report: {}\npoints: {}",
-            opts.out_dir.join("report.md").display(),
-            opts.out_dir.join("results.json").display()
-        );
-    }
-    Ok(())
+    tail_suite::print(&r?, &opts.out_dir, args.json)
 }

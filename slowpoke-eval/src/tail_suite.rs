@@ -249,6 +249,22 @@ pub fn run_apps(
     Ok(file)
 }
 
+/// Prints a finished suite: `results.json`'s content (`json`) or the report, then where both
+/// files are.
+pub fn print(file: &TailSuiteFile, out_dir: &Path, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(file)?);
+    } else {
+        print!("{}", report(file));
+        println!(
+            "report: {}\npoints: {}",
+            out_dir.join("report.md").display(),
+            out_dir.join("results.json").display()
+        );
+    }
+    Ok(())
+}
+
 /// A case's heading: topology, saturation, target, the schedules' knobs, how the load ran.
 fn case_header(c: &TailCase) -> String {
     use std::fmt::Write as _;

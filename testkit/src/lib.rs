@@ -466,15 +466,7 @@ pub fn apache_proxy(backend: &str, mpm: &str) -> Proc {
              User www-data\nGroup www-data\n{processes}MaxConnectionsPerChild 0\n\
              KeepAlive On\nMaxKeepAliveRequests 0\nProxyPass \"/x\" \"{backend}/x\"\n"
         );
-        let cfg = dir.path().join("httpd.conf");
-        std::fs::write(&cfg, conf).expect("writing httpd.conf");
-        spawn(
-            Command::new("/usr/sbin/apache2")
-                .arg("-f")
-                .arg(&cfg)
-                .arg("-DFOREGROUND"),
-            "/usr/sbin/apache2",
-        )
+        spawn_apache(dir.path(), &conf)
     });
     let children_expected = if mpm == "prefork" { 4 } else { 1 };
     let parent = child.id();
@@ -486,6 +478,19 @@ pub fn apache_proxy(backend: &str, mpm: &str) -> Proc {
         port,
         home: Some(dir),
     }
+}
+
+/// Debian's apache2 in the foreground on `conf`, written to `dir`/httpd.conf.
+fn spawn_apache(dir: &Path, conf: &str) -> Child {
+    let cfg = dir.join("httpd.conf");
+    std::fs::write(&cfg, conf).expect("writing httpd.conf");
+    spawn(
+        Command::new("/usr/sbin/apache2")
+            .arg("-f")
+            .arg(&cfg)
+            .arg("-DFOREGROUND"),
+        "/usr/sbin/apache2",
+    )
 }
 
 /// One HTTP/1.0 GET on a fresh connection, read to EOF: (status, bytes sent, bytes received).

@@ -8,9 +8,9 @@
 //! app (`cargo xtask eval --suite tail-real`, docs/tail.md): real servers, a real interpreter and
 //! real connections, with the work itself synthetic, like the emulator's.
 
-use std::{path::Path, process::Command, time::Duration};
+use std::{path::Path, time::Duration};
 
-use crate::{Proc, TempDir, children, spawn, start_listening, wait_for};
+use crate::{Proc, TempDir, children, spawn_apache, start_listening, wait_for};
 
 /// How the fan-out runs.
 #[derive(Clone, Debug)]
@@ -168,15 +168,7 @@ fn apache_php(name: &str, script: &str, workers: u32) -> Proc {
              MinSpareServers 1\nMaxSpareServers {workers}\nMaxConnectionsPerChild 0\n\
              ListenBacklog 4096\nKeepAlive On\nKeepAliveTimeout 50ms\nMaxKeepAliveRequests 0\n"
         );
-        let cfg = dir.path().join("httpd.conf");
-        std::fs::write(&cfg, conf).expect("writing httpd.conf");
-        spawn(
-            Command::new("/usr/sbin/apache2")
-                .arg("-f")
-                .arg(&cfg)
-                .arg("-DFOREGROUND"),
-            "/usr/sbin/apache2",
-        )
+        spawn_apache(dir.path(), &conf)
     });
     let parent = child.id();
     wait_for(
