@@ -9,6 +9,7 @@ mod btf;
 mod events;
 mod offsets;
 mod safety;
+pub mod share;
 pub mod support;
 
 pub use ages::RequestEvents;
@@ -140,6 +141,8 @@ pub struct Kernel {
     heartbeat: Heartbeat,
     /// Request ages (tail-latency scheduling): maps, and the carrying programs once needed.
     ages: ages::Ages,
+    /// The share cap's program and maps (tail-latency scheduling).
+    share: share::Share,
     ebpf: Ebpf,
     /// What the agent wrote, so that replacing a set touches only the differences.
     tgids: BTreeMap<ServiceId, Vec<u32>>,
@@ -306,6 +309,7 @@ impl Kernel {
         features.insert("spin_actuator".into(), "on".into());
         let ages = ages::Ages::new(&mut ebpf, age_offsets)?;
         features.insert(ages::FEATURE.into(), ages.status());
+        let share = share::Share::new(&mut ebpf)?;
 
         Ok(Kernel {
             events: Some(events),
@@ -329,6 +333,7 @@ impl Kernel {
             ),
             heartbeat: Heartbeat::new(take_map(&mut ebpf, "HEARTBEAT")?),
             ages,
+            share,
             ebpf,
             tgids: BTreeMap::new(),
             cgroups: BTreeMap::new(),
@@ -343,6 +348,9 @@ impl Kernel {
         let mut features = self.features.clone();
         features.insert(ages::FEATURE.into(), self.ages.status());
         features.insert(ages::FEATURE_POOLED.into(), self.ages.pooled_status());
+        if let Some(why) = self.share.failure() {
+            features.insert(share::FEATURE.into(), format!("off: {why}"));
+        }
         features
     }
 

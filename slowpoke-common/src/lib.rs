@@ -292,6 +292,25 @@ pub struct ThreadRequest {
 /// its thread, and the thread has not received it yet (its receive only clears this).
 pub const THREAD_REQUEST_EARLY: u32 = 1;
 
+/// Per CPU (per-CPU array `PROMOTED_RUNS` of one element, kernel-written at every context
+/// switch while a service tracks ages): how long threads the tail scheduler promoted have run
+/// there, for its share cap (`docs/tail.md#the-share-cap`). Times are `CLOCK_MONOTONIC` ns.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PromotedRun {
+    /// CPU time of promoted threads on this CPU, summed at their switches out (monotonic).
+    pub used_ns: u64,
+    /// When the thread running now was switched in.
+    pub switched_in_ns: u64,
+    /// The thread running now (0: idle, or not known yet).
+    pub tid: u32,
+    pub pad: u32,
+}
+
+/// Entries of the kernel's `PROMOTED` map (tid -> when the agent promoted it): the guardian's
+/// table holds as many.
+pub const MAX_PROMOTED_THREADS: u32 = 256;
+
 /// Kernel-written counters of request ages for one service (array `AGE_COUNTERS` indexed by
 /// service id; the agent reads them and zeroes them on service removal). Monotonic.
 #[repr(C)]
@@ -366,4 +385,5 @@ mod pod {
     unsafe impl aya::Pod for super::ThreadRequest {}
     unsafe impl aya::Pod for super::AgeCounters {}
     unsafe impl aya::Pod for super::AgeStats {}
+    unsafe impl aya::Pod for super::PromotedRun {}
 }

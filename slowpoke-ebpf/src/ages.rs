@@ -78,7 +78,7 @@ static OFF_TASK_TGID: u32 = 0;
 static OFF_SKC_STATE: u32 = 0;
 /// `task_struct.pid` (the thread id), for [`AGES_FROM_CURRENT`].
 #[unsafe(no_mangle)]
-static OFF_TASK_PID: u32 = 0;
+pub(crate) static OFF_TASK_PID: u32 = 0;
 /// `task_struct.start_boottime` (0: unknown), reported with each request's start.
 #[unsafe(no_mangle)]
 static OFF_TASK_START_BOOTTIME: u32 = 0;
@@ -204,37 +204,44 @@ fn start_request(sk: *const u8, pid_tgid: u64, service: u32) {
         return;
     };
     let tid = pid_tgid as u32;
-    let cookie = unsafe { bpf_get_socket_cookie(sk as *mut c_void) };
+    // Started when its data arrived: this receive is its visit's first — if it reads the
+    // connection it was woken for (a fresh connection's early start names it, `EARLY_FOR`).
+    let mut early = None;
     if let Some(started) = THREAD_REQUESTS.get_ptr_mut(tid) {
-        // Started when its data arrived: this receive is its visit's first — if it reads the
-        // connection it was woken for (a fresh connection's early start names it).
-        let started = unsafe { &mut *started };
-        if started.flags & THREAD_REQUEST_EARLY != 0 && started.service == service {
-            match unsafe { EARLY_FOR.get(tid) }.copied() {
-                None => {
-                    started.flags = 0;
-                    return;
-                }
-                Some(woken_for) if woken_for == cookie => {
-                    started.flags = 0;
-                    let _ = EARLY_FOR.remove(tid);
-                    let _ = EARLY_HOLDER.remove(cookie);
-                    return;
-                }
-                // Another worker took the connection it was woken for: its request is that
-                // worker's; this one starts below.
-                Some(woken_for) => drop_early(pid_tgid, woken_for),
-            }
+        let request = unsafe { *started };
+        if request.flags & THREAD_REQUEST_EARLY != 0 && request.service == service {
+            let Some(woken_for) = unsafe { EARLY_FOR.get(tid) }.copied() else {
+                unsafe { (*started).flags = 0 };
+                return;
+            };
+            early = Some((started, woken_for));
         }
     }
-    // A worker woken for this connection that another one (this thread) beat to it.
-    if let Some(holder) = unsafe { EARLY_HOLDER.get(cookie) }.copied()
+    let cookie = unsafe { bpf_get_socket_cookie(sk as *mut c_void) };
+    if let Some((started, woken_for)) = early {
+        if woken_for == cookie {
+            unsafe { (*started).flags = 0 };
+            let _ = EARLY_FOR.remove(tid);
+            let _ = EARLY_HOLDER.remove(cookie);
+            return;
+        }
+        // Another worker took the connection it was woken for: its request is that worker's;
+        // this one starts below.
+        if unsafe { EARLY_HOLDER.get(woken_for) }.copied() == Some(pid_tgid) {
+            let _ = EARLY_HOLDER.remove(woken_for);
+        }
+        drop_early(pid_tgid, woken_for);
+    }
+    // A worker woken for this connection that another one (this thread) beat to it: only a
+    // connection nobody read yet, or another thread last, can have one.
+    if note_reader(cookie, pid_tgid)
+        && let Some(holder) = unsafe { EARLY_HOLDER.get(cookie) }.copied()
         && holder != pid_tgid
     {
+        let _ = EARLY_HOLDER.remove(cookie);
         drop_early(holder, cookie);
     }
     let arrival = now();
-    note_reader(cookie, pid_tgid);
     let carried = unsafe { CARRIED.get(cookie) }.copied();
     begin(
         ThreadRequest {
@@ -252,12 +259,9 @@ fn start_request(sk: *const u8, pid_tgid: u64, service: u32) {
 
 /// Drops the request thread `pid_tgid` started early for fresh connection `cookie`, if it still
 /// holds it unread (`REQUEST_DROPPED`, so the scheduler forgets it; not counted as a request):
-/// the thread that reads the connection starts it.
+/// the thread that reads the connection starts it. The caller has cleared `EARLY_HOLDER`.
 fn drop_early(pid_tgid: u64, cookie: u64) {
     let tid = pid_tgid as u32;
-    if unsafe { EARLY_HOLDER.get(cookie) }.copied() == Some(pid_tgid) {
-        let _ = EARLY_HOLDER.remove(cookie);
-    }
     if unsafe { EARLY_FOR.get(tid) }.copied() != Some(cookie) {
         return;
     }
@@ -290,18 +294,21 @@ fn thread_start_ns(task: *const u8) -> u64 {
 }
 
 /// Thread `pid_tgid` started a request on connection `cookie`: the connection's next request
-/// is for it too (a thread per connection; an event loop is one thread).
+/// is for it too (a thread per connection; an event loop is one thread). True when the
+/// connection had no reader yet, or another one.
 #[inline(always)]
-fn note_reader(cookie: u64, pid_tgid: u64) {
+fn note_reader(cookie: u64, pid_tgid: u64) -> bool {
     if let Some(reader) = SOCK_READER.get_ptr_mut(cookie) {
         unsafe {
-            if *reader != pid_tgid {
-                *reader = pid_tgid;
+            if *reader == pid_tgid {
+                return false;
             }
+            *reader = pid_tgid;
         }
     } else {
         let _ = SOCK_READER.insert(cookie, pid_tgid, 0);
     }
+    true
 }
 
 /// Records `request` as the one thread `pid_tgid` serves and reports its start.

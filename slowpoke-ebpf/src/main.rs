@@ -16,6 +16,7 @@
 #![allow(internal_features)]
 
 mod ages;
+mod share;
 
 use core::{
     ffi::c_void,

@@ -240,6 +240,10 @@ impl Ages {
         self.tracked.contains_key(&id)
     }
 
+    pub(super) fn any_tracked(&self) -> bool {
+        !self.tracked.is_empty()
+    }
+
     /// The health line of the feature: what works and, if something does not, why.
     pub(super) fn status(&self) -> String {
         match (&self.unavailable, &self.carrying) {
@@ -477,7 +481,9 @@ impl Kernel {
         let (visits, members, peers) =
             (self.visit_ports(id), self.all_members(), self.peer_ports());
         self.ages
-            .set_tracked(&mut self.ebpf, id, on, &visits, &members, &peers)
+            .set_tracked(&mut self.ebpf, id, on, &visits, &members, &peers)?;
+        self.share.hook(&mut self.ebpf, self.ages.any_tracked());
+        Ok(())
     }
 
     /// Whether submitting a request event wakes a reader blocked in `poll` (the default) or not
@@ -502,6 +508,12 @@ impl Kernel {
     /// Takes the stream of request events (once); see [`RequestEvents`].
     pub fn take_request_events(&mut self) -> Result<RequestEvents, KernelError> {
         self.ages.take_events()
+    }
+
+    /// Takes the share cap's maps (once): the promoted threads' time per CPU, measured at
+    /// every context switch while a service tracks ages (`kernel::share`).
+    pub fn take_promoted_runs(&mut self) -> Result<super::share::PromotedRuns, KernelError> {
+        self.share.take()
     }
 
     /// The service's request counters (monotonic since the id was assigned).

@@ -29,7 +29,7 @@ use crate::sys::{
 };
 
 /// How many threads may be promoted at once on a node (the scheduler promotes no more).
-pub const MAX_PROMOTED: usize = 256;
+pub const MAX_PROMOTED: usize = slowpoke_common::MAX_PROMOTED_THREADS as usize;
 
 /// One promoted thread. All zero: free.
 #[repr(C)]

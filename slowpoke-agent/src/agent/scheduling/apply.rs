@@ -11,20 +11,21 @@
 //!   unlisted only after it was restored (`safety::promoted`).
 //! - A refused change (the thread exited, a permission) is a lost promotion, not an error: the
 //!   caller counts it and forgets the thread.
+//! - Every thread it promotes is marked for the share cap's meter before its policy changes
+//!   (`meter`), and unmarked when it is demoted.
 
 use std::{collections::HashMap, sync::Arc};
 
+use super::meter::Meter;
 use crate::{
     safety::{promoted::Promoted, watchdog::SharedPage},
     sys::{
+        clock::monotonic_ns,
         procfs::ns_per_tick,
         rawfs::thread_start_ticks,
-        sched::{ThreadPolicy, ThreadStat, get_policy, set_policy},
+        sched::{ThreadPolicy, get_policy, set_policy},
     },
 };
-
-/// `stat` files kept open at most (one descriptor each).
-const MAX_KEPT_STATS: usize = 256;
 
 /// What the applier did to a thread it manages.
 #[derive(Clone, Copy, Debug)]
@@ -39,18 +40,16 @@ pub struct Applier {
     page: Arc<SharedPage>,
     priority: u32,
     threads: HashMap<u32, (u32, Managed)>,
-    /// The `stat` files of the threads sampled so far, kept open across their promotions (a
-    /// pool's workers come back); a file whose thread is gone fails to read and is reopened.
-    stats: HashMap<u32, ThreadStat>,
+    meter: Meter,
 }
 
 impl Applier {
-    pub fn new(page: Arc<SharedPage>) -> Applier {
+    pub fn new(page: Arc<SharedPage>, meter: Meter) -> Applier {
         Applier {
             page,
             priority: 10,
             threads: HashMap::new(),
-            stats: HashMap::new(),
+            meter,
         }
     }
 
@@ -97,8 +96,14 @@ impl Applier {
             );
             return false;
         };
+        let now = monotonic_ns();
+        if !self.meter.mark(tid, now) {
+            table.disarm(slot);
+            return false;
+        }
         let errno = set_policy(tid, ThreadPolicy::fifo(self.priority));
         if errno != 0 {
+            self.meter.unmark(tid, now);
             table.disarm(slot);
             tracing::debug!(tid, tgid, errno, "promotion refused");
             return false;
@@ -118,31 +123,20 @@ impl Applier {
             Managed::Untouched => true,
             Managed::Changed { original, slot } => {
                 let errno = set_policy(tid, original);
+                self.meter.unmark(tid, monotonic_ns());
                 self.page.promoted().disarm(slot);
                 errno == 0 || errno == libc::ESRCH
             }
         }
     }
 
-    /// Whether a managed thread runs (or may run) now, and on which CPU: the share cap's
-    /// sample (`sys::sched::ThreadStat`, opened at the thread's first sample and kept).
-    pub fn sample(&mut self, tid: u32) -> Option<(bool, usize)> {
-        let (tgid, _) = *self.threads.get(&tid)?;
-        if let Some(state) = self.stats.get(&tid).and_then(ThreadStat::state) {
-            return Some(state);
-        }
-        if self.stats.len() >= MAX_KEPT_STATS {
-            self.stats.clear();
-        }
-        let stat = ThreadStat::open(tgid, tid)?;
-        let state = stat.state();
-        self.stats.insert(tid, stat);
-        state
+    /// Per CPU: the promoted threads' time so far (`meter`), `None` when not measured.
+    pub fn promoted_cpu_ns(&mut self) -> Option<Vec<u64>> {
+        self.meter.read(monotonic_ns())
     }
 
     /// Restores every thread still managed (the schedule ended).
     pub fn restore_all(&mut self) {
-        self.stats.clear();
         let tids: Vec<u32> = self.threads.keys().copied().collect();
         for tid in tids {
             self.demote(tid);

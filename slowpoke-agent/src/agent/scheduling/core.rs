@@ -18,9 +18,9 @@
 //! - **share cap**: the time promoted threads run is charged per CPU in periods of
 //!   [`PERIOD_NS`]; once one CPU's charge reaches `max_share` of the period, every promoted thread
 //!   is demoted until the period ends (normal work, sshd and the kubelet, keeps the rest). The
-//!   charge is sampled: the time since a thread's previous sample (or its promotion) counts if
-//!   it is running or runnable at the sample, on the CPU it is on — an upper bound for a thread
-//!   that slept part of it, never late (a running thread's CPU time is updated only at ticks).
+//!   charge is the kernel's, exact to the context switch (`meter`, `kernel::share`), passed in
+//!   as per-CPU sums ([`Core::charge`]); the core wakes its caller when the cap could first be
+//!   reached ([`Core::next_deadline`]), so it is not overshot by more than a wake-up's delay.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -46,8 +46,6 @@ pub struct CoreConfig {
     pub k: usize,
     pub age_cap_ns: u64,
     pub max_share: f64,
-    /// CPUs of the node (buckets of the share cap).
-    pub cpus: usize,
 }
 
 /// A request a thread serves now.
@@ -100,11 +98,13 @@ pub struct Core {
     capped: BTreeSet<u32>,
     /// Thread id -> tgid, promoted now.
     promoted: BTreeMap<u32, u32>,
-    /// When each promoted thread was last sampled (or promoted), ns.
-    last_sample_ns: HashMap<u32, u64>,
     period_start_ns: u64,
-    /// CPU time charged per CPU in the current period.
-    used_ns: Vec<u64>,
+    /// Per CPU: the promoted time so far (the meter's sums), at the last [`Core::charge`], and
+    /// at the start of the current period.
+    charged_ns: Vec<u64>,
+    period_base_ns: Vec<u64>,
+    /// When the last [`Core::charge`] was read (0: never).
+    charged_at_ns: u64,
     /// The share cap was reached in the current period.
     share_held: bool,
     /// See [`Core::wake_up_to`]: per scheduled service, from the last decision.
@@ -115,12 +115,13 @@ pub struct Core {
 impl Core {
     pub fn new(cfg: CoreConfig, now_ns: u64) -> Core {
         Core {
-            used_ns: vec![0; cfg.cpus.max(1)],
+            charged_ns: Vec::new(),
+            period_base_ns: Vec::new(),
+            charged_at_ns: 0,
             cfg,
             active: HashMap::new(),
             capped: BTreeSet::new(),
             promoted: BTreeMap::new(),
-            last_sample_ns: HashMap::new(),
             period_start_ns: now_ns,
             share_held: false,
             wake_up_to: BTreeMap::new(),
@@ -131,9 +132,6 @@ impl Core {
     /// A new schedule for the same scheduler: requests already known stay known; the next
     /// [`Core::decide`] demotes what no longer ranks.
     pub fn reconfigure(&mut self, cfg: CoreConfig) {
-        if cfg.cpus.max(1) != self.used_ns.len() {
-            self.used_ns = vec![0; cfg.cpus.max(1)];
-        }
         self.active.retain(|_, a| cfg.services.contains(&a.service));
         self.cfg = cfg;
     }
@@ -197,7 +195,6 @@ impl Core {
         self.active.remove(&tid);
         self.capped.remove(&tid);
         self.promoted.remove(&tid);
-        self.last_sample_ns.remove(&tid);
     }
 
     /// The applier could not promote `tid` (gone, not a member, refused): not counted as a
@@ -209,18 +206,28 @@ impl Core {
         self.forget(tid);
     }
 
-    /// A sample of a promoted thread at `now_ns`: running (or runnable) on `cpu`, or not. The
-    /// time since its previous sample is charged to that CPU if it runs.
-    pub fn charge(&mut self, tid: u32, now_ns: u64, running: bool, cpu: usize) {
-        let Some(last) = self.last_sample_ns.get_mut(&tid) else {
-            return;
-        };
-        let since = now_ns.saturating_sub(*last);
-        *last = now_ns.max(*last);
-        if running {
-            let n = self.used_ns.len();
-            self.used_ns[cpu.min(n - 1)] += since;
+    /// The promoted threads' time per CPU so far (monotonic sums, the meter's), read at
+    /// `now_ns`: what they used of the current period is the growth since its start.
+    pub fn charge(&mut self, now_ns: u64, totals: &[u64]) {
+        if self.period_base_ns.len() != totals.len() {
+            self.period_base_ns = totals.to_vec();
         }
+        self.charged_ns = totals.to_vec();
+        self.charged_at_ns = now_ns;
+    }
+
+    /// The most any CPU used of the current period, as last charged.
+    fn most_used_ns(&self) -> u64 {
+        self.charged_ns
+            .iter()
+            .zip(&self.period_base_ns)
+            .map(|(t, b)| t.saturating_sub(*b))
+            .max()
+            .unwrap_or(0)
+    }
+
+    fn budget_ns(&self) -> u64 {
+        (self.cfg.max_share * PERIOD_NS as f64) as u64
     }
 
     /// Since the last [`Core::decide`]: only an event of `service` whose request's key
@@ -251,8 +258,7 @@ impl Core {
     pub fn decide(&mut self, now_ns: u64) -> Vec<Action> {
         self.roll_period(now_ns);
         self.cap_ages(now_ns);
-        let budget = (self.cfg.max_share * PERIOD_NS as f64) as u64;
-        if !self.promoted.is_empty() && self.used_ns.iter().any(|&u| u >= budget) {
+        if !self.promoted.is_empty() && self.most_used_ns() >= self.budget_ns() {
             self.share_held = true;
         }
         let wanted: BTreeMap<u32, u32> = if self.share_held {
@@ -286,7 +292,6 @@ impl Core {
         for (&tid, &tgid) in &wanted {
             if let std::collections::btree_map::Entry::Vacant(e) = self.promoted.entry(tid) {
                 e.insert(tgid);
-                self.last_sample_ns.insert(tid, now_ns);
                 self.counts.promotions += 1;
                 actions.push(Action::Promote { tid, tgid });
             }
@@ -316,11 +321,21 @@ impl Core {
         actions
     }
 
-    /// When [`Core::decide`] must run again even without events: the end of the period while
-    /// something is promoted or the cap holds (charges, re-promotion), else the next age cap.
+    /// When [`Core::decide`] must run again even without events: while something is promoted,
+    /// the end of the period or the first moment a CPU could reach the share cap (its charge
+    /// grows at most as fast as the clock), whichever comes first; while the cap holds, the end
+    /// of the period; else the next age cap.
     pub fn next_deadline(&self) -> Option<u64> {
-        if !self.promoted.is_empty() || self.share_held {
-            return Some(self.period_start_ns + PERIOD_NS);
+        let period_end = self.period_start_ns + PERIOD_NS;
+        if !self.promoted.is_empty() {
+            if self.charged_at_ns == 0 {
+                return Some(period_end); // not measured
+            }
+            let left = self.budget_ns().saturating_sub(self.most_used_ns());
+            return Some(period_end.min(self.charged_at_ns.saturating_add(left)));
+        }
+        if self.share_held {
+            return Some(period_end);
         }
         self.active
             .iter()
@@ -331,7 +346,6 @@ impl Core {
 
     fn demote(&mut self, tid: u32, tgid: u32, reason: Reason, out: &mut Vec<Action>) {
         self.promoted.remove(&tid);
-        self.last_sample_ns.remove(&tid);
         self.counts.demotions += 1;
         out.push(Action::Demote { tid, tgid, reason });
     }
@@ -340,7 +354,7 @@ impl Core {
         if now_ns >= self.period_start_ns + PERIOD_NS {
             let periods = (now_ns - self.period_start_ns) / PERIOD_NS;
             self.period_start_ns += periods * PERIOD_NS;
-            self.used_ns.iter_mut().for_each(|u| *u = 0);
+            self.period_base_ns.clone_from(&self.charged_ns);
             self.share_held = false;
         }
     }
@@ -435,7 +449,6 @@ mod tests {
             k,
             age_cap_ns: 100 * MS,
             max_share: 0.5,
-            cpus: 2,
         }
     }
 
@@ -660,13 +673,18 @@ mod tests {
         let mut c = Core::new(cfg(SchedulingPolicy::OldestFirst, 2), 0);
         c.observe(&start(1, 1, 0, 0));
         c.observe(&start(2, 2, MS, MS));
+        // Sums from before the schedule: only their growth counts.
+        c.charge(MS, &[40 * MS, 70 * MS]);
         assert_eq!(c.decide(MS).len(), 2, "promoted at 1 ms");
-        c.charge(9, 4 * MS, true, 0); // not promoted: ignored
-        c.charge(1, 4 * MS, true, 0); // 3 ms on CPU 0
-        c.charge(2, 4 * MS, false, 1); // asleep: nothing
-        c.charge(2, 5 * MS, true, 1); // 1 ms on CPU 1 (an upper bound: it may have slept part of it)
-        assert_eq!(c.decide(5 * MS), vec![], "below 5 ms on every CPU");
-        c.charge(1, 6 * MS, true, 0); // CPU 0 reaches 5 ms = 0.5 x 10 ms
+        assert_eq!(
+            c.next_deadline(),
+            Some(6 * MS),
+            "nothing used yet: the cap (5 ms) could be reached 5 ms after the reading"
+        );
+        c.charge(4 * MS, &[43 * MS, 71 * MS]); // 3 ms on CPU 0, 1 ms on CPU 1
+        assert_eq!(c.decide(4 * MS), vec![], "below 5 ms on every CPU");
+        assert_eq!(c.next_deadline(), Some(6 * MS), "2 ms left on CPU 0");
+        c.charge(6 * MS, &[45 * MS, 71 * MS]); // CPU 0 reaches 5 ms = 0.5 x 10 ms
         assert_eq!(
             c.decide(6 * MS),
             vec![
@@ -674,17 +692,36 @@ mod tests {
                 demote(2, 2, Reason::ShareCap)
             ]
         );
-        c.charge(1, 8 * MS, true, 0); // demoted: not charged
         assert_eq!(c.decide(9 * MS), vec![], "held until the period ends");
         assert_eq!(c.wake_up_to(1), 1, "while held, no event needs a wake-up");
         assert_eq!(c.next_deadline(), Some(10 * MS));
+        c.charge(10 * MS, &[45 * MS, 71 * MS]);
         assert_eq!(c.decide(10 * MS), vec![promote(1, 1), promote(2, 2)]);
-        c.charge(1, 14 * MS, true, 0);
+        c.charge(14 * MS, &[49 * MS, 71 * MS]);
         assert_eq!(c.decide(14 * MS), vec![], "4 ms of the new period");
+        assert_eq!(c.next_deadline(), Some(15 * MS));
+        c.charge(15 * MS, &[49 * MS, 71 * MS]);
+        assert_eq!(
+            c.next_deadline(),
+            Some(16 * MS),
+            "it slept: still 1 ms left, counted from the new reading"
+        );
         assert_eq!(c.counts().share_capped, 2);
         assert_eq!(
             c.stop(),
             vec![demote(1, 1, Reason::Stopped), demote(2, 2, Reason::Stopped)]
+        );
+    }
+
+    #[test]
+    fn unmeasured_the_share_cap_waits_for_the_period_end() {
+        let mut c = Core::new(cfg(SchedulingPolicy::OldestFirst, 1), 0);
+        c.observe(&start(1, 1, 0, 0));
+        assert_eq!(c.decide(MS), vec![promote(1, 1)]);
+        assert_eq!(
+            c.next_deadline(),
+            Some(10 * MS),
+            "never charged: not a busy loop"
         );
     }
 

@@ -13,6 +13,7 @@
 
 mod apply;
 mod core;
+mod meter;
 mod runner;
 
 use std::{
@@ -271,7 +272,6 @@ impl Agent {
                 k: plan.k.unwrap_or(DEFAULT_K) as usize,
                 age_cap_ns: plan.age_cap_ms.unwrap_or(DEFAULT_AGE_CAP_MS) * 1_000_000,
                 max_share: plan.max_share.unwrap_or(DEFAULT_MAX_SHARE),
-                cpus: node_cpus(),
             },
             priority: u32::from(plan.priority.unwrap_or(DEFAULT_PRIORITY)),
             members,
@@ -352,17 +352,15 @@ pub(super) fn start(
     page: &std::sync::Arc<crate::safety::watchdog::SharedPage>,
     features: &mut std::collections::BTreeMap<String, String>,
 ) -> Result<Scheduler, AgentError> {
-    let events = match lock(kernel)
-        .as_mut()
-        .map(crate::kernel::Kernel::take_request_events)
-    {
-        Some(Ok(events)) => Some(events),
-        Some(Err(e)) => {
-            return Err(AgentError::Unavailable(format!(
-                "kernel request events: {e}"
-            )));
+    let (events, runs) = match lock(kernel).as_mut() {
+        Some(k) => {
+            let unavailable = |e| AgentError::Unavailable(format!("kernel request events: {e}"));
+            (
+                Some(k.take_request_events().map_err(unavailable)?),
+                Some(k.take_promoted_runs().map_err(unavailable)?),
+            )
         }
-        None => None,
+        None => (None, None),
     };
     features.insert(
         "tail_scheduling".into(),
@@ -372,7 +370,7 @@ pub(super) fn start(
             "off: the kernel programs are not loaded (request events come from them)".into()
         },
     );
-    Scheduler::start(page.clone(), events)
+    Scheduler::start(page.clone(), events, runs)
         .map_err(|e| AgentError::Internal(format!("cannot start the tail scheduler thread: {e}")))
 }
 
@@ -394,10 +392,6 @@ fn scheduled_members(st: &State, services: &[String]) -> HashMap<u32, HashSet<u3
         .filter_map(|n| st.services.get(n))
         .map(|s| (s.id, s.resolved.pids.iter().copied().collect()))
         .collect()
-}
-
-fn node_cpus() -> usize {
-    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
 }
 
 /// Checks every field and fills in the defaults; the error names the field and its range.

@@ -1,7 +1,8 @@
 //! The scheduler thread: reads the kernel's request events, asks the core what changes and has
 //! the applier make it. It runs at the agent's real-time priority (20, `sys::sched`), above
 //! every thread it promotes (1–19), so it can always demote them, and it wakes at least once per
-//! share-cap period while anything is promoted.
+//! share-cap period while anything is promoted, and when a CPU could first reach the cap
+//! ([`Core::next_deadline`], from the kernel's exact sums: `meter`).
 //!
 //! One thread for the agent's lifetime, idle without a schedule. It waits in `poll` on the
 //! kernel's ring buffer of request events and on a doorbell (an eventfd) rung with every
@@ -11,8 +12,7 @@
 //!
 //! Only events that can change what runs first wake it: after each decision it tells the kernel
 //! the key of the youngest ranked request ([`Core::wake_up_to`]); events of later requests wait
-//! in the ring buffer for the next wake-up (at most [`PROMOTED_WAIT`] while anything is
-//! promoted). Without that, every request's start and end woke it: ~18 µs of agent CPU per
+//! in the ring buffer for the next wake-up (they cannot change the ranking). Without that, every request's start and end woke it: ~18 µs of agent CPU per
 //! event at 1600 req/s on the fan-out topology (docs/tail.md).
 
 use std::{
@@ -31,10 +31,11 @@ use slowpoke_common::RequestEvent;
 use super::{
     apply::Applier,
     core::{Action, Core, CoreConfig},
+    meter::Meter,
 };
 use crate::{
     api::SchedulingStats,
-    kernel::RequestEvents,
+    kernel::{RequestEvents, share::PromotedRuns},
     safety::watchdog::SharedPage,
     sys::{
         clock::{monotonic_ns, thread_cpu_ns},
@@ -44,10 +45,6 @@ use crate::{
 
 /// Longest idle wait: bounds how late the thread sees a command when nothing else wakes it.
 const IDLE_WAIT: Duration = Duration::from_millis(50);
-/// Shortest gap between two share-cap samples (each reads one `/proc` file per promoted thread).
-const CHARGE_EVERY_NS: u64 = 500_000;
-/// Wait while something is promoted: the share cap's overshoot is at most about this.
-const PROMOTED_WAIT: Duration = Duration::from_millis(1);
 
 /// What the agent tells the scheduler.
 pub enum Command {
@@ -107,11 +104,13 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
-    /// Starts the thread; `events`: the kernel's request events (`None` without kernel
-    /// programs: only a test hook feeds it then).
+    /// Starts the thread; `events`: the kernel's request events, `runs`: its share-cap meter
+    /// (`None` without kernel programs: only a test hook feeds events then, and the share cap
+    /// measures nothing).
     pub fn start(
         page: Arc<SharedPage>,
         events: Option<RequestEvents>,
+        runs: Option<PromotedRuns>,
     ) -> std::io::Result<Scheduler> {
         let (tx, rx) = mpsc::channel();
         let doorbell = Arc::new(Doorbell::new()?);
@@ -119,7 +118,10 @@ impl Scheduler {
         let (published, bell) = (stats.clone(), doorbell.clone());
         let thread = std::thread::Builder::new()
             .name("tail-scheduler".into())
-            .spawn(move || run(&rx, &bell, events, Applier::new(page), &published))?;
+            .spawn(move || {
+                let applier = Applier::new(page, Meter::new(runs));
+                run(&rx, &bell, events, applier, &published);
+            })?;
         Ok(Scheduler {
             tx,
             doorbell,
@@ -174,7 +176,6 @@ struct Running {
     core: Core,
     members: HashMap<u32, HashSet<u32>>,
     failed: u64,
-    last_charge_ns: u64,
     /// The scheduler's own cost since the schedule began: wake-ups, and the thread's CPU time
     /// and the clock at the start.
     wakeups: u64,
@@ -197,14 +198,10 @@ fn run(
     'run: loop {
         let now = monotonic_ns();
         let wait = running.as_ref().map_or(IDLE_WAIT, |r| {
-            let until = r
-                .core
+            r.core
                 .next_deadline()
-                .map_or(IDLE_WAIT, |d| Duration::from_nanos(d.saturating_sub(now)));
-            let promoted = r.core.promoted().next().is_some();
-            until
-                .min(if promoted { PROMOTED_WAIT } else { IDLE_WAIT })
-                .max(Duration::from_micros(50))
+                .map_or(IDLE_WAIT, |d| Duration::from_nanos(d.saturating_sub(now)))
+                .clamp(Duration::from_micros(50), IDLE_WAIT)
         });
         wait_readable(bell, events.as_ref().map(AsRawFd::as_raw_fd), wait);
         bell.quiet();
@@ -307,7 +304,6 @@ fn handle(msg: Msg, running: &mut Option<Running>, applier: &mut Applier) {
                     core: Core::new(cfg, now),
                     members,
                     failed: 0,
-                    last_charge_ns: 0,
                     wakeups: 0,
                     cpu_start_ns: thread_cpu_ns(),
                     wall_start_ns: now,
@@ -335,17 +331,11 @@ fn handle(msg: Msg, running: &mut Option<Running>, applier: &mut Applier) {
     }
 }
 
-/// Charges the promoted threads' CPU time, decides, applies.
+/// Charges the promoted threads' CPU time (one read of the kernel's per-CPU sums), decides,
+/// applies.
 fn step(r: &mut Running, applier: &mut Applier) {
-    let now = monotonic_ns();
-    if now.saturating_sub(r.last_charge_ns) >= CHARGE_EVERY_NS {
-        r.last_charge_ns = now;
-        let promoted: Vec<u32> = r.core.promoted().map(|(t, _)| t).collect();
-        for tid in promoted {
-            if let Some((running, cpu)) = applier.sample(tid) {
-                r.core.charge(tid, now, running, cpu);
-            }
-        }
+    if let Some(totals) = applier.promoted_cpu_ns() {
+        r.core.charge(monotonic_ns(), &totals);
     }
     let actions = r.core.decide(monotonic_ns());
     apply(r, applier, &actions);
