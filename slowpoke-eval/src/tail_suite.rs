@@ -216,8 +216,15 @@ pub fn run_apps(
         r.p99_target_us = Some(target);
         r.capacity = capacity(&points, &arms, target);
         for a in &r.arms {
+            // Failed requests of the arm at every rate (each counted as the load's timeout).
+            let errors: u64 = r
+                .windows
+                .iter()
+                .filter(|w| w.arm == a.arm)
+                .map(|w| w.errors)
+                .sum();
             log(&format!(
-                "{name} at {:.0} req/s: {} {}",
+                "{name} at {:.0} req/s: {} {}, {errors} failed requests at all rates",
                 r.rate_rps,
                 a.arm,
                 match (&a.p99_us, &a.p99_vs_default) {

@@ -1,7 +1,7 @@
 //! The server over the real backends, as `slowpoke serve` wires them: the in-process agent
 //! (root + BPF), the emulated chain3 app started from its topology by [`RealLauncher`], the real
-//! closed-loop load; then a tail comparison (`kind: tail`) on tail-small with the open loop. Ignored by default (it needs root and takes ~15 s):
-//! `cargo test -p slowpoke-eval --features in-process --test server_real -- --ignored`.
+//! closed-loop load; then a tail comparison (`kind: tail`) on tail-small with the open loop. Run
+//! as root (`cargo xtask test` is; it takes ~15 s).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,7 +28,6 @@ fn call(method: &str, url: &str, body: Option<&str>) -> (u16, serde_json::Value)
 }
 
 #[test]
-#[ignore = "needs root and BPF; run with --ignored"]
 fn a_what_if_on_the_emulated_chain_through_the_api() {
     // The emulator binary next to this test's (cargo build -p slowpoke-emu), unless given.
     if std::env::var_os("SLOWPOKE_EMU_BIN").is_none() {

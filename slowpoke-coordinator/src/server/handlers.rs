@@ -143,6 +143,10 @@ pub(super) async fn post_experiment(
         ))
     })?;
     let mut checked = request::check(&req).map_err(bad_request)?;
+    // A real-time priority this process may not use: refused now, not when the load starts.
+    if let Spec::Tail(t) = &checked.spec {
+        crate::experiment::tail::RealOpenLoad::new(t.load_priority).map_err(bad_request)?;
+    }
     state
         .inner
         .launcher

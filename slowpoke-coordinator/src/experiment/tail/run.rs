@@ -265,7 +265,8 @@ impl Runner<'_> {
             });
         }
         check_errors(&w, arm, self.spec.max_error_ratio)?;
-        let mut record = summary::window_record(arm, rep, rate, &w);
+        let ranked = w.ranked();
+        let mut record = summary::window_record(arm, rep, rate, &w, &ranked);
         if let Some(before) = cost_before {
             let cost = scheduler_totals(self.agents).since(&before);
             record.scheduler_cores = cost.cores();
@@ -279,7 +280,6 @@ impl Runner<'_> {
             p.fraction = fraction;
         });
         at.windows.entry(arm).or_default().push(record.clone());
-        let ranked = w.ranked();
         at.merged
             .entry(arm)
             .or_insert_with(|| Histogram::new_from(&ranked))

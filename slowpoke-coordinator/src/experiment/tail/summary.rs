@@ -12,16 +12,16 @@ use slowpoke_api::coordinator::{
 use super::load::LatencyWindow;
 
 /// A window's figures for the result (µs, req/s): percentiles and the maximum over every
-/// request, a failed one counted as the load's timeout ([`LatencyWindow::ranked`]); the mean
-/// over the answers.
+/// request, a failed one counted as the load's timeout (`ranked`: [`LatencyWindow::ranked`],
+/// which the caller also merges); the mean over the answers.
 pub fn window_record(
     arm: TailArm,
     repetition: usize,
     rate_rps: f64,
     w: &LatencyWindow,
+    ranked: &Histogram<u64>,
 ) -> TailWindow {
-    let ranked = w.ranked();
-    let h = &ranked;
+    let h = ranked;
     let answers = &w.latency_us;
     let q = |p: f64| {
         if h.is_empty() {
@@ -273,11 +273,11 @@ mod tests {
             latency_us: h,
             failed_as_us: 5_000_000,
         };
-        let served = window_record(TailArm::Default, 0, 1000.0, &w);
+        let served = window_record(TailArm::Default, 0, 1000.0, &w, &w.ranked());
         assert!(served.p99_us < 1000.0, "{served:?}");
         // 2 % failed: the p99 is a failure, at the load's timeout (3 significant digits).
         w.errors = 20;
-        let r = window_record(TailArm::Default, 0, 1000.0, &w);
+        let r = window_record(TailArm::Default, 0, 1000.0, &w, &w.ranked());
         assert!((r.p99_us - 5_000_000.0).abs() <= 5_000.0, "{r:?}");
         assert!((r.max_us - 5_000_000.0).abs() <= 5_000.0, "{r:?}");
         // The median and the mean are the answers'.
