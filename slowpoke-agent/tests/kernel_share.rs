@@ -8,17 +8,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use slowpoke_agent::kernel::{DEFAULT_QUANTUM_NS, Kernel, share::PromotedRuns};
-
-fn clock_ns(clock: libc::clockid_t) -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into a valid timespec.
-    unsafe { libc::clock_gettime(clock, &raw mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
+use slowpoke_agent::{
+    kernel::{DEFAULT_QUANTUM_NS, Kernel, share::PromotedRuns},
+    sys::clock::{monotonic_ns, thread_cpu_ns},
+};
 
 /// The promoted time summed over every CPU (no thread is marked and running when it is read).
 fn used_ns(runs: &PromotedRuns) -> u64 {
@@ -38,13 +31,12 @@ fn marked_thread(runs: &mut PromotedRuns, work: fn()) -> u64 {
         // SAFETY: gettid has no failure mode.
         tx.send(unsafe { libc::gettid() } as u32).expect("tid");
         gate.wait();
-        let before = clock_ns(libc::CLOCK_THREAD_CPUTIME_ID);
+        let before = thread_cpu_ns();
         work();
-        clock_ns(libc::CLOCK_THREAD_CPUTIME_ID) - before
+        thread_cpu_ns() - before
     });
     let tid = rx.recv().expect("tid");
-    runs.mark(tid, clock_ns(libc::CLOCK_MONOTONIC))
-        .expect("marking");
+    runs.mark(tid, monotonic_ns()).expect("marking");
     go.wait();
     let cpu = thread.join().expect("the marked thread");
     runs.unmark(tid);
