@@ -335,22 +335,39 @@ fn kernel_ages_request_starts_when_its_data_arrives() {
     for &pid in &app.services["leaf"].pids {
         pin_threads(pid, cpu);
     }
-    let mut conn = KeepAlive::connect(&app.entry);
-    conn.get(); // the worker now serves this connection
-    let before = kernel.age_stats().unwrap().started_at_arrival;
-    let held = AtomicBool::new(false);
-    let (sent, hold_end) = std::thread::scope(|scope| {
-        let hog = scope.spawn(|| hold_cpu(cpu, Duration::from_millis(300), &held));
-        wait_for(Duration::from_secs(10), "the CPU to be held", || {
-            held.load(Ordering::SeqCst).then_some(())
+    // The emulator's worker closes a connection idle for 50 ms (`workers::IDLE_CLOSE`), and a
+    // worker whose idle timer already woke it is runnable, so the data's arrival would wake
+    // nobody: the request is sent within 30 ms of the connection's last answer. On a loaded
+    // machine the CPU may be taken later than that: then the attempt is dropped (nothing sent)
+    // and made again on a new connection.
+    let mut gets = 0;
+    let (mut conn, before, sent, hold_end) = loop {
+        assert!(gets < 5, "the CPU was never held within 30 ms of an answer");
+        let mut conn = KeepAlive::connect(&app.entry);
+        conn.get(); // the worker now serves this connection
+        gets += 1;
+        let answered = slowpoke_agent::sys::clock::monotonic_ns();
+        let before = kernel.age_stats().unwrap().started_at_arrival;
+        let held = AtomicBool::new(false);
+        let (sent, hold_end) = std::thread::scope(|scope| {
+            let hog = scope.spawn(|| hold_cpu(cpu, Duration::from_millis(300), &held));
+            wait_for(Duration::from_secs(10), "the CPU to be held", || {
+                held.load(Ordering::SeqCst).then_some(())
+            });
+            let sent = slowpoke_agent::sys::clock::monotonic_ns();
+            if sent - answered < 30_000_000 {
+                conn.send();
+            }
+            (sent, hog.join().unwrap())
         });
-        // Sent at once: the emulator's worker closes a connection idle for 50 ms
-        // (`workers::IDLE_CLOSE`), and a worker whose idle timer already woke it is runnable,
-        // so the data's arrival wakes nobody.
-        let sent = slowpoke_agent::sys::clock::monotonic_ns();
-        conn.send();
-        (sent, hog.join().unwrap())
-    });
+        if sent - answered < 30_000_000 {
+            break (conn, before, sent, hold_end);
+        }
+        eprintln!(
+            "the CPU was held {} ms after the answer: again",
+            (sent - answered) / 1_000_000
+        );
+    };
     conn.receive();
     let seen: Vec<_> = drain_events(&mut events, 2)
         .into_iter()
@@ -371,7 +388,11 @@ fn kernel_ages_request_starts_when_its_data_arrives() {
     );
     assert_eq!(kernel.age_stats().unwrap().started_at_arrival, before + 1);
     let counters = kernel.age_counters(3).unwrap();
-    assert_eq!((counters.requests, counters.ended), (2, 2));
+    assert_eq!(
+        (counters.requests, counters.ended),
+        (gets + 1, gets + 1),
+        "every answered get, and the request"
+    );
 
     // The two programs run at every data arrival and wake-up of the node: attached only while
     // a service tracks ages.
