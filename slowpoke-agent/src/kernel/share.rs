@@ -19,7 +19,8 @@ const PROGRAM: &str = "sched_switch";
 /// Health feature name, present only when the program cannot run (`Kernel::features`).
 pub const FEATURE: &str = "tail_share_cap";
 
-/// The maps of the share cap, handed to the scheduler thread ([`super::Kernel::take_promoted_runs`]).
+/// The maps of the share cap, handed to the scheduler thread
+/// ([`super::Kernel::take_promoted_runs`]).
 pub struct PromotedRuns {
     promoted: HashMap<MapData, u32, u64>,
     runs: PerCpuArray<MapData, PromotedRun>,

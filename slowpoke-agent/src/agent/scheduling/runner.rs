@@ -12,8 +12,9 @@
 //!
 //! Only events that can change what runs first wake it: after each decision it tells the kernel
 //! the key of the youngest ranked request ([`Core::wake_up_to`]); events of later requests wait
-//! in the ring buffer for the next wake-up (they cannot change the ranking). Without that, every request's start and end woke it: ~18 µs of agent CPU per
-//! event at 1600 req/s on the fan-out topology (docs/tail.md).
+//! in the ring buffer for the next wake-up (they cannot change the ranking). Without that, every
+//! request's start and end woke it: ~18 µs of agent CPU per event at 1600 req/s on the fan-out
+//! topology (docs/tail.md).
 
 use std::{
     collections::{HashMap, HashSet},
