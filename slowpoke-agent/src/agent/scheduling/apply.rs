@@ -130,9 +130,10 @@ impl Applier {
         }
     }
 
-    /// Per CPU: the promoted threads' time so far (`meter`), `None` when not measured.
-    pub fn promoted_cpu_ns(&mut self) -> Option<Vec<u64>> {
-        self.meter.read(monotonic_ns())
+    /// Per CPU: the promoted threads' time so far at `now_ns` (`meter`), `None` when not
+    /// measured.
+    pub fn promoted_cpu_ns(&mut self, now_ns: u64) -> Option<&[u64]> {
+        self.meter.read(now_ns)
     }
 
     /// Restores every thread still managed (the schedule ended).

@@ -212,7 +212,8 @@ impl Core {
         if self.period_base_ns.len() != totals.len() {
             self.period_base_ns = totals.to_vec();
         }
-        self.charged_ns = totals.to_vec();
+        self.charged_ns.clear();
+        self.charged_ns.extend_from_slice(totals);
         self.charged_at_ns = now_ns;
     }
 

@@ -21,6 +21,8 @@ pub struct Meter {
     last: Vec<PromotedRun>,
     /// Per CPU: runs of threads demoted while they ran, up to their demotion.
     demoted_ns: Vec<u64>,
+    /// The sums of the last reading (kept: no allocation per reading).
+    totals: Vec<u64>,
 }
 
 impl Meter {
@@ -32,6 +34,7 @@ impl Meter {
             marked: HashMap::new(),
             last: Vec::new(),
             demoted_ns: Vec::new(),
+            totals: Vec::new(),
         }
     }
 
@@ -67,7 +70,7 @@ impl Meter {
 
     /// Per CPU: the promoted threads' time so far at `now_ns` (monotonic; the run going on now
     /// included). `None`: not measured (no kernel programs, or the read failed).
-    pub fn read(&mut self, now_ns: u64) -> Option<Vec<u64>> {
+    pub fn read(&mut self, now_ns: u64) -> Option<&[u64]> {
         let runs = self.runs.as_ref()?;
         match runs.read() {
             Ok(r) => self.last = r,
@@ -76,28 +79,28 @@ impl Meter {
                 return None;
             }
         }
-        Some(totals(&self.last, &self.marked, &self.demoted_ns, now_ns))
+        self.totals.clear();
+        self.totals
+            .extend(totals(&self.last, &self.marked, &self.demoted_ns, now_ns));
+        Some(&self.totals)
     }
 }
 
 /// Per CPU: the kernel's sum, the run of a marked thread going on now (from its switch-in or its
 /// promotion, whichever is later) and the runs of threads demoted while they ran.
-fn totals(
-    runs: &[PromotedRun],
-    marked: &HashMap<u32, u64>,
-    demoted_ns: &[u64],
+fn totals<'a>(
+    runs: &'a [PromotedRun],
+    marked: &'a HashMap<u32, u64>,
+    demoted_ns: &'a [u64],
     now_ns: u64,
-) -> Vec<u64> {
-    runs.iter()
-        .enumerate()
-        .map(|(cpu, r)| {
-            let now_running = marked
-                .get(&r.tid)
-                .filter(|_| r.tid != 0)
-                .map_or(0, |&at| now_ns.saturating_sub(r.switched_in_ns.max(at)));
-            r.used_ns + now_running + demoted_ns.get(cpu).copied().unwrap_or(0)
-        })
-        .collect()
+) -> impl Iterator<Item = u64> + 'a {
+    runs.iter().enumerate().map(move |(cpu, r)| {
+        let now_running = marked
+            .get(&r.tid)
+            .filter(|_| r.tid != 0)
+            .map_or(0, |&at| now_ns.saturating_sub(r.switched_in_ns.max(at)));
+        r.used_ns + now_running + demoted_ns.get(cpu).copied().unwrap_or(0)
+    })
 }
 
 #[cfg(test)]
@@ -118,7 +121,7 @@ mod tests {
         let marked = HashMap::from([(7, 100), (8, 500)]);
         let runs = [run(1_000, 200, 7), run(2_000, 300, 8), run(3_000, 400, 9)];
         assert_eq!(
-            totals(&runs, &marked, &[], 1_000),
+            totals(&runs, &marked, &[], 1_000).collect::<Vec<_>>(),
             vec![
                 1_000 + 800, // switched in at 200, after its promotion
                 2_000 + 500, // promoted at 500 while it ran
@@ -126,7 +129,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            totals(&runs, &marked, &[5, 6], 1_000),
+            totals(&runs, &marked, &[5, 6], 1_000).collect::<Vec<_>>(),
             vec![1_805, 2_506, 3_000]
         );
     }

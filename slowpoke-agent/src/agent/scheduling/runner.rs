@@ -335,10 +335,12 @@ fn handle(msg: Msg, running: &mut Option<Running>, applier: &mut Applier) {
 /// Charges the promoted threads' CPU time (one read of the kernel's per-CPU sums), decides,
 /// applies.
 fn step(r: &mut Running, applier: &mut Applier) {
-    if let Some(totals) = applier.promoted_cpu_ns() {
-        r.core.charge(monotonic_ns(), &totals);
+    // One clock reading: the sums include the runs going on up to `now`, and are charged as of it.
+    let now = monotonic_ns();
+    if let Some(totals) = applier.promoted_cpu_ns(now) {
+        r.core.charge(now, totals);
     }
-    let actions = r.core.decide(monotonic_ns());
+    let actions = r.core.decide(now);
     apply(r, applier, &actions);
 }
 
