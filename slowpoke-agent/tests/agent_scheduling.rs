@@ -1,7 +1,8 @@
 //! Tail scheduling through the agent binary (issue #18 item 2): the API's refusals (400 naming
 //! the field, 409 against another owner and against a slowdown plan, both ways), and that every
 //! promoted thread gets exactly its own policy back however the schedule ends: DELETE, a lapsed
-//! lease, or a SIGKILL of the agent (the guardian restores it). Requests are fed through the
+//! lease, or a SIGKILL of the agent (the guardian restores it); with k > 1 the ranked requests
+//! run at one priority level each, in their order. Requests are fed through the
 //! test hook `POST /v1/debug/request-event/{service}`, as the kernel would report them.
 
 mod agent_util;
@@ -169,6 +170,71 @@ fn scheduling_and_slowdown_of_one_service_refuse_each_other_and_owners_are_kept(
     // The slowdown goes in once the schedule is gone.
     assert_eq!(agent.call("PUT", "/v1/slowdown", Some(plan)).0, 200);
     assert_eq!(agent.call("DELETE", "/v1/slowdown", None).0, 204);
+}
+
+/// The real-time priority of thread `tid` (0 under a normal policy).
+fn rt_priority_of(tid: u32) -> i32 {
+    let mut param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: reads the parameters of a thread the test started into a valid struct.
+    assert_eq!(
+        unsafe { libc::sched_getparam(tid as i32, &raw mut param) },
+        0
+    );
+    param.sched_priority
+}
+
+#[test]
+fn with_k_2_the_older_request_runs_a_level_above_and_the_younger_moves_up_when_it_ends() {
+    let state = TempDir::new("sched-ranks");
+    let agent = AgentProc::start(&state, &[]);
+    let (a, b) = (sleeper(), sleeper());
+    let own = policy_of(a.pid());
+    assert_eq!(own.0, libc::SCHED_OTHER);
+    let (code, body) = agent.call(
+        "PUT",
+        "/v1/services/svc",
+        Some(&format!("{{\"pids\":[{},{}]}}", a.pid(), b.pid())),
+    );
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = agent.call(
+        "PUT",
+        "/v1/scheduling",
+        Some(r#"{"services":["svc"],"owner":"exp-1","k":2,"priority":12}"#),
+    );
+    assert_eq!(code, 200, "{body}");
+    let event = |kind: u32, pid: u32, origin: u64| {
+        let (code, body) = agent.call(
+            "POST",
+            "/v1/debug/request-event/svc",
+            Some(&format!(
+                r#"{{"kind":{kind},"tid":{pid},"tgid":{pid},"origin_ns":{origin}}}"#
+            )),
+        );
+        assert_eq!(code, 204, "{body}");
+    };
+    // b's request entered the app later than a's, though it is reported first.
+    event(1, b.pid(), 2_000_000);
+    event(1, a.pid(), 1_000_000);
+    wait_for(Duration::from_secs(2), "a at 12 and b at 11", || {
+        (rt_priority_of(a.pid()) == 12 && rt_priority_of(b.pid()) == 11).then_some(())
+    });
+    assert_eq!((policy_of(a.pid()).0, policy_of(b.pid()).0), (FIFO, FIFO));
+    // a's request ends: a gets its own policy back, b moves up to the oldest's level.
+    event(2, a.pid(), 1_000_000);
+    wait_for(Duration::from_secs(2), "b moved up to 12", || {
+        (rt_priority_of(b.pid()) == 12).then_some(())
+    });
+    assert_eq!(policy_of(a.pid()), own);
+    let stats = json(&agent.call("GET", "/v1/stats", None).1);
+    // b moved up once; and once down before, if the agent saw b's request alone first.
+    let reranks = stats["scheduling"]["reranks"].as_u64();
+    assert!(matches!(reranks, Some(1 | 2)), "{stats}");
+    assert_eq!(
+        agent.call("DELETE", "/v1/scheduling?owner=exp-1", None).0,
+        204
+    );
+    assert_eq!(policy_of(b.pid()), own);
+    assert_eq!(rt_priority_of(b.pid()), 0);
 }
 
 #[test]

@@ -85,8 +85,8 @@ pub(crate) struct EvalArgs {
     /// the cluster of placement `cluster` (its nodes and their agents).
     #[command(flatten)]
     pub(crate) agents: AgentArgs,
-    /// Suite `tail` only: the schedules' k (threads run first per node, or per service for
-    /// per-service-fifo) [default: the agent's, 1].
+    /// Suite `tail` only: the schedules' k (requests run first, in their order, per node, or
+    /// per service for per-service-fifo) [default: the agent's, 1].
     #[arg(long, value_name = "K")]
     pub(crate) tail_k: Option<u32>,
     /// Suite `tail` only: the schedules' share cap (most of each CPU promoted threads may take

@@ -42,7 +42,7 @@ struct Args {
     /// Seconds per window.
     #[arg(long, default_value_t = 6.0)]
     duration: f64,
-    /// Requests served at once by oldest-first (the agent's default when not given).
+    /// Requests run first at once, in their order (the agent's default when not given).
     #[arg(long)]
     tail_k: Option<u32>,
     /// Share of each CPU a schedule's real-time threads may hold (the agent's default when not

@@ -294,8 +294,9 @@ fn case_header(c: &TailCase) -> String {
 }
 
 /// The schedulers' columns of one arm at one rate, over its windows: cores and wake-ups/s (the
-/// windows' mean), the share of requests with a carried age, promotions and share-cap
-/// demotions per second; "–" where no window reports them (`default`).
+/// windows' mean), the share of requests with a carried age, promotions (and re-ranks, when
+/// `k` > 1 made any) and share-cap demotions per second; "–" where no window reports them
+/// (`default`).
 fn scheduler_columns(windows: &[&slowpoke_api::coordinator::TailWindow]) -> [String; 5] {
     use slowpoke_api::coordinator::{TailSchedulerCounts, TailWindow};
     let none = || "–".to_owned();
@@ -330,7 +331,14 @@ fn scheduler_columns(windows: &[&slowpoke_api::coordinator::TailWindow]) -> [Str
         } else {
             none()
         },
-        per_s(total(|c| c.promotions)),
+        match total(|c| c.reranks) {
+            0.0 => per_s(total(|c| c.promotions)),
+            reranks => format!(
+                "{} (+{} re-ranked)",
+                per_s(total(|c| c.promotions)),
+                per_s(reranks)
+            ),
+        },
         per_s(total(|c| c.share_capped)),
     ]
 }

@@ -155,7 +155,7 @@ fn node_families(snap: &Snapshot) -> Vec<(&'static str, &'static str, Value)> {
 }
 
 /// The tail scheduler's families (`slowpoke_scheduling_*`), present while a schedule is.
-fn scheduling_families(s: &SchedulingStats) -> [(&'static str, &'static str, Value); 11] {
+fn scheduling_families(s: &SchedulingStats) -> [(&'static str, &'static str, Value); 12] {
     [
         (
             "slowpoke_scheduling_requests",
@@ -171,6 +171,11 @@ fn scheduling_families(s: &SchedulingStats) -> [(&'static str, &'static str, Val
             "slowpoke_scheduling_promotions",
             "Threads promoted to the real-time policy.",
             Value::Count(s.promotions),
+        ),
+        (
+            "slowpoke_scheduling_reranks",
+            "Promoted threads moved to another rank's priority.",
+            Value::Count(s.reranks),
         ),
         (
             "slowpoke_scheduling_demotions",

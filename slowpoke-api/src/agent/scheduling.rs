@@ -78,6 +78,9 @@ pub struct SchedulingStats {
     pub requests_with_age: u64,
     /// Threads promoted to the real-time policy.
     pub promotions: u64,
+    /// Promoted threads moved to another rank's priority (an older request ended; `k` > 1).
+    #[serde(default)]
+    pub reranks: u64,
     /// Threads returned to their own policy (request finished, left the k oldest, capped).
     pub demotions: u64,
     /// Demotions because a request passed `age_cap_ms`.

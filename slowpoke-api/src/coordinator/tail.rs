@@ -127,6 +127,9 @@ pub struct TailSchedulerCounts {
     /// Threads promoted to the real-time policy, and returned to their own.
     pub promotions: u64,
     pub demotions: u64,
+    /// Promoted threads moved to another rank's priority (`k` > 1).
+    #[serde(default)]
+    pub reranks: u64,
     /// Demotions because the promoted threads reached the share cap, or a request the age cap.
     pub share_capped: u64,
     pub age_capped: u64,

@@ -26,10 +26,12 @@ const DEFAULT_OWNER: &str = "slowpoke-tail";
 /// The schedule's knobs (the agents' defaults when not given).
 #[derive(Args, Debug, Default)]
 pub(crate) struct ScheduleArgs {
-    /// Requests run first at once (limited processor sharing), 1 to 64 (agent default 1).
+    /// Requests run first at once, in their order (the oldest at --priority, each younger one
+    /// a level lower), 1 to 64 (agent default 1).
     #[arg(long, value_name = "N")]
     pub(crate) k: Option<u32>,
-    /// Real-time priority of promoted threads, 1 to 19, below the agent's 20 (default 10).
+    /// Real-time priority of the oldest request's threads, 1 to 19, below the agent's 20
+    /// (default 10).
     #[arg(long, value_name = "P")]
     pub(crate) priority: Option<u8>,
     /// A request older than this is no longer promoted, ms (default 1000).

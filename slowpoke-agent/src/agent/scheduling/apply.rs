@@ -13,6 +13,8 @@
 //!   caller counts it and forgets the thread.
 //! - Every thread it promotes is marked for the share cap's meter before its policy changes
 //!   (`meter`), and unmarked when it is demoted.
+//! - Rank r (0: the oldest request) runs at the schedule's priority minus r, down to 1
+//!   ([`rank_priority`]): the ranked requests run in their order.
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -53,15 +55,16 @@ impl Applier {
         }
     }
 
-    /// The real-time priority of promotions from now on (threads promoted keep theirs).
+    /// The real-time priority of rank 0 from now on (threads promoted keep theirs until
+    /// re-ranked).
     pub fn set_priority(&mut self, priority: u32) {
         self.priority = priority;
     }
 
-    /// Runs thread `tid` of `tgid` first; `started_ns`: its creation time as the kernel
-    /// reported it with its request (0: read from `/proc`). False: the change was refused
-    /// (counted by the caller).
-    pub fn promote(&mut self, tid: u32, tgid: u32, started_ns: u64) -> bool {
+    /// Runs thread `tid` of `tgid` first, at `rank`'s priority; `started_ns`: its creation time
+    /// as the kernel reported it with its request (0: read from `/proc`). False: the change was
+    /// refused (counted by the caller).
+    pub fn promote(&mut self, tid: u32, tgid: u32, started_ns: u64, rank: u32) -> bool {
         if self.threads.contains_key(&tid) {
             return true;
         }
@@ -101,7 +104,7 @@ impl Applier {
             table.disarm(slot);
             return false;
         }
-        let errno = set_policy(tid, ThreadPolicy::fifo(self.priority));
+        let errno = set_policy(tid, ThreadPolicy::fifo(rank_priority(self.priority, rank)));
         if errno != 0 {
             self.meter.unmark(tid, now);
             table.disarm(slot);
@@ -111,6 +114,18 @@ impl Applier {
         self.threads
             .insert(tid, (tgid, Managed::Changed { original, slot }));
         true
+    }
+
+    /// Moves promoted thread `tid` to `rank`'s priority. False: the kernel refused (the thread
+    /// is most likely gone): the caller demotes it.
+    pub fn rerank(&mut self, tid: u32, rank: u32) -> bool {
+        match self.threads.get(&tid) {
+            Some((_, Managed::Changed { .. })) => {
+                set_policy(tid, ThreadPolicy::fifo(rank_priority(self.priority, rank))) == 0
+            }
+            Some((_, Managed::Untouched)) => true,
+            None => false,
+        }
     }
 
     /// Gives thread `tid` its own policy back. False: the kernel refused (the thread is most
@@ -145,8 +160,32 @@ impl Applier {
     }
 }
 
+/// The real-time priority of `rank` (0: the oldest request) under a schedule at `priority`:
+/// one level lower per rank, never below 1 (ranks past `priority - 1` share level 1).
+pub fn rank_priority(priority: u32, rank: u32) -> u32 {
+    priority.saturating_sub(rank).max(1)
+}
+
 impl Drop for Applier {
     fn drop(&mut self) {
         self.restore_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rank_priority;
+
+    #[test]
+    fn each_rank_one_level_lower_down_to_one() {
+        assert_eq!(rank_priority(10, 0), 10);
+        assert_eq!(rank_priority(10, 1), 9);
+        assert_eq!(rank_priority(10, 9), 1);
+        assert_eq!(
+            rank_priority(10, 40),
+            1,
+            "ranks past the range share level 1"
+        );
+        assert_eq!(rank_priority(1, 0), 1);
     }
 }

@@ -348,11 +348,19 @@ fn apply(r: &mut Running, applier: &mut Applier, actions: &[Action]) {
     for a in actions {
         tracing::trace!(?a, "scheduling action");
         match *a {
-            Action::Promote { tid, tgid } => {
+            Action::Promote { tid, tgid, rank } => {
                 let member = r.members.values().any(|m| m.contains(&tgid));
-                if !member || !applier.promote(tid, tgid, r.core.thread_start_ns(tid)) {
+                if !member || !applier.promote(tid, tgid, r.core.thread_start_ns(tid), rank) {
                     r.failed += 1;
                     r.core.refused(tid);
+                }
+            }
+            Action::Rerank { tid, rank, .. } => {
+                if !applier.rerank(tid, rank) {
+                    // Gone, most likely: its slot and meter mark go, its request is forgotten.
+                    r.failed += 1;
+                    applier.demote(tid);
+                    r.core.forget(tid);
                 }
             }
             Action::Demote { tid, .. } => {
@@ -370,6 +378,7 @@ fn snapshot(r: &Running) -> SchedulingStats {
         requests: c.requests,
         requests_with_age: c.requests_with_age,
         promotions: c.promotions,
+        reranks: c.reranks,
         demotions: c.demotions,
         age_capped: c.age_capped,
         share_capped: c.share_capped,

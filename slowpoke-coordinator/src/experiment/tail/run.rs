@@ -359,6 +359,7 @@ impl SchedulerTotals {
                 requests: c.requests.saturating_sub(b.requests),
                 requests_with_age: c.requests_with_age.saturating_sub(b.requests_with_age),
                 promotions: c.promotions.saturating_sub(b.promotions),
+                reranks: c.reranks.saturating_sub(b.reranks),
                 demotions: c.demotions.saturating_sub(b.demotions),
                 share_capped: c.share_capped.saturating_sub(b.share_capped),
                 age_capped: c.age_capped.saturating_sub(b.age_capped),
@@ -395,6 +396,7 @@ fn scheduler_totals(agents: &[SharedAgent]) -> SchedulerTotals {
             c.requests += s.requests;
             c.requests_with_age += s.requests_with_age;
             c.promotions += s.promotions;
+            c.reranks += s.reranks;
             c.demotions += s.demotions;
             c.share_capped += s.share_capped;
             c.age_capped += s.age_capped;
