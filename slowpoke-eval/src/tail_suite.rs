@@ -331,13 +331,13 @@ fn scheduler_columns(windows: &[&slowpoke_api::coordinator::TailWindow]) -> [Str
         } else {
             none()
         },
-        match total(|c| c.reranks) {
-            0.0 => per_s(total(|c| c.promotions)),
-            reranks => format!(
-                "{} (+{} re-ranked)",
-                per_s(total(|c| c.promotions)),
-                per_s(reranks)
-            ),
+        {
+            let (promotions, reranks) = (per_s(total(|c| c.promotions)), total(|c| c.reranks));
+            if reranks > 0.0 {
+                format!("{promotions} (+{} re-ranked)", per_s(reranks))
+            } else {
+                promotions
+            }
         },
         per_s(total(|c| c.share_capped)),
     ]

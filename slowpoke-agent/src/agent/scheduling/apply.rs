@@ -104,7 +104,7 @@ impl Applier {
             table.disarm(slot);
             return false;
         }
-        let errno = set_policy(tid, ThreadPolicy::fifo(rank_priority(self.priority, rank)));
+        let errno = set_policy(tid, self.ranked_policy(rank));
         if errno != 0 {
             self.meter.unmark(tid, now);
             table.disarm(slot);
@@ -120,12 +120,14 @@ impl Applier {
     /// is most likely gone): the caller demotes it.
     pub fn rerank(&mut self, tid: u32, rank: u32) -> bool {
         match self.threads.get(&tid) {
-            Some((_, Managed::Changed { .. })) => {
-                set_policy(tid, ThreadPolicy::fifo(rank_priority(self.priority, rank))) == 0
-            }
+            Some((_, Managed::Changed { .. })) => set_policy(tid, self.ranked_policy(rank)) == 0,
             Some((_, Managed::Untouched)) => true,
             None => false,
         }
+    }
+
+    fn ranked_policy(&self, rank: u32) -> ThreadPolicy {
+        ThreadPolicy::fifo(rank_priority(self.priority, rank))
     }
 
     /// Gives thread `tid` its own policy back. False: the kernel refused (the thread is most

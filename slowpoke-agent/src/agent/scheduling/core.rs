@@ -433,13 +433,15 @@ impl Core {
         let mut out = BTreeMap::new();
         for (key, _, tid, a) in eligible {
             let (n, first) = taken.entry(self.bucket(a.service)).or_default();
-            if *n > 0 && key <= first.saturating_add(same) {
-                out.insert(tid, promoted(a.tgid, *n - 1));
-            } else if *n < self.cfg.k {
+            // A new request (not another thread of the last one ranked) takes a place, if left.
+            if *n == 0 || key > first.saturating_add(same) {
+                if *n == self.cfg.k {
+                    continue;
+                }
                 *n += 1;
                 *first = key;
-                out.insert(tid, promoted(a.tgid, *n - 1));
             }
+            out.insert(tid, promoted(a.tgid, *n - 1));
         }
         // A full bucket: only requests at least as old as its youngest ranked one matter (and
         // that one's other threads, within `same` of it).
