@@ -284,13 +284,19 @@ pub struct ThreadRequest {
     /// As [`RequestEvent::arrival_ns`].
     pub arrival_ns: u64,
     pub service: u32,
-    /// [`THREAD_REQUEST_EARLY`] or 0.
+    /// [`THREAD_REQUEST_EARLY`], [`THREAD_REQUEST_DROPPED`] or 0 (changed with a
+    /// compare-and-swap: a worker and the thread that beat it to its connection may both drop
+    /// its early request at once, and only one of them may take it back).
     pub flags: u32,
 }
 
 /// [`ThreadRequest::flags`]: the request was started when its data arrived, by the wake-up of
 /// its thread, and the thread has not received it yet (its receive only clears this).
 pub const THREAD_REQUEST_EARLY: u32 = 1;
+/// [`ThreadRequest::flags`]: an early request another thread read the connection of: the
+/// thread serves nothing (the entry stays until the thread's next request replaces it, so that
+/// nobody but the thread itself removes or replaces its entry).
+pub const THREAD_REQUEST_DROPPED: u32 = 2;
 
 /// Per CPU (per-CPU array `PROMOTED_RUNS` of one element, kernel-written at every context
 /// switch while a service tracks ages): how long threads the tail scheduler promoted have run

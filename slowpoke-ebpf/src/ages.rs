@@ -58,12 +58,13 @@ use aya_ebpf::{
 use slowpoke_common::{
     AGE_NONE, AGE_OPTION_EXID, AGE_OPTION_KIND, AGE_OPTION_LEN, AGE_PORT_LISTEN, AgeCounters,
     AgeStats, CONFIG_TRACK_AGES, GLOBAL_REQUEST_EVENTS_NO_WAKEUP, MAX_SERVICES, REQUEST_DROPPED,
-    REQUEST_END, REQUEST_START, RequestEvent, RequestWake, THREAD_REQUEST_EARLY, ThreadRequest,
+    REQUEST_END, REQUEST_START, RequestEvent, RequestWake, THREAD_REQUEST_DROPPED,
+    THREAD_REQUEST_EARLY, ThreadRequest,
 };
 
 use crate::{
-    GLOBAL, IPPROTO_TCP, OFF_SK_PROTOCOL, OFF_SKC_DPORT, SERVICE_CONFIG, add, member_service,
-    read_field, service_of,
+    GLOBAL, IPPROTO_TCP, OFF_SK_PROTOCOL, OFF_SKC_DPORT, SERVICE_CONFIG, add, compare_and_swap,
+    member_service, read_field, service_of,
 };
 
 /// TEST ONLY (set by the agent's `test-hooks` build, 0 otherwise): added to every clock reading
@@ -90,7 +91,9 @@ static OFF_TASK_START_BOOTTIME: u32 = 0;
 #[unsafe(no_mangle)]
 static AGES_FROM_CURRENT: u32 = 0;
 
-/// tid -> the request the thread serves.
+/// tid -> the request the thread serves (none when its flags say `THREAD_REQUEST_DROPPED`:
+/// see [`serving`]). Only the thread's own programs remove or replace its entry, except the
+/// wake-up that gives a thread serving none its early request.
 #[map]
 static THREAD_REQUESTS: LruHashMap<u32, ThreadRequest> = LruHashMap::with_max_entries(16_384, 0);
 /// What a socket's segments carry: the origin (this node's clock) of the sending thread's
@@ -206,32 +209,45 @@ fn start_request(sk: *const u8, pid_tgid: u64, service: u32) {
     let tid = pid_tgid as u32;
     // Started when its data arrived: this receive is its visit's first — if it reads the
     // connection it was woken for (a fresh connection's early start names it, `EARLY_FOR`).
+    // A swap of the flags confirms it: the thread that read the connection may be dropping it
+    // at the same moment.
     let mut early = None;
     if let Some(started) = THREAD_REQUESTS.get_ptr_mut(tid) {
         let request = unsafe { *started };
         if request.flags & THREAD_REQUEST_EARLY != 0 && request.service == service {
-            let Some(woken_for) = unsafe { EARLY_FOR.get(tid) }.copied() else {
-                unsafe { (*started).flags = 0 };
-                return;
-            };
-            early = Some((started, woken_for));
+            let flags = unsafe { &raw mut (*started).flags };
+            match unsafe { EARLY_FOR.get(tid) }.copied() {
+                Some(woken_for) => early = Some((flags, woken_for)),
+                // Woken as the connection's known reader.
+                None if compare_and_swap(flags, THREAD_REQUEST_EARLY, 0) => return,
+                // Dropped meanwhile: this receive starts a request of its own, below.
+                None => {}
+            }
         }
     }
     let cookie = unsafe { bpf_get_socket_cookie(sk as *mut c_void) };
-    if let Some((started, woken_for)) = early {
+    if let Some((flags, woken_for)) = early {
         if woken_for == cookie {
-            unsafe { (*started).flags = 0 };
-            let _ = EARLY_FOR.remove(tid);
-            let _ = EARLY_HOLDER.remove(cookie);
-            return;
+            if compare_and_swap(flags, THREAD_REQUEST_EARLY, 0) {
+                let _ = EARLY_FOR.remove(tid);
+                let _ = EARLY_HOLDER.remove(cookie);
+                return;
+            }
+        } else {
+            // Another worker took the connection it was woken for: its request is that
+            // worker's; this one starts below.
+            if unsafe { EARLY_HOLDER.get(woken_for) }.copied() == Some(pid_tgid) {
+                let _ = EARLY_HOLDER.remove(woken_for);
+            }
+            drop_early(pid_tgid, woken_for);
         }
-        // Another worker took the connection it was woken for: its request is that worker's;
-        // this one starts below.
-        if unsafe { EARLY_HOLDER.get(woken_for) }.copied() == Some(pid_tgid) {
-            let _ = EARLY_HOLDER.remove(woken_for);
-        }
-        drop_early(pid_tgid, woken_for);
     }
+    start_on(cookie, pid_tgid, service, counters);
+}
+
+/// Thread `pid_tgid` starts a request of `service` read from connection `cookie`.
+#[inline(always)]
+fn start_on(cookie: u64, pid_tgid: u64, service: u32, counters: *mut AgeCounters) {
     // A worker woken for this connection that another one (this thread) beat to it: only a
     // connection nobody read yet, or another thread last, can have one.
     if note_reader(cookie, pid_tgid)
@@ -260,19 +276,28 @@ fn start_request(sk: *const u8, pid_tgid: u64, service: u32) {
 /// Drops the request thread `pid_tgid` started early for fresh connection `cookie`, if it still
 /// holds it unread (`REQUEST_DROPPED`, so the scheduler forgets it; not counted as a request):
 /// the thread that reads the connection starts it. The caller has cleared `EARLY_HOLDER`.
+/// The thread itself (reading another connection) and the connection's reader may both call
+/// this at once: the swap of the flags lets exactly one of them take the request back, and the
+/// entry stays, marked dropped, for the thread's next request to replace.
 fn drop_early(pid_tgid: u64, cookie: u64) {
     let tid = pid_tgid as u32;
     if unsafe { EARLY_FOR.get(tid) }.copied() != Some(cookie) {
         return;
     }
-    let _ = EARLY_FOR.remove(tid);
-    let Some(request) = (unsafe { THREAD_REQUESTS.get(tid) }).copied() else {
+    let Some(started) = THREAD_REQUESTS.get_ptr_mut(tid) else {
         return;
     };
-    if request.flags & THREAD_REQUEST_EARLY == 0 {
+    let request = unsafe { *started };
+    if request.flags != THREAD_REQUEST_EARLY
+        || !compare_and_swap(
+            unsafe { &raw mut (*started).flags },
+            THREAD_REQUEST_EARLY,
+            THREAD_REQUEST_DROPPED,
+        )
+    {
         return;
     }
-    let _ = THREAD_REQUESTS.remove(tid);
+    let _ = EARLY_FOR.remove(tid);
     let Some(counters) = AGE_COUNTERS.get_ptr_mut(request.service) else {
         return;
     };
@@ -337,13 +362,21 @@ fn begin(
     );
 }
 
+/// The request thread `tid` serves: none when it serves none, or its early request was dropped.
+#[inline(always)]
+fn serving(tid: u32) -> Option<ThreadRequest> {
+    unsafe { THREAD_REQUESTS.get(tid) }
+        .copied()
+        .filter(|r| r.flags & THREAD_REQUEST_DROPPED == 0)
+}
+
 fn end_request(pid_tgid: u64, service: u32) {
     let tid = pid_tgid as u32;
     let Some(request) = (unsafe { THREAD_REQUESTS.get(tid) }).copied() else {
         return;
     };
     let _ = THREAD_REQUESTS.remove(tid);
-    if request.service != service {
+    if request.service != service || request.flags & THREAD_REQUEST_DROPPED != 0 {
         return;
     }
     let Some(counters) = AGE_COUNTERS.get_ptr_mut(service) else {
@@ -459,7 +492,7 @@ fn try_sched_waking(task: *const u8) -> Result<(), u32> {
         return Ok(());
     }
     let service = member_service(tgid).ok_or(0u32)?;
-    if !tracks_ages(service) || unsafe { THREAD_REQUESTS.get(tid) }.is_some() {
+    if !tracks_ages(service) || serving(tid).is_some() {
         return Ok(());
     }
     let counters = AGE_COUNTERS.get_ptr_mut(service).ok_or(0u32)?;
@@ -500,7 +533,7 @@ fn try_tcp_sendmsg_locked(sk: *const u8) -> Result<u32, u32> {
     if !tracks_ages(service) {
         return Ok(0);
     }
-    let want = unsafe { THREAD_REQUESTS.get(pid_tgid as u32) }.map_or(AGE_NONE, |r| r.origin_ns);
+    let want = serving(pid_tgid as u32).map_or(AGE_NONE, |r| r.origin_ns);
     let cookie = unsafe { bpf_get_socket_cookie(sk as *mut c_void) };
     match SOCK_ORIGIN.get_ptr_mut(cookie) {
         Some(carried) => unsafe {
@@ -603,7 +636,7 @@ fn current_origin() -> Option<u64> {
         return None;
     }
     let tid: u32 = read_field(task, &OFF_TASK_PID).ok()?;
-    Some(unsafe { THREAD_REQUESTS.get(tid) }.map_or(AGE_NONE, |r| r.origin_ns))
+    Some(serving(tid).map_or(AGE_NONE, |r| r.origin_ns))
 }
 
 fn write_age(ctx: &SockOpsContext, age: u64) {

@@ -645,11 +645,12 @@ fn fetch_add(counter: *mut u64, value: u64) -> u64 {
     unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(counter, value) }
 }
 
-/// BPF v3 `cmpxchg`: `*word` from `old` to `new`; true when this call made the change.
+/// BPF v3 `cmpxchg` (64 or 32 bits): `*word` from `old` to `new`; true when this call made the
+/// change.
 #[inline(always)]
-fn compare_and_swap(word: *mut u64, old: u64, new: u64) -> bool {
+fn compare_and_swap<T: Copy>(word: *mut T, old: T, new: T) -> bool {
     unsafe {
-        atomic_cxchg::<u64, { AtomicOrdering::SeqCst }, { AtomicOrdering::SeqCst }>(word, old, new)
+        atomic_cxchg::<T, { AtomicOrdering::SeqCst }, { AtomicOrdering::SeqCst }>(word, old, new)
     }
     .1
 }

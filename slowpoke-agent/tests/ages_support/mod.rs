@@ -46,8 +46,13 @@ pub fn served(events: &[RequestEvent], offset_ns: u64) -> BTreeMap<u32, Vec<Serv
                     });
                 }
             }
-            // A worker woken for a fresh connection that another thread read: no request.
-            REQUEST_DROPPED => {
+            // A worker woken for a fresh connection that another thread read: no request
+            // (reported by that thread, so maybe after the worker's next start).
+            REQUEST_DROPPED
+                if open
+                    .get(&e.tid)
+                    .is_some_and(|s| s.arrival_ns == e.arrival_ns) =>
+            {
                 open.remove(&e.tid);
             }
             _ => {}

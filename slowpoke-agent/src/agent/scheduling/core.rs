@@ -210,14 +210,21 @@ impl Core {
                 self.active.remove(&ev.tid);
             }
             // Started on a woken worker that another thread beat to the connection: that
-            // thread's start follows; this one served nothing.
+            // thread's start follows; this one served nothing. The worker's own next request
+            // may be reported before (the drop is made by the other thread): that one stays.
             REQUEST_DROPPED => {
                 self.counts.requests = self.counts.requests.saturating_sub(1);
                 if ev.origin_ns != ev.arrival_ns {
                     self.counts.requests_with_age = self.counts.requests_with_age.saturating_sub(1);
                 }
-                self.capped.remove(&ev.tid);
-                self.active.remove(&ev.tid);
+                if self
+                    .active
+                    .get(&ev.tid)
+                    .is_some_and(|a| a.arrival_ns == ev.arrival_ns)
+                {
+                    self.capped.remove(&ev.tid);
+                    self.active.remove(&ev.tid);
+                }
             }
             _ => {}
         }

@@ -88,6 +88,29 @@ fn a_dropped_early_start_is_forgotten_and_not_counted() {
     assert_eq!((counts.requests, counts.requests_with_age), (2, 1));
 }
 
+/// The drop is reported by the thread that read the connection, so the worker's own next
+/// request (read from another connection) may be reported first: the late drop leaves it.
+#[test]
+fn a_late_drop_leaves_the_workers_next_request() {
+    let mut c = Core::new(cfg(SchedulingPolicy::OldestFirst, 1), 0);
+    c.observe(&start(10, 1, MS, 2 * MS)); // the woken worker's early start
+    c.observe(&start(10, 1, 3 * MS, 3 * MS)); // it read another connection
+    c.observe(&RequestEvent {
+        kind: REQUEST_DROPPED,
+        ..start(10, 1, MS, 2 * MS)
+    });
+    c.observe(&start(12, 1, MS, 2 * MS)); // the reader of the first connection
+    c.observe(&start(13, 1, 4 * MS, 4 * MS));
+    assert_eq!(c.decide(5 * MS), vec![promote(12, 1)]);
+    c.observe(&end(12, 1));
+    assert_eq!(
+        c.decide(6 * MS),
+        vec![demote(12, 1, Reason::Finished), promote(10, 1)],
+        "the worker's own request is still known"
+    );
+    assert_eq!(c.counts().requests, 3);
+}
+
 #[test]
 fn oldest_first_promotes_the_k_oldest_origins_across_services_and_acts_only_on_change() {
     let mut c = Core::new(cfg(SchedulingPolicy::OldestFirst, 1), 0);
