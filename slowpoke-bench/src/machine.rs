@@ -16,16 +16,8 @@ pub fn process_cpu_ns(pid: u32) -> u64 {
         .sum()
 }
 
-/// CPU time of the calling thread, ns (`CLOCK_THREAD_CPUTIME_ID`).
-pub fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &raw mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
+/// CPU time the calling thread has used, ns (the agent's reading of `CLOCK_THREAD_CPUTIME_ID`).
+pub use slowpoke_agent::sys::clock::thread_cpu_ns;
 
 /// Busy and total clock ticks of all CPUs together (the `cpu` line of `/proc/stat`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

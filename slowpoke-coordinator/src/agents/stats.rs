@@ -17,13 +17,10 @@ pub struct StatsSnapshot {
 
 /// This process's `CLOCK_MONOTONIC`, ns: the clock the agents stamp their stats with.
 fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec into memory we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    // CLOCK_MONOTONIC cannot fail on Linux; a zero would only make the sample unusable.
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map_or(0, |ts| {
+        ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
+    })
 }
 
 /// `agent`'s clock against this process's, from `calls` timed `GET /v1/stats`

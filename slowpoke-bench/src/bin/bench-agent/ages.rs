@@ -33,7 +33,10 @@ use std::{
 };
 
 use serde_json::json;
-use slowpoke_agent::kernel::{Kernel, RequestEvents};
+use slowpoke_agent::{
+    kernel::{Kernel, RequestEvents},
+    sys::clock::monotonic_ns,
+};
 use slowpoke_bench::machine::thread_cpu_ns;
 use slowpoke_common::{REQUEST_START, RequestEvent};
 use slowpoke_testkit::{Nginx, apache_proxy, haproxy};
@@ -260,16 +263,6 @@ fn serve_ids(stream: TcpStream, log: &Mutex<Vec<(u32, u64, u64)>>, forward: Opti
             return;
         }
     }
-}
-
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid timespec for the duration of the call.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// `clients` keep-alive clients sending `requests` GETs each, ids `client * requests + i`.
