@@ -4,7 +4,6 @@
 mod ages_support;
 
 use std::{
-    collections::BTreeMap,
     sync::{
         Mutex,
         atomic::{AtomicBool, AtomicUsize, Ordering},
@@ -13,12 +12,12 @@ use std::{
 };
 
 use ages_support::{
-    KeepAlive, Served, drain_events, exactness, load,
+    KeepAlive, Served, drain_events, exactness, load, pair_requests,
     real::{AppInNetns, Netns, PEER_IP},
     served, start_app, track,
 };
 use slowpoke_agent::kernel::{DEFAULT_QUANTUM_NS, Kernel};
-use slowpoke_common::{AgeCounters, REQUEST_DROPPED, REQUEST_START, RequestEvent};
+use slowpoke_common::{AgeCounters, REQUEST_START};
 use slowpoke_testkit::{apache_proxy, wait_for};
 
 /// The tests share the node's cgroup root and the machine: one at a time.
@@ -778,23 +777,7 @@ fn kernel_ages_php_fanout_leaves_no_request_open() {
     let failed = load(&app.entry, 16, 60);
     assert!(failed <= 3, "{failed} of 960 answers were not 200");
     let seen = drain_events(&mut events, 4 * 960);
-    let mut open: BTreeMap<u32, RequestEvent> = BTreeMap::new();
-    for e in &seen {
-        match e.kind {
-            REQUEST_START => {
-                open.insert(e.tid, *e);
-            }
-            // Reported by the thread that read the connection: maybe after the worker's own
-            // next start, which it does not end.
-            REQUEST_DROPPED
-                if open
-                    .get(&e.tid)
-                    .is_some_and(|s| s.arrival_ns != e.arrival_ns) => {}
-            _ => {
-                open.remove(&e.tid);
-            }
-        }
-    }
+    let open = pair_requests(&seen, |_, _| {});
     assert!(open.is_empty(), "requests left open: {open:?}");
     for id in 0..4 {
         let c = kernel.age_counters(id).unwrap();

@@ -288,13 +288,8 @@ fn drop_early(pid_tgid: u64, cookie: u64) {
         return;
     };
     let request = unsafe { *started };
-    if request.flags != THREAD_REQUEST_EARLY
-        || !compare_and_swap(
-            unsafe { &raw mut (*started).flags },
-            THREAD_REQUEST_EARLY,
-            THREAD_REQUEST_DROPPED,
-        )
-    {
+    let flags = unsafe { &raw mut (*started).flags };
+    if !compare_and_swap(flags, THREAD_REQUEST_EARLY, THREAD_REQUEST_DROPPED) {
         return;
     }
     let _ = EARLY_FOR.remove(tid);

@@ -29,8 +29,25 @@ pub struct Served {
 /// Pairs each thread's START with its next END, per service (a START then DROPPED is no
 /// request); `offset_ns` is subtracted.
 pub fn served(events: &[RequestEvent], offset_ns: u64) -> BTreeMap<u32, Vec<Served>> {
-    let mut open: BTreeMap<u32, RequestEvent> = BTreeMap::new();
     let mut out: BTreeMap<u32, Vec<Served>> = BTreeMap::new();
+    pair_requests(events, |s, e| {
+        out.entry(s.service).or_default().push(Served {
+            tid: s.tid,
+            start_ns: s.at_ns.wrapping_sub(offset_ns),
+            end_ns: e.at_ns.wrapping_sub(offset_ns),
+            origin_ns: s.origin_ns.wrapping_sub(offset_ns),
+        });
+    });
+    out
+}
+
+/// Walks the events per thread: each START with its next END goes to `ended`; a DROPPED
+/// closes the START it names. Returns the starts left open.
+pub fn pair_requests(
+    events: &[RequestEvent],
+    mut ended: impl FnMut(&RequestEvent, &RequestEvent),
+) -> BTreeMap<u32, RequestEvent> {
+    let mut open: BTreeMap<u32, RequestEvent> = BTreeMap::new();
     for e in events {
         match e.kind {
             REQUEST_START => {
@@ -38,12 +55,7 @@ pub fn served(events: &[RequestEvent], offset_ns: u64) -> BTreeMap<u32, Vec<Serv
             }
             REQUEST_END => {
                 if let Some(s) = open.remove(&e.tid) {
-                    out.entry(s.service).or_default().push(Served {
-                        tid: s.tid,
-                        start_ns: s.at_ns.wrapping_sub(offset_ns),
-                        end_ns: e.at_ns.wrapping_sub(offset_ns),
-                        origin_ns: s.origin_ns.wrapping_sub(offset_ns),
-                    });
+                    ended(&s, e);
                 }
             }
             // A worker woken for a fresh connection that another thread read: no request
@@ -58,7 +70,7 @@ pub fn served(events: &[RequestEvent], offset_ns: u64) -> BTreeMap<u32, Vec<Serv
             _ => {}
         }
     }
-    out
+    open
 }
 
 /// How the origins a callee saw compare with its callers' requests.
