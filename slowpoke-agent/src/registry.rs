@@ -413,21 +413,39 @@ impl CpuAccount {
     }
 }
 
-/// Time a service's threads spent runnable but waiting for a CPU (the scheduler's `run_delay`),
-/// summed over every thread of its processes and kept monotonic when threads exit. 0 on kernels
-/// without scheduler statistics (`/proc/PID/task/TID/schedstat` missing).
+/// A service's scheduler statistics summed over every thread of its processes, each kept
+/// monotonic when threads exit; 0 on kernels without them (`/proc/PID/task/TID/schedstat`
+/// missing).
 #[derive(Debug, Default)]
-pub struct WaitAccount(MonotonicSum);
+pub struct SchedAccount {
+    wait: MonotonicSum,
+    timeslices: MonotonicSum,
+}
 
-impl WaitAccount {
-    /// Reads the run-queue wait of every thread of `pids` and returns the service total.
-    pub fn update(&mut self, pids: &[u32]) -> u64 {
+/// [`SchedAccount`]'s totals.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SchedTotals {
+    /// Time runnable but waiting for a CPU (the scheduler's `run_delay`), ns.
+    pub wait_ns: u64,
+    /// Timeslices on a CPU (mostly one per wake-up).
+    pub timeslices: u64,
+}
+
+impl SchedAccount {
+    /// Reads the statistics of every thread of `pids` and returns the service's totals.
+    pub fn update(&mut self, pids: &[u32]) -> SchedTotals {
         let mut threads = Vec::new();
         for &p in pids {
-            procfs::thread_run_delays(p, &mut threads);
+            procfs::thread_schedstats(p, &mut threads);
         }
-        self.0
-            .update(threads.into_iter().map(|(t, w)| (t, Some(w))))
+        SchedTotals {
+            wait_ns: self
+                .wait
+                .update(threads.iter().map(|(t, s)| (*t, Some(s.wait_ns)))),
+            timeslices: self
+                .timeslices
+                .update(threads.iter().map(|(t, s)| (*t, Some(s.timeslices)))),
+        }
     }
 }
 
@@ -535,10 +553,11 @@ mod tests {
         let a = cpu.update(&[me]);
         let b = cpu.update(&[]);
         assert_eq!(a, b, "cpu time of a departed process is kept");
-        let mut wait = WaitAccount::default();
-        let a = wait.update(&[me]);
-        let b = wait.update(&[]);
-        assert_eq!(a, b, "run-queue wait of departed threads is kept");
+        let mut sched = SchedAccount::default();
+        let a = sched.update(&[me]);
+        assert!(a.timeslices > 0, "this test's threads ran");
+        let b = sched.update(&[]);
+        assert_eq!(a, b, "wait and timeslices of departed threads are kept");
     }
 
     #[test]

@@ -165,6 +165,41 @@ async fn run_queue_wait_shows_processes_sharing_one_cpu() {
     agent.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeslices_count_a_services_wake_ups() {
+    let state = TempDir::new("reg-slices");
+    let agent = start_agent(&state).await;
+    // A process that wakes 300 times from a 1 ms sleep, then says so and sleeps for good: every
+    // wake-up puts its thread on a CPU once more, so the service ran at least 300 timeslices.
+    let mut child = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sys, time\nfor _ in range(300): time.sleep(0.001)\nprint(flush=True)\ntime.sleep(1000)",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawning a waking process");
+    let mut out = child.stdout.take().expect("piped stdout");
+    let waker = agent_util::Proc {
+        child,
+        port: 0,
+        dir: None,
+    };
+    agent
+        .put_service("waker", spec(|s| s.pids = Some(vec![waker.pid()])))
+        .expect("register");
+    let mut line = [0u8; 1];
+    std::io::Read::read_exact(&mut out, &mut line).expect("the process finished its wake-ups");
+    let s = agent.stats().services["waker"].clone();
+    assert!(
+        s.timeslices >= 300,
+        "{} timeslices for 300 wake-ups",
+        s.timeslices
+    );
+    drop(waker);
+    agent.shutdown().await;
+}
+
 /// A fresh cgroup directory under `root` (removed on drop after its processes are gone).
 struct Cgroup(PathBuf);
 

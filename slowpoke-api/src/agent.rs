@@ -175,6 +175,11 @@ pub struct ServiceStats {
     /// a service that had no work (idle) from one crowded out by others on shared cores.
     #[serde(default)]
     pub wait_ns: u64,
+    /// Timeslices the service's threads ran on a CPU (the third field of the scheduler's
+    /// `schedstat`, summed over threads; mostly one per wake-up; 0 without scheduler statistics).
+    /// Per request, it tells how often a service's threads sleep and wake between requests.
+    #[serde(default)]
+    pub timeslices: u64,
     /// Effective parallelism: min(usable CPUs, threads that can serve at once), or the override.
     pub cores: f64,
     pub pids: Vec<u32>,

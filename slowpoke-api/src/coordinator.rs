@@ -10,7 +10,8 @@ mod view;
 pub use request::{Capacity, CapacityRange, ExperimentRequest, Factor, Kind};
 pub use result::{
     Limit, Optimization, PredictedBy, ProfileCurve, ProfilePoint, ProfileResult, RegimeRecord,
-    ServiceRow, StopReason, TargetUse, TargetUseRecord, WhatIfResult, WindowRecord,
+    ServiceRow, ServiceWindowRecord, StopReason, TargetUse, TargetUseRecord, WhatIfResult,
+    WindowRecord,
 };
 pub use tail::{
     CdfPoint, Interval, TailArm, TailArmResult, TailCapacity, TailResult, TailSchedule,

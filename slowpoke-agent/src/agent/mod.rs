@@ -50,7 +50,7 @@ use crate::{
     api::{self, Mode, ServiceSpec, SlowdownPlan},
     error::AgentError,
     kernel::{Beater, Kernel, PauseRequest, ServiceId},
-    registry::{CpuAccount, Resolved, Selector, WaitAccount},
+    registry::{CpuAccount, Resolved, SchedAccount, Selector},
     safety::{
         guardian::Guardian,
         lease::Lease,
@@ -130,7 +130,7 @@ struct Service {
     resolved: Resolved,
     actuator: Arc<Actuator>,
     cpu: CpuAccount,
-    wait: WaitAccount,
+    sched: SchedAccount,
     cores: f64,
 }
 

@@ -18,7 +18,7 @@ use crate::{
     api::{ServiceInfo, ServiceList, ServiceSpec},
     error::AgentError,
     kernel::{MAX_SERVICES, ServiceId},
-    registry::{self, CpuAccount, Resolved, Selector, WaitAccount},
+    registry::{self, CpuAccount, Resolved, SchedAccount, Selector},
     safety::protect::OUTSIDE_ALLOWED_CGROUPS,
 };
 
@@ -109,7 +109,7 @@ impl Agent {
                 resolved: Resolved::default(),
                 actuator,
                 cpu: CpuAccount::default(),
-                wait: WaitAccount::default(),
+                sched: SchedAccount::default(),
                 cores,
             })
         };
@@ -119,7 +119,7 @@ impl Agent {
         apply_resolution(&self.inner.kernel, svc, resolved)?;
         self.record_members(name, &[], &svc.resolved.pids, &cgroups)?;
         svc.cpu.update(&svc.resolved.pids);
-        svc.wait.update(&svc.resolved.pids);
+        svc.sched.update(&svc.resolved.pids);
         tracing::info!(service = name, pids = ?svc.resolved.pids, ports = ?svc.resolved.listen_ports, "service registered");
         let info = svc.info(name);
         self.protect_in_kernel(st, &protection);

@@ -86,6 +86,7 @@ impl Agent {
                 warnings.push(why.clone());
             }
             let pids = svc.resolved.pids.clone();
+            let sched = svc.sched.update(&pids);
             services.insert(
                 name.clone(),
                 api::ServiceStats {
@@ -94,7 +95,8 @@ impl Agent {
                     bytes_out: kc.bytes_out,
                     pause_ns: a.pause_ns,
                     cpu_ns: svc.cpu.update(&pids),
-                    wait_ns: svc.wait.update(&pids),
+                    wait_ns: sched.wait_ns,
+                    timeslices: sched.timeslices,
                     cores: svc.cores,
                     pids,
                     calls_out: kc.calls_out,

@@ -118,6 +118,11 @@ const SERVICE_FAMILIES: &[ServiceFamily] = &[
         |s| secs(s.wait_ns),
     ),
     (
+        "slowpoke_timeslices",
+        "Timeslices the service's threads ran on a CPU (mostly one per wake-up).",
+        |s| Value::Count(s.timeslices),
+    ),
+    (
         "slowpoke_cores",
         "Effective parallelism of the service.",
         |s| Value::Gauge(s.cores),

@@ -131,10 +131,21 @@ pub fn cgroup2_path(pid: u32) -> Option<String> {
     proc_cgroups(pid).remove("")
 }
 
-/// Appends `(tid, run_delay_ns)` for every thread of process `pid`: the time each thread spent
-/// runnable but waiting on a run queue, from `/proc/PID/task/TID/schedstat`. Threads that vanish
-/// while being read are skipped; nothing is appended without scheduler statistics.
-pub fn thread_run_delays(pid: u32, out: &mut Vec<(u32, u64)>) {
+/// A thread's scheduler statistics, from `/proc/PID/task/TID/schedstat`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Schedstat {
+    /// Time on a CPU, ns.
+    pub cpu_ns: u64,
+    /// Time runnable but waiting on a run queue (`run_delay`), ns.
+    pub wait_ns: u64,
+    /// Timeslices run on a CPU (`pcount`): one per time the thread was put on a CPU, so mostly
+    /// one per wake-up.
+    pub timeslices: u64,
+}
+
+/// Appends `(tid, schedstat)` for every thread of process `pid`. Threads that vanish while being
+/// read are skipped; nothing is appended without scheduler statistics.
+pub fn thread_schedstats(pid: u32, out: &mut Vec<(u32, Schedstat)>) {
     let Ok(dir) = fs::read_dir(format!("/proc/{pid}/task")) else {
         return;
     };
@@ -142,20 +153,23 @@ pub fn thread_run_delays(pid: u32, out: &mut Vec<(u32, u64)>) {
         let Some(tid) = e.file_name().to_str().and_then(|t| t.parse().ok()) else {
             continue;
         };
-        if let Some((_, wait)) = fs::read_to_string(e.path().join("schedstat"))
+        if let Some(s) = fs::read_to_string(e.path().join("schedstat"))
             .ok()
             .and_then(|t| parse_schedstat(&t))
         {
-            out.push((tid, wait));
+            out.push((tid, s));
         }
     }
 }
 
-/// Parses a `schedstat` line, `"<on-cpu ns> <run-queue wait ns> <timeslices>"`, into
-/// (on-CPU ns, wait ns).
-pub fn parse_schedstat(text: &str) -> Option<(u64, u64)> {
+/// Parses a `schedstat` line, `"<on-cpu ns> <run-queue wait ns> <timeslices>"`.
+pub fn parse_schedstat(text: &str) -> Option<Schedstat> {
     let mut f = text.split_ascii_whitespace();
-    Some((f.next()?.parse().ok()?, f.next()?.parse().ok()?))
+    Some(Schedstat {
+        cpu_ns: f.next()?.parse().ok()?,
+        wait_ns: f.next()?.parse().ok()?,
+        timeslices: f.next()?.parse().ok()?,
+    })
 }
 
 /// Nanoseconds per clock tick (`sysconf(_SC_CLK_TCK)`, 100 Hz almost everywhere).
@@ -596,14 +610,25 @@ mod tests {
 
     #[test]
     fn schedstat_line() {
-        assert_eq!(parse_schedstat("2345 678 9\n"), Some((2345, 678)));
-        assert_eq!(parse_schedstat("2345\n"), None);
+        assert_eq!(
+            parse_schedstat("2345 678 9\n"),
+            Some(Schedstat {
+                cpu_ns: 2345,
+                wait_ns: 678,
+                timeslices: 9
+            })
+        );
+        assert_eq!(parse_schedstat("2345 678\n"), None);
         assert_eq!(parse_schedstat("x 1 2"), None);
         let mut threads = Vec::new();
-        thread_run_delays(std::process::id(), &mut threads);
+        thread_schedstats(std::process::id(), &mut threads);
         assert!(
             !threads.is_empty(),
             "this test's own threads have schedstat"
+        );
+        assert!(
+            threads.iter().any(|(_, s)| s.timeslices > 0),
+            "this test's own thread ran at least once"
         );
     }
 

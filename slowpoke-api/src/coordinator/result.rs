@@ -2,6 +2,8 @@
 //! results directory stores and what `GET /v1/experiments/{id}` answers. Field names are a stable
 //! interface. How the numbers are computed stays in the coordinator (its model and runner).
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 /// How the user states the optimization of the target T.
@@ -167,6 +169,23 @@ pub struct WindowRecord {
     /// CPUs the registered services used on each of those nodes (CPU-seconds per second).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub app_cores: Vec<f64>,
+    /// What each registered service did during the window, summed over its agents.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub services: BTreeMap<String, ServiceWindowRecord>,
+}
+
+/// One service during one window, per second of the window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ServiceWindowRecord {
+    /// Visits per second.
+    pub visits: f64,
+    /// CPUs used (CPU-seconds per second).
+    pub cpu: f64,
+    /// CPUs' worth of run-queue wait (runnable, waiting for a CPU).
+    pub wait: f64,
+    /// Timeslices on a CPU per second (mostly wake-ups).
+    pub timeslices: f64,
 }
 
 /// Non-finite numbers (an interval of one repetition, an unbounded top) are written as JSON

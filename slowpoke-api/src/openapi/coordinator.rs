@@ -11,9 +11,9 @@ use crate::agent::Health;
 use crate::coordinator::{
     AgentView, Capacity, CapacityRange, ExperimentRequest, ExperimentResult, ExperimentSummary,
     ExperimentView, Factor, Kind, Optimization, ProfileCurve, ProfilePoint, ProfileResult,
-    ProgressView, ServiceRow, Status, StopReason, TailArm, TailArmResult, TailCapacity, TailResult,
-    TailSchedule, TailSchedulerCounts, TailSweepPoint, TailWindow, TargetUse, TargetUseRecord,
-    WhatIfResult, WindowRecord,
+    ProgressView, ServiceRow, ServiceWindowRecord, Status, StopReason, TailArm, TailArmResult,
+    TailCapacity, TailResult, TailSchedule, TailSchedulerCounts, TailSweepPoint, TailWindow,
+    TargetUse, TargetUseRecord, WhatIfResult, WindowRecord,
 };
 use crate::coordinator::{CdfPoint, Interval};
 
@@ -38,7 +38,7 @@ use crate::coordinator::{CdfPoint, Interval};
         AgentView, Capacity, CapacityRange, ErrorBody, ExperimentRequest, ExperimentResult,
         ExperimentSummary, ExperimentView, Factor, Health, Kind, Optimization, ProfileCurve,
         ProfilePoint, ProfileResult, ProgressView, ServiceRow, Status, StopReason, TargetUse,
-        TargetUseRecord, WhatIfResult, WindowRecord, TailArm, TailArmResult, TailCapacity,
+        TargetUseRecord, WhatIfResult, WindowRecord, ServiceWindowRecord, TailArm, TailArmResult, TailCapacity,
         TailResult, TailSchedule, TailSchedulerCounts, TailSweepPoint, TailWindow, CdfPoint,
         Interval
     )),

@@ -185,10 +185,11 @@ pub fn window(before: &StatsSnapshot, after: &StatsSnapshot) -> StatsWindow {
             let dv = sa.visits.saturating_sub(sb.visits) as f64;
             let dc = sa.cpu_ns.saturating_sub(sb.cpu_ns) as f64;
             let dw = sa.wait_ns.saturating_sub(sb.wait_ns) as f64;
-            let (visits, cpu_ns, wait_ns) = if secs > 0.0 {
-                (dv / secs, dc / secs, dw / secs)
+            let dt = sa.timeslices.saturating_sub(sb.timeslices) as f64;
+            let (visits, cpu_ns, wait_ns, timeslices) = if secs > 0.0 {
+                (dv / secs, dc / secs, dw / secs, dt / secs)
             } else {
-                (0.0, 0.0, 0.0)
+                (0.0, 0.0, 0.0, 0.0)
             };
             node_visits.insert(name.clone(), visits);
             node_cpu_ns += cpu_ns;
@@ -197,6 +198,7 @@ pub fn window(before: &StatsSnapshot, after: &StatsSnapshot) -> StatsWindow {
                 visits,
                 cpu_ns,
                 wait_ns,
+                timeslices,
                 cores,
             };
             let e = w.samples.entry(name.clone()).or_default();

@@ -6,7 +6,7 @@ use time::OffsetDateTime;
 
 pub use slowpoke_api::coordinator::{
     Limit, PredictedBy, ProfileCurve, ProfilePoint, ProfileResult, RegimeRecord, ServiceRow,
-    StopReason, TargetUseRecord, WhatIfResult, WindowRecord,
+    ServiceWindowRecord, StopReason, TargetUseRecord, WhatIfResult, WindowRecord,
 };
 
 /// The UTC calendar fields of `t`: year, month, day, hour, minute, second.

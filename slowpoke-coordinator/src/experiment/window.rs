@@ -9,7 +9,7 @@ use crate::model::{self, ServiceLoad, TargetUse};
 
 use super::app::LoadWindow;
 use super::error::RunError;
-use super::result::WindowRecord;
+use super::result::{ServiceWindowRecord, WindowRecord};
 use super::spec::Safety;
 use super::warnings::Warnings;
 
@@ -63,7 +63,7 @@ impl Measured {
     /// `target` (None when no agent reports its node), with each node busy at most
     /// `max(max_busy, its baseline busy share)`: [`model::NODE_MAX_BUSY`] for a node that may get
     /// busier, 0 for one known saturated at its baseline share (the node regime; a node below
-    /// [`model::NODE_SATURATED_BUSY`] in the baseline still may get busier then).
+    /// [`model::NODE_CONTENDED_BUSY`] in the baseline still may get busier then).
     pub(super) fn node_bound(
         &self,
         target: &str,
@@ -92,13 +92,16 @@ impl Measured {
                 },
             })
             .collect();
-        // Known saturated (`max_busy` 0) applies to the saturated nodes only: with services
-        // spread over several nodes, one node's CPUs may bind while another's stay mostly idle,
-        // and that one can get busier like any node ([`model::NODE_MAX_BUSY`]).
+        // Known saturated (`max_busy` 0) applies to the nodes the regime can find limiting
+        // only: at least [`model::NODE_CONTENDED_BUSY`] busy, the lowest share at which
+        // [`model::classify`] takes a node as the limit (its services queueing for its CPUs).
+        // Such a node sustains its baseline share for this app, not more. With services spread
+        // over several nodes, one node's CPUs may bind while another's stay mostly idle, and
+        // that one can get busier like any node ([`model::NODE_MAX_BUSY`]).
         nodes
             .iter()
             .filter_map(|n| {
-                let cap = if max_busy == 0.0 && n.busy_share < model::NODE_SATURATED_BUSY {
+                let cap = if max_busy == 0.0 && n.busy_share < model::NODE_CONTENDED_BUSY {
                     model::NODE_MAX_BUSY
                 } else {
                     max_busy
@@ -131,6 +134,20 @@ impl Measured {
             owed_per_request_us: self.owed_per_request_us(entry, secs),
             node_busy: self.agents.node_busy.clone(),
             app_cores: self.agents.nodes.iter().map(|n| n.app_cores).collect(),
+            services: self
+                .agents
+                .samples
+                .iter()
+                .map(|(name, x)| {
+                    let record = ServiceWindowRecord {
+                        visits: x.visits,
+                        cpu: x.cpu_ns / 1e9,
+                        wait: x.wait_ns / 1e9,
+                        timeslices: x.timeslices,
+                    };
+                    (name.clone(), record)
+                })
+                .collect(),
         }
     }
 
@@ -264,5 +281,20 @@ mod tests {
             ..m
         };
         assert!((one.node_bound("t", 1.0, 1_038_000.0, 0.0).unwrap() - b).abs() < 1e-9);
+        // A node the regime found limiting through its run queue (92 % busy, services waiting
+        // for its CPUs: quick suite, dag-cross async unshaped) keeps its 92 %, not 97 %: all of its
+        // busy CPU the app's, 2035 µs per request, 997 µs left: 0.92 / 997 µs = 923 req/s, where
+        // 0.97 would have said 973.
+        let contended = Measured {
+            agents: StatsWindow {
+                nodes: vec![node(0.92, 0.92, 452.0)],
+                ..StatsWindow::default()
+            },
+            ..one
+        };
+        let c = contended.node_bound("t", 1.0, 1_038_000.0, 0.0).unwrap();
+        assert!((c - 923.0).abs() < 3.0, "{c}");
+        let may = contended.node_bound("t", 1.0, 1_038_000.0, 0.97).unwrap();
+        assert!((may - 973.0).abs() < 3.0, "{may}");
     }
 }

@@ -74,6 +74,10 @@ pub struct ServiceSample {
     /// `cpu_ns`.
     #[serde(default)]
     pub wait_ns: f64,
+    /// Timeslices the service's threads ran on a CPU (mostly one per wake-up), same unit as
+    /// `visits`.
+    #[serde(default)]
+    pub timeslices: f64,
     pub cores: f64,
 }
 
@@ -85,6 +89,7 @@ impl ServiceSample {
             visits: self.visits + other.visits,
             cpu_ns: self.cpu_ns + other.cpu_ns,
             wait_ns: self.wait_ns + other.wait_ns,
+            timeslices: self.timeslices + other.timeslices,
             cores: self.cores + other.cores,
         }
     }
@@ -450,6 +455,7 @@ mod tests {
                 visits: 1000.0,
                 cpu_ns: 100e6,
                 wait_ns: 0.0,
+                timeslices: 0.0,
                 cores: 1.0,
             },
         );
@@ -459,6 +465,7 @@ mod tests {
                 visits: 2500.0,
                 cpu_ns: 500e6,
                 wait_ns: 0.0,
+                timeslices: 0.0,
                 cores: 2.0,
             },
         );
@@ -468,6 +475,7 @@ mod tests {
                 visits: 0.0,
                 cpu_ns: 3e6,
                 wait_ns: 0.0,
+                timeslices: 0.0,
                 cores: 1.0,
             },
         );
@@ -506,12 +514,14 @@ mod tests {
             visits: 10.0,
             cpu_ns: 100.0,
             wait_ns: 0.0,
+            timeslices: 5.0,
             cores: 1.0,
         };
         let b = ServiceSample {
             visits: 30.0,
             cpu_ns: 300.0,
             wait_ns: 0.0,
+            timeslices: 7.0,
             cores: 2.0,
         };
         assert_eq!(
@@ -520,6 +530,7 @@ mod tests {
                 visits: 40.0,
                 cpu_ns: 400.0,
                 wait_ns: 0.0,
+                timeslices: 12.0,
                 cores: 3.0
             }
         );
