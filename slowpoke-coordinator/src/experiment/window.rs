@@ -62,8 +62,8 @@ impl Measured {
     /// The node-CPU bound of a baseline window for removing `delta_ns` of CPU per visit of
     /// `target` (None when no agent reports its node), with each node busy at most
     /// `max(max_busy, its baseline busy share)`: [`model::NODE_MAX_BUSY`] for a node that may get
-    /// busier, 0 for one known saturated at its baseline share (the node regime; a node below
-    /// [`model::NODE_CONTENDED_BUSY`] in the baseline still may get busier then).
+    /// busier, 0 for one known saturated at its baseline share (the node regime; a node the
+    /// regime would not find limiting still may get busier then).
     pub(super) fn node_bound(
         &self,
         target: &str,
@@ -93,15 +93,19 @@ impl Measured {
             })
             .collect();
         // Known saturated (`max_busy` 0) applies to the nodes the regime can find limiting
-        // only: at least [`model::NODE_CONTENDED_BUSY`] busy, the lowest share at which
-        // [`model::classify`] takes a node as the limit (its services queueing for its CPUs).
-        // Such a node sustains its baseline share for this app, not more. With services spread
-        // over several nodes, one node's CPUs may bind while another's stay mostly idle, and
-        // that one can get busier like any node ([`model::NODE_MAX_BUSY`]).
+        // only, as [`model::classify`] finds them: a node at least
+        // [`model::NODE_SATURATED_BUSY`] busy, or the busiest node from
+        // [`model::NODE_CONTENDED_BUSY`] (its services queueing for its CPUs). Such a node
+        // sustains its baseline share for this app, not more. With services spread over several
+        // nodes, one node's CPUs may bind while another's stay less busy, and that one can get
+        // busier like any node ([`model::NODE_MAX_BUSY`]).
+        let busiest = nodes.iter().map(|n| n.busy_share).fold(0.0, f64::max);
         nodes
             .iter()
             .filter_map(|n| {
-                let cap = if max_busy == 0.0 && n.busy_share < model::NODE_CONTENDED_BUSY {
+                let limiting = n.busy_share >= model::NODE_SATURATED_BUSY
+                    || (n.busy_share >= busiest && n.busy_share >= model::NODE_CONTENDED_BUSY);
+                let cap = if max_busy == 0.0 && !limiting {
                     model::NODE_MAX_BUSY
                 } else {
                     max_busy
@@ -296,5 +300,17 @@ mod tests {
         assert!((c - 923.0).abs() < 3.0, "{c}");
         let may = contended.node_bound("t", 1.0, 1_038_000.0, 0.97).unwrap();
         assert!((may - 973.0).abs() < 3.0, "{may}");
+        // Beside a saturated node, a 92 %-busy one without the target is not the limit: held at
+        // 92 % it would cap the app at its baseline rate, 452 req/s. It may reach 97 %:
+        // (0.97 − 0.02) / (0.9 / 452) = 477 req/s (below the saturated node's 867, so it binds).
+        let two = Measured {
+            agents: StatsWindow {
+                nodes: vec![node(1.0, 0.98, 452.0), node(0.92, 0.9, 0.0)],
+                ..StatsWindow::default()
+            },
+            ..contended
+        };
+        let b2 = two.node_bound("t", 1.0, 1_038_000.0, 0.0).unwrap();
+        assert!((b2 - 477.0).abs() < 2.0, "{b2}");
     }
 }
