@@ -334,38 +334,52 @@ fn kernel_ages_request_starts_when_its_data_arrives() {
     for &pid in &app.services["leaf"].pids {
         pin_threads(pid, cpu);
     }
-    // The emulator's worker closes a connection idle for 50 ms (`workers::IDLE_CLOSE`), and a
-    // worker whose idle timer already woke it is runnable, so the data's arrival would wake
-    // nobody: the request is sent within 30 ms of the connection's last answer. On a loaded
-    // machine the CPU may be taken later than that: then the attempt is dropped (nothing sent)
-    // and made again on a new connection.
+    // The data's arrival must wake the worker, so the worker must be asleep when the CPU is
+    // taken. It closes a connection idle for 50 ms (`workers::IDLE_CLOSE`), and a worker whose
+    // idle timer already woke it is runnable: the request is sent within 30 ms of the
+    // connection's last answer. And a worker that had not blocked again after that answer
+    // when the hold began (preempted on a loaded machine) stays runnable under the hold: no
+    // leaf thread may be runnable then. Otherwise the attempt is dropped (nothing sent) and made
+    // again on a new connection.
     let mut gets = 0;
     let (mut conn, before, sent, hold_end) = loop {
-        assert!(gets < 5, "the CPU was never held within 30 ms of an answer");
+        assert!(
+            gets < 10,
+            "the CPU was never held within 30 ms of an answer with the leaf's threads asleep"
+        );
         let mut conn = KeepAlive::connect(&app.entry);
         conn.get(); // the worker now serves this connection
         gets += 1;
         let answered = slowpoke_agent::sys::clock::monotonic_ns();
         let before = kernel.age_stats().unwrap().started_at_arrival;
         let held = AtomicBool::new(false);
+        // The worker blocks again right after its answer, unless something else ran first on
+        // its CPU: take the CPU once it has.
+        wait_for(Duration::from_secs(2), "the leaf's threads asleep", || {
+            runnable_threads(&app.services["leaf"].pids)
+                .is_empty()
+                .then_some(())
+        });
         let (sent, hold_end) = std::thread::scope(|scope| {
             let hog = scope.spawn(|| hold_cpu(cpu, Duration::from_millis(300), &held));
             wait_for(Duration::from_secs(10), "the CPU to be held", || {
                 held.load(Ordering::SeqCst).then_some(())
             });
+            let runnable = runnable_threads(&app.services["leaf"].pids);
             let sent = slowpoke_agent::sys::clock::monotonic_ns();
-            if sent - answered < 30_000_000 {
+            let asleep = sent - answered < 30_000_000 && runnable.is_empty();
+            if asleep {
                 conn.send();
             }
-            (sent, hog.join().unwrap())
+            (asleep.then_some(sent).ok_or(runnable), hog.join().unwrap())
         });
-        if sent - answered < 30_000_000 {
-            break (conn, before, sent, hold_end);
+        match sent {
+            Ok(sent) => break (conn, before, sent, hold_end),
+            Err(runnable) => eprintln!(
+                "the leaf's worker may not have been asleep when the CPU was held \
+                 (runnable: {runnable:?}): again"
+            ),
         }
-        eprintln!(
-            "the CPU was held {} ms after the answer: again",
-            (sent - answered) / 1_000_000
-        );
     };
     conn.receive();
     let seen: Vec<_> = drain_events(&mut events, 2)
@@ -414,6 +428,16 @@ fn kernel_ages_request_starts_when_its_data_arrives() {
 }
 
 /// Every thread of process `pid` on `cpu` only.
+/// The threads of `pids` that are runnable (state `R`: on a CPU or waiting for one), by name.
+fn runnable_threads(pids: &[u32]) -> Vec<String> {
+    use slowpoke_agent::sys::procfs;
+    pids.iter()
+        .flat_map(|&p| procfs::threads(p))
+        .filter(|&t| procfs::stat(t).is_some_and(|s| s.state == 'R'))
+        .map(|t| format!("{t} {}", procfs::comm(t).unwrap_or_default()))
+        .collect()
+}
+
 fn pin_threads(pid: u32, cpu: usize) {
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("the process's threads") {
         let tid: i32 = task.unwrap().file_name().to_string_lossy().parse().unwrap();
