@@ -169,6 +169,8 @@ pub struct NodeWindow {
     pub visits: BTreeMap<String, f64>,
     /// CPUs the registered services on this node used (CPU-seconds per second).
     pub app_cores: f64,
+    /// The same per service (CPU-seconds per second of each service on this node).
+    pub cpu: BTreeMap<String, f64>,
 }
 
 /// Differences of two snapshots. Each agent's counters are divided by its own clock's window
@@ -179,6 +181,7 @@ pub fn window(before: &StatsSnapshot, after: &StatsSnapshot) -> StatsWindow {
         let secs = a.timestamp_ns.saturating_sub(b.timestamp_ns) as f64 / 1e9;
         // This agent's own rates, for its node's record below.
         let mut node_visits = BTreeMap::new();
+        let mut node_cpu = BTreeMap::new();
         let mut node_cpu_ns = 0.0;
         for (name, sa) in &a.services {
             let sb = b.services.get(name).cloned().unwrap_or_default();
@@ -192,6 +195,7 @@ pub fn window(before: &StatsSnapshot, after: &StatsSnapshot) -> StatsWindow {
                 (0.0, 0.0, 0.0, 0.0)
             };
             node_visits.insert(name.clone(), visits);
+            node_cpu.insert(name.clone(), cpu_ns / 1e9);
             node_cpu_ns += cpu_ns;
             let cores = if sa.pids.is_empty() { 0.0 } else { sa.cores };
             let sample = ServiceSample {
@@ -228,6 +232,7 @@ pub fn window(before: &StatsSnapshot, after: &StatsSnapshot) -> StatsWindow {
                     busy_share,
                     visits: node_visits,
                     app_cores: node_cpu_ns / 1e9,
+                    cpu: node_cpu,
                 });
             }
         }

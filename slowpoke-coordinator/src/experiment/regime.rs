@@ -7,7 +7,7 @@ use crate::model::{self, Regime, ServiceLoad, TargetUse};
 use crate::stats::{self, Estimate};
 
 use super::result::{Limit, PredictedBy, RegimeRecord};
-use super::window::Measured;
+use super::window::{Measured, NodesWindow};
 
 /// What the baseline windows say about the limits: every service's load and the busiest node's
 /// busy share, per window.
@@ -76,29 +76,72 @@ impl Baselines {
 /// The node-CPU bound of one optimization from each baseline window, two ways: with each node
 /// at most [`model::NODE_MAX_BUSY`] busy (or its baseline share if higher) — a node that may get
 /// busier — and with each node at its own baseline share — a node the regime found saturated,
-/// whose baseline share is what it sustains for this app.
+/// whose baseline share is what it sustains for this app. The app's CPU per request is the
+/// other services' in the slowed-down windows (median per node) plus the target's in the
+/// baseline window, or the baseline window's before any slowed-down window (docs/model.md).
 #[derive(Debug, Default)]
 pub(super) struct NodeBounds {
-    may_get_busier: Vec<f64>,
-    saturated: Vec<f64>,
+    /// The optimization: the target, its visits per request, the CPU removed per visit.
+    target: String,
+    r: f64,
+    delta_ns: f64,
+    base: Vec<NodesWindow>,
+    /// Per slowed-down window, per node: the other services' CPU-seconds per request.
+    slow_others: Vec<Vec<f64>>,
 }
 
 impl NodeBounds {
-    /// Adds the bounds of baseline window `b` for removing `delta_ns` of CPU per visit of
-    /// `target` (visited `r` times per request).
+    /// Adds baseline window `b` for removing `delta_ns` of CPU per visit of `target` (visited
+    /// `r` times per request).
     pub(super) fn add(&mut self, b: &Measured, target: &str, r: f64, delta_ns: f64) {
-        self.may_get_busier
-            .extend(b.node_bound(target, r, delta_ns, model::NODE_MAX_BUSY));
-        self.saturated
-            .extend(b.node_bound(target, r, delta_ns, 0.0));
+        target.clone_into(&mut self.target);
+        (self.r, self.delta_ns) = (r, delta_ns);
+        self.base.push(b.nodes());
     }
 
-    /// The bound the `regime` calls for: median over the windows, their spread as its interval.
-    pub(super) fn estimate(&self, regime: &Regime) -> Option<Estimate> {
-        match regime {
-            Regime::Node { .. } => stats::median_with_spread(&self.saturated),
-            _ => stats::median_with_spread(&self.may_get_busier),
+    /// Adds slowed-down window `s` of the same optimization of `target`.
+    pub(super) fn add_slow(&mut self, s: &Measured, target: &str) {
+        self.slow_others.push(s.others_per_request(target));
+    }
+
+    /// Per node, the median over the slowed-down windows of the others' CPU per request (None
+    /// without slowed-down windows, or when they saw different numbers of nodes).
+    fn others(&self) -> Option<Vec<f64>> {
+        let n = self.slow_others.first()?.len();
+        if n == 0 || self.slow_others.iter().any(|w| w.len() != n) {
+            return None;
         }
+        Some(
+            (0..n)
+                .map(|i| {
+                    let v: Vec<f64> = self
+                        .slow_others
+                        .iter()
+                        .map(|w| w[i])
+                        .filter(|x| x.is_finite())
+                        .collect();
+                    stats::median(&v).unwrap_or(f64::NAN)
+                })
+                .collect(),
+        )
+    }
+
+    /// The bound the `regime` calls for: median over the baseline windows, their spread as its
+    /// interval.
+    pub(super) fn estimate(&self, regime: &Regime) -> Option<Estimate> {
+        let cap = match regime {
+            Regime::Node { .. } => 0.0,
+            _ => model::NODE_MAX_BUSY,
+        };
+        let others = self.others();
+        let bounds: Vec<f64> = self
+            .base
+            .iter()
+            .filter_map(|b| {
+                b.node_bound(&self.target, self.r, self.delta_ns, cap, others.as_deref())
+            })
+            .collect();
+        stats::median_with_spread(&bounds)
     }
 }
 

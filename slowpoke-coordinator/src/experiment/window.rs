@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::agents::{StatsSnapshot, StatsWindow};
+use crate::agents::{NodeWindow, StatsSnapshot, StatsWindow};
 use crate::model::{self, ServiceLoad, TargetUse};
 
 use super::app::LoadWindow;
@@ -59,66 +59,35 @@ impl Measured {
             .collect()
     }
 
-    /// The node-CPU bound of a baseline window for removing `delta_ns` of CPU per visit of
-    /// `target` (None when no agent reports its node), with each node busy at most
-    /// `max(max_busy, its baseline busy share)`: [`model::NODE_MAX_BUSY`] for a node that may get
-    /// busier, 0 for one known saturated at its baseline share (the node regime; a node the
-    /// regime would not find limiting still may get busier then).
-    pub(super) fn node_bound(
-        &self,
-        target: &str,
-        r_target: f64,
-        delta_ns: f64,
-        max_busy: f64,
-    ) -> Option<f64> {
-        let total_t: f64 = self
-            .agents
+    /// What the node bound needs of this window, kept until the slowed-down windows are in.
+    pub(super) fn nodes(&self) -> NodesWindow {
+        NodesWindow {
+            rps: self.load.rps,
+            nodes: self.agents.nodes.clone(),
+        }
+    }
+
+    /// Per node (in the agents' order), the CPU-seconds per end-to-end request of every
+    /// registered service but `target`: in a slowed-down window, what they spend per request
+    /// at the faster target's throughput (docs/model.md). NaN without throughput.
+    pub(super) fn others_per_request(&self, target: &str) -> Vec<f64> {
+        self.agents
             .nodes
             .iter()
-            .map(|n| n.visits.get(target).copied().unwrap_or(0.0))
-            .sum();
-        let nodes: Vec<model::NodeLoad> = self
-            .agents
-            .nodes
-            .iter()
-            .map(|n| model::NodeLoad {
-                cpus: n.cpus,
-                busy_share: n.busy_share,
-                app_cores: n.app_cores,
-                target_share: if total_t > 0.0 {
-                    n.visits.get(target).copied().unwrap_or(0.0) / total_t
+            .map(|n| {
+                let others: f64 = n
+                    .cpu
+                    .iter()
+                    .filter(|(s, _)| s.as_str() != target)
+                    .map(|(_, c)| c)
+                    .sum();
+                if self.load.rps > 0.0 {
+                    others / self.load.rps
                 } else {
-                    0.0
-                },
+                    f64::NAN
+                }
             })
-            .collect();
-        // Known saturated (`max_busy` 0) applies to the nodes the regime can find limiting
-        // only, as [`model::classify`] finds them: a node at least
-        // [`model::NODE_SATURATED_BUSY`] busy, or the busiest node from
-        // [`model::NODE_CONTENDED_BUSY`] (its services queueing for its CPUs). Such a node
-        // sustains its baseline share for this app, not more. With services spread over several
-        // nodes, one node's CPUs may bind while another's stay less busy, and that one can get
-        // busier like any node ([`model::NODE_MAX_BUSY`]).
-        let busiest = nodes.iter().map(|n| n.busy_share).fold(0.0, f64::max);
-        nodes
-            .iter()
-            .filter_map(|n| {
-                let limiting = n.busy_share >= model::NODE_SATURATED_BUSY
-                    || (n.busy_share >= busiest && n.busy_share >= model::NODE_CONTENDED_BUSY);
-                let cap = if max_busy == 0.0 && !limiting {
-                    model::NODE_MAX_BUSY
-                } else {
-                    max_busy
-                };
-                model::node_bound(
-                    self.load.rps,
-                    std::slice::from_ref(n),
-                    r_target,
-                    delta_ns,
-                    cap,
-                )
-            })
-            .min_by(f64::total_cmp)
+            .collect()
     }
 
     /// The window as the result records it. `secs` is the agents' own length of the window.
@@ -236,6 +205,79 @@ impl Measured {
     }
 }
 
+/// A baseline window's throughput and nodes: the node bound's input.
+#[derive(Debug, Clone)]
+pub(super) struct NodesWindow {
+    rps: f64,
+    nodes: Vec<NodeWindow>,
+}
+
+impl NodesWindow {
+    /// The node-CPU bound of a baseline window for removing `delta_ns` of CPU per visit of
+    /// `target` (None when no agent reports its node), with each node busy at most
+    /// `max(max_busy, its baseline busy share)`: [`model::NODE_MAX_BUSY`] for a node that may get
+    /// busier, 0 for one known saturated at its baseline share (the node regime; a node the
+    /// regime would not find limiting still may get busier then). `others`: per node, the other
+    /// services' CPU per request measured in the slowed-down windows
+    /// ([`Measured::others_per_request`]), taken with the target's own from this window as the
+    /// app's CPU per request; None (or a node without a finite figure): this window's.
+    pub(super) fn node_bound(
+        &self,
+        target: &str,
+        r_target: f64,
+        delta_ns: f64,
+        max_busy: f64,
+        others: Option<&[f64]>,
+    ) -> Option<f64> {
+        let total_t: f64 = self
+            .nodes
+            .iter()
+            .map(|n| n.visits.get(target).copied().unwrap_or(0.0))
+            .sum();
+        let others = others.filter(|o| o.len() == self.nodes.len());
+        let nodes: Vec<model::NodeLoad> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| model::NodeLoad {
+                cpus: n.cpus,
+                busy_share: n.busy_share,
+                app_cores: n.app_cores,
+                target_share: if total_t > 0.0 {
+                    n.visits.get(target).copied().unwrap_or(0.0) / total_t
+                } else {
+                    0.0
+                },
+                per_request_s: others
+                    .map(|o| o[i])
+                    .filter(|o| o.is_finite() && self.rps > 0.0)
+                    .map(|o| o + n.cpu.get(target).copied().unwrap_or(0.0) / self.rps),
+            })
+            .collect();
+        // Known saturated (`max_busy` 0) applies to the nodes the regime can find limiting
+        // only, as [`model::classify`] finds them: a node at least
+        // [`model::NODE_SATURATED_BUSY`] busy, or the busiest node from
+        // [`model::NODE_CONTENDED_BUSY`] (its services queueing for its CPUs). Such a node
+        // sustains its baseline share for this app, not more. With services spread over several
+        // nodes, one node's CPUs may bind while another's stay less busy, and that one can get
+        // busier like any node ([`model::NODE_MAX_BUSY`]).
+        let busiest = nodes.iter().map(|n| n.busy_share).fold(0.0, f64::max);
+        nodes
+            .iter()
+            .filter_map(|n| {
+                let limiting = n.busy_share >= model::NODE_SATURATED_BUSY
+                    || (n.busy_share >= busiest && n.busy_share >= model::NODE_CONTENDED_BUSY);
+                let cap = if max_busy == 0.0 && !limiting {
+                    model::NODE_MAX_BUSY
+                } else {
+                    max_busy
+                };
+                model::node_bound(self.rps, std::slice::from_ref(n), r_target, delta_ns, cap)
+            })
+            .min_by(f64::total_cmp)
+    }
+}
+
 /// The window's length by the first agent's clock, seconds.
 pub(super) fn window_secs(before: &StatsSnapshot, after: &StatsSnapshot) -> f64 {
     before
@@ -250,7 +292,6 @@ pub(super) fn window_secs(before: &StatsSnapshot, after: &StatsSnapshot) -> f64 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::agents::NodeWindow;
 
     /// The first cluster evaluation's baseline: the target's node saturated, the other node
     /// 29 % busy. Known saturated (cap 0) must hold the first node at its share only; the
@@ -262,6 +303,7 @@ mod tests {
             busy_share: busy,
             visits: [("t".to_owned(), target)].into_iter().collect(),
             app_cores: app,
+            ..NodeWindow::default()
         };
         let m = Measured {
             load: LoadWindow {
@@ -274,7 +316,10 @@ mod tests {
             },
         };
         // Node 1: 2168 µs per request, 1038 µs of it removed: 0.98 / 1130 µs = 867 req/s.
-        let b = m.node_bound("t", 1.0, 1_038_000.0, 0.0).unwrap();
+        let b = m
+            .nodes()
+            .node_bound("t", 1.0, 1_038_000.0, 0.0, None)
+            .unwrap();
         assert!((b - 867.0).abs() < 5.0, "{b}");
         // One node (the single-node case): its own share, as before.
         let one = Measured {
@@ -284,7 +329,14 @@ mod tests {
             },
             ..m
         };
-        assert!((one.node_bound("t", 1.0, 1_038_000.0, 0.0).unwrap() - b).abs() < 1e-9);
+        assert!(
+            (one.nodes()
+                .node_bound("t", 1.0, 1_038_000.0, 0.0, None)
+                .unwrap()
+                - b)
+                .abs()
+                < 1e-9
+        );
         // A node the regime found limiting through its run queue (92 % busy, services waiting
         // for its CPUs: quick suite, dag-cross async unshaped) keeps its 92 %, not 97 %: all of its
         // busy CPU the app's, 2035 µs per request, 997 µs left: 0.92 / 997 µs = 923 req/s, where
@@ -296,9 +348,15 @@ mod tests {
             },
             ..one
         };
-        let c = contended.node_bound("t", 1.0, 1_038_000.0, 0.0).unwrap();
+        let c = contended
+            .nodes()
+            .node_bound("t", 1.0, 1_038_000.0, 0.0, None)
+            .unwrap();
         assert!((c - 923.0).abs() < 3.0, "{c}");
-        let may = contended.node_bound("t", 1.0, 1_038_000.0, 0.97).unwrap();
+        let may = contended
+            .nodes()
+            .node_bound("t", 1.0, 1_038_000.0, 0.97, None)
+            .unwrap();
         assert!((may - 973.0).abs() < 3.0, "{may}");
         // Beside a saturated node, a 92 %-busy one without the target is not the limit: held at
         // 92 % it would cap the app at its baseline rate, 452 req/s. It may reach 97 %:
@@ -310,7 +368,58 @@ mod tests {
             },
             ..contended
         };
-        let b2 = two.node_bound("t", 1.0, 1_038_000.0, 0.0).unwrap();
+        let b2 = two
+            .nodes()
+            .node_bound("t", 1.0, 1_038_000.0, 0.0, None)
+            .unwrap();
         assert!((b2 - 477.0).abs() < 2.0, "{b2}");
+    }
+
+    /// The others' CPU per request from a slowed-down window replaces the baseline's: at the
+    /// faster target's throughput they find more work per wake-up (docs/model.md).
+    #[test]
+    fn the_others_cost_comes_from_the_slowed_down_windows() {
+        let window = |rps: f64, busy: f64, t: f64, o: f64| Measured {
+            load: LoadWindow {
+                rps,
+                ..LoadWindow::default()
+            },
+            agents: StatsWindow {
+                nodes: vec![NodeWindow {
+                    cpus: 2.0,
+                    busy_share: busy,
+                    visits: [("t".to_owned(), rps), ("o".to_owned(), rps)].into(),
+                    app_cores: t + o,
+                    cpu: [("t".to_owned(), t), ("o".to_owned(), o)].into(),
+                }],
+                ..StatsWindow::default()
+            },
+        };
+        // Baseline: 600 req/s, T 1.5 ms and the others 1.2 ms per request, 0.18 CPUs of
+        // something else: room 0.97·2 − 0.18 = 1.76 CPUs. Slowed down: the others 1.0 ms.
+        let base = window(600.0, 0.9, 0.9, 0.72);
+        let slow = window(500.0, 0.8, 0.75, 0.5);
+        let others = slow.others_per_request("t");
+        assert_eq!(others.len(), 1);
+        assert!((others[0] - 1.0e-3).abs() < 1e-12, "{others:?}");
+        // Δ = 1 ms: 1.76 / (2.7 − 1.0 ms) = 1035 req/s from the baseline alone,
+        // 1.76 / (1.0 + 1.5 − 1.0 ms) = 1173 req/s with the others' cost slowed down.
+        let nodes = base.nodes();
+        let alone = nodes.node_bound("t", 1.0, 1e6, 0.97, None).unwrap();
+        assert!((alone - 1035.29).abs() < 0.1, "{alone}");
+        let with = nodes
+            .node_bound("t", 1.0, 1e6, 0.97, Some(&others))
+            .unwrap();
+        assert!((with - 1173.33).abs() < 0.1, "{with}");
+        // A figure for another number of nodes, or not finite, is not used.
+        let two = [1.0e-3, 1.0e-3];
+        assert_eq!(
+            nodes.node_bound("t", 1.0, 1e6, 0.97, Some(&two)),
+            Some(alone)
+        );
+        assert_eq!(
+            nodes.node_bound("t", 1.0, 1e6, 0.97, Some(&[f64::NAN])),
+            Some(alone)
+        );
     }
 }
