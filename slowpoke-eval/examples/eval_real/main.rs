@@ -36,6 +36,7 @@ use slowpoke_coordinator::experiment::{
 };
 use slowpoke_coordinator::model::Optimization;
 use slowpoke_coordinator::real::{CommandTruthApp, InProcessAgent, RealLoadStarter, TruthCommands};
+use slowpoke_coordinator::results::{ResultStore, StoredResult};
 use slowpoke_eval::runner::{self, EvalOptions, Setting};
 use slowpoke_eval::summary::{self, Point};
 use slowpoke_testkit::{NginxMemcached, Proc, TempDir, haproxy, nginx_workers_script};
@@ -90,6 +91,10 @@ struct Args {
     /// Saving cases: only measure Δ and print it (no what-if; to size a saving)
     #[arg(long)]
     delta_only: bool,
+    /// Also store every what-if's full result (every window, per service) here, as
+    /// `slowpoke results` lists them
+    #[arg(long, value_name = "DIR")]
+    results_dir: Option<PathBuf>,
 }
 
 fn main() {
@@ -357,10 +362,18 @@ fn real_main() -> Result<()> {
                 ..Point::default()
             };
             let point = match experiment::run_what_if(&spec, &mut backends, &monitor) {
-                Ok(r) => Point {
-                    delta_us: r.delta_us,
-                    ..runner::fill_point(identity, &r)
-                },
+                Ok(r) => {
+                    if let Some(dir) = &args.results_dir
+                        && let Err(e) =
+                            ResultStore::new(dir.clone()).save(&StoredResult::WhatIf(r.clone()))
+                    {
+                        eprintln!("warning: the what-if result was not stored: {e:#}");
+                    }
+                    Point {
+                        delta_us: r.delta_us,
+                        ..runner::fill_point(identity, &r)
+                    }
+                }
                 Err(e) => Point {
                     error: Some(e.to_string()),
                     ..identity
