@@ -167,10 +167,15 @@ pub struct NodeWindow {
     pub busy_share: f64,
     /// Visits per second of each service on this node.
     pub visits: BTreeMap<String, f64>,
-    /// CPUs the registered services on this node used (CPU-seconds per second).
-    pub app_cores: f64,
-    /// The same per service (CPU-seconds per second of each service on this node).
+    /// CPU-seconds per second of each registered service on this node.
     pub cpu: BTreeMap<String, f64>,
+}
+
+impl NodeWindow {
+    /// CPUs the registered services on this node used (CPU-seconds per second).
+    pub fn app_cores(&self) -> f64 {
+        self.cpu.values().sum()
+    }
 }
 
 /// Differences of two snapshots. Each agent's counters are divided by its own clock's window
@@ -182,7 +187,6 @@ pub fn window(before: &StatsSnapshot, after: &StatsSnapshot) -> StatsWindow {
         // This agent's own rates, for its node's record below.
         let mut node_visits = BTreeMap::new();
         let mut node_cpu = BTreeMap::new();
-        let mut node_cpu_ns = 0.0;
         for (name, sa) in &a.services {
             let sb = b.services.get(name).cloned().unwrap_or_default();
             let dv = sa.visits.saturating_sub(sb.visits) as f64;
@@ -196,7 +200,6 @@ pub fn window(before: &StatsSnapshot, after: &StatsSnapshot) -> StatsWindow {
             };
             node_visits.insert(name.clone(), visits);
             node_cpu.insert(name.clone(), cpu_ns / 1e9);
-            node_cpu_ns += cpu_ns;
             let cores = if sa.pids.is_empty() { 0.0 } else { sa.cores };
             let sample = ServiceSample {
                 visits,
@@ -231,7 +234,6 @@ pub fn window(before: &StatsSnapshot, after: &StatsSnapshot) -> StatsWindow {
                     cpus: f64::from(na.cpus),
                     busy_share,
                     visits: node_visits,
-                    app_cores: node_cpu_ns / 1e9,
                     cpu: node_cpu,
                 });
             }

@@ -288,7 +288,7 @@ impl<'a> Sweep<'a> {
             match m {
                 Ok(m) => {
                     point.slow_use.extend(m.target_use(t));
-                    point.node_bounds.add_slow(&m, t);
+                    point.node_bounds.add_slow(&m);
                     point.slow_rps.push(m.load.rps);
                 }
                 Err(RunError::CapHit { .. }) => {

@@ -86,8 +86,7 @@ pub(super) struct NodeBounds {
     r: f64,
     delta_ns: f64,
     base: Vec<NodesWindow>,
-    /// Per slowed-down window, per node: the other services' CPU-seconds per request.
-    slow_others: Vec<Vec<f64>>,
+    slow: Vec<NodesWindow>,
 }
 
 impl NodeBounds {
@@ -99,23 +98,27 @@ impl NodeBounds {
         self.base.push(b.nodes());
     }
 
-    /// Adds slowed-down window `s` of the same optimization of `target`.
-    pub(super) fn add_slow(&mut self, s: &Measured, target: &str) {
-        self.slow_others.push(s.others_per_request(target));
+    /// Adds a slowed-down window of the same optimization.
+    pub(super) fn add_slow(&mut self, s: &Measured) {
+        self.slow.push(s.nodes());
     }
 
     /// Per node, the median over the slowed-down windows of the others' CPU per request (None
     /// without slowed-down windows, or when they saw different numbers of nodes).
     fn others(&self) -> Option<Vec<f64>> {
-        let n = self.slow_others.first()?.len();
-        if n == 0 || self.slow_others.iter().any(|w| w.len() != n) {
+        let per_window: Vec<Vec<f64>> = self
+            .slow
+            .iter()
+            .map(|w| w.others_per_request(&self.target))
+            .collect();
+        let n = per_window.first()?.len();
+        if n == 0 || per_window.iter().any(|w| w.len() != n) {
             return None;
         }
         Some(
             (0..n)
                 .map(|i| {
-                    let v: Vec<f64> = self
-                        .slow_others
+                    let v: Vec<f64> = per_window
                         .iter()
                         .map(|w| w[i])
                         .filter(|x| x.is_finite())

@@ -226,7 +226,7 @@ impl<'a> Calibrated<'a> {
         let sl = s.measure("slow", rep)?;
         s.clear_plan()?;
         series.target_slow.extend(sl.target_use(&self.spec.target));
-        series.node_bounds.add_slow(&sl, &self.spec.target);
+        series.node_bounds.add_slow(&sl);
         series.slow.push(sl.load.rps);
         if let Some(owed) = s.windows.last().and_then(|w| w.owed_per_request_us) {
             let planned = self.resolved.delta_per_request_ns / 1e3;

@@ -59,35 +59,13 @@ impl Measured {
             .collect()
     }
 
-    /// What the node bound needs of this window, kept until the slowed-down windows are in.
+    /// What the node bound needs of this window (a baseline's, or the others' cost of a
+    /// slowed-down one), kept until every window of the experiment is in.
     pub(super) fn nodes(&self) -> NodesWindow {
         NodesWindow {
             rps: self.load.rps,
             nodes: self.agents.nodes.clone(),
         }
-    }
-
-    /// Per node (in the agents' order), the CPU-seconds per end-to-end request of every
-    /// registered service but `target`: in a slowed-down window, what they spend per request
-    /// at the faster target's throughput (docs/model.md). NaN without throughput.
-    pub(super) fn others_per_request(&self, target: &str) -> Vec<f64> {
-        self.agents
-            .nodes
-            .iter()
-            .map(|n| {
-                let others: f64 = n
-                    .cpu
-                    .iter()
-                    .filter(|(s, _)| s.as_str() != target)
-                    .map(|(_, c)| c)
-                    .sum();
-                if self.load.rps > 0.0 {
-                    others / self.load.rps
-                } else {
-                    f64::NAN
-                }
-            })
-            .collect()
     }
 
     /// The window as the result records it. `secs` is the agents' own length of the window.
@@ -106,7 +84,12 @@ impl Measured {
             p99_us: self.load.p99_us,
             owed_per_request_us: self.owed_per_request_us(entry, secs),
             node_busy: self.agents.node_busy.clone(),
-            app_cores: self.agents.nodes.iter().map(|n| n.app_cores).collect(),
+            app_cores: self
+                .agents
+                .nodes
+                .iter()
+                .map(NodeWindow::app_cores)
+                .collect(),
             services: self
                 .agents
                 .samples
@@ -205,7 +188,7 @@ impl Measured {
     }
 }
 
-/// A baseline window's throughput and nodes: the node bound's input.
+/// A window's throughput and nodes: the node bound's input.
 #[derive(Debug, Clone)]
 pub(super) struct NodesWindow {
     rps: f64,
@@ -213,13 +196,35 @@ pub(super) struct NodesWindow {
 }
 
 impl NodesWindow {
+    /// Per node (in the agents' order), the CPU-seconds per end-to-end request of every
+    /// registered service but `target`: in a slowed-down window, what they spend per request
+    /// at the faster target's throughput (docs/model.md). NaN without throughput.
+    pub(super) fn others_per_request(&self, target: &str) -> Vec<f64> {
+        self.nodes
+            .iter()
+            .map(|n| {
+                let others: f64 = n
+                    .cpu
+                    .iter()
+                    .filter(|(s, _)| s.as_str() != target)
+                    .map(|(_, c)| c)
+                    .sum();
+                if self.rps > 0.0 {
+                    others / self.rps
+                } else {
+                    f64::NAN
+                }
+            })
+            .collect()
+    }
+
     /// The node-CPU bound of a baseline window for removing `delta_ns` of CPU per visit of
     /// `target` (None when no agent reports its node), with each node busy at most
     /// `max(max_busy, its baseline busy share)`: [`model::NODE_MAX_BUSY`] for a node that may get
     /// busier, 0 for one known saturated at its baseline share (the node regime; a node the
     /// regime would not find limiting still may get busier then). `others`: per node, the other
     /// services' CPU per request measured in the slowed-down windows
-    /// ([`Measured::others_per_request`]), taken with the target's own from this window as the
+    /// ([`NodesWindow::others_per_request`]), taken with the target's own from this window as the
     /// app's CPU per request; None (or a node without a finite figure): this window's.
     pub(super) fn node_bound(
         &self,
@@ -242,7 +247,7 @@ impl NodesWindow {
             .map(|(i, n)| model::NodeLoad {
                 cpus: n.cpus,
                 busy_share: n.busy_share,
-                app_cores: n.app_cores,
+                app_cores: n.app_cores(),
                 target_share: if total_t > 0.0 {
                     n.visits.get(target).copied().unwrap_or(0.0) / total_t
                 } else {
@@ -302,8 +307,7 @@ mod tests {
             cpus: 1.0,
             busy_share: busy,
             visits: [("t".to_owned(), target)].into_iter().collect(),
-            app_cores: app,
-            ..NodeWindow::default()
+            cpu: [("t".to_owned(), app)].into_iter().collect(),
         };
         let m = Measured {
             load: LoadWindow {
@@ -389,7 +393,6 @@ mod tests {
                     cpus: 2.0,
                     busy_share: busy,
                     visits: [("t".to_owned(), rps), ("o".to_owned(), rps)].into(),
-                    app_cores: t + o,
                     cpu: [("t".to_owned(), t), ("o".to_owned(), o)].into(),
                 }],
                 ..StatsWindow::default()
@@ -399,7 +402,7 @@ mod tests {
         // something else: room 0.97·2 − 0.18 = 1.76 CPUs. Slowed down: the others 1.0 ms.
         let base = window(600.0, 0.9, 0.9, 0.72);
         let slow = window(500.0, 0.8, 0.75, 0.5);
-        let others = slow.others_per_request("t");
+        let others = slow.nodes().others_per_request("t");
         assert_eq!(others.len(), 1);
         assert!((others[0] - 1.0e-3).abs() < 1e-12, "{others:?}");
         // Δ = 1 ms: 1.76 / (2.7 − 1.0 ms) = 1035 req/s from the baseline alone,
