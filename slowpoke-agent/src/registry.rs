@@ -2,6 +2,7 @@
 //! so new workers join and dead ones leave), their listening ports, their usable CPUs and their
 //! CPU time.
 
+pub mod listeners;
 pub mod pods;
 
 use std::{
@@ -9,7 +10,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-pub use self::pods::PodSelector;
+pub use self::{listeners::Listeners, pods::PodSelector};
 use crate::{
     api::{ExcludedProcess, ServiceSpec},
     error::AgentError,
@@ -202,11 +203,18 @@ impl Selector {
 
     /// Resolves to processes now. Every candidate goes past `guard`: the ones it refuses are
     /// listed in `excluded`, never in `pids`. Errors say why nothing could be read.
+    /// `index`: the resolver's [`Listeners`], refreshed for this pass (`None`: read every
+    /// process's descriptors, as a registration does).
     pub fn resolve(
         &self,
         listen_ports: Option<&[u16]>,
         guard: &dyn Guard,
+        index: Option<&Listeners>,
     ) -> Result<Resolved, AgentError> {
+        let ports_of = |pids: &[u32]| match index {
+            Some(l) => l.ports_of(pids),
+            None => procfs::listen_ports_of(pids),
+        };
         // (directory, its processes) of a cgroup v2 selector: its id goes to the kernel only if
         // none of them is refused.
         let mut v2_dirs: Vec<(PathBuf, BTreeSet<u32>)> = Vec::new();
@@ -216,7 +224,10 @@ impl Selector {
                 .copied()
                 .filter(|&p| procfs::status(p).is_some_and(|s| s.tgid == p))
                 .collect(),
-            Selector::Ports(ports) => procfs::pids_listening_on(ports),
+            Selector::Ports(ports) => match index {
+                Some(l) => l.owners(ports),
+                None => procfs::pids_listening_on(ports),
+            },
             Selector::Cgroup(dir) => {
                 std::fs::metadata(dir.join("cgroup.procs")).map_err(|e| {
                     AgentError::BadRequest(format!(
@@ -284,7 +295,7 @@ impl Selector {
                 p.dedup();
                 p
             }
-            (None, _) => procfs::listen_ports_of(&pids),
+            (None, _) => ports_of(&pids),
         };
         // Given ports name the visit ports; whatever else the processes listen on is theirs too
         // (its traffic must not look like outgoing calls to an unregistered dependency).
@@ -294,7 +305,7 @@ impl Selector {
             Selector::Ports(_) | Selector::Pods(PodSelector { ports: Some(_), .. })
         );
         let other_ports = if listen_ports_given || by_port {
-            procfs::listen_ports_of(&pids)
+            ports_of(&pids)
                 .into_iter()
                 .filter(|p| !listen_ports.contains(p))
                 .collect()
@@ -541,12 +552,12 @@ mod tests {
     fn own_process_resolves_by_pid_and_comm() {
         let me = std::process::id();
         let r = Selector::Pids(vec![me])
-            .resolve(None, &Unguarded)
+            .resolve(None, &Unguarded, None)
             .expect("resolves");
         assert_eq!(r.pids, vec![me]);
         let comm = procfs::comm(me).expect("comm");
         let r = Selector::Comm(comm)
-            .resolve(None, &Unguarded)
+            .resolve(None, &Unguarded, None)
             .expect("resolves");
         assert!(r.pids.contains(&me));
         let mut cpu = CpuAccount::default();

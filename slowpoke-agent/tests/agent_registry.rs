@@ -316,3 +316,71 @@ async fn a_service_absent_from_this_node_registers_empty_and_fills_later() {
     assert!(e.to_string().contains("never stops"), "{e}");
     agent.shutdown().await;
 }
+
+/// A port service's listener may open after the registration (`may_be_absent`) and close while
+/// its process lives on: the resolver's index of the sockets' owners (`registry::listeners`)
+/// follows both at its next passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_service_follows_a_listener_that_opens_and_closes() {
+    use std::io::{BufRead, BufReader, Write};
+    let state = TempDir::new("reg-late-port");
+    let agent = start_agent(&state).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let info = agent
+        .put_service(
+            "late",
+            spec(|s| {
+                s.ports = Some(vec![port]);
+                s.may_be_absent = true;
+            }),
+        )
+        .expect("nobody listens yet, and the flag is set");
+    assert!(info.pids.is_empty(), "{info:?}");
+    // Opens its listener, then closes it, each on a line from the test.
+    let script = format!(
+        "import socket, sys\n\
+         sys.stdin.readline()\n\
+         s = socket.socket()\n\
+         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+         s.bind(('127.0.0.1', {port}))\n\
+         s.listen()\n\
+         print('up', flush=True)\n\
+         sys.stdin.readline()\n\
+         s.close()\n\
+         print('down', flush=True)\n\
+         sys.stdin.readline()\n"
+    );
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting python3");
+    let pid = child.id();
+    let mut stdin = child.stdin.take().expect("its stdin");
+    let mut stdout = BufReader::new(child.stdout.take().expect("its stdout"));
+    let mut step = |want: &str| {
+        stdin.write_all(b"\n").expect("writing to python3");
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("reading python3");
+        assert_eq!(line.trim(), want);
+    };
+    step("up");
+    wait_for(
+        Duration::from_secs(10),
+        "the listener's process to join",
+        || (agent.service("late").ok()?.pids == vec![pid]).then_some(()),
+    );
+    step("down");
+    wait_for(
+        Duration::from_secs(10),
+        "the process to leave with its listener",
+        || agent.service("late").ok()?.pids.is_empty().then_some(()),
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    agent.shutdown().await;
+}

@@ -50,7 +50,7 @@ use crate::{
     api::{self, Mode, ServiceSpec, SlowdownPlan},
     error::AgentError,
     kernel::{Beater, Kernel, PauseRequest, ServiceId},
-    registry::{CpuAccount, Resolved, SchedAccount, Selector},
+    registry::{CpuAccount, Listeners, Resolved, SchedAccount, Selector},
     safety::{
         guardian::Guardian,
         lease::Lease,
@@ -98,6 +98,8 @@ struct Inner {
     peer_sync: Option<Arc<PeerSync>>,
     /// The tail scheduler's thread (idle without a schedule).
     scheduler: scheduling::Scheduler,
+    /// The sockets' owners, kept across the resolver's passes (`registry::listeners`).
+    listeners: Mutex<Listeners>,
     stopping: AtomicBool,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
@@ -242,6 +244,7 @@ impl Agent {
             feeder: Mutex::new(Some(feeder)),
             events_lost: Mutex::new(None),
             lock: Mutex::new(Some(agent_lock)),
+            listeners: Mutex::new(Listeners::new()),
             stopping: AtomicBool::new(false),
             threads: Mutex::new(Vec::new()),
             instance: new_instance_id(),

@@ -47,8 +47,22 @@ impl Agent {
         };
         let protection = self.protection();
         let since = monotonic_ns().saturating_sub(self.inner.cfg.serving_window.as_nanos() as u64);
+        // One index of the sockets' owners for the whole pass, kept across passes
+        // (`registry::listeners`): the port selectors and every service's ports read it.
+        let mut index = lock(&self.inner.listeners);
+        if !work.is_empty() {
+            let wanted = work
+                .iter()
+                .filter_map(|(_, _, selector, _)| match selector {
+                    Selector::Ports(p) => Some(p.iter().copied()),
+                    _ => None,
+                })
+                .flatten()
+                .collect();
+            index.refresh(&wanted);
+        }
         for (name, generation, selector, ports) in work {
-            let Ok(resolved) = selector.resolve(ports.as_deref(), &protection) else {
+            let Ok(resolved) = selector.resolve(ports.as_deref(), &protection, Some(&index)) else {
                 continue;
             };
             let usable = registry::usable_cpus(&resolved.pids);

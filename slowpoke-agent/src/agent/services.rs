@@ -40,7 +40,7 @@ impl Agent {
             }
         }
         let protection = self.protection();
-        let resolved = selector.resolve(spec.listen_ports.as_deref(), &protection)?;
+        let resolved = selector.resolve(spec.listen_ports.as_deref(), &protection, None)?;
         let elsewhere = resolved
             .excluded
             .iter()

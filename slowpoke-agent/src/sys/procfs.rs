@@ -314,7 +314,7 @@ pub fn pids_listening_on(ports: &[u16]) -> BTreeSet<u32> {
 
 /// Listening sockets of the agent's own network namespace: from `sock_diag` (cheap however
 /// many `TIME_WAIT` sockets the node holds), else from `/proc/net/tcp{,6}`.
-fn own_listening_sockets() -> HashMap<u64, u16> {
+pub fn own_listening_sockets() -> HashMap<u64, u16> {
     sockdiag::listening_sockets().unwrap_or_else(|e| {
         tracing::debug!("sock_diag unavailable ({e}); reading /proc/net/tcp");
         listening_sockets(Path::new("/proc/net"))

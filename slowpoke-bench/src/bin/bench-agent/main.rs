@@ -4,7 +4,8 @@
 //! ```text
 //! cargo run --release -p slowpoke-bench --bin bench-agent [-- --rounds 7 --seconds 2]
 //!     [--pauses 200] [--time-wait 10000] [--sync-visits 200]
-//!     [--only hook,tracked,echo,nginx,pause,resolve,sync,sync-cluster,ages,ages-servers]
+//!     [--owner-services 6 --owner-connections 64]
+//!     [--only hook,tracked,echo,nginx,pause,resolve,owners,sync,sync-cluster,ages,ages-servers]
 //! ```
 //!
 //! 1. `hook`: time per socket call of a process no service tracks, programs attached vs.
@@ -27,7 +28,10 @@
 //!    `--time-wait` `TIME_WAIT` sockets on the node (an app that opens a connection per request
 //!    leaves tens of thousands): `sock_diag` (what the agent uses) vs. reading
 //!    `/proc/net/tcp{,6}` (what it used to), interleaved, per round `--lists` calls of each;
-//!    mean and 95 % CI of the time per call and of the per-round ratio.
+//!    mean and 95 % CI of the time per call and of the per-round ratio. `owners`: what a
+//!    resolver pass pays to find who listens on the services' ports, every process's
+//!    descriptors read for every port service vs. the index the resolver keeps across passes
+//!    (`registry::Listeners`), CPU time per pass, interleaved (see [`resolve`]).
 //! 5. `sync`: how close synchronized pauses are. Two echo server processes A and B are services
 //!    of a library `Agent`; a pause plan gives A 2 ms per visit (a quantum pause at every
 //!    visit) and B 0.4 ms (below the 1 ms quantum); one client visits A then B, `--sync-visits`
@@ -88,11 +92,17 @@ struct Options {
     /// Listings of each kind per round (resolve measurement).
     #[arg(long, default_value_t = 20)]
     lists: usize,
+    /// Port services (servers) of the owners measurement.
+    #[arg(long, default_value_t = 6)]
+    owner_services: usize,
+    /// Connections held to each of them (owners measurement).
+    #[arg(long, default_value_t = 64)]
+    owner_connections: usize,
     /// Visits of each service per run (sync and sync-cluster measurements).
     #[arg(long, default_value_t = 200)]
     sync_visits: usize,
     /// Parts to run (all by default).
-    #[arg(long, value_delimiter = ',', value_parser = ["hook", "tracked", "echo", "nginx", "pause", "resolve", "sync", "sync-cluster", "ages", "ages-servers"])]
+    #[arg(long, value_delimiter = ',', value_parser = ["hook", "tracked", "echo", "nginx", "pause", "resolve", "owners", "sync", "sync-cluster", "ages", "ages-servers"])]
     only: Vec<String>,
     /// Internal: be the echo server child on this port.
     #[arg(long, hide = true, value_name = "PORT")]
@@ -157,6 +167,9 @@ fn main() {
     }
     if o.runs("resolve") {
         report.insert("resolve".into(), resolve::resolve_cost(&o));
+    }
+    if o.runs("owners") {
+        report.insert("resolve_owners".into(), resolve::owners_cost(&o));
     }
     if o.runs("sync") {
         report.insert("synchronized_pauses".into(), sync::sync_closeness(&o));
