@@ -14,8 +14,8 @@
 //!   proxy (three services, the proxy and the cache paused).
 //!
 //! Three more cases ask what a real per-request saving in the target would give (`--delta-us`,
-//! Δ measured independently of the product; [`savings`]): `nginx-gzip`, `nginx-subfilter`,
-//! `haproxy-lua`.
+//! Δ measured independently of the product before each run; [`savings`]): `nginx-gzip`,
+//! `nginx-subfilter`, `haproxy-lua`.
 //!
 //! Each case runs `--runs` what-ifs on the same servers (one instance per case), each with
 //! `--repetitions` interleaved (base, slow, truth) windows of `--duration` s. Writes
@@ -83,7 +83,7 @@ struct Args {
     #[arg(long, default_value_t = 64)]
     page_kib: usize,
     /// Saving cases: rounds of the independent Δ measurement (each: both configurations)
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 8)]
     delta_rounds: usize,
     /// Saving cases: seconds of load per configuration and round of the Δ measurement
     #[arg(long, default_value_t = 4.0)]
@@ -114,7 +114,8 @@ struct Running {
     truth: TruthCommands,
 }
 
-/// What a case asks: web gets 2 cores, or its target saves the Δ measured beforehand.
+/// What a case asks: web gets 2 cores, or its target saves the Δ measured before the run.
+#[derive(Clone)]
 struct Question {
     target: &'static str,
     optimization: Optimization,
@@ -278,8 +279,9 @@ fn real_main() -> Result<()> {
             headers: vec![("Accept-Encoding".into(), "gzip".into())],
             ..LoadConfig::default()
         };
-        let (running, question) = if SCALING.contains(&case.as_str()) {
-            let running = start(case, args.page_kib)?;
+        // A scaling case asks one question; a saving case measures its Δ again before every
+        // run, so the runs' errors are independent (one shared Δ would move all of them alike).
+        let (running, scaling, saving) = if SCALING.contains(&case.as_str()) {
             let question = Question {
                 target: "web",
                 optimization: Optimization::Cores(2.0),
@@ -288,34 +290,45 @@ fn real_main() -> Result<()> {
                 delta_noise_pct: None,
                 text: "what if web got 2 cores".into(),
             };
-            (running, question)
+            (start(case, args.page_kib)?, Some(question), None)
         } else {
             let (running, target, root) = savings::start(case, args.page_kib)?;
-            eprintln!("{case}: measuring Δ of `{target}` independently ...");
-            let d =
-                savings::measure_delta(&running, root, &load, args.delta_rounds, args.delta_secs)?;
-            eprintln!(
-                "{case}: Δ = {:.1} ± {:.1} µs per request ({:.1} → {:.1} µs of CPU)",
-                d.delta, d.half_width, d.base, d.optimized
-            );
-            if args.delta_only {
-                continue;
-            }
-            if d.delta.is_nan() || d.delta <= 0.0 {
-                bail!("{case}: the optimized configuration saved no CPU ({d:?})");
-            }
-            let question = Question {
-                target,
-                optimization: Optimization::DeltaUs(d.delta),
-                kind: "saving",
-                delta_pct: d.delta / d.base * 100.0,
-                delta_noise_pct: Some(d.half_width / d.delta * 100.0),
-                text: format!("what if {target} spent {:.0} µs less per request", d.delta),
-            };
-            (running, question)
+            (running, None, Some((target, root)))
         };
         for k in todo {
             n += 1;
+            let question = match (&scaling, saving) {
+                (Some(q), _) => q.clone(),
+                (None, Some((target, root))) => {
+                    eprintln!("{case} run {k}: measuring Δ of `{target}` independently ...");
+                    let d = savings::measure_delta(
+                        &running,
+                        root,
+                        &load,
+                        args.delta_rounds,
+                        args.delta_secs,
+                    )?;
+                    eprintln!(
+                        "{case} run {k}: Δ = {:.1} ± {:.1} µs per request ({:.1} → {:.1} µs of CPU)",
+                        d.delta, d.half_width, d.base, d.optimized
+                    );
+                    if args.delta_only {
+                        continue;
+                    }
+                    if d.delta.is_nan() || d.delta <= 0.0 {
+                        bail!("{case}: the optimized configuration saved no CPU ({d:?})");
+                    }
+                    Question {
+                        target,
+                        optimization: Optimization::DeltaUs(d.delta),
+                        kind: "saving",
+                        delta_pct: d.delta / d.base * 100.0,
+                        delta_noise_pct: Some(d.half_width / d.delta * 100.0),
+                        text: format!("what if {target} spent {:.0} µs less per request", d.delta),
+                    }
+                }
+                (None, None) => unreachable!("a case is a scaling or a saving case"),
+            };
             let label = format!("[{n}/{total}] {case} run {k}: {}", question.text);
             eprintln!("{label} ...");
             let spec = WhatIfSpec {

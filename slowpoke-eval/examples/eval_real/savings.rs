@@ -9,11 +9,17 @@
 //!   request → nginx (2 workers, a static file); the saving: 8000 rounds.
 //!
 //! **Δ, independently**: before the what-ifs, the load runs against each configuration in turn
-//! (three rounds, alternating which goes first), and the target's processes' CPU time
-//! (`/proc/PID/stat` utime + stime of the server's master and workers) over the requests the
-//! load completed gives its CPU per request under each; Δ is the mean of the rounds' paired
-//! differences, with its 95 % interval. Neither the kernel programs' visit counts nor the
-//! product's `p_T` enter it.
+//! (`--delta-rounds` rounds, alternating which goes first), and the target's processes' CPU time
+//! over the requests the load completed gives its CPU per request under each; Δ is the mean of
+//! the rounds' paired differences, with its 95 % interval. Neither the kernel programs' visit
+//! counts nor the product's `p_T` enter it.
+//!
+//! The CPU time is `/proc/PID/stat`'s utime + stime of the server's master and its workers,
+//! **plus the master's cutime + cstime**: a reload replaces the workers, and a worker that exits
+//! within a window takes its whole lifetime's CPU out of the workers' sum; once its master has
+//! reaped it, that time is in the master's children's times. The sum is then monotone and its
+//! growth over a window is what the tree spent in it, whichever worker spent it. (Before
+//! 2026-12-08 the children's times were left out.)
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -105,7 +111,8 @@ pub(crate) fn start(case: &str, page_kib: usize) -> Result<(Running, &'static st
     ))
 }
 
-/// The CPU time of `root` and its children so far, µs.
+/// The CPU time of `root` and its children so far, µs, counting the children it has reaped
+/// (its cutime + cstime): monotone across a reload that replaces the children.
 fn tree_cpu_us(root: u32) -> Result<f64> {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
@@ -114,7 +121,9 @@ fn tree_cpu_us(root: u32) -> Result<f64> {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
             .with_context(|| format!("reading /proc/{pid}/stat"))?;
         // Fields after the command's closing parenthesis: state is the 3rd field, utime the
-        // 14th, stime the 15th (proc(5)).
+        // 14th, stime the 15th, cutime and cstime (its reaped children's) the 16th and 17th
+        // (proc(5)). Only the root's reaped children count: a worker's own children (none
+        // here) would be counted twice otherwise.
         let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
         let f: Vec<&str> = rest.split_whitespace().collect();
         let num = |i: usize| {
@@ -123,6 +132,9 @@ fn tree_cpu_us(root: u32) -> Result<f64> {
                 .unwrap_or(0)
         };
         ticks += num(14) + num(15);
+        if pid == root {
+            ticks += num(16) + num(17);
+        }
     }
     Ok(ticks as f64 * 1e6 / hz)
 }
