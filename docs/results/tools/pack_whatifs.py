@@ -6,7 +6,8 @@ Usage: python3 docs/results/tools/pack_whatifs.py WHATIFS_DIR > docs/results/RUN
 import json, os, sys
 
 KEEP = ["id", "target", "optimization", "delta_us", "baseline_rps", "slow_rps", "predicted_rps", "pause_predicted_rps",
-        "node_bound_rps", "truth_rps", "error_pct", "regime", "services"]
+        "node_bound_rps", "truth_rps", "error_pct", "regime", "services", "delta_ns_per_request",
+        "target_use"]
 WKEEP = ["phase", "repetition", "rps", "node_busy", "app_cores", "services"]
 PHASES = ("base", "slow", "truth")
 
