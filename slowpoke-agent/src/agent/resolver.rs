@@ -51,7 +51,7 @@ impl Agent {
         // (`registry::listeners`): the port selectors and every service's ports read it.
         let mut index = lock(&self.inner.listeners);
         if !work.is_empty() {
-            let wanted = work
+            let wanted: Vec<u16> = work
                 .iter()
                 .filter_map(|(_, _, selector, _)| match selector {
                     Selector::Ports(p) => Some(p.iter().copied()),

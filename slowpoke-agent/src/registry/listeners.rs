@@ -64,7 +64,7 @@ impl Listeners {
 
     /// One pass: the listening sockets now, and the descriptors of the processes due (module
     /// docs). `wanted`: the ports the port selectors name.
-    pub fn refresh(&mut self, wanted: &BTreeSet<u16>) {
+    pub fn refresh(&mut self, wanted: &[u16]) {
         self.pass += 1;
         self.listening = procfs::own_listening_sockets();
         let pids = procfs::all_pids();
@@ -106,9 +106,8 @@ impl Listeners {
     }
 
     /// A wanted port has a listening socket no known process holds.
-    fn unowned(&self, wanted: &BTreeSet<u16>) -> bool {
-        let ports: Vec<u16> = wanted.iter().copied().collect();
-        let mut inodes = self.inodes_on(&ports);
+    fn unowned(&self, wanted: &[u16]) -> bool {
+        let mut inodes = self.inodes_on(wanted);
         if inodes.is_empty() {
             return false;
         }
@@ -173,13 +172,13 @@ mod tests {
         let me = std::process::id();
         let (l, port) = listen();
         let mut index = Listeners::new();
-        index.refresh(&BTreeSet::from([port]));
+        index.refresh(&[port]);
         assert_eq!(index.owners(&[port]), BTreeSet::from([me]));
         assert_eq!(index.owners(&[port]), procfs::pids_listening_on(&[port]));
         assert!(index.ports_of(&[me]).contains(&port));
         assert!(procfs::listen_ports_of(&[me]).contains(&port));
         drop(l);
-        index.refresh(&BTreeSet::from([port]));
+        index.refresh(&[port]);
         assert!(
             index.owners(&[port]).is_empty(),
             "a closed listener has no owner"
@@ -194,12 +193,12 @@ mod tests {
     fn an_old_process_opening_a_listener_is_found() {
         let me = std::process::id();
         let mut index = Listeners::new();
-        let none = BTreeSet::new();
+        let none: [u16; 0] = [];
         for _ in 0..=YOUNG_PASSES {
             index.refresh(&none);
         }
         let (_wanted, port) = listen();
-        index.refresh(&BTreeSet::from([port]));
+        index.refresh(&[port]);
         assert_eq!(
             index.owners(&[port]),
             BTreeSet::from([me]),

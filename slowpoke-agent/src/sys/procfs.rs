@@ -50,6 +50,8 @@ pub struct ProcStat {
     pub state: char,
     /// utime + stime in clock ticks.
     pub cpu_ticks: u64,
+    /// cutime + cstime in clock ticks: the children it has reaped (0 if the text stops short).
+    pub reaped_cpu_ticks: u64,
     /// The kernel's per-process flags (`PF_*`, e.g. [`PF_KTHREAD`]).
     pub flags: u32,
 }
@@ -68,16 +70,18 @@ pub fn parse_stat(text: &str) -> Option<ProcStat> {
     let rest = &text[text.rfind(')')? + 1..];
     let mut fields = rest.split_ascii_whitespace();
     // After ')': state(3) ppid(4) pgrp(5) session(6) tty_nr(7) tpgid(8) flags(9) minflt(10)
-    // cminflt(11) majflt(12) cmajflt(13) utime(14) stime(15).
+    // cminflt(11) majflt(12) cmajflt(13) utime(14) stime(15) cutime(16) cstime(17).
     let state = fields.next()?.chars().next()?;
     let mut fields = fields.skip(5);
     let flags: u32 = fields.next()?.parse().ok()?;
     let mut fields = fields.skip(4);
     let utime: u64 = fields.next()?.parse().ok()?;
     let stime: u64 = fields.next()?.parse().ok()?;
+    let reaped: u64 = fields.take(2).map(|f| f.parse::<u64>().unwrap_or(0)).sum();
     Some(ProcStat {
         state,
         cpu_ticks: utime + stime,
+        reaped_cpu_ticks: reaped,
         flags,
     })
 }

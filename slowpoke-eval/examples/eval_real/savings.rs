@@ -25,6 +25,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
+use slowpoke_agent::sys::procfs;
 use slowpoke_coordinator::experiment::{LoadConfig, LoadStarter as _};
 use slowpoke_coordinator::real::{RealLoadStarter, TruthCommands};
 use slowpoke_testkit::swap::{Variants, haproxy_lua, variants};
@@ -112,31 +113,18 @@ pub(crate) fn start(case: &str, page_kib: usize) -> Result<(Running, &'static st
 }
 
 /// The CPU time of `root` and its children so far, µs, counting the children it has reaped
-/// (its cutime + cstime): monotone across a reload that replaces the children.
+/// (its cutime + cstime): monotone across a reload that replaces the children. Only the root's
+/// reaped children count: a worker's own children (none here) would be counted twice otherwise.
 fn tree_cpu_us(root: u32) -> Result<f64> {
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     let mut ticks = 0u64;
     for pid in std::iter::once(root).chain(children(root)) {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .with_context(|| format!("reading /proc/{pid}/stat"))?;
-        // Fields after the command's closing parenthesis: state is the 3rd field, utime the
-        // 14th, stime the 15th, cutime and cstime (its reaped children's) the 16th and 17th
-        // (proc(5)). Only the root's reaped children count: a worker's own children (none
-        // here) would be counted twice otherwise.
-        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let num = |i: usize| {
-            f.get(i - 3)
-                .and_then(|x| x.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        ticks += num(14) + num(15);
+        let stat = procfs::stat(pid).with_context(|| format!("reading /proc/{pid}/stat"))?;
+        ticks += stat.cpu_ticks;
         if pid == root {
-            ticks += num(16) + num(17);
+            ticks += stat.reaped_cpu_ticks;
         }
     }
-    Ok(ticks as f64 * 1e6 / hz)
+    Ok((ticks * procfs::ns_per_tick()) as f64 / 1e3)
 }
 
 /// Δ measured independently of the product: the target's CPU per request under each

@@ -103,7 +103,7 @@ fn owners_by_full_reads(ports: &[u16]) -> Vec<(Vec<u32>, Vec<u16>)> {
 
 /// The same from the index, after its pass.
 fn owners_by_index(index: &mut Listeners, ports: &[u16]) -> Vec<(Vec<u32>, Vec<u16>)> {
-    index.refresh(&ports.iter().copied().collect());
+    index.refresh(ports);
     ports
         .iter()
         .map(|&p| {
